@@ -1,0 +1,125 @@
+"""The Settings model: every knob of the daemon, validated in one place.
+
+Precedence, highest first: command-line flags (passed as init values), then
+`BGREMOVER_<NAME>` environment variables, then the TOML file named by
+`--config` or `BGREMOVER_CONFIG`, then the defaults below.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+CONFIG_ENV = "BGREMOVER_CONFIG"
+
+
+class SettingsError(Exception):
+    """A bad setting; the message is one line per problem, naming the setting."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="BGREMOVER_", extra="forbid", validate_default=True)
+
+    root: Path = Path("./data")
+    output_format: Literal["png", "webp", "avif"] = "png"
+    quality: int = Field(90, ge=1, le=100, description="WebP/AVIF quality; PNG ignores it")
+    max_session_items: int = Field(100, ge=1)
+    session_idle_seconds: float = Field(30.0, gt=0)
+    stable_seconds: float = Field(2.0, ge=0)
+    job_timeout_seconds: float = Field(300.0, gt=0)
+    job_memory_limit_mb: int = Field(2048, gt=0)
+    kill_grace_seconds: float = Field(3.0, gt=0, le=5)
+    model: str = "u2netp"
+    keep_originals: bool = True
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # The module run as `python -m <job_module>` for each job. Tests point it at
+    # fake job bodies; users have no reason to change it.
+    job_module: str = "daemon.job"
+
+    # Set by load_settings() before construction; a class attribute because
+    # pydantic-settings builds its sources from the class.
+    _toml_file: Path | None = None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if cls._toml_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cls._toml_file))
+        return tuple(sources)
+
+    # Folders under the root; each has one job in the folder contract.
+    @property
+    def inbox(self) -> Path:
+        return self.root / "inbox"
+
+    @property
+    def outbox(self) -> Path:
+        return self.root / "outbox"
+
+    @property
+    def retry_dir(self) -> Path:
+        return self.root / "retry"
+
+    @property
+    def cancel_dir(self) -> Path:
+        return self.root / "cancel"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / "state"
+
+    @property
+    def archive_dir(self) -> Path:
+        return self.root / "archive"
+
+    @property
+    def database(self) -> Path:
+        return self.state_dir / "bgremover.sqlite3"
+
+
+def load_settings(config: Path | str | None = None, **overrides: Any) -> Settings:
+    """Build Settings from flags, environment and file, or raise SettingsError."""
+    path = config or os.environ.get(CONFIG_ENV) or None
+    toml_file = Path(path) if path else None
+    if toml_file is not None and not toml_file.is_file():
+        raise SettingsError(f"config file {toml_file} does not exist")
+    flags = {key: value for key, value in overrides.items() if value is not None}
+    Settings._toml_file = toml_file
+    try:
+        settings = Settings(**flags)
+    except ValidationError as exc:
+        raise SettingsError(describe(exc)) from None
+    except ValueError as exc:  # a TOML syntax error surfaces as a ValueError subclass
+        raise SettingsError(f"config file {toml_file}: {exc}") from None
+    finally:
+        Settings._toml_file = None
+    return settings.model_copy(update={"root": settings.root.expanduser().absolute()})
+
+
+def describe(exc: ValidationError) -> str:
+    """One line per bad value: which setting, what is wrong, what was given."""
+    lines = []
+    for error in exc.errors():
+        name = ".".join(str(part) for part in error["loc"]) or "settings"
+        if error["type"] == "extra_forbidden":
+            lines.append(f"unknown setting '{name}'")
+            continue
+        lines.append(f"bad setting '{name}': {error['msg']} (got {error.get('input')!r})")
+    return "\n".join(lines)

@@ -1,0 +1,66 @@
+"""Fixtures shared by every test: no test may leak a thread or a process."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+PHOTOS = Path(__file__).resolve().parent / "photos"
+
+
+def _children_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # The command name may contain spaces or parentheses; the ppid follows the last ')'.
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if text.encode() in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.fixture(autouse=True)
+def no_leaks(request, tmp_path):
+    """Fail a test that leaves a thread, a child process, or any process working on its tmp_path."""
+    threads_before = set(threading.enumerate())
+    yield
+    deadline = time.monotonic() + 5
+    while True:
+        threads = [t for t in threading.enumerate() if t not in threads_before and t.is_alive()]
+        children = _children_of(os.getpid())
+        strays = _processes_mentioning(str(tmp_path))
+        if not (threads or children or strays) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    for pid in set(children) | set(strays):
+        try:
+            os.kill(pid, 9)
+        except ProcessLookupError:
+            pass
+    assert not threads, f"test leaked threads: {threads}"
+    assert not children, f"test leaked child processes: {children}"
+    assert not strays, f"test left processes working on its folder: {strays}"
