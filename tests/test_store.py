@@ -1,0 +1,130 @@
+"""The queue's contract: only the state table's moves happen, each one durable and logged."""
+
+from __future__ import annotations
+
+import itertools
+import sqlite3
+
+import pytest
+
+from daemon.states import TRANSITIONS, SessionState, Status
+from daemon.store import IllegalTransition, Store
+
+NOW = 1_700_000_000.0
+
+
+@pytest.fixture
+def store(tmp_path):
+    store = Store(tmp_path / "queue.sqlite3")
+    yield store
+    store.close()
+
+
+def put_item_in(store: Store, status: Status, name: str = "a.jpg"):
+    """An item driven along allowed edges until it reaches `status`."""
+    if store.session("s") is None:
+        store.create_session("s", None, "png", NOW)
+    item = store.add_item("s", name, name + ".png", ".jpg", name.encode(), NOW)
+    path = {
+        Status.QUEUED: [],
+        Status.PROCESSING: [Status.PROCESSING],
+        Status.DONE: [Status.PROCESSING, Status.DONE],
+        Status.FAILED: [Status.PROCESSING, Status.FAILED],
+        Status.CANCELLED: [Status.CANCELLED],
+    }[status]
+    for dst in path:
+        item = store.transition(item.id, item.status, dst, NOW)
+    assert item.status is status
+    return item
+
+
+@pytest.mark.parametrize("src,dst", list(itertools.product(Status, Status)))
+def test_every_pair_of_the_state_table(store, src, dst):
+    item = put_item_in(store, src)
+    if dst in TRANSITIONS[src]:
+        assert store.transition(item.id, src, dst, NOW + 1).status is dst
+        assert store.events(item.id)[-1]["dst"] == dst.value
+    else:
+        with pytest.raises(IllegalTransition):
+            store.transition(item.id, src, dst, NOW + 1)
+        assert store.item(item.id).status is src
+
+
+@pytest.mark.parametrize("src,dst", [(s, d) for s in Status for d in Status if d not in TRANSITIONS[s] and d != s])
+def test_the_database_itself_refuses_an_illegal_raw_update(store, src, dst):
+    item = put_item_in(store, src)
+    with pytest.raises(sqlite3.IntegrityError, match="illegal status transition"):
+        store.db.execute("UPDATE items SET status = ? WHERE id = ?", (dst.value, item.id))
+    assert store.item(item.id).status is src
+
+
+def test_a_transition_from_the_wrong_status_changes_nothing(store):
+    item = put_item_in(store, Status.QUEUED)
+    with pytest.raises(IllegalTransition):
+        store.transition(item.id, Status.PROCESSING, Status.DONE, NOW)
+    assert store.item(item.id).status is Status.QUEUED
+
+
+def test_claim_takes_the_oldest_queued_item_and_counts_the_attempt(store):
+    first = put_item_in(store, Status.QUEUED, "1.jpg")
+    put_item_in(store, Status.QUEUED, "2.jpg")
+    claimed = store.claim_next(NOW)
+    assert (claimed.id, claimed.status, claimed.attempts) == (first.id, Status.PROCESSING, 1)
+
+
+def test_claim_returns_none_when_nothing_is_queued(store):
+    put_item_in(store, Status.DONE)
+    assert store.claim_next(NOW) is None
+
+
+def test_recover_requeues_what_a_previous_life_left_processing(tmp_path):
+    path = tmp_path / "queue.sqlite3"
+    first = Store(path)
+    item = put_item_in(first, Status.PROCESSING)
+    first.set_job_pid(item.id, 4242)
+    first.db.close()  # the process dies without cleaning up
+
+    second = Store(path)
+    stranded = second.recover(NOW)
+    assert [(i.id, i.job_pid) for i in stranded] == [(item.id, 4242)]
+    assert second.item(item.id).status is Status.QUEUED
+    assert second.events(item.id)[-1]["reason"] == "recovered"
+    second.close()
+
+
+def test_new_items_must_start_queued(store):
+    store.create_session("s", None, "png", NOW)
+    with pytest.raises(sqlite3.IntegrityError):
+        store.db.execute(
+            "INSERT INTO items (session, name, member, ext, source, status, created_at, updated_at)"
+            " VALUES ('s', 'x', 'x.png', '.jpg', x'00', 'done', 0, 0)"
+        )
+
+
+def test_counts_and_withdraw(store):
+    put_item_in(store, Status.DONE, "a.jpg")
+    put_item_in(store, Status.FAILED, "b.jpg")
+    vanished = put_item_in(store, Status.QUEUED, "c.jpg")
+    assert store.withdraw(vanished.id)
+    assert store.counts("s") == {"queued": 0, "processing": 0, "done": 1, "failed": 1, "cancelled": 0}
+    assert store.count("s") == 2
+
+
+def test_session_state_changes_are_guarded(store):
+    store.create_session("s", "catalog", "png", NOW)
+    assert store.open_session("catalog").name == "s"
+    assert store.open_session(None) is None
+    assert store.set_session_state("s", {SessionState.OPEN}, SessionState.PROCESSING, NOW)
+    assert not store.set_session_state("s", {SessionState.OPEN}, SessionState.PROCESSING, NOW)
+    assert store.set_session_state("s", {SessionState.PROCESSING}, SessionState.COMPLETE, NOW, "s.zip")
+    assert store.session("s").zip == "s.zip"
+    assert store.open_session("catalog") is None
+
+
+def test_a_readonly_reader_sees_committed_rows_and_cannot_write(tmp_path, store):
+    put_item_in(store, Status.QUEUED)
+    reader = Store(store.path, readonly=True)
+    assert [i.name for i in reader.items("s")] == ["a.jpg"]
+    with pytest.raises(sqlite3.OperationalError):
+        reader.db.execute("DELETE FROM items")
+    reader.close()
