@@ -1,0 +1,29 @@
+# Two commands for a fresh machine with Python >= 3.11: `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+ROOT   ?= ./data
+
+.PHONY: run test clean
+
+# Both targets install the working tree in editable mode into one venv, so they
+# never disagree about which code runs; the stamps re-install when
+# pyproject.toml changes.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.test-installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+run: $(VENV)/.installed
+	$(BIN)/bgremover run --root $(ROOT)
+
+test: $(VENV)/.test-installed
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) data build dist *.egg-info .pytest_cache

@@ -1,0 +1,60 @@
+"""argv -> Settings -> logging -> the command; every command returns an exit code.
+
+Exit codes: 0 success, 1 the work failed (say an unreadable image for `remove`),
+2 a usage or configuration problem (a bad setting, a damaged model file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from daemon import __version__, logs
+from daemon.settings import SettingsError, load_settings
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--root", type=Path, help="the folder holding inbox/, outbox/, ... (setting: root)")
+    common.add_argument("--config", type=Path, help="a TOML settings file (or BGREMOVER_CONFIG)")
+    parser = argparse.ArgumentParser(
+        prog="bgremover", description="A hot folder that removes image backgrounds on this machine."
+    )
+    parser.add_argument("--version", action="version", version=f"bgremover {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser("run", parents=[common], help="run the daemon in the foreground")
+    status = commands.add_parser("status", parents=[common], help="show sessions and per-item progress")
+    status.add_argument("session", nargs="?", help="show every item of this session")
+    retry = commands.add_parser("retry", parents=[common], help="send failed or cancelled items back to the queue")
+    retry.add_argument("session")
+    retry.add_argument("name", nargs="?", help="one item's name; all failed and cancelled items when left out")
+    cancel = commands.add_parser("cancel", parents=[common], help="cancel a session")
+    cancel.add_argument("session")
+    remove = commands.add_parser("remove", parents=[common], help="remove the background of one image, once")
+    remove.add_argument("input", type=Path)
+    remove.add_argument("output", type=Path, help="its extension picks the format: .png, .webp or .avif")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings(args.config, root=args.root)
+    except SettingsError as exc:
+        return fail(str(exc), EXIT_USAGE)
+    logs.configure(settings.log_format, settings.log_level)
+    from daemon import commands  # after logging is set up; keeps `--help` fast
+
+    command = getattr(commands, args.command)
+    return command(settings, args)
+
+
+def fail(message: str, code: int) -> int:
+    for line in message.splitlines():
+        print(f"bgremover: {line}", file=sys.stderr)
+    return code
+
+

@@ -1,0 +1,142 @@
+"""The bodies of the `bgremover` commands; cli.py parses, these act.
+
+`retry` and `cancel` only touch the marker files the daemon watches, so they
+work the same whether the daemon runs now or starts later.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from daemon.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, fail
+from daemon.settings import Settings
+from daemon.states import Status
+from daemon.store import Store
+
+
+def run(settings: Settings, args: argparse.Namespace) -> int:
+    from daemon import matting
+    from daemon.supervisor import Supervisor
+
+    try:
+        model = matting.load_model_spec(settings.model)
+    except matting.ModelError as exc:
+        return fail(str(exc), EXIT_USAGE)
+    print(f"bgremover: drop images into {settings.inbox}; results appear in {settings.outbox}", file=sys.stderr)
+    return Supervisor(settings, model).run()
+
+
+def open_store(settings: Settings) -> Store | None:
+    if not settings.database.exists():
+        return None
+    return Store(settings.database, readonly=True)
+
+
+def status(settings: Settings, args: argparse.Namespace) -> int:
+    store = open_store(settings)
+    if store is None:
+        print(f"no sessions yet under {settings.root}")
+        return EXIT_OK
+    try:
+        sessions = [s for s in store.sessions() if args.session in (None, s.name)]
+        if args.session and not sessions:
+            return fail(f"no session named '{args.session}'", EXIT_FAILED)
+        for session in sessions:
+            print(session_line(store, session))
+            for item in store.items(session.name):
+                if args.session or item.status is Status.FAILED:
+                    print("  " + item_line(settings, item))
+    finally:
+        store.close()
+    return EXIT_OK
+
+
+def session_line(store: Store, session) -> str:
+    counts = store.counts(session.name)
+    total = sum(counts.values())
+    parts = [f"{counts['done']}/{total} done"] + [
+        f"{n} {status}" for status, n in counts.items() if n and status != "done"
+    ]
+    zip_name = session.zip or "no ZIP yet"
+    return f"{session.name}  [{session.state.value}]  {', '.join(parts)}  ({zip_name})"
+
+
+def item_line(settings: Settings, item) -> str:
+    line = f"{item.status.value:<10} {item.name}"
+    if item.status is Status.DONE:
+        line += f" -> {item.member}"
+    if item.error:
+        line += f": {item.error}"
+    if item.status in (Status.FAILED, Status.CANCELLED):
+        line += f" (retry: touch {settings.retry_dir / item.session / item.name})"
+    return line
+
+
+def retry(settings: Settings, args: argparse.Namespace) -> int:
+    store = open_store(settings)
+    if store is None:
+        return fail(f"no sessions yet under {settings.root}", EXIT_FAILED)
+    try:
+        if store.session(args.session) is None:
+            return fail(f"no session named '{args.session}'", EXIT_FAILED)
+        if args.name is not None:
+            item = store.item_named(args.session, args.name)
+            if item is None:
+                return fail(f"session '{args.session}' has no item named '{args.name}'", EXIT_FAILED)
+            items = [item]
+        else:
+            items = store.items(args.session, Status.FAILED, Status.CANCELLED)
+    finally:
+        store.close()
+    retryable = [item for item in items if item.status in (Status.FAILED, Status.CANCELLED)]
+    if not retryable:
+        return fail("nothing to retry: only failed or cancelled items can be retried", EXIT_FAILED)
+    for item in retryable:
+        touch(settings.retry_dir / item.session / item.name)
+        print(f"retry requested: {item.session}/{item.name}")
+    return EXIT_OK
+
+
+def cancel(settings: Settings, args: argparse.Namespace) -> int:
+    store = open_store(settings)
+    known = store is not None and store.session(args.session) is not None
+    if store is not None:
+        store.close()
+    if not known:
+        return fail(f"no session named '{args.session}'", EXIT_FAILED)
+    touch(settings.cancel_dir / args.session)
+    print(f"cancel requested: {args.session}")
+    return EXIT_OK
+
+
+def touch(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch()
+
+
+def remove(settings: Settings, args: argparse.Namespace) -> int:
+    from daemon import matting
+
+    try:
+        fmt = matting.format_for_path(args.output)
+        model = matting.load_model_spec(settings.model)
+    except (ValueError, matting.ModelError) as exc:
+        return fail(str(exc), EXIT_USAGE)
+    session = matting.create_session(model)
+    fd, temp = tempfile.mkstemp(prefix=".tmp-", suffix=args.output.suffix, dir=args.output.parent or ".")
+    os.close(fd)
+    try:
+        matting.remove_background(args.input, Path(temp), fmt, settings.quality, session, model)
+        os.replace(temp, args.output)
+    except matting.BadInput as exc:
+        return fail(f"{args.input}: {exc}", EXIT_FAILED)
+    except OSError as exc:
+        return fail(f"{exc.filename or args.input}: {exc.strerror or exc}", EXIT_FAILED)
+    finally:
+        Path(temp).unlink(missing_ok=True)
+    print(f"wrote {args.output}")
+    return EXIT_OK

@@ -1,0 +1,579 @@
+"""The supervisor: one loop that takes files, runs one job at a time and closes sessions.
+
+Everything that decides happens here, on the main thread. The watcher thread
+and the signal handlers only put a note on `wakeups`; the loop wakes at least
+once a second (four times a second while a job runs) and runs the same upkeep
+steps every time. Each job is a fresh process in its own process group; the
+loop reaps it, reads its exit code and its result file, and alone decides the
+item's terminal state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import structlog
+
+from daemon import outbox
+from daemon.intake import Intake
+from daemon.matting import FORMAT_EXTENSIONS, ModelSpec
+from daemon.settings import Settings
+from daemon.spool import Spool, remove_empty_dirs
+from daemon.states import TERMINAL, SessionState, Status
+from daemon.store import Item, Session, Store, iso
+
+log = structlog.get_logger()
+
+EXIT_DONE, EXIT_BAD_INPUT, EXIT_TEMPORARY = 0, 2, 75
+RESCAN_SECONDS = 30.0  # a full inbox walk now and then catches events inotify dropped
+STDERR_TAIL_BYTES = 2000
+
+
+@dataclass
+class RunningJob:
+    item: Item
+    process: subprocess.Popen
+    started: float
+    deadline: float
+    stop_reason: str | None = None  # why we are stopping it: timeout, memory, cancel, shutdown
+    kill_at: float | None = None
+    peak_rss_kb: int = 0
+    exited: threading.Event = field(default_factory=threading.Event)
+
+
+def display(name: str) -> str:
+    """A file name as valid UTF-8 text: undecodable bytes are shown as \\xNN escapes."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
+def with_suffix_number(name: str, n: int) -> str:
+    stem, dot, ext = name.rpartition(".")
+    return f"{stem} ({n}).{ext}" if dot and stem else f"{name} ({n})"
+
+
+class Supervisor:
+    def __init__(self, settings: Settings, model: ModelSpec) -> None:
+        self.settings = settings
+        self.model = model
+        self.wakeups: queue.SimpleQueue = queue.SimpleQueue()
+        for folder in (settings.inbox, settings.outbox, settings.retry_dir, settings.cancel_dir, settings.state_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        self.spool = Spool(settings.root)
+        self.spool.prepare()
+        self.store = Store(settings.database)
+        self.intake = Intake(
+            settings.inbox,
+            settings.stable_seconds,
+            wake=lambda: self.wakeups.put("intake"),
+            also_watch=[settings.retry_dir, settings.cancel_dir],
+        )
+        self.job: RunningJob | None = None
+        self.stopping = False
+        self.unfinished: set[str] = set()  # sessions that may be ready for their ZIP
+        self.zip_retry_at: dict[str, float] = {}
+        self.next_rescan = 0.0
+
+    # -- the loop -----------------------------------------------------------------
+
+    def run(self) -> int:
+        previous = {sig: signal.signal(sig, self.on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            self.start_up()
+            while not self.stopping:
+                self.tick()
+            self.drain()
+        finally:
+            self.intake.stop()
+            self.store.close()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        log.info("daemon_stopped")
+        return 0
+
+    def on_signal(self, signum, frame) -> None:
+        # SimpleQueue.put is reentrant: safe even if the signal lands inside a get().
+        self.wakeups.put(signum)
+
+    def tick(self) -> None:
+        self.wait_for_wakeup(0.25 if self.job else 1.0)
+        now = time.monotonic()
+        for step in (self.reap, self.take_ready_files, self.read_markers, self.enforce_limits,
+                     self.close_idle_sessions, self.finish_sessions, self.start_next, self.rescan):
+            if self.stopping:
+                return
+            try:
+                step(now)
+            except Exception:  # noqa: BLE001 - the loop must outlive any one step's failure
+                log.exception("upkeep_failed", step=step.__name__)
+
+    def wait_for_wakeup(self, timeout: float) -> None:
+        try:
+            note = self.wakeups.get(timeout=timeout)
+        except queue.Empty:
+            return
+        while True:  # drain the burst: one upkeep pass serves every note
+            if note in (signal.SIGTERM, signal.SIGINT):
+                log.info("stop_requested", signal=signal.Signals(note).name)
+                self.stopping = True
+            try:
+                note = self.wakeups.get_nowait()
+            except queue.Empty:
+                return
+
+    def start_up(self) -> None:
+        self.recover()
+        self.intake.rescan()
+        self.intake.start()
+        log.info("daemon_ready", root=str(self.settings.root), inbox=str(self.settings.inbox),
+                 model=self.model.name, format=self.settings.output_format)
+
+    def drain(self) -> None:
+        """An orderly stop: the job in flight is stopped and its item goes back to queued."""
+        if self.job is None:
+            return
+        self.stop_job("shutdown", escalate_after=self.settings.kill_grace_seconds)
+        deadline = time.monotonic() + self.settings.kill_grace_seconds + 2
+        while self.job is not None and time.monotonic() < deadline:
+            self.job.exited.wait(0.05)
+            now = time.monotonic()
+            self.enforce_limits(now)
+            self.reap(now)
+
+    # -- recovery -----------------------------------------------------------------
+
+    def recover(self) -> None:
+        now = time.time()
+        for item in self.store.recover(now):
+            self.kill_leftover_job(item)
+            log.warning("item_recovered", session=item.session, item=item.name, status="queued")
+        for item in self.store.items(None, Status.QUEUED):
+            self.finish_take(item)
+        removed = outbox.remove_temp_files(self.settings.outbox) + outbox.remove_temp_files(self.spool.results)
+        if removed:
+            log.info("temp_files_removed", count=removed)
+        for session in self.store.sessions():
+            if session.state is SessionState.PROCESSING:
+                self.unfinished.add(session.name)
+            elif session.state is SessionState.COMPLETE:
+                self.settle(session)
+            self.publish_if_stale(session)
+
+    def kill_leftover_job(self, item: Item) -> None:
+        """A job of a previous life may still run (its own process group survived the kill -9)."""
+        if not item.job_pid:
+            return
+        try:
+            cmdline = Path(f"/proc/{item.job_pid}/cmdline").read_bytes()
+        except OSError:
+            return
+        # The pid may have been reused by an unrelated process: kill only our own job.
+        if self.settings.job_module.encode() in cmdline:
+            try:
+                os.killpg(item.job_pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            log.warning("leftover_job_killed", session=item.session, item=item.name, pid=item.job_pid)
+
+    def finish_take(self, item: Item) -> None:
+        """A crash between recording an item and moving its file: finish the move, or forget it."""
+        if self.spool.original(item) is not None:
+            return
+        dropped = self.spool.dropped(item)
+        if dropped.is_file():
+            self.spool.take(dropped, item)
+            log.info("take_completed", session=item.session, item=item.name)
+        elif self.store.withdraw(item.id):
+            log.warning("file_vanished", session=item.session, item=item.name)
+
+    # -- intake -------------------------------------------------------------------
+
+    def take_ready_files(self, now: float) -> None:
+        for path in self.intake.ready(now):
+            if self.stopping:
+                return
+            self.take(path)
+
+    def rescan(self, now: float) -> None:
+        if now >= self.next_rescan:
+            self.next_rescan = now + RESCAN_SECONDS
+            self.intake.rescan()
+
+    def take(self, path: Path) -> None:
+        now = time.time()
+        relative = path.relative_to(self.settings.inbox)
+        parts = [display(part) for part in relative.parts]
+        source = parts[0] if len(parts) > 1 else None
+        session = self.session_for(source, now)
+        names, members = self.store.names(session.name)
+        name = self.unused_name("/".join(parts[1:] if source else parts), names)
+        member = outbox.member_name(name, FORMAT_EXTENSIONS[session.format], members)
+        ext = path.suffix.lower()
+        item = self.store.add_item(session.name, name, member, ext, os.fsencode(path.relative_to(self.settings.root)), now)
+        try:
+            self.spool.take(path, item)
+        except OSError as exc:
+            self.store.withdraw(item.id)
+            log.warning("take_failed", path=str(path), error=str(exc))
+            return
+        log.info("item_queued", session=session.name, item=name, status="queued")
+        if self.store.count(session.name) >= self.settings.max_session_items:
+            self.close_session(session, "full")
+        self.publish(session.name)
+
+    def session_for(self, source: str | None, now: float) -> Session:
+        """The open session for this source with room left, or a new one."""
+        session = self.store.open_session(source)
+        if session is not None and self.store.count(session.name) < self.settings.max_session_items:
+            return session
+        if session is not None:
+            self.close_session(session, "full")
+        base = source or "batch-" + datetime.fromtimestamp(now, timezone.utc).strftime("%Y%m%d-%H%M%S")
+        name, n = base, 1
+        while self.store.session(name) is not None or (self.settings.outbox / f"{name}.json").exists():
+            n += 1
+            name = f"{base}-{n}"
+        session = self.store.create_session(name, source, self.settings.output_format, now)
+        log.info("session_opened", session=name)
+        return session
+
+    @staticmethod
+    def unused_name(name: str, names: set[str]) -> str:
+        # The same name dropped twice into one open session: keep both, like a browser's downloads.
+        candidate, n = name, 1
+        while candidate in names:
+            n += 1
+            candidate = with_suffix_number(name, n)
+        return candidate
+
+    # -- markers ------------------------------------------------------------------
+
+    def read_markers(self, now: float) -> None:
+        for marker in sorted(self.settings.cancel_dir.iterdir()):
+            if marker.is_file() or marker.is_symlink():
+                self.cancel_session(display(marker.name))
+                marker.unlink(missing_ok=True)
+        for marker in sorted(p for p in self.settings.retry_dir.rglob("*") if p.is_file() or p.is_symlink()):
+            relative = marker.relative_to(self.settings.retry_dir)
+            self.retry_item(display(relative.parts[0]), display("/".join(relative.parts[1:])))
+            marker.unlink(missing_ok=True)
+
+    def cancel_session(self, name: str) -> None:
+        session = self.store.session(name)
+        if session is None:
+            log.warning("cancel_marker_ignored", session=name, reason="no such session")
+            return
+        now = time.time()
+        if session.state is SessionState.OPEN:
+            self.close_session(session, "cancelled")
+        for item in self.store.items(name, Status.QUEUED):
+            self.store.transition(item.id, Status.QUEUED, Status.CANCELLED, now, reason="cancel marker")  # QUEUED -> CANCELLED
+            self.ensure_retry_folder(item)
+        if self.job and self.job.item.session == name:
+            self.stop_job("cancel", escalate_after=self.settings.kill_grace_seconds)
+        log.info("session_cancelled", session=name)
+        self.unfinished.add(name)
+        self.publish(name)
+
+    def retry_item(self, session_name: str, name: str) -> None:
+        item = self.store.item_named(session_name, name)
+        if item is None or item.status not in (Status.FAILED, Status.CANCELLED):
+            reason = "no such item" if item is None else f"item is {item.status.value}"
+            log.warning("retry_marker_ignored", session=session_name, item=name, reason=reason)
+            return
+        now = time.time()
+        self.store.transition(item.id, item.status, Status.QUEUED, now, reason="retry marker")  # FAILED|CANCELLED -> QUEUED
+        self.store.set_session_state(session_name, {SessionState.COMPLETE}, SessionState.PROCESSING, now)
+        log.info("item_retried", session=session_name, item=name, status="queued", attempts=item.attempts)
+        self.publish(session_name)
+
+    def ensure_retry_folder(self, item: Item) -> None:
+        (self.settings.retry_dir / item.session / item.name).parent.mkdir(parents=True, exist_ok=True)
+
+    # -- jobs ---------------------------------------------------------------------
+
+    def start_next(self, now: float) -> None:
+        if self.job is not None or self.stopping:
+            return
+        item = self.store.claim_next(time.time())  # QUEUED -> PROCESSING
+        if item is None:
+            return
+        original = self.spool.original(item)
+        if original is None:
+            self.finish(item, Status.FAILED, "the original file is missing from the daemon's store")
+            return
+        self.job = self.launch(item, original, now)
+        self.publish(item.session)
+
+    def launch(self, item: Item, original: Path, now: float) -> RunningJob:
+        session = self.store.session(item.session)
+        ext = FORMAT_EXTENSIONS[session.format]
+        command = [
+            sys.executable, "-m", self.settings.job_module,
+            "--input", str(original), "--output", str(self.spool.result(item, ext)),
+            "--report", str(self.spool.report(item)), "--format", session.format,
+            "--quality", str(self.settings.quality), "--model", self.model.name,
+            "--models-dir", str(self.model.path.parent),
+        ]  # fmt: skip
+        with open(self.spool.job_log(item), "wb") as job_log:
+            # fork+exec in a new process group: no thread or lock of ours leaks into the job,
+            # and one killpg reaches any grandchild it starts.
+            process = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=job_log, stderr=job_log, process_group=0
+            )
+        self.store.set_job_pid(item.id, process.pid)
+        job = RunningJob(item, process, now, now + self.settings.job_timeout_seconds)
+        threading.Thread(target=self.watch_exit, args=(job,), name=f"job-{process.pid}", daemon=True).start()
+        log.info("job_started", session=item.session, item=item.name, pid=process.pid, attempt=item.attempts)
+        return job
+
+    def watch_exit(self, job: RunningJob) -> None:
+        # WNOWAIT: wait for the exit without reaping it; the loop reaps, so poll() stays truthful.
+        try:
+            os.waitid(os.P_PID, job.process.pid, os.WEXITED | os.WNOWAIT)
+        except ChildProcessError:
+            pass
+        job.exited.set()
+        self.wakeups.put("job")
+
+    def stop_job(self, reason: str, escalate_after: float, sig: int = signal.SIGTERM) -> None:
+        job = self.job
+        if job is None or job.stop_reason is not None:
+            return
+        job.stop_reason = reason
+        job.kill_at = time.monotonic() + escalate_after
+        self.signal_job(job, sig)
+        log.info("job_stopping", session=job.item.session, item=job.item.name, pid=job.process.pid, reason=reason)
+
+    def signal_job(self, job: RunningJob, sig: int) -> None:
+        try:
+            os.killpg(job.process.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def enforce_limits(self, now: float) -> None:
+        job = self.job
+        if job is None:
+            return
+        job.peak_rss_kb = max(job.peak_rss_kb, peak_rss_kb(job.process.pid))
+        if job.stop_reason is None and job.peak_rss_kb > self.settings.job_memory_limit_mb * 1024:
+            self.stop_job("memory", escalate_after=0, sig=signal.SIGKILL)
+        elif job.stop_reason is None and now >= job.deadline:
+            self.stop_job("timeout", escalate_after=self.settings.kill_grace_seconds)
+        if job.kill_at is not None and now >= job.kill_at:
+            job.kill_at = None
+            self.signal_job(job, signal.SIGKILL)
+
+    def reap(self, now: float) -> None:
+        job = self.job
+        if job is None:
+            return
+        pid, status, usage = os.wait4(job.process.pid, os.WNOHANG)
+        if pid == 0:
+            return
+        # We reaped it ourselves (wait4 also gives its peak memory); tell the Popen object.
+        job.process.returncode = os.waitstatus_to_exitcode(status)
+        self.signal_job(job, signal.SIGKILL)  # no grandchild outlives its job
+        job.peak_rss_kb = max(job.peak_rss_kb, usage.ru_maxrss)
+        self.job = None
+        self.conclude(job, now)
+
+    def conclude(self, job: RunningJob, now: float) -> None:
+        item, code = job.item, job.process.returncode
+        ext = FORMAT_EXTENSIONS[self.store.session(item.session).format]
+        result, report, job_log = self.spool.result(item, ext), self.spool.report(item), self.spool.job_log(item)
+        status, error = self.verdict(job, result, read_report(report))
+        stderr = tail(job_log) if status is Status.FAILED else ""
+        if status is not Status.DONE:
+            self.spool.discard(result)
+        self.spool.discard(report, job_log)
+        self.finish(item, status, error, reason=job.stop_reason or "exited", exit_code=code, pid=job.process.pid,
+                    duration_ms=round((now - job.started) * 1000), peak_rss_mb=round(job.peak_rss_kb / 1024, 1),
+                    **({"stderr": stderr} if stderr else {}))
+
+    def verdict(self, job: RunningJob, result: Path, report: dict) -> tuple[Status, str | None]:
+        """The item's terminal state from what we asked, the exit code and the result file."""
+        code, limits = job.process.returncode, self.settings
+        if job.stop_reason == "shutdown":
+            return Status.QUEUED, None
+        if job.stop_reason == "cancel":
+            return Status.CANCELLED, "cancelled while processing"
+        if job.stop_reason == "memory" or job.peak_rss_kb > limits.job_memory_limit_mb * 1024:
+            return Status.FAILED, (f"the job used more than the memory limit of {limits.job_memory_limit_mb} MB "
+                                   "(job_memory_limit_mb) and was stopped")
+        if job.stop_reason == "timeout":
+            return Status.FAILED, (f"the job took longer than {limits.job_timeout_seconds:g} s "
+                                   "(job_timeout_seconds) and was killed")
+        if code == EXIT_DONE:
+            if result.is_file():
+                return Status.DONE, None
+            return Status.FAILED, "the job exited without writing its result"
+        if code == EXIT_BAD_INPUT:
+            return Status.FAILED, report.get("error") or "the file could not be read as an image"
+        if code == EXIT_TEMPORARY:
+            return Status.FAILED, (report.get("error") or "a temporary failure") + "; touch the retry marker to try again"
+        if code < 0:
+            name = signal.Signals(-code).name
+            hint = " (perhaps out of memory)" if -code == signal.SIGKILL else ""
+            return Status.FAILED, f"the job was killed by {name}{hint}"
+        return Status.FAILED, f"the job crashed with exit code {code}"
+
+    def finish(self, item: Item, status: Status, error: str | None, **fields) -> None:
+        now = time.time()
+        # PROCESSING -> DONE | FAILED | CANCELLED, or -> QUEUED when the daemon is stopping
+        item = self.store.transition(item.id, Status.PROCESSING, status, now, error=error, reason=fields.get("reason"))
+        if status in (Status.FAILED, Status.CANCELLED):
+            self.ensure_retry_folder(item)
+        level = log.info if status in (Status.DONE, Status.QUEUED) else log.warning
+        level("job_finished", session=item.session, item=item.name, status=status.value, error=error,
+              attempts=item.attempts, **fields)
+        self.unfinished.add(item.session)
+        self.publish(item.session)
+
+    # -- sessions -----------------------------------------------------------------
+
+    def close_session(self, session: Session, reason: str) -> None:
+        # OPEN -> PROCESSING: no new files join it from now on.
+        if self.store.set_session_state(session.name, {SessionState.OPEN}, SessionState.PROCESSING, time.time()):
+            log.info("session_closed", session=session.name, reason=reason)
+            self.unfinished.add(session.name)
+            self.publish(session.name)
+            if session.source is not None and reason != "full":
+                remove_empty_dirs(self.settings.inbox / session.source, self.settings.inbox)
+
+    def close_idle_sessions(self, now: float) -> None:
+        wall = time.time()
+        for session in self.store.sessions(SessionState.OPEN):
+            if wall - session.last_item_at >= self.settings.session_idle_seconds:
+                self.close_session(session, "idle")
+
+    def finish_sessions(self, now: float) -> None:
+        for name in sorted(self.unfinished):
+            if self.zip_retry_at.get(name, 0) > now:
+                continue
+            self.unfinished.discard(name)
+            session = self.store.session(name)
+            if session.state is SessionState.PROCESSING:
+                self.complete(session, now)
+
+    def complete(self, session: Session, now: float) -> None:
+        items = self.store.items(session.name)
+        if any(item.status not in TERMINAL for item in items):
+            return
+        zip_name = f"{session.name}.zip"
+        ext = FORMAT_EXTENSIONS[session.format]
+        members = [(item.member, self.existing(self.spool.result(item, ext))) for item in items if item.status is Status.DONE]
+        previous = self.settings.outbox / zip_name
+        try:
+            outbox.write_zip(previous, members, previous if previous.exists() else None)
+        except OSError as exc:
+            delay = min(60.0, 2 * max(1.0, self.zip_retry_at.get(session.name, now) - now + 1))
+            self.zip_retry_at[session.name] = now + delay
+            self.unfinished.add(session.name)
+            log.error("zip_write_failed", session=session.name, error=str(exc), retry_in_s=round(delay))
+            return
+        self.zip_retry_at.pop(session.name, None)
+        # PROCESSING -> COMPLETE: every item terminal and the ZIP current.
+        self.store.set_session_state(session.name, {SessionState.PROCESSING}, SessionState.COMPLETE, time.time(), zip_name)
+        counts = self.store.counts(session.name)
+        log.info("session_complete", session=session.name, zip=zip_name, **counts)
+        self.publish(session.name)
+        self.settle(self.store.session(session.name))
+
+    @staticmethod
+    def existing(path: Path) -> Path | None:
+        return path if path.is_file() else None
+
+    def settle(self, session: Session) -> None:
+        """After the ZIP is safely written: results leave the spool, originals go to the archive."""
+        ext = FORMAT_EXTENSIONS[session.format]
+        for item in self.store.items(session.name):
+            if item.status is Status.DONE:
+                self.spool.discard(self.spool.result(item, ext))
+            if self.settings.keep_originals:
+                self.spool.archive_original(item)
+            elif item.status is Status.DONE:
+                # Only now that its cutout is in the ZIP; failed ones stay for their retry.
+                self.spool.delete_original(item)
+
+    # -- the status JSON ----------------------------------------------------------
+
+    def status_document(self, session: Session) -> dict:
+        items = self.store.items(session.name)
+        counts = {status.value: 0 for status in Status}
+        for item in items:
+            counts[item.status.value] += 1
+        return {
+            "session": session.name,
+            "state": session.state.value,
+            "format": session.format,
+            "created_at": iso(session.created_at),
+            "updated_at": iso(max([session.updated_at, *(item.updated_at for item in items)])),
+            "total": len(items),
+            "counts": counts,
+            "zip": session.zip,
+            "items": [self.item_document(item) for item in items],
+        }
+
+    @staticmethod
+    def item_document(item: Item) -> dict:
+        retryable = item.status in (Status.FAILED, Status.CANCELLED)
+        return {
+            "name": item.name,
+            "status": item.status.value,
+            "output": item.member if item.status is Status.DONE else None,
+            "error": item.error,
+            "attempts": item.attempts,
+            "retry_marker": f"retry/{item.session}/{item.name}" if retryable else None,
+        }
+
+    def publish(self, name: str) -> None:
+        session = self.store.session(name)
+        outbox.write_status(self.settings.outbox / f"{name}.json", self.status_document(session))
+
+    def publish_if_stale(self, session: Session) -> None:
+        path = self.settings.outbox / f"{session.name}.json"
+        document = self.status_document(session)
+        try:
+            if json.loads(path.read_text("utf-8")) == document:
+                return
+        except (OSError, ValueError):
+            pass
+        outbox.write_status(path, document)
+
+
+def read_report(path: Path) -> dict:
+    try:
+        report = json.loads(path.read_text("utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return report if isinstance(report, dict) else {}
+
+
+def tail(path: Path, size: int = STDERR_TAIL_BYTES) -> str:
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(max(0, handle.seek(0, os.SEEK_END) - size))
+            return handle.read().decode("utf-8", "replace").strip()
+    except OSError:
+        return ""
+
+
+def peak_rss_kb(pid: int) -> int:
+    """The job's peak resident memory so far (VmHWM), 0 once it has exited."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0

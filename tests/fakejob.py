@@ -1,0 +1,69 @@
+"""Fake job bodies for supervisor tests, run as `python -m tests.fakejob` in place of daemon.job.
+
+The dropped file's first line picks the behaviour, so a test chooses what each
+job does simply by what it drops: `ok`, `exit N`, `sleep [S]`, `flaky FLAGFILE`, `ignore-term`,
+`grandchild PIDFILE`, `sigkill`, `memory MB`, `bad-input`. Anything else is `ok`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    for name in ("input", "output", "report", "format", "quality", "model", "models-dir"):
+        parser.add_argument(f"--{name}")
+    return parser.parse_args(argv)
+
+
+def write_result(args: argparse.Namespace) -> None:
+    temp = Path(args.output).with_name(".tmp-" + Path(args.output).name)
+    temp.write_bytes(b"cutout of " + Path(args.input).read_bytes())
+    os.replace(temp, args.output)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    words = Path(args.input).read_text(errors="replace").split("\n", 1)[0].split()
+    verb, rest = (words[0], words[1:]) if words else ("ok", [])
+    if verb == "exit":
+        return int(rest[0])
+    if verb == "bad-input":
+        Path(args.report).write_text(json.dumps({"error": "the file is not an image Pillow can read"}))
+        return 2
+    if verb == "sleep":
+        time.sleep(float(rest[0]) if rest else 3600)
+    if verb == "flaky":  # fails the first time, works on the retry
+        flag = Path(rest[0])
+        if not flag.exists():
+            flag.write_text("failed once")
+            Path(args.report).write_text(json.dumps({"error": "could not write the result: disk full"}))
+            return 75
+    if verb == "ignore-term":
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        time.sleep(3600)
+    if verb == "grandchild":
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"])
+        Path(rest[0]).write_text(str(child.pid))
+        time.sleep(3600)
+    if verb == "sigkill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    if verb == "memory":
+        hog = bytearray(int(rest[0]) * 1024 * 1024)  # touched, so it is resident
+        for i in range(0, len(hog), 4096):
+            hog[i] = 1
+        time.sleep(3600)
+    write_result(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
