@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 from daemon.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, fail
@@ -24,7 +23,8 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
 
     try:
         model = matting.load_model_spec(settings.model)
-    except matting.ModelError as exc:
+        matting.ensure_encoder(settings.output_format)
+    except (matting.ModelError, matting.EncoderUnavailable) as exc:
         return fail(str(exc), EXIT_USAGE)
     print(f"bgremover: drop images into {settings.inbox}; results appear in {settings.outbox}", file=sys.stderr)
     return Supervisor(settings, model).run()
@@ -123,20 +123,21 @@ def remove(settings: Settings, args: argparse.Namespace) -> int:
 
     try:
         fmt = matting.format_for_path(args.output)
+        matting.ensure_encoder(fmt)
         model = matting.load_model_spec(settings.model)
-    except (ValueError, matting.ModelError) as exc:
+    except (ValueError, matting.ModelError, matting.EncoderUnavailable) as exc:
         return fail(str(exc), EXIT_USAGE)
-    session = matting.create_session(model)
-    fd, temp = tempfile.mkstemp(prefix=".tmp-", suffix=args.output.suffix, dir=args.output.parent or ".")
-    os.close(fd)
+    # Written beside OUTPUT and renamed last: OUTPUT is never a half-written image.
+    temp = args.output.with_name(f".tmp-{args.output.name}")
     try:
-        matting.remove_background(args.input, Path(temp), fmt, settings.quality, session, model)
+        session = matting.create_session(model)
+        matting.remove_background(args.input, temp, fmt, settings.quality, session, model)
         os.replace(temp, args.output)
     except matting.BadInput as exc:
         return fail(f"{args.input}: {exc}", EXIT_FAILED)
     except OSError as exc:
         return fail(f"{exc.filename or args.input}: {exc.strerror or exc}", EXIT_FAILED)
     finally:
-        Path(temp).unlink(missing_ok=True)
+        temp.unlink(missing_ok=True)
     print(f"wrote {args.output}")
     return EXIT_OK

@@ -425,7 +425,8 @@ class Supervisor:
             name = signal.Signals(-code).name
             hint = " (perhaps out of memory)" if -code == signal.SIGKILL else ""
             return Status.FAILED, f"the job was killed by {name}{hint}"
-        return Status.FAILED, f"the job crashed with exit code {code}"
+        detail = f": {report['error']}" if report.get("error") else ""
+        return Status.FAILED, f"the job crashed with exit code {code}{detail}"
 
     def finish(self, item: Item, status: Status, error: str | None, **fields) -> None:
         now = time.time()
