@@ -271,13 +271,18 @@ class Store:
             self._record(item_id, src, dst, now, reason)
         return self.item(item_id)
 
+    def next_queued(self) -> Item | None:
+        """The oldest queued item: first in, first out across sessions."""
+        row = self.db.execute("SELECT * FROM items WHERE status = 'queued' ORDER BY id LIMIT 1").fetchone()
+        return _item(row) if row else None
+
     def claim_next(self, now: float) -> Item | None:
         """The oldest queued item, moved to processing; None when nothing is queued."""
-        row = self.db.execute("SELECT id FROM items WHERE status = 'queued' ORDER BY id LIMIT 1").fetchone()
-        if row is None:
+        item = self.next_queued()
+        if item is None:
             return None
         # QUEUED -> PROCESSING (claim); one process writes, so nothing can take it in between.
-        return self.transition(row["id"], Status.QUEUED, Status.PROCESSING, now, reason="claimed")
+        return self.transition(item.id, Status.QUEUED, Status.PROCESSING, now, reason="claimed")
 
     def recover(self, now: float) -> list[Item]:
         """Items a previous life left in processing go back to queued; returns them as they were."""

@@ -30,7 +30,7 @@ from daemon.matting import FORMAT_EXTENSIONS, ModelSpec
 from daemon.settings import Settings
 from daemon.spool import Spool, remove_empty_dirs
 from daemon.states import TERMINAL, SessionState, Status
-from daemon.store import Item, Session, Store, iso
+from daemon.store import IllegalTransition, Item, Session, Store, iso
 
 log = structlog.get_logger()
 
@@ -276,7 +276,7 @@ class Supervisor:
         if session.state is SessionState.OPEN:
             self.close_session(session, "cancelled")
         for item in self.store.items(name, Status.QUEUED):
-            self.store.transition(item.id, Status.QUEUED, Status.CANCELLED, now, reason="cancel marker")  # QUEUED -> CANCELLED
+            self.move(item, Status.CANCELLED, "cancel marker")  # QUEUED -> CANCELLED
             self.ensure_retry_folder(item)
         if self.job and self.job.item.session == name:
             self.stop_job("cancel", escalate_after=self.settings.kill_grace_seconds)
@@ -290,10 +290,8 @@ class Supervisor:
             reason = "no such item" if item is None else f"item is {item.status.value}"
             log.warning("retry_marker_ignored", session=session_name, item=name, reason=reason)
             return
-        now = time.time()
-        self.store.transition(item.id, item.status, Status.QUEUED, now, reason="retry marker")  # FAILED|CANCELLED -> QUEUED
-        self.store.set_session_state(session_name, {SessionState.COMPLETE}, SessionState.PROCESSING, now)
-        log.info("item_retried", session=session_name, item=name, status="queued", attempts=item.attempts)
+        self.move(item, Status.QUEUED, "retry marker")  # FAILED | CANCELLED -> QUEUED
+        self.store.set_session_state(session_name, {SessionState.COMPLETE}, SessionState.PROCESSING, time.time())
         self.publish(session_name)
 
     def ensure_retry_folder(self, item: Item) -> None:
@@ -304,9 +302,10 @@ class Supervisor:
     def start_next(self, now: float) -> None:
         if self.job is not None or self.stopping:
             return
-        item = self.store.claim_next(time.time())  # QUEUED -> PROCESSING
-        if item is None:
+        queued = self.store.next_queued()
+        if queued is None:
             return
+        item = self.move(queued, Status.PROCESSING, "claimed")  # QUEUED -> PROCESSING
         original = self.spool.original(item)
         if original is None:
             self.finish(item, Status.FAILED, "the original file is missing from the daemon's store")
@@ -428,10 +427,21 @@ class Supervisor:
         detail = f": {report['error']}" if report.get("error") else ""
         return Status.FAILED, f"the job crashed with exit code {code}{detail}"
 
-    def finish(self, item: Item, status: Status, error: str | None, **fields) -> None:
+    def move(self, item: Item, dst: Status, reason: str, error: str | None = None) -> Item:
+        """The one place the supervisor changes an item's status; every change is logged."""
         now = time.time()
+        try:
+            moved = self.store.transition(item.id, item.status, dst, now, error=error, reason=reason)
+        except IllegalTransition as exc:
+            log.error("transition_refused", session=item.session, item=item.name, error=str(exc))
+            raise
+        log.info("item_transition", session=item.session, item=item.name, status=dst.value,
+                 previous=item.status.value, reason=reason, duration_ms=round((now - item.updated_at) * 1000))
+        return moved
+
+    def finish(self, item: Item, status: Status, error: str | None, **fields) -> None:
         # PROCESSING -> DONE | FAILED | CANCELLED, or -> QUEUED when the daemon is stopping
-        item = self.store.transition(item.id, Status.PROCESSING, status, now, error=error, reason=fields.get("reason"))
+        item = self.move(item, status, fields.get("reason", "finished"), error)
         if status in (Status.FAILED, Status.CANCELLED):
             self.ensure_retry_folder(item)
         level = log.info if status in (Status.DONE, Status.QUEUED) else log.warning
