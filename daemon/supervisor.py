@@ -493,12 +493,14 @@ class Supervisor:
             log.error("zip_write_failed", session=session.name, error=str(exc), retry_in_s=round(delay))
             return
         self.zip_retry_at.pop(session.name, None)
+        # Tidy up before saying "complete", so a reader who sees it finds the archive in place.
+        # A crash in between is safe: the next life rewrites the ZIP from the previous one.
+        self.settle(session)
         # PROCESSING -> COMPLETE: every item terminal and the ZIP current.
         self.store.set_session_state(session.name, {SessionState.PROCESSING}, SessionState.COMPLETE, time.time(), zip_name)
         counts = self.store.counts(session.name)
         log.info("session_complete", session=session.name, zip=zip_name, **counts)
         self.publish(session.name)
-        self.settle(self.store.session(session.name))
 
     @staticmethod
     def existing(path: Path) -> Path | None:
