@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, ValidationError
 from pydantic_settings import (
@@ -48,7 +48,7 @@ class Settings(BaseSettings):
 
     # Set by load_settings() before construction; a class attribute because
     # pydantic-settings builds its sources from the class.
-    _toml_file: Path | None = None
+    _toml_file: ClassVar[Path | None] = None
 
     @classmethod
     def settings_customise_sources(

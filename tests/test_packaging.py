@@ -1,0 +1,178 @@
+"""What ships: the wheel with its model, the systemd unit, the example config, the two make targets.
+
+The wheel is built and installed for real (pip, hatchling through build isolation)
+and run from an unrelated folder; the unit is checked by systemd's own tools.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tests.conftest import PHOTOS, REPO
+
+SYSTEMD_ANALYZE = "systemd-analyze"
+UNIT = REPO / "systemd" / "bgremover.service"
+MAX_EXPOSURE = 2.0
+
+
+def run(*args: str | Path, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([*map(str, args)], check=False, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          timeout=timeout, **kwargs)
+
+
+def installed_env(site: Path) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("BGREMOVER_")}
+    env["PYTHONPATH"] = str(site)
+    return env
+
+
+# ---------------------------------------------------------------- the wheel
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    result = run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", out, REPO)
+    assert result.returncode == 0, result.stdout + result.stderr
+    wheels = list(out.glob("bgremover-*.whl"))
+    assert len(wheels) == 1, wheels
+    return wheels[0]
+
+
+def test_the_wheel_carries_the_model_its_manifest_and_every_module(wheel):
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        assert archive.read("daemon/models/u2netp.onnx") == (REPO / "models" / "u2netp.onnx").read_bytes()
+        assert archive.read("daemon/models/manifest.json") == (REPO / "models" / "manifest.json").read_bytes()
+    modules = {f"daemon/{path.name}" for path in (REPO / "daemon").glob("*.py")}
+    assert {"daemon/__main__.py", "daemon/cli.py", "daemon/matting.py"} <= modules
+    assert modules - names == set(), "modules missing from the wheel"
+    entry_points = next(name for name in names if name.endswith(".dist-info/entry_points.txt"))
+    with zipfile.ZipFile(wheel) as archive:
+        assert "bgremover = daemon.cli:main" in archive.read(entry_points).decode()
+
+
+def test_the_installed_wheel_removes_a_background_from_any_folder(wheel, tmp_path):
+    site, elsewhere = tmp_path / "site", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    result = run(sys.executable, "-m", "pip", "install", "--no-deps", "--quiet", "--no-compile",
+                 "--target", site, wheel)
+    assert result.returncode == 0, result.stdout + result.stderr
+    env = installed_env(site)
+
+    where = run(sys.executable, "-c", "import daemon, daemon.matting as m; print(daemon.__file__); print(m.models_dir())",
+                cwd=elsewhere, env=env)
+    assert where.returncode == 0, where.stderr
+    module_file, models = map(Path, where.stdout.splitlines())
+    assert module_file == site / "daemon" / "__init__.py", "daemon must come from the installed wheel"
+    assert models == site / "daemon" / "models", "the model must come from the installed package"
+
+    shutil.copy(PHOTOS / "astronaut.jpg", elsewhere / "astronaut.jpg")
+    removed = run(sys.executable, "-m", "daemon", "remove", "astronaut.jpg", "out.png", cwd=elsewhere, env=env)
+    assert removed.returncode == 0, removed.stderr
+    with Image.open(elsewhere / "astronaut.jpg") as original, Image.open(elsewhere / "out.png") as cutout:
+        assert (cutout.format, cutout.mode, cutout.size) == ("PNG", "RGBA", original.size)
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["astronaut.jpg", "out.png"]
+
+
+# ---------------------------------------------------------------- the systemd unit
+
+
+def systemd_analyze() -> str:
+    found = shutil.which(SYSTEMD_ANALYZE)
+    if found is None:
+        pytest.fail("systemd-analyze is not installed; it checks the unit file: "
+                    "install the Debian package 'systemd' (apt-get install systemd)")
+    return found
+
+
+def unit_lines() -> list[str]:
+    return [line.strip() for line in UNIT.read_text().splitlines()
+            if line.strip() and not line.lstrip().startswith(("#", ";"))]
+
+
+@pytest.fixture
+def unit_copy(tmp_path) -> Path:
+    """The unit with ExecStart's /usr/local/bin/bgremover swapped for an executable that exists here."""
+    program = tmp_path / "bin" / "bgremover"
+    program.parent.mkdir()
+    program.write_text("#!/bin/sh\nexit 0\n")
+    program.chmod(0o755)
+    text = UNIT.read_text()
+    assert "ExecStart=/usr/local/bin/bgremover " in text
+    copy = tmp_path / "unit" / "bgremover.service"
+    copy.parent.mkdir()
+    copy.write_text(text.replace("ExecStart=/usr/local/bin/bgremover ", f"ExecStart={program} "))
+    return copy
+
+
+def test_the_unit_runs_the_daemon_on_its_state_directory_with_the_hardening_the_contract_requires():
+    lines = unit_lines()
+    settings = {line.split("=", 1)[0]: line.split("=", 1)[1] for line in lines if "=" in line}
+    assert settings["ExecStart"] == "/usr/local/bin/bgremover run --root /var/lib/bgremover"
+    assert "NoNewPrivileges=yes" in lines
+    assert "ProtectSystem=strict" in lines
+    assert settings.get("StateDirectory") == "bgremover", "the root must be the service's StateDirectory"
+    assert settings.get("KillSignal", "SIGTERM") == "SIGTERM"
+
+
+def test_the_unit_passes_systemd_analyze_verify(unit_copy):
+    result = run(systemd_analyze(), "verify", unit_copy)
+    assert (result.returncode, result.stderr, result.stdout) == (0, "", "")
+
+
+def test_the_unit_exposure_is_low(unit_copy):
+    result = run(systemd_analyze(), "security", "--offline=true", "--no-pager", unit_copy,
+                 env={**os.environ, "SYSTEMD_COLORS": "0"})
+    assert result.returncode == 0, result.stderr
+    found = re.search(r"Overall exposure level for \S+: (\d+(?:\.\d+)?)", result.stdout)
+    assert found, result.stdout[-2000:]
+    exposure = float(found.group(1))
+    assert exposure <= MAX_EXPOSURE, f"exposure {exposure} > {MAX_EXPOSURE}:\n{result.stdout}"
+
+
+# ---------------------------------------------------------------- config, make, CI, README
+
+
+def test_the_example_config_parses_and_documents_the_defaults(monkeypatch, tmp_path):
+    from daemon.settings import load_settings
+
+    for key in [k for k in os.environ if k.startswith("BGREMOVER_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)  # both roots are ./data, made absolute against the same folder
+    example, defaults = load_settings(REPO / "config" / "bgremover.toml"), load_settings()
+    assert example.model_dump() == defaults.model_dump()
+    # Every setting a user may change is written in the file (job_module is for tests only).
+    text = (REPO / "config" / "bgremover.toml").read_text()
+    documented = set(re.findall(r"^(\w+) =", text, re.MULTILINE))
+    assert documented == set(type(defaults).model_fields) - {"job_module"}
+
+
+def make_targets() -> set[str]:
+    return set(re.findall(r"^([A-Za-z][\w.-]*):(?!=)", (REPO / "Makefile").read_text(), re.MULTILINE))
+
+
+def test_make_has_run_and_test_targets_and_ci_calls_make_test():
+    assert {"run", "test"} <= make_targets()
+    ci = (REPO / ".ci" / "run").read_text()
+    assert re.search(r"^\s*make test\s*$", ci, re.MULTILINE), ci
+    assert os.access(REPO / ".ci" / "run", os.X_OK), ".ci/run must be executable"
+    dry = run("make", "-n", "-C", REPO, "run", "test")
+    assert dry.returncode == 0, dry.stderr
+    assert "bgremover run" in dry.stdout and "pytest" in dry.stdout
+
+
+def test_readme_gives_make_run_and_make_test():
+    readme = REPO / "README.md"
+    assert readme.is_file(), "README.md is missing"
+    text = readme.read_text()
+    assert "make run" in text and "make test" in text
