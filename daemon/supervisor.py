@@ -158,6 +158,7 @@ class Supervisor:
             log.warning("item_recovered", session=item.session, item=item.name, status="queued")
         for item in self.store.items(None, Status.QUEUED):
             self.finish_take(item)
+        self.ensure_marker_folders()
         removed = outbox.remove_temp_files(self.settings.outbox) + outbox.remove_temp_files(self.spool.results)
         if removed:
             log.info("temp_files_removed", count=removed)
@@ -258,6 +259,8 @@ class Supervisor:
     # -- markers ------------------------------------------------------------------
 
     def read_markers(self, now: float) -> None:
+        if not (self.settings.cancel_dir.is_dir() and self.settings.retry_dir.is_dir()):
+            self.ensure_marker_folders()  # someone removed them: put back what users rely on
         for marker in sorted(self.settings.cancel_dir.iterdir()):
             if marker.is_file() or marker.is_symlink():
                 self.cancel_session(display(marker.name))
@@ -293,6 +296,12 @@ class Supervisor:
         self.move(item, Status.QUEUED, "retry marker")  # FAILED | CANCELLED -> QUEUED
         self.store.set_session_state(session_name, {SessionState.COMPLETE}, SessionState.PROCESSING, time.time())
         self.publish(session_name)
+
+    def ensure_marker_folders(self) -> None:
+        self.settings.cancel_dir.mkdir(parents=True, exist_ok=True)
+        for item in self.store.items(None, Status.FAILED, Status.CANCELLED):
+            self.ensure_retry_folder(item)
+        self.settings.retry_dir.mkdir(parents=True, exist_ok=True)
 
     def ensure_retry_folder(self, item: Item) -> None:
         (self.settings.retry_dir / item.session / item.name).parent.mkdir(parents=True, exist_ok=True)

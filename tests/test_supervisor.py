@@ -8,6 +8,7 @@ its job does, so a test drops a file that sleeps, crashes or hogs memory.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -268,3 +269,14 @@ def test_new_files_and_markers_are_handled_while_a_job_runs(root):
         (root / "cancel" / "busy").touch()
         status = daemon.wait_complete("busy", 15)
         assert status["counts"]["cancelled"] == 2
+
+
+def test_marker_folders_come_back_if_someone_removes_them(root):
+    with Daemon(root) as daemon:
+        drop(root / "inbox", "gone/broken.jpg", "exit 3")
+        marker = root / daemon.wait_complete("gone")["items"][0]["retry_marker"]
+        shutil.rmtree(root / "retry")
+        shutil.rmtree(root / "cancel")
+        wait_for(lambda: marker.parent.is_dir() and (root / "cancel").is_dir(), 10, what="marker folders restored")
+        marker.touch()
+        wait_for(lambda: daemon.status("gone")["items"][0]["attempts"] == 2, 20, what="the retry")
