@@ -85,15 +85,14 @@ def test_colliding_output_names_get_distinct_members(root):
         assert sorted(members.values()) == [b"cutout of from jpg", b"cutout of from png"]
 
 
-def test_a_big_folder_spills_into_numbered_sessions(root):
-    with Daemon(root) as daemon:
-        for n in range(120):
-            drop(root / "inbox", f"big/{n:03}.jpg")
-        first, second = daemon.wait_complete("big", 120), daemon.wait_complete("big-2", 120)
-        assert (first["total"], second["total"]) == (100, 20)
-        names = [i["name"] for i in first["items"] + second["items"]]
-        assert sorted(names) == [f"{n:03}.jpg" for n in range(120)]
-        assert len(daemon.zip_members("big")) + len(daemon.zip_members("big-2")) == 120
+def test_a_full_session_spills_into_numbered_sessions(root):
+    with Daemon(root, max_session_items=3) as daemon:
+        for n in range(7):
+            drop(root / "inbox", f"big/{n}.jpg")
+        totals = [daemon.wait_complete(name)["total"] for name in ("big", "big-2", "big-3")]
+        assert totals == [3, 3, 1]
+        names = [i["name"] for name in ("big", "big-2", "big-3") for i in daemon.status(name)["items"]]
+        assert sorted(names) == [f"{n}.jpg" for n in range(7)]
 
 
 def test_one_bad_job_fails_alone_with_an_error_that_says_why(root):
