@@ -202,7 +202,10 @@ class Supervisor:
         for path in self.intake.ready(now):
             if self.stopping:
                 return
-            self.take(path)
+            try:
+                self.take(path)
+            except Exception:  # noqa: BLE001 - one odd file must not hold back the others
+                log.exception("take_failed", path=str(path))
 
     def rescan(self, now: float) -> None:
         if now >= self.next_rescan:
