@@ -52,8 +52,12 @@ class RunningJob:
 
 
 def display(name: str) -> str:
-    """A file name as valid UTF-8 text: undecodable bytes are shown as \\xNN escapes."""
-    return os.fsencode(name).decode("utf-8", "backslashreplace")
+    """A file name as valid UTF-8 text: each byte that is not UTF-8 is shown as %XX.
+
+    Not a backslash escape: ZIP readers on Windows take a backslash for a folder.
+    """
+    text = os.fsencode(name).decode("utf-8", "surrogateescape")
+    return "".join(f"%{ord(c) - 0xDC00:02X}" if 0xDC80 <= ord(c) <= 0xDCFF else c for c in text)
 
 
 def with_suffix_number(name: str, n: int) -> str:

@@ -201,12 +201,13 @@ def test_a_job_killed_from_outside_fails_and_the_next_one_runs(root):
         assert items_by_name(status)["b.jpg"]["status"] == "done"
 
 
-def test_sigterm_stops_within_ten_seconds_and_the_item_in_flight_goes_back_to_queued(root):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_ends_the_daemon_within_ten_seconds_and_requeues_the_item_in_flight(root, sig):
     daemon = Daemon(root).start()
     drop(root / "inbox", "stop/a.jpg", "ignore-term")
     pid = job_pid(daemon, "a.jpg")
     started = time.monotonic()
-    assert daemon.stop(signal.SIGTERM, timeout=10) == 0
+    assert daemon.stop(sig, timeout=10) == 0
     assert time.monotonic() - started < 10
     assert not Path(f"/proc/{pid}").exists()
     item = daemon.status("stop")["items"][0]
@@ -279,3 +280,27 @@ def test_marker_folders_come_back_if_someone_removes_them(root):
         wait_for(lambda: marker.parent.is_dir() and (root / "cancel").is_dir(), 10, what="marker folders restored")
         marker.touch()
         wait_for(lambda: daemon.status("gone")["items"][0]["attempts"] == 2, 20, what="the retry")
+
+
+def test_a_file_arriving_after_the_idle_close_opens_the_next_session(root):
+    with Daemon(root) as daemon:
+        drop(root / "inbox", "shoot/first.jpg")
+        assert daemon.wait_complete("shoot")["total"] == 1
+        drop(root / "inbox", "shoot/late.jpg")
+        late = daemon.wait_complete("shoot-2")
+        assert [item["name"] for item in late["items"]] == ["late.jpg"]
+        assert [item["name"] for item in daemon.status("shoot")["items"]] == ["first.jpg"]
+
+
+def test_the_status_json_is_strict_utf8_whatever_the_file_names(root):
+    inbox = os.fsencode(root / "inbox")
+    with Daemon(root) as daemon:
+        for raw in (b"caf\xe9.jpg", "stra\u00dfe \U0001f45f.jpg".encode()):
+            os.makedirs(inbox + b"/names", exist_ok=True)
+            with open(inbox + b"/names/" + raw, "wb") as handle:
+                handle.write(b"ok")
+        status = daemon.wait_complete("names")
+        raw_json = (root / "outbox" / "names.json").read_bytes()
+        raw_json.decode("utf-8", errors="strict")
+        assert sorted(item["name"] for item in status["items"]) == ["caf%E9.jpg", "stra\u00dfe \U0001f45f.jpg"]
+        assert sorted(daemon.zip_members("names")) == ["caf%E9.png", "stra\u00dfe \U0001f45f.png"]
