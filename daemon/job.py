@@ -27,7 +27,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from daemon import matting
+from daemon import matting, outbox
 
 EXIT_OK, EXIT_BUG, EXIT_BAD_INPUT, EXIT_TEMPFAIL = 0, 1, 2, 75
 
@@ -100,20 +100,12 @@ def publish(temp: Path, final: Path) -> None:
     finally:
         os.close(fd)
     os.replace(temp, final)
-    folder = os.open(final.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(folder)  # the rename itself lives in the directory
-    finally:
-        os.close(folder)
+    outbox.fsync_folder(final.parent)  # the rename itself lives in the directory
 
 
 def write_report(path: Path, error: str | None, timings: dict[str, float]) -> None:
-    temp = path.with_name(f".tmp-{path.name}")
-    try:
-        temp.write_text(json.dumps({"error": error, "timings_ms": timings}, indent=1) + "\n", encoding="utf-8")
-        publish(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
+    report = {"error": error, "timings_ms": timings}
+    outbox.atomic_write(path, (json.dumps(report, indent=1) + "\n").encode("utf-8"))
 
 
 def finish(

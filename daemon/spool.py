@@ -13,24 +13,16 @@ import contextlib
 import os
 from pathlib import Path
 
+from daemon.outbox import fsync_folder
 from daemon.store import Item
-
-
-def fsync_dir(folder: Path) -> None:
-    # A rename is durable only once the folders that changed are on disk.
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def move(src: Path, dst: Path) -> None:
     """Rename src to dst (same filesystem), creating dst's folder; durable on return."""
     dst.parent.mkdir(parents=True, exist_ok=True)
     os.rename(src, dst)
-    fsync_dir(dst.parent)
-    fsync_dir(src.parent)
+    fsync_folder(dst.parent)
+    fsync_folder(src.parent)
 
 
 def remove_empty_dirs(folder: Path, stop: Path) -> None:
