@@ -169,6 +169,15 @@ class Store:
             )
         return self.session(name)
 
+    def forget_empty_session(self, name: str) -> bool:
+        """Drop a session that never got an item (its only file vanished before the take)."""
+        with self.transaction():
+            cursor = self.db.execute(
+                "DELETE FROM sessions WHERE name = ? AND NOT EXISTS (SELECT 1 FROM items WHERE session = ?)",
+                (name, name),
+            )
+        return cursor.rowcount == 1
+
     def session(self, name: str) -> Session | None:
         row = self.db.execute("SELECT * FROM sessions WHERE name = ?", (name,)).fetchone()
         return _session(row) if row else None

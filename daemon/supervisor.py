@@ -198,6 +198,7 @@ class Supervisor:
             self.spool.take(dropped, item)
             log.info("take_completed", session=item.session, item=item.name)
         elif self.store.withdraw(item.id):
+            self.store.forget_empty_session(item.session)
             log.warning("file_vanished", session=item.session, item=item.name)
 
     # -- intake -------------------------------------------------------------------
@@ -231,6 +232,7 @@ class Supervisor:
             self.spool.take(path, item)
         except OSError as exc:
             self.store.withdraw(item.id)
+            self.store.forget_empty_session(session.name)  # opened for this file alone
             log.warning("take_failed", path=str(path), error=str(exc))
             return
         log.info("item_queued", session=session.name, item=name, status="queued")

@@ -128,3 +128,11 @@ def test_a_readonly_reader_sees_committed_rows_and_cannot_write(tmp_path, store)
     with pytest.raises(sqlite3.OperationalError):
         reader.db.execute("DELETE FROM items")
     reader.close()
+
+
+def test_only_a_session_without_items_can_be_forgotten(store):
+    put_item_in(store, Status.QUEUED)
+    store.create_session("empty", None, "png", NOW)
+    assert not store.forget_empty_session("s")
+    assert store.forget_empty_session("empty")
+    assert [session.name for session in store.sessions()] == ["s"]

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from daemon.store import Store
 from tests.harness import Daemon, drop, wait_for
 
 ITEM_FIELDS = {"name", "status", "output", "error", "attempts", "retry_marker"}
@@ -304,3 +305,35 @@ def test_the_status_json_is_strict_utf8_whatever_the_file_names(root):
         raw_json.decode("utf-8", errors="strict")
         assert sorted(item["name"] for item in status["items"]) == ["caf%E9.jpg", "stra\u00dfe \U0001f45f.jpg"]
         assert sorted(daemon.zip_members("names")) == ["caf%E9.png", "stra\u00dfe \U0001f45f.png"]
+
+
+def crash_between_record_and_move(root: Path, session: str, name: str, content: str | None) -> None:
+    """The state a kill -9 leaves between committing an item and renaming its file out of the inbox."""
+    Daemon(root)  # lays out the folders
+    (root / "state").mkdir(exist_ok=True)
+    store = Store(root / "state" / "bgremover.sqlite3")
+    store.create_session(session, session, "png", time.time())
+    store.add_item(session, name, name.replace(".jpg", ".png"), ".jpg", f"inbox/{session}/{name}".encode(), time.time())
+    store.close()
+    if content is not None:
+        drop(root / "inbox", f"{session}/{name}", content)
+
+
+def test_a_take_cut_short_by_a_crash_is_finished_once_at_restart(root):
+    crash_between_record_and_move(root, "half", "a.jpg", "ok")
+    with Daemon(root) as daemon:
+        status = daemon.wait_complete("half")
+        assert [(i["name"], i["status"]) for i in status["items"]] == [("a.jpg", "done")]
+        assert daemon.zip_members("half") == {"a.png": b"cutout of ok"}
+        assert [e["item"] for e in daemon.events("take_completed")] == ["a.jpg"]
+
+
+def test_a_file_that_vanished_before_its_take_is_forgotten_with_its_empty_session(root):
+    crash_between_record_and_move(root, "ghost", "gone.jpg", None)
+    with Daemon(root) as daemon:
+        assert [e["item"] for e in daemon.events("file_vanished")] == ["gone.jpg"]
+        assert daemon.status("ghost") is None
+        drop(root / "inbox", "other.jpg")
+        loose = wait_for(lambda: [n for n in daemon.statuses() if n.startswith("batch-")], what="a new session")
+        daemon.wait_complete(loose[0])
+        assert list(daemon.statuses()) == loose
