@@ -285,14 +285,6 @@ class Store:
         row = self.db.execute("SELECT * FROM items WHERE status = 'queued' ORDER BY id LIMIT 1").fetchone()
         return _item(row) if row else None
 
-    def claim_next(self, now: float) -> Item | None:
-        """The oldest queued item, moved to processing; None when nothing is queued."""
-        item = self.next_queued()
-        if item is None:
-            return None
-        # QUEUED -> PROCESSING (claim); one process writes, so nothing can take it in between.
-        return self.transition(item.id, Status.QUEUED, Status.PROCESSING, now, reason="claimed")
-
     def recover(self, now: float) -> list[Item]:
         """Items a previous life left in processing go back to queued; returns them as they were."""
         stranded = self.items(None, Status.PROCESSING)

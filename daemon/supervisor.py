@@ -284,7 +284,6 @@ class Supervisor:
         if session is None:
             log.warning("cancel_marker_ignored", session=name, reason="no such session")
             return
-        now = time.time()
         if session.state is SessionState.OPEN:
             self.close_session(session, "cancelled")
         for item in self.store.items(name, Status.QUEUED):

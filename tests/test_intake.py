@@ -161,13 +161,19 @@ def test_temporary_names_wait_until_renamed(watching, inbox):
     assert sorted(collect(watching, until=set(finals))) == finals
 
 
+def rescan_twice(intake: Intake) -> list[Path]:
+    """What two full rescans return: a second one must neither return nor warn again."""
+    returned = []
+    for _ in range(2):
+        intake.rescan()
+        returned += collect(intake, seconds=2 * STABLE)
+    return returned
+
+
 def test_a_text_file_is_left_alone_and_warned_about_once(watching, inbox):
     path = write(inbox / "notes.txt", b"hello")
     with capture_logs() as logs:
-        watching.rescan()
-        returned = collect(watching, seconds=2 * STABLE)
-        watching.rescan()
-        returned += collect(watching, seconds=2 * STABLE)
+        returned = rescan_twice(watching)
     assert returned == []
     assert path.exists()
     warnings = [entry for entry in logs if entry["log_level"] == "warning"]
@@ -183,10 +189,7 @@ def test_symlinks_are_not_followed_nor_returned(watching, inbox, tmp_path):
     link.symlink_to(outside)
     (inbox / "folder-link").symlink_to(tmp_path / "outside" / "deep", target_is_directory=True)
     with capture_logs() as logs:
-        watching.rescan()
-        returned = collect(watching, seconds=2 * STABLE)
-        watching.rescan()
-        returned += collect(watching, seconds=2 * STABLE)
+        returned = rescan_twice(watching)
     assert returned == []
     reasons = sorted((entry["path"], entry["reason"]) for entry in logs if entry["log_level"] == "warning")
     assert reasons == [(str(inbox / "folder-link"), "symlink"), (str(link), "symlink")]

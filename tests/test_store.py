@@ -65,16 +65,22 @@ def test_a_transition_from_the_wrong_status_changes_nothing(store):
     assert store.item(item.id).status is Status.QUEUED
 
 
+def claim(store: Store):
+    """What the supervisor does to start a job: the oldest queued item, moved to processing."""
+    item = store.next_queued()
+    return item and store.transition(item.id, Status.QUEUED, Status.PROCESSING, NOW)
+
+
 def test_claim_takes_the_oldest_queued_item_and_counts_the_attempt(store):
     first = put_item_in(store, Status.QUEUED, "1.jpg")
     put_item_in(store, Status.QUEUED, "2.jpg")
-    claimed = store.claim_next(NOW)
+    claimed = claim(store)
     assert (claimed.id, claimed.status, claimed.attempts) == (first.id, Status.PROCESSING, 1)
 
 
 def test_claim_returns_none_when_nothing_is_queued(store):
     put_item_in(store, Status.DONE)
-    assert store.claim_next(NOW) is None
+    assert claim(store) is None
 
 
 def test_recover_requeues_what_a_previous_life_left_processing(tmp_path):
