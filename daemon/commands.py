@@ -18,16 +18,21 @@ from daemon.store import Store
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
-    from daemon import matting
+    # Only light modules here: the supervisor never imports numpy or onnxruntime
+    # itself (the fork server does), which keeps its own memory small.
+    from daemon.forkserver import ForkServerError
+    from daemon.models import ModelError, load_model_spec
     from daemon.supervisor import Supervisor
 
     try:
-        model = matting.load_model_spec(settings.model)
-        matting.ensure_encoder(settings.output_format)
-    except (matting.ModelError, matting.EncoderUnavailable) as exc:
+        model = load_model_spec(settings.model)
+    except ModelError as exc:
         return fail(str(exc), EXIT_USAGE)
     print(f"bgremover: drop images into {settings.inbox}; results appear in {settings.outbox}", file=sys.stderr)
-    return Supervisor(settings, model).run()
+    try:
+        return Supervisor(settings, model).run()
+    except ForkServerError as exc:  # the job processes cannot start: a provider, an encoder, the model
+        return fail(f"cannot start: {exc}", EXIT_USAGE)
 
 
 def open_store(settings: Settings) -> Store | None:
@@ -130,11 +135,15 @@ def remove(settings: Settings, args: argparse.Namespace) -> int:
     # Written beside OUTPUT and renamed last: OUTPUT is never a half-written image.
     temp = args.output.with_name(f".tmp-{args.output.name}")
     try:
-        session = matting.create_session(model)
-        matting.remove_background(args.input, temp, fmt, settings.quality, session, model)
+        session = matting.create_session(model, settings.threads, settings.providers)
+        outcome = matting.remove_background(args.input, temp, session, model, matting.Options.from_settings(settings, fmt))
         os.replace(temp, args.output)
+        if outcome.note:
+            print(f"bgremover: {args.input}: {outcome.note}", file=sys.stderr)
     except matting.BadInput as exc:
         return fail(f"{args.input}: {exc}", EXIT_FAILED)
+    except (matting.ModelError, matting.EncoderUnavailable) as exc:
+        return fail(str(exc), EXIT_USAGE)
     except OSError as exc:
         return fail(f"{exc.filename or args.input}: {exc.strerror or exc}", EXIT_FAILED)
     finally:

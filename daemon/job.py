@@ -1,8 +1,11 @@
 """One image, one process: `python -m daemon.job --input IN --output OUT --report REPORT ...`.
 
-The supervisor starts this per item and trusts only two things: the exit code
-and OUT, which appears (by rename) only once complete. REPORT adds the error
-sentence and the stage timings.
+The supervisor runs this once per item, in a fresh process forked from the
+fork server (daemon/forkserver.py) through `preload`, `prepare` and `main`; run
+as a command it does all three itself. Either way the supervisor trusts only
+two things: the exit code and OUT, which appears (by rename) only once
+complete. REPORT adds the error sentence, a note for the user (an image
+reduced to fit max_megapixels) and the stage timings.
 
 Exit codes:
   0   done: OUT is complete.
@@ -24,10 +27,15 @@ import json
 import os
 import signal
 import sys
+import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 
+import onnxruntime
+
 from daemon import matting, outbox
+from daemon.models import ModelSpec
 
 EXIT_OK, EXIT_BUG, EXIT_BAD_INPUT, EXIT_TEMPFAIL = 0, 1, 2, 75
 
@@ -50,18 +58,80 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--report", type=Path, required=True)
     parser.add_argument("--format", choices=sorted(matting.FORMAT_EXTENSIONS), required=True)
-    parser.add_argument("--quality", type=_quality, metavar="1..100", required=True)
+    parser.add_argument("--quality", type=_whole(1, 100), metavar="1..100", required=True)
     parser.add_argument("--model", required=True)
     parser.add_argument("--models-dir", type=Path, default=None)
+    parser.add_argument("--threads", type=_whole(1, 1024), default=None)
+    parser.add_argument("--providers", default=matting.CPU, help="comma-separated onnxruntime execution providers")
+    parser.add_argument("--png-compress-level", type=_whole(0, 9), default=matting.Options.png_compress_level)
+    parser.add_argument("--webp-method", type=_whole(0, 6), default=matting.Options.webp_method)
+    parser.add_argument("--avif-speed", type=_whole(0, 10), default=matting.Options.avif_speed)
+    parser.add_argument("--max-megapixels", type=float, default=matting.Options.max_megapixels)
+    parser.add_argument("--large-images", choices=["reduce", "refuse"], default=matting.Options.large_images)
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
+# ---------------------------------------------------------------- the fork server's hooks
+
+
+@dataclass(frozen=True)
+class Shared:
+    """What every job of a daemon shares, loaded once in the fork server."""
+
+    spec: ModelSpec
+    model_bytes: bytes
+    threads: int | None
+    providers: tuple[str, ...]
+
+
+@dataclass
+class Prepared:
+    """A fresh process's own session, made before it is given an image."""
+
+    shared: Shared
+    session: onnxruntime.InferenceSession | None
+    error: str | None = None
+
+    def describe(self) -> dict:
+        """What this process will actually run on, for the supervisor's start-up log."""
+        if self.session is None:
+            return {"error": self.error}
+        options = self.session.get_session_options()
+        return {"providers": self.session.get_providers(), "intra_op_threads": options.intra_op_num_threads,
+                "onnxruntime": onnxruntime.__version__}
+
+
+def preload(config: dict) -> Shared:
+    """In the fork server: read the model once, refuse providers this onnxruntime lacks."""
+    providers = tuple(config.get("providers") or (matting.CPU,))
+    matting.check_providers(providers)
+    models_dir = Path(config["models_dir"]) if config.get("models_dir") else None
+    spec = matting.load_model_spec(config["model"], models_dir, verify=False)  # verified by the supervisor
+    matting.ensure_encoder(config.get("format", "png"))
+    return Shared(spec, spec.path.read_bytes(), config.get("threads"), providers)
+
+
+def prepare(shared: Shared) -> Prepared:
+    """In the fresh child: its own session, with its own threads (threads do not survive a fork)."""
+    try:
+        session = matting.create_session(shared.spec, shared.threads, shared.providers, shared.model_bytes)
+    except matting.ModelError as exc:
+        return Prepared(shared, None, str(exc))
+    return Prepared(shared, session)
+
+
+# ---------------------------------------------------------------- the job
+
+
+def main(argv: list[str] | None = None, prepared: Prepared | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _raise_terminated)
-    timings: dict[str, float] = {}
+    outcome = matting.Outcome()
     try:
-        timings = run(args)
+        prepared = matching(prepared, args)
+        if prepared.error:
+            raise matting.ModelError(prepared.error)
+        outcome = run(args, prepared)
     except matting.BadInput as exc:
         return finish(args.report, EXIT_BAD_INPUT, str(exc))
     except (matting.ModelError, matting.EncoderUnavailable) as exc:
@@ -76,20 +146,37 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         traceback.print_exc()
         return finish(args.report, EXIT_BUG, f"unexpected error: {type(exc).__name__}: {exc}", quiet=True)
-    return finish(args.report, EXIT_OK, None, timings)
+    return finish(args.report, EXIT_OK, None, outcome)
 
 
-def run(args: argparse.Namespace) -> dict[str, float]:
+def matching(prepared: Prepared | None, args: argparse.Namespace) -> Prepared:
+    """The prepared session if it fits this job's model, else one made now (a job run by hand)."""
+    if prepared is not None and prepared.shared.spec.name == args.model:
+        return prepared
+    config = {"model": args.model, "models_dir": args.models_dir, "threads": args.threads,
+              "providers": args.providers.split(","), "format": args.format}
+    return prepare(preload(config))
+
+
+def options_from(args: argparse.Namespace) -> matting.Options:
+    return matting.Options(
+        format=args.format, quality=args.quality, png_compress_level=args.png_compress_level,
+        webp_method=args.webp_method, avif_speed=args.avif_speed, threads=args.threads or 1,
+        max_megapixels=args.max_megapixels, large_images=args.large_images,
+    )  # fmt: skip
+
+
+def run(args: argparse.Namespace, prepared: Prepared) -> matting.Outcome:
     """Write the result to a temp file beside OUT, make it durable, then rename it to OUT."""
-    spec = matting.load_model_spec(args.model, args.models_dir, verify=False)  # verified at daemon start-up
-    session = matting.create_session(spec)
     temp = args.output.with_name(f".tmp-{args.output.name}")
     try:
-        timings = matting.remove_background(args.input, temp, args.format, args.quality, session, spec)
+        outcome = matting.remove_background(args.input, temp, prepared.session, prepared.shared.spec, options_from(args))
+        started = time.perf_counter()
         publish(temp, args.output)
+        outcome.timings_ms["publish"] = round((time.perf_counter() - started) * 1000, 2)
     finally:
         temp.unlink(missing_ok=True)  # after a successful publish it no longer exists
-    return timings
+    return outcome
 
 
 def publish(temp: Path, final: Path) -> None:
@@ -103,19 +190,19 @@ def publish(temp: Path, final: Path) -> None:
     outbox.fsync_folder(final.parent)  # the rename itself lives in the directory
 
 
-def write_report(path: Path, error: str | None, timings: dict[str, float]) -> None:
-    report = {"error": error, "timings_ms": timings}
+def write_report(path: Path, error: str | None, outcome: matting.Outcome) -> None:
+    report = {"error": error, "note": outcome.note, "timings_ms": outcome.timings_ms}
     outbox.atomic_write(path, (json.dumps(report, indent=1) + "\n").encode("utf-8"))
 
 
 def finish(
-    report: Path, code: int, error: str | None, timings: dict[str, float] | None = None, quiet: bool = False
+    report: Path, code: int, error: str | None, outcome: matting.Outcome | None = None, quiet: bool = False
 ) -> int:
     """Write the report and say the error on stderr; the exit code stands even if the report fails."""
     if error and not quiet:
         print(error, file=sys.stderr)
     try:
-        write_report(report, error, timings or {})
+        write_report(report, error, outcome or matting.Outcome())
     except OSError as exc:
         print(f"could not write the report {report}: {exc.strerror or exc}", file=sys.stderr)
     return code
@@ -129,10 +216,13 @@ def describe_os_error(exc: OSError, source: Path) -> str:
     return f"could not write the result: {reason}{where}"
 
 
-def _quality(text: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= 100:
-        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to 100, got {text!r}")
-    return int(text)
+def _whole(low: int, high: int):
+    def parse(text: str) -> int:
+        if not text.isdigit() or not low <= int(text) <= high:
+            raise argparse.ArgumentTypeError(f"must be a whole number from {low} to {high}, got {text!r}")
+        return int(text)
+
+    return parse
 
 
 def _raise_terminated(signum: int, frame: object) -> None:

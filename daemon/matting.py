@@ -1,4 +1,4 @@
-"""Background removal as pure steps: manifest → session → decode → mask → cutout → encode.
+"""Background removal as pure steps: session → decode → mask → cutout → encode.
 
 No daemon policy lives here: no retries, no exit codes, no logging. Each step
 raises one of the exceptions below with a sentence fit to show a user, and the
@@ -7,24 +7,24 @@ job process decides what that means.
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
+import math
 import re
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import onnxruntime
 from PIL import Image, ImageChops, ImageCms, ImageOps, UnidentifiedImageError, features
 
-FORMAT_EXTENSIONS = {"png": ".png", "webp": ".webp", "avif": ".avif"}
+from daemon import png
+from daemon.formats import FORMAT_EXTENSIONS, format_for_path  # noqa: F401 - part of this module's interface
+from daemon.models import ModelError, ModelSpec, load_model_spec, models_dir  # noqa: F401 - likewise
 
-
-class ModelError(Exception):
-    """The model named in the settings cannot be used; one sentence saying why."""
+CPU = "CPUExecutionProvider"
 
 
 class BadInput(Exception):
@@ -36,96 +36,79 @@ class EncoderUnavailable(Exception):
 
 
 @dataclass(frozen=True)
-class ModelSpec:
-    name: str
-    path: Path
-    sha256: str
-    input_size: tuple[int, int]  # (width, height) the network expects
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    output_index: int  # which of the network's outputs is the mask
-    licence: str
-    source: str
+class Options:
+    """What a job does with an image beyond the model itself; each field is a setting."""
+
+    format: str = "png"
+    quality: int = 90  # WebP and AVIF
+    png_compress_level: int = 1
+    webp_method: int = 4
+    avif_speed: int = 8
+    threads: int = 1  # for the PNG encoder's parallel deflate
+    max_megapixels: float = 40.0
+    large_images: str = "reduce"  # or "refuse"
+
+    @classmethod
+    def from_settings(cls, settings, fmt: str | None = None) -> Options:
+        """The options a daemon.settings.Settings asks for; `fmt` overrides its output_format."""
+        return cls(
+            format=fmt or settings.output_format, quality=settings.quality,
+            png_compress_level=settings.png_compress_level, webp_method=settings.webp_method,
+            avif_speed=settings.avif_speed, threads=settings.threads,
+            max_megapixels=settings.max_megapixels, large_images=settings.large_images,
+        )  # fmt: skip
 
 
-# ---------------------------------------------------------------- model
+@dataclass
+class Outcome:
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    note: str | None = None  # something the user should know about this item, e.g. it was reduced
 
 
-def models_dir() -> Path:
-    """The folder holding manifest.json.
-
-    An installed wheel carries it inside the package (hatch force-include puts
-    the repo's models/ at daemon/models); a source checkout has it beside the package.
-    """
-    packaged = Path(__file__).parent / "models"
-    return packaged if packaged.is_dir() else Path(__file__).parent.parent / "models"
+# ---------------------------------------------------------------- session
 
 
-def load_model_spec(name: str, directory: Path | None = None, verify: bool = True) -> ModelSpec:
-    """Read the manifest entry for `name`; with verify, check the file's sha256."""
-    directory = directory or models_dir()
-    entry = _read_manifest(directory).get(name)
-    if entry is None:
-        known = ", ".join(sorted(_read_manifest(directory))) or "none"
-        raise ModelError(f"model '{name}' is not in the manifest (known: {known})")
-    try:
-        spec = ModelSpec(
-            name=name,
-            path=directory / entry["file"],
-            sha256=entry["sha256"].lower(),
-            input_size=(int(entry["input_size"][0]), int(entry["input_size"][1])),
-            mean=tuple(float(v) for v in entry["mean"]),
-            std=tuple(float(v) for v in entry["std"]),
-            output_index=int(entry["output_index"]),
-            licence=entry["licence"],
-            source=entry["source"],
-        )
-    except (KeyError, IndexError, TypeError, ValueError) as exc:
-        raise ModelError(f"the manifest entry for model '{name}' is incomplete or malformed ({exc!r})") from None
-    if not spec.path.is_file():
-        raise ModelError(f"model file {spec.path} is missing")
-    if verify:
-        _verify_sha256(spec)
-    return spec
-
-
-def _read_manifest(directory: Path) -> dict:
-    path = directory / "manifest.json"
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ModelError(f"model manifest {path} is missing") from None
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"model manifest {path} cannot be read: {exc}") from None
-    if not isinstance(manifest, dict):
-        raise ModelError(f"model manifest {path} is not a JSON object of model names")
-    return manifest
-
-
-def _verify_sha256(spec: ModelSpec) -> None:
-    digest = hashlib.sha256()
-    with spec.path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    actual = digest.hexdigest()
-    if actual != spec.sha256:
+def check_providers(providers: tuple[str, ...] | list[str]) -> None:
+    """Refuse execution providers this onnxruntime cannot offer, before anything else runs."""
+    available = onnxruntime.get_available_providers()
+    missing = [name for name in providers if name not in available]
+    if missing:
         raise ModelError(
-            f"model file {spec.path} has sha256 {actual[:12]}…, the manifest expects "
-            f"{spec.sha256[:12]}…: the file is damaged or was replaced"
+            f"execution provider {', '.join(missing)} is not available in this onnxruntime "
+            f"{onnxruntime.__version__} (available: {', '.join(available)}); change the providers setting"
         )
 
 
-def create_session(spec: ModelSpec, threads: int | None = None) -> onnxruntime.InferenceSession:
-    """An onnxruntime CPU session for the model; threads=None lets onnxruntime pick."""
+def create_session(
+    spec: ModelSpec, threads: int | None = None, providers: tuple[str, ...] | list[str] = (CPU,),
+    model_bytes: bytes | None = None,
+) -> onnxruntime.InferenceSession:
+    """A session for the model on exactly the providers asked for; threads=None lets onnxruntime pick.
+
+    onnxruntime quietly falls back to the CPU when a provider it knows fails to
+    start (a CUDA build without a GPU); we check what it actually runs on and
+    refuse instead, so nobody believes they use a GPU they do not.
+    """
+    check_providers(providers)
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3  # errors only: the job's stderr is for our own one-line messages
+    # Memory patterns pre-plan every buffer of the graph for a fixed input: with
+    # U²-Net-p it made a fresh session's first run no faster and its peak RSS
+    # about 200 MB larger, so a process that runs the graph once goes without.
+    options.enable_mem_pattern = False
     if threads is not None:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1  # one image, one graph: parallelism within operators is what helps
     try:
-        session = onnxruntime.InferenceSession(str(spec.path), options, providers=["CPUExecutionProvider"])
+        session = onnxruntime.InferenceSession(model_bytes or str(spec.path), options, providers=list(providers))
     except Exception as exc:  # onnxruntime raises its own classes for bad protobufs, bad graphs, ...
         raise ModelError(f"model file {spec.path} cannot be loaded by onnxruntime: {exc}") from None
+    active = session.get_providers()
+    if any(name not in active for name in providers):
+        raise ModelError(
+            f"onnxruntime could not start {', '.join(p for p in providers if p not in active)} "
+            f"and would have run on {', '.join(active)} instead; check the drivers or change the providers setting"
+        )
     shape = session.get_inputs()[0].shape
     if list(shape[2:]) != [spec.input_size[1], spec.input_size[0]]:
         raise ModelError(f"model file {spec.path} takes input {shape}, the manifest says {list(spec.input_size)}")
@@ -135,11 +118,20 @@ def create_session(spec: ModelSpec, threads: int | None = None) -> onnxruntime.I
 # ---------------------------------------------------------------- decode
 
 
-def decode(path: Path) -> tuple[Image.Image, bytes | None]:
-    """The image upright, as RGB or RGBA, and its ICC profile (None if it has none or we used it up).
+class Decoded(NamedTuple):
+    image: Image.Image  # upright, RGB or RGBA
+    icc: bytes | None  # its ICC profile; None if it has none or we used it up
+    note: str | None = None  # set when the image was reduced to fit max_megapixels
+
+
+def decode(path: Path, max_megapixels: float | None = None, large_images: str = "reduce") -> Decoded:
+    """The image upright, as RGB or RGBA, with its ICC profile.
 
     The whole file is read before Pillow sees it, so an OSError from here is
-    about the disk, and every problem with the content becomes BadInput.
+    about the disk, and every problem with the content becomes BadInput. An
+    image above `max_megapixels` is refused, or reduced to fit (a JPEG is then
+    decoded at reduced scale to begin with, so it never occupies its full size
+    in memory).
     """
     data = Path(path).read_bytes()
     if not data:
@@ -150,6 +142,9 @@ def decode(path: Path) -> tuple[Image.Image, bytes | None]:
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
             image = Image.open(io.BytesIO(data))
+            original_size = image.size
+            if _too_large(original_size, max_megapixels):
+                _refuse_or_draft(image, max_megapixels, large_images)
             image.load()  # decode now (first frame of an animation), so truncation shows up here
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise BadInput(_bomb_sentence(exc)) from None
@@ -158,8 +153,41 @@ def decode(path: Path) -> tuple[Image.Image, bytes | None]:
         except (OSError, SyntaxError, ValueError, EOFError):
             raise BadInput("the image is truncated or corrupt") from None
     icc = image.info.get("icc_profile") or None
-    image = _upright(image)
-    return _to_rgb(image, icc)
+    image, icc = _to_rgb(_upright(image), icc)
+    if not _too_large(original_size, max_megapixels):
+        return Decoded(image, icc)
+    image = _fit(image, max_megapixels)
+    width, height = original_size
+    note = (f"reduced from {width}×{height} to {image.width}×{image.height} pixels "
+            f"to stay within max_megapixels = {max_megapixels:g}")
+    return Decoded(image, icc, note)
+
+
+def _too_large(size: tuple[int, int], max_megapixels: float | None) -> bool:
+    return max_megapixels is not None and size[0] * size[1] > max_megapixels * 1e6
+
+
+def _refuse_or_draft(image: Image.Image, max_megapixels: float, large_images: str) -> None:
+    width, height = image.size
+    if large_images == "refuse":
+        raise BadInput(
+            f"the image has {width * height / 1e6:.1f} megapixels ({width}×{height}), more than "
+            f"max_megapixels = {max_megapixels:g}; raise that setting or set large_images = \"reduce\""
+        )
+    if image.format == "JPEG":
+        # JPEG can decode at 1/2, 1/4 or 1/8 scale directly; draft picks the
+        # smallest of those that is still at least the size we ask for.
+        scale = math.sqrt(max_megapixels * 1e6 / (width * height))
+        image.draft(image.mode, (max(1, int(width * scale)), max(1, int(height * scale))))
+
+
+def _fit(image: Image.Image, max_megapixels: float) -> Image.Image:
+    pixels = image.width * image.height
+    if pixels <= max_megapixels * 1e6:
+        return image
+    scale = math.sqrt(max_megapixels * 1e6 / pixels)
+    size = (max(1, math.floor(image.width * scale)), max(1, math.floor(image.height * scale)))
+    return image.resize(size, Image.Resampling.LANCZOS)
 
 
 def _bomb_sentence(exc: Exception) -> str:
@@ -228,11 +256,23 @@ def preprocess(image: Image.Image, spec: ModelSpec) -> np.ndarray:
     what the weights were trained on: a dim photo is stretched so its brightest
     value is 1. The floor keeps an all-black image from dividing by zero.
     """
-    rgb = image.convert("RGB").resize(spec.input_size, Image.Resampling.LANCZOS)
+    rgb = _shrink_for_model(image.convert("RGB"), spec.input_size).resize(spec.input_size, Image.Resampling.LANCZOS)
     pixels = np.asarray(rgb, dtype=np.float32)
     pixels = pixels / max(float(pixels.max()), 1e-6)
     pixels = (pixels - np.asarray(spec.mean, dtype=np.float32)) / np.asarray(spec.std, dtype=np.float32)
     return np.ascontiguousarray(pixels.transpose(2, 0, 1)[np.newaxis], dtype=np.float32)
+
+
+def _shrink_for_model(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """Box-average a big photo by a whole factor first, keeping at least twice the model's size.
+
+    LANCZOS from 2000×1500 straight down to 320×320 weighs about 60 source
+    pixels per output pixel in each direction; halving with a box filter first
+    gives nearly the same input (the box only acts far below what the second
+    resize keeps) at half the cost, the same trade Pillow's reducing_gap makes.
+    """
+    factor = int(min(image.width / size[0], image.height / size[1]) // 2)
+    return image.reduce(factor) if factor >= 2 else image
 
 
 def infer(session: onnxruntime.InferenceSession, tensor: np.ndarray, spec: ModelSpec) -> np.ndarray:
@@ -274,16 +314,6 @@ def cutout(image: Image.Image, mask: Image.Image) -> Image.Image:
 # ---------------------------------------------------------------- encode
 
 
-def format_for_path(path: Path | str) -> str:
-    """The output format named by a file's extension, e.g. 'webp' for x.WebP."""
-    suffix = Path(path).suffix.lower()
-    for fmt, extension in FORMAT_EXTENSIONS.items():
-        if suffix == extension:
-            return fmt
-    known = ", ".join(FORMAT_EXTENSIONS.values())
-    raise ValueError(f"cannot tell the output format from '{Path(path).name}': the extension must be one of {known}")
-
-
 def ensure_encoder(fmt: str) -> None:
     """Raise EncoderUnavailable unless this Pillow can write `fmt` (with alpha)."""
     if fmt not in FORMAT_EXTENSIONS:
@@ -300,40 +330,45 @@ def ensure_encoder(fmt: str) -> None:
             ) from None
 
 
-def encode(rgba: Image.Image, path: Path, fmt: str, quality: int, icc_profile: bytes | None) -> None:
+def encode(rgba: Image.Image, path: Path, icc_profile: bytes | None, options: Options) -> None:
     """Write `rgba` to exactly `path` (the caller renames it into place)."""
+    fmt = options.format
     ensure_encoder(fmt)
+    if fmt == "png":
+        # Our own writer: the same lossless PNG as Pillow's at a low level, but
+        # the deflate runs on every core (see daemon/png.py).
+        png.write_png(path, np.asarray(rgba), icc_profile=icc_profile,
+                      level=options.png_compress_level, threads=options.threads)
+        return
     # Always pass the profile: b"" means none, where None would let Pillow fall back to rgba.info.
-    options: dict = {"icc_profile": icc_profile or b""}
+    extra: dict = {"icc_profile": icc_profile or b"", "quality": options.quality}
     if fmt == "webp":
         # Lossy colour at the user's quality, but lossless alpha (alpha_quality=100):
         # the cut edge is the product, and lossy alpha would fray it. Full
         # lossless WebP would ignore the quality setting and run 3-5× larger on photos.
-        options.update(quality=quality, alpha_quality=100, method=4)
-    elif fmt == "avif":
-        options.update(quality=quality)
+        extra.update(alpha_quality=100, method=options.webp_method)
     else:
-        options.update(compress_level=6)  # PNG is lossless; quality has no meaning
-    rgba.save(path, format=fmt.upper(), **options)
+        extra.update(speed=options.avif_speed)
+    rgba.save(path, format=fmt.upper(), **extra)
 
 
 # ---------------------------------------------------------------- the whole pipeline
 
 
 def remove_background(
-    src: Path, dst: Path, fmt: str, quality: int, session: onnxruntime.InferenceSession, spec: ModelSpec
-) -> dict[str, float]:
-    """Cut the subject of `src` out into `dst`; returns each stage's time in ms."""
-    timings: dict[str, float] = {}
+    src: Path, dst: Path, session: onnxruntime.InferenceSession, spec: ModelSpec, options: Options = Options()
+) -> Outcome:
+    """Cut the subject of `src` out into `dst`; the outcome holds each stage's time in ms."""
+    outcome = Outcome()
     clock = time.perf_counter()
 
     def lap(stage: str) -> None:
         nonlocal clock
         now = time.perf_counter()
-        timings[stage] = round((now - clock) * 1000, 2)
+        outcome.timings_ms[stage] = round((now - clock) * 1000, 2)
         clock = now
 
-    image, icc = decode(src)
+    image, icc, outcome.note = decode(src, options.max_megapixels, options.large_images)
     lap("decode")
     tensor = preprocess(image, spec)
     lap("preprocess")
@@ -342,6 +377,6 @@ def remove_background(
     mask = postprocess(raw, image.size)
     rgba = cutout(image, mask)
     lap("postprocess")
-    encode(rgba, dst, fmt, quality, icc)
+    encode(rgba, dst, icc, options)
     lap("encode")
-    return timings
+    return outcome

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -40,11 +41,31 @@ class Settings(BaseSettings):
     kill_grace_seconds: float = Field(3.0, gt=0, le=5)
     model: str = "u2netp"
     keep_originals: bool = True
+    # Speed. `threads` is onnxruntime's intra-op thread count and the PNG
+    # encoder's; one per usable core measured fastest (see README, Performance).
+    threads: int = Field(default_factory=lambda: usable_cores(), ge=1, le=1024)
+    providers: Annotated[tuple[str, ...], NoDecode] = ("CPUExecutionProvider",)
+    png_compress_level: int = Field(1, ge=0, le=9, description="zlib level; 1 is fast, 6 is ~25% smaller and ~4x slower")
+    webp_method: int = Field(4, ge=0, le=6, description="libwebp effort: 0 fastest, 6 smallest")
+    avif_speed: int = Field(8, ge=0, le=10, description="libavif speed: 10 fastest, 0 smallest")
+    # Images above max_megapixels are reduced to fit (the item's status says so) or refused.
+    max_megapixels: float = Field(40.0, gt=0)
+    large_images: Literal["reduce", "refuse"] = "reduce"
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # The module run as `python -m <job_module>` for each job. Tests point it at
     # fake job bodies; users have no reason to change it.
     job_module: str = "daemon.job"
+
+    @field_validator("providers", mode="before")
+    @classmethod
+    def _split_providers(cls, value: Any) -> Any:
+        # BGREMOVER_PROVIDERS=CUDAExecutionProvider,CPUExecutionProvider, or a TOML list.
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",")]
+        if isinstance(value, (list, tuple)) and (not value or not all(value)):
+            raise ValueError("name at least one execution provider, e.g. CPUExecutionProvider")
+        return value
 
     # Set by load_settings() before construction; a class attribute because
     # pydantic-settings builds its sources from the class.
@@ -92,6 +113,11 @@ class Settings(BaseSettings):
     @property
     def database(self) -> Path:
         return self.state_dir / "bgremover.sqlite3"
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (a cgroup or taskset can allow fewer than the machine has)."""
+    return len(os.sched_getaffinity(0))
 
 
 def load_settings(config: Path | str | None = None, **overrides: Any) -> Settings:

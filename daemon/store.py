@@ -41,6 +41,7 @@ CREATE TABLE IF NOT EXISTS items (
     source     BLOB NOT NULL,       -- where it was dropped, relative to the root, as raw bytes
     status     TEXT NOT NULL,
     error      TEXT,
+    note       TEXT,                -- what the user should know about a result, e.g. it was reduced
     attempts   INTEGER NOT NULL DEFAULT 0,
     job_pid    INTEGER,
     created_at REAL NOT NULL,
@@ -99,6 +100,7 @@ class Item:
     source: bytes
     status: Status
     error: str | None
+    note: str | None
     attempts: int
     job_pid: int | None
     created_at: float
@@ -137,11 +139,19 @@ class Store:
         # executescript commits whatever is pending, so it runs on its own; the
         # schema is idempotent (IF NOT EXISTS) and safe to replay on every start.
         self.db.executescript(SCHEMA)
+        self._add_missing_columns()
         with self.transaction():
             self.db.executemany(
                 "INSERT OR IGNORE INTO allowed_transitions (src, dst) VALUES (?, ?)",
                 [(src.value, dst.value) for src, dsts in TRANSITIONS.items() for dst in dsts],
             )
+
+    def _add_missing_columns(self) -> None:
+        # A database from an older version lacks columns added since; CREATE
+        # TABLE IF NOT EXISTS leaves it as it is, so add them here.
+        columns = {row["name"] for row in self.db.execute("PRAGMA table_info(items)")}
+        if "note" not in columns:
+            self.db.execute("ALTER TABLE items ADD COLUMN note TEXT")
 
     def close(self) -> None:
         self.db.close()
@@ -263,17 +273,21 @@ class Store:
         return counts
 
     def transition(
-        self, item_id: int, src: Status, dst: Status, now: float, error: str | None = None, reason: str | None = None
+        self, item_id: int, src: Status, dst: Status, now: float, error: str | None = None, reason: str | None = None,
+        note: str | None = None,
     ) -> Item:
-        """Move one item from `src` to `dst`, or raise IllegalTransition and change nothing."""
+        """Move one item from `src` to `dst`, or raise IllegalTransition and change nothing.
+
+        `error` and `note` describe the new status, so both are replaced on every move.
+        """
         if dst not in TRANSITIONS[src]:
             raise IllegalTransition(f"item {item_id}: {src.value} -> {dst.value} is not an allowed transition")
         with self.transaction():
             cursor = self.db.execute(
-                "UPDATE items SET status = ?, error = ?, updated_at = ?,"
+                "UPDATE items SET status = ?, error = ?, note = ?, updated_at = ?,"
                 " attempts = attempts + (? = 'processing'), job_pid = NULL"
                 " WHERE id = ? AND status = ?",
-                (dst.value, error, now, dst.value, item_id, src.value),
+                (dst.value, error, note, now, dst.value, item_id, src.value),
             )
             if cursor.rowcount != 1:
                 raise IllegalTransition(f"item {item_id} is not {src.value}; {src.value} -> {dst.value} refused")

@@ -3,19 +3,20 @@
 Everything that decides happens here, on the main thread. The watcher thread
 and the signal handlers only put a note on `wakeups`; the loop wakes at least
 once a second (four times a second while a job runs) and runs the same upkeep
-steps every time. Each job is a fresh process in its own process group; the
+steps every time. Each job is a fresh process in its own process group,
+forked by the fork server (daemon/forkserver.py) and re-parented to us; the
 loop reaps it, reads its exit code and its result file, and alone decides the
-item's terminal state.
+item's terminal state. While one job runs, the next job's process is already
+being prepared, holding no image.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
 import signal
-import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -25,8 +26,10 @@ from pathlib import Path
 import structlog
 
 from daemon import outbox
+from daemon.forkserver import ForkServer, ForkServerError, Standby, become_subreaper
+from daemon.formats import FORMAT_EXTENSIONS
 from daemon.intake import Intake
-from daemon.matting import FORMAT_EXTENSIONS, ModelSpec
+from daemon.models import ModelSpec
 from daemon.settings import Settings
 from daemon.spool import Spool, remove_empty_dirs
 from daemon.states import TERMINAL, SessionState, Status
@@ -37,17 +40,19 @@ log = structlog.get_logger()
 EXIT_DONE, EXIT_BAD_INPUT, EXIT_TEMPORARY = 0, 2, 75
 RESCAN_SECONDS = 30.0  # a full inbox walk now and then catches events inotify dropped
 STDERR_TAIL_BYTES = 2000
+READY_TIMEOUT_SECONDS = 120.0  # the first job process's session, at start-up
 
 
 @dataclass
 class RunningJob:
     item: Item
-    process: subprocess.Popen
+    process: Standby  # the job process; its pid is also its process group
     started: float
     deadline: float
     stop_reason: str | None = None  # why we are stopping it: timeout, memory, cancel, shutdown
     kill_at: float | None = None
     peak_rss_kb: int = 0
+    returncode: int | None = None
     exited: threading.Event = field(default_factory=threading.Event)
 
 
@@ -81,6 +86,14 @@ class Supervisor:
             wake=lambda: self.wakeups.put("intake"),
             also_watch=[settings.retry_dir, settings.cancel_dir],
         )
+        self.forkserver = ForkServer(settings.job_module, {
+            "root": str(settings.root),  # unused by jobs; it tells `ps` readers whose processes these are
+            "model": model.name, "models_dir": str(model.path.parent), "threads": settings.threads,
+            "providers": list(settings.providers), "format": settings.output_format,
+        })  # fmt: skip
+        self.standby: Standby | None = None
+        self.spawn_retry_at = 0.0
+        self.strays: set[int] = set()  # process groups of finished jobs and dismissed standbys, still to reap
         self.job: RunningJob | None = None
         self.stopping = False
         self.unfinished: set[str] = set()  # sessions that may be ready for their ZIP
@@ -98,6 +111,7 @@ class Supervisor:
             self.drain()
         finally:
             self.intake.stop()
+            self.close_job_processes()
             self.store.close()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -112,7 +126,8 @@ class Supervisor:
         self.wait_for_wakeup(0.25 if self.job else 1.0)
         now = time.monotonic()
         for step in (self.reap, self.take_ready_files, self.read_markers, self.enforce_limits,
-                     self.close_idle_sessions, self.finish_sessions, self.start_next, self.rescan):
+                     self.close_idle_sessions, self.finish_sessions, self.start_next, self.reap_strays,
+                     self.rescan):
             if self.stopping:
                 return
             try:
@@ -135,11 +150,28 @@ class Supervisor:
                 return
 
     def start_up(self) -> None:
+        runs_on = self.start_job_processes()
         self.recover()
         self.intake.rescan()
         self.intake.start()
         log.info("daemon_ready", root=str(self.settings.root), inbox=str(self.settings.inbox),
-                 model=self.model.name, format=self.settings.output_format)
+                 model=self.model.name, format=self.settings.output_format, **runs_on)
+
+    def start_job_processes(self) -> dict:
+        """Start the fork server and the first job process; say what they actually run on.
+
+        Raises ForkServerError when they cannot start (a provider this machine
+        lacks, an encoder Pillow lacks), so a bad set-up stops the daemon at
+        once instead of failing every item.
+        """
+        become_subreaper()
+        self.forkserver.start()
+        self.standby = self.forkserver.spawn()
+        ready = self.standby.wait_ready(READY_TIMEOUT_SECONDS)
+        if ready.get("error"):
+            raise ForkServerError(ready["error"])
+        runs_on = {key: ready[key] for key in ("providers", "intra_op_threads", "onnxruntime") if key in ready}
+        return {**runs_on, "threads": self.settings.threads, "first_session_ms": ready.get("prepare_ms")}
 
     def drain(self) -> None:
         """An orderly stop: the job in flight is stopped and its item goes back to queued."""
@@ -317,49 +349,107 @@ class Supervisor:
     # -- jobs ---------------------------------------------------------------------
 
     def start_next(self, now: float) -> None:
-        if self.job is not None or self.stopping:
+        if self.job is not None or self.stopping or now < self.spawn_retry_at:
             return
         queued = self.store.next_queued()
         if queued is None:
             return
+        standby = self.take_standby(now)
+        if standby is None:
+            return  # the item stays queued; we try again after a pause
         item = self.move(queued, Status.PROCESSING, "claimed")  # QUEUED -> PROCESSING
         original = self.spool.original(item)
         if original is None:
+            self.standby = standby  # unused: it waits for the next item
             self.finish(item, Status.FAILED, "the original file is missing from the daemon's store")
             return
-        self.job = self.launch(item, original, now)
+        self.job = self.launch(item, original, standby, now)
+        if self.job is None:
+            return
         self.publish(item.session)
+        # The next item's process starts now, while this one runs: its start-up
+        # overlaps this job's single-threaded stages instead of following them.
+        self.standby = self.take_standby(now)
 
-    def launch(self, item: Item, original: Path, now: float) -> RunningJob:
+    def take_standby(self, now: float) -> Standby | None:
+        """The prepared job process, or a new one; None (and a pause) if the fork server fails."""
+        standby, self.standby = self.standby, None
+        if standby is not None:
+            return standby
+        try:
+            if not self.forkserver.alive():
+                log.warning("forkserver_restarting")
+                self.forkserver.close()
+                self.forkserver.start()
+            return self.forkserver.spawn()
+        except ForkServerError as exc:
+            self.spawn_retry_at = now + 5.0
+            log.error("job_process_unavailable", error=str(exc), retry_in_s=5)
+            return None
+
+    def launch(self, item: Item, original: Path, standby: Standby, now: float) -> RunningJob | None:
         session = self.store.session(item.session)
         ext = FORMAT_EXTENSIONS[session.format]
-        command = [
-            sys.executable, "-m", self.settings.job_module,
+        settings = self.settings
+        argv = [
             "--input", str(original), "--output", str(self.spool.result(item, ext)),
             "--report", str(self.spool.report(item)), "--format", session.format,
-            "--quality", str(self.settings.quality), "--model", self.model.name,
-            "--models-dir", str(self.model.path.parent),
+            "--quality", str(settings.quality), "--model", self.model.name,
+            "--models-dir", str(self.model.path.parent), "--threads", str(settings.threads),
+            "--providers", ",".join(settings.providers), "--png-compress-level", str(settings.png_compress_level),
+            "--webp-method", str(settings.webp_method), "--avif-speed", str(settings.avif_speed),
+            "--max-megapixels", str(settings.max_megapixels), "--large-images", settings.large_images,
         ]  # fmt: skip
-        with open(self.spool.job_log(item), "wb") as job_log:
-            # fork+exec in a new process group: no thread or lock of ours leaks into the job,
-            # and one killpg reaches any grandchild it starts.
-            process = subprocess.Popen(
-                command, stdin=subprocess.DEVNULL, stdout=job_log, stderr=job_log, process_group=0
-            )
-        self.store.set_job_pid(item.id, process.pid)
-        job = RunningJob(item, process, now, now + self.settings.job_timeout_seconds)
-        threading.Thread(target=self.watch_exit, args=(job,), name=f"job-{process.pid}", daemon=True).start()
-        log.info("job_started", session=item.session, item=item.name, pid=process.pid, attempt=item.attempts)
+        try:
+            standby.assign(argv, str(self.spool.job_log(item)))
+        except OSError as exc:
+            # It died before it got the job (killed from outside, say): the item was never started.
+            self.strays.add(standby.pid)
+            self.move(item, Status.QUEUED, "job process lost before it started")  # PROCESSING -> QUEUED
+            log.warning("job_process_lost", session=item.session, item=item.name, pid=standby.pid, error=str(exc))
+            return None
+        self.store.set_job_pid(item.id, standby.pid)
+        job = RunningJob(item, standby, now, now + settings.job_timeout_seconds)
+        threading.Thread(target=self.watch_exit, args=(job,), name=f"job-{job.process.pid}", daemon=True).start()
+        log.info("job_started", session=item.session, item=item.name, pid=job.process.pid, attempt=item.attempts)
         return job
 
     def watch_exit(self, job: RunningJob) -> None:
-        # WNOWAIT: wait for the exit without reaping it; the loop reaps, so poll() stays truthful.
+        # WNOWAIT: wait for the exit without reaping it; the loop reaps with wait4.
         try:
             os.waitid(os.P_PID, job.process.pid, os.WEXITED | os.WNOWAIT)
         except ChildProcessError:
             pass
         job.exited.set()
         self.wakeups.put("job")
+
+    def reap_strays(self, now: float) -> None:
+        """Reap what finished jobs and dismissed standbys leave: as a subreaper, they are ours to reap."""
+        for group in list(self.strays):
+            try:
+                while os.waitpid(-group, os.WNOHANG)[0] != 0:
+                    pass
+            except ChildProcessError:  # nobody of that group is left
+                self.strays.discard(group)
+
+    def close_job_processes(self) -> None:
+        """At exit: the unused standby and the fork server go, and nothing of ours is left unreaped."""
+        if self.standby is not None:
+            self.standby.dismiss()  # it exits on end-of-file
+            self.strays.add(self.standby.pid)
+            self.standby = None
+        self.forkserver.close()
+        deadline = time.monotonic() + 3.0
+        while self.strays and time.monotonic() < deadline:
+            self.reap_strays(time.monotonic())
+            time.sleep(0.02)
+        for group in list(self.strays):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(group, signal.SIGKILL)
+        deadline = time.monotonic() + 2.0
+        while self.strays and time.monotonic() < deadline:
+            self.reap_strays(time.monotonic())
+            time.sleep(0.02)
 
     def stop_job(self, reason: str, escalate_after: float, sig: int = signal.SIGTERM) -> None:
         job = self.job
@@ -396,29 +486,34 @@ class Supervisor:
         pid, status, usage = os.wait4(job.process.pid, os.WNOHANG)
         if pid == 0:
             return
-        # We reaped it ourselves (wait4 also gives its peak memory); tell the Popen object.
-        job.process.returncode = os.waitstatus_to_exitcode(status)
+        job.returncode = os.waitstatus_to_exitcode(status)
+        job.process.dismiss()
         self.signal_job(job, signal.SIGKILL)  # no grandchild outlives its job
+        self.strays.add(job.process.pid)  # and any it left behind is reaped
         job.peak_rss_kb = max(job.peak_rss_kb, usage.ru_maxrss)
         self.job = None
         self.conclude(job, now)
 
     def conclude(self, job: RunningJob, now: float) -> None:
-        item, code = job.item, job.process.returncode
+        item, code = job.item, job.returncode
         ext = FORMAT_EXTENSIONS[self.store.session(item.session).format]
         result, report, job_log = self.spool.result(item, ext), self.spool.report(item), self.spool.job_log(item)
-        status, error = self.verdict(job, result, read_report(report))
+        job_report = read_report(report)
+        status, error = self.verdict(job, result, job_report)
         stderr = tail(job_log) if status is Status.FAILED else ""
         if status is not Status.DONE:
             self.spool.discard(result)
         self.spool.discard(report, job_log)
-        self.finish(item, status, error, reason=job.stop_reason or "exited", exit_code=code, pid=job.process.pid,
+        note = job_report.get("note") if status is Status.DONE else None
+        extra = {key: value for key, value in (("stderr", stderr), ("note", note),
+                                               ("timings_ms", job_report.get("timings_ms"))) if value}
+        self.finish(item, status, error, note=note, reason=job.stop_reason or "exited", exit_code=code, pid=job.process.pid,
                     duration_ms=round((now - job.started) * 1000), peak_rss_mb=round(job.peak_rss_kb / 1024, 1),
-                    **({"stderr": stderr} if stderr else {}))
+                    **extra)
 
     def verdict(self, job: RunningJob, result: Path, report: dict) -> tuple[Status, str | None]:
         """The item's terminal state from what we asked, the exit code and the result file."""
-        code, limits = job.process.returncode, self.settings
+        code, limits = job.returncode, self.settings
         if job.stop_reason == "shutdown":
             return Status.QUEUED, None
         if job.stop_reason == "cancel":
@@ -444,11 +539,11 @@ class Supervisor:
         detail = f": {report['error']}" if report.get("error") else ""
         return Status.FAILED, f"the job crashed with exit code {code}{detail}"
 
-    def move(self, item: Item, dst: Status, reason: str, error: str | None = None) -> Item:
+    def move(self, item: Item, dst: Status, reason: str, error: str | None = None, note: str | None = None) -> Item:
         """The one place the supervisor changes an item's status; every change is logged."""
         now = time.time()
         try:
-            moved = self.store.transition(item.id, item.status, dst, now, error=error, reason=reason)
+            moved = self.store.transition(item.id, item.status, dst, now, error=error, reason=reason, note=note)
         except IllegalTransition as exc:
             log.error("transition_refused", session=item.session, item=item.name, error=str(exc))
             raise
@@ -456,9 +551,9 @@ class Supervisor:
                  previous=item.status.value, reason=reason, duration_ms=round((now - item.updated_at) * 1000))
         return moved
 
-    def finish(self, item: Item, status: Status, error: str | None, **fields) -> None:
+    def finish(self, item: Item, status: Status, error: str | None, note: str | None = None, **fields) -> None:
         # PROCESSING -> DONE | FAILED | CANCELLED, or -> QUEUED when the daemon is stopping
-        item = self.move(item, status, fields.get("reason", "finished"), error)
+        item = self.move(item, status, fields.get("reason", "finished"), error, note)
         if status in (Status.FAILED, Status.CANCELLED):
             self.ensure_retry_folder(item)
         level = log.info if status in (Status.DONE, Status.QUEUED) else log.warning
@@ -562,6 +657,7 @@ class Supervisor:
             "status": item.status.value,
             "output": item.member if item.status is Status.DONE else None,
             "error": item.error,
+            "note": item.note,
             "attempts": item.attempts,
             "retry_marker": f"retry/{item.session}/{item.name}" if retryable else None,
         }

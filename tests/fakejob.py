@@ -21,7 +21,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     for name in ("input", "output", "report", "format", "quality", "model", "models-dir"):
         parser.add_argument(f"--{name}")
-    return parser.parse_args(argv)
+    return parser.parse_known_args(argv)[0]  # the real job's other options do not matter here
 
 
 def write_result(args: argparse.Namespace) -> None:

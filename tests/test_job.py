@@ -16,7 +16,7 @@ from PIL import Image
 from tests.conftest import REPO
 from tests.images import photo, shape_on_texture, truncated_copy, write_decompression_bomb_png
 
-STAGES = {"decode", "preprocess", "inference", "postprocess", "encode"}
+STAGES = {"decode", "preprocess", "inference", "postprocess", "encode", "publish"}
 
 
 class Job:

@@ -47,8 +47,9 @@ def session(spec):
 
 
 def cut(src: Path, dst: Path, session, spec, fmt: str = "png", quality: int = 90) -> Image.Image:
-    timings = matting.remove_background(src, dst, fmt, quality, session, spec)
-    assert set(timings) == STAGES and all(ms >= 0 for ms in timings.values())
+    outcome = matting.remove_background(src, dst, session, spec, matting.Options(format=fmt, quality=quality))
+    assert set(outcome.timings_ms) == STAGES and all(ms >= 0 for ms in outcome.timings_ms.values())
+    assert outcome.note is None
     result = Image.open(dst)
     result.load()
     return result
@@ -206,7 +207,7 @@ def test_cutout_multiplies_with_the_source_alpha():
 
 @pytest.mark.parametrize("name", PHOTO_NAMES)
 def test_a_real_photo_keeps_its_subject_and_loses_its_background(tmp_path, session, spec, name):
-    original, _ = matting.decode(photo(name))
+    original, _, _ = matting.decode(photo(name))
     result = cut(photo(name), tmp_path / "out.png", session, spec)
 
     assert result.mode == "RGBA" and result.size == original.size
@@ -237,7 +238,7 @@ def test_exif_orientation_is_applied(tmp_path, orientation, upright_size):
     stored.paste((255, 0, 0), (0, 0, 60, 80))  # left half red as stored
     path = write_jpeg_with_exif_orientation(tmp_path / "in.jpg", stored, orientation)
 
-    image, _ = matting.decode(path)
+    image, _, _ = matting.decode(path)
     assert image.size == upright_size
     # Where the stored left (red) half ends up once upright.
     red_at = {1: (5, 40), 3: (115, 40), 6: (40, 5), 8: (40, 115)}[orientation]
@@ -296,7 +297,8 @@ def test_an_image_without_a_profile_gets_none(tmp_path, session, spec):
 def decode_bytes(tmp_path: Path, data: bytes, name: str = "in.bin") -> tuple[Image.Image, bytes | None]:
     path = tmp_path / name
     path.write_bytes(data)
-    return matting.decode(path)
+    image, icc, _ = matting.decode(path)
+    return image, icc
 
 
 def test_a_palette_image_with_transparency_becomes_rgba(tmp_path):
@@ -406,5 +408,5 @@ def test_format_for_path_refuses_other_extensions():
 
 def test_encode_refuses_an_unknown_format(tmp_path):
     with pytest.raises(matting.EncoderUnavailable, match="unknown output format 'gif'"):
-        matting.encode(Image.new("RGBA", (2, 2)), tmp_path / "a.gif", "gif", 90, None)
+        matting.encode(Image.new("RGBA", (2, 2)), tmp_path / "a.gif", None, matting.Options(format="gif"))
     assert not (tmp_path / "a.gif").exists()

@@ -18,7 +18,7 @@ import pytest
 from daemon.store import Store
 from tests.harness import Daemon, drop, wait_for
 
-ITEM_FIELDS = {"name", "status", "output", "error", "attempts", "retry_marker"}
+ITEM_FIELDS = {"name", "status", "output", "error", "note", "attempts", "retry_marker"}
 SESSION_FIELDS = {"session", "state", "format", "created_at", "updated_at", "total", "counts", "zip", "items"}
 
 
@@ -56,7 +56,7 @@ def test_a_loose_file_becomes_a_session_and_comes_back_in_its_zip(root):
         assert status["counts"] == {"queued": 0, "processing": 0, "done": 1, "failed": 0, "cancelled": 0}
         item = status["items"][0]
         assert set(item) == ITEM_FIELDS
-        assert item == {"name": "shoe.jpg", "status": "done", "output": "shoe.png", "error": None,
+        assert item == {"name": "shoe.jpg", "status": "done", "output": "shoe.png", "error": None, "note": None,
                         "attempts": 1, "retry_marker": None}
         assert daemon.zip_members(session) == {"shoe.png": b"cutout of ok"}
         assert list((root / "inbox").iterdir()) == []
