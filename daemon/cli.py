@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from daemon import __version__, logs
+from daemon.formats import FORMAT_EXTENSIONS
 from daemon.settings import SettingsError, load_settings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -36,7 +37,36 @@ def build_parser() -> argparse.ArgumentParser:
     remove = commands.add_parser("remove", parents=[common], help="remove the background of one image, once")
     remove.add_argument("input", type=Path)
     remove.add_argument("output", type=Path, help="its extension picks the format: .png, .webp or .avif")
+    bench = commands.add_parser("bench", parents=[common], help="measure where the time goes, model to ZIP")
+    add_bench_arguments(bench)
     return parser
+
+
+def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--images", type=Path, metavar="DIR", help="use the images in DIR instead of generated ones")
+    parser.add_argument("--size", type=size_argument, metavar="WxH",
+                        help="size of the generated images (default 2000x1500; 320x240 with --soak)")
+    parser.add_argument("--count", type=positive_argument, metavar="N",
+                        help="how many images (default 40; with --images, all of them)")
+    parser.add_argument("--format", choices=sorted(FORMAT_EXTENSIONS),
+                        help="output format (default: the output_format setting)")
+    parser.add_argument("--json", action="store_true", help="print the results as one JSON document")
+    parser.add_argument("--soak", type=positive_argument, metavar="N",
+                        help="push N small images through the daemon and watch the supervisor's memory")
+    parser.add_argument("--keep", type=Path, metavar="DIR", help="work in DIR and keep it for inspection")
+
+
+def size_argument(text: str) -> tuple[int, int]:
+    width, sep, height = text.lower().replace("×", "x").partition("x")
+    if not (sep and width.isdigit() and height.isdigit() and int(width) > 0 and int(height) > 0):
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 2000x1500, got {text!r}")
+    return int(width), int(height)
+
+
+def positive_argument(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return int(text)
 
 
 def main(argv: list[str] | None = None) -> int:

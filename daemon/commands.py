@@ -150,3 +150,9 @@ def remove(settings: Settings, args: argparse.Namespace) -> int:
         temp.unlink(missing_ok=True)
     print(f"wrote {args.output}")
     return EXIT_OK
+
+
+def bench(settings: Settings, args: argparse.Namespace) -> int:
+    from daemon import bench
+
+    return bench.main(settings, args)

@@ -91,6 +91,17 @@ class Standby:
             self.ready = json.loads(line)
         return self.ready
 
+    def poll_ready(self) -> dict | None:
+        """Its readiness message if it has arrived, without waiting."""
+        if self.ready is None:
+            try:
+                data = self.conn.recv(MAX_MESSAGE, socket.MSG_DONTWAIT | socket.MSG_PEEK)
+            except (BlockingIOError, OSError):
+                return None
+            if data.endswith(b"\n"):
+                self.ready = json.loads(self.conn.recv(len(data)))
+        return self.ready
+
     def assign(self, argv: list[str], log_path: str) -> None:
         """Hand over the job; raises OSError if the standby has died meanwhile.
 

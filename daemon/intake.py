@@ -147,6 +147,16 @@ class Intake:
     def pending(self) -> int:
         return len(self._candidates)
 
+    def seconds_until_due(self, now: float) -> float | None:
+        """How long until the first watched file may be stable; None when none is watched.
+
+        The loop sleeps no longer than this, so a file is taken when it has held
+        still for stable_seconds, not at the loop's next regular tick.
+        """
+        if not self._candidates:
+            return None
+        return max(0.0, min(seen.since for seen in self._candidates.values()) + self.stable_seconds - now)
+
     def _record(self, *paths: str | bytes | Path) -> None:
         found = {Path(os.fsdecode(path)) for path in paths if path}
         with self._lock:

@@ -27,6 +27,7 @@ import json
 import os
 import signal
 import sys
+import tempfile
 import time
 import traceback
 from dataclasses import dataclass
@@ -79,7 +80,7 @@ class Shared:
     """What every job of a daemon shares, loaded once in the fork server."""
 
     spec: ModelSpec
-    model_bytes: bytes
+    optimized: bytes | None  # the model as onnxruntime optimized it on this machine
     threads: int | None
     providers: tuple[str, ...]
 
@@ -101,20 +102,41 @@ class Prepared:
                 "onnxruntime": onnxruntime.__version__}
 
 
-def preload(config: dict) -> Shared:
-    """In the fork server: read the model once, refuse providers this onnxruntime lacks."""
+def preload(config: dict, optimize: bool = True) -> Shared:
+    """In the fork server: refuse what cannot work, and optimize the model once for every job."""
     providers = tuple(config.get("providers") or (matting.CPU,))
     matting.check_providers(providers)
     models_dir = Path(config["models_dir"]) if config.get("models_dir") else None
     spec = matting.load_model_spec(config["model"], models_dir, verify=False)  # verified by the supervisor
     matting.ensure_encoder(config.get("format", "png"))
-    return Shared(spec, spec.path.read_bytes(), config.get("threads"), providers)
+    optimized = optimized_in_child(spec, providers) if optimize else None
+    return Shared(spec, optimized, config.get("threads"), providers)
+
+
+def optimized_in_child(spec: ModelSpec, providers: tuple[str, ...]) -> bytes:
+    """matting.optimize, run in a child so the fork server itself never holds an onnxruntime session."""
+    with tempfile.TemporaryDirectory(prefix="bgremover-") as folder:
+        target = Path(folder) / "optimized.onnx"
+        pid = os.fork()
+        if pid == 0:
+            code = EXIT_BUG
+            try:
+                matting.optimize(spec, providers, target)
+                code = EXIT_OK
+            except matting.ModelError as exc:
+                print(exc, file=sys.stderr)
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        if os.waitstatus_to_exitcode(status) != EXIT_OK or not target.is_file():
+            raise matting.ModelError(f"onnxruntime could not optimize the model {spec.path} (see the log above)")
+        return target.read_bytes()
 
 
 def prepare(shared: Shared) -> Prepared:
     """In the fresh child: its own session, with its own threads (threads do not survive a fork)."""
     try:
-        session = matting.create_session(shared.spec, shared.threads, shared.providers, shared.model_bytes)
+        session = matting.create_session(shared.spec, shared.threads, shared.providers, shared.optimized)
     except matting.ModelError as exc:
         return Prepared(shared, None, str(exc))
     return Prepared(shared, session)
@@ -155,7 +177,7 @@ def matching(prepared: Prepared | None, args: argparse.Namespace) -> Prepared:
         return prepared
     config = {"model": args.model, "models_dir": args.models_dir, "threads": args.threads,
               "providers": args.providers.split(","), "format": args.format}
-    return prepare(preload(config))
+    return prepare(preload(config, optimize=False))  # one session: optimizing first would only add time
 
 
 def options_from(args: argparse.Namespace) -> matting.Options:

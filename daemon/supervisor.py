@@ -123,7 +123,9 @@ class Supervisor:
         self.wakeups.put(signum)
 
     def tick(self) -> None:
-        self.wait_for_wakeup(0.25 if self.job else 1.0)
+        timeout = 0.25 if self.job else 1.0
+        due = self.intake.seconds_until_due(time.monotonic())
+        self.wait_for_wakeup(timeout if due is None else min(timeout, due + 0.01))
         now = time.monotonic()
         for step in (self.reap, self.take_ready_files, self.read_markers, self.enforce_limits,
                      self.close_idle_sessions, self.finish_sessions, self.start_next, self.reap_strays,
@@ -400,6 +402,7 @@ class Supervisor:
             "--webp-method", str(settings.webp_method), "--avif-speed", str(settings.avif_speed),
             "--max-megapixels", str(settings.max_megapixels), "--large-images", settings.large_images,
         ]  # fmt: skip
+        ready = standby.poll_ready()  # before the job: had its start-up finished while the last job ran?
         try:
             standby.assign(argv, str(self.spool.job_log(item)))
         except OSError as exc:
@@ -411,7 +414,8 @@ class Supervisor:
         self.store.set_job_pid(item.id, standby.pid)
         job = RunningJob(item, standby, now, now + settings.job_timeout_seconds)
         threading.Thread(target=self.watch_exit, args=(job,), name=f"job-{job.process.pid}", daemon=True).start()
-        log.info("job_started", session=item.session, item=item.name, pid=job.process.pid, attempt=item.attempts)
+        log.info("job_started", session=item.session, item=item.name, pid=job.process.pid, attempt=item.attempts,
+                 ready_in_advance=ready is not None, **({"session_ms": ready["prepare_ms"]} if ready else {}))
         return job
 
     def watch_exit(self, job: RunningJob) -> None:
