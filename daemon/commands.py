@@ -28,9 +28,11 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         model = load_model_spec(settings.model)
     except ModelError as exc:
         return fail(str(exc), EXIT_USAGE)
-    print(f"bgremover: drop images into {settings.inbox}; results appear in {settings.outbox}", file=sys.stderr)
+    def say_where() -> None:
+        print(f"bgremover: drop images into {settings.inbox}; results appear in {settings.outbox}", file=sys.stderr)
+
     try:
-        return Supervisor(settings, model).run()
+        return Supervisor(settings, model).run(on_ready=say_where)
     except ForkServerError as exc:  # the job processes cannot start: a provider, an encoder, the model
         return fail(f"cannot start: {exc}", EXIT_USAGE)
 

@@ -19,6 +19,7 @@ import queue
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -75,11 +76,8 @@ class Supervisor:
         self.settings = settings
         self.model = model
         self.wakeups: queue.SimpleQueue = queue.SimpleQueue()
-        for folder in (settings.inbox, settings.outbox, settings.retry_dir, settings.cancel_dir, settings.state_dir):
-            folder.mkdir(parents=True, exist_ok=True)
         self.spool = Spool(settings.root)
-        self.spool.prepare()
-        self.store = Store(settings.database)
+        self.store: Store | None = None  # opened by start_up, once the job processes could start
         self.intake = Intake(
             settings.inbox,
             settings.stable_seconds,
@@ -102,17 +100,19 @@ class Supervisor:
 
     # -- the loop -----------------------------------------------------------------
 
-    def run(self) -> int:
+    def run(self, on_ready: Callable[[], None] = lambda: None) -> int:
         previous = {sig: signal.signal(sig, self.on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
             self.start_up()
+            on_ready()
             while not self.stopping:
                 self.tick()
             self.drain()
         finally:
             self.intake.stop()
             self.close_job_processes()
-            self.store.close()
+            if self.store is not None:
+                self.store.close()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         log.info("daemon_stopped")
@@ -153,11 +153,19 @@ class Supervisor:
 
     def start_up(self) -> None:
         runs_on = self.start_job_processes()
+        self.open_folders()
         self.recover()
         self.intake.rescan()
         self.intake.start()
         log.info("daemon_ready", root=str(self.settings.root), inbox=str(self.settings.inbox),
                  model=self.model.name, format=self.settings.output_format, **runs_on)
+
+    def open_folders(self) -> None:
+        settings = self.settings
+        for folder in (settings.inbox, settings.outbox, settings.retry_dir, settings.cancel_dir, settings.state_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        self.spool.prepare()
+        self.store = Store(settings.database)
 
     def start_job_processes(self) -> dict:
         """Start the fork server and the first job process; say what they actually run on.

@@ -68,6 +68,13 @@ def test_no_command_is_a_usage_error():
     ("BGREMOVER_JOB_TIMEOUT_SECONDS", "-1", "job_timeout_seconds"),
     ("BGREMOVER_KILL_GRACE_SECONDS", "9", "kill_grace_seconds"),
     ("BGREMOVER_QUALITY", "many", "quality"),
+    ("BGREMOVER_THREADS", "0", "threads"),
+    ("BGREMOVER_PNG_COMPRESS_LEVEL", "10", "png_compress_level"),
+    ("BGREMOVER_WEBP_METHOD", "7", "webp_method"),
+    ("BGREMOVER_AVIF_SPEED", "fast", "avif_speed"),
+    ("BGREMOVER_MAX_MEGAPIXELS", "0", "max_megapixels"),
+    ("BGREMOVER_LARGE_IMAGES", "shrink", "large_images"),
+    ("BGREMOVER_PROVIDERS", "", "providers"),
 ])
 def test_a_bad_setting_stops_start_up_with_one_line_naming_it(tmp_path, variable, value, setting):
     result = cli("run", "--root", tmp_path / "root", env={variable: value})
@@ -75,6 +82,32 @@ def test_a_bad_setting_stops_start_up_with_one_line_naming_it(tmp_path, variable
     line = one_error_line(result)
     assert f"'{setting}'" in line and repr(value) in line, line
     assert not (tmp_path / "root").exists(), "a refused start-up must not create the hot folder"
+
+
+def test_an_execution_provider_this_machine_lacks_stops_run_instead_of_falling_back(tmp_path):
+    root = tmp_path / "root"
+    result = cli("run", "--root", root, env={"BGREMOVER_PROVIDERS": "CUDAExecutionProvider"})
+    assert result.returncode == 2, result.stderr
+    line = one_error_line(result)
+    assert "CUDAExecutionProvider is not available" in line and "CPUExecutionProvider" in line, line
+    assert "providers setting" in line, line
+    assert not (root / "inbox").exists(), "a refused start-up must not create the hot folder"
+
+
+def test_remove_refuses_a_missing_execution_provider_too(tmp_path):
+    out = tmp_path / "out.png"
+    result = cli("remove", PHOTOS / "coffee.jpg", out, env={"BGREMOVER_PROVIDERS": "CUDAExecutionProvider"})
+    assert result.returncode == 2, result.stderr
+    assert "CUDAExecutionProvider is not available" in one_error_line(result)
+    assert not out.exists()
+
+
+def test_run_says_what_the_jobs_actually_run_on(tmp_path):
+    with Daemon(tmp_path / "root", fake_jobs=False, threads=1) as daemon:
+        (ready,) = daemon.events("daemon_ready")
+    assert ready["providers"] == ["CPUExecutionProvider"]
+    assert ready["intra_op_threads"] == 1 and ready["threads"] == 1
+    assert ready["onnxruntime"] and ready["first_session_ms"] > 0
 
 
 def test_an_unknown_key_in_the_config_file_is_named(tmp_path):
