@@ -112,6 +112,13 @@ class Standby:
         message = json.dumps({"argv": argv, "log": log_path}) + "\n"
         self.conn.sendall(message.encode("utf-8"))
 
+    def alive(self) -> bool:
+        """Whether it still runs; a standby that died is reaped here (it is the supervisor's child)."""
+        try:
+            return os.waitpid(self.pid, os.WNOHANG)[0] == 0
+        except ChildProcessError:
+            return False
+
     def dismiss(self) -> None:
         """Let it go unused: end-of-file on its socket makes it exit."""
         self.conn.close()

@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 import numpy as np
 import onnxruntime
-from PIL import Image, ImageChops, ImageCms, ImageOps, UnidentifiedImageError, features
+from PIL import ExifTags, Image, ImageChops, ImageCms, ImageOps, UnidentifiedImageError, features
 
 from daemon import png
 from daemon.formats import FORMAT_EXTENSIONS, format_for_path  # noqa: F401 - part of this module's interface
@@ -174,7 +174,7 @@ def decode(path: Path, max_megapixels: float | None = None, large_images: str = 
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
             image = Image.open(io.BytesIO(data))
-            original_size = image.size
+            original_size = _upright_size(image)
             if _too_large(original_size, max_megapixels):
                 _refuse_or_draft(image, max_megapixels, large_images)
             image.load()  # decode now (first frame of an animation), so truncation shows up here
@@ -195,17 +195,30 @@ def decode(path: Path, max_megapixels: float | None = None, large_images: str = 
     return Decoded(image, icc, note)
 
 
+def _upright_size(image: Image.Image) -> tuple[int, int]:
+    """The size as the image is shown: EXIF orientations 5 to 8 turn it a quarter."""
+    try:
+        turned = image.getexif().get(ExifTags.Base.Orientation) in (5, 6, 7, 8)
+    except Exception:  # a broken EXIF block: _upright ignores it too
+        turned = False
+    return (image.height, image.width) if turned else image.size
+
+
 def _too_large(size: tuple[int, int], max_megapixels: float | None) -> bool:
     return max_megapixels is not None and size[0] * size[1] > max_megapixels * 1e6
 
 
 def _refuse_or_draft(image: Image.Image, max_megapixels: float, large_images: str) -> None:
-    width, height = image.size
     if large_images == "refuse":
+        shown_width, shown_height = _upright_size(image)
+        megapixels = shown_width * shown_height / 1e6
+        # One decimal reads best, unless it rounds down onto the limit ("1.0, more than 1").
+        shown = f"{megapixels:.1f}" if round(megapixels, 1) > max_megapixels else f"{megapixels:.3f}"
         raise BadInput(
-            f"the image has {width * height / 1e6:.1f} megapixels ({width}×{height}), more than "
+            f"the image has {shown} megapixels ({shown_width}×{shown_height}), more than "
             f"max_megapixels = {max_megapixels:g}; raise that setting or set large_images = \"reduce\""
         )
+    width, height = image.size
     if image.format == "JPEG":
         # JPEG can decode at 1/2, 1/4 or 1/8 scale directly; draft picks the
         # smallest of those that is still at least the size we ask for.

@@ -384,8 +384,11 @@ class Supervisor:
     def take_standby(self, now: float) -> Standby | None:
         """The prepared job process, or a new one; None (and a pause) if the fork server fails."""
         standby, self.standby = self.standby, None
-        if standby is not None:
+        if standby is not None and standby.alive():
             return standby
+        if standby is not None:  # it died waiting (killed from outside): replace it before claiming an item
+            standby.dismiss()
+            log.warning("job_process_lost", pid=standby.pid, when="waiting for a job")
         try:
             if not self.forkserver.alive():
                 log.warning("forkserver_restarting")
@@ -414,7 +417,8 @@ class Supervisor:
         try:
             standby.assign(argv, str(self.spool.job_log(item)))
         except OSError as exc:
-            # It died before it got the job (killed from outside, say): the item was never started.
+            # It died between our check and the hand-over: the item was never started.
+            standby.dismiss()
             self.strays.add(standby.pid)
             self.move(item, Status.QUEUED, "job process lost before it started")  # PROCESSING -> QUEUED
             log.warning("job_process_lost", session=item.session, item=item.name, pid=standby.pid, error=str(exc))
@@ -517,8 +521,8 @@ class Supervisor:
             self.spool.discard(result)
         self.spool.discard(report, job_log)
         note = job_report.get("note") if status is Status.DONE else None
-        extra = {key: value for key, value in (("stderr", stderr), ("note", note),
-                                               ("timings_ms", job_report.get("timings_ms"))) if value}
+        extra = {key: value for key, value in (("stderr", stderr), ("timings_ms", job_report.get("timings_ms")))
+                 if value}
         self.finish(item, status, error, note=note, reason=job.stop_reason or "exited", exit_code=code, pid=job.process.pid,
                     duration_ms=round((now - job.started) * 1000), peak_rss_mb=round(job.peak_rss_kb / 1024, 1),
                     **extra)

@@ -2,7 +2,8 @@
 
 The dropped file's first line picks the behaviour, so a test chooses what each
 job does simply by what it drops: `ok`, `exit N`, `sleep [S]`, `flaky FLAGFILE`, `ignore-term`,
-`grandchild PIDFILE`, `sigkill`, `memory MB`, `bad-input`. Anything else is `ok`.
+`grandchild PIDFILE`, `sigkill`, `memory MB`, `bad-input`, `whoami JSONFILE`, `orphan PIDFILE`.
+Anything else is `ok`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+# Made once, when the fork server imports this module: every process forked from
+# it inherits them. `whoami` shows that a job runs in a fresh process (its count
+# of jobs is always 1) forked from the one preloaded parent (the object's id).
+JOBS_IN_THIS_PROCESS = 0
+PRELOADED = object()
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -54,6 +61,22 @@ def main(argv: list[str] | None = None) -> int:
         child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"])
         Path(rest[0]).write_text(str(child.pid))
         time.sleep(3600)
+    if verb == "whoami":  # then succeed
+        global JOBS_IN_THIS_PROCESS
+        JOBS_IN_THIS_PROCESS += 1
+        me = {
+            "pid": os.getpid(),
+            "ppid": os.getppid(),
+            "pgid": os.getpgrp(),
+            "jobs_in_this_process": JOBS_IN_THIS_PROCESS,
+            "preloaded_id": id(PRELOADED),
+        }
+        Path(rest[0]).write_text(json.dumps(me))
+    if verb == "orphan":  # leave a grandchild behind that ignores SIGTERM, then succeed
+        ignore_term = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(3600)"
+        # PIDFILE on its command line: a leaked grandchild mentions the test's folder.
+        child = subprocess.Popen([sys.executable, "-c", ignore_term, rest[0]])
+        Path(rest[0]).write_text(str(child.pid))
     if verb == "sigkill":
         os.kill(os.getpid(), signal.SIGKILL)
     if verb == "memory":
