@@ -37,7 +37,7 @@ import onnxruntime
 from PIL import Image, ImageOps
 
 import daemon
-from daemon import matting
+from daemon import forkserver, matting
 from daemon.cli import EXIT_FAILED, EXIT_OK, fail
 from daemon.intake import is_image_name, is_temporary_name
 from daemon.settings import Settings
@@ -151,6 +151,7 @@ def reorder(document: dict) -> dict:
         "in_process",
         "encoders",
         "daemon",
+        "isolation",
         "ratios",
         "memory",
         "enqueue_latency",
@@ -300,6 +301,7 @@ def usable_cores() -> int:
 
 def in_process(corpus: list[Path], options, spec, session, folder: Path) -> dict:
     """Every image through the pipeline with the model loaded once: the floor for the daemon."""
+    forkserver.tune_malloc_here()  # the heap settings every job gets, for a like-for-like floor
     folder.mkdir(parents=True, exist_ok=True)
     # One output file, overwritten each time: 40 big cutouts would fill a small disk.
     output = folder / f"cutout{matting.FORMAT_EXTENSIONS[options.format]}"
@@ -662,8 +664,10 @@ def item_listed(outbox: Path, name: str) -> bool:
 
 def daemon_sections(runner: RunningDaemon, watch: Watch, fmt: str, latencies: list, hwm_mb: float | None) -> dict:
     finished = [e for e in runner.events("job_finished") if e.get("session") in watch.sessions]
+    started = [e for e in runner.events("job_started") if e.get("session") in watch.sessions]
     return {
         "daemon": daemon_section(runner, watch, fmt, finished),
+        "isolation": isolation_section(started),
         "memory": memory_section(finished, watch.rss_mb, hwm_mb),
         "enqueue_latency": latency_section(latencies),
     }
@@ -687,6 +691,21 @@ def daemon_section(runner: RunningDaemon, watch: Watch, fmt: str, finished: list
         "job_duration_ms": median_of(e.get("duration_ms") for e in finished),
         # None: this daemon does not log its jobs' stage timings.
         "job_stages": stage_medians(timings) if timings else None,
+    }
+
+
+def isolation_section(started: list[dict]) -> dict:
+    """What a fresh process per job costs, as each job process measured it, and how much of it was hidden.
+
+    process_start_ms runs from the fork server's fork to the process being ready
+    (session created); it is paid while the previous job runs whenever the
+    process was ready before its job was handed over.
+    """
+    return {
+        "jobs": len(started),
+        "process_start_ms": median_of(e.get("start_ms") for e in started),
+        "session_create_ms": median_of(e.get("session_ms") for e in started),
+        "ready_before_its_job": sum(1 for e in started if e.get("ready_in_advance")),
     }
 
 

@@ -21,9 +21,10 @@ is then re-parented to the supervisor (a child subreaper, see
 `become_subreaper`), which reaps it with wait4 exactly like a process it
 started itself, and so learns its exit status and its peak memory.
 
-The job module may define three functions (only `main` is required):
+The job module may define four functions (only `main` is required):
   preload(config) -> shared    once, in this parent; an exception is a start-up error
   prepare(shared) -> prepared  in each fresh child, before it has an image
+  warm(prepared)               in a child the supervisor has no job for yet (see Standby.warm)
   main(argv, prepared) -> int  the job; its return value is the exit code
 `config` is the JSON object the supervisor passed on the command line.
 
@@ -51,6 +52,14 @@ from dataclasses import dataclass
 from types import ModuleType
 
 MAX_MESSAGE = 64 * 1024
+MALLOC_TUNABLES = {
+    "glibc.malloc.hugetlb": 1,
+    # Image buffers up to 32 MB come from the heap, and freed heap stays with
+    # the process (a job is short-lived): memory a standby touched while
+    # warming is reused by its job instead of being faulted in afresh.
+    "glibc.malloc.mmap_threshold": 32 * 1024 * 1024,
+    "glibc.malloc.trim_threshold": 1024 * 1024 * 1024,
+}
 PR_SET_CHILD_SUBREAPER = 36  # from <linux/prctl.h>
 
 
@@ -75,6 +84,7 @@ class Standby:
     pid: int
     conn: socket.socket
     ready: dict | None = None  # its readiness message, once read
+    warmed: bool = False
 
     def wait_ready(self, timeout: float) -> dict:
         """Its readiness message: {"ready": true, ...} or {"error": sentence}."""
@@ -101,6 +111,19 @@ class Standby:
             if data.endswith(b"\n"):
                 self.ready = json.loads(self.conn.recv(len(data)))
         return self.ready
+
+    def warm(self) -> None:
+        """Ask it to run the model once on a dummy input while there is nothing else to do.
+
+        A fresh process's first run faults in a few hundred MB of working
+        memory; right after another job exits that memory comes straight back,
+        but after an idle spell (notably in a VM that hands freed memory back to
+        its host) the first run can take twice as long. Warming while idle moves
+        that cost out of the next image's time.
+        """
+        with contextlib.suppress(OSError):  # a dead standby is noticed when it is next needed
+            self.conn.sendall(b'{"warm": true}\n')
+        self.warmed = True
 
     def assign(self, argv: list[str], log_path: str) -> None:
         """Hand over the job; raises OSError if the standby has died meanwhile.
@@ -211,9 +234,22 @@ def preload_environment() -> dict[str, str]:
     why a new session's first run is slower than its second.
     """
     tunables = os.environ.get("GLIBC_TUNABLES", "")
-    if "glibc.malloc.hugetlb" not in tunables:
-        tunables = ":".join(filter(None, [tunables, "glibc.malloc.hugetlb=1"]))
+    for tunable, value in MALLOC_TUNABLES.items():
+        if tunable not in tunables:
+            tunables = ":".join(filter(None, [tunables, f"{tunable}={value}"]))
     return {"OPENBLAS_NUM_THREADS": "1", "GLIBC_TUNABLES": tunables}
+
+
+def tune_malloc_here() -> None:
+    """Give this process the jobs' heap settings (MALLOC_TUNABLES) where mallopt can: the bench's
+    in-process pipeline is then measured with the same allocator behaviour as a job."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except AttributeError:  # not glibc
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3  # from <malloc.h>
+    mallopt(m_mmap_threshold, MALLOC_TUNABLES["glibc.malloc.mmap_threshold"])
+    mallopt(m_trim_threshold, MALLOC_TUNABLES["glibc.malloc.trim_threshold"])
 
 
 # ---------------------------------------------------------------- the server's side
@@ -255,6 +291,7 @@ def fork_standby(module: ModuleType, shared: object, server_sock: socket.socket)
     """Fork a standby through a middle process that exits at once; returns its pid and our socket to it."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     pid_read, pid_write = os.pipe()
+    forked_at = time.monotonic()  # one clock for every process: the child measures its start from here
     middle = os.fork()
     if middle == 0:
         try:
@@ -264,7 +301,7 @@ def fork_standby(module: ModuleType, shared: object, server_sock: socket.socket)
                 os.close(pid_write)
                 ours.close()
                 server_sock.close()
-                run_standby(theirs, module, shared)  # never returns
+                run_standby(theirs, module, shared, forked_at)  # never returns
             os.setpgid(pid, pid)  # also done by the child: whichever runs first, no killpg misses it
             os.write(pid_write, str(pid).encode())
         finally:
@@ -279,7 +316,7 @@ def fork_standby(module: ModuleType, shared: object, server_sock: socket.socket)
     return pid, ours
 
 
-def run_standby(conn: socket.socket, module: ModuleType, shared: object) -> None:
+def run_standby(conn: socket.socket, module: ModuleType, shared: object, forked_at: float) -> None:
     """The child: prepare, say ready, take one job, exit with its code. Never returns."""
     code = 1
     try:
@@ -289,17 +326,13 @@ def run_standby(conn: socket.socket, module: ModuleType, shared: object) -> None
         started = time.perf_counter()
         prepare = getattr(module, "prepare", None)
         prepared = prepare(shared) if prepare else None
-        ready = {"ready": True, "prepare_ms": round((time.perf_counter() - started) * 1000, 1)}
+        # prepare_ms: the session alone; start_ms: from the fork to ready, the whole price of a fresh process.
+        ready = {"ready": True, "prepare_ms": round((time.perf_counter() - started) * 1000, 1),
+                 "start_ms": round((time.monotonic() - forked_at) * 1000, 1)}
         describe_prepared = getattr(prepared, "describe", None)
         if describe_prepared is not None:
             ready.update(describe_prepared())
-        line = b""
-        with contextlib.suppress(OSError):  # a reset or broken connection means the same as end-of-file
-            conn.sendall((json.dumps(ready) + "\n").encode())
-            line = conn.makefile("rb").readline(MAX_MESSAGE)
-        if not line:  # dismissed, or the supervisor is gone
-            os._exit(0)
-        assignment = json.loads(line)
+        assignment = wait_for_job(conn, ready, module, prepared)
         conn.close()
         redirect_output(assignment["log"])
         code = run_job(module, assignment["argv"], prepared)
@@ -311,6 +344,23 @@ def run_standby(conn: socket.socket, module: ModuleType, shared: object) -> None
                 stream.flush()
         # _exit: no interpreter teardown (it costs tens of ms and runs the parent's atexit hooks).
         os._exit(code)
+
+
+def wait_for_job(conn: socket.socket, ready: dict, module: ModuleType, prepared: object) -> dict:
+    """Say ready, then wait for the job; warm up meanwhile if the supervisor says there is time."""
+    lines = conn.makefile("rb")
+    line = b""
+    with contextlib.suppress(OSError):  # a reset or broken connection means the same as end-of-file
+        conn.sendall((json.dumps(ready) + "\n").encode())
+        line = lines.readline(MAX_MESSAGE)
+        while line and json.loads(line).get("warm"):
+            warm = getattr(module, "warm", None)
+            if warm is not None:
+                warm(prepared)
+            line = lines.readline(MAX_MESSAGE)
+    if not line:  # dismissed, or the supervisor is gone
+        os._exit(0)
+    return json.loads(line)
 
 
 def run_job(module: ModuleType, argv: list[str], prepared: object) -> int:

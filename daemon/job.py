@@ -142,6 +142,14 @@ def prepare(shared: Shared) -> Prepared:
     return Prepared(shared, session)
 
 
+def warm(prepared: Prepared) -> None:
+    """Run the model once on a blank input, so the first real run finds its working memory in place."""
+    if prepared.session is not None:
+        spec = prepared.shared.spec
+        matting.infer(prepared.session, matting.blank_input(spec), spec)
+
+
+
 # ---------------------------------------------------------------- the job
 
 

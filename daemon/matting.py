@@ -320,6 +320,11 @@ def _shrink_for_model(image: Image.Image, size: tuple[int, int]) -> Image.Image:
     return image.reduce(factor) if factor >= 2 else image
 
 
+def blank_input(spec: ModelSpec) -> np.ndarray:
+    """A network input of the right shape holding no image (mid-grey after normalisation)."""
+    return np.zeros((1, 3, spec.input_size[1], spec.input_size[0]), dtype=np.float32)
+
+
 def infer(session: onnxruntime.InferenceSession, tensor: np.ndarray, spec: ModelSpec) -> np.ndarray:
     """The raw mask (H×W float32) from the output the manifest names."""
     feed = {session.get_inputs()[0].name: tensor}

@@ -363,6 +363,8 @@ class Supervisor:
             return
         queued = self.store.next_queued()
         if queued is None:
+            if self.standby is not None and not self.standby.warmed:
+                self.standby.warm()  # nothing to do: a good moment for its first run
             return
         standby = self.take_standby(now)
         if standby is None:
@@ -427,7 +429,8 @@ class Supervisor:
         job = RunningJob(item, standby, now, now + settings.job_timeout_seconds)
         threading.Thread(target=self.watch_exit, args=(job,), name=f"job-{job.process.pid}", daemon=True).start()
         log.info("job_started", session=item.session, item=item.name, pid=job.process.pid, attempt=item.attempts,
-                 ready_in_advance=ready is not None, **({"session_ms": ready["prepare_ms"]} if ready else {}))
+                 ready_in_advance=ready is not None,
+                 **({"start_ms": ready.get("start_ms"), "session_ms": ready.get("prepare_ms")} if ready else {}))
         return job
 
     def watch_exit(self, job: RunningJob) -> None:

@@ -88,5 +88,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def warm(prepared: object) -> None:
+    """Called in a waiting job process when the daemon is idle; BGREMOVER_TEST_WARM_DIR/<pid> records it."""
+    folder = os.environ.get("BGREMOVER_TEST_WARM_DIR")
+    if folder:
+        (Path(folder) / str(os.getpid())).write_text("warmed")
+
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -28,11 +28,12 @@ SECTIONS = [
     "in_process",
     "encoders",
     "daemon",
+    "isolation",
     "ratios",
     "memory",
     "enqueue_latency",
 ]
-TIMED_SECTIONS = ("model", "in_process", "encoders", "daemon", "enqueue_latency")
+TIMED_SECTIONS = ("model", "in_process", "encoders", "daemon", "isolation", "enqueue_latency")
 STAGES = ("decode", "preprocess", "inference", "postprocess", "encode")
 
 
@@ -186,6 +187,9 @@ def test_a_small_bench_reports_every_section_and_the_work(tmp_path, settings, ca
     with zipfile.ZipFile(keep / "root" / "outbox" / "bench.zip") as archive:
         assert sorted(archive.namelist()) == [f"photo-00{n}.png" for n in range(3)]
 
+    isolation = document["isolation"]
+    assert isolation["jobs"] == 3 and 0 <= isolation["ready_before_its_job"] <= 3
+    assert isolation["process_start_ms"] >= isolation["session_create_ms"] > 0
     assert all(isinstance(value, (int, float)) for value in document["ratios"].values())
     memory = document["memory"]
     assert memory["job_peak_rss_mb_max"] > 0 and memory["supervisor_hwm_mb"] > 0

@@ -91,6 +91,30 @@ def processes_mentioning(text: str) -> list[int]:
 # ---------------------------------------------------------------- one fresh process per job
 
 
+def test_an_idle_daemon_lets_its_waiting_process_warm_up_and_a_busy_one_does_not(root, tmp_path):
+    warmed = tmp_path / "warmed"
+    warmed.mkdir()
+    daemon = Daemon(root)
+    daemon.env["BGREMOVER_TEST_WARM_DIR"] = str(warmed)
+    with daemon:
+        first = the_standby(daemon)
+        wait_for(lambda: (warmed / str(first)).exists(), what="the idle daemon's standby to warm up")
+
+        for name in ("a.jpg", "b.jpg", "c.jpg"):
+            drop(root / "inbox", f"busy/{name}", "ok")
+        daemon.wait_complete("busy")
+        started = [event["pid"] for event in daemon.events("job_started")]
+        second = wait_for(lambda: [pid for pid in standbys_of(daemon) if pid not in started], what="a new standby")
+
+        # The jobs of the batch ran in processes that were handed their job without
+        # a warm-up, except the first, which had waited while the daemon was idle.
+        assert started[0] == first
+        assert all(not (warmed / str(pid)).exists() for pid in started[1:]), "a process warmed while items waited"
+        wait_for(lambda: (warmed / str(second[0])).exists(), what="the next idle standby to warm up")
+
+
+
+
 def test_every_job_runs_in_a_fresh_process_of_its_own_group_adopted_by_the_daemon(root, tmp_path):
     reports = {name: tmp_path / f"{name}.whoami.json" for name in ("a", "b", "c")}
     with Daemon(root) as daemon:
