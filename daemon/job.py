@@ -125,6 +125,8 @@ def optimized_in_child(spec: ModelSpec, providers: tuple[str, ...]) -> bytes:
                 code = EXIT_OK
             except matting.ModelError as exc:
                 print(exc, file=sys.stderr)
+            except BaseException:  # noqa: BLE001 - shown, then the exit code says it failed
+                traceback.print_exc()
             finally:
                 os._exit(code)
         _, status = os.waitpid(pid, 0)
