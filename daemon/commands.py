@@ -22,6 +22,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     # itself (the fork server does), which keeps its own memory small.
     from daemon.forkserver import ForkServerError
     from daemon.models import ModelError, load_model_spec
+    from daemon.rootlock import RootLocked
     from daemon.supervisor import Supervisor
 
     try:
@@ -35,6 +36,8 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         return Supervisor(settings, model).run(on_ready=say_where)
     except ForkServerError as exc:  # the job processes cannot start: a provider, an encoder, the model
         return fail(f"cannot start: {exc}", EXIT_USAGE)
+    except RootLocked as exc:
+        return fail(f"{exc}; stop it first, or give this one another --root", EXIT_USAGE)
 
 
 def open_store(settings: Settings) -> Store | None:

@@ -31,6 +31,7 @@ from daemon.forkserver import ForkServer, ForkServerError, Standby, become_subre
 from daemon.formats import FORMAT_EXTENSIONS
 from daemon.intake import Intake
 from daemon.models import ModelSpec
+from daemon.rootlock import lock_root
 from daemon.settings import Settings
 from daemon.spool import Spool, remove_empty_dirs
 from daemon.states import TERMINAL, SessionState, Status
@@ -78,6 +79,7 @@ class Supervisor:
         self.wakeups: queue.SimpleQueue = queue.SimpleQueue()
         self.spool = Spool(settings.root)
         self.store: Store | None = None  # opened by start_up, once the job processes could start
+        self.lock_fd: int | None = None
         self.intake = Intake(
             settings.inbox,
             settings.stable_seconds,
@@ -113,6 +115,8 @@ class Supervisor:
             self.close_job_processes()
             if self.store is not None:
                 self.store.close()
+            if self.lock_fd is not None:
+                os.close(self.lock_fd)  # last: the next daemon may start once everything above is done
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         log.info("daemon_stopped")
@@ -152,6 +156,7 @@ class Supervisor:
                 return
 
     def start_up(self) -> None:
+        self.lock_fd = lock_root(self.settings.root, self.settings.state_dir)  # before anything else runs
         runs_on = self.start_job_processes()
         self.open_folders()
         self.recover()

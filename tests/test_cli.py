@@ -102,6 +102,22 @@ def test_remove_refuses_a_missing_execution_provider_too(tmp_path):
     assert not out.exists()
 
 
+def test_a_second_daemon_on_the_same_root_refuses_to_start_and_a_killed_one_leaves_no_lock(tmp_path):
+    root = tmp_path / "root"
+    first = Daemon(root).start()
+    try:
+        second = cli("run", "--root", root)
+        assert second.returncode == 2, second.stderr
+        line = one_error_line(second)
+        assert f"pid {first.process.pid}" in line and "already running" in line and str(root) in line, line
+        assert first.process.poll() is None, "the refused start must not disturb the running daemon"
+    finally:
+        first.kill()  # kill -9: no clean-up of any kind
+    with Daemon(root) as third:  # the kernel dropped the lock with the process
+        drop(root / "inbox", "after/a.jpg", "ok")
+        assert third.wait_complete("after")["counts"]["done"] == 1
+
+
 def test_run_says_what_the_jobs_actually_run_on(tmp_path):
     with Daemon(tmp_path / "root", fake_jobs=False, threads=1) as daemon:
         (ready,) = daemon.events("daemon_ready")
