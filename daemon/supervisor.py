@@ -2,8 +2,8 @@
 
 Everything that decides happens here, on the main thread. The watcher thread
 and the signal handlers only put a note on `wakeups`; the loop wakes at least
-once a second (four times a second while a job runs) and runs the same upkeep
-steps every time. Each job is a fresh process in its own process group,
+once a second (four times a second while a job runs, and when a watched file
+is due) and runs the same upkeep steps every time. Each job is a fresh process in its own process group,
 forked by the fork server (daemon/forkserver.py) and re-parented to us; the
 loop reaps it, reads its exit code and its result file, and alone decides the
 item's terminal state. While one job runs, the next job's process is already
