@@ -349,15 +349,21 @@ def run_standby(conn: socket.socket, module: ModuleType, shared: object, forked_
 def wait_for_job(conn: socket.socket, ready: dict, module: ModuleType, prepared: object) -> dict:
     """Say ready, then wait for the job; warm up meanwhile if the supervisor says there is time."""
     lines = conn.makefile("rb")
-    line = b""
-    with contextlib.suppress(OSError):  # a reset or broken connection means the same as end-of-file
+
+    def next_line() -> bytes:
+        try:
+            return lines.readline(MAX_MESSAGE)
+        except OSError:  # a reset or broken connection means the same as end-of-file
+            return b""
+
+    with contextlib.suppress(OSError):  # the supervisor gone already: the read below sees it
         conn.sendall((json.dumps(ready) + "\n").encode())
-        line = lines.readline(MAX_MESSAGE)
-        while line and json.loads(line).get("warm"):
-            warm = getattr(module, "warm", None)
-            if warm is not None:
-                warm(prepared)
-            line = lines.readline(MAX_MESSAGE)
+    line = next_line()
+    while line and json.loads(line).get("warm"):
+        warm = getattr(module, "warm", None)
+        if warm is not None:
+            warm(prepared)
+        line = next_line()
     if not line:  # dismissed, or the supervisor is gone
         os._exit(0)
     return json.loads(line)

@@ -111,6 +111,8 @@ def test_an_idle_daemon_lets_its_waiting_process_warm_up_and_a_busy_one_does_not
         assert started[0] == first
         assert all(not (warmed / str(pid)).exists() for pid in started[1:]), "a process warmed while items waited"
         wait_for(lambda: (warmed / str(second[0])).exists(), what="the next idle standby to warm up")
+    # Dismissed at the stop after its warm-up, the waiting process leaves quietly.
+    assert "Traceback" not in daemon.log(), daemon.log()
 
 
 
