@@ -45,8 +45,9 @@ def member_name(item_name: str, fmt_ext: str, taken: set[str]) -> str:
 
     The item's relative name is normalised: backslashes become "/" (Windows
     extractors treat them as separators), and "", "." and ".." parts are dropped,
-    not resolved, so no name can climb out of the extraction folder. The
-    extension is then replaced by fmt_ext: "a/b/c.jpg" -> "a/b/c.png".
+    not resolved, so no name can climb out of the extraction folder. Colons
+    become "_": on Windows "C:" names a drive and "a:b" a hidden stream of "a".
+    The extension is then replaced by fmt_ext: "a/b/c.jpg" -> "a/b/c.png".
 
     Collision rule: names are compared case-insensitively, because macOS and
     Windows extract "A.png" and "a.png" onto one file. If the name is taken, the
@@ -56,7 +57,7 @@ def member_name(item_name: str, fmt_ext: str, taken: set[str]) -> str:
     arguments, so callers get stable names by naming items in a stable order.
     `taken` is not modified.
     """
-    parts = [part for part in item_name.replace("\\", "/").split("/") if part not in ("", ".", "..")]
+    parts = [part for part in item_name.replace("\\", "/").replace(":", "_").split("/") if part not in ("", ".", "..")]
     if not parts:
         raise ValueError(f"item name {item_name!r} has no usable part")
     folder = "/".join(parts[:-1])
