@@ -40,7 +40,7 @@ import daemon
 from daemon import forkserver, matting
 from daemon.cli import EXIT_FAILED, EXIT_OK, fail
 from daemon.intake import is_image_name, is_temporary_name
-from daemon.settings import Settings
+from daemon.settings import Settings, usable_cores
 
 DEFAULT_SIZE = (2000, 1500)
 DEFAULT_COUNT = 40
@@ -127,7 +127,7 @@ def bench(settings: Settings, args: argparse.Namespace, workdir: Path) -> dict:
     matting.ensure_encoder(fmt)
     corpus = bench_corpus(args, workdir / "corpus")
     spec, session = open_model(settings)
-    options = pipeline_options(settings, fmt)
+    options = matting.Options.from_settings(settings, fmt)
     document = {
         "machine": machine(settings.threads),
         "corpus": describe_corpus(corpus, args),
@@ -266,37 +266,15 @@ def image_size(path: Path) -> tuple[int, int]:
 # ---------------------------------------------------------------- in this process
 
 
-# The pipeline's signatures change as it gets faster; every call the bench makes
-# into it is in one of these small functions, so adapting is one edit each.
-
-
 def open_model(settings: Settings):
     """The model's spec and a session with the threads and providers the daemon's jobs use."""
     spec = matting.load_model_spec(settings.model)
     return spec, matting.create_session(spec, settings.threads, settings.providers)
 
 
-def pipeline_options(settings: Settings, fmt: str):
-    return matting.Options.from_settings(settings, fmt)
-
-
 def cut_out(src: Path, dst: Path, options, session, spec) -> dict[str, float]:
     """The whole pipeline on one image; returns its stage timings in ms."""
     return matting.remove_background(src, dst, session, spec, options).timings_ms
-
-
-def decode(path: Path) -> tuple[Image.Image, bytes | None]:
-    """The decoded image and its ICC profile."""
-    image, icc = matting.decode(path)[:2]
-    return image, icc
-
-
-def encode_once(rgba: Image.Image, path: Path, icc: bytes | None, options) -> None:
-    matting.encode(rgba, path, icc, options)
-
-
-def usable_cores() -> int:
-    return len(os.sched_getaffinity(0))
 
 
 def in_process(corpus: list[Path], options, spec, session, folder: Path) -> dict:
@@ -331,7 +309,7 @@ def stage_medians(timings: Iterable[dict[str, float]]) -> dict[str, float]:
 
 def model_section(spec, session, image_path: Path) -> dict:
     """The model alone on a prepared tensor: what no amount of plumbing can beat."""
-    image, _ = decode(image_path)
+    image, _, _ = matting.decode(image_path)
     tensor = matting.preprocess(image, spec)
     matting.infer(session, tensor, spec)  # warm-up
     runs = []
@@ -349,7 +327,7 @@ def model_section(spec, session, image_path: Path) -> dict:
 
 def prepared_cutout(path: Path, spec, session) -> tuple[Image.Image, bytes | None]:
     """The RGBA cutout the encoder is handed, and the source's colour profile."""
-    image, icc = decode(path)
+    image, icc, _ = matting.decode(path)
     raw = matting.infer(session, matting.preprocess(image, spec), spec)
     return matting.cutout(image, matting.postprocess(raw, image.size)), icc
 
@@ -366,7 +344,7 @@ def encoders(corpus: list[Path], settings: Settings, spec, session, workdir: Pat
         except matting.EncoderUnavailable as exc:
             found[fmt] = {"available": False, "why": str(exc)}
             continue
-        options = pipeline_options(settings, fmt)
+        options = matting.Options.from_settings(settings, fmt)
         times = encode_times(cutouts, folder / f"cutout{extension}", options)
         found[fmt] = {"available": True, **times}
     return found
@@ -376,7 +354,7 @@ def encode_times(cutouts: list, path: Path, options) -> dict:
     times, sizes = [], []
     for rgba, icc in cutouts:
         start = time.perf_counter()
-        encode_once(rgba, path, icc, options)
+        matting.encode(rgba, path, icc, options)
         times.append(time.perf_counter() - start)
         sizes.append(path.stat().st_size)
     return {

@@ -155,7 +155,6 @@ class ForkServer:
         self.config = config
         self.process: subprocess.Popen | None = None
         self.sock: socket.socket | None = None
-        self.hello: dict = {}
 
     def start(self, timeout: float = 120.0) -> dict:
         """Start the server and wait until it has preloaded; returns its greeting."""
@@ -170,11 +169,11 @@ class ForkServer:
         finally:
             theirs.close()
         self.sock = ours
-        self.hello = self.receive(timeout, "start")
-        if "error" in self.hello:
+        hello = self.receive(timeout, "start")
+        if "error" in hello:
             self.close()
-            raise ForkServerError(self.hello["error"])
-        return self.hello
+            raise ForkServerError(hello["error"])
+        return hello
 
     def spawn(self, timeout: float = 30.0) -> Standby:
         if self.sock is None:
