@@ -9,6 +9,7 @@ mean "complete": only a size and mtime that hold still for stable_seconds are.
 
 from __future__ import annotations
 
+import math
 import os
 import stat
 import threading
@@ -139,6 +140,20 @@ class Intake:
         for path in self._drain():
             self._consider(path, now)
         return self._settled(now)
+
+    def watch_again(self, paths: Iterable[Path]) -> None:
+        """Put files ready() returned back, still counted as stable: they could not be taken yet.
+
+        They are due again at once, so a folder whose take had to wait for the
+        disk is not split into two sessions. A file that changes meanwhile
+        starts its stable wait over, as any watched file does.
+        """
+        for path in paths:
+            try:
+                info = os.lstat(path)
+            except OSError:
+                continue
+            self._candidates[path] = _Candidate(info.st_size, info.st_mtime_ns, -math.inf)  # stable already
 
     def forget(self, path: Path) -> None:
         self._candidates.pop(path, None)

@@ -10,11 +10,15 @@ reduced to fit max_megapixels) and the stage timings.
 Exit codes:
   0   done: OUT is complete.
   2   bad input: the file is not an image we can process; retrying cannot help.
+  73  the result could not be written (EX_CANTCREAT): the state folder is
+      full, over quota, read-only or not ours (ENOSPC, EDQUOT, EROFS, EACCES,
+      EPERM, EFBIG). The image is fine, so the supervisor queues it again and
+      holds new jobs until the folder takes writes.
   75  temporary failure (EX_TEMPFAIL): the image is fine but this machine is
-      not. An OSError reading the input or writing the result (ENOSPC, EROFS,
-      EACCES, EIO), a ModelError (the model file went missing or broken after
-      the supervisor verified it at start-up), or no encoder for the format.
-      The same item can succeed once someone fixes the machine.
+      not. Any other OSError reading the input or writing the result (EIO), a
+      ModelError (the model file went missing or broken after the supervisor
+      verified it at start-up), or no encoder for the format. The same item
+      can succeed once someone fixes the machine.
   1   anything else: a bug; the traceback is on stderr.
   A job stopped by SIGTERM still removes its temp file, then dies by SIGTERM
   itself so the supervisor sees a negative return code as for any signal.
@@ -36,9 +40,10 @@ from pathlib import Path
 import onnxruntime
 
 from daemon import matting, outbox
+from daemon.backoff import is_storage_error
 from daemon.models import ModelSpec
 
-EXIT_OK, EXIT_BUG, EXIT_BAD_INPUT, EXIT_TEMPFAIL = 0, 1, 2, 75
+EXIT_OK, EXIT_BUG, EXIT_BAD_INPUT, EXIT_CANTCREAT, EXIT_TEMPFAIL = 0, 1, 2, 73, 75
 
 
 class _Parser(argparse.ArgumentParser):
@@ -169,7 +174,8 @@ def main(argv: list[str] | None = None, prepared: Prepared | None = None) -> int
     except (matting.ModelError, matting.EncoderUnavailable) as exc:
         return finish(args.report, EXIT_TEMPFAIL, str(exc))
     except OSError as exc:
-        return finish(args.report, EXIT_TEMPFAIL, describe_os_error(exc, args.input))
+        code = EXIT_CANTCREAT if is_storage_error(exc) and not reading(exc, args.input) else EXIT_TEMPFAIL
+        return finish(args.report, code, describe_os_error(exc, args.input))
     except Terminated:
         # The temp file is gone (run's finally); now die the way the supervisor expects.
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -240,9 +246,13 @@ def finish(
     return code
 
 
+def reading(exc: OSError, source: Path) -> bool:
+    return exc.filename is not None and Path(exc.filename) == source
+
+
 def describe_os_error(exc: OSError, source: Path) -> str:
     reason = exc.strerror or str(exc)
-    if exc.filename is not None and Path(exc.filename) == source:
+    if reading(exc, source):
         return f"could not read the input: {reason}"
     where = f" ({exc.filename})" if exc.filename else ""
     return f"could not write the result: {reason}{where}"

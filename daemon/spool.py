@@ -11,10 +11,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 from pathlib import Path
 
 from daemon.outbox import fsync_folder
 from daemon.store import Item
+
+
+class FileReplaced(OSError):
+    """What the watcher saw is not what arrived: the file was swapped for another one."""
 
 
 def move(src: Path, dst: Path) -> None:
@@ -67,7 +72,21 @@ class Spool:
         return None
 
     def take(self, src: Path, item: Item) -> None:
-        move(src, self.stored(item))
+        """Move a dropped file into the store, unless it was swapped for something else meanwhile.
+
+        The watcher saw a regular file, but a link or a folder may take its name
+        in the instant before the rename; a link moved in here would be followed
+        by the job, so the same inode must arrive, or it goes back.
+        """
+        seen = os.lstat(src)
+        stored = self.stored(item)
+        move(src, stored)
+        arrived = os.lstat(stored)
+        if stat.S_ISREG(arrived.st_mode) and (arrived.st_dev, arrived.st_ino) == (seen.st_dev, seen.st_ino):
+            return
+        if not os.path.lexists(src):
+            os.rename(stored, src)  # back where the user left it
+        raise FileReplaced(f"{src} was replaced while it was being taken")
 
     def result(self, item: Item, fmt_ext: str, attempt: int | None = None) -> Path:
         return self.results / f"{item.id}-{attempt or item.attempts}{fmt_ext}"

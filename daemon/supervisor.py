@@ -13,6 +13,7 @@ being prepared, holding no image.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import queue
@@ -27,6 +28,7 @@ from pathlib import Path
 import structlog
 
 from daemon import outbox
+from daemon.backoff import Backoff, describe, is_storage_error
 from daemon.forkserver import ForkServer, ForkServerError, Standby, become_subreaper
 from daemon.formats import FORMAT_EXTENSIONS
 from daemon.intake import Intake
@@ -39,9 +41,14 @@ from daemon.store import IllegalTransition, Item, Session, Store, iso
 
 log = structlog.get_logger()
 
-EXIT_DONE, EXIT_BAD_INPUT, EXIT_TEMPORARY = 0, 2, 75
+EXIT_DONE, EXIT_BAD_INPUT, EXIT_CANT_WRITE, EXIT_TEMPORARY = 0, 2, 73, 75
+PROBE_BYTES = 64 * 1024  # what a state folder must take before jobs start again
 RESCAN_SECONDS = 30.0  # a full inbox walk now and then catches events inotify dropped
 STDERR_TAIL_BYTES = 2000
+# The loop's steps, in the order each pass runs them.
+UPKEEP = ("reap", "take_ready_files", "read_markers", "enforce_limits", "close_idle_sessions", "finish_sessions",
+          "flush_outbox", "start_next", "reap_strays", "rescan")
+UPKEEP_WITHOUT_STATE = frozenset({"reap", "enforce_limits", "flush_outbox", "reap_strays"})
 READY_TIMEOUT_SECONDS = 120.0  # the first job process's session, at start-up
 
 
@@ -97,7 +104,9 @@ class Supervisor:
         self.job: RunningJob | None = None
         self.stopping = False
         self.unfinished: set[str] = set()  # sessions that may be ready for their ZIP
-        self.zip_retry_at: dict[str, float] = {}
+        self.stale: set[str] = set()  # sessions whose status JSON the outbox refused; written again later
+        self.outbox_backoff = Backoff()  # the outbox refused a status JSON or a ZIP
+        self.state_backoff = Backoff()  # the state folder refused the database, a take or a job's result
         self.next_rescan = 0.0
 
     # -- the loop -----------------------------------------------------------------
@@ -128,18 +137,30 @@ class Supervisor:
 
     def tick(self) -> None:
         timeout = 0.25 if self.job else 1.0
-        due = self.intake.seconds_until_due(time.monotonic())
+        # While the state folder refuses writes no file is taken, so a due file must not wake the loop.
+        due = self.intake.seconds_until_due(time.monotonic()) if self.state_backoff.due(time.monotonic()) else None
         self.wait_for_wakeup(timeout if due is None else min(timeout, due + 0.01))
         now = time.monotonic()
-        for step in (self.reap, self.take_ready_files, self.read_markers, self.enforce_limits,
-                     self.close_idle_sessions, self.finish_sessions, self.start_next, self.reap_strays,
-                     self.rescan):
+        state_was_failing = self.state_backoff.failing
+        if state_was_failing and self.state_backoff.due(now):
+            self.probe_state(now)
+        for name in UPKEEP:
             if self.stopping:
                 return
+            # While the state folder refuses writes, only the steps that need no
+            # write there run: the job in flight is still watched and reaped,
+            # and nothing new is taken or started.
+            if not self.state_backoff.due(now) and name not in UPKEEP_WITHOUT_STATE:
+                continue
             try:
-                step(now)
-            except Exception:  # noqa: BLE001 - the loop must outlive any one step's failure
-                log.exception("upkeep_failed", step=step.__name__)
+                getattr(self, name)(now)
+            except Exception as exc:  # noqa: BLE001 - the loop must outlive any one step's failure
+                if is_storage_error(exc):
+                    self.state_refused(exc, now)
+                else:
+                    log.exception("upkeep_failed", step=name)
+        if state_was_failing and self.state_backoff.due(now):
+            self.state_accepted(now)
 
     def wait_for_wakeup(self, timeout: float) -> None:
         try:
@@ -200,6 +221,54 @@ class Supervisor:
             self.enforce_limits(now)
             self.reap(now)
 
+    # -- a full or read-only disk -------------------------------------------------
+
+    def state_refused(self, exc: BaseException, now: float) -> None:
+        """The state folder refused a write: hold everything that writes there, and say so once."""
+        if self.state_backoff.failed(now):
+            log.error("state_unwritable", folder=str(self.settings.state_dir), error=(
+                f"the state folder refused a write ({describe(exc)}); nothing new is taken or started until it "
+                "takes writes again, and nothing is lost or failed meanwhile"), retry_in_s=self.state_backoff.delay)
+        else:
+            log.debug("state_still_unwritable", error=describe(exc), retry_in_s=self.state_backoff.delay)
+
+    def state_accepted(self, now: float) -> None:
+        outage = self.state_backoff.succeeded(now)
+        if outage is not None:
+            log.info("state_writable_again", folder=str(self.settings.state_dir), after_s=round(outage, 1))
+
+    def probe_state(self, now: float) -> None:
+        """A small real write where jobs put their results: does the state folder take writes again?"""
+        probe = self.spool.results / f"{outbox.TEMP_PREFIX}probe"
+        try:
+            outbox.atomic_write(probe, bytes(PROBE_BYTES))
+            probe.unlink()
+        except OSError as exc:
+            self.state_refused(exc, now)
+
+    def outbox_refused(self, exc: BaseException, now: float) -> None:
+        if self.outbox_backoff.failed(now):
+            log.error("outbox_unwritable", folder=str(self.settings.outbox), error=(
+                f"the outbox refused a write ({describe(exc)}); status files and ZIPs are written as soon as it "
+                "takes writes again, and no item is failed for it"), retry_in_s=self.outbox_backoff.delay)
+        else:
+            log.debug("outbox_still_unwritable", error=describe(exc), retry_in_s=self.outbox_backoff.delay)
+
+    def outbox_accepted(self, now: float) -> None:
+        outage = self.outbox_backoff.succeeded(now)
+        if outage is not None:
+            log.info("outbox_writable_again", folder=str(self.settings.outbox), after_s=round(outage, 1))
+
+    def flush_outbox(self, now: float) -> None:
+        """Write the status JSONs the outbox refused before, once the wait is over."""
+        if not self.stale or not self.outbox_backoff.due(now):
+            return
+        self.settings.outbox.mkdir(parents=True, exist_ok=True)  # someone may have removed it
+        for name in sorted(self.stale):
+            self.publish(name)
+            if self.outbox_backoff.failing:
+                return
+
     # -- recovery -----------------------------------------------------------------
 
     def recover(self) -> None:
@@ -251,12 +320,16 @@ class Supervisor:
     # -- intake -------------------------------------------------------------------
 
     def take_ready_files(self, now: float) -> None:
-        for path in self.intake.ready(now):
+        ready = self.intake.ready(now)
+        for index, path in enumerate(ready):
             if self.stopping:
                 return
             try:
                 self.take(path)
-            except Exception:  # noqa: BLE001 - one odd file must not hold back the others
+            except Exception as exc:  # noqa: BLE001 - one odd file must not hold back the others
+                if is_storage_error(exc):
+                    self.intake.watch_again(ready[index:])  # still in the inbox: taken once the state works
+                    raise
                 log.exception("take_failed", path=str(path))
 
     def rescan(self, now: float) -> None:
@@ -280,7 +353,9 @@ class Supervisor:
         except OSError as exc:
             self.store.withdraw(item.id)
             self.store.forget_empty_session(session.name)  # opened for this file alone
-            log.warning("take_failed", path=str(path), error=str(exc))
+            if is_storage_error(exc):
+                raise
+            log.warning("file_skipped", path=str(path), reason=describe(exc))
             return
         log.info("item_queued", session=session.name, item=name, status="queued")
         if self.store.count(session.name) >= self.settings.max_session_items:
@@ -359,7 +434,11 @@ class Supervisor:
         self.settings.retry_dir.mkdir(parents=True, exist_ok=True)
 
     def ensure_retry_folder(self, item: Item) -> None:
-        (self.settings.retry_dir / item.session / item.name).parent.mkdir(parents=True, exist_ok=True)
+        # The item's status is recorded already: a folder we cannot make now must not undo that.
+        try:
+            (self.settings.retry_dir / item.session / item.name).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            log.warning("retry_folder_not_made", session=item.session, item=item.name, error=describe(exc))
 
     # -- jobs ---------------------------------------------------------------------
 
@@ -374,7 +453,11 @@ class Supervisor:
         standby = self.take_standby(now)
         if standby is None:
             return  # the item stays queued; we try again after a pause
-        item = self.move(queued, Status.PROCESSING, "claimed")  # QUEUED -> PROCESSING
+        try:
+            item = self.move(queued, Status.PROCESSING, "claimed")  # QUEUED -> PROCESSING
+        except Exception:
+            self.standby = standby  # unused: it waits for the claim to work
+            raise
         original = self.spool.original(item)
         if original is None:
             self.standby = standby  # unused: it waits for the next item
@@ -430,7 +513,10 @@ class Supervisor:
             self.move(item, Status.QUEUED, "job process lost before it started")  # PROCESSING -> QUEUED
             log.warning("job_process_lost", session=item.session, item=item.name, pid=standby.pid, error=str(exc))
             return None
-        self.store.set_job_pid(item.id, standby.pid)
+        try:
+            self.store.set_job_pid(item.id, standby.pid)
+        except Exception as exc:  # noqa: BLE001 - the job runs already; only a restart's clean-up needs the pid
+            log.warning("job_pid_not_recorded", session=item.session, item=item.name, error=str(exc))
         job = RunningJob(item, standby, now, now + settings.job_timeout_seconds)
         threading.Thread(target=self.watch_exit, args=(job,), name=f"job-{job.process.pid}", daemon=True).start()
         log.info("job_started", session=item.session, item=item.name, pid=job.process.pid, attempt=item.attempts,
@@ -507,16 +593,21 @@ class Supervisor:
         job = self.job
         if job is None:
             return
-        pid, status, usage = os.wait4(job.process.pid, os.WNOHANG)
-        if pid == 0:
-            return
-        job.returncode = os.waitstatus_to_exitcode(status)
-        job.process.dismiss()
-        self.signal_job(job, signal.SIGKILL)  # no grandchild outlives its job
-        self.strays.add(job.process.pid)  # and any it left behind is reaped
-        job.peak_rss_kb = max(job.peak_rss_kb, usage.ru_maxrss)
-        self.job = None
+        if job.returncode is None:
+            pid, status, usage = os.wait4(job.process.pid, os.WNOHANG)
+            if pid == 0:
+                return
+            job.returncode = os.waitstatus_to_exitcode(status)
+            job.process.dismiss()
+            self.signal_job(job, signal.SIGKILL)  # no grandchild outlives its job
+            self.strays.add(job.process.pid)  # and any it left behind is reaped
+            job.peak_rss_kb = max(job.peak_rss_kb, usage.ru_maxrss)
+        if not self.state_backoff.due(now):
+            return  # its outcome is recorded once the state folder takes writes again
+        # A refused write raises here before anything changed: the job stays, and
+        # the next pass concludes it again with the same files.
         self.conclude(job, now)
+        self.job = None
 
     def conclude(self, job: RunningJob, now: float) -> None:
         item, code = job.item, job.returncode
@@ -525,21 +616,31 @@ class Supervisor:
         job_report = read_report(report)
         status, error = self.verdict(job, result, job_report)
         stderr = tail(job_log) if status is Status.FAILED else ""
-        if status is not Status.DONE:
-            self.spool.discard(result)
-        self.spool.discard(report, job_log)
         note = job_report.get("note") if status is Status.DONE else None
+        could_not_write = status is Status.QUEUED and code == EXIT_CANT_WRITE
+        if could_not_write:
+            note = (f"waiting: the state folder refused this item's result ({job_report.get('error') or 'no space'}); "
+                    "it runs again once the folder takes writes")
         extra = {key: value for key, value in (("stderr", stderr), ("timings_ms", job_report.get("timings_ms")))
                  if value}
         self.finish(item, status, error, note=note, reason=job.stop_reason or "exited", exit_code=code, pid=job.process.pid,
                     duration_ms=round((now - job.started) * 1000), peak_rss_mb=round(job.peak_rss_kb / 1024, 1),
                     **extra)
+        if could_not_write:
+            self.state_refused(OSError(errno.ENOSPC, job_report.get("error") or "the job could not write its result"), now)
+        # Only after the outcome is recorded: until then these files are its evidence.
+        with contextlib.suppress(OSError):
+            if status is not Status.DONE:
+                self.spool.discard(result)
+            self.spool.discard(report, job_log)
 
     def verdict(self, job: RunningJob, result: Path, report: dict) -> tuple[Status, str | None]:
         """The item's terminal state from what we asked, the exit code and the result file."""
         code, limits = job.returncode, self.settings
         if job.stop_reason == "shutdown":
             return Status.QUEUED, None
+        if job.stop_reason is None and code == EXIT_CANT_WRITE:
+            return Status.QUEUED, None  # the disk's fault, not the image's: it runs again later
         if job.stop_reason == "cancel":
             return Status.CANCELLED, "cancelled while processing"
         if job.stop_reason == "memory" or job.peak_rss_kb > limits.job_memory_limit_mb * 1024:
@@ -605,12 +706,16 @@ class Supervisor:
 
     def finish_sessions(self, now: float) -> None:
         for name in sorted(self.unfinished):
-            if self.zip_retry_at.get(name, 0) > now:
-                continue
-            self.unfinished.discard(name)
+            if not self.outbox_backoff.due(now):
+                return  # the outbox refused the last write: wait before the next ZIP
+            self.unfinished.discard(name)  # complete() puts it back if its ZIP must wait
             session = self.store.session(name)
             if session.state is SessionState.PROCESSING:
-                self.complete(session, now)
+                try:
+                    self.complete(session, now)
+                except BaseException:
+                    self.unfinished.add(name)  # tried again on a later pass
+                    raise
 
     def complete(self, session: Session, now: float) -> None:
         items = self.store.items(session.name)
@@ -623,12 +728,15 @@ class Supervisor:
         try:
             outbox.write_zip(previous, members, previous if previous.exists() else None)
         except OSError as exc:
-            delay = min(60.0, 2 * max(1.0, self.zip_retry_at.get(session.name, now) - now + 1))
-            self.zip_retry_at[session.name] = now + delay
+            if is_storage_error(exc):
+                self.outbox_refused(exc, now)
+            else:  # a ZIP we cannot build (a result gone missing): tried again after the same waits
+                self.outbox_backoff.failed(now)
+                log.error("zip_write_failed", session=session.name, error=str(exc),
+                          retry_in_s=self.outbox_backoff.delay)
             self.unfinished.add(session.name)
-            log.error("zip_write_failed", session=session.name, error=str(exc), retry_in_s=round(delay))
             return
-        self.zip_retry_at.pop(session.name, None)
+        self.outbox_accepted(now)
         # Tidy up before saying "complete", so a reader who sees it finds the archive in place.
         # A crash in between is safe: the next life rewrites the ZIP from the previous one.
         self.settle(session)
@@ -687,18 +795,29 @@ class Supervisor:
         }
 
     def publish(self, name: str) -> None:
+        """Write a session's status JSON; if the outbox refuses, it is written again after a wait."""
+        now = time.monotonic()
+        if not self.outbox_backoff.due(now):
+            self.stale.add(name)
+            return
         session = self.store.session(name)
-        outbox.write_status(self.settings.outbox / f"{name}.json", self.status_document(session))
+        try:
+            outbox.write_status(self.settings.outbox / f"{name}.json", self.status_document(session))
+        except OSError as exc:
+            self.stale.add(name)
+            self.outbox_refused(exc, now)
+            return
+        self.stale.discard(name)
+        self.outbox_accepted(now)
 
     def publish_if_stale(self, session: Session) -> None:
         path = self.settings.outbox / f"{session.name}.json"
-        document = self.status_document(session)
         try:
-            if json.loads(path.read_text("utf-8")) == document:
+            if json.loads(path.read_text("utf-8")) == self.status_document(session):
                 return
         except (OSError, ValueError):
             pass
-        outbox.write_status(path, document)
+        self.publish(session.name)
 
 
 def read_report(path: Path) -> dict:

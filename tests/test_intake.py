@@ -125,6 +125,22 @@ def test_a_returned_file_is_forgotten(intake, inbox):
     assert collect(intake, seconds=2 * STABLE) == []
 
 
+def test_a_file_watched_again_is_due_at_once_unless_it_changes(intake, inbox):
+    # The supervisor gives back files it could not take (the disk refused): they
+    # must not wait stable_seconds again, or a folder would split into two sessions.
+    still, changed, gone = write(inbox / "still.jpg"), write(inbox / "changed.jpg"), write(inbox / "gone.jpg")
+    intake.rescan()
+    assert collect(intake, until={still, changed, gone}) == [changed, gone, still]
+
+    now = time.monotonic()
+    intake.watch_again([changed, gone, still])
+    write(changed, JPEG + b"more")
+    gone.unlink()
+
+    assert intake.ready(now) == [still]
+    assert collect(intake, until={changed}) == [changed]
+
+
 def test_a_folder_moved_in_yields_all_its_files_sorted(watching, inbox, tmp_path):
     album = tmp_path / "staging" / "album"
     names = ["a.jpg", "sub/b.png", "sub/deeper/c.webp", "sub/deeper/d.JPEG"]

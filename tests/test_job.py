@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import REPO
+from tests.disks import fill, small_tmpfs
 from tests.images import photo, shape_on_texture, truncated_copy, write_decompression_bomb_png
 
 STAGES = {"decode", "preprocess", "inference", "postprocess", "encode", "publish"}
@@ -136,7 +137,7 @@ def test_bad_input_exits_2_with_one_sentence(tmp_path, make_input, error):
     assert result.stderr.strip().splitlines() == [error]
 
 
-# ---------------------------------------------------------------- temporary failures: exit 75
+# ---------------------------------------------------------------- a result the disk refuses: exit 73
 
 
 @pytest.fixture
@@ -149,21 +150,21 @@ def unwritable_folder(tmp_path) -> Path:
     folder.chmod(0o755)  # so pytest can clean tmp_path up
 
 
-def test_an_unwritable_output_folder_exits_75(tmp_path, unwritable_folder):
+def test_an_unwritable_output_folder_exits_73(tmp_path, unwritable_folder):
     job = Job(tmp_path)
     job.input.write_bytes(photo("chelsea").read_bytes())
     job.output = unwritable_folder / "photo.png"
 
     result = job.run()
 
-    assert result.returncode == 75, result.stderr
+    assert result.returncode == 73, result.stderr
     error = job.read_report()["error"]
     assert error == f"could not write the result: Permission denied ({unwritable_folder / '.tmp-photo.png'})"
     assert result.stderr.strip() == error
     assert not any(p.name.endswith("photo.png") for p in unwritable_folder.iterdir())
 
 
-def test_a_full_disk_exits_75_and_leaves_no_partial_file(tmp_path):
+def test_a_file_size_limit_exits_73_and_leaves_no_partial_file(tmp_path):
     job = Job(tmp_path)
     job.input.write_bytes(photo("astronaut").read_bytes())
 
@@ -175,7 +176,24 @@ def test_a_full_disk_exits_75_and_leaves_no_partial_file(tmp_path):
 
     result = job.run(preexec_fn=limit_file_size)
 
-    assert_failed_cleanly(job, result, 75, "could not write the result: File too large")
+    assert_failed_cleanly(job, result, 73, "could not write the result: File too large")
+
+
+def test_a_full_disk_exits_73_and_leaves_no_partial_file(tmp_path):
+    job = Job(tmp_path)
+    job.input.write_bytes(photo("astronaut").read_bytes())
+    with small_tmpfs(tmp_path / "full", size_kb=256) as full:
+        fill(full)
+        job.output = full / "photo.png"  # the report has room elsewhere; the cutout has none
+
+        result = job.run()
+
+        assert result.returncode == 73, result.stderr
+        assert job.read_report()["error"] == "could not write the result: No space left on device"
+        assert sorted(p.name for p in full.iterdir()) == ["filler"]  # no cutout, no temp file
+
+
+# ---------------------------------------------------------------- temporary failures: exit 75
 
 
 def test_a_missing_input_exits_75(tmp_path):
