@@ -20,6 +20,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
+from daemon.names import NAME_MAX, cut, fitted
+
 TEMP_PREFIX = ".tmp-"
 CHUNK_BYTES = 1 << 20
 
@@ -48,6 +50,8 @@ def member_name(item_name: str, fmt_ext: str, taken: set[str]) -> str:
     not resolved, so no name can climb out of the extraction folder. Colons
     become "_": on Windows "C:" names a drive and "a:b" a hidden stream of "a".
     The extension is then replaced by fmt_ext: "a/b/c.jpg" -> "a/b/c.png".
+    No part is longer than 255 bytes (daemon/names.py), or no extractor on
+    Linux could create it.
 
     Collision rule: names are compared case-insensitively, because macOS and
     Windows extract "A.png" and "a.png" onto one file. If the name is taken, the
@@ -60,20 +64,25 @@ def member_name(item_name: str, fmt_ext: str, taken: set[str]) -> str:
     parts = [part for part in item_name.replace("\\", "/").replace(":", "_").split("/") if part not in ("", ".", "..")]
     if not parts:
         raise ValueError(f"item name {item_name!r} has no usable part")
-    folder = "/".join(parts[:-1])
+    folder = "/".join(fitted(part) for part in parts[:-1])
     stem, ext = posixpath.splitext(parts[-1])
     folded = {name.casefold() for name in taken}
-    names = (posixpath.join(folder, candidate + fmt_ext) for candidate in _stems(stem, ext))
+    room = NAME_MAX - len(fmt_ext.encode())
+    names = (posixpath.join(folder, candidate + fmt_ext) for candidate in _stems(stem, ext, room))
     return next(name for name in names if name.casefold() not in folded)
 
 
-def _stems(stem: str, ext: str) -> Iterator[str]:
-    """"a", "a-jpg", "a-jpg-2", "a-jpg-3", ... (endless: the caller stops at the first free one)."""
-    yield stem
+def _stems(stem: str, ext: str, room: int) -> Iterator[str]:
+    """"a", "a-jpg", "a-jpg-2", "a-jpg-3", ... each at most `room` bytes (endless: the caller stops).
+
+    A stem too long for its room loses characters from its end; the counter is
+    never cut, so the candidates stay distinct.
+    """
+    yield cut(stem, room)
     base = f"{stem}-{ext[1:]}" if ext else stem
     if ext:
-        yield base
-    yield from (f"{base}-{counter}" for counter in itertools.count(2))
+        yield cut(base, room)
+    yield from (cut(base, room - len(f"-{counter}")) + f"-{counter}" for counter in itertools.count(2))
 
 
 def write_zip(path: Path, members: Sequence[tuple[str, Path | None]], previous: Path | None = None) -> None:

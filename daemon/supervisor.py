@@ -33,6 +33,7 @@ from daemon.forkserver import ForkServer, ForkServerError, Standby, become_subre
 from daemon.formats import FORMAT_EXTENSIONS
 from daemon.intake import Intake
 from daemon.models import ModelSpec
+from daemon.names import display, fitted_path, session_name, twin
 from daemon.rootlock import lock_root
 from daemon.settings import Settings
 from daemon.spool import Spool, remove_empty_dirs
@@ -63,20 +64,6 @@ class RunningJob:
     peak_rss_kb: int = 0
     returncode: int | None = None
     exited: threading.Event = field(default_factory=threading.Event)
-
-
-def display(name: str) -> str:
-    """A file name as valid UTF-8 text: each byte that is not UTF-8 is shown as %XX.
-
-    Not a backslash escape: ZIP readers on Windows take a backslash for a folder.
-    """
-    text = os.fsencode(name).decode("utf-8", "surrogateescape")
-    return "".join(f"%{ord(c) - 0xDC00:02X}" if 0xDC80 <= ord(c) <= 0xDCFF else c for c in text)
-
-
-def with_suffix_number(name: str, n: int) -> str:
-    stem, dot, ext = name.rpartition(".")
-    return f"{stem} ({n}).{ext}" if dot and stem else f"{name} ({n})"
 
 
 class Supervisor:
@@ -344,7 +331,7 @@ class Supervisor:
         source = parts[0] if len(parts) > 1 else None
         session = self.session_for(source, now)
         names, members = self.store.names(session.name)
-        name = self.unused_name("/".join(parts[1:] if source else parts), names)
+        name = self.unused_name(fitted_path("/".join(parts[1:] if source else parts)), names)
         member = outbox.member_name(name, FORMAT_EXTENSIONS[session.format], members)
         ext = path.suffix.lower()
         item = self.store.add_item(session.name, name, member, ext, os.fsencode(path.relative_to(self.settings.root)), now)
@@ -370,10 +357,9 @@ class Supervisor:
         if session is not None:
             self.close_session(session, "full")
         base = source or "batch-" + datetime.fromtimestamp(now, timezone.utc).strftime("%Y%m%d-%H%M%S")
-        name, n = base, 1
-        while self.store.session(name) is not None or (self.settings.outbox / f"{name}.json").exists():
+        n = 1
+        while self.store.session(name := session_name(base, n)) or (self.settings.outbox / f"{name}.json").exists():
             n += 1
-            name = f"{base}-{n}"
         session = self.store.create_session(name, source, self.settings.output_format, now)
         log.info("session_opened", session=name)
         return session
@@ -384,7 +370,7 @@ class Supervisor:
         candidate, n = name, 1
         while candidate in names:
             n += 1
-            candidate = with_suffix_number(name, n)
+            candidate = twin(name, n)
         return candidate
 
     # -- markers ------------------------------------------------------------------

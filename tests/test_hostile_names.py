@@ -321,3 +321,56 @@ def test_folders_named_like_options_or_dots_are_sessions_and_a_dot_name_waits(ro
     assert (root / "inbox" / "..." / "y.jpg").read_bytes() == b"three dots"
     assert (root / "inbox" / "..\\..\\climb.jpg").read_bytes() == b"dot-dot"
     assert_nothing_outside_the_root(tmp_path, root)
+
+
+# -- names the daemon would lengthen past 255 bytes -----------------------------------
+
+
+def test_names_that_would_grow_past_255_bytes_are_shortened_and_everything_completes(root, tmp_path):
+    # A second copy of a 255-byte name becomes a " (2)" twin; a 255-byte name of
+    # bytes that are not UTF-8 becomes %XX text three times as long; a 255-byte
+    # folder is a session whose status file adds ".json". Each must still be a
+    # name the archive, the retry folder and an extracting user can create.
+    undecodable = b"\xff" * 251 + b".jpg"
+    folder = "f" * 255
+    with Daemon(root) as daemon:
+        drop(root / "inbox", f"long/{LONG}", "first")
+        complete(daemon, "long")
+        drop(root / "inbox", f"long/{LONG}", f"flaky {tmp_path / 'flag'}")  # a new session takes it
+        drop_bytes(root / "inbox", b"long/" + undecodable, b"not utf-8")
+        drop(root / "inbox", f"{folder}/x.jpg", "long folder")
+        folder_session = folder[:250]
+        statuses = {name: complete(daemon, name) for name in ("long-2", folder_session)}
+
+        [flaky] = [item for item in statuses["long-2"]["items"] if item["status"] == "failed"]
+        (root / flaky["retry_marker"]).touch()  # its retry folder could be made
+        wait_for(lambda: daemon.status("long-2")["counts"]["done"] == 2, what="the retry")
+        statuses["long-2"] = complete(daemon, "long-2")
+
+    names = sorted(item["name"] for item in statuses["long-2"]["items"])
+    escaped = "%FF" * 83 + ".jpg"  # 253 bytes: the 84th %FF would pass 255
+    assert names == sorted([LONG, escaped])
+    assert [item["name"] for item in statuses[folder_session]["items"]] == ["x.jpg"]
+    for status in statuses.values():
+        assert status["counts"]["failed"] == 0
+        for name in zip_matching_status(root, status):
+            assert len(name.encode()) <= NAME_MAX
+    archived = sorted(p.name for p in (root / "archive" / "long-2").iterdir())
+    assert archived == sorted([LONG, escaped])
+    assert_nothing_outside_the_root(tmp_path, root, "flag")
+
+
+def test_a_twin_of_a_255_byte_name_keeps_its_number_and_extension(root):
+    with Daemon(root, session_idle_seconds=30) as daemon:
+        drop(root / "inbox", f"twins/{LONG}", "sleep 60")
+        wait_for(lambda: daemon.status("twins"), what="the session")
+        drop(root / "inbox", f"twins/{LONG}", "sleep 60")  # same name, same open session
+        wait_for(lambda: (s := daemon.status("twins")) and s["total"] == 2, what="the twin")
+        (root / "cancel").joinpath("twins").touch()
+        wait_for(lambda: daemon.status("twins")["state"] == "complete", what="the cancel")
+        status = daemon.status("twins")
+    twin = "a" * 247 + " (2).jpg"
+    assert [item["name"] for item in status["items"]] == [LONG, twin]
+    assert len(twin.encode()) == NAME_MAX
+    assert [item["retry_marker"] for item in status["items"]] == [f"retry/twins/{LONG}", f"retry/twins/{twin}"]
+    assert (root / "retry" / "twins").is_dir()
