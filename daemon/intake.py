@@ -9,6 +9,7 @@ mean "complete": only a size and mtime that hold still for stable_seconds are.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import stat
@@ -28,6 +29,8 @@ from watchdog.events import (
 from watchdog.observers import Observer
 
 log = structlog.get_logger()
+# Where watchdog reports that the kernel's inotify queue overflowed.
+WATCHDOG_INOTIFY_LOG = logging.getLogger("watchdog.observers.inotify_c")
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jfif", ".png", ".webp", ".avif", ".bmp", ".tif", ".tiff", ".gif"})
 TEMPORARY_SUFFIXES = (".part", ".crdownload", ".tmp")
@@ -82,6 +85,24 @@ class _Waker(FileSystemEventHandler):
             self._wake()
 
 
+class _OverflowAlarm(logging.Handler):
+    """Hears watchdog say the kernel's inotify queue overflowed (events were lost).
+
+    Watchdog tells no handler about an overflow; it only logs it. The loop then
+    walks the inbox at once instead of at its next periodic rescan.
+    """
+
+    def __init__(self, raised: threading.Event, wake: Callable[[], None]) -> None:
+        super().__init__(logging.WARNING)
+        self._raised = raised
+        self._wake = wake
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "overflow" in record.getMessage().lower():
+            self._raised.set()
+            self._wake()
+
+
 class Intake:
     """Finds files in the inbox that have stopped changing.
 
@@ -107,10 +128,13 @@ class Intake:
         self._candidates: dict[Path, _Candidate] = {}
         self._reported: set[Path] = set()  # paths already warned about, so a rescan stays quiet
         self._observer: Observer | None = None
+        self._overflowed = threading.Event()
+        self._alarm = _OverflowAlarm(self._overflowed, wake)
 
     def start(self) -> None:
         if self._observer is not None:
             raise RuntimeError("intake already started")  # a second observer would leak the first
+        WATCHDOG_INOTIFY_LOG.addHandler(self._alarm)
         observer = Observer()
         observer.schedule(_Recorder(self._record, self._wake), str(self.inbox), recursive=True)
         waker = _Waker(self._wake)
@@ -126,6 +150,7 @@ class Intake:
         self._observer = observer
 
     def stop(self) -> None:
+        WATCHDOG_INOTIFY_LOG.removeHandler(self._alarm)
         observer, self._observer = self._observer, None
         if observer is not None:
             observer.stop()
@@ -134,6 +159,12 @@ class Intake:
     def rescan(self) -> None:
         """Record every file in the inbox, for files no event told us about."""
         self._record(*_walk(self.inbox))
+
+    def events_lost(self) -> bool:
+        """Whether the kernel dropped events since the last call (its inotify queue overflowed)."""
+        lost = self._overflowed.is_set()
+        self._overflowed.clear()
+        return lost
 
     def ready(self, now: float) -> list[Path]:
         """Files unchanged for stable_seconds, sorted; each is returned once and then forgotten."""

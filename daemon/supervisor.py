@@ -308,23 +308,33 @@ class Supervisor:
 
     def take_ready_files(self, now: float) -> None:
         ready = self.intake.ready(now)
-        for index, path in enumerate(ready):
-            if self.stopping:
-                return
-            try:
-                self.take(path)
-            except Exception as exc:  # noqa: BLE001 - one odd file must not hold back the others
-                if is_storage_error(exc):
-                    self.intake.watch_again(ready[index:])  # still in the inbox: taken once the state works
-                    raise
-                log.exception("take_failed", path=str(path))
+        touched: set[str] = set()  # each session's status JSON is written once per pass, not once per file
+        try:
+            for index, path in enumerate(ready):
+                if self.stopping:
+                    return
+                try:
+                    touched.add(self.take(path))
+                except Exception as exc:  # noqa: BLE001 - one odd file must not hold back the others
+                    if is_storage_error(exc):
+                        self.intake.watch_again(ready[index:])  # still in the inbox: taken once the state works
+                        raise
+                    log.exception("take_failed", path=str(path))
+        finally:
+            for name in sorted(touched - {None}):
+                self.publish(name)
 
     def rescan(self, now: float) -> None:
-        if now >= self.next_rescan:
+        lost = self.intake.events_lost()
+        if lost:
+            log.warning("inbox_events_lost", reason="the kernel's inotify queue overflowed (fs.inotify.max_queued_events)",
+                        action="walking the inbox again")
+        if lost or now >= self.next_rescan:
             self.next_rescan = now + RESCAN_SECONDS
             self.intake.rescan()
 
-    def take(self, path: Path) -> None:
+    def take(self, path: Path) -> str | None:
+        """Record and move one dropped file; the session it joined, or None if it was skipped."""
         now = time.time()
         relative = path.relative_to(self.settings.inbox)
         parts = [display(part) for part in relative.parts]
@@ -343,11 +353,11 @@ class Supervisor:
             if is_storage_error(exc):
                 raise
             log.warning("file_skipped", path=str(path), reason=describe(exc))
-            return
+            return None
         log.info("item_queued", session=session.name, item=name, status="queued")
         if self.store.count(session.name) >= self.settings.max_session_items:
             self.close_session(session, "full")
-        self.publish(session.name)
+        return session.name
 
     def session_for(self, source: str | None, now: float) -> Session:
         """The open session for this source with room left, or a new one."""

@@ -250,3 +250,38 @@ def test_thousands_of_files_in_one_tick(intake, inbox):
     assert intake.pending() == len(paths)
     # A little past STABLE: (t + 0.3) - t can round to just under 0.3 in floating point.
     assert intake.ready(started + STABLE + 0.01) == sorted(paths)
+
+
+@pytest.fixture
+def tiny_inotify_queue():
+    """The kernel's inotify queue cut to 16 events for watchers started inside the test (root only).
+
+    The limit is read when a watcher opens its inotify instance, so it is put
+    back as soon as the test's watcher has started.
+    """
+    setting = Path("/proc/sys/fs/inotify/max_queued_events")
+    before = setting.read_text()
+    setting.write_text("16")
+    try:
+        yield lambda: setting.write_text(before)
+    finally:
+        setting.write_text(before)
+
+
+def test_lost_events_are_noticed_and_a_rescan_finds_every_file(inbox, wakes, tiny_inotify_queue):
+    intake = Intake(inbox, STABLE, wakes)
+    try:
+        intake.start()
+        tiny_inotify_queue()  # restore the machine's limit: only our watcher has the tiny queue
+        paths = [write(inbox / f"{index:04}.jpg") for index in range(400)]  # far more events than 16
+
+        wait_for_overflow = time.monotonic() + 10
+        while not intake.events_lost() and time.monotonic() < wait_for_overflow:
+            time.sleep(0.05)
+        assert time.monotonic() < wait_for_overflow, "the watcher never reported the overflow"
+        assert not intake.events_lost()  # reported once, then cleared
+
+        intake.rescan()
+        assert sorted(collect(intake, until=set(paths))) == paths
+    finally:
+        intake.stop()
