@@ -262,6 +262,7 @@ class Supervisor:
         now = time.time()
         for item in self.store.recover(now):
             self.kill_leftover_job(item)
+            self.discard_attempt(item)
             log.warning("item_recovered", session=item.session, item=item.name, status="queued")
         for item in self.store.items(None, Status.QUEUED):
             self.finish_take(item)
@@ -290,7 +291,17 @@ class Supervisor:
                 os.killpg(item.job_pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+            wait_until_gone(item.job_pid)  # so it cannot write a result after discard_attempt
             log.warning("leftover_job_killed", session=item.session, item=item.name, pid=item.job_pid)
+
+    def discard_attempt(self, item: Item) -> None:
+        """The files of an attempt that no verdict will ever read: the item runs again as a new attempt.
+
+        Its job may have finished after we died, so its result, report and log
+        can all exist; only the current attempt's files are ever looked at again.
+        """
+        ext = FORMAT_EXTENSIONS[self.store.session(item.session).format]
+        self.spool.discard(self.spool.result(item, ext), self.spool.report(item), self.spool.job_log(item))
 
     def finish_take(self, item: Item) -> None:
         """A crash between recording an item and moving its file: finish the move, or forget it."""
@@ -831,6 +842,19 @@ def tail(path: Path, size: int = STDERR_TAIL_BYTES) -> str:
             return handle.read().decode("utf-8", "replace").strip()
     except OSError:
         return ""
+
+
+def wait_until_gone(pid: int, timeout: float = 2.0) -> None:
+    """Wait for a killed process that is not our child to stop running (a zombie runs no code)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return
+        if state in ("Z", "X"):
+            return
+        time.sleep(0.01)
 
 
 def peak_rss_kb(pid: int) -> int:

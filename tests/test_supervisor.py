@@ -337,3 +337,20 @@ def test_a_file_that_vanished_before_its_take_is_forgotten_with_its_empty_sessio
         loose = wait_for(lambda: [n for n in daemon.statuses() if n.startswith("batch-")], what="a new session")
         daemon.wait_complete(loose[0])
         assert list(daemon.statuses()) == loose
+
+
+def test_an_attempt_that_finished_after_the_daemon_died_leaves_no_files_behind(root):
+    # The job outlives its daemon and writes its result, report and log for
+    # attempt 1; the next life runs the item again as attempt 2, so nothing
+    # would ever read attempt 1's files: recovery removes them.
+    daemon = Daemon(root).start()
+    drop(root / "inbox", "late/one.jpg", "sleep 1.5")
+    pid = job_pid(daemon, "one.jpg")
+    daemon.kill()
+    results = root / "state" / "results"
+    # Attempt 1 finishes on its own: its cutout and its log are written (the fake job writes no report on success).
+    wait_for(lambda: sorted(p.name for p in results.iterdir()) == ["1-1.log", "1-1.png"], what="the orphan's result")
+    with Daemon(root) as restarted:
+        status = restarted.wait_complete("late")
+        assert [(i["status"], i["attempts"]) for i in status["items"]] == [("done", 2)]
+    assert list(results.iterdir()) == []
