@@ -64,3 +64,26 @@ def no_leaks(request, tmp_path):
     assert not threads, f"test leaked threads: {threads}"
     assert not children, f"test leaked child processes: {children}"
     assert not strays, f"test left processes working on its folder: {strays}"
+
+
+# -- the crash soak's options (tests/test_crash_soak.py) ----------------------------
+
+SOAK_DEFAULT_SEED = 20261127
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("soak", "the crash soak (tests/test_crash_soak.py)")
+    group.addoption("--soak-images", type=int, default=200, metavar="N",
+                    help="images the crash soak drops (default 200)")
+    group.addoption("--soak-kills", type=int, default=10, metavar="K",
+                    help="the least number of times the crash soak kills the daemon with SIGKILL (default 10)")
+    group.addoption("--soak-seed", type=int, default=SOAK_DEFAULT_SEED, metavar="S",
+                    help=f"seed of the crash soak's random choices (default {SOAK_DEFAULT_SEED})")
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "soak: the crash soak; part of the normal run, and longer by hand: "
+        "pytest -m soak --soak-images 2000 --soak-kills 100",
+    )
