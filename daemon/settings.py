@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     # Images above max_megapixels are reduced to fit (the item's status says so) or refused.
     max_megapixels: float = Field(40.0, gt=0)
     large_images: Literal["reduce", "refuse"] = "reduce"
+    # A shell command run after each session's ZIP is written, with BGREMOVER_ZIP,
+    # BGREMOVER_STATUS and BGREMOVER_SESSION in its environment.
+    on_session_complete: str | None = None
+    hook_timeout_seconds: float = Field(300.0, gt=0)
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # The module run as `python -m <job_module>` for each job. Tests point it at

@@ -31,6 +31,7 @@ from daemon import outbox
 from daemon.backoff import Backoff, describe, is_storage_error
 from daemon.forkserver import ForkServer, ForkServerError, Standby, become_subreaper
 from daemon.formats import FORMAT_EXTENSIONS
+from daemon.hooks import RunningHook, session_environment
 from daemon.intake import Intake
 from daemon.models import ModelSpec
 from daemon.names import display, fitted_path, session_name, twin
@@ -48,8 +49,8 @@ RESCAN_SECONDS = 30.0  # a full inbox walk now and then catches events inotify d
 STDERR_TAIL_BYTES = 2000
 # The loop's steps, in the order each pass runs them.
 UPKEEP = ("reap", "take_ready_files", "read_markers", "enforce_limits", "close_idle_sessions", "finish_sessions",
-          "flush_outbox", "start_next", "reap_strays", "rescan")
-UPKEEP_WITHOUT_STATE = frozenset({"reap", "enforce_limits", "flush_outbox", "reap_strays"})
+          "flush_outbox", "start_next", "watch_hooks", "reap_strays", "rescan")
+UPKEEP_WITHOUT_STATE = frozenset({"reap", "enforce_limits", "flush_outbox", "watch_hooks", "reap_strays"})
 READY_TIMEOUT_SECONDS = 120.0  # the first job process's session, at start-up
 
 
@@ -95,6 +96,8 @@ class Supervisor:
         self.outbox_backoff = Backoff()  # the outbox refused a status JSON or a ZIP
         self.state_backoff = Backoff()  # the state folder refused the database, a take or a job's result
         self.next_rescan = 0.0
+        self.hooks: list[tuple[str, RunningHook]] = []  # (session, its on_session_complete command) still running
+        self.hooks_started = 0
 
     # -- the loop -----------------------------------------------------------------
 
@@ -108,6 +111,7 @@ class Supervisor:
             self.drain()
         finally:
             self.intake.stop()
+            self.stop_hooks()
             self.close_job_processes()
             if self.store is not None:
                 self.store.close()
@@ -752,6 +756,53 @@ class Supervisor:
         counts = self.store.counts(session.name)
         log.info("session_complete", session=session.name, zip=zip_name, **counts)
         self.publish(session.name)
+        self.start_hook(session.name, zip_name)
+
+    # -- the on_session_complete hook ---------------------------------------------
+
+    def start_hook(self, session: str, zip_name: str) -> None:
+        command = self.settings.on_session_complete
+        if not command:
+            return
+        self.hooks_started += 1
+        environment = session_environment(self.settings.outbox / zip_name, self.settings.outbox / f"{session}.json",
+                                          session)
+        output = self.spool.results / f"{outbox.TEMP_PREFIX}hook-{self.hooks_started}.log"
+        try:
+            hook = RunningHook(command, environment, self.settings.hook_timeout_seconds, output)
+        except OSError as exc:  # the session stays complete whatever the hook does, or fails to do
+            log.error("hook_failed", session=session, item=None, error=f"could not start the hook: {describe(exc)}")
+            return
+        self.hooks.append((session, hook))
+        log.info("hook_started", session=session, item=None, pid=hook.pid, command=command)
+
+    def watch_hooks(self, now: float) -> None:
+        for session, hook in list(self.hooks):
+            result = hook.poll(now)
+            if result is None:
+                continue
+            self.hooks.remove((session, hook))
+            self.strays.add(hook.pid)  # what it started in its group is ours to reap now
+            if result.timed_out:
+                log.error("hook_failed", session=session, item=None, error=(
+                    f"the hook ran longer than {self.settings.hook_timeout_seconds:g} s (hook_timeout_seconds) "
+                    "and was killed"), duration_ms=result.duration_ms, output=result.output)
+            elif result.exit_code != 0:
+                log.error("hook_failed", session=session, item=None, error=f"the hook exited with {result.exit_code}",
+                          exit_code=result.exit_code, duration_ms=result.duration_ms, output=result.output)
+            else:
+                log.info("hook_finished", session=session, item=None, exit_code=0, duration_ms=result.duration_ms,
+                         output=result.output)
+
+    def stop_hooks(self) -> None:
+        """At exit: a hook still running is killed; the log says which, so its work can be redone."""
+        for session, hook in self.hooks:
+            hook.kill()
+            hook.process.wait()
+            self.strays.add(hook.pid)
+            log.warning("hook_interrupted", session=session, item=None, pid=hook.pid,
+                        error="the daemon stopped while the hook ran; it was killed")
+        self.hooks.clear()
 
     @staticmethod
     def existing(path: Path) -> Path | None:

@@ -1,0 +1,80 @@
+"""The user's command run when a session's ZIP is ready: started, watched and timed out without blocking the loop.
+
+A hook is the next step of someone's pipeline (an upload, a copy, a message),
+so it is theirs to fail: its exit status and the tail of its output are
+logged, and nothing it does changes the session. It runs through /bin/sh in
+its own process group, with the session's paths in its environment, and is
+killed, group and all, once it runs past its timeout. Standard library only:
+the supervisor imports it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+OUTPUT_TAIL_BYTES = 2000  # what a log line carries of a hook's output
+
+
+@dataclass(frozen=True)
+class HookResult:
+    exit_code: int | None  # None when it was killed for running too long
+    timed_out: bool
+    duration_ms: int
+    output: str  # the tail of its stdout and stderr together
+
+
+class RunningHook:
+    def __init__(self, command: str, environment: dict[str, str], timeout: float, output: Path) -> None:
+        self.command = command
+        self.output = output
+        self.started = time.monotonic()
+        self.deadline = self.started + timeout
+        self.timed_out = False
+        with open(output, "wb") as sink:  # the child keeps its own copy of the descriptor
+            self.process = subprocess.Popen(
+                ["/bin/sh", "-c", command], env=environment, stdin=subprocess.DEVNULL, stdout=sink,
+                stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
+            )  # fmt: skip
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def poll(self, now: float) -> HookResult | None:
+        """The result once the hook has ended; kills it (and its children) once past its deadline."""
+        code = self.process.poll()
+        if code is None and now >= self.deadline and not self.timed_out:
+            self.timed_out = True
+            self.kill()
+            code = self.process.wait()
+        if code is None:
+            return None
+        return HookResult(None if self.timed_out else code, self.timed_out,
+                          round((now - self.started) * 1000), self._output_tail())
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+
+    def _output_tail(self) -> str:
+        try:
+            with open(self.output, "rb") as source:
+                source.seek(max(0, source.seek(0, os.SEEK_END) - OUTPUT_TAIL_BYTES))
+                text = source.read().decode("utf-8", "replace").strip()
+        except OSError:
+            return ""
+        with contextlib.suppress(OSError):
+            self.output.unlink()
+        return text
+
+
+def session_environment(zip_path: Path, status_path: Path, session: str) -> dict[str, str]:
+    """What a hook is told: the daemon's own environment plus the session's ZIP, status JSON and name."""
+    return {**os.environ, "BGREMOVER_ZIP": str(zip_path), "BGREMOVER_STATUS": str(status_path),
+            "BGREMOVER_SESSION": session}
