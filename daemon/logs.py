@@ -10,6 +10,16 @@ import structlog
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
+def name_session_and_item(logger, method: str, event: dict) -> dict:
+    """Every line says which session and item it is about: null when it is about neither.
+
+    So a reader can filter on the fields without knowing which events carry them.
+    """
+    event.setdefault("session", None)
+    event.setdefault("item", None)
+    return event
+
+
 def configure(log_format: str = "auto", log_level: str = "info", stream=None) -> None:
     stream = stream or sys.stderr
     if log_format == "auto":
@@ -22,6 +32,7 @@ def configure(log_format: str = "auto", log_level: str = "info", stream=None) ->
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            name_session_and_item,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,

@@ -626,7 +626,7 @@ class Supervisor:
         result, report, job_log = self.spool.result(item, ext), self.spool.report(item), self.spool.job_log(item)
         job_report = read_report(report)
         status, error = self.verdict(job, result, job_report)
-        stderr = tail(job_log) if status is Status.FAILED else ""
+        stderr = tail(job_log)  # bounded: what a job says goes on its item's log line, whatever the outcome
         note = job_report.get("note") if status is Status.DONE else None
         could_not_write = status is Status.QUEUED and code == EXIT_CANT_WRITE
         if could_not_write:

@@ -2,7 +2,7 @@
 
 The dropped file's first line picks the behaviour, so a test chooses what each
 job does simply by what it drops: `ok`, `exit N`, `sleep [S]`, `flaky FLAGFILE`, `ignore-term`,
-`grandchild PIDFILE`, `sigkill`, `memory MB`, `bad-input`, `whoami JSONFILE`, `orphan PIDFILE`.
+`grandchild PIDFILE`, `sigkill`, `chatty N`, `memory MB`, `bad-input`, `whoami JSONFILE`, `orphan PIDFILE`.
 Anything else is `ok`.
 """
 
@@ -79,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         Path(rest[0]).write_text(str(child.pid))
     if verb == "sigkill":
         os.kill(os.getpid(), signal.SIGKILL)
+    if verb == "chatty":  # N bytes of warnings on stderr, then a last line, then succeed
+        sys.stderr.write("x" * int(rest[0]) + "\nlast words\n")
     if verb == "memory":
         hog = bytearray(int(rest[0]) * 1024 * 1024)  # touched, so it is resident
         for i in range(0, len(hog), 4096):

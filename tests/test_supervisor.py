@@ -7,6 +7,7 @@ its job does, so a test drops a file that sleeps, crashes or hogs memory.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -354,3 +355,18 @@ def test_an_attempt_that_finished_after_the_daemon_died_leaves_no_files_behind(r
         status = restarted.wait_complete("late")
         assert [(i["status"], i["attempts"]) for i in status["items"]] == [("done", 2)]
     assert list(results.iterdir()) == []
+
+
+def test_every_log_line_names_its_session_item_and_event_and_job_stderr_is_kept_bounded(root):
+    with Daemon(root) as daemon:
+        drop(root / "inbox", "talk/quiet.jpg", "ok")
+        drop(root / "inbox", "talk/chatty.jpg", "chatty 50000")
+        daemon.wait_complete("talk")
+    records = [json.loads(line) for line in daemon.log().splitlines() if line.startswith("{")]
+    assert records and all({"session", "item", "event"} <= record.keys() for record in records)
+    finished = {e["item"]: e for e in daemon.events("job_finished")}
+    assert finished["chatty.jpg"]["status"] == "done"
+    assert finished["chatty.jpg"]["stderr"].endswith("last words")  # the tail: where the news usually is
+    assert len(finished["chatty.jpg"]["stderr"].encode()) <= 2000
+    assert "stderr" not in finished["quiet.jpg"]
+    assert daemon.events("daemon_ready")[0]["session"] is None
