@@ -68,6 +68,9 @@ BENCH_ENVIRONMENT = {
     "BGREMOVER_STABLE_SECONDS": str(BENCH_STABLE_SECONDS),
     "BGREMOVER_SESSION_IDLE_SECONDS": "1",
 }
+# --root names the bench's own root; its daemon must run no hook, and neither take the running
+# daemon's metrics port nor overwrite its metrics textfile.
+NOT_FOR_THE_BENCH_DAEMON = {"root", "metrics_port", "metrics_textfile", "on_session_complete"}
 READY_FIELDS_SKIPPED = {"event", "level", "timestamp", "root", "inbox"}
 DAEMON_LOG = "daemon.log"
 
@@ -489,7 +492,9 @@ def daemon_environment(settings: Settings, fmt: str) -> dict[str, str]:
     env = dict(os.environ)
     env.pop("BGREMOVER_CONFIG", None)  # what it said is already in `settings`
     for name, value in settings.model_dump().items():
-        if name != "root":  # --root names the bench's own root
+        if name in NOT_FOR_THE_BENCH_DAEMON:
+            env.pop(f"BGREMOVER_{name.upper()}", None)
+        elif value is not None:  # None is "not set", which no variable can say
             env[f"BGREMOVER_{name.upper()}"] = environment_value(value)
     env.update(BENCH_ENVIRONMENT, BGREMOVER_OUTPUT_FORMAT=fmt)
     # A source checkout is not installed: let `python -m daemon` find this very package.

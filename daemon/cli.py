@@ -27,8 +27,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"bgremover {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser("run", parents=[common], help="run the daemon in the foreground")
-    status = commands.add_parser("status", parents=[common], help="show sessions and per-item progress")
+    status = commands.add_parser("status", parents=[common], help="show progress: bars, counts, rate, ETA and failures")
     status.add_argument("session", nargs="?", help="show every item of this session")
+    status.add_argument("--follow", "-f", action="store_true", help="redraw every --interval seconds until Ctrl-C")
+    status.add_argument("--interval", type=seconds_argument, default=1.0, metavar="S",
+                        help="seconds between frames with --follow (default 1)")
+    status.add_argument("--json", action="store_true",
+                        help="print one JSON document (with --follow, one per line per frame)")
     retry = commands.add_parser("retry", parents=[common], help="send failed or cancelled items back to the queue")
     retry.add_argument("session")
     retry.add_argument("name", nargs="?", help="one item's name; all failed and cancelled items when left out")
@@ -67,6 +72,16 @@ def positive_argument(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
     return int(text)
+
+
+def seconds_argument(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds above 0, such as 0.5, got {text!r}")
+    return seconds
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
+import sqlite3
 import sys
+import time
 from pathlib import Path
 
 from daemon.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, fail
@@ -21,6 +24,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     # Only light modules here: the supervisor never imports numpy or onnxruntime
     # itself (the fork server does), which keeps its own memory small.
     from daemon.forkserver import ForkServerError
+    from daemon.metrics import MetricsUnavailable
     from daemon.models import ModelError, load_model_spec
     from daemon.rootlock import RootLocked
     from daemon.supervisor import Supervisor
@@ -38,6 +42,8 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         return fail(f"cannot start: {exc}", EXIT_USAGE)
     except RootLocked as exc:
         return fail(f"{exc}; stop it first, or give this one another --root", EXIT_USAGE)
+    except MetricsUnavailable as exc:  # metrics_port taken, or metrics_textfile not writable
+        return fail(str(exc), EXIT_USAGE)
 
 
 def open_store(settings: Settings) -> Store | None:
@@ -47,43 +53,29 @@ def open_store(settings: Settings) -> Store | None:
 
 
 def status(settings: Settings, args: argparse.Namespace) -> int:
-    store = open_store(settings)
-    if store is None:
-        print(f"no sessions yet under {settings.root}")
-        return EXIT_OK
+    from daemon import statusview
+
+    def frame() -> str:
+        return statusview.frame(settings, args.session, args.json, args.interval if args.follow else None, time.time())
+
     try:
-        sessions = [s for s in store.sessions() if args.session in (None, s.name)]
-        if args.session and not sessions:
-            return fail(f"no session named '{args.session}'", EXIT_FAILED)
-        for session in sessions:
-            print(session_line(store, session))
-            for item in store.items(session.name):
-                if args.session or item.status is Status.FAILED:
-                    print("  " + item_line(settings, item))
-    finally:
-        store.close()
+        if not args.follow:
+            sys.stdout.write(frame())
+            return EXIT_OK
+        # JSON lines are a stream for scripts: never redrawn, one document per line.
+        redraw = sys.stdout.isatty() and not args.json
+        statusview.follow(frame, sys.stdout, args.interval, redraw=redraw, separator="" if args.json else "\n",
+                          screen=shutil.get_terminal_size)
+    except statusview.UnknownSession as exc:
+        return fail(str(exc), EXIT_FAILED)
+    except sqlite3.Error as exc:
+        return fail(f"cannot read {settings.database}: {exc}", EXIT_FAILED)
+    except KeyboardInterrupt:  # Ctrl-C is how --follow ends, not a failure
+        return EXIT_OK
+    except BrokenPipeError:  # `status --follow | head`: the reader has seen enough
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the flush at exit cannot fail again
+        return EXIT_OK
     return EXIT_OK
-
-
-def session_line(store: Store, session) -> str:
-    counts = store.counts(session.name)
-    total = sum(counts.values())
-    parts = [f"{counts['done']}/{total} done"] + [
-        f"{n} {status}" for status, n in counts.items() if n and status != "done"
-    ]
-    zip_name = session.zip or "no ZIP yet"
-    return f"{session.name}  [{session.state.value}]  {', '.join(parts)}  ({zip_name})"
-
-
-def item_line(settings: Settings, item) -> str:
-    line = f"{item.status.value:<10} {item.name}"
-    if item.status is Status.DONE:
-        line += f" -> {item.member}"
-    if item.error:
-        line += f": {item.error}"
-    if item.status in (Status.FAILED, Status.CANCELLED):
-        line += f" (retry: touch {settings.retry_dir / item.session / item.name})"
-    return line
 
 
 def retry(settings: Settings, args: argparse.Namespace) -> int:

@@ -28,6 +28,8 @@ from watchdog.events import (
 )
 from watchdog.observers import Observer
 
+from daemon.tickets import TICKET_NAME
+
 log = structlog.get_logger()
 # Where watchdog reports that the kernel's inotify queue overflowed.
 WATCHDOG_INOTIFY_LOG = logging.getLogger("watchdog.observers.inotify_c")
@@ -227,6 +229,8 @@ class Intake:
             for found in _walk(path):
                 self._consider(found, now)
             return
+        if path.name == TICKET_NAME:
+            return  # a job ticket: read by the supervisor when the folder's session opens, never taken
         reason = _refusal(path, info)
         if reason is None:
             self._candidates[path] = _Candidate(info.st_size, info.st_mtime_ns, now)

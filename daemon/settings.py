@@ -55,11 +55,23 @@ class Settings(BaseSettings):
     # BGREMOVER_STATUS and BGREMOVER_SESSION in its environment.
     on_session_complete: str | None = None
     hook_timeout_seconds: float = Field(300.0, gt=0)
+    # Prometheus metrics, off unless one is set: an endpoint on 127.0.0.1:<port>/metrics,
+    # and/or a file for node_exporter's textfile collector (see README, Metrics).
+    metrics_port: int | None = Field(None, ge=1, le=65535)
+    metrics_textfile: Path | None = None
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # The module run as `python -m <job_module>` for each job. Tests point it at
     # fake job bodies; users have no reason to change it.
     job_module: str = "daemon.job"
+
+    @field_validator("metrics_textfile")
+    @classmethod
+    def _prom_suffix(cls, value: Path | None) -> Path | None:
+        # node_exporter's textfile collector silently skips any other name.
+        if value is not None and value.suffix != ".prom":
+            raise ValueError("node_exporter's textfile collector reads only files ending in .prom")
+        return value
 
     @field_validator("providers", mode="before")
     @classmethod

@@ -12,6 +12,7 @@ Time is always passed in (`now`, seconds since the epoch) so tests control it.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,7 +31,9 @@ CREATE TABLE IF NOT EXISTS sessions (
     created_at   REAL NOT NULL,
     updated_at   REAL NOT NULL,
     last_item_at REAL NOT NULL,     -- drives the idle close
-    zip          TEXT               -- the ZIP's file name once one was written
+    zip          TEXT,              -- the ZIP's file name once one was written
+    options      TEXT,              -- JSON: what the folder's job ticket set, if it had one
+    error        TEXT               -- why the whole session is refused (an invalid job ticket)
 );
 CREATE TABLE IF NOT EXISTS items (
     id         INTEGER PRIMARY KEY,
@@ -88,6 +91,13 @@ class Session:
     updated_at: float
     last_item_at: float
     zip: str | None
+    options: str | None = None
+    error: str | None = None
+
+    @property
+    def ticket(self) -> dict:
+        """What the folder's job ticket set ({} without one)."""
+        return json.loads(self.options) if self.options else {}
 
 
 @dataclass(frozen=True)
@@ -152,6 +162,10 @@ class Store:
         columns = {row["name"] for row in self.db.execute("PRAGMA table_info(items)")}
         if "note" not in columns:
             self.db.execute("ALTER TABLE items ADD COLUMN note TEXT")
+        columns = {row["name"] for row in self.db.execute("PRAGMA table_info(sessions)")}
+        for column in ("options", "error"):
+            if column not in columns:
+                self.db.execute(f"ALTER TABLE sessions ADD COLUMN {column} TEXT")
 
     def close(self) -> None:
         self.db.close()
@@ -170,14 +184,27 @@ class Store:
 
     # -- sessions ---------------------------------------------------------------
 
-    def create_session(self, name: str, source: str | None, fmt: str, now: float) -> Session:
+    def create_session(
+        self, name: str, source: str | None, fmt: str, now: float, ticket: dict | None = None, error: str | None = None
+    ) -> Session:
         with self.transaction():
             self.db.execute(
-                "INSERT INTO sessions (name, source, state, format, created_at, updated_at, last_item_at)"
-                " VALUES (?, ?, 'open', ?, ?, ?, ?)",
-                (name, source, fmt, now, now, now),
+                "INSERT INTO sessions (name, source, state, format, created_at, updated_at, last_item_at, options, error)"
+                " VALUES (?, ?, 'open', ?, ?, ?, ?, ?, ?)",
+                (name, source, fmt, now, now, now, json.dumps(ticket) if ticket else None, error),
             )
         return self.session(name)
+
+    def set_ticket(self, name: str, fmt: str, ticket: dict | None, error: str | None, members: dict[int, str]) -> None:
+        """A session's job ticket read again: its format, options and error, and its items' ZIP names with them."""
+        with self.transaction():
+            self.db.execute(
+                "UPDATE sessions SET format = ?, options = ?, error = ? WHERE name = ?",
+                (fmt, json.dumps(ticket) if ticket else None, error, name),
+            )
+            # Two steps, so no name is briefly held twice under UNIQUE (session, member).
+            self.db.executemany("UPDATE items SET member = '#' || id WHERE id = ?", [(i,) for i in members])
+            self.db.executemany("UPDATE items SET member = ? WHERE id = ?", [(m, i) for i, m in members.items()])
 
     def forget_empty_session(self, name: str) -> bool:
         """Drop a session that never got an item (its only file vanished before the take)."""

@@ -33,13 +33,17 @@ from daemon.forkserver import ForkServer, ForkServerError, Standby, become_subre
 from daemon.formats import FORMAT_EXTENSIONS
 from daemon.hooks import RunningHook, session_environment
 from daemon.intake import Intake
+from daemon.metrics import Metrics
 from daemon.models import ModelSpec
 from daemon.names import display, fitted_path, session_name, twin
+from daemon.notify import Notifier, progress_summary
 from daemon.rootlock import lock_root
 from daemon.settings import Settings
 from daemon.spool import Spool, remove_empty_dirs
 from daemon.states import TERMINAL, SessionState, Status
+from daemon.statusview import item_document
 from daemon.store import IllegalTransition, Item, Session, Store, iso
+from daemon.tickets import TICKET_SETTINGS, TicketError, read_ticket
 
 log = structlog.get_logger()
 
@@ -96,8 +100,10 @@ class Supervisor:
         self.outbox_backoff = Backoff()  # the outbox refused a status JSON or a ZIP
         self.state_backoff = Backoff()  # the state folder refused the database, a take or a job's result
         self.next_rescan = 0.0
+        self.notifier = Notifier.from_environment()  # systemd: READY, STATUS, the watchdog; a no-op elsewhere
         self.hooks: list[tuple[str, RunningHook]] = []  # (session, its on_session_complete command) still running
         self.hooks_started = 0
+        self.metrics = Metrics(settings)  # Prometheus endpoint and/or textfile; off unless configured
 
     # -- the loop -----------------------------------------------------------------
 
@@ -106,13 +112,16 @@ class Supervisor:
         try:
             self.start_up()
             on_ready()
+            self.notifier.ready(lambda: progress_summary(self.store))
             while not self.stopping:
                 self.tick()
+            self.notifier.stopping()
             self.drain()
         finally:
             self.intake.stop()
             self.stop_hooks()
             self.close_job_processes()
+            self.metrics.close(self.store)  # before the store: the textfile's last counts come from it
             if self.store is not None:
                 self.store.close()
             if self.lock_fd is not None:
@@ -152,6 +161,9 @@ class Supervisor:
                     log.exception("upkeep_failed", step=name)
         if state_was_failing and self.state_backoff.due(now):
             self.state_accepted(now)
+        self.metrics.refresh(self.store, now)  # at most once a second
+        # Last, so a pass that wedges anywhere above stops the pings and systemd restarts us.
+        self.notifier.update(lambda: progress_summary(self.store))
 
     def wait_for_wakeup(self, timeout: float) -> None:
         try:
@@ -172,6 +184,7 @@ class Supervisor:
         runs_on = self.start_job_processes()
         self.open_folders()
         self.recover()
+        self.metrics.start(self.store)  # a port in use stops start-up here, before anything is taken
         self.intake.rescan()
         self.intake.start()
         log.info("daemon_ready", root=str(self.settings.root), inbox=str(self.settings.inbox),
@@ -266,7 +279,6 @@ class Supervisor:
         now = time.time()
         for item in self.store.recover(now):
             self.kill_leftover_job(item)
-            self.discard_attempt(item)
             log.warning("item_recovered", session=item.session, item=item.name, status="queued")
         for item in self.store.items(None, Status.QUEUED):
             self.finish_take(item)
@@ -274,6 +286,7 @@ class Supervisor:
         removed = outbox.remove_temp_files(self.settings.outbox) + outbox.remove_temp_files(self.spool.results)
         if removed:
             log.info("temp_files_removed", count=removed)
+        self.sweep_results()
         for session in self.store.sessions():
             if session.state is SessionState.PROCESSING:
                 self.unfinished.add(session.name)
@@ -295,17 +308,25 @@ class Supervisor:
                 os.killpg(item.job_pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-            wait_until_gone(item.job_pid)  # so it cannot write a result after discard_attempt
+            wait_until_gone(item.job_pid)  # so it cannot write a result after sweep_results
             log.warning("leftover_job_killed", session=item.session, item=item.name, pid=item.job_pid)
 
-    def discard_attempt(self, item: Item) -> None:
-        """The files of an attempt that no verdict will ever read: the item runs again as a new attempt.
+    def sweep_results(self) -> None:
+        """At start-up, before any job: keep only the cutouts still waiting for their ZIP.
 
-        Its job may have finished after we died, so its result, report and log
-        can all exist; only the current attempt's files are ever looked at again.
+        A kill can leave a job's files behind at several points: a job that
+        finished after its daemon died (its item runs again as a new attempt), or
+        a verdict recorded just before its files were removed. No later step reads
+        them, so whatever is not a done item's cutout for an unfinished session goes.
         """
-        ext = FORMAT_EXTENSIONS[self.store.session(item.session).format]
-        self.spool.discard(self.spool.result(item, ext), self.spool.report(item), self.spool.job_log(item))
+        waiting = set()
+        for session in self.store.sessions(SessionState.OPEN, SessionState.PROCESSING):
+            ext = FORMAT_EXTENSIONS[session.format]
+            waiting |= {self.spool.result(item, ext).name for item in self.store.items(session.name, Status.DONE)}
+        swept = [path for path in self.spool.results.iterdir() if path.is_file() and path.name not in waiting]
+        self.spool.discard(*swept)
+        if swept:
+            log.info("job_files_removed", count=len(swept), reason="left by a previous life")
 
     def finish_take(self, item: Item) -> None:
         """A crash between recording an item and moving its file: finish the move, or forget it."""
@@ -316,10 +337,17 @@ class Supervisor:
             self.spool.take(dropped, item)
             log.info("take_completed", session=item.session, item=item.name)
         elif self.store.withdraw(item.id):
-            self.store.forget_empty_session(item.session)
+            self.forget_if_empty(item.session)
             log.warning("file_vanished", session=item.session, item=item.name)
 
     # -- intake -------------------------------------------------------------------
+
+    def forget_if_empty(self, name: str) -> None:
+        """Drop a session that never kept an item, and the status JSON it may have shown already."""
+        if self.store.forget_empty_session(name):
+            (self.settings.outbox / f"{name}.json").unlink(missing_ok=True)
+            self.stale.discard(name)
+            self.unfinished.discard(name)
 
     def take_ready_files(self, now: float) -> None:
         ready = self.intake.ready(now)
@@ -354,7 +382,7 @@ class Supervisor:
         relative = path.relative_to(self.settings.inbox)
         parts = [display(part) for part in relative.parts]
         source = parts[0] if len(parts) > 1 else None
-        session = self.session_for(source, now)
+        session = self.session_for(source, now, self.settings.inbox / relative.parts[0] if source else None)
         names, members = self.store.names(session.name)
         name = self.unused_name(fitted_path("/".join(parts[1:] if source else parts)), names)
         member = outbox.member_name(name, FORMAT_EXTENSIONS[session.format], members)
@@ -364,7 +392,7 @@ class Supervisor:
             self.spool.take(path, item)
         except OSError as exc:
             self.store.withdraw(item.id)
-            self.store.forget_empty_session(session.name)  # opened for this file alone
+            self.forget_if_empty(session.name)  # opened for this file alone
             if is_storage_error(exc):
                 raise
             log.warning("file_skipped", path=str(path), reason=describe(exc))
@@ -374,8 +402,8 @@ class Supervisor:
             self.close_session(session, "full")
         return session.name
 
-    def session_for(self, source: str | None, now: float) -> Session:
-        """The open session for this source with room left, or a new one."""
+    def session_for(self, source: str | None, now: float, folder: Path | None = None) -> Session:
+        """The open session for this source with room left, or a new one (with the folder's job ticket)."""
         session = self.store.open_session(source)
         if session is not None and self.store.count(session.name) < self.settings.max_session_items:
             return session
@@ -385,9 +413,37 @@ class Supervisor:
         n = 1
         while self.store.session(name := session_name(base, n)) or (self.settings.outbox / f"{name}.json").exists():
             n += 1
-        session = self.store.create_session(name, source, self.settings.output_format, now)
-        log.info("session_opened", session=name)
+        ticket, error = self.read_ticket(folder)
+        fmt = ticket.get("output_format", self.settings.output_format)
+        session = self.store.create_session(name, source, fmt, now, ticket, error)
+        log.info("session_opened", session=name, **({"ticket": ticket} if ticket else {}))
+        if error:
+            log.error("ticket_refused", session=name, error=error)
         return session
+
+    @staticmethod
+    def read_ticket(folder: Path | None) -> tuple[dict, str | None]:
+        """The folder's job ticket, or the sentence saying why it cannot be used."""
+        if folder is None:
+            return {}, None
+        try:
+            return read_ticket(folder) or {}, None
+        except TicketError as exc:
+            return {}, str(exc)
+
+    def reread_ticket(self, session: Session) -> None:
+        """A refused ticket is read again on a retry: once fixed, the session runs with it."""
+        ticket, error = self.read_ticket(self.settings.inbox / session.source if session.source else None)
+        if error:
+            return
+        fmt = ticket.get("output_format", self.settings.output_format)
+        taken: set[str] = set()
+        members = {}
+        for item in self.store.items(session.name):
+            members[item.id] = outbox.member_name(item.name, FORMAT_EXTENSIONS[fmt], taken)
+            taken.add(members[item.id])
+        self.store.set_ticket(session.name, fmt, ticket, None, members)
+        log.info("ticket_applied", session=session.name, ticket=ticket)
 
     @staticmethod
     def unused_name(name: str, names: set[str]) -> str:
@@ -434,8 +490,14 @@ class Supervisor:
             reason = "no such item" if item is None else f"item is {item.status.value}"
             log.warning("retry_marker_ignored", session=session_name, item=name, reason=reason)
             return
-        self.move(item, Status.QUEUED, "retry marker")  # FAILED | CANCELLED -> QUEUED
+        session = self.store.session(session_name)
+        if session.error:
+            self.reread_ticket(session)
+        # Reopen first: a kill between the two steps then leaves a processing session
+        # whose items are all finished (completed again at start-up), never a
+        # complete session with a queued item, whose new cutout no ZIP would take.
         self.store.set_session_state(session_name, {SessionState.COMPLETE}, SessionState.PROCESSING, time.time())
+        self.move(item, Status.QUEUED, "retry marker")  # FAILED | CANCELLED -> QUEUED
         self.publish(session_name)
 
     def ensure_marker_folders(self) -> None:
@@ -474,6 +536,11 @@ class Supervisor:
             self.standby = standby  # unused: it waits for the next item
             self.finish(item, Status.FAILED, "the original file is missing from the daemon's store")
             return
+        refusal = self.store.session(item.session).error
+        if refusal:  # its folder's job ticket is invalid: no guessing what it meant
+            self.standby = standby
+            self.finish(item, Status.FAILED, refusal)
+            return
         self.job = self.launch(item, original, standby, now)
         if self.job is None:
             return
@@ -505,13 +572,14 @@ class Supervisor:
         session = self.store.session(item.session)
         ext = FORMAT_EXTENSIONS[session.format]
         settings = self.settings
+        options = {**{name: getattr(settings, name) for name in TICKET_SETTINGS}, **session.ticket}
         argv = [
             "--input", str(original), "--output", str(self.spool.result(item, ext)),
             "--report", str(self.spool.report(item)), "--format", session.format,
-            "--quality", str(settings.quality), "--model", self.model.name,
+            "--quality", str(options["quality"]), "--model", self.model.name,
             "--models-dir", str(self.model.path.parent), "--threads", str(settings.threads),
-            "--providers", ",".join(settings.providers), "--png-compress-level", str(settings.png_compress_level),
-            "--webp-method", str(settings.webp_method), "--avif-speed", str(settings.avif_speed),
+            "--providers", ",".join(settings.providers), "--png-compress-level", str(options["png_compress_level"]),
+            "--webp-method", str(options["webp_method"]), "--avif-speed", str(options["avif_speed"]),
             "--max-megapixels", str(settings.max_megapixels), "--large-images", settings.large_images,
         ]  # fmt: skip
         ready = standby.poll_ready()  # before the job: had its start-up finished while the last job ran?
@@ -637,6 +705,7 @@ class Supervisor:
         self.finish(item, status, error, note=note, reason=job.stop_reason or "exited", exit_code=code, pid=job.process.pid,
                     duration_ms=round((now - job.started) * 1000), peak_rss_mb=round(job.peak_rss_kb / 1024, 1),
                     **extra)
+        self.metrics.job_concluded(job, status, job_report.get("timings_ms"), now)
         if could_not_write:
             self.state_refused(OSError(errno.ENOSPC, job_report.get("error") or "the job could not write its result"), now)
         # Only after the outcome is recorded: until then these files are its evidence.
@@ -836,20 +905,9 @@ class Supervisor:
             "total": len(items),
             "counts": counts,
             "zip": session.zip,
-            "items": [self.item_document(item) for item in items],
-        }
-
-    @staticmethod
-    def item_document(item: Item) -> dict:
-        retryable = item.status in (Status.FAILED, Status.CANCELLED)
-        return {
-            "name": item.name,
-            "status": item.status.value,
-            "output": item.member if item.status is Status.DONE else None,
-            "error": item.error,
-            "note": item.note,
-            "attempts": item.attempts,
-            "retry_marker": f"retry/{item.session}/{item.name}" if retryable else None,
+            "error": session.error,
+            "ticket": session.ticket or None,
+            "items": [item_document(item) for item in items],
         }
 
     def publish(self, name: str) -> None:

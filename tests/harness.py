@@ -40,7 +40,8 @@ class Daemon:
     def __init__(self, root: Path, fake_jobs: bool = True, **settings) -> None:
         self.root = root
         self.env = {**os.environ, **FAST, "PYTHONPATH": str(REPO)}
-        self.env.pop("BGREMOVER_CONFIG", None)
+        for inherited in ("BGREMOVER_CONFIG", "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
+            self.env.pop(inherited, None)  # a suite run under systemd must not speak for its own service
         if fake_jobs:
             self.env["BGREMOVER_JOB_MODULE"] = "tests.fakejob"
         self.env.update({f"BGREMOVER_{key.upper()}": str(value) for key, value in settings.items()})

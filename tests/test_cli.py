@@ -334,10 +334,11 @@ def test_status_shows_each_session_its_counts_and_each_failure_with_its_retry_pa
     result = cli("status", "--root", root)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
+    assert lines[0] == "daemon: not running; 0 queued, 0 processing"
     report = next(line for line in lines if line.startswith("report "))
-    assert "[complete]" in report and "1/3 done" in report and "2 failed" in report and "report.zip" in report
+    assert " complete " in report and "3/3" in report and "1 done, 2 failed" in report and "report.zip" in report
     other = next(line for line in lines if line.startswith("other "))
-    assert "[complete]" in other and "1/1 done" in other and "failed" not in other
+    assert " complete " in other and "1/1  1 done" in other and "failed" not in other
     failures = sorted(line.strip() for line in lines if line.startswith("  "))
     assert failures == [
         f"failed     b.jpg: the job crashed with exit code 3 (retry: touch {root / 'retry' / 'report' / 'b.jpg'})",
@@ -350,8 +351,9 @@ def test_status_of_one_session_lists_every_item(root):
     result = cli("status", "--root", root, "report")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].startswith("report ") and not any(line.startswith("other") for line in lines)
-    assert len(lines) == 4
+    assert lines[0].startswith("daemon: ") and lines[1].startswith("report ")
+    assert not any(line.startswith("other") for line in lines)
+    assert len(lines) == 5
     assert item_states(lines) == [("done", "a.jpg"), ("failed", "b.jpg"), ("failed", "c.jpg")]
     assert "  done       a.jpg -> a.png" in lines
 
@@ -414,9 +416,9 @@ def test_cancel_of_an_unknown_session_fails_and_touches_nothing(root, tmp_path):
 def test_bgremover_root_in_the_environment_serves_every_command(root, tmp_path):
     env = {"BGREMOVER_ROOT": str(root)}
     status = cli("status", env=env, cwd=tmp_path)
-    assert status.returncode == 0 and status.stdout.startswith(("report ", "other ")), status.stdout + status.stderr
+    assert status.returncode == 0 and "\nreport " in status.stdout, status.stdout + status.stderr
     one = cli("status", "report", env=env, cwd=tmp_path)
-    assert one.returncode == 0 and len(one.stdout.splitlines()) == 4, one.stdout + one.stderr
+    assert one.returncode == 0 and len(one.stdout.splitlines()) == 5, one.stdout + one.stderr
     retry = cli("retry", "report", "c.jpg", env=env, cwd=tmp_path)
     assert retry.returncode == 0, retry.stderr
     cancel = cli("cancel", "other", env=env, cwd=tmp_path)
@@ -449,4 +451,4 @@ def test_retry_makes_a_running_daemon_requeue_a_failed_item(tmp_path):
         after = cli("status", "--root", root, "live")
         assert after.returncode == 0, after.stderr
         assert item_states(after.stdout.splitlines()) == [("done", "flaky.jpg"), ("done", "good.jpg")]
-        assert "2/2 done" in after.stdout.splitlines()[0]
+        assert "2/2  2 done" in after.stdout.splitlines()[1]

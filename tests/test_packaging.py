@@ -117,14 +117,40 @@ def unit_copy(tmp_path) -> Path:
     return copy
 
 
+def unit_settings() -> dict[str, str]:
+    """Each setting's last value, as systemd reads a setting given twice."""
+    return {line.split("=", 1)[0]: line.split("=", 1)[1] for line in unit_lines() if "=" in line}
+
+
 def test_the_unit_runs_the_daemon_on_its_state_directory_with_the_hardening_the_contract_requires():
-    lines = unit_lines()
-    settings = {line.split("=", 1)[0]: line.split("=", 1)[1] for line in lines if "=" in line}
+    lines, settings = unit_lines(), unit_settings()
     assert settings["ExecStart"] == "/usr/local/bin/bgremover run --root /var/lib/bgremover"
-    assert "NoNewPrivileges=yes" in lines
-    assert "ProtectSystem=strict" in lines
     assert settings.get("StateDirectory") == "bgremover", "the root must be the service's StateDirectory"
     assert settings.get("KillSignal", "SIGTERM") == "SIGTERM"
+    for hardening in ("DynamicUser=yes", "NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=yes",
+                      "PrivateTmp=yes", "PrivateDevices=yes", "RestrictAddressFamilies=AF_UNIX",
+                      "SystemCallFilter=@system-service"):
+        assert hardening in lines, hardening
+    assert "MemoryMax" in settings
+
+
+def test_the_unit_waits_for_ready_and_restarts_a_daemon_that_stops_pinging_the_watchdog():
+    settings = unit_settings()
+    assert settings["Type"] == "notify", "READY=1 once the start-up scan is done"
+    assert settings["NotifyAccess"] == "main", "only the supervisor speaks for the service, never a job"
+    # The loop pings every half of WatchdogSec and wakes at least once a second; one
+    # slow pass (a big session's ZIP) must not look like a wedged loop.
+    assert re.fullmatch(r"\d+", settings["WatchdogSec"]) and 30 <= int(settings["WatchdogSec"]) <= 300
+    assert settings["Restart"] in ("on-failure", "on-watchdog", "always"), "a watchdog kill must restart it"
+
+
+def test_the_readme_shows_how_to_install_enable_and_share_the_unit():
+    text = (REPO / "README.md").read_text()
+    section = text.split("## Running it under systemd", 1)[1].split("\n## ", 1)[0]
+    for step in ("cp systemd/bgremover.service /etc/systemd/system/", "systemctl daemon-reload",
+                 "systemctl enable --now bgremover", "/var/lib/bgremover/inbox", "/var/lib/bgremover/outbox",
+                 "ReadWritePaths=", "--root"):
+        assert step in section, step
 
 
 def test_the_unit_passes_systemd_analyze_verify(unit_copy):
@@ -154,9 +180,10 @@ def test_the_example_config_parses_and_documents_the_defaults(monkeypatch, tmp_p
     example, defaults = load_settings(REPO / "config" / "bgremover.toml"), load_settings()
     assert example.model_dump() == defaults.model_dump()
     # Every setting a user may change is written in the file (job_module is for tests only);
-    # threads, whose default depends on the machine, is shown commented out.
+    # threads, whose default depends on the machine, and the settings that are off unless
+    # set (TOML cannot write None) are shown commented out.
     text = (REPO / "config" / "bgremover.toml").read_text()
-    documented = set(re.findall(r"^(\w+) =", text, re.MULTILINE)) | set(re.findall(r"^# (threads) =", text, re.MULTILINE))
+    documented = set(re.findall(r"^#? ?(\w+) =", text, re.MULTILINE))
     assert documented == set(type(defaults).model_fields) - {"job_module"}
 
 

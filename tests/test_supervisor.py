@@ -20,7 +20,8 @@ from daemon.store import Store
 from tests.harness import Daemon, drop, wait_for
 
 ITEM_FIELDS = {"name", "status", "output", "error", "note", "attempts", "retry_marker"}
-SESSION_FIELDS = {"session", "state", "format", "created_at", "updated_at", "total", "counts", "zip", "items"}
+SESSION_FIELDS = {"session", "state", "format", "created_at", "updated_at", "total", "counts", "zip", "error", "ticket",
+                  "items"}
 
 
 @pytest.fixture
@@ -346,7 +347,7 @@ def test_an_attempt_that_finished_after_the_daemon_died_leaves_no_files_behind(r
     # would ever read attempt 1's files: recovery removes them.
     daemon = Daemon(root).start()
     drop(root / "inbox", "late/one.jpg", "sleep 1.5")
-    pid = job_pid(daemon, "one.jpg")
+    job_pid(daemon, "one.jpg")  # its job has started
     daemon.kill()
     results = root / "state" / "results"
     # Attempt 1 finishes on its own: its cutout and its log are written (the fake job writes no report on success).
