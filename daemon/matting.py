@@ -18,11 +18,17 @@ from typing import NamedTuple
 
 import numpy as np
 import onnxruntime
+import pillow_heif
 from PIL import ExifTags, Image, ImageChops, ImageCms, ImageOps, UnidentifiedImageError, features
 
 from daemon import png
 from daemon.formats import FORMAT_EXTENSIONS, format_for_path  # noqa: F401 - part of this module's interface
 from daemon.models import ModelError, ModelSpec, load_model_spec, models_dir  # noqa: F401 - likewise
+
+# HEIC/HEIF, what phones shoot by default, opens like any other image. libheif
+# applies the file's rotation while decoding (and reports EXIF orientation 1),
+# and the colour profile arrives in info["icc_profile"] as for JPEG.
+pillow_heif.register_heif_opener()
 
 CPU = "CPUExecutionProvider"
 
