@@ -1,8 +1,9 @@
 """What we tell systemd: readiness, a one-line status, watchdog pings and that we are stopping.
 
 The sd_notify protocol spoken directly, standard library only: one datagram
-of `KEY=value` lines to the AF_UNIX socket named by $NOTIFY_SOCKET. Without that variable every call is a no-op, so the daemon
-runs the same under a terminal, under tests and under systemd.
+of `KEY=value` lines to the AF_UNIX socket named by $NOTIFY_SOCKET. Without
+that variable every call is a no-op, so the daemon runs the same under a
+terminal, under tests and under systemd.
 
 The supervisor calls `update` on every pass of its loop. A wedged loop stops
 calling it, the pings stop, and systemd (WatchdogSec= in the unit) kills and
