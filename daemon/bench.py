@@ -15,6 +15,7 @@ otherwise, and carries its unit in its name (`decode_ms`, `images_per_s`).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import math
@@ -348,6 +349,8 @@ def encoders(corpus: list[Path], settings: Settings, spec, session, workdir: Pat
             found[fmt] = {"available": False, "why": str(exc)}
             continue
         options = matting.Options.from_settings(settings, fmt)
+        if fmt == "jpeg" and options.background == "transparent":
+            options = dataclasses.replace(options, background="#ffffff")  # JPEG has no alpha: timed on white
         times = encode_times(cutouts, folder / f"cutout{extension}", options)
         found[fmt] = {"available": True, **times}
     return found

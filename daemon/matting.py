@@ -19,7 +19,7 @@ from typing import NamedTuple
 import numpy as np
 import onnxruntime
 import pillow_heif
-from PIL import ExifTags, Image, ImageChops, ImageCms, ImageOps, UnidentifiedImageError, features
+from PIL import ExifTags, Image, ImageChops, ImageCms, ImageColor, ImageOps, UnidentifiedImageError, features
 
 from daemon import png
 from daemon.formats import FORMAT_EXTENSIONS, format_for_path  # noqa: F401 - part of this module's interface
@@ -46,7 +46,8 @@ class Options:
     """What a job does with an image beyond the model itself; each field is a setting."""
 
     format: str = "png"
-    quality: int = 90  # WebP and AVIF
+    background: str = "transparent"  # or "#rrggbb", composited under the cutout
+    quality: int = 90  # WebP, AVIF and JPEG
     png_compress_level: int = 1
     webp_method: int = 4
     avif_speed: int = 8
@@ -58,7 +59,7 @@ class Options:
     def from_settings(cls, settings, fmt: str | None = None) -> Options:
         """The options a daemon.settings.Settings asks for; `fmt` overrides its output_format."""
         return cls(
-            format=fmt or settings.output_format, quality=settings.quality,
+            format=fmt or settings.output_format, background=settings.background, quality=settings.quality,
             png_compress_level=settings.png_compress_level, webp_method=settings.webp_method,
             avif_speed=settings.avif_speed, threads=settings.threads,
             max_megapixels=settings.max_megapixels, large_images=settings.large_images,
@@ -386,10 +387,20 @@ def ensure_encoder(fmt: str) -> None:
             ) from None
 
 
+def on_background(rgba: Image.Image, colour: str) -> Image.Image:
+    """The cutout composited over a solid colour: RGB, exactly `colour` wherever alpha was 0."""
+    backdrop = Image.new("RGBA", rgba.size, ImageColor.getrgb(colour)[:3] + (255,))
+    return Image.alpha_composite(backdrop, rgba).convert("RGB")
+
+
 def encode(rgba: Image.Image, path: Path, icc_profile: bytes | None, options: Options) -> None:
-    """Write `rgba` to exactly `path` (the caller renames it into place)."""
+    """Write `rgba` to exactly `path` (the caller renames it into place), on the background if one is set."""
     fmt = options.format
     ensure_encoder(fmt)
+    if options.background != "transparent":
+        rgba = on_background(rgba, options.background)
+    elif fmt == "jpeg":
+        raise EncoderUnavailable('JPEG cannot keep transparency: set background to a colour, e.g. "white"')
     if fmt == "png":
         # Our own writer: the same lossless PNG as Pillow's at a low level, but
         # the deflate runs on every core (see daemon/png.py).
@@ -398,7 +409,9 @@ def encode(rgba: Image.Image, path: Path, icc_profile: bytes | None, options: Op
         return
     # Always pass the profile: b"" means none, where None would let Pillow fall back to rgba.info.
     extra: dict = {"icc_profile": icc_profile or b"", "quality": options.quality}
-    if fmt == "webp":
+    if fmt == "jpeg":
+        extra.update(optimize=False, subsampling="4:2:0" if options.quality < 90 else "4:4:4")
+    elif fmt == "webp":
         # Lossy colour at the user's quality, but lossless alpha (alpha_quality=100):
         # the cut edge is the product, and lossy alpha would fray it. Full
         # lossless WebP would ignore the quality setting and run 3-5× larger on photos.

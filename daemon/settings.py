@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -23,6 +23,9 @@ from pydantic_settings import (
 CONFIG_ENV = "BGREMOVER_CONFIG"
 
 
+TRANSPARENT = "transparent"
+
+
 class SettingsError(Exception):
     """A bad setting; the message is one line per problem, naming the setting."""
 
@@ -31,7 +34,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="BGREMOVER_", extra="forbid", validate_default=True)
 
     root: Path = Path("./data")
-    output_format: Literal["png", "webp", "avif"] = "png"
+    output_format: Literal["png", "webp", "avif", "jpeg"] = "png"
+    # "transparent" keeps the alpha; a colour ("white", "#ffffff") is composited under the cutout.
+    background: str = "transparent"
     quality: int = Field(90, ge=1, le=100, description="WebP/AVIF quality; PNG ignores it")
     max_session_items: int = Field(100, ge=1)
     session_idle_seconds: float = Field(30.0, gt=0)
@@ -64,6 +69,26 @@ class Settings(BaseSettings):
     # The module run as `python -m <job_module>` for each job. Tests point it at
     # fake job bodies; users have no reason to change it.
     job_module: str = "daemon.job"
+
+    @field_validator("background")
+    @classmethod
+    def _a_colour(cls, value: str) -> str:
+        if value.strip().lower() == TRANSPARENT:
+            return TRANSPARENT
+        from PIL import ImageColor  # only when a colour is set: the supervisor needs no Pillow otherwise
+
+        try:
+            red, green, blue = ImageColor.getrgb(value.strip())[:3]
+        except ValueError:
+            raise ValueError('must be "transparent" or a colour such as "white" or "#ffffff"') from None
+        return f"#{red:02x}{green:02x}{blue:02x}"
+
+    @model_validator(mode="after")
+    def _jpeg_needs_a_background(self) -> Settings:
+        if self.output_format == "jpeg" and self.background == TRANSPARENT:
+            raise ValueError('output_format "jpeg" cannot keep transparency: set background to a colour, '
+                             'e.g. background = "white"')
+        return self
 
     @field_validator("metrics_textfile")
     @classmethod
@@ -159,7 +184,10 @@ def describe(exc: ValidationError) -> str:
     """One line per bad value: which setting, what is wrong, what was given."""
     lines = []
     for error in exc.errors():
-        name = ".".join(str(part) for part in error["loc"]) or "settings"
+        name = ".".join(str(part) for part in error["loc"])
+        if not name:  # a rule between settings: its message names them itself
+            lines.append(error["msg"].removeprefix("Value error, "))
+            continue
         if error["type"] == "extra_forbidden":
             lines.append(f"unknown setting '{name}'")
             continue

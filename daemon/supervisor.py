@@ -421,13 +421,12 @@ class Supervisor:
             log.error("ticket_refused", session=name, error=error)
         return session
 
-    @staticmethod
-    def read_ticket(folder: Path | None) -> tuple[dict, str | None]:
+    def read_ticket(self, folder: Path | None) -> tuple[dict, str | None]:
         """The folder's job ticket, or the sentence saying why it cannot be used."""
         if folder is None:
             return {}, None
         try:
-            return read_ticket(folder) or {}, None
+            return read_ticket(folder, {name: getattr(self.settings, name) for name in TICKET_SETTINGS}) or {}, None
         except TicketError as exc:
             return {}, str(exc)
 
@@ -576,6 +575,7 @@ class Supervisor:
         argv = [
             "--input", str(original), "--output", str(self.spool.result(item, ext)),
             "--report", str(self.spool.report(item)), "--format", session.format,
+            "--background", options["background"],
             "--quality", str(options["quality"]), "--model", self.model.name,
             "--models-dir", str(self.model.path.parent), "--threads", str(settings.threads),
             "--providers", ",".join(settings.providers), "--png-compress-level", str(options["png_compress_level"]),

@@ -17,15 +17,15 @@ from pydantic import ValidationError
 from daemon.settings import Settings, describe
 
 TICKET_NAME = "bgremover.toml"
-TICKET_SETTINGS = ("output_format", "quality", "png_compress_level", "webp_method", "avif_speed")
+TICKET_SETTINGS = ("output_format", "background", "quality", "png_compress_level", "webp_method", "avif_speed")
 
 
 class TicketError(ValueError):
     """A ticket that cannot be used; the message says why in one sentence."""
 
 
-def read_ticket(folder: Path) -> dict | None:
-    """The settings the folder's ticket sets, validated; None when the folder has no ticket."""
+def read_ticket(folder: Path, base: dict | None = None) -> dict | None:
+    """The settings the folder's ticket sets, validated over `base` (the daemon's own); None without a ticket."""
     path = folder / TICKET_NAME
     try:
         text = path.read_bytes().decode("utf-8")
@@ -37,18 +37,22 @@ def read_ticket(folder: Path) -> dict | None:
         values = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise TicketError(f"the job ticket {TICKET_NAME} is not valid TOML: {exc}") from None
-    return validated(values)
+    return validated(values, base)
 
 
-def validated(values: dict) -> dict:
-    """The ticket's values checked against the same rules as the daemon's own settings."""
+def validated(values: dict, base: dict | None = None) -> dict:
+    """The ticket's values checked against the same rules as the daemon's own settings.
+
+    Checked together with `base`, the daemon's values for what the ticket leaves
+    out: a ticket asking for JPEG is fine where the daemon's background is white.
+    """
     refused = sorted(set(values) - set(TICKET_SETTINGS))
     if refused:
         raise TicketError(f"the job ticket {TICKET_NAME} sets {', '.join(map(repr, refused))}, which a ticket cannot "
                           f"set; it may set {', '.join(TICKET_SETTINGS)}")
     try:
         # model_validate checks the values alone: the environment and config file play no part.
-        checked = Settings.model_validate(values)
+        checked = Settings.model_validate({**(base or {}), **values})
     except ValidationError as exc:
         problems = describe(exc).replace("\n", "; ")
         raise TicketError(f"the job ticket {TICKET_NAME} is invalid: {problems}") from None

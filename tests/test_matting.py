@@ -402,8 +402,8 @@ def test_format_for_path(name, fmt):
 
 
 def test_format_for_path_refuses_other_extensions():
-    with pytest.raises(ValueError, match=r"'a\.jpg': the extension must be one of \.png, \.webp, \.avif"):
-        matting.format_for_path("a.jpg")
+    with pytest.raises(ValueError, match=r"'a\.tif': the extension must be one of \.png, \.webp, \.avif, \.jpg"):
+        matting.format_for_path("a.tif")
 
 
 def test_encode_refuses_an_unknown_format(tmp_path):
