@@ -65,7 +65,6 @@ class Metrics:
     def __init__(self, settings: Settings) -> None:
         self.port = settings.metrics_port
         self.textfile = settings.metrics_textfile
-        self.memory_limit_kb = settings.job_memory_limit_mb * 1024
         self.registry = CollectorRegistry()
         self.define_metrics()
         self.server = None  # the HTTP server and its thread, while serving
@@ -116,22 +115,22 @@ class Metrics:
         log.info("metrics_started", url=f"http://{ADDRESS}:{self.port}/metrics" if self.port else None,
                  textfile=str(self.textfile) if self.textfile else None)
 
-    def job_concluded(self, job: RunningJob, status: Status, timings_ms: dict | None, now: float) -> None:
+    def job_concluded(self, job: RunningJob, status: Status, reason: str | None, timings_ms: dict | None,
+                      now: float) -> None:
         """Count one job's outcome; `now` is on the same clock as job.started (monotonic)."""
         if not self.enabled:
             return
         # Called once the outcome is recorded: raising here would have the loop conclude the job again.
         try:
-            self.count_job(job, status, timings_ms, now - job.started)
+            self.count_job(status, reason, timings_ms, now - job.started)
         except Exception:  # noqa: BLE001 - a metric is never worth an item
             log.exception("metrics_not_recorded", status=status.value)
 
-    def count_job(self, job: RunningJob, status: Status, timings_ms: dict | None, seconds: float) -> None:
+    def count_job(self, status: Status, reason: str | None, timings_ms: dict | None, seconds: float) -> None:
         self.jobs.labels(status.value).inc()
         self.duration.observe(seconds)
         if status in (Status.FAILED, Status.CANCELLED):
-            over_memory = job.peak_rss_kb > self.memory_limit_kb
-            self.failures.labels(failure_reason(job.stop_reason, job.returncode, over_memory)).inc()
+            self.failures.labels(reason).inc()  # the verdict's reason: one of FAILURE_REASONS
         elif status is Status.DONE and timings_ms:
             self.observe_stages(timings_ms, seconds)
 
@@ -212,22 +211,3 @@ class Metrics:
         if self.failing:
             log.info("metrics_refreshed_again")
         self.failing = False
-
-
-def failure_reason(stop_reason: str | None, exit_code: int | None, over_memory: bool) -> str:
-    """Why a job failed, as one of FAILURE_REASONS; the same order of checks as Supervisor.verdict."""
-    if stop_reason == "cancel":
-        return "cancelled"
-    if stop_reason == "memory" or over_memory:
-        return "memory"
-    if stop_reason == "timeout":
-        return "timeout"
-    if exit_code == 0:
-        return "no_result"  # it exited 0 without writing its result
-    if exit_code == EXIT_BAD_INPUT:
-        return "bad_input"
-    if exit_code == EXIT_TEMPORARY:
-        return "temporary"
-    if exit_code is not None and exit_code < 0:
-        return "killed"  # by a signal from outside: the OOM killer, a user
-    return "crashed"

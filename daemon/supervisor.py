@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import NamedTuple
 
 import structlog
 
@@ -693,7 +694,7 @@ class Supervisor:
         ext = FORMAT_EXTENSIONS[self.store.session(item.session).format]
         result, report, job_log = self.spool.result(item, ext), self.spool.report(item), self.spool.job_log(item)
         job_report = read_report(report)
-        status, error = self.verdict(job, result, job_report)
+        status, error, reason = verdict(job, result, job_report, self.settings)
         stderr = tail(job_log)  # bounded: what a job says goes on its item's log line, whatever the outcome
         note = job_report.get("note") if status is Status.DONE else None
         could_not_write = status is Status.QUEUED and code == EXIT_CANT_WRITE
@@ -705,7 +706,7 @@ class Supervisor:
         self.finish(item, status, error, note=note, reason=job.stop_reason or "exited", exit_code=code, pid=job.process.pid,
                     duration_ms=round((now - job.started) * 1000), peak_rss_mb=round(job.peak_rss_kb / 1024, 1),
                     **extra)
-        self.metrics.job_concluded(job, status, job_report.get("timings_ms"), now)
+        self.metrics.job_concluded(job, status, reason, job_report.get("timings_ms"), now)
         if could_not_write:
             self.state_refused(OSError(errno.ENOSPC, job_report.get("error") or "the job could not write its result"), now)
         # Only after the outcome is recorded: until then these files are its evidence.
@@ -713,36 +714,6 @@ class Supervisor:
             if status is not Status.DONE:
                 self.spool.discard(result)
             self.spool.discard(report, job_log)
-
-    def verdict(self, job: RunningJob, result: Path, report: dict) -> tuple[Status, str | None]:
-        """The item's terminal state from what we asked, the exit code and the result file."""
-        code, limits = job.returncode, self.settings
-        if job.stop_reason == "shutdown":
-            return Status.QUEUED, None
-        if job.stop_reason is None and code == EXIT_CANT_WRITE:
-            return Status.QUEUED, None  # the disk's fault, not the image's: it runs again later
-        if job.stop_reason == "cancel":
-            return Status.CANCELLED, "cancelled while processing"
-        if job.stop_reason == "memory" or job.peak_rss_kb > limits.job_memory_limit_mb * 1024:
-            return Status.FAILED, (f"the job used more than the memory limit of {limits.job_memory_limit_mb} MB "
-                                   "(job_memory_limit_mb) and was stopped")
-        if job.stop_reason == "timeout":
-            return Status.FAILED, (f"the job took longer than {limits.job_timeout_seconds:g} s "
-                                   "(job_timeout_seconds) and was killed")
-        if code == EXIT_DONE:
-            if result.is_file():
-                return Status.DONE, None
-            return Status.FAILED, "the job exited without writing its result"
-        if code == EXIT_BAD_INPUT:
-            return Status.FAILED, report.get("error") or "the file could not be read as an image"
-        if code == EXIT_TEMPORARY:
-            return Status.FAILED, (report.get("error") or "a temporary failure") + "; touch the retry marker to try again"
-        if code < 0:
-            name = signal.Signals(-code).name
-            hint = " (perhaps out of memory)" if -code == signal.SIGKILL else ""
-            return Status.FAILED, f"the job was killed by {name}{hint}"
-        detail = f": {report['error']}" if report.get("error") else ""
-        return Status.FAILED, f"the job crashed with exit code {code}{detail}"
 
     def move(self, item: Item, dst: Status, reason: str, error: str | None = None, note: str | None = None) -> Item:
         """The one place the supervisor changes an item's status; every change is logged."""
@@ -934,6 +905,43 @@ class Supervisor:
         except (OSError, ValueError):
             pass
         self.publish(session.name)
+
+
+class Verdict(NamedTuple):
+    status: Status  # the item's next status
+    error: str | None  # the sentence the user reads
+    reason: str | None  # why it failed, in one word of metrics.FAILURE_REASONS; None unless failed or cancelled
+
+
+def verdict(job: RunningJob, result: Path, report: dict, limits: Settings) -> Verdict:
+    """The item's next status from what we asked of the job, its exit code and its result file."""
+    code = job.returncode
+    if job.stop_reason == "shutdown":
+        return Verdict(Status.QUEUED, None, None)
+    if job.stop_reason is None and code == EXIT_CANT_WRITE:
+        return Verdict(Status.QUEUED, None, None)  # the disk's fault, not the image's: it runs again later
+    if job.stop_reason == "cancel":
+        return Verdict(Status.CANCELLED, "cancelled while processing", "cancelled")
+    if job.stop_reason == "memory" or job.peak_rss_kb > limits.job_memory_limit_mb * 1024:
+        return Verdict(Status.FAILED, f"the job used more than the memory limit of {limits.job_memory_limit_mb} MB "
+                                      "(job_memory_limit_mb) and was stopped", "memory")
+    if job.stop_reason == "timeout":
+        return Verdict(Status.FAILED, f"the job took longer than {limits.job_timeout_seconds:g} s "
+                                      "(job_timeout_seconds) and was killed", "timeout")
+    if code == EXIT_DONE:
+        if result.is_file():
+            return Verdict(Status.DONE, None, None)
+        return Verdict(Status.FAILED, "the job exited without writing its result", "no_result")
+    if code == EXIT_BAD_INPUT:
+        return Verdict(Status.FAILED, report.get("error") or "the file could not be read as an image", "bad_input")
+    if code == EXIT_TEMPORARY:
+        error = (report.get("error") or "a temporary failure") + "; touch the retry marker to try again"
+        return Verdict(Status.FAILED, error, "temporary")
+    if code < 0:
+        hint = " (perhaps out of memory)" if -code == signal.SIGKILL else ""
+        return Verdict(Status.FAILED, f"the job was killed by {signal.Signals(-code).name}{hint}", "killed")
+    detail = f": {report['error']}" if report.get("error") else ""
+    return Verdict(Status.FAILED, f"the job crashed with exit code {code}{detail}", "crashed")
 
 
 def read_report(path: Path) -> dict:

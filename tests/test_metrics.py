@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from daemon.metrics import FAILURE_REASONS, STAGES, Metrics, MetricsUnavailable, failure_reason
+from daemon.metrics import FAILURE_REASONS, STAGES, Metrics, MetricsUnavailable
 from daemon.settings import SettingsError, load_settings
 from daemon.states import SessionState, Status
 from daemon.store import Store
-from daemon.supervisor import RunningJob
+from daemon.supervisor import RunningJob, verdict
 from tests.conftest import REPO
 from tests.harness import Daemon, drop, wait_for
 from tests.images import photo
@@ -128,7 +128,7 @@ def test_a_done_job_is_timed_by_stage_and_what_isolation_added(tmp_path):
     timings_ms = {"decode": 20, "preprocess": 15, "inference": 200, "postprocess": 30, "encode": 60, "publish": 5,
                   "a_stage_nobody_announced": 1}
 
-    metrics.job_concluded(job(started=100.0), Status.DONE, timings_ms, now=100.4)
+    metrics.job_concluded(job(started=100.0), Status.DONE, None, timings_ms, now=100.4)
 
     for stage in STAGES:
         assert registry_value(metrics, "bgremover_job_stage_seconds_count", stage=stage) == 1
@@ -146,7 +146,7 @@ def test_a_done_job_is_timed_by_stage_and_what_isolation_added(tmp_path):
 @pytest.mark.parametrize(("stop_reason", "exit_code", "over_memory", "reason"), [
     ("timeout", -9, False, "timeout"),
     ("memory", -9, True, "memory"),
-    (None, -9, True, "memory"),  # past the limit between two polls: Supervisor.verdict says memory too
+    (None, -9, True, "memory"),  # past the limit between two polls: still memory
     (None, -9, False, "killed"),
     (None, -11, False, "killed"),
     (None, 3, False, "crashed"),
@@ -156,18 +156,22 @@ def test_a_done_job_is_timed_by_stage_and_what_isolation_added(tmp_path):
     (None, 0, False, "no_result"),
     ("cancel", -15, False, "cancelled"),
 ])  # fmt: skip
-def test_a_failure_reason_comes_from_how_the_job_ended(stop_reason, exit_code, over_memory, reason):
-    assert failure_reason(stop_reason, exit_code, over_memory) == reason
+def test_a_failure_reason_comes_from_how_the_job_ended(tmp_path, stop_reason, exit_code, over_memory,
+                                                        reason):
+    limits = load_settings(None, root=tmp_path, job_memory_limit_mb=100)
+    ended = job(stop_reason=stop_reason, returncode=exit_code, peak_rss_kb=200 * 1024 if over_memory else 0)
+    judged = verdict(ended, tmp_path / "no-result.png", {}, limits)  # the supervisor's own verdict
+    assert judged.reason == reason and judged.status in (Status.FAILED, Status.CANCELLED)
     assert reason in FAILURE_REASONS
 
 
 def test_failures_are_counted_by_reason_never_by_their_error_text(tmp_path):
     metrics = metrics_for(tmp_path, metrics_port=free_port())
 
-    metrics.job_concluded(job(returncode=2), Status.FAILED, None, now=101.0)
-    metrics.job_concluded(job(stop_reason="timeout", returncode=-15), Status.FAILED, None, now=400.0)
-    metrics.job_concluded(job(stop_reason="cancel", returncode=-15), Status.CANCELLED, None, now=101.0)
-    metrics.job_concluded(job(stop_reason="shutdown", returncode=-15), Status.QUEUED, None, now=101.0)
+    metrics.job_concluded(job(returncode=2), Status.FAILED, "bad_input", None, now=101.0)
+    metrics.job_concluded(job(stop_reason="timeout", returncode=-15), Status.FAILED, "timeout", None, now=400.0)
+    metrics.job_concluded(job(stop_reason="cancel", returncode=-15), Status.CANCELLED, "cancelled", None, now=101.0)
+    metrics.job_concluded(job(stop_reason="shutdown", returncode=-15), Status.QUEUED, None, None, now=101.0)
 
     failures = {r: registry_value(metrics, "bgremover_job_failures_total", reason=r) for r in FAILURE_REASONS}
     assert failures == {r: (1 if r in ("bad_input", "timeout", "cancelled") else 0) for r in FAILURE_REASONS}
@@ -185,7 +189,7 @@ def test_nothing_is_served_written_or_read_unless_a_metrics_setting_is_set(tmp_p
     metrics.start(store)
     add_session(store, "catalog", [Status.QUEUED])
     metrics.refresh(store, now=1000.0)
-    metrics.job_concluded(job(), Status.DONE, {"decode": 1}, now=101.0)
+    metrics.job_concluded(job(), Status.DONE, None, {"decode": 1}, now=101.0)
 
     assert not metrics.enabled and metrics.server is None and threading.active_count() == threads
     assert registry_value(metrics, "bgremover_queue_depth") == 0
@@ -379,5 +383,5 @@ def test_the_bench_daemon_neither_takes_the_metrics_port_nor_overwrites_the_text
 def test_a_metric_that_cannot_be_recorded_never_reaches_the_loop(tmp_path):
     metrics = metrics_for(tmp_path, metrics_port=free_port())
     broken = RunningJob(None, None, started=None, deadline=0.0)  # so that a bug's TypeError is raised inside
-    metrics.job_concluded(broken, Status.DONE, None, now=101.0)  # logged, not raised
+    metrics.job_concluded(broken, Status.DONE, None, None, now=101.0)  # logged, not raised
     assert registry_value(metrics, "bgremover_jobs_total", status="done") == 0
