@@ -65,6 +65,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--report", type=Path, required=True)
     parser.add_argument("--format", choices=sorted(matting.FORMAT_EXTENSIONS), required=True)
     parser.add_argument("--background", default=matting.Options.background, help='"transparent" or "#rrggbb"')
+    parser.add_argument("--crop", choices=["none", "subject", "square"], default=matting.Options.crop)
+    parser.add_argument("--margin", type=float, default=matting.Options.margin)
+    parser.add_argument("--fill", type=float, default=matting.Options.fill)
+    parser.add_argument("--size", type=_whole(16, 20000), default=None)
     parser.add_argument("--quality", type=_whole(1, 100), metavar="1..100", required=True)
     parser.add_argument("--model", required=True)
     parser.add_argument("--models-dir", type=Path, default=None)
@@ -199,7 +203,8 @@ def matching(prepared: Prepared | None, args: argparse.Namespace) -> Prepared:
 
 def options_from(args: argparse.Namespace) -> matting.Options:
     return matting.Options(
-        format=args.format, background=args.background, quality=args.quality, png_compress_level=args.png_compress_level,
+        format=args.format, background=args.background, crop=args.crop, margin=args.margin, fill=args.fill,
+        size=args.size, quality=args.quality, png_compress_level=args.png_compress_level,
         webp_method=args.webp_method, avif_speed=args.avif_speed, threads=args.threads or 1,
         max_megapixels=args.max_megapixels, large_images=args.large_images,
     )  # fmt: skip

@@ -47,6 +47,10 @@ class Options:
 
     format: str = "png"
     background: str = "transparent"  # or "#rrggbb", composited under the cutout
+    crop: str = "none"  # or "subject", "square"
+    margin: float = 5.0  # percent of the subject's longer side, around it ("subject")
+    fill: float = 85.0  # percent of the square canvas the subject's longer side spans ("square")
+    size: int | None = None  # the square canvas resized to this many pixels a side
     quality: int = 90  # WebP, AVIF and JPEG
     png_compress_level: int = 1
     webp_method: int = 4
@@ -59,7 +63,8 @@ class Options:
     def from_settings(cls, settings, fmt: str | None = None) -> Options:
         """The options a daemon.settings.Settings asks for; `fmt` overrides its output_format."""
         return cls(
-            format=fmt or settings.output_format, background=settings.background, quality=settings.quality,
+            format=fmt or settings.output_format, background=settings.background, crop=settings.crop,
+            margin=settings.margin, fill=settings.fill, size=settings.size, quality=settings.quality,
             png_compress_level=settings.png_compress_level, webp_method=settings.webp_method,
             avif_speed=settings.avif_speed, threads=settings.threads,
             max_megapixels=settings.max_megapixels, large_images=settings.large_images,
@@ -387,6 +392,50 @@ def ensure_encoder(fmt: str) -> None:
             ) from None
 
 
+SUBJECT_ALPHA = 128  # a pixel at least half opaque belongs to the subject's box
+
+
+def subject_box(rgba: Image.Image) -> tuple[int, int, int, int] | None:
+    """(left, top, right, bottom) around the pixels at least half opaque; None if there are none."""
+    return rgba.getchannel("A").point(lambda a: 255 if a >= SUBJECT_ALPHA else 0).getbbox()
+
+
+def framed(rgba: Image.Image, options: Options) -> Image.Image:
+    """The cutout cropped to its subject, or centred on a square canvas, as `crop` asks.
+
+    An image in which the model found no subject is left as it is: a crop to
+    nothing would lose the picture, and the mask already says what was found.
+    """
+    box = subject_box(rgba) if options.crop != "none" else None
+    if box is None:
+        return rgba
+    if options.crop == "subject":
+        left, top, right, bottom = box
+        pad = round(max(right - left, bottom - top) * options.margin / 100)
+        return rgba.crop((max(0, left - pad), max(0, top - pad),
+                          min(rgba.width, right + pad), min(rgba.height, bottom + pad)))
+    return on_square(rgba.crop(box), options)
+
+
+def on_square(subject: Image.Image, options: Options) -> Image.Image:
+    """The subject centred on a transparent square whose side its longer side spans `fill` percent of.
+
+    With `size`, the subject is scaled first, so it spans `fill` percent of
+    exactly `size` pixels rather than of a small canvas blown up later.
+    """
+    longer = max(subject.size)
+    if options.size:
+        side = options.size
+        scale = side * options.fill / 100 / longer
+        subject = subject.resize((max(1, round(subject.width * scale)), max(1, round(subject.height * scale))),
+                                 Image.Resampling.LANCZOS)
+    else:
+        side = max(longer, round(longer * 100 / options.fill))
+    canvas = Image.new("RGBA", (side, side), (0, 0, 0, 0))  # the background colour, if any, comes at encode
+    canvas.paste(subject, ((side - subject.width) // 2, (side - subject.height) // 2))
+    return canvas
+
+
 def on_background(rgba: Image.Image, colour: str) -> Image.Image:
     """The cutout composited over a solid colour: RGB, exactly `colour` wherever alpha was 0."""
     backdrop = Image.new("RGBA", rgba.size, ImageColor.getrgb(colour)[:3] + (255,))
@@ -444,7 +493,7 @@ def remove_background(
     raw = infer(session, tensor, spec)
     lap("inference")
     mask = postprocess(raw, image.size)
-    rgba = cutout(image, mask)
+    rgba = framed(cutout(image, mask), options)
     lap("postprocess")
     encode(rgba, dst, icc, options)
     lap("encode")

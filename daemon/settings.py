@@ -37,6 +37,13 @@ class Settings(BaseSettings):
     output_format: Literal["png", "webp", "avif", "jpeg"] = "png"
     # "transparent" keeps the alpha; a colour ("white", "#ffffff") is composited under the cutout.
     background: str = "transparent"
+    # Framing: "none"; "subject" crops to the subject's box plus `margin` percent of
+    # its longer side; "square" centres the subject on a square canvas of the
+    # background, its longer side `fill` percent of the canvas, resized to `size` px if set.
+    crop: Literal["none", "subject", "square"] = "none"
+    margin: float = Field(5.0, ge=0, le=100)
+    fill: float = Field(85.0, gt=0, le=100)
+    size: int | None = Field(None, ge=16, le=20000)
     quality: int = Field(90, ge=1, le=100, description="WebP/AVIF quality; PNG ignores it")
     max_session_items: int = Field(100, ge=1)
     session_idle_seconds: float = Field(30.0, gt=0)

@@ -576,7 +576,8 @@ class Supervisor:
         argv = [
             "--input", str(original), "--output", str(self.spool.result(item, ext)),
             "--report", str(self.spool.report(item)), "--format", session.format,
-            "--background", options["background"],
+            "--background", options["background"], "--crop", options["crop"], "--margin", str(options["margin"]),
+            "--fill", str(options["fill"]), *(["--size", str(options["size"])] if options["size"] else []),
             "--quality", str(options["quality"]), "--model", self.model.name,
             "--models-dir", str(self.model.path.parent), "--threads", str(settings.threads),
             "--providers", ",".join(settings.providers), "--png-compress-level", str(options["png_compress_level"]),
