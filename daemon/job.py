@@ -65,6 +65,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--report", type=Path, required=True)
     parser.add_argument("--format", choices=sorted(matting.FORMAT_EXTENSIONS), required=True)
     parser.add_argument("--background", default=matting.Options.background, help='"transparent" or "#rrggbb"')
+    parser.add_argument("--kind", choices=["cutout", "mask", "both"], default=matting.Options.output,
+                        help="what OUT holds; with both, the mask goes to --mask")
+    parser.add_argument("--mask", type=Path, default=None, help="where the mask goes with --kind both")
     parser.add_argument("--crop", choices=["none", "subject", "square"], default=matting.Options.crop)
     parser.add_argument("--margin", type=float, default=matting.Options.margin)
     parser.add_argument("--fill", type=float, default=matting.Options.fill)
@@ -79,7 +82,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--avif-speed", type=_whole(0, 10), default=matting.Options.avif_speed)
     parser.add_argument("--max-megapixels", type=float, default=matting.Options.max_megapixels)
     parser.add_argument("--large-images", choices=["reduce", "refuse"], default=matting.Options.large_images)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.kind == "both" and args.mask is None:
+        parser.error("--kind both needs --mask")
+    return args
 
 
 # ---------------------------------------------------------------- the fork server's hooks
@@ -203,7 +209,7 @@ def matching(prepared: Prepared | None, args: argparse.Namespace) -> Prepared:
 
 def options_from(args: argparse.Namespace) -> matting.Options:
     return matting.Options(
-        format=args.format, background=args.background, crop=args.crop, margin=args.margin, fill=args.fill,
+        format=args.format, background=args.background, output=args.kind, crop=args.crop, margin=args.margin, fill=args.fill,
         size=args.size, quality=args.quality, png_compress_level=args.png_compress_level,
         webp_method=args.webp_method, avif_speed=args.avif_speed, threads=args.threads or 1,
         max_megapixels=args.max_megapixels, large_images=args.large_images,
@@ -211,15 +217,25 @@ def options_from(args: argparse.Namespace) -> matting.Options:
 
 
 def run(args: argparse.Namespace, prepared: Prepared) -> matting.Outcome:
-    """Write the result to a temp file beside OUT, make it durable, then rename it to OUT."""
+    """Write the result to a temp file beside OUT, make it durable, then rename it to OUT.
+
+    With --kind both the mask is published first: once OUT exists, so does its mask.
+    """
     temp = args.output.with_name(f".tmp-{args.output.name}")
+    mask = args.mask if args.kind == "both" else None
+    mask_temp = mask.with_name(f".tmp-{mask.name}") if mask else None
     try:
-        outcome = matting.remove_background(args.input, temp, prepared.session, prepared.shared.spec, options_from(args))
+        outcome = matting.remove_background(args.input, temp, prepared.session, prepared.shared.spec,
+                                            options_from(args), mask_temp)
         started = time.perf_counter()
+        if mask:
+            publish(mask_temp, mask)
         publish(temp, args.output)
         outcome.timings_ms["publish"] = round((time.perf_counter() - started) * 1000, 2)
     finally:
-        temp.unlink(missing_ok=True)  # after a successful publish it no longer exists
+        for leftover in (temp, mask_temp):
+            if leftover:
+                leftover.unlink(missing_ok=True)  # after a successful publish it no longer exists
     return outcome
 
 

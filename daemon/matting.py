@@ -47,6 +47,7 @@ class Options:
 
     format: str = "png"
     background: str = "transparent"  # or "#rrggbb", composited under the cutout
+    output: str = "cutout"  # or "mask" (the alpha alone, a grey PNG), "both" (the cutout, and the mask beside it)
     crop: str = "none"  # or "subject", "square"
     margin: float = 5.0  # percent of the subject's longer side, around it ("subject")
     fill: float = 85.0  # percent of the square canvas the subject's longer side spans ("square")
@@ -63,7 +64,8 @@ class Options:
     def from_settings(cls, settings, fmt: str | None = None) -> Options:
         """The options a daemon.settings.Settings asks for; `fmt` overrides its output_format."""
         return cls(
-            format=fmt or settings.output_format, background=settings.background, crop=settings.crop,
+            format=fmt or settings.output_format, background=settings.background, output=settings.output,
+            crop=settings.crop,
             margin=settings.margin, fill=settings.fill, size=settings.size, quality=settings.quality,
             png_compress_level=settings.png_compress_level, webp_method=settings.webp_method,
             avif_speed=settings.avif_speed, threads=settings.threads,
@@ -436,6 +438,11 @@ def on_square(subject: Image.Image, options: Options) -> Image.Image:
     return canvas
 
 
+def write_mask(rgba: Image.Image, path: Path, options: Options) -> None:
+    """The cutout's alpha alone, framed like the cutout, as an 8-bit grey PNG (lossless: it is a matte)."""
+    png.write_png(path, np.asarray(rgba.getchannel("A")), level=options.png_compress_level, threads=options.threads)
+
+
 def on_background(rgba: Image.Image, colour: str) -> Image.Image:
     """The cutout composited over a solid colour: RGB, exactly `colour` wherever alpha was 0."""
     backdrop = Image.new("RGBA", rgba.size, ImageColor.getrgb(colour)[:3] + (255,))
@@ -474,9 +481,13 @@ def encode(rgba: Image.Image, path: Path, icc_profile: bytes | None, options: Op
 
 
 def remove_background(
-    src: Path, dst: Path, session: onnxruntime.InferenceSession, spec: ModelSpec, options: Options = Options()
+    src: Path, dst: Path, session: onnxruntime.InferenceSession, spec: ModelSpec, options: Options = Options(),
+    mask_dst: Path | None = None,
 ) -> Outcome:
-    """Cut the subject of `src` out into `dst`; the outcome holds each stage's time in ms."""
+    """Cut the subject of `src` out into `dst` (and its mask into `mask_dst` with output "both").
+
+    The outcome holds each stage's time in ms. With output "mask", `dst` gets the mask.
+    """
     outcome = Outcome()
     clock = time.perf_counter()
 
@@ -495,6 +506,9 @@ def remove_background(
     mask = postprocess(raw, image.size)
     rgba = framed(cutout(image, mask), options)
     lap("postprocess")
-    encode(rgba, dst, icc, options)
+    if options.output in ("mask", "both"):
+        write_mask(rgba, mask_dst if options.output == "both" else dst, options)
+    if options.output != "mask":
+        encode(rgba, dst, icc, options)
     lap("encode")
     return outcome

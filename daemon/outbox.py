@@ -72,6 +72,29 @@ def member_name(item_name: str, fmt_ext: str, taken: set[str]) -> str:
     return next(name for name in names if name.casefold() not in folded)
 
 
+MASK_SUFFIX = ".mask.png"
+
+
+def mask_member(member: str) -> str:
+    """The mask's name beside a cutout's: "a/red.png" -> "a/red.mask.png" (output "both")."""
+    folder, _, last = member.rpartition("/")
+    stem = cut(posixpath.splitext(last)[0], NAME_MAX - len(MASK_SUFFIX))
+    return (folder + "/" if folder else "") + stem + MASK_SUFFIX
+
+
+def member_with_mask(item_name: str, fmt_ext: str, taken: set[str]) -> str:
+    """member_name, for a session whose items each have a mask too: neither name may be taken.
+
+    `taken` holds every cutout and mask name already in the ZIP.
+    """
+    refused = set(taken)
+    while True:
+        member = member_name(item_name, fmt_ext, refused)
+        if mask_member(member).casefold() not in {name.casefold() for name in refused}:
+            return member
+        refused.add(member)  # its mask would collide: the next candidate
+
+
 def _stems(stem: str, ext: str, room: int) -> Iterator[str]:
     """"a", "a-jpg", "a-jpg-2", "a-jpg-3", ... each at most `room` bytes (endless: the caller stops).
 

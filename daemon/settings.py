@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     output_format: Literal["png", "webp", "avif", "jpeg"] = "png"
     # "transparent" keeps the alpha; a colour ("white", "#ffffff") is composited under the cutout.
     background: str = "transparent"
+    # What each image gives: "cutout", "mask" (its alpha alone, 8-bit grey PNG) or
+    # "both" (NAME.png and NAME.mask.png side by side in the ZIP).
+    output: Literal["cutout", "mask", "both"] = "cutout"
     # Framing: "none"; "subject" crops to the subject's box plus `margin` percent of
     # its longer side; "square" centres the subject on a square canvas of the
     # background, its longer side `fill` percent of the canvas, resized to `size` px if set.
@@ -92,7 +95,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _jpeg_needs_a_background(self) -> Settings:
-        if self.output_format == "jpeg" and self.background == TRANSPARENT:
+        if self.output_format == "jpeg" and self.background == TRANSPARENT and self.output != "mask":
             raise ValueError('output_format "jpeg" cannot keep transparency: set background to a colour, '
                              'e.g. background = "white"')
         return self

@@ -91,6 +91,10 @@ class Spool:
     def result(self, item: Item, fmt_ext: str, attempt: int | None = None) -> Path:
         return self.results / f"{item.id}-{attempt or item.attempts}{fmt_ext}"
 
+    def mask_result(self, item: Item) -> Path:
+        """Where a job writes the mask beside its cutout (output "both")."""
+        return self.results / f"{item.id}-{item.attempts}.mask.png"
+
     def report(self, item: Item) -> Path:
         return self.results / f"{item.id}-{item.attempts}.report.json"
 

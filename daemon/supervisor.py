@@ -13,6 +13,7 @@ being prepared, holding no image.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import json
 import os
@@ -323,7 +324,8 @@ class Supervisor:
         waiting = set()
         for session in self.store.sessions(SessionState.OPEN, SessionState.PROCESSING):
             ext = FORMAT_EXTENSIONS[session.format]
-            waiting |= {self.spool.result(item, ext).name for item in self.store.items(session.name, Status.DONE)}
+            for item in self.store.items(session.name, Status.DONE):
+                waiting |= {self.spool.result(item, ext).name, self.spool.mask_result(item).name}
         swept = [path for path in self.spool.results.iterdir() if path.is_file() and path.name not in waiting]
         self.spool.discard(*swept)
         if swept:
@@ -386,7 +388,7 @@ class Supervisor:
         session = self.session_for(source, now, self.settings.inbox / relative.parts[0] if source else None)
         names, members = self.store.names(session.name)
         name = self.unused_name(fitted_path("/".join(parts[1:] if source else parts)), names)
-        member = outbox.member_name(name, FORMAT_EXTENSIONS[session.format], members)
+        member = self.member(session, name, members)
         ext = path.suffix.lower()
         item = self.store.add_item(session.name, name, member, ext, os.fsencode(path.relative_to(self.settings.root)), now)
         try:
@@ -415,12 +417,30 @@ class Supervisor:
         while self.store.session(name := session_name(base, n)) or (self.settings.outbox / f"{name}.json").exists():
             n += 1
         ticket, error = self.read_ticket(folder)
-        fmt = ticket.get("output_format", self.settings.output_format)
-        session = self.store.create_session(name, source, fmt, now, ticket, error)
+        session = self.store.create_session(name, source, self.format_for(ticket), now, ticket, error)
         log.info("session_opened", session=name, **({"ticket": ticket} if ticket else {}))
         if error:
             log.error("ticket_refused", session=name, error=error)
         return session
+
+    def options_for(self, ticket: dict) -> dict:
+        """The output settings a session runs with: the daemon's, with its folder's ticket over them."""
+        return {**{name: getattr(self.settings, name) for name in TICKET_SETTINGS}, **ticket}
+
+    def format_for(self, ticket: dict) -> str:
+        """A session's file format: a mask alone is always a PNG (a matte must be lossless)."""
+        options = self.options_for(ticket)
+        return "png" if options["output"] == "mask" else options["output_format"]
+
+    def with_masks(self, session: Session) -> bool:
+        return self.options_for(session.ticket)["output"] == "both"
+
+    def member(self, session: Session, name: str, members: set[str]) -> str:
+        """The new item's ZIP name: distinct from every cutout, and from every mask when there are masks."""
+        ext = FORMAT_EXTENSIONS[session.format]
+        if not self.with_masks(session):
+            return outbox.member_name(name, ext, members)
+        return outbox.member_with_mask(name, ext, members | {outbox.mask_member(m) for m in members})
 
     def read_ticket(self, folder: Path | None) -> tuple[dict, str | None]:
         """The folder's job ticket, or the sentence saying why it cannot be used."""
@@ -436,12 +456,11 @@ class Supervisor:
         ticket, error = self.read_ticket(self.settings.inbox / session.source if session.source else None)
         if error:
             return
-        fmt = ticket.get("output_format", self.settings.output_format)
-        taken: set[str] = set()
-        members = {}
+        fmt = self.format_for(ticket)
+        renamed = dataclasses.replace(session, format=fmt, options=json.dumps(ticket) if ticket else None)
+        members: dict[int, str] = {}
         for item in self.store.items(session.name):
-            members[item.id] = outbox.member_name(item.name, FORMAT_EXTENSIONS[fmt], taken)
-            taken.add(members[item.id])
+            members[item.id] = self.member(renamed, item.name, set(members.values()))
         self.store.set_ticket(session.name, fmt, ticket, None, members)
         log.info("ticket_applied", session=session.name, ticket=ticket)
 
@@ -572,11 +591,12 @@ class Supervisor:
         session = self.store.session(item.session)
         ext = FORMAT_EXTENSIONS[session.format]
         settings = self.settings
-        options = {**{name: getattr(settings, name) for name in TICKET_SETTINGS}, **session.ticket}
+        options = self.options_for(session.ticket)
         argv = [
             "--input", str(original), "--output", str(self.spool.result(item, ext)),
             "--report", str(self.spool.report(item)), "--format", session.format,
-            "--background", options["background"], "--crop", options["crop"], "--margin", str(options["margin"]),
+            "--background", options["background"], "--kind", options["output"],
+            *(["--mask", str(self.spool.mask_result(item))] if options["output"] == "both" else []), "--crop", options["crop"], "--margin", str(options["margin"]),
             "--fill", str(options["fill"]), *(["--size", str(options["size"])] if options["size"] else []),
             "--quality", str(options["quality"]), "--model", self.model.name,
             "--models-dir", str(self.model.path.parent), "--threads", str(settings.threads),
@@ -692,10 +712,14 @@ class Supervisor:
 
     def conclude(self, job: RunningJob, now: float) -> None:
         item, code = job.item, job.returncode
-        ext = FORMAT_EXTENSIONS[self.store.session(item.session).format]
-        result, report, job_log = self.spool.result(item, ext), self.spool.report(item), self.spool.job_log(item)
+        session = self.store.session(item.session)
+        result, report, job_log = (self.spool.result(item, FORMAT_EXTENSIONS[session.format]), self.spool.report(item),
+                                   self.spool.job_log(item))
+        mask = self.spool.mask_result(item)
         job_report = read_report(report)
         status, error, reason = verdict(job, result, job_report, self.settings)
+        if status is Status.DONE and self.with_masks(session) and not mask.is_file():
+            status, error, reason = Status.FAILED, "the job exited without writing the mask", "no_result"
         stderr = tail(job_log)  # bounded: what a job says goes on its item's log line, whatever the outcome
         note = job_report.get("note") if status is Status.DONE else None
         could_not_write = status is Status.QUEUED and code == EXIT_CANT_WRITE
@@ -713,7 +737,7 @@ class Supervisor:
         # Only after the outcome is recorded: until then these files are its evidence.
         with contextlib.suppress(OSError):
             if status is not Status.DONE:
-                self.spool.discard(result)
+                self.spool.discard(result, mask)
             self.spool.discard(report, job_log)
 
     def move(self, item: Item, dst: Status, reason: str, error: str | None = None, note: str | None = None) -> Item:
@@ -775,7 +799,10 @@ class Supervisor:
             return
         zip_name = f"{session.name}.zip"
         ext = FORMAT_EXTENSIONS[session.format]
-        members = [(item.member, self.existing(self.spool.result(item, ext))) for item in items if item.status is Status.DONE]
+        done = [item for item in items if item.status is Status.DONE]
+        members = [(item.member, self.existing(self.spool.result(item, ext))) for item in done]
+        if self.with_masks(session):
+            members += [(outbox.mask_member(item.member), self.existing(self.spool.mask_result(item))) for item in done]
         previous = self.settings.outbox / zip_name
         try:
             outbox.write_zip(previous, members, previous if previous.exists() else None)
@@ -854,7 +881,7 @@ class Supervisor:
         ext = FORMAT_EXTENSIONS[session.format]
         for item in self.store.items(session.name):
             if item.status is Status.DONE:
-                self.spool.discard(self.spool.result(item, ext))
+                self.spool.discard(self.spool.result(item, ext), self.spool.mask_result(item))
             if self.settings.keep_originals:
                 self.spool.archive_original(item)
             elif item.status is Status.DONE:

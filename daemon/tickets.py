@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from daemon.settings import Settings, describe
 
 TICKET_NAME = "bgremover.toml"
-TICKET_SETTINGS = ("output_format", "background", "crop", "margin", "fill", "size", "quality", "png_compress_level",
+TICKET_SETTINGS = ("output_format", "background", "output", "crop", "margin", "fill", "size", "quality", "png_compress_level",
                    "webp_method", "avif_speed")
 
 
