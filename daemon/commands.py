@@ -131,9 +131,15 @@ def remove(settings: Settings, args: argparse.Namespace) -> int:
         return fail(str(exc), EXIT_USAGE)
     # Written beside OUTPUT and renamed last: OUTPUT is never a half-written image.
     temp = args.output.with_name(f".tmp-{args.output.name}")
+    options = matting.Options.from_settings(settings, fmt)
+    mask = args.output.with_name(f"{args.output.stem}.mask.png") if options.output == "both" else None
+    mask_temp = mask.with_name(f".tmp-{mask.name}") if mask else None
     try:
         session = matting.create_session(model, settings.threads, settings.providers)
-        outcome = matting.remove_background(args.input, temp, session, model, matting.Options.from_settings(settings, fmt))
+        outcome = matting.remove_background(args.input, temp, session, model, options, mask_temp)
+        if mask:
+            os.replace(mask_temp, mask)
+            print(f"wrote {mask}")
         os.replace(temp, args.output)
         if outcome.note:
             print(f"bgremover: {args.input}: {outcome.note}", file=sys.stderr)
@@ -145,6 +151,8 @@ def remove(settings: Settings, args: argparse.Namespace) -> int:
         return fail(f"{exc.filename or args.input}: {exc.strerror or exc}", EXIT_FAILED)
     finally:
         temp.unlink(missing_ok=True)
+        if mask_temp:
+            mask_temp.unlink(missing_ok=True)
     print(f"wrote {args.output}")
     return EXIT_OK
 

@@ -258,6 +258,27 @@ def test_remove_writes_an_rgba_cutout_of_the_input_size(tmp_path, extension):
     assert sorted(p.name for p in tmp_path.iterdir()) == [out.name]
 
 
+def test_remove_with_output_both_writes_the_mask_beside_the_cutout(tmp_path):
+    out = tmp_path / "out.png"
+    result = cli("remove", PHOTOS / "astronaut.jpg", out, env={"BGREMOVER_OUTPUT": "both"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["wrote", str(tmp_path / "out.mask.png"), "wrote", str(out)]
+    with Image.open(out) as cutout, Image.open(tmp_path / "out.mask.png") as mask:
+        assert mask.mode == "L" and mask.tobytes() == cutout.getchannel("A").tobytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mask.png", "out.png"]
+
+
+def test_remove_to_jpeg_on_a_colour_and_refused_without_one(tmp_path):
+    out = tmp_path / "out.jpg"
+    refused = cli("remove", PHOTOS / "astronaut.jpg", out)
+    assert refused.returncode == 2 and "JPEG cannot keep transparency" in one_error_line(refused)
+    assert list(tmp_path.iterdir()) == []
+    done = cli("remove", PHOTOS / "astronaut.jpg", out, env={"BGREMOVER_BACKGROUND": "white"})
+    assert done.returncode == 0, done.stderr
+    with Image.open(out) as jpeg:
+        assert (jpeg.format, jpeg.mode) == ("JPEG", "RGB")
+
+
 def test_remove_to_an_unknown_extension_is_a_usage_error(tmp_path):
     out = tmp_path / "out.gif"
     result = cli("remove", PHOTOS / "astronaut.jpg", out)
