@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -273,7 +275,20 @@ def test_lost_events_are_noticed_and_a_rescan_finds_every_file(inbox, wakes, tin
     try:
         intake.start()
         tiny_inotify_queue()  # restore the machine's limit: only our watcher has the tiny queue
-        paths = [write(inbox / f"{index:04}.jpg") for index in range(400)]  # far more events than 16
+        # Another process makes 400 files (far more events than 16) while this one holds
+        # the GIL, so the watcher's thread cannot read its queue until it has overflowed.
+        maker = subprocess.Popen(["sh", "-c", "for i in $(seq 1000 1399); do : > $i.jpg; done"], cwd=inbox)
+        switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(30)
+        try:
+            busy_until = time.monotonic() + 3
+            while time.monotonic() < busy_until:  # pure Python: never lets the GIL go
+                pass
+        finally:
+            sys.setswitchinterval(switch_interval)
+        assert maker.wait(30) == 0
+        paths = sorted(inbox / f"{index}.jpg" for index in range(1000, 1400))
+        assert all(path.exists() for path in paths)
 
         wait_for_overflow = time.monotonic() + 10
         while not intake.events_lost() and time.monotonic() < wait_for_overflow:
