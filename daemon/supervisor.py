@@ -231,17 +231,12 @@ class Supervisor:
 
     def state_refused(self, exc: BaseException, now: float) -> None:
         """The state folder refused a write: hold everything that writes there, and say so once."""
-        if self.state_backoff.failed(now):
-            log.error("state_unwritable", folder=str(self.settings.state_dir), error=(
-                f"the state folder refused a write ({describe(exc)}); nothing new is taken or started until it "
-                "takes writes again, and nothing is lost or failed meanwhile"), retry_in_s=self.state_backoff.delay)
-        else:
-            log.debug("state_still_unwritable", error=describe(exc), retry_in_s=self.state_backoff.delay)
+        self.refused(self.state_backoff, "state", self.settings.state_dir, "the state folder", exc, now,
+                     "nothing new is taken or started until it takes writes again, and nothing is lost or failed "
+                     "meanwhile")
 
     def state_accepted(self, now: float) -> None:
-        outage = self.state_backoff.succeeded(now)
-        if outage is not None:
-            log.info("state_writable_again", folder=str(self.settings.state_dir), after_s=round(outage, 1))
+        self.accepted(self.state_backoff, "state", self.settings.state_dir, now)
 
     def probe_state(self, now: float) -> None:
         """A small real write where jobs put their results: does the state folder take writes again?"""
@@ -253,17 +248,28 @@ class Supervisor:
             self.state_refused(exc, now)
 
     def outbox_refused(self, exc: BaseException, now: float) -> None:
-        if self.outbox_backoff.failed(now):
-            log.error("outbox_unwritable", folder=str(self.settings.outbox), error=(
-                f"the outbox refused a write ({describe(exc)}); status files and ZIPs are written as soon as it "
-                "takes writes again, and no item is failed for it"), retry_in_s=self.outbox_backoff.delay)
-        else:
-            log.debug("outbox_still_unwritable", error=describe(exc), retry_in_s=self.outbox_backoff.delay)
+        self.refused(self.outbox_backoff, "outbox", self.settings.outbox, "the outbox", exc, now,
+                     "status files and ZIPs are written as soon as it takes writes again, and no item is failed for it")
 
     def outbox_accepted(self, now: float) -> None:
-        outage = self.outbox_backoff.succeeded(now)
+        self.accepted(self.outbox_backoff, "outbox", self.settings.outbox, now)
+
+    @staticmethod
+    def refused(backoff: Backoff, area: str, folder: Path, called: str, exc: BaseException, now: float,
+                meanwhile: str) -> None:
+        """One error line when a folder starts refusing writes; its retries after that stay at debug level."""
+        if backoff.failed(now):
+            log.error(f"{area}_unwritable", folder=str(folder), retry_in_s=backoff.delay,
+                      error=f"{called} refused a write ({describe(exc)}); {meanwhile}")
+        else:
+            log.debug(f"{area}_still_unwritable", error=describe(exc), retry_in_s=backoff.delay)
+
+    @staticmethod
+    def accepted(backoff: Backoff, area: str, folder: Path, now: float) -> None:
+        """One line when a folder that refused writes takes them again."""
+        outage = backoff.succeeded(now)
         if outage is not None:
-            log.info("outbox_writable_again", folder=str(self.settings.outbox), after_s=round(outage, 1))
+            log.info(f"{area}_writable_again", folder=str(folder), after_s=round(outage, 1))
 
     def flush_outbox(self, now: float) -> None:
         """Write the status JSONs the outbox refused before, once the wait is over."""
