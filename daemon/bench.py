@@ -100,6 +100,8 @@ def main(settings: Settings, args: argparse.Namespace, *, soak_step: int = SOAK_
     try:
         if args.soak:
             document = soak(settings, args, workdir, soak_step, echo=table)
+        elif args.options:
+            document = per_option(settings, args, workdir)
         else:
             document = bench(settings, args, workdir)
     except EXPECTED_FAILURES as exc:
@@ -145,6 +147,22 @@ def bench(settings: Settings, args: argparse.Namespace, workdir: Path) -> dict:
     document["machine"].update(ready_fields(ready))
     document["ratios"] = ratios(document["in_process"], document["daemon"])
     return reorder(document)
+
+
+def per_option(settings: Settings, args: argparse.Namespace, workdir: Path) -> dict:
+    """What each output option costs per image, and what `edges` does to the alpha (daemon/optionbench.py)."""
+    from daemon import optionbench
+
+    corpus = bench_corpus(args, workdir / "corpus")
+    spec, session = open_model(settings)
+    forkserver.tune_malloc_here()
+    base = matting.Options.from_settings(settings)
+    return {
+        "machine": machine(settings.threads),
+        "corpus": describe_corpus(corpus, args),
+        "options": optionbench.options_section(corpus, base, spec, session, workdir / "options"),
+        "edges": optionbench.edges_section(corpus, spec, session),
+    }
 
 
 def reorder(document: dict) -> dict:
@@ -272,7 +290,7 @@ def image_size(path: Path) -> tuple[int, int]:
 
 def open_model(settings: Settings):
     """The model's spec and a session with the threads and providers the daemon's jobs use."""
-    spec = matting.load_model_spec(settings.model)
+    spec = matting.find_model_spec(settings.model, settings.models_folder)
     return spec, matting.create_session(spec, settings.threads, settings.providers)
 
 
@@ -500,6 +518,8 @@ def daemon_environment(settings: Settings, fmt: str) -> dict[str, str]:
         elif value is not None:  # None is "not set", which no variable can say
             env[f"BGREMOVER_{name.upper()}"] = environment_value(value)
     env.update(BENCH_ENVIRONMENT, BGREMOVER_OUTPUT_FORMAT=fmt)
+    # The user's models folder defaults to one under the root, and the bench daemon has its own root.
+    env["BGREMOVER_MODELS_DIR"] = str(settings.models_folder)
     # A source checkout is not installed: let `python -m daemon` find this very package.
     package_parent = str(Path(daemon.__file__).parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_parent, env.get("PYTHONPATH")]))
@@ -900,6 +920,8 @@ def soak_section(runner, watch, fmt, size, step, samples, hwm_mb) -> dict:
 SECTION_TITLES = {
     "in_process": "in-process stages",
     "enqueue_latency": "enqueue latency",
+    "options": "each output option, whole pipeline in this process",
+    "edges": "edges against the raw mask (alpha levels of 255; band = pixels near the contour)",
 }
 KEY_WIDTH = 40
 LIST_SHOWN = 8

@@ -58,6 +58,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the results as one JSON document")
     parser.add_argument("--soak", type=positive_argument, metavar="N",
                         help="push N small images through the daemon and watch the supervisor's memory")
+    parser.add_argument("--options", action="store_true",
+                        help="measure each output option (background, crop, output, edges) instead")
     parser.add_argument("--keep", type=Path, metavar="DIR", help="work in DIR and keep it for inspection")
 
 

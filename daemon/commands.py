@@ -25,12 +25,12 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     # itself (the fork server does), which keeps its own memory small.
     from daemon.forkserver import ForkServerError
     from daemon.metrics import MetricsUnavailable
-    from daemon.models import ModelError, load_model_spec
+    from daemon.models import ModelError, find_model_spec
     from daemon.rootlock import RootLocked
     from daemon.supervisor import Supervisor
 
     try:
-        model = load_model_spec(settings.model)
+        model = find_model_spec(settings.model, settings.models_folder)
     except ModelError as exc:
         return fail(str(exc), EXIT_USAGE)
     def say_where() -> None:
@@ -126,7 +126,7 @@ def remove(settings: Settings, args: argparse.Namespace) -> int:
     try:
         fmt = matting.format_for_path(args.output)
         matting.ensure_encoder(fmt)
-        model = matting.load_model_spec(settings.model)
+        model = matting.find_model_spec(settings.model, settings.models_folder)
     except (ValueError, matting.ModelError, matting.EncoderUnavailable) as exc:
         return fail(str(exc), EXIT_USAGE)
     # Written beside OUTPUT and renamed last: OUTPUT is never a half-written image.

@@ -72,6 +72,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--margin", type=float, default=matting.Options.margin)
     parser.add_argument("--fill", type=float, default=matting.Options.fill)
     parser.add_argument("--size", type=_whole(16, 20000), default=None)
+    parser.add_argument("--edges", choices=["raw", "clean", "refine"], default=matting.Options.edges)
     parser.add_argument("--quality", type=_whole(1, 100), metavar="1..100", required=True)
     parser.add_argument("--model", required=True)
     parser.add_argument("--models-dir", type=Path, default=None)
@@ -209,8 +210,8 @@ def matching(prepared: Prepared | None, args: argparse.Namespace) -> Prepared:
 
 def options_from(args: argparse.Namespace) -> matting.Options:
     return matting.Options(
-        format=args.format, background=args.background, output=args.kind, crop=args.crop, margin=args.margin, fill=args.fill,
-        size=args.size, quality=args.quality, png_compress_level=args.png_compress_level,
+        format=args.format, background=args.background, output=args.kind, crop=args.crop, margin=args.margin,
+        fill=args.fill, size=args.size, edges=args.edges, quality=args.quality, png_compress_level=args.png_compress_level,
         webp_method=args.webp_method, avif_speed=args.avif_speed, threads=args.threads or 1,
         max_megapixels=args.max_megapixels, large_images=args.large_images,
     )  # fmt: skip

@@ -21,9 +21,9 @@ import onnxruntime
 import pillow_heif
 from PIL import ExifTags, Image, ImageChops, ImageCms, ImageColor, ImageOps, UnidentifiedImageError, features
 
-from daemon import png
+from daemon import edges, png
 from daemon.formats import FORMAT_EXTENSIONS, format_for_path  # noqa: F401 - part of this module's interface
-from daemon.models import ModelError, ModelSpec, load_model_spec, models_dir  # noqa: F401 - likewise
+from daemon.models import ModelError, ModelSpec, find_model_spec, load_model_spec, models_dir  # noqa: F401 - likewise
 
 # HEIC/HEIF, what phones shoot by default, opens like any other image. libheif
 # applies the file's rotation while decoding (and reports EXIF orientation 1),
@@ -52,6 +52,7 @@ class Options:
     margin: float = 5.0  # percent of the subject's longer side, around it ("subject")
     fill: float = 85.0  # percent of the square canvas the subject's longer side spans ("square")
     size: int | None = None  # the square canvas resized to this many pixels a side
+    edges: str = "raw"  # or "clean", "refine" (see daemon/edges.py)
     quality: int = 90  # WebP, AVIF and JPEG
     png_compress_level: int = 1
     webp_method: int = 4
@@ -66,7 +67,8 @@ class Options:
         return cls(
             format=fmt or settings.output_format, background=settings.background, output=settings.output,
             crop=settings.crop,
-            margin=settings.margin, fill=settings.fill, size=settings.size, quality=settings.quality,
+            margin=settings.margin, fill=settings.fill, size=settings.size, edges=settings.edges,
+            quality=settings.quality,
             png_compress_level=settings.png_compress_level, webp_method=settings.webp_method,
             avif_speed=settings.avif_speed, threads=settings.threads,
             max_megapixels=settings.max_megapixels, large_images=settings.large_images,
@@ -155,10 +157,27 @@ def create_session(
             f"onnxruntime could not start {', '.join(p for p in providers if p not in active)} "
             f"and would have run on {', '.join(active)} instead; check the drivers or change the providers setting"
         )
-    shape = session.get_inputs()[0].shape
-    if list(shape[2:]) != [spec.input_size[1], spec.input_size[0]]:
-        raise ModelError(f"model file {spec.path} takes input {shape}, the manifest says {list(spec.input_size)}")
+    check_shapes(session, spec)
     return session
+
+
+def check_shapes(session: onnxruntime.InferenceSession, spec: ModelSpec) -> None:
+    """Refuse a model whose input or outputs do not fit its manifest entry, in one sentence."""
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    width, height = spec.input_size
+    shape = inputs[0].shape
+    if len(inputs) != 1 or len(shape) != 4 or shape[1] != 3 or list(shape[2:]) != [height, width]:
+        raise ModelError(
+            f"model file {spec.path} takes input {', '.join(str(i.shape) for i in inputs)}, but the manifest "
+            f"says one RGB image of {width}×{height} ([1, 3, {height}, {width}]): fix input_size or the model"
+        )
+    if spec.output_index >= len(outputs):
+        raise ModelError(f"model file {spec.path} has {len(outputs)} output(s), "
+                         f"so the manifest's output_index {spec.output_index} does not exist")
+    mask_shape = outputs[spec.output_index].shape
+    if len(mask_shape) < 2 or any(isinstance(n, int) and n != 1 for n in mask_shape[:-2]):
+        raise ModelError(f"model file {spec.path} gives output {spec.output_index} the shape {mask_shape}, "
+                         "which is not one mask (…, height, width)")
 
 
 # ---------------------------------------------------------------- decode
@@ -306,18 +325,19 @@ def _profile_to_srgb(image: Image.Image, icc: bytes) -> Image.Image:
 
 
 def preprocess(image: Image.Image, spec: ModelSpec) -> np.ndarray:
-    """The network input, float32 [1, 3, H, W], following U²-Net's published recipe.
+    """The network input, float32 [1, 3, H, W], as the manifest describes it.
 
-    U-2-Net's own loader (RescaleT then ToTensorLab) resizes to 320×320 without
-    keeping the aspect, divides by the image's maximum, then subtracts the
-    ImageNet mean and divides by its std; rembg does the same with a 1e-6 floor
-    on the maximum. We divide by the maximum rather than by 255 because that is
-    what the weights were trained on: a dim photo is stretched so its brightest
-    value is 1. The floor keeps an all-black image from dividing by zero.
+    The photo is resized to the input size without keeping the aspect (the
+    mask is stretched back afterwards), brought to 0..1 and normalised with the
+    manifest's mean and std. Most models divide by 255. U²-Net's own loader
+    (RescaleT then ToTensorLab) divides by the image's maximum instead, and its
+    weights were trained on that: a dim photo is stretched so its brightest
+    value is 1; the manifest says so with scale "max". The 1e-6 floor keeps an
+    all-black image from dividing by zero.
     """
     rgb = _shrink_for_model(image.convert("RGB"), spec.input_size).resize(spec.input_size, Image.Resampling.LANCZOS)
     pixels = np.asarray(rgb, dtype=np.float32)
-    pixels = pixels / max(float(pixels.max()), 1e-6)
+    pixels = pixels / (max(float(pixels.max()), 1e-6) if spec.scale == "max" else 255.0)
     pixels = (pixels - np.asarray(spec.mean, dtype=np.float32)) / np.asarray(spec.std, dtype=np.float32)
     return np.ascontiguousarray(pixels.transpose(2, 0, 1)[np.newaxis], dtype=np.float32)
 
@@ -340,11 +360,14 @@ def blank_input(spec: ModelSpec) -> np.ndarray:
 
 
 def infer(session: onnxruntime.InferenceSession, tensor: np.ndarray, spec: ModelSpec) -> np.ndarray:
-    """The raw mask (H×W float32) from the output the manifest names."""
+    """The raw mask (H×W float32) from the output the manifest names, through its activation."""
     feed = {session.get_inputs()[0].name: tensor}
     wanted = session.get_outputs()[spec.output_index].name
     (output,) = session.run([wanted], feed)  # asking for one output spares copying the six side outputs
-    return np.asarray(output, dtype=np.float32).reshape(output.shape[-2:])
+    raw = np.asarray(output, dtype=np.float32).reshape(output.shape[-2:])
+    if spec.activation == "sigmoid":
+        raw = 1.0 / (1.0 + np.exp(-raw))
+    return raw
 
 
 def postprocess(raw: np.ndarray, size: tuple[int, int]) -> Image.Image:
@@ -358,6 +381,14 @@ def postprocess(raw: np.ndarray, size: tuple[int, int]) -> Image.Image:
         scaled = (raw - low) / (high - low)
     mask = Image.fromarray(np.rint(scaled * 255).astype(np.uint8))  # 2-D uint8 gives mode 'L'
     return mask.resize(size, Image.Resampling.LANCZOS)
+
+
+def with_edges(mask: Image.Image, image: Image.Image, mode: str) -> Image.Image:
+    """The mask with its edge treated as the `edges` setting asks; "raw" leaves it as the model gave it."""
+    if mode == "raw":
+        return mask
+    treated = edges.apply(mode, np.asarray(mask), np.asarray(image.convert("RGB")))
+    return Image.fromarray(treated)
 
 
 def cutout(image: Image.Image, mask: Image.Image) -> Image.Image:
@@ -503,7 +534,7 @@ def remove_background(
     lap("preprocess")
     raw = infer(session, tensor, spec)
     lap("inference")
-    mask = postprocess(raw, image.size)
+    mask = with_edges(postprocess(raw, image.size), image, options.edges)
     rgba = framed(cutout(image, mask), options)
     lap("postprocess")
     if options.output in ("mask", "both"):

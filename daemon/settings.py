@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     margin: float = Field(5.0, ge=0, le=100)
     fill: float = Field(85.0, gt=0, le=100)
     size: int | None = Field(None, ge=16, le=20000)
+    # The mask's edge: "raw" as the model gives it; "clean" drops specks and small
+    # holes and smooths the contour; "refine" follows the photo near the boundary.
+    edges: Literal["raw", "clean", "refine"] = "raw"
     quality: int = Field(90, ge=1, le=100, description="WebP/AVIF quality; PNG ignores it")
     max_session_items: int = Field(100, ge=1)
     session_idle_seconds: float = Field(30.0, gt=0)
@@ -54,7 +57,10 @@ class Settings(BaseSettings):
     job_timeout_seconds: float = Field(300.0, gt=0)
     job_memory_limit_mb: int = Field(2048, gt=0)
     kill_grace_seconds: float = Field(3.0, gt=0, le=5)
+    # The ONNX model, by its name in a manifest: the user's models folder
+    # (models_dir, by default <root>/models) is searched first, then the bundled one.
     model: str = "u2netp"
+    models_dir: Path | None = None
     keep_originals: bool = True
     # Speed. `threads` is onnxruntime's intra-op thread count and the PNG
     # encoder's; one per usable core measured fastest (see README, Performance).
@@ -162,6 +168,10 @@ class Settings(BaseSettings):
         return self.root / "archive"
 
     @property
+    def models_folder(self) -> Path:
+        return self.models_dir or self.root / "models"
+
+    @property
     def database(self) -> Path:
         return self.state_dir / "bgremover.sqlite3"
 
@@ -187,7 +197,8 @@ def load_settings(config: Path | str | None = None, **overrides: Any) -> Setting
         raise SettingsError(f"config file {toml_file}: {exc}") from None
     finally:
         Settings._toml_file = None
-    return settings.model_copy(update={"root": settings.root.expanduser().absolute()})
+    models_dir = settings.models_dir.expanduser().absolute() if settings.models_dir else None
+    return settings.model_copy(update={"root": settings.root.expanduser().absolute(), "models_dir": models_dir})
 
 
 def describe(exc: ValidationError) -> str:

@@ -18,11 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from daemon import progress
+from daemon import outbox, progress
 from daemon.rootlock import LOCK_NAME
 from daemon.settings import Settings
 from daemon.states import Status
 from daemon.store import Item, Session, Store, iso
+from daemon.tickets import session_options
 
 RATE_STATUSES = (Status.DONE, Status.FAILED)  # work the daemon did; a cancel finishes many items at once
 PENDING = (Status.QUEUED, Status.PROCESSING)
@@ -41,6 +42,7 @@ class SessionView:
     items: list[Item]
     rate_per_s: float | None
     eta_s: float | None
+    with_masks: bool = False  # output "both": each done item has a mask member beside its cutout
 
     @property
     def counts(self) -> dict[str, int]:
@@ -118,7 +120,8 @@ def read(settings: Settings, now: float, only: str | None = None) -> View | None
     by_session: dict[str, list[Item]] = {s.name: [] for s in sessions}
     for item in items:
         by_session.get(item.session, []).append(item)
-    views = [session_view(s, by_session[s.name], now, pending, rate if running else None) for s in sessions]
+    views = [session_view(s, by_session[s.name], now, pending, rate if running else None,
+                          session_options(settings, s.ticket)["output"] == "both") for s in sessions]
     eta = progress.eta_seconds(len(pending), rate if running else None)
     return View(settings.root, now, pid, known, len(pending) - processing, processing, rate, eta, views)
 
@@ -144,15 +147,15 @@ def finish_times(items: list[Item]) -> list[float]:
     return [item.updated_at for item in items if item.status in RATE_STATUSES]
 
 
-def session_view(session: Session, items: list[Item], now: float, pending: list[int], daemon_rate: float | None
-                 ) -> SessionView:
+def session_view(session: Session, items: list[Item], now: float, pending: list[int], daemon_rate: float | None,
+                 with_masks: bool = False) -> SessionView:
     """`daemon_rate` is None when the daemon is stopped: it finishes nothing, so no ETA can be kept."""
     own = [item.id for item in items if item.status in PENDING]
     # One image at a time, lowest id first: this session is finished once every
     # pending item up to its own last one is, whichever session those belong to.
     to_finish = progress.pending_up_to(pending, max(own)) if own else 0
     return SessionView(session, items, progress.rate_per_second(finish_times(items), now),
-                       progress.eta_seconds(to_finish, daemon_rate))
+                       progress.eta_seconds(to_finish, daemon_rate), with_masks)
 
 
 def daemon_pid(lock: Path) -> tuple[int | None, bool]:
@@ -282,16 +285,18 @@ def session_document(view: SessionView, every_item: bool) -> dict:
         ],
     }
     if every_item:
-        doc["items"] = [item_document(item) for item in view.items]
+        doc["items"] = [item_document(item, view.with_masks) for item in view.items]
     return doc
 
 
-def item_document(item: Item) -> dict:
-    """An item as the session's status JSON in the outbox shows it."""
+def item_document(item: Item, with_mask: bool) -> dict:
+    """An item as the session's status JSON in the outbox shows it; `mask` names its mask's member."""
+    done = item.status is Status.DONE
     return {
         "name": item.name,
         "status": item.status.value,
-        "output": item.member if item.status is Status.DONE else None,
+        "output": item.member if done else None,
+        "mask": outbox.mask_member(item.member) if done and with_mask else None,
         "error": item.error,
         "note": item.note,
         "attempts": item.attempts,

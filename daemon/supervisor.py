@@ -45,7 +45,7 @@ from daemon.spool import Spool, remove_empty_dirs
 from daemon.states import TERMINAL, SessionState, Status
 from daemon.statusview import item_document
 from daemon.store import IllegalTransition, Item, Session, Store, iso
-from daemon.tickets import TICKET_SETTINGS, TicketError, read_ticket
+from daemon.tickets import TicketError, read_ticket, session_options
 
 log = structlog.get_logger()
 
@@ -430,8 +430,7 @@ class Supervisor:
         return session
 
     def options_for(self, ticket: dict) -> dict:
-        """The output settings a session runs with: the daemon's, with its folder's ticket over them."""
-        return {**{name: getattr(self.settings, name) for name in TICKET_SETTINGS}, **ticket}
+        return session_options(self.settings, ticket)
 
     def format_for(self, ticket: dict) -> str:
         """A session's file format: a mask alone is always a PNG (a matte must be lossless)."""
@@ -453,7 +452,7 @@ class Supervisor:
         if folder is None:
             return {}, None
         try:
-            return read_ticket(folder, {name: getattr(self.settings, name) for name in TICKET_SETTINGS}) or {}, None
+            return read_ticket(folder, session_options(self.settings, None)) or {}, None
         except TicketError as exc:
             return {}, str(exc)
 
@@ -602,8 +601,9 @@ class Supervisor:
             "--input", str(original), "--output", str(self.spool.result(item, ext)),
             "--report", str(self.spool.report(item)), "--format", session.format,
             "--background", options["background"], "--kind", options["output"],
-            *(["--mask", str(self.spool.mask_result(item))] if options["output"] == "both" else []), "--crop", options["crop"], "--margin", str(options["margin"]),
-            "--fill", str(options["fill"]), *(["--size", str(options["size"])] if options["size"] else []),
+            *(["--mask", str(self.spool.mask_result(item))] if options["output"] == "both" else []),
+            "--crop", options["crop"], "--margin", str(options["margin"]), "--fill", str(options["fill"]),
+            *(["--size", str(options["size"])] if options["size"] else []), "--edges", options["edges"],
             "--quality", str(options["quality"]), "--model", self.model.name,
             "--models-dir", str(self.model.path.parent), "--threads", str(settings.threads),
             "--providers", ",".join(settings.providers), "--png-compress-level", str(options["png_compress_level"]),
@@ -912,7 +912,7 @@ class Supervisor:
             "zip": session.zip,
             "error": session.error,
             "ticket": session.ticket or None,
-            "items": [item_document(item) for item in items],
+            "items": [item_document(item, self.with_masks(session)) for item in items],
         }
 
     def publish(self, name: str) -> None:

@@ -17,12 +17,17 @@ from pydantic import ValidationError
 from daemon.settings import Settings, describe
 
 TICKET_NAME = "bgremover.toml"
-TICKET_SETTINGS = ("output_format", "background", "output", "crop", "margin", "fill", "size", "quality", "png_compress_level",
-                   "webp_method", "avif_speed")
+TICKET_SETTINGS = ("output_format", "background", "output", "crop", "margin", "fill", "size", "edges", "quality",
+                   "png_compress_level", "webp_method", "avif_speed")
 
 
 class TicketError(ValueError):
     """A ticket that cannot be used; the message says why in one sentence."""
+
+
+def session_options(settings: Settings, ticket: dict | None) -> dict:
+    """The output settings a session runs with: the daemon's, with its folder's ticket over them."""
+    return {**{name: getattr(settings, name) for name in TICKET_SETTINGS}, **(ticket or {})}
 
 
 def read_ticket(folder: Path, base: dict | None = None) -> dict | None:

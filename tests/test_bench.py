@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from daemon import bench
+from daemon import bench, optionbench
 from daemon.cli import add_bench_arguments
 from daemon.settings import Settings, load_settings
 from tests.images import shape_on_texture
@@ -150,6 +150,7 @@ def test_the_arguments_and_their_defaults():
         "format": None,  # the output_format setting
         "json": False,
         "soak": None,
+        "options": False,
         "keep": None,
     }
     args = parse("--size", "800x600", "--count", "6", "--format", "webp", "--soak", "4")
@@ -252,3 +253,26 @@ def test_a_daemon_that_cannot_start_fails_in_one_sentence_naming_its_log(tmp_pat
         f"bgremover: the daemon exited with code 2 before it could get ready; its log is {log}\n"
     )
     assert "no-such-model" in log.read_text()
+
+
+# ---------------------------------------------------------------- --options
+
+
+def test_options_times_every_variant_and_measures_what_edges_change(tmp_path, settings, capsys):
+    code = bench.main(settings, parse("--options", "--size", "320x240", "--count", "2", "--json"))
+    assert code == 0, capsys.readouterr().err
+    document = json.loads(capsys.readouterr().out)
+    assert list(document) == ["machine", "corpus", "options", "edges"]
+    variants = document["options"]["variants"]
+    assert list(variants) == list(optionbench.VARIANTS)
+    assert variants["cutout png (baseline)"]["extra_ms"] == 0
+    for name, numbers in variants.items():
+        assert numbers["ms_per_image"] > 0, name
+        assert numbers["extra_ms"] == round(numbers["ms_per_image"] - variants["cutout png (baseline)"]["ms_per_image"], 1)
+    assert variants["output mask"]["output_kb"] is None and variants["background white, jpeg"]["output_kb"] > 0
+
+    clean, refine = document["edges"]["clean"], document["edges"]["refine"]
+    # refine only ever touches the band around the contour; clean may also drop specks elsewhere.
+    assert refine["outside_mean_change"] == 0 and refine["outside_changed_percent"] == 0
+    assert 0 < refine["band_pixels_percent"] < 100
+    assert refine["band_mean_change"] > 0 and clean["band_mean_change"] > 0

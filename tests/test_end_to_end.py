@@ -121,8 +121,8 @@ def test_photos_and_a_known_shape_come_back_cut_out_in_each_format(root, fmt):
     assert status["counts"] == {"queued": 0, "processing": 0, "done": 4, "failed": 0, "cancelled": 0}
     for name in inputs:
         output = Path(name).stem + ext
-        assert items_by_name(status)[name] == {"name": name, "status": "done", "output": output, "error": None, "note": None,
-                                               "attempts": 1, "retry_marker": None}
+        assert items_by_name(status)[name] == {"name": name, "status": "done", "output": output, "mask": None,
+                                               "error": None, "note": None, "attempts": 1, "retry_marker": None}
     assert set(members) == {Path(name).stem + ext for name in inputs}
 
     for name, data in inputs.items():

@@ -58,7 +58,11 @@ def test_both_and_mask_through_the_real_daemon(tmp_path):
     # every cutout keeps its own mask beside it, and nothing is overwritten.
     outputs = {item["name"]: item["output"] for item in statuses["both"]["items"]}
     assert outputs == {"p.mask.png": "p.mask.png", "p.png": "p-png.png"}
-    assert sorted(both) == sorted([*outputs.values(), *map(outbox.mask_member, outputs.values())])
+    # The status JSON names each item's mask member, so nobody has to derive it.
+    masks_named = {item["name"]: item["mask"] for item in statuses["both"]["items"]}
+    assert masks_named == {"p.mask.png": "p.mask.mask.png", "p.png": "p-png.mask.png"}
+    assert sorted(both) == sorted([*outputs.values(), *masks_named.values()])
+    assert [item["mask"] for item in statuses["masks"]["items"]] == [None]
     for member in outputs.values():
         cutout, mask = Image.open(io.BytesIO(both[member])), Image.open(io.BytesIO(both[outbox.mask_member(member)]))
         assert (cutout.mode, mask.mode) == ("RGBA", "L")

@@ -19,7 +19,7 @@ import pytest
 from daemon.store import Store
 from tests.harness import Daemon, drop, wait_for
 
-ITEM_FIELDS = {"name", "status", "output", "error", "note", "attempts", "retry_marker"}
+ITEM_FIELDS = {"name", "status", "output", "mask", "error", "note", "attempts", "retry_marker"}
 SESSION_FIELDS = {"session", "state", "format", "created_at", "updated_at", "total", "counts", "zip", "error", "ticket",
                   "items"}
 
@@ -58,8 +58,8 @@ def test_a_loose_file_becomes_a_session_and_comes_back_in_its_zip(root):
         assert status["counts"] == {"queued": 0, "processing": 0, "done": 1, "failed": 0, "cancelled": 0}
         item = status["items"][0]
         assert set(item) == ITEM_FIELDS
-        assert item == {"name": "shoe.jpg", "status": "done", "output": "shoe.png", "error": None, "note": None,
-                        "attempts": 1, "retry_marker": None}
+        assert item == {"name": "shoe.jpg", "status": "done", "output": "shoe.png", "mask": None, "error": None,
+                        "note": None, "attempts": 1, "retry_marker": None}
         assert daemon.zip_members(session) == {"shoe.png": b"cutout of ok"}
         assert list((root / "inbox").iterdir()) == []
         assert (root / "archive" / session / "shoe.jpg").read_bytes() == b"ok"
