@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 ROOT   ?= ./data
 
-.PHONY: run test clean
+.PHONY: run test pictures clean
 
 # Both targets install the working tree in editable mode into one venv, so they
 # never disagree about which code runs; the stamps re-install when
@@ -24,6 +24,10 @@ run: $(VENV)/.installed
 
 test: $(VENV)/.test-installed
 	$(BIN)/python -m pytest
+
+# The README's Outputs pictures, drawn by the real pipeline from a shipped photo.
+pictures: $(VENV)/.installed
+	$(BIN)/python docs/make_pictures.py
 
 clean:
 	rm -rf $(VENV) data build dist *.egg-info .pytest_cache

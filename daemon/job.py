@@ -126,6 +126,7 @@ def preload(config: dict, optimize: bool = True) -> Shared:
     models_dir = Path(config["models_dir"]) if config.get("models_dir") else None
     spec = matting.load_model_spec(config["model"], models_dir, verify=False)  # verified by the supervisor
     matting.ensure_encoder(config.get("format", "png"))
+    matting.edges.preload()  # any folder's ticket may ask for clean edges
     optimized = optimized_in_child(spec, providers) if optimize else None
     return Shared(spec, optimized, config.get("threads"), providers)
 

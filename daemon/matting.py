@@ -66,10 +66,8 @@ class Options:
         """The options a daemon.settings.Settings asks for; `fmt` overrides its output_format."""
         return cls(
             format=fmt or settings.output_format, background=settings.background, output=settings.output,
-            crop=settings.crop,
-            margin=settings.margin, fill=settings.fill, size=settings.size, edges=settings.edges,
-            quality=settings.quality,
-            png_compress_level=settings.png_compress_level, webp_method=settings.webp_method,
+            crop=settings.crop, margin=settings.margin, fill=settings.fill, size=settings.size, edges=settings.edges,
+            quality=settings.quality, png_compress_level=settings.png_compress_level, webp_method=settings.webp_method,
             avif_speed=settings.avif_speed, threads=settings.threads,
             max_megapixels=settings.max_megapixels, large_images=settings.large_images,
         )  # fmt: skip
