@@ -38,7 +38,7 @@ import onnxruntime
 from PIL import Image, ImageOps
 
 import daemon
-from daemon import forkserver, matting
+from daemon import forkserver, matting, optionbench
 from daemon.cli import EXIT_FAILED, EXIT_OK, fail
 from daemon.intake import is_image_name, is_temporary_name
 from daemon.settings import Settings, usable_cores
@@ -151,9 +151,8 @@ def bench(settings: Settings, args: argparse.Namespace, workdir: Path) -> dict:
 
 def per_option(settings: Settings, args: argparse.Namespace, workdir: Path) -> dict:
     """What each output option costs per image, and what `edges` does to the alpha (daemon/optionbench.py)."""
-    from daemon import optionbench
 
-    corpus = bench_corpus(args, workdir / "corpus")
+    corpus = bench_corpus(args, workdir / "corpus", optionbench.OPTION_IMAGES)
     spec, session = open_model(settings)
     forkserver.tune_malloc_here()
     base = matting.Options.from_settings(settings)
@@ -241,10 +240,11 @@ def crop_window(source: tuple[int, int], target: tuple[int, int], rng: np.random
     return round(left), round(top), round(left + crop_width), round(top + crop_height)
 
 
-def bench_corpus(args: argparse.Namespace, folder: Path) -> list[Path]:
+def bench_corpus(args: argparse.Namespace, folder: Path, count: int | None = None) -> list[Path]:
+    """--count images, else `count`, else every image of --images or DEFAULT_COUNT generated ones."""
     if args.images is not None:
-        return image_files(args.images)[: args.count]
-    return make_corpus(folder, args.count or DEFAULT_COUNT, args.size or DEFAULT_SIZE)
+        return image_files(args.images)[: args.count or count]
+    return make_corpus(folder, args.count or count or DEFAULT_COUNT, args.size or DEFAULT_SIZE)
 
 
 def image_files(folder: Path) -> list[Path]:

@@ -1,0 +1,131 @@
+"""Draw the pictures of the README's "Outputs" section from a photo the project ships.
+
+    .venv/bin/python docs/make_pictures.py        (or: make pictures)
+
+Every picture is made by the real pipeline (daemon.matting with the bundled
+model), one per option, from tests/photos/coffee.jpg (CC0, see
+tests/photos/LICENSE.md); the edges pictures zoom into chelsea.jpg (CC0), whose
+fur shows what each mode does. Transparent pixels are drawn on a grey
+checkerboard so that they can be told from white.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import tempfile
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from daemon import matting  # noqa: E402 - after the path is set, so a source checkout needs no install
+
+PHOTOS = REPO / "tests" / "photos"
+TARGET = REPO / "docs" / "outputs"
+THUMB_HEIGHT = 180
+EDGE_BOX = (270, 10, 390, 100)  # a crop of chelsea.jpg: the cat's right ear and cheek against the background
+EDGE_ZOOM = 2
+CHECKER = 10
+LABEL_HEIGHT = 18
+
+OPTIONS = {
+    "original": None,
+    "cutout": {},
+    "background-white": {"background": "#ffffff"},
+    "crop-subject": {"crop": "subject"},
+    "crop-square": {"crop": "square", "background": "#ffffff", "size": 400},
+    "mask": {"output": "mask"},
+}
+
+
+def main() -> None:
+    TARGET.mkdir(parents=True, exist_ok=True)
+    spec = matting.load_model_spec("u2netp")
+    session = matting.create_session(spec, threads=1)
+    with tempfile.TemporaryDirectory() as folder:
+        work = Path(folder)
+        for name, change in OPTIONS.items():
+            picture = Image.open(PHOTOS / "coffee.jpg") if change is None else \
+                run(PHOTOS / "coffee.jpg", work, session, spec, change)
+            save(thumbnail(picture), name)
+        save(side_by_side([thumbnail(run(PHOTOS / "coffee.jpg", work, session, spec, {})),
+                           thumbnail(run(PHOTOS / "coffee.jpg", work, session, spec, {"output": "mask"}))]), "both")
+        tiles = []
+        for mode in ("raw", "clean", "refine"):
+            cut = run(PHOTOS / "chelsea.jpg", work, session, spec, {"edges": mode})
+            mask = run(PHOTOS / "chelsea.jpg", work, session, spec, {"edges": mode, "output": "mask"})
+            tiles.append(labelled(stacked([zoomed(cut), zoomed(mask)]), f"edges = {mode}"))
+        save(side_by_side(tiles), "edges")
+
+
+def run(source: Path, work: Path, session, spec, change: dict) -> Image.Image:
+    """The real pipeline's output for `source` with the default options changed as asked."""
+    options = dataclasses.replace(matting.Options(threads=1), **change)
+    target = work / "out.png"
+    matting.remove_background(source, target, session, spec, options)
+    with Image.open(target) as image:
+        return image.copy()
+
+
+def on_checkerboard(image: Image.Image) -> Image.Image:
+    if image.mode != "RGBA":
+        return image.convert("RGB")
+    board = Image.new("RGB", image.size, (204, 204, 204))
+    draw = ImageDraw.Draw(board)
+    for top in range(0, image.height, CHECKER):
+        for left in range((top // CHECKER) % 2 * CHECKER, image.width, 2 * CHECKER):
+            draw.rectangle((left, top, left + CHECKER - 1, top + CHECKER - 1), fill=(255, 255, 255))
+    board.paste(image, (0, 0), image)
+    return board
+
+
+def thumbnail(image: Image.Image) -> Image.Image:
+    shown = on_checkerboard(image)
+    width = round(shown.width * THUMB_HEIGHT / shown.height)
+    return shown.resize((width, THUMB_HEIGHT), Image.Resampling.LANCZOS)
+
+
+def zoomed(image: Image.Image) -> Image.Image:
+    crop = on_checkerboard(image.crop(EDGE_BOX))
+    return crop.resize((crop.width * EDGE_ZOOM, crop.height * EDGE_ZOOM), Image.Resampling.NEAREST)
+
+
+def side_by_side(images: list[Image.Image], gap: int = 6) -> Image.Image:
+    canvas = Image.new("RGB", (sum(i.width for i in images) + gap * (len(images) - 1),
+                               max(i.height for i in images)), (255, 255, 255))
+    left = 0
+    for image in images:
+        canvas.paste(image, (left, 0))
+        left += image.width + gap
+    return canvas
+
+
+def stacked(images: list[Image.Image], gap: int = 6) -> Image.Image:
+    canvas = Image.new("RGB", (max(i.width for i in images),
+                               sum(i.height for i in images) + gap * (len(images) - 1)), (255, 255, 255))
+    top = 0
+    for image in images:
+        canvas.paste(image, (0, top))
+        top += image.height + gap
+    return canvas
+
+
+def labelled(image: Image.Image, text: str) -> Image.Image:
+    canvas = Image.new("RGB", (image.width, image.height + LABEL_HEIGHT), (255, 255, 255))
+    ImageDraw.Draw(canvas).text((4, 3), text, fill=(0, 0, 0))
+    canvas.paste(image, (0, LABEL_HEIGHT))
+    return canvas
+
+
+def save(image: Image.Image, name: str) -> None:
+    """Photographic pictures as JPEG (a fifth of the bytes); the edges zoom as PNG, where every pixel counts."""
+    path = TARGET / (f"{name}.png" if name == "edges" else f"{name}.jpg")
+    image.save(path, optimize=True, **({} if name == "edges" else {"quality": 85}))
+    print(f"wrote {path.relative_to(REPO)} ({path.stat().st_size // 1024} KB)")
+
+
+if __name__ == "__main__":
+    main()
