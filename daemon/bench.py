@@ -151,7 +151,6 @@ def bench(settings: Settings, args: argparse.Namespace, workdir: Path) -> dict:
 
 def per_option(settings: Settings, args: argparse.Namespace, workdir: Path) -> dict:
     """What each output option costs per image, and what `edges` does to the alpha (daemon/optionbench.py)."""
-
     corpus = bench_corpus(args, workdir / "corpus", optionbench.OPTION_IMAGES)
     spec, session = open_model(settings)
     forkserver.tune_malloc_here()
