@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     cancel.add_argument("session")
     remove = commands.add_parser("remove", parents=[common], help="remove the background of one image, once")
     remove.add_argument("input", type=Path)
-    remove.add_argument("output", type=Path, help="its extension picks the format: .png, .webp or .avif")
+    remove.add_argument("output", type=Path, help="its extension picks the format: .png, .webp, .avif or .jpg")
     bench = commands.add_parser("bench", parents=[common], help="measure where the time goes, model to ZIP")
     add_bench_arguments(bench)
     return parser
