@@ -121,7 +121,7 @@ def touch(path: Path) -> None:
 
 
 def remove(settings: Settings, args: argparse.Namespace) -> int:
-    from daemon import matting
+    from daemon import matting, outbox
 
     try:
         fmt = matting.format_for_path(args.output)
@@ -132,7 +132,7 @@ def remove(settings: Settings, args: argparse.Namespace) -> int:
     # Written beside OUTPUT and renamed last: OUTPUT is never a half-written image.
     temp = args.output.with_name(f".tmp-{args.output.name}")
     options = matting.Options.from_settings(settings, fmt)
-    mask = args.output.with_name(f"{args.output.stem}.mask.png") if options.output == "both" else None
+    mask = args.output.with_name(outbox.mask_member(args.output.name)) if options.output == "both" else None
     mask_temp = mask.with_name(f".tmp-{mask.name}") if mask else None
     try:
         session = matting.create_session(model, settings.threads, settings.providers)

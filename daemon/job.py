@@ -72,7 +72,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--margin", type=float, default=matting.Options.margin)
     parser.add_argument("--fill", type=float, default=matting.Options.fill)
     parser.add_argument("--size", type=_whole(16, 20000), default=None)
-    parser.add_argument("--edges", choices=["raw", "clean", "refine"], default=matting.Options.edges)
+    parser.add_argument("--edges", choices=matting.edges.MODES, default=matting.Options.edges)
     parser.add_argument("--quality", type=_whole(1, 100), metavar="1..100", required=True)
     parser.add_argument("--model", required=True)
     parser.add_argument("--models-dir", type=Path, default=None)

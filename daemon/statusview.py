@@ -23,7 +23,7 @@ from daemon.rootlock import LOCK_NAME
 from daemon.settings import Settings
 from daemon.states import Status
 from daemon.store import Item, Session, Store, iso
-from daemon.tickets import session_options
+from daemon.tickets import makes_masks
 
 RATE_STATUSES = (Status.DONE, Status.FAILED)  # work the daemon did; a cancel finishes many items at once
 PENDING = (Status.QUEUED, Status.PROCESSING)
@@ -121,7 +121,7 @@ def read(settings: Settings, now: float, only: str | None = None) -> View | None
     for item in items:
         by_session.get(item.session, []).append(item)
     views = [session_view(s, by_session[s.name], now, pending, rate if running else None,
-                          session_options(settings, s.ticket)["output"] == "both") for s in sessions]
+                          makes_masks(settings, s.ticket)) for s in sessions]
     eta = progress.eta_seconds(len(pending), rate if running else None)
     return View(settings.root, now, pid, known, len(pending) - processing, processing, rate, eta, views)
 

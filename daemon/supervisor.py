@@ -45,7 +45,7 @@ from daemon.spool import Spool, remove_empty_dirs
 from daemon.states import TERMINAL, SessionState, Status
 from daemon.statusview import item_document
 from daemon.store import IllegalTransition, Item, Session, Store, iso
-from daemon.tickets import TicketError, read_ticket, session_options
+from daemon.tickets import TicketError, makes_masks, read_ticket, session_options
 
 log = structlog.get_logger()
 
@@ -438,7 +438,7 @@ class Supervisor:
         return "png" if options["output"] == "mask" else options["output_format"]
 
     def with_masks(self, session: Session) -> bool:
-        return self.options_for(session.ticket)["output"] == "both"
+        return makes_masks(self.settings, session.ticket)
 
     def member(self, session: Session, name: str, members: set[str]) -> str:
         """The new item's ZIP name: distinct from every cutout, and from every mask when there are masks."""
@@ -901,6 +901,7 @@ class Supervisor:
         counts = {status.value: 0 for status in Status}
         for item in items:
             counts[item.status.value] += 1
+        with_masks = self.with_masks(session)
         return {
             "session": session.name,
             "state": session.state.value,
@@ -912,7 +913,7 @@ class Supervisor:
             "zip": session.zip,
             "error": session.error,
             "ticket": session.ticket or None,
-            "items": [item_document(item, self.with_masks(session)) for item in items],
+            "items": [item_document(item, with_masks) for item in items],
         }
 
     def publish(self, name: str) -> None:

@@ -30,6 +30,11 @@ def session_options(settings: Settings, ticket: dict | None) -> dict:
     return {**{name: getattr(settings, name) for name in TICKET_SETTINGS}, **(ticket or {})}
 
 
+def makes_masks(settings: Settings, ticket: dict | None) -> bool:
+    """Whether a session's items each get a mask member beside the cutout (output "both")."""
+    return session_options(settings, ticket)["output"] == "both"
+
+
 def read_ticket(folder: Path, base: dict | None = None) -> dict | None:
     """The settings the folder's ticket sets, validated over `base` (the daemon's own); None without a ticket."""
     path = folder / TICKET_NAME
