@@ -350,7 +350,7 @@ def prepared_cutout(path: Path, spec, session) -> tuple[Image.Image, bytes | Non
     """The RGBA cutout the encoder is handed, and the source's colour profile."""
     image, icc, _ = matting.decode(path)
     raw = matting.infer(session, matting.preprocess(image, spec), spec)
-    return matting.cutout(image, matting.postprocess(raw, image.size)), icc
+    return matting.cutout(image, matting.postprocess(raw, image.size, spec)), icc
 
 
 def encoders(corpus: list[Path], settings: Settings, spec, session, workdir: Path) -> dict:

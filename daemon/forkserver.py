@@ -21,8 +21,11 @@ is then re-parented to the supervisor (a child subreaper, see
 `become_subreaper`), which reaps it with wait4 exactly like a process it
 started itself, and so learns its exit status and its peak memory.
 
-The job module may define four functions (only `main` is required):
+The job module may define five functions (only `main` is required):
   preload(config) -> shared    once, in this parent; an exception is a start-up error
+  variant(shared, request) -> shared
+                               in this parent, for a spawn that carries a request
+                               (say, another model than the default's)
   prepare(shared) -> prepared  in each fresh child, before it has an image
   warm(prepared)               in a child the supervisor has no job for yet (see Standby.warm)
   main(argv, prepared) -> int  the job; its return value is the exit code
@@ -83,6 +86,7 @@ class Standby:
 
     pid: int
     conn: socket.socket
+    request: dict | None = None  # what it was prepared for (the job module's variant), None for the default
     ready: dict | None = None  # its readiness message, once read
     warmed: bool = False
 
@@ -175,11 +179,12 @@ class ForkServer:
             raise ForkServerError(hello["error"])
         return hello
 
-    def spawn(self, timeout: float = 30.0) -> Standby:
+    def spawn(self, request: dict | None = None, timeout: float = 30.0) -> Standby:
+        """A new standby, prepared for `request` (see the job module's `variant`) or for the default."""
         if self.sock is None:
             raise ForkServerError("the fork server is not running")
         try:
-            self.sock.send(json.dumps({"op": "spawn"}).encode())
+            self.sock.send(json.dumps({"op": "spawn", "request": request}).encode())
             self.sock.settimeout(timeout)
             data, fds, _flags, _addr = socket.recv_fds(self.sock, MAX_MESSAGE, 1)
         except OSError as exc:
@@ -190,7 +195,7 @@ class ForkServer:
         if not data or not fds:
             raise ForkServerError("the fork server exited")
         reply = json.loads(data)
-        return Standby(pid=int(reply["pid"]), conn=socket.socket(fileno=fds[0]))
+        return Standby(pid=int(reply["pid"]), conn=socket.socket(fileno=fds[0]), request=request)
 
     def receive(self, timeout: float, what: str) -> dict:
         self.sock.settimeout(timeout)
@@ -273,8 +278,11 @@ def serve(sock: socket.socket, job_module: str, config: dict) -> int:
             return 0
         if not data:  # the supervisor closed its end: stop
             return 0
-        if json.loads(data).get("op") == "spawn":
-            pid, conn = fork_standby(module, shared, sock)
+        message = json.loads(data)
+        if message.get("op") == "spawn":
+            variant = getattr(module, "variant", None)
+            request = message.get("request")
+            pid, conn = fork_standby(module, variant(shared, request) if variant and request else shared, sock)
             socket.send_fds(sock, [json.dumps({"pid": pid}).encode()], [conn.fileno()])
             conn.close()
 

@@ -100,6 +100,12 @@ class Shared:
     optimized: bytes | None  # the model as onnxruntime optimized it on this machine
     threads: int | None
     providers: tuple[str, ...]
+    error: str | None = None  # why this model cannot run here; each job then fails with it
+
+
+# Every model the fork server has loaded for a spawn request, by (name, folder):
+# each is read and optimized once, and shared by every job forked after that.
+_variants: dict[tuple[str, str], Shared] = {}
 
 
 @dataclass
@@ -131,6 +137,24 @@ def preload(config: dict, optimize: bool = True) -> Shared:
     return Shared(spec, optimized, config.get("threads"), providers)
 
 
+def variant(shared: Shared, request: dict) -> Shared:
+    """In the fork server: what a job of the requested model shares (a job ticket may name another model).
+
+    Never raises: the fork server must outlive a model that cannot load, and
+    the jobs asking for it fail with the sentence instead.
+    """
+    key = (request["model"], request["models_dir"])
+    if key == (shared.spec.name, str(shared.spec.path.parent)):
+        return shared
+    if key not in _variants:
+        try:
+            spec = matting.load_model_spec(request["model"], Path(request["models_dir"]), verify=False)
+            _variants[key] = Shared(spec, optimized_in_child(spec, shared.providers), shared.threads, shared.providers)
+        except (matting.ModelError, OSError) as exc:
+            return Shared(shared.spec, None, shared.threads, shared.providers, error=str(exc))  # not kept: may be fixed
+    return _variants[key]
+
+
 def optimized_in_child(spec: ModelSpec, providers: tuple[str, ...]) -> bytes:
     """matting.optimize, run in a child so the fork server itself never holds an onnxruntime session."""
     with tempfile.TemporaryDirectory(prefix="bgremover-") as folder:
@@ -155,6 +179,8 @@ def optimized_in_child(spec: ModelSpec, providers: tuple[str, ...]) -> bytes:
 
 def prepare(shared: Shared) -> Prepared:
     """In the fresh child: its own session, with its own threads (threads do not survive a fork)."""
+    if shared.error:
+        return Prepared(shared, None, shared.error)
     try:
         session = matting.create_session(shared.spec, shared.threads, shared.providers, shared.optimized)
     except matting.ModelError as exc:

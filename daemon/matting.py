@@ -21,7 +21,7 @@ import onnxruntime
 import pillow_heif
 from PIL import ExifTags, Image, ImageChops, ImageCms, ImageColor, ImageOps, UnidentifiedImageError, features
 
-from daemon import edges, png
+from daemon import edges, png, resample
 from daemon.formats import FORMAT_EXTENSIONS, format_for_path  # noqa: F401 - part of this module's interface
 from daemon.models import ModelError, ModelSpec, find_model_spec, load_model_spec, models_dir  # noqa: F401 - likewise
 
@@ -326,18 +326,24 @@ def preprocess(image: Image.Image, spec: ModelSpec) -> np.ndarray:
     """The network input, float32 [1, 3, H, W], as the manifest describes it.
 
     The photo is resized to the input size without keeping the aspect (the
-    mask is stretched back afterwards), brought to 0..1 and normalised with the
-    manifest's mean and std. Most models divide by 255. U²-Net's own loader
+    mask is stretched back afterwards) with the entry's `resize` filter,
+    brought to 0..1 and normalised with the manifest's mean and std. Most models divide by 255. U²-Net's own loader
     (RescaleT then ToTensorLab) divides by the image's maximum instead, and its
     weights were trained on that: a dim photo is stretched so its brightest
     value is 1; the manifest says so with scale "max". The 1e-6 floor keeps an
     all-black image from dividing by zero.
     """
-    rgb = _shrink_for_model(image.convert("RGB"), spec.input_size).resize(spec.input_size, Image.Resampling.LANCZOS)
-    pixels = np.asarray(rgb, dtype=np.float32)
+    pixels = np.asarray(resized_for_model(image.convert("RGB"), spec), dtype=np.float32)
     pixels = pixels / (max(float(pixels.max()), 1e-6) if spec.scale == "max" else 255.0)
     pixels = (pixels - np.asarray(spec.mean, dtype=np.float32)) / np.asarray(spec.std, dtype=np.float32)
     return np.ascontiguousarray(pixels.transpose(2, 0, 1)[np.newaxis], dtype=np.float32)
+
+
+def resized_for_model(rgb: Image.Image, spec: ModelSpec) -> np.ndarray:
+    """The photo at the network's input size, 8 bits a channel, by the entry's `resize` filter."""
+    if spec.resize == "bilinear":
+        return resample.bilinear(np.asarray(rgb), spec.input_size)
+    return np.asarray(_shrink_for_model(rgb, spec.input_size).resize(spec.input_size, Image.Resampling.LANCZOS))
 
 
 def _shrink_for_model(image: Image.Image, size: tuple[int, int]) -> Image.Image:
@@ -368,8 +374,16 @@ def infer(session: onnxruntime.InferenceSession, tensor: np.ndarray, spec: Model
     return raw
 
 
-def postprocess(raw: np.ndarray, size: tuple[int, int]) -> Image.Image:
-    """The mask as an 8-bit 'L' image of `size` (width, height), stretched to use 0..255."""
+def postprocess(raw: np.ndarray, size: tuple[int, int], spec: ModelSpec) -> Image.Image:
+    """The mask as an 8-bit 'L' image of `size` (width, height), by the entry's mask_range and resize."""
+    levels = _stretched(raw) if spec.mask_range == "stretch" else _unit(raw)
+    if spec.resize == "bilinear":
+        return Image.fromarray(resample.bilinear(levels, size))  # 2-D uint8 gives mode 'L'
+    return Image.fromarray(levels).resize(size, Image.Resampling.LANCZOS)
+
+
+def _stretched(raw: np.ndarray) -> np.ndarray:
+    """The map's own lowest..highest as 0..255: a saliency map's scale is its own."""
     low, high = float(raw.min()), float(raw.max())
     if high - low < 1e-6:
         # A flat map carries no shape to stretch; keep the network's own
@@ -377,8 +391,12 @@ def postprocess(raw: np.ndarray, size: tuple[int, int]) -> Image.Image:
         scaled = np.clip(raw, 0.0, 1.0)
     else:
         scaled = (raw - low) / (high - low)
-    mask = Image.fromarray(np.rint(scaled * 255).astype(np.uint8))  # 2-D uint8 gives mode 'L'
-    return mask.resize(size, Image.Resampling.LANCZOS)
+    return np.rint(scaled * 255).astype(np.uint8)
+
+
+def _unit(raw: np.ndarray) -> np.ndarray:
+    """A map that is alpha already (0..1) as 0..255, cut down to whole levels as the IS-Net package does."""
+    return np.floor(np.clip(raw, 0.0, 1.0) * 255).astype(np.uint8)
 
 
 def with_edges(mask: Image.Image, image: Image.Image, mode: str) -> Image.Image:
@@ -532,7 +550,7 @@ def remove_background(
     lap("preprocess")
     raw = infer(session, tensor, spec)
     lap("inference")
-    mask = with_edges(postprocess(raw, image.size), image, options.edges)
+    mask = with_edges(postprocess(raw, image.size, spec), image, options.edges)
     rgba = framed(cutout(image, mask), options)
     lap("postprocess")
     if options.output in ("mask", "both"):

@@ -23,8 +23,15 @@ SCALINGS = ("unit", "max")
 # What the chosen output holds: a map the daemon stretches to 0..1 as it is
 # ("none"), or logits to pass through a sigmoid first (BiRefNet exports).
 ACTIVATIONS = ("none", "sigmoid")
+# How the photo is resized to the input size, and the mask back to the photo's:
+# "lanczos" (antialiased; the default) or "bilinear", plain bilinear sampling
+# without antialiasing, which is what the IS-Net exports' own JavaScript does.
+RESIZES = ("lanczos", "bilinear")
+# How the output becomes alpha: "stretch" maps the map's own lowest..highest to
+# 0..255 (U²-Net's saliency maps); "unit" reads it as 0..1 already and clips.
+MASK_RANGES = ("stretch", "unit")
 REQUIRED = ("file", "sha256", "input_size", "mean", "std", "output_index", "licence", "source")
-OPTIONAL = ("scale", "activation")
+OPTIONAL = ("scale", "activation", "resize", "mask_range")
 
 
 class ModelError(Exception):
@@ -44,6 +51,8 @@ class ModelSpec:
     source: str
     scale: str = "unit"  # one of SCALINGS
     activation: str = "none"  # one of ACTIVATIONS
+    resize: str = "lanczos"  # one of RESIZES
+    mask_range: str = "stretch"  # one of MASK_RANGES
 
 
 # ---------------------------------------------------------------- model
@@ -110,6 +119,8 @@ def spec_from_entry(name: str, entry: object, directory: Path) -> ModelSpec:
             source=_text(entry["source"], "source"),
             scale=_one_of(entry.get("scale", "unit"), SCALINGS, "scale"),
             activation=_one_of(entry.get("activation", "none"), ACTIVATIONS, "activation"),
+            resize=_one_of(entry.get("resize", "lanczos"), RESIZES, "resize"),
+            mask_range=_one_of(entry.get("mask_range", "stretch"), MASK_RANGES, "mask_range"),
         )
     except ValueError as exc:
         raise ModelError(f"{where}: {exc}") from None

@@ -81,7 +81,7 @@ def edges_section(corpus: list[Path], spec, session) -> dict:
     for path in corpus:
         image, _, _ = matting.decode(path)
         raw = np.asarray(matting.postprocess(matting.infer(session, matting.preprocess(image, spec), spec),
-                                             image.size))
+                                             image.size, spec))
         rgb = np.asarray(image.convert("RGB"))
         boundary = edges.band(raw, edges.band_width(raw.shape))
         for mode, found in per_mode.items():

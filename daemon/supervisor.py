@@ -36,7 +36,7 @@ from daemon.formats import FORMAT_EXTENSIONS
 from daemon.hooks import RunningHook, session_environment
 from daemon.intake import Intake
 from daemon.metrics import Metrics
-from daemon.models import ModelSpec
+from daemon.models import ModelError, ModelSpec, find_model_spec
 from daemon.names import display, fitted_path, session_name, twin
 from daemon.notify import Notifier, progress_summary
 from daemon.rootlock import lock_root
@@ -45,7 +45,7 @@ from daemon.spool import Spool, remove_empty_dirs
 from daemon.states import TERMINAL, SessionState, Status
 from daemon.statusview import item_document
 from daemon.store import IllegalTransition, Item, Session, Store, iso
-from daemon.tickets import TicketError, makes_masks, read_ticket, session_options
+from daemon.tickets import TICKET_NAME, TicketError, makes_masks, read_ticket, session_options
 
 log = structlog.get_logger()
 
@@ -76,7 +76,8 @@ class RunningJob:
 class Supervisor:
     def __init__(self, settings: Settings, model: ModelSpec) -> None:
         self.settings = settings
-        self.model = model
+        self.model = model  # the model setting's; a session's job ticket may name another
+        self.models: dict[str, ModelSpec] = {model.name: model}  # each verified once, when first asked for
         self.wakeups: queue.SimpleQueue = queue.SimpleQueue()
         self.spool = Spool(settings.root)
         self.store: Store | None = None  # opened by start_up, once the job processes could start
@@ -208,7 +209,7 @@ class Supervisor:
         """
         become_subreaper()
         self.forkserver.start()
-        self.standby = self.forkserver.spawn()
+        self.standby = self.forkserver.spawn(standby_request(self.model))
         ready = self.standby.wait_ready(READY_TIMEOUT_SECONDS)
         if ready.get("error"):
             raise ForkServerError(ready["error"])
@@ -452,9 +453,20 @@ class Supervisor:
         if folder is None:
             return {}, None
         try:
-            return read_ticket(folder, session_options(self.settings, None)) or {}, None
+            ticket = read_ticket(folder, session_options(self.settings, None)) or {}
+            if "model" in ticket:
+                self.model_named(ticket["model"])
+            return ticket, None
         except TicketError as exc:
             return {}, str(exc)
+        except ModelError as exc:
+            return {}, f"the job ticket {TICKET_NAME} names a model this daemon cannot use: {exc}"
+
+    def model_named(self, name: str) -> ModelSpec:
+        """The model by its manifest name, its file's checksum verified the first time it is asked for."""
+        if name not in self.models:
+            self.models[name] = find_model_spec(name, self.settings.models_folder)
+        return self.models[name]
 
     def reread_ticket(self, session: Session) -> None:
         """A refused ticket is read again on a retry: once fixed, the session runs with it."""
@@ -547,7 +559,12 @@ class Supervisor:
             if self.standby is not None and not self.standby.warmed:
                 self.standby.warm()  # nothing to do: a good moment for its first run
             return
-        standby = self.take_standby(now)
+        try:
+            model = self.model_named(self.options_for(self.store.session(queued.session).ticket)["model"])
+        except ModelError as exc:  # its ticket's model was removed since the session opened
+            self.finish(self.move(queued, Status.PROCESSING, "claimed"), Status.FAILED, str(exc))
+            return
+        standby = self.take_standby(now, model)
         if standby is None:
             return  # the item stays queued; we try again after a pause
         try:
@@ -565,20 +582,26 @@ class Supervisor:
             self.standby = standby
             self.finish(item, Status.FAILED, refusal)
             return
-        self.job = self.launch(item, original, standby, now)
+        self.job = self.launch(item, original, standby, model, now)
         if self.job is None:
             return
         self.publish(item.session)
         # The next item's process starts now, while this one runs: its start-up
         # overlaps this job's single-threaded stages instead of following them.
-        self.standby = self.take_standby(now)
+        # The next item most likely belongs to the same session, so the same model.
+        self.standby = self.take_standby(now, model)
 
-    def take_standby(self, now: float) -> Standby | None:
-        """The prepared job process, or a new one; None (and a pause) if the fork server fails."""
+    def take_standby(self, now: float, model: ModelSpec) -> Standby | None:
+        """The job process prepared for `model`, or a new one; None (and a pause) if the fork server fails."""
         standby, self.standby = self.standby, None
-        if standby is not None and standby.alive():
+        alive = standby is not None and standby.alive()
+        if alive and standby.request == standby_request(model):
             return standby
-        if standby is not None:  # it died waiting (killed from outside): replace it before claiming an item
+        if alive:  # prepared for another session's model: a session for this one costs what a new process does
+            standby.dismiss()
+            self.strays.add(standby.pid)
+            log.debug("job_process_replaced", pid=standby.pid, model=model.name)
+        elif standby is not None:  # it died waiting (killed from outside): replace it before claiming an item
             standby.dismiss()
             log.warning("job_process_lost", pid=standby.pid, when="waiting for a job")
         try:
@@ -586,13 +609,13 @@ class Supervisor:
                 log.warning("forkserver_restarting")
                 self.forkserver.close()
                 self.forkserver.start()
-            return self.forkserver.spawn()
+            return self.forkserver.spawn(standby_request(model))
         except ForkServerError as exc:
             self.spawn_retry_at = now + 5.0
             log.error("job_process_unavailable", error=str(exc), retry_in_s=5)
             return None
 
-    def launch(self, item: Item, original: Path, standby: Standby, now: float) -> RunningJob | None:
+    def launch(self, item: Item, original: Path, standby: Standby, model: ModelSpec, now: float) -> RunningJob | None:
         session = self.store.session(item.session)
         ext = FORMAT_EXTENSIONS[session.format]
         settings = self.settings
@@ -604,8 +627,8 @@ class Supervisor:
             *(["--mask", str(self.spool.mask_result(item))] if options["output"] == "both" else []),
             "--crop", options["crop"], "--margin", str(options["margin"]), "--fill", str(options["fill"]),
             *(["--size", str(options["size"])] if options["size"] else []), "--edges", options["edges"],
-            "--quality", str(options["quality"]), "--model", self.model.name,
-            "--models-dir", str(self.model.path.parent), "--threads", str(settings.threads),
+            "--quality", str(options["quality"]), "--model", model.name,
+            "--models-dir", str(model.path.parent), "--threads", str(settings.threads),
             "--providers", ",".join(settings.providers), "--png-compress-level", str(options["png_compress_level"]),
             "--webp-method", str(options["webp_method"]), "--avif-speed", str(options["avif_speed"]),
             "--max-megapixels", str(settings.max_megapixels), "--large-images", settings.large_images,
@@ -946,6 +969,11 @@ class Verdict(NamedTuple):
     status: Status  # the item's next status
     error: str | None  # the sentence the user reads
     reason: str | None  # why it failed, in one word of metrics.FAILURE_REASONS; None unless failed or cancelled
+
+
+def standby_request(model: ModelSpec) -> dict:
+    """What a job process is prepared for: the model, by name and folder (see daemon.job.variant)."""
+    return {"model": model.name, "models_dir": str(model.path.parent)}
 
 
 def verdict(job: RunningJob, result: Path, report: dict, limits: Settings) -> Verdict:

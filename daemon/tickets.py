@@ -1,7 +1,7 @@
 """Job tickets: a `bgremover.toml` inside a dropped folder sets how that folder's images come out.
 
-A ticket may set only what shapes a result (the output format and the
-encoders' settings), never how the daemon runs. It is read when the folder's
+A ticket may set only what shapes a result (the output format, the options,
+the model and the encoders' settings), never how the daemon runs. It is read when the folder's
 session opens; a ticket that does not parse or sets a bad value is refused as
 a whole, with a sentence naming the problem, because guessing what someone
 meant would ship a catalog in the wrong format.
@@ -17,8 +17,8 @@ from pydantic import ValidationError
 from daemon.settings import Settings, describe
 
 TICKET_NAME = "bgremover.toml"
-TICKET_SETTINGS = ("output_format", "background", "output", "crop", "margin", "fill", "size", "edges", "quality",
-                   "png_compress_level", "webp_method", "avif_speed")
+TICKET_SETTINGS = ("output_format", "background", "output", "crop", "margin", "fill", "size", "edges", "model",
+                   "quality", "png_compress_level", "webp_method", "avif_speed")
 
 
 class TicketError(ValueError):

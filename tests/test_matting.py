@@ -172,16 +172,16 @@ def test_preprocess_ignores_alpha(spec):
 # ---------------------------------------------------------------- postprocessing and cutout
 
 
-def test_postprocess_stretches_the_mask_to_the_full_range_at_the_original_size():
+def test_postprocess_stretches_the_mask_to_the_full_range_at_the_original_size(spec):
     raw = np.full((320, 320), 0.2, dtype=np.float32)
     raw[:, 160:] = 0.6  # two flat halves: resizing keeps their values away from the edge
-    mask = matting.postprocess(raw, (123, 45))
+    mask = matting.postprocess(raw, (123, 45), spec)
     assert mask.mode == "L" and mask.size == (123, 45)
     assert mask.getextrema() == (0, 255)
 
 
-def test_postprocess_of_a_constant_map_keeps_its_value_instead_of_dividing_by_zero():
-    mask = matting.postprocess(np.full((320, 320), 0.5, dtype=np.float32), (10, 10))
+def test_postprocess_of_a_constant_map_keeps_its_value_instead_of_dividing_by_zero(spec):
+    mask = matting.postprocess(np.full((320, 320), 0.5, dtype=np.float32), (10, 10), spec)
     assert mask.getextrema() == (128, 128)
 
 

@@ -67,7 +67,9 @@ def test_an_entry_gives_its_preprocessing_and_defaults_to_dividing_by_255(folder
     ({"output_index": -1}, r"output_index must be a whole number from 0"),
     ({"scale": "percent"}, r"scale must be one of unit, max \(got 'percent'\)"),
     ({"sha256": "abc"}, r"sha256 must be 64 hex digits"),
-    ({"resize": "bicubic"}, r"has unknown field resize"),
+    ({"resize": "bicubic"}, r"resize must be one of lanczos, bilinear \(got 'bicubic'\)"),
+    ({"mask_range": "auto"}, r"mask_range must be one of stretch, unit \(got 'auto'\)"),
+    ({"crop": "centre"}, r"has unknown field crop"),
 ])
 def test_a_bad_entry_is_refused_naming_the_model_and_the_field(folder, change, says):
     write_manifest(folder, {"redness": manifest_entry(folder / "redness.onnx", **change)})
