@@ -38,7 +38,7 @@ import onnxruntime
 from PIL import Image, ImageOps
 
 import daemon
-from daemon import forkserver, matting, optionbench
+from daemon import forkserver, matting, modelbench, optionbench
 from daemon.cli import EXIT_FAILED, EXIT_OK, fail
 from daemon.intake import is_image_name, is_temporary_name
 from daemon.settings import Settings, usable_cores
@@ -102,6 +102,8 @@ def main(settings: Settings, args: argparse.Namespace, *, soak_step: int = SOAK_
             document = soak(settings, args, workdir, soak_step, echo=table)
         elif args.options:
             document = per_option(settings, args, workdir)
+        elif args.model:
+            document = per_model(settings, args, workdir)
         else:
             document = bench(settings, args, workdir)
     except EXPECTED_FAILURES as exc:
@@ -161,6 +163,23 @@ def per_option(settings: Settings, args: argparse.Namespace, workdir: Path) -> d
         "options": optionbench.options_section(corpus, base, spec, session, workdir / "options"),
         "edges": optionbench.edges_section(corpus, spec, session),
     }
+
+
+def per_model(settings: Settings, args: argparse.Namespace, workdir: Path) -> dict:
+    """Model NAME beside the bundled u2netp: time, memory per job, mask agreement (daemon/modelbench.py)."""
+    if args.model == modelbench.BASELINE:
+        raise BenchError(f"--model compares a model with the bundled {modelbench.BASELINE}; name another model "
+                         "(see `bgremover models list`)")
+    fmt = args.format or settings.output_format
+    matting.ensure_encoder(fmt)
+    specs = modelbench.model_specs(args.model, settings.models_folder)
+    corpus = bench_corpus(args, workdir / "corpus", modelbench.MODEL_IMAGES)
+    options = matting.Options.from_settings(settings, fmt)
+    try:
+        compared = modelbench.compare(corpus, specs, settings, options, workdir / "models")
+    except modelbench.JobFailed as exc:
+        raise BenchError(str(exc)) from None
+    return {"machine": machine(settings.threads), "corpus": describe_corpus(corpus, args), **compared}
 
 
 def reorder(document: dict) -> dict:
@@ -921,6 +940,8 @@ SECTION_TITLES = {
     "enqueue_latency": "enqueue latency",
     "options": "each output option, whole pipeline in this process",
     "edges": "edges against the raw mask (alpha levels of 255; band = pixels near the contour)",
+    "models": "each model: session, model alone, whole pipeline in this process (medians), one job's peak memory",
+    "agreement": "mask agreement at each photo's size (alpha_diff: mean |difference| in levels of 255)",
 }
 KEY_WIDTH = 40
 LIST_SHOWN = 8

