@@ -25,7 +25,8 @@ run: $(VENV)/.installed
 test: $(VENV)/.test-installed
 	$(BIN)/python -m pytest
 
-# The README's Outputs pictures, drawn by the real pipeline from a shipped photo.
+# The README's Outputs and Models pictures, drawn by the real pipeline from shipped photos
+# (the Models picture once ./data/models holds isnet-small: bgremover models fetch isnet-small --root data).
 pictures: $(VENV)/.installed
 	$(BIN)/python docs/make_pictures.py
 

@@ -1,16 +1,22 @@
-"""Draw the pictures of the README's "Outputs" section from a photo the project ships.
+"""Draw the pictures of the README's "Outputs" and "Models" sections from photos the project ships.
 
-    .venv/bin/python docs/make_pictures.py        (or: make pictures)
+    .venv/bin/python docs/make_pictures.py [--models-dir DIR]      (or: make pictures)
 
 Every picture is made by the real pipeline (daemon.matting with the bundled
 model), one per option, from tests/photos/coffee.jpg (CC0, see
 tests/photos/LICENSE.md); the edges pictures zoom into chelsea.jpg (CC0), whose
 fur shows what each mode does. Transparent pixels are drawn on a grey
 checkerboard so that they can be told from white.
+
+The models picture cuts astronaut.jpg (public domain) and chelsea.jpg with
+u2netp and with isnet-small, which bgremover does not ship: it is drawn only
+when the models folder given holds isnet-small (`bgremover models fetch
+isnet-small` puts it there).
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import sys
 import tempfile
@@ -41,8 +47,21 @@ OPTIONS = {
 }
 
 
+MODELS_PHOTOS = ("astronaut.jpg", "chelsea.jpg")
+COMPARED = "isnet-small"
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models-dir", type=Path, default=REPO / "data" / "models",
+                        help=f"the models folder holding {COMPARED} (default: ./data/models, what `make run` uses)")
+    args = parser.parse_args()
     TARGET.mkdir(parents=True, exist_ok=True)
+    draw_outputs()
+    draw_models(args.models_dir)
+
+
+def draw_outputs() -> None:
     spec = matting.load_model_spec("u2netp")
     session = matting.create_session(spec, threads=1)
     with tempfile.TemporaryDirectory() as folder:
@@ -59,6 +78,24 @@ def main() -> None:
             mask = run(PHOTOS / "chelsea.jpg", work, session, spec, {"edges": mode, "output": "mask"})
             tiles.append(labelled(stacked([zoomed(cut), zoomed(mask)]), f"edges = {mode}"))
         save(side_by_side(tiles), "edges")
+
+
+def draw_models(folder: Path) -> None:
+    """Each photo as u2netp and as isnet-small cut it: the cutout, and the mask under it."""
+    try:
+        specs = [matting.find_model_spec(name, folder) for name in ("u2netp", COMPARED)]
+    except matting.ModelError as exc:
+        print(f"models picture not drawn: {exc}")
+        return
+    sessions = [matting.create_session(spec, threads=1) for spec in specs]
+    tiles = []
+    with tempfile.TemporaryDirectory() as work:
+        for photo in MODELS_PHOTOS:
+            for spec, session in zip(specs, sessions):
+                cut = run(PHOTOS / photo, Path(work), session, spec, {})
+                mask = run(PHOTOS / photo, Path(work), session, spec, {"output": "mask"})
+                tiles.append(labelled(stacked([thumbnail(cut), thumbnail(mask)]), f"model = {spec.name}"))
+    save(side_by_side(tiles), "models")
 
 
 def run(source: Path, work: Path, session, spec, change: dict) -> Image.Image:

