@@ -398,7 +398,7 @@ class QueueMachine(RuleBasedStateMachine):
         """start_up() without the fork server and the watcher: open the folders and recover."""
         while True:
             daemon = Supervisor(self.settings, self.model)
-            daemon.take_standby = lambda now: FakeJob()
+            daemon.take_standby = lambda now, model: FakeJob()
             daemon.open_folders()
             self.kill_switch.install(daemon)
             try:
