@@ -1,10 +1,10 @@
 """Job tickets: a `bgremover.toml` inside a dropped folder sets how that folder's images come out.
 
 A ticket may set only what shapes a result (the output format, the options,
-the model and the encoders' settings), never how the daemon runs. It is read when the folder's
-session opens; a ticket that does not parse or sets a bad value is refused as
-a whole, with a sentence naming the problem, because guessing what someone
-meant would ship a catalog in the wrong format.
+the model and the encoders' settings), never how the daemon runs. It is read
+when the folder's session opens; a ticket that does not parse or sets a bad
+value is refused as a whole, with a sentence naming the problem, because
+guessing what someone meant would ship a catalog in the wrong format.
 """
 
 from __future__ import annotations
