@@ -20,7 +20,7 @@ from PIL import Image
 from tests.conftest import PHOTOS, REPO
 from tests.harness import Daemon, drop, wait_for
 
-COMMANDS = ("run", "status", "retry", "cancel", "remove", "bench")
+COMMANDS = ("run", "status", "retry", "cancel", "remove", "bench", "models")
 
 
 def cli(*args: str | Path, env: dict[str, str] | None = None, cwd: Path = REPO,
