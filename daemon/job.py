@@ -103,9 +103,10 @@ class Shared:
     error: str | None = None  # why this model cannot run here; each job then fails with it
 
 
-# Every model the fork server has loaded for a spawn request, by (name, folder):
-# each is read and optimized once, and shared by every job forked after that.
-_variants: dict[tuple[str, str], Shared] = {}
+# Every model the fork server has loaded for a spawn request, by (name, folder,
+# sha256): each is read and optimized once, and shared by every job forked
+# after that; a file replaced under the same name is a new model.
+_variants: dict[tuple[str, str, str], Shared] = {}
 
 
 @dataclass
@@ -143,12 +144,14 @@ def variant(shared: Shared, request: dict) -> Shared:
     Never raises: the fork server must outlive a model that cannot load, and
     the jobs asking for it fail with the sentence instead.
     """
-    key = (request["model"], request["models_dir"])
-    if key == (shared.spec.name, str(shared.spec.path.parent)):
+    key = (request["model"], request["models_dir"], request["sha256"])
+    if key == (shared.spec.name, str(shared.spec.path.parent), shared.spec.sha256):
         return shared
     if key not in _variants:
         try:
             spec = matting.load_model_spec(request["model"], Path(request["models_dir"]), verify=False)
+            if spec.sha256 != request["sha256"]:  # replaced between the supervisor's check and now
+                raise matting.ModelError(f"model file {spec.path} changed while the daemon ran; retry the item")
             _variants[key] = Shared(spec, optimized_in_child(spec, shared.providers), shared.threads, shared.providers)
         except (matting.ModelError, OSError) as exc:
             return Shared(shared.spec, None, shared.threads, shared.providers, error=str(exc))  # not kept: may be fixed

