@@ -565,8 +565,9 @@ class Supervisor:
             if self.standby is not None and not self.standby.warmed:
                 self.standby.warm()  # nothing to do: a good moment for its first run
             return
+        session = self.store.session(queued.session)  # one read serves the model, the refusal and the job
         try:
-            model = self.model_named(self.options_for(self.store.session(queued.session).ticket)["model"])
+            model = self.model_named(self.options_for(session.ticket)["model"])
         except ModelError as exc:  # its model was removed, or its file damaged, since the session opened
             self.finish(self.move(queued, Status.PROCESSING, "claimed"), Status.FAILED, str(exc))
             return
@@ -583,12 +584,11 @@ class Supervisor:
             self.standby = standby  # unused: it waits for the next item
             self.finish(item, Status.FAILED, "the original file is missing from the daemon's store")
             return
-        refusal = self.store.session(item.session).error
-        if refusal:  # its folder's job ticket is invalid: no guessing what it meant
+        if session.error:  # its folder's job ticket is invalid: no guessing what it meant
             self.standby = standby
-            self.finish(item, Status.FAILED, refusal)
+            self.finish(item, Status.FAILED, session.error)
             return
-        self.job = self.launch(item, original, standby, model, now)
+        self.job = self.launch(item, original, standby, session, model, now)
         if self.job is None:
             return
         self.publish(item.session)
@@ -621,8 +621,8 @@ class Supervisor:
             log.error("job_process_unavailable", error=str(exc), retry_in_s=5)
             return None
 
-    def launch(self, item: Item, original: Path, standby: Standby, model: ModelSpec, now: float) -> RunningJob | None:
-        session = self.store.session(item.session)
+    def launch(self, item: Item, original: Path, standby: Standby, session: Session, model: ModelSpec,
+               now: float) -> RunningJob | None:
         ext = FORMAT_EXTENSIONS[session.format]
         settings = self.settings
         options = self.options_for(session.ticket)
