@@ -2,9 +2,9 @@
 
     .venv/bin/python docs/make_pictures.py [--models-dir DIR]      (or: make pictures)
 
-Every picture is made by the real pipeline (daemon.matting with the bundled
-model), one per option, from tests/photos/coffee.jpg (CC0, see
-tests/photos/LICENSE.md); the edges pictures zoom into chelsea.jpg (CC0), whose
+Every picture is made by the real pipeline (bgremover.imaging.matting with the bundled
+model), one per option, from daemon/bgremover/bench/photos/coffee.jpg (CC0, see
+daemon/bgremover/bench/photos/LICENSE.md); the edges pictures zoom into chelsea.jpg (CC0), whose
 fur shows what each mode does. Transparent pixels are drawn on a grey
 checkerboard so that they can be told from white.
 
@@ -25,11 +25,11 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "daemon"))
 
-from daemon import matting  # noqa: E402 - after the path is set, so a source checkout needs no install
+from bgremover.imaging import matting  # noqa: E402 - after the path is set, so a source checkout needs no install
 
-PHOTOS = REPO / "tests" / "photos"
+PHOTOS = REPO / "daemon" / "bgremover" / "bench" / "photos"
 TARGET = REPO / "docs" / "outputs"
 THUMB_HEIGHT = 180
 EDGE_BOX = (270, 10, 390, 100)  # a crop of chelsea.jpg: the cat's right ear and cheek against the background

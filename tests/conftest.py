@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-PHOTOS = Path(__file__).resolve().parent / "photos"
+PHOTOS = Path(__file__).resolve().parent.parent / "daemon" / "bgremover" / "bench" / "photos"
 
 
 def _children_of(pid: int) -> list[int]:

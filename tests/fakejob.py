@@ -1,4 +1,4 @@
-"""Fake job bodies for supervisor tests, run as `python -m tests.fakejob` in place of daemon.job.
+"""Fake job bodies for supervisor tests, run as `python -m tests.fakejob` in place of bgremover.job.
 
 The dropped file's first line picks the behaviour, so a test chooses what each
 job does simply by what it drops: `ok`, `exit N`, `sleep [S]`, `flaky FLAGFILE`, `ignore-term`,

@@ -55,7 +55,7 @@ class Daemon:
         ready_before = len(self.events("daemon_ready"))
         self.log_file = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "daemon", "run", "--root", str(self.root)],
+            [sys.executable, "-m", "bgremover", "run", "--root", str(self.root)],
             cwd=REPO, env=self.env, stdin=subprocess.DEVNULL, stdout=self.log_file, stderr=self.log_file,
         )
         wait_for(lambda: len(self.events("daemon_ready")) > ready_before or self.process.poll() is not None,

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageCms
 
-PHOTOS = Path(__file__).resolve().parent / "photos"
+PHOTOS = Path(__file__).resolve().parent.parent / "daemon" / "bgremover" / "bench" / "photos"
 PHOTO_NAMES = ("astronaut", "coffee", "chelsea")
 
 

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from daemon import matting
-from daemon.settings import SettingsError, load_settings
-from daemon.tickets import TICKET_NAME
+from bgremover.imaging import matting
+from bgremover.settings import SettingsError, load_settings
+from bgremover.intake.tickets import TICKET_NAME
 from tests.conftest import REPO
 from tests.harness import Daemon
 from tests.images import encoded, shape_on_texture

@@ -7,7 +7,7 @@ import sqlite3
 
 import pytest
 
-from daemon.backoff import Backoff, describe, is_storage_error
+from bgremover.backoff import Backoff, describe, is_storage_error
 
 
 def test_a_healthy_folder_is_always_due():

@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from daemon import bench, optionbench
-from daemon.cli import add_bench_arguments
-from daemon.settings import Settings, load_settings
+from bgremover.bench import main as bench
+from bgremover.bench import options as optionbench
+from bgremover.cli.main import add_bench_arguments
+from bgremover.settings import Settings, load_settings
 from tests.images import shape_on_texture
 
 SECTIONS = [

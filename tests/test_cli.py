@@ -1,4 +1,4 @@
-"""The command-line contract: `python -m daemon ...` as a real process, read as a user reads it.
+"""The command-line contract: `python -m bgremover ...` as a real process, read as a user reads it.
 
 Every test runs the CLI as a subprocess with a clean environment (no BGREMOVER_*
 variable except those the test sets), so what it checks is what a user at a
@@ -29,7 +29,7 @@ def cli(*args: str | Path, env: dict[str, str] | None = None, cwd: Path = REPO,
     clean = {key: value for key, value in os.environ.items() if not key.startswith("BGREMOVER_")}
     clean.update(PYTHONPATH=str(pythonpath), **(env or {}))
     return subprocess.run(
-        [sys.executable, "-m", "daemon", *map(str, args)], check=False,
+        [sys.executable, "-m", "bgremover", *map(str, args)], check=False,
         cwd=cwd, env=clean, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120,
     )
 
@@ -186,7 +186,7 @@ def test_root_precedence_is_flag_then_environment_then_file_then_default(tmp_pat
 
 
 def test_precedence_holds_for_every_setting_not_just_root(tmp_path, monkeypatch):
-    from daemon.settings import load_settings
+    from bgremover.settings import load_settings
 
     for key in [k for k in os.environ if k.startswith("BGREMOVER_")]:
         monkeypatch.delenv(key)
@@ -205,15 +205,15 @@ def test_precedence_holds_for_every_setting_not_just_root(tmp_path, monkeypatch)
 
 @pytest.fixture
 def damaged_install(tmp_path) -> Path:
-    """A copy of the package laid out as a wheel installs it (daemon/models/ inside), one byte of the model flipped.
+    """A copy of the package laid out as a wheel installs it (bgremover/models/bundled/ inside), one byte of the model flipped.
 
     matting.models_dir() has no setting or variable; it looks beside the package,
     so a package copy is the only way to point a real `bgremover` process at another models folder.
     """
     site = tmp_path / "site"
-    shutil.copytree(REPO / "daemon", site / "daemon", ignore=shutil.ignore_patterns("__pycache__", "models"))
-    shutil.copytree(REPO / "models", site / "daemon" / "models")
-    model = site / "daemon" / "models" / "u2netp.onnx"
+    shutil.copytree(REPO / "daemon" / "bgremover", site / "bgremover", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "models", site / "bgremover" / "models" / "bundled")
+    model = site / "bgremover" / "models" / "bundled" / "u2netp.onnx"
     data = bytearray(model.read_bytes())
     data[len(data) // 2] ^= 0x01
     model.write_bytes(bytes(data))
@@ -226,7 +226,7 @@ def test_a_damaged_model_stops_run_with_a_clear_sha256_message(tmp_path, damaged
     assert result.returncode == 2, result.stderr
     line = one_error_line(result)
     assert "sha256" in line and "damaged" in line, line
-    assert str(damaged_install / "daemon" / "models" / "u2netp.onnx") in line, "the message names the copy's model"
+    assert str(damaged_install / "bgremover" / "models" / "bundled" / "u2netp.onnx") in line, "the message names the copy's model"
     assert not (root / "inbox").exists(), "the daemon must not start when the model is damaged"
 
 

@@ -286,7 +286,7 @@ def is_job_of(pid: int, root: Path) -> bool:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
-    return str(root).encode() in cmdline and b"daemon.job" in cmdline
+    return str(root).encode() in cmdline and b"bgremover.job" in cmdline
 
 
 def process_state(pid: int) -> str | None:

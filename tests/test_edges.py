@@ -1,4 +1,4 @@
-"""The contract of daemon.edges, on small synthetic masks and photos built here."""
+"""The contract of imaging/edges.py, on small synthetic masks and photos built here."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from daemon import edges
-from daemon.tickets import TICKET_NAME
+from bgremover.imaging import edges
+from bgremover.intake.tickets import TICKET_NAME
 from tests.conftest import REPO
 from tests.harness import Daemon
 from tests.images import encoded, iou, shape_on_texture
@@ -243,7 +243,7 @@ def test_apply_refuses_a_mask_and_photo_of_different_sizes_in_every_mode(mode):
 
 
 def test_importing_edges_does_not_import_scipy():
-    code = "import sys, daemon.edges; print('scipy' in sys.modules)"
+    code = "import sys, bgremover.imaging.edges; print('scipy' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
 

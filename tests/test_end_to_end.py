@@ -1,7 +1,7 @@
 """The daemon's contract, end to end, with the real job process and the bundled model.
 
 tests/test_supervisor.py checks the loop with fake job bodies; here each dropped
-file goes through `python -m daemon.job` and u2netp, and the tests open what
+file goes through `python -m bgremover.job` and u2netp, and the tests open what
 comes back: the session ZIP's members are decoded with Pillow, their alpha is
 compared with a known mask, and the status JSON, the log, the spool and the
 archive are read as a user or an operator would. Images stay at or under

@@ -18,7 +18,7 @@ from pathlib import Path
 import onnx
 import pytest
 
-from daemon.models import find_model_spec
+from bgremover.models.manifest import find_model_spec
 from tests.onnxgraphs import manifest_entry, redness_model, write_manifest
 from tests.test_cli import cli, one_error_line
 

@@ -15,8 +15,8 @@ import pillow_heif
 import pytest
 from PIL import Image
 
-from daemon import matting
-from daemon.intake import is_image_name
+from bgremover.imaging import matting
+from bgremover.intake.watcher import is_image_name
 from tests.harness import Daemon, drop
 from tests.images import iou, shape_on_texture, srgb_icc_profile
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from daemon.intake import Intake, is_image_name, is_temporary_name
+from bgremover.intake.watcher import Intake, is_image_name, is_temporary_name
 
 STABLE = 0.3
 JPEG = b"\xff\xd8\xff\xe0" + b"x" * 64

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from daemon.models import find_model_spec
+from bgremover.models.manifest import find_model_spec
 from tests.harness import Daemon, drop, wait_for
 from tests.images import encoded, iou, photo, shape_on_texture
 from tests.onnxgraphs import redness_model

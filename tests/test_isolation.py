@@ -1,7 +1,7 @@
 """Process isolation: every image in a fresh process, and nothing of a job, the fork server or a standby outlives its use.
 
 Real daemons with fake job bodies (tests/fakejob.py). The daemon starts one
-fork server (`python -m daemon.forkserver`, a child of the daemon, with the
+fork server (`python -m bgremover.runners.forkserver`, a child of the daemon, with the
 root on its command line) and keeps one standby job process waiting: forked
 from the server, re-parented to the daemon, alone in its own process group.
 These tests find both through /proc, kill them for real, and check what the
@@ -62,10 +62,10 @@ def zombies_of(pid: int) -> list[int]:
 
 
 def forkserver_of(daemon: Daemon) -> int:
-    """The daemon's fork server: its child running daemon.forkserver, in the daemon's own process group."""
+    """The daemon's fork server: its child running bgremover.runners.forkserver, in the daemon's own process group."""
     found = [
         child for child in children_of(daemon.process.pid)
-        if b"daemon.forkserver" in cmdline(child) and (s := stat_of(child)) and s[0] != "Z" and s[2] != child
+        if b"bgremover.runners.forkserver" in cmdline(child) and (s := stat_of(child)) and s[0] != "Z" and s[2] != child
     ]  # fmt: skip
     assert len(found) == 1, f"expected one fork server among the daemon's children, found {found}"
     return found[0]

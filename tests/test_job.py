@@ -42,9 +42,9 @@ class Job:
         """Run the job to completion (waited, so nothing leaks). `prelude` is Python run
         in the job process before main(), to plant a fault."""
         if prelude is None:
-            command = [sys.executable, "-m", "daemon.job", *self.argv(*extra)]
+            command = [sys.executable, "-m", "bgremover.job", *self.argv(*extra)]
         else:
-            script = f"import sys\n{prelude}\nfrom daemon.job import main\nsys.exit(main(sys.argv[1:]))"
+            script = f"import sys\n{prelude}\nfrom bgremover.job.process import main\nsys.exit(main(sys.argv[1:]))"
             command = [sys.executable, "-c", script, *self.argv(*extra)]
         return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120, **popen)
 
@@ -228,7 +228,7 @@ def test_an_unexpected_error_exits_1_with_a_traceback(tmp_path):
     image, _ = shape_on_texture((80, 60))
     image.save(job.input, "JPEG")
     prelude = (
-        "import daemon.matting as m\ndef broken(*a):\n    raise RuntimeError('planted bug')\nm.postprocess = broken"
+        "import bgremover.imaging.matting as m\ndef broken(*a):\n    raise RuntimeError('planted bug')\nm.postprocess = broken"
     )
 
     result = job.run(prelude=prelude)
@@ -239,7 +239,7 @@ def test_an_unexpected_error_exits_1_with_a_traceback(tmp_path):
 
 def test_a_bad_command_line_exits_1_not_2(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "daemon.job", "--input", "x"], cwd=REPO, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "bgremover.job", "--input", "x"], cwd=REPO, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 1
     assert "the following arguments are required" in result.stderr
@@ -250,7 +250,7 @@ def test_sigterm_removes_the_temp_file_and_dies_by_the_signal(tmp_path):
     job.input.write_bytes(photo("coffee").read_bytes())
     # TERM arrives right after the temp file is written, before the rename.
     prelude = (
-        "import os, signal, daemon.matting as m\nreal = m.encode\n"
+        "import os, signal, bgremover.imaging.matting as m\nreal = m.encode\n"
         "def encode_then_term(rgba, path, *a):\n"
         "    real(rgba, path, *a)\n    assert path.exists()\n    os.kill(os.getpid(), signal.SIGTERM)\n"
         "m.encode = encode_then_term"

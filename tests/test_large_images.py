@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from daemon import matting
+from bgremover.imaging import matting
 from tests.conftest import REPO
 from tests.harness import Daemon, drop, wait_for
 from tests.images import photo, shape_on_texture, write_jpeg_with_exif_orientation
@@ -113,7 +113,7 @@ def run_job(tmp_path: Path, *extra: str) -> tuple[subprocess.CompletedProcess, P
     """`python -m daemon.job` on coffee.jpg to a PNG; returns the finished process, OUT and REPORT."""
     output, report = tmp_path / "out.png", tmp_path / "report.json"
     command = [
-        sys.executable, "-m", "daemon.job", "--input", str(photo("coffee")), "--output", str(output),
+        sys.executable, "-m", "bgremover.job", "--input", str(photo("coffee")), "--output", str(output),
         "--report", str(report), "--format", "png", "--quality", "90", "--model", "u2netp", *extra,
     ]  # fmt: skip
     result = subprocess.run(command, check=False, cwd=REPO, capture_output=True, text=True, timeout=120)

@@ -1,4 +1,4 @@
-"""The contract of daemon.matting, checked with the real bundled model on small images."""
+"""The contract of imaging/matting.py, checked with the real bundled model on small images."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms
 
-from daemon import matting, models
-from daemon.matting import BadInput, ModelError
+from bgremover.imaging import matting
+from bgremover.models import manifest as models
+from bgremover.imaging.matting import BadInput, ModelError
 from tests.conftest import REPO
 from tests.images import (
     PHOTO_NAMES,

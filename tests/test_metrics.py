@@ -1,6 +1,6 @@
 """Prometheus metrics: the contract an operator's scraper relies on.
 
-The first half drives daemon/metrics.py against a real SQLite store in tmp_path;
+The first half drives service/metrics.py against a real SQLite store in tmp_path;
 the second runs the real daemon (fake job bodies, and the real job once) and
 scrapes http://127.0.0.1:PORT/metrics over HTTP, or reads the textfile,
 parsing both with prometheus_client's own parser.
@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from daemon.metrics import FAILURE_REASONS, STAGES, Metrics, MetricsUnavailable
-from daemon.settings import SettingsError, load_settings
-from daemon.states import SessionState, Status
-from daemon.store import Store
-from daemon.supervisor import RunningJob, verdict
+from bgremover.service.metrics import FAILURE_REASONS, STAGES, Metrics, MetricsUnavailable
+from bgremover.settings import SettingsError, load_settings
+from bgremover.queue.states import SessionState, Status
+from bgremover.queue.store import Store
+from bgremover.supervisor.loop import RunningJob, verdict
 from tests.conftest import REPO
 from tests.harness import Daemon, drop, wait_for
 from tests.images import photo
@@ -355,7 +355,7 @@ def test_a_metrics_port_in_use_stops_the_daemon_with_one_line_and_exit_code_2(tm
         holder.listen()
         port = holder.getsockname()[1]
         env = Daemon(root, metrics_port=port).env
-        result = subprocess.run([sys.executable, "-m", "daemon", "run", "--root", str(root)], cwd=REPO, env=env,
+        result = subprocess.run([sys.executable, "-m", "bgremover", "run", "--root", str(root)], cwd=REPO, env=env,
                                 stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
 
     said = [line for line in result.stderr.splitlines() if not line.startswith("{")]  # the rest is the JSON log
@@ -365,13 +365,13 @@ def test_a_metrics_port_in_use_stops_the_daemon_with_one_line_and_exit_code_2(tm
 
 
 def test_metrics_keep_the_supervisor_free_of_numpy_and_onnxruntime():
-    code = "import sys, daemon.supervisor, daemon.metrics; print(sorted({'numpy', 'onnxruntime'} & set(sys.modules)))"
+    code = "import sys, bgremover.supervisor.loop, bgremover.service.metrics; print(sorted({'numpy', 'onnxruntime'} & set(sys.modules)))"
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "[]", result.stderr
 
 
 def test_the_bench_daemon_neither_takes_the_metrics_port_nor_overwrites_the_textfile(tmp_path, monkeypatch):
-    from daemon.bench import daemon_environment
+    from bgremover.bench.main import daemon_environment
 
     monkeypatch.setenv("BGREMOVER_METRICS_PORT", "9101")
     settings = load_settings(root=tmp_path, metrics_textfile=tmp_path / "bgremover.prom")

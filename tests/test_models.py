@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from daemon import matting, models
-from daemon.matting import ModelError
+from bgremover.imaging import matting
+from bgremover.models import manifest as models
+from bgremover.imaging.matting import ModelError
 from tests.harness import Daemon, drop
 from tests.images import encoded, shape_on_texture
 from tests.onnxgraphs import manifest_entry, redness_model, write_manifest

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from daemon.names import NAME_MAX, cut, display, fitted, fitted_path, session_name, twin
-from daemon.outbox import member_name
+from bgremover.intake.names import NAME_MAX, cut, display, fitted, fitted_path, session_name, twin
+from bgremover.outbox.zips import member_name
 
 
 def size(text: str) -> int:

@@ -18,9 +18,9 @@ import uuid
 import pytest
 from structlog.testing import capture_logs
 
-from daemon.notify import Notifier, progress_summary
-from daemon.states import SessionState, Status
-from daemon.store import Store
+from bgremover.service.notify import Notifier, progress_summary
+from bgremover.queue.states import SessionState, Status
+from bgremover.queue.store import Store
 from tests.harness import Daemon, drop, wait_for
 
 WATCHDOG_SECONDS = 4.0  # the idle loop wakes once a second and pings every half of this: gaps up to about 3 s

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.outbox import (
+from bgremover.outbox.zips import (
     MissingMemberError,
     atomic_write,
     member_name,

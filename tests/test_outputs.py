@@ -7,8 +7,9 @@ import io
 import numpy as np
 from PIL import Image
 
-from daemon import matting, outbox
-from daemon.tickets import TICKET_NAME
+from bgremover.imaging import matting
+from bgremover.outbox import zips as outbox
+from bgremover.intake.tickets import TICKET_NAME
 from tests.harness import Daemon
 from tests.images import encoded, shape_on_texture
 

@@ -51,16 +51,17 @@ def wheel(tmp_path_factory) -> Path:
 def test_the_wheel_carries_the_model_its_manifest_and_every_module(wheel):
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
-        assert archive.read("daemon/models/u2netp.onnx") == (REPO / "models" / "u2netp.onnx").read_bytes()
-        assert archive.read("daemon/models/manifest.json") == (REPO / "models" / "manifest.json").read_bytes()
+        assert archive.read("bgremover/models/bundled/u2netp.onnx") == (REPO / "models" / "u2netp.onnx").read_bytes()
+        assert archive.read("bgremover/models/bundled/manifest.json") == (REPO / "models" / "manifest.json").read_bytes()
         for photo in ("astronaut.jpg", "coffee.jpg", "chelsea.jpg", "LICENSE.md"):  # the bench's corpus sources
-            assert archive.read(f"daemon/photos/{photo}") == (PHOTOS / photo).read_bytes()
-    modules = {f"daemon/{path.name}" for path in (REPO / "daemon").glob("*.py")}
-    assert {"daemon/__main__.py", "daemon/cli.py", "daemon/matting.py"} <= modules
+            assert archive.read(f"bgremover/bench/photos/{photo}") == (PHOTOS / photo).read_bytes()
+    package = REPO / "daemon"
+    modules = {path.relative_to(package).as_posix() for path in (package / "bgremover").rglob("*.py")}
+    assert {"bgremover/__main__.py", "bgremover/cli/main.py", "bgremover/imaging/matting.py"} <= modules
     assert modules - names == set(), "modules missing from the wheel"
     entry_points = next(name for name in names if name.endswith(".dist-info/entry_points.txt"))
     with zipfile.ZipFile(wheel) as archive:
-        assert "bgremover = daemon.cli:main" in archive.read(entry_points).decode()
+        assert "bgremover = bgremover.cli.main:main" in archive.read(entry_points).decode()
 
 
 def test_the_installed_wheel_removes_a_background_from_any_folder(wheel, tmp_path):
@@ -71,15 +72,15 @@ def test_the_installed_wheel_removes_a_background_from_any_folder(wheel, tmp_pat
     assert result.returncode == 0, result.stdout + result.stderr
     env = installed_env(site)
 
-    where = run(sys.executable, "-c", "import daemon, daemon.matting as m; print(daemon.__file__); print(m.models_dir())",
+    where = run(sys.executable, "-c", "import bgremover, bgremover.imaging.matting as m; print(bgremover.__file__); print(m.models_dir())",
                 cwd=elsewhere, env=env)
     assert where.returncode == 0, where.stderr
     module_file, models = map(Path, where.stdout.splitlines())
-    assert module_file == site / "daemon" / "__init__.py", "daemon must come from the installed wheel"
-    assert models == site / "daemon" / "models", "the model must come from the installed package"
+    assert module_file == site / "bgremover" / "__init__.py", "bgremover must come from the installed wheel"
+    assert models == site / "bgremover" / "models" / "bundled", "the model must come from the installed package"
 
     shutil.copy(PHOTOS / "astronaut.jpg", elsewhere / "astronaut.jpg")
-    removed = run(sys.executable, "-m", "daemon", "remove", "astronaut.jpg", "out.png", cwd=elsewhere, env=env)
+    removed = run(sys.executable, "-m", "bgremover", "remove", "astronaut.jpg", "out.png", cwd=elsewhere, env=env)
     assert removed.returncode == 0, removed.stderr
     with Image.open(elsewhere / "astronaut.jpg") as original, Image.open(elsewhere / "out.png") as cutout:
         assert (cutout.format, cutout.mode, cutout.size) == ("PNG", "RGBA", original.size)
@@ -172,7 +173,7 @@ def test_the_unit_exposure_is_low(unit_copy):
 
 
 def test_the_example_config_parses_and_documents_the_defaults(monkeypatch, tmp_path):
-    from daemon.settings import load_settings
+    from bgremover.settings import load_settings
 
     for key in [k for k in os.environ if k.startswith("BGREMOVER_")]:
         monkeypatch.delenv(key)

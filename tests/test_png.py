@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms
 
-from daemon.png import write_png
+from bgremover.imaging.png import write_png
 
 SIZES = [(1, 1), (1, 7), (7, 1), (5, 3), (33, 17), (257, 1031)]  # (height, width); odd widths on purpose
 CHANNELS = {"L": None, "RGB": 3, "RGBA": 4}

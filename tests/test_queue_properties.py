@@ -55,13 +55,13 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from daemon.formats import FORMAT_EXTENSIONS
-from daemon.models import load_model_spec
-from daemon.settings import Settings, load_settings
-from daemon.spool import Spool
-from daemon.states import TERMINAL, TRANSITIONS, SessionState, Status
-from daemon.store import Item, Session, Store
-from daemon.supervisor import UPKEEP, Supervisor
+from bgremover.imaging.formats import FORMAT_EXTENSIONS
+from bgremover.models.manifest import load_model_spec
+from bgremover.settings import Settings, load_settings
+from bgremover.queue.spool import Spool
+from bgremover.queue.states import TERMINAL, TRANSITIONS, SessionState, Status
+from bgremover.queue.store import Item, Session, Store
+from bgremover.supervisor.loop import UPKEEP, Supervisor
 
 # Few names and folders, so the same name lands twice in a session, a dropped
 # "x (2).jpg" meets the twin name of a second "x.jpg", "x.jpg" and "x.png" want

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from daemon import job, matting
+from bgremover.job import process as job
+from bgremover.imaging import matting
 from tests.images import PHOTO_NAMES, photo, shape_on_texture
 
 REFERENCE = Path(__file__).resolve().parent / "reference"

@@ -1,4 +1,4 @@
-"""Plain bilinear resampling (daemon/resample.py), against the rule written out pixel by pixel.
+"""Plain bilinear resampling (imaging/resample.py), against the rule written out pixel by pixel.
 
 The IS-Net package resizes with its own loop: output x samples the source at
 x · (source / output), between floor and ceil of that (the last pixel repeated
@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from daemon import matting, models, resample
+from bgremover.imaging import matting
+from bgremover.models import manifest as models
+from bgremover.imaging import resample
 
 
 def by_the_rule(pixels: np.ndarray, width: int, height: int) -> np.ndarray:

@@ -21,11 +21,12 @@ from pathlib import Path
 
 import pytest
 
-from daemon import progress, statusview
-from daemon.rootlock import lock_root
-from daemon.settings import load_settings
-from daemon.states import SessionState, Status
-from daemon.store import Item, Session, Store
+from bgremover.cli import progress
+from bgremover.cli import statusview
+from bgremover.service.rootlock import lock_root
+from bgremover.settings import load_settings
+from bgremover.queue.states import SessionState, Status
+from bgremover.queue.store import Item, Session, Store
 from tests.conftest import REPO
 from tests.harness import Daemon, drop, wait_for
 from tests.test_cli import cli, one_error_line
@@ -232,7 +233,7 @@ def session_line(output: str, name: str) -> re.Match:
 def start_following(root: Path, *args: str) -> subprocess.Popen:
     clean = {key: value for key, value in os.environ.items() if not key.startswith("BGREMOVER_")}
     return subprocess.Popen(
-        [sys.executable, "-m", "daemon", "status", "--root", str(root), "--follow", *args],
+        [sys.executable, "-m", "bgremover", "status", "--root", str(root), "--follow", *args],
         cwd=REPO, env={**clean, "PYTHONPATH": str(REPO)}, stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )

@@ -7,8 +7,8 @@ import sqlite3
 
 import pytest
 
-from daemon.states import TRANSITIONS, SessionState, Status
-from daemon.store import IllegalTransition, Store
+from bgremover.queue.states import TRANSITIONS, SessionState, Status
+from bgremover.queue.store import IllegalTransition, Store
 
 NOW = 1_700_000_000.0
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.store import Store
+from bgremover.queue.store import Store
 from tests.harness import Daemon, drop, wait_for
 
 ITEM_FIELDS = {"name", "status", "output", "mask", "error", "note", "attempts", "retry_marker"}

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from daemon.tickets import TICKET_NAME, TicketError, read_ticket, validated
+from bgremover.intake.tickets import TICKET_NAME, TicketError, read_ticket, validated
 from tests.harness import Daemon, wait_for
 from tests.images import encoded, shape_on_texture
 

@@ -1,0 +1,7 @@
+"""`python -m bgremover` is the same as the `bgremover` console script."""
+
+import sys
+
+from bgremover.cli.main import main
+
+sys.exit(main())

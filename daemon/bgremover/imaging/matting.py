@@ -1,0 +1,563 @@
+"""Background removal as pure steps: session → decode → mask → cutout → encode.
+
+No daemon policy lives here: no retries, no exit codes, no logging. Each step
+raises one of the exceptions below with a sentence fit to show a user, and the
+job process decides what that means.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import onnxruntime
+import pillow_heif
+from PIL import ExifTags, Image, ImageChops, ImageCms, ImageColor, ImageOps, UnidentifiedImageError, features
+
+from bgremover.imaging import edges
+from bgremover.imaging import png
+from bgremover.imaging import resample
+from bgremover.imaging.formats import FORMAT_EXTENSIONS, format_for_path  # noqa: F401 - part of this module's interface
+from bgremover.models.manifest import ModelError, ModelSpec, find_model_spec, load_model_spec, models_dir  # noqa: F401 - likewise
+
+# HEIC/HEIF, what phones shoot by default, opens like any other image. libheif
+# applies the file's rotation while decoding (and reports EXIF orientation 1),
+# and the colour profile arrives in info["icc_profile"] as for JPEG.
+pillow_heif.register_heif_opener()
+
+CPU = "CPUExecutionProvider"
+
+
+class BadInput(Exception):
+    """The input file is not an image we can process; one sentence for the user."""
+
+
+class EncoderUnavailable(Exception):
+    """This installation cannot write the requested output format."""
+
+
+@dataclass(frozen=True)
+class Options:
+    """What a job does with an image beyond the model itself; each field is a setting."""
+
+    format: str = "png"
+    background: str = "transparent"  # or "#rrggbb", composited under the cutout
+    output: str = "cutout"  # or "mask" (the alpha alone, a grey PNG), "both" (the cutout, and the mask beside it)
+    crop: str = "none"  # or "subject", "square"
+    margin: float = 5.0  # percent of the subject's longer side, around it ("subject")
+    fill: float = 85.0  # percent of the square canvas the subject's longer side spans ("square")
+    size: int | None = None  # the square canvas resized to this many pixels a side
+    edges: str = "raw"  # or "clean", "refine" (see imaging/edges.py)
+    quality: int = 90  # WebP, AVIF and JPEG
+    png_compress_level: int = 1
+    webp_method: int = 4
+    avif_speed: int = 8
+    threads: int = 1  # for the PNG encoder's parallel deflate
+    max_megapixels: float = 40.0
+    large_images: str = "reduce"  # or "refuse"
+
+    @classmethod
+    def from_settings(cls, settings, fmt: str | None = None) -> Options:
+        """The options a daemon.settings.Settings asks for; `fmt` overrides its output_format."""
+        return cls(
+            format=fmt or settings.output_format, background=settings.background, output=settings.output,
+            crop=settings.crop, margin=settings.margin, fill=settings.fill, size=settings.size, edges=settings.edges,
+            quality=settings.quality, png_compress_level=settings.png_compress_level, webp_method=settings.webp_method,
+            avif_speed=settings.avif_speed, threads=settings.threads,
+            max_megapixels=settings.max_megapixels, large_images=settings.large_images,
+        )  # fmt: skip
+
+
+@dataclass
+class Outcome:
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    note: str | None = None  # something the user should know about this item, e.g. it was reduced
+
+
+# ---------------------------------------------------------------- session
+
+
+def check_providers(providers: tuple[str, ...] | list[str]) -> None:
+    """Refuse execution providers this onnxruntime cannot offer, before anything else runs."""
+    available = onnxruntime.get_available_providers()
+    missing = [name for name in providers if name not in available]
+    if missing:
+        raise ModelError(
+            f"execution provider {', '.join(missing)} is not available in this onnxruntime "
+            f"{onnxruntime.__version__} (available: {', '.join(available)}); change the providers setting"
+        )
+
+
+def optimize(spec: ModelSpec, providers: tuple[str, ...] | list[str], target: Path) -> None:
+    """Save the model as onnxruntime optimizes it for these providers on this machine.
+
+    A session spends most of its creation time (about 70 of 100 ms for
+    U²-Net-p) rewriting the graph: fusing operators, choosing CPU layouts.
+    Done once and saved, each fresh job process loads the result with
+    optimization off and starts in about a third of the time. The saved graph
+    may use layouts specific to this CPU, so it is made anew at every start
+    and never shipped.
+    """
+    check_providers(providers)
+    options = _session_options(1)  # one thread: this runs once, and must not leave a pool behind
+    options.optimized_model_filepath = str(target)
+    try:
+        onnxruntime.InferenceSession(str(spec.path), options, providers=list(providers))
+    except Exception as exc:  # onnxruntime raises its own classes for bad protobufs, bad graphs, ...
+        raise ModelError(f"model file {spec.path} cannot be loaded by onnxruntime: {exc}") from None
+
+
+def _session_options(threads: int | None) -> onnxruntime.SessionOptions:
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3  # errors only: the job's stderr is for our own one-line messages
+    # Memory patterns pre-plan every buffer of the graph for a fixed input: with
+    # U²-Net-p it made a fresh session's first run no faster and its peak RSS
+    # about 200 MB larger, so a process that runs the graph once goes without.
+    options.enable_mem_pattern = False
+    # Idle onnxruntime threads spin by default, burning a core for a while
+    # after creation and after each run. Here a job process being prepared runs
+    # beside the job at work, and spinning made the working job's inference
+    # about 15 % slower; without it a lone session ran just as fast.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if threads is not None:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1  # one image, one graph: parallelism within operators is what helps
+    return options
+
+
+def create_session(
+    spec: ModelSpec, threads: int | None = None, providers: tuple[str, ...] | list[str] = (CPU,),
+    optimized: bytes | None = None,
+) -> onnxruntime.InferenceSession:
+    """A session for the model on exactly the providers asked for; threads=None lets onnxruntime pick.
+
+    `optimized` is the model as `optimize` saved it, loaded as it is. onnxruntime
+    quietly falls back to the CPU when a provider it knows fails to start (a
+    CUDA build without a GPU); we check what it actually runs on and refuse
+    instead, so nobody believes they use a GPU they do not.
+    """
+    check_providers(providers)
+    options = _session_options(threads)
+    if optimized is not None:
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
+    try:
+        session = onnxruntime.InferenceSession(optimized or str(spec.path), options, providers=list(providers))
+    except Exception as exc:  # onnxruntime raises its own classes for bad protobufs, bad graphs, ...
+        raise ModelError(f"model file {spec.path} cannot be loaded by onnxruntime: {exc}") from None
+    active = session.get_providers()
+    if any(name not in active for name in providers):
+        raise ModelError(
+            f"onnxruntime could not start {', '.join(p for p in providers if p not in active)} "
+            f"and would have run on {', '.join(active)} instead; check the drivers or change the providers setting"
+        )
+    check_shapes(session, spec)
+    return session
+
+
+def check_shapes(session: onnxruntime.InferenceSession, spec: ModelSpec) -> None:
+    """Refuse a model whose input or outputs do not fit its manifest entry, in one sentence."""
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    width, height = spec.input_size
+    shape = inputs[0].shape
+    if len(inputs) != 1 or len(shape) != 4 or shape[1] != 3 or list(shape[2:]) != [height, width]:
+        raise ModelError(
+            f"model file {spec.path} takes input {', '.join(str(i.shape) for i in inputs)}, but the manifest "
+            f"says one RGB image of {width}×{height} ([1, 3, {height}, {width}]): fix input_size or the model"
+        )
+    if spec.output_index >= len(outputs):
+        raise ModelError(f"model file {spec.path} has {len(outputs)} output(s), "
+                         f"so the manifest's output_index {spec.output_index} does not exist")
+    mask_shape = outputs[spec.output_index].shape
+    if len(mask_shape) < 2 or any(isinstance(n, int) and n != 1 for n in mask_shape[:-2]):
+        raise ModelError(f"model file {spec.path} gives output {spec.output_index} the shape {mask_shape}, "
+                         "which is not one mask (…, height, width)")
+
+
+# ---------------------------------------------------------------- decode
+
+
+class Decoded(NamedTuple):
+    image: Image.Image  # upright, RGB or RGBA
+    icc: bytes | None  # its ICC profile; None if it has none or we used it up
+    note: str | None = None  # set when the image was reduced to fit max_megapixels
+
+
+def decode(path: Path, max_megapixels: float | None = None, large_images: str = "reduce") -> Decoded:
+    """The image upright, as RGB or RGBA, with its ICC profile.
+
+    The whole file is read before Pillow sees it, so an OSError from here is
+    about the disk, and every problem with the content becomes BadInput. An
+    image above `max_megapixels` is refused, or reduced to fit (a JPEG is then
+    decoded at reduced scale to begin with, so it never occupies its full size
+    in memory).
+    """
+    data = Path(path).read_bytes()
+    if not data:
+        raise BadInput("the file is empty")
+    # Pillow only warns between MAX_IMAGE_PIXELS and twice that; a warning would
+    # let a huge image through to exhaust memory, so it is an error here too.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(io.BytesIO(data))
+            original_size = _upright_size(image)
+            if _too_large(original_size, max_megapixels):
+                _refuse_or_draft(image, max_megapixels, large_images)
+            image.load()  # decode now (first frame of an animation), so truncation shows up here
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise BadInput(_bomb_sentence(exc)) from None
+        except UnidentifiedImageError:
+            raise BadInput("the file is not an image Pillow can read") from None
+        except (OSError, SyntaxError, ValueError, EOFError):
+            raise BadInput("the image is truncated or corrupt") from None
+    icc = image.info.get("icc_profile") or None
+    image, icc = _to_rgb(_upright(image), icc)
+    if not _too_large(original_size, max_megapixels):
+        return Decoded(image, icc)
+    image = _fit(image, max_megapixels)
+    width, height = original_size
+    note = (f"reduced from {width}×{height} to {image.width}×{image.height} pixels "
+            f"to stay within max_megapixels = {max_megapixels:g}")
+    return Decoded(image, icc, note)
+
+
+def _upright_size(image: Image.Image) -> tuple[int, int]:
+    """The size as the image is shown: EXIF orientations 5 to 8 turn it a quarter."""
+    try:
+        turned = image.getexif().get(ExifTags.Base.Orientation) in (5, 6, 7, 8)
+    except Exception:  # a broken EXIF block: _upright ignores it too
+        turned = False
+    return (image.height, image.width) if turned else image.size
+
+
+def _too_large(size: tuple[int, int], max_megapixels: float | None) -> bool:
+    return max_megapixels is not None and size[0] * size[1] > max_megapixels * 1e6
+
+
+def _refuse_or_draft(image: Image.Image, max_megapixels: float, large_images: str) -> None:
+    if large_images == "refuse":
+        shown_width, shown_height = _upright_size(image)
+        megapixels = shown_width * shown_height / 1e6
+        # One decimal reads best, unless it rounds down onto the limit ("1.0, more than 1").
+        shown = f"{megapixels:.1f}" if round(megapixels, 1) > max_megapixels else f"{megapixels:.3f}"
+        raise BadInput(
+            f"the image has {shown} megapixels ({shown_width}×{shown_height}), more than "
+            f"max_megapixels = {max_megapixels:g}; raise that setting or set large_images = \"reduce\""
+        )
+    width, height = image.size
+    if image.format == "JPEG":
+        # JPEG can decode at 1/2, 1/4 or 1/8 scale directly; draft picks the
+        # smallest of those that is still at least the size we ask for.
+        scale = math.sqrt(max_megapixels * 1e6 / (width * height))
+        image.draft(image.mode, (max(1, int(width * scale)), max(1, int(height * scale))))
+
+
+def _fit(image: Image.Image, max_megapixels: float) -> Image.Image:
+    pixels = image.width * image.height
+    if pixels <= max_megapixels * 1e6:
+        return image
+    scale = math.sqrt(max_megapixels * 1e6 / pixels)
+    size = (max(1, math.floor(image.width * scale)), max(1, math.floor(image.height * scale)))
+    return image.resize(size, Image.Resampling.LANCZOS)
+
+
+def _bomb_sentence(exc: Exception) -> str:
+    limit = f"{Image.MAX_IMAGE_PIXELS:,}"
+    found = re.search(r"\((\d+) pixels\)", str(exc))
+    if found is None:
+        return f"the image has more pixels than the decompression-bomb limit of {limit}"
+    return f"the image has {int(found.group(1)):,} pixels, over the decompression-bomb limit of {limit}"
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    try:
+        return ImageOps.exif_transpose(image)
+    except Exception:  # a broken EXIF block should not cost the user an otherwise good image
+        return image
+
+
+def _to_rgb(image: Image.Image, icc: bytes | None) -> tuple[Image.Image, bytes | None]:
+    """Convert any Pillow mode to RGB, or RGBA when the image carries transparency."""
+    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        # Pillow's own convert clips 16-bit values at 255 (all but black turns
+        # white); scale the 16-bit range down to 8 bits instead.
+        grey = np.asarray(image, dtype=np.float64) / 257.0
+        image = Image.fromarray(np.clip(np.rint(grey), 0, 255).astype(np.uint8))
+    if icc is not None and _icc_colour_space(icc) != b"RGB ":
+        # A CMYK or grey profile cannot describe our RGB output: convert the
+        # colours to sRGB through it, and drop it (untagged output means sRGB).
+        image = _profile_to_srgb(image, icc)
+        icc = None
+    target = "RGBA" if image.has_transparency_data else "RGB"
+    try:
+        return image.convert(target), icc
+    except ValueError:
+        raise BadInput(f"the image uses colour mode {image.mode}, which cannot be converted to RGB") from None
+
+
+def _icc_colour_space(icc: bytes) -> bytes:
+    return icc[16:20]  # the ICC header's data colour space signature, e.g. b"RGB ", b"CMYK", b"GRAY"
+
+
+def _profile_to_srgb(image: Image.Image, icc: bytes) -> Image.Image:
+    if image.mode not in ("CMYK", "L", "LA", "RGB", "RGBA"):
+        return image
+    alpha = image.getchannel("A") if image.mode in ("LA", "RGBA") else None
+    base = image.convert({"LA": "L", "RGBA": "RGB"}.get(image.mode, image.mode))
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        converted = ImageCms.profileToProfile(base, source, ImageCms.createProfile("sRGB"), outputMode="RGB")
+    except (ImageCms.PyCMSError, OSError, ValueError):
+        return image  # an unusable profile: fall back to Pillow's plain conversion
+    if alpha is not None:
+        converted.putalpha(alpha)
+    return converted
+
+
+# ---------------------------------------------------------------- model input and output
+
+
+def preprocess(image: Image.Image, spec: ModelSpec) -> np.ndarray:
+    """The network input, float32 [1, 3, H, W], as the manifest describes it.
+
+    The photo is resized to the input size without keeping the aspect (the
+    mask is stretched back afterwards) with the entry's `resize` filter,
+    brought to 0..1 and normalised with the manifest's mean and std. Most models divide by 255. U²-Net's own loader
+    (RescaleT then ToTensorLab) divides by the image's maximum instead, and its
+    weights were trained on that: a dim photo is stretched so its brightest
+    value is 1; the manifest says so with scale "max". The 1e-6 floor keeps an
+    all-black image from dividing by zero.
+    """
+    pixels = np.asarray(resized_for_model(image.convert("RGB"), spec), dtype=np.float32)
+    pixels = pixels / (max(float(pixels.max()), 1e-6) if spec.scale == "max" else 255.0)
+    pixels = (pixels - np.asarray(spec.mean, dtype=np.float32)) / np.asarray(spec.std, dtype=np.float32)
+    return np.ascontiguousarray(pixels.transpose(2, 0, 1)[np.newaxis], dtype=np.float32)
+
+
+def resized_for_model(rgb: Image.Image, spec: ModelSpec) -> np.ndarray:
+    """The photo at the network's input size, 8 bits a channel, by the entry's `resize` filter."""
+    if spec.resize == "bilinear":
+        return resample.bilinear(np.asarray(rgb), spec.input_size)
+    return np.asarray(_shrink_for_model(rgb, spec.input_size).resize(spec.input_size, Image.Resampling.LANCZOS))
+
+
+def _shrink_for_model(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """Box-average a big photo by a whole factor first, keeping at least twice the model's size.
+
+    LANCZOS from 2000×1500 straight down to 320×320 weighs about 60 source
+    pixels per output pixel in each direction; halving with a box filter first
+    gives nearly the same input (the box only acts far below what the second
+    resize keeps) at half the cost, the same trade Pillow's reducing_gap makes.
+    """
+    factor = int(min(image.width / size[0], image.height / size[1]) // 2)
+    return image.reduce(factor) if factor >= 2 else image
+
+
+def blank_input(spec: ModelSpec) -> np.ndarray:
+    """A network input of the right shape holding no image (mid-grey after normalisation)."""
+    return np.zeros((1, 3, spec.input_size[1], spec.input_size[0]), dtype=np.float32)
+
+
+def infer(session: onnxruntime.InferenceSession, tensor: np.ndarray, spec: ModelSpec) -> np.ndarray:
+    """The raw mask (H×W float32) from the output the manifest names, through its activation."""
+    feed = {session.get_inputs()[0].name: tensor}
+    wanted = session.get_outputs()[spec.output_index].name
+    (output,) = session.run([wanted], feed)  # asking for one output spares copying the six side outputs
+    raw = np.asarray(output, dtype=np.float32).reshape(output.shape[-2:])
+    if spec.activation == "sigmoid":
+        raw = 1.0 / (1.0 + np.exp(-raw))
+    return raw
+
+
+def postprocess(raw: np.ndarray, size: tuple[int, int], spec: ModelSpec) -> Image.Image:
+    """The mask as an 8-bit 'L' image of `size` (width, height), by the entry's mask_range and resize."""
+    levels = _stretched(raw) if spec.mask_range == "stretch" else _unit(raw)
+    if spec.resize == "bilinear":
+        return Image.fromarray(resample.bilinear(levels, size))  # 2-D uint8 gives mode 'L'
+    return Image.fromarray(levels).resize(size, Image.Resampling.LANCZOS)
+
+
+def _stretched(raw: np.ndarray) -> np.ndarray:
+    """The map's own lowest..highest as 0..255: a saliency map's scale is its own."""
+    low, high = float(raw.min()), float(raw.max())
+    if high - low < 1e-6:
+        # A flat map carries no shape to stretch; keep the network's own
+        # (sigmoid, 0..1) confidence rather than divide by zero.
+        scaled = np.clip(raw, 0.0, 1.0)
+    else:
+        scaled = (raw - low) / (high - low)
+    return np.rint(scaled * 255).astype(np.uint8)
+
+
+def _unit(raw: np.ndarray) -> np.ndarray:
+    """A map that is alpha already (0..1) as 0..255, cut down to whole levels as the IS-Net package does."""
+    return np.floor(np.clip(raw, 0.0, 1.0) * 255).astype(np.uint8)
+
+
+def with_edges(mask: Image.Image, image: Image.Image, mode: str) -> Image.Image:
+    """The mask with its edge treated as the `edges` setting asks; "raw" leaves it as the model gave it."""
+    if mode == "raw":
+        return mask
+    treated = edges.apply(mode, np.asarray(mask), np.asarray(image.convert("RGB")))
+    return Image.fromarray(treated)
+
+
+def cutout(image: Image.Image, mask: Image.Image) -> Image.Image:
+    """RGBA with straight alpha: the original colours untouched, alpha from the mask.
+
+    If the source already had transparency we multiply the two alphas, so what
+    the source hid stays hidden and the mask can only remove more.
+    """
+    alpha = mask
+    if image.mode == "RGBA":
+        alpha = ImageChops.multiply(image.getchannel("A"), mask)
+    # merge builds a fresh image without the source's info: no EXIF (its
+    # orientation is already applied; GPS stays private) and no profile unless
+    # encode is given one explicitly.
+    return Image.merge("RGBA", (*image.convert("RGB").split(), alpha))
+
+
+# ---------------------------------------------------------------- encode
+
+
+def ensure_encoder(fmt: str) -> None:
+    """Raise EncoderUnavailable unless this Pillow can write `fmt` (with alpha)."""
+    if fmt not in FORMAT_EXTENSIONS:
+        raise EncoderUnavailable(f"unknown output format '{fmt}' (known: {', '.join(FORMAT_EXTENSIONS)})")
+    if fmt == "webp" and not features.check("webp"):
+        raise EncoderUnavailable("this Pillow was built without WebP support")
+    if fmt == "avif" and not features.check("avif"):
+        try:
+            import pillow_avif  # noqa: F401  (registering the AVIF plugin is its import side effect)
+        except ImportError:
+            raise EncoderUnavailable(
+                "this Pillow cannot write AVIF: upgrade to Pillow ≥ 11.3 built with libavif, "
+                "or install the optional plugin (pip install 'bgremover[avif]')"
+            ) from None
+
+
+SUBJECT_ALPHA = 128  # a pixel at least half opaque belongs to the subject's box
+
+
+def subject_box(rgba: Image.Image) -> tuple[int, int, int, int] | None:
+    """(left, top, right, bottom) around the pixels at least half opaque; None if there are none."""
+    return rgba.getchannel("A").point(lambda a: 255 if a >= SUBJECT_ALPHA else 0).getbbox()
+
+
+def framed(rgba: Image.Image, options: Options) -> Image.Image:
+    """The cutout cropped to its subject, or centred on a square canvas, as `crop` asks.
+
+    An image in which the model found no subject is left as it is: a crop to
+    nothing would lose the picture, and the mask already says what was found.
+    """
+    box = subject_box(rgba) if options.crop != "none" else None
+    if box is None:
+        return rgba
+    if options.crop == "subject":
+        left, top, right, bottom = box
+        pad = round(max(right - left, bottom - top) * options.margin / 100)
+        return rgba.crop((max(0, left - pad), max(0, top - pad),
+                          min(rgba.width, right + pad), min(rgba.height, bottom + pad)))
+    return on_square(rgba.crop(box), options)
+
+
+def on_square(subject: Image.Image, options: Options) -> Image.Image:
+    """The subject centred on a transparent square whose side its longer side spans `fill` percent of.
+
+    With `size`, the subject is scaled first, so it spans `fill` percent of
+    exactly `size` pixels rather than of a small canvas blown up later.
+    """
+    longer = max(subject.size)
+    if options.size:
+        side = options.size
+        scale = side * options.fill / 100 / longer
+        subject = subject.resize((max(1, round(subject.width * scale)), max(1, round(subject.height * scale))),
+                                 Image.Resampling.LANCZOS)
+    else:
+        side = max(longer, round(longer * 100 / options.fill))
+    canvas = Image.new("RGBA", (side, side), (0, 0, 0, 0))  # the background colour, if any, comes at encode
+    canvas.paste(subject, ((side - subject.width) // 2, (side - subject.height) // 2))
+    return canvas
+
+
+def write_mask(rgba: Image.Image, path: Path, options: Options) -> None:
+    """The cutout's alpha alone, framed like the cutout, as an 8-bit grey PNG (lossless: it is a matte)."""
+    png.write_png(path, np.asarray(rgba.getchannel("A")), level=options.png_compress_level, threads=options.threads)
+
+
+def on_background(rgba: Image.Image, colour: str) -> Image.Image:
+    """The cutout composited over a solid colour: RGB, exactly `colour` wherever alpha was 0."""
+    backdrop = Image.new("RGBA", rgba.size, ImageColor.getrgb(colour)[:3] + (255,))
+    return Image.alpha_composite(backdrop, rgba).convert("RGB")
+
+
+def encode(rgba: Image.Image, path: Path, icc_profile: bytes | None, options: Options) -> None:
+    """Write `rgba` to exactly `path` (the caller renames it into place), on the background if one is set."""
+    fmt = options.format
+    ensure_encoder(fmt)
+    if options.background != "transparent":
+        rgba = on_background(rgba, options.background)
+    elif fmt == "jpeg":
+        raise EncoderUnavailable('JPEG cannot keep transparency: set background to a colour, e.g. "white"')
+    if fmt == "png":
+        # Our own writer: the same lossless PNG as Pillow's at a low level, but
+        # the deflate runs on every core (see imaging/png.py).
+        png.write_png(path, np.asarray(rgba), icc_profile=icc_profile,
+                      level=options.png_compress_level, threads=options.threads)
+        return
+    # Always pass the profile: b"" means none, where None would let Pillow fall back to rgba.info.
+    extra: dict = {"icc_profile": icc_profile or b"", "quality": options.quality}
+    if fmt == "jpeg":
+        extra.update(optimize=False, subsampling="4:2:0" if options.quality < 90 else "4:4:4")
+    elif fmt == "webp":
+        # Lossy colour at the user's quality, but lossless alpha (alpha_quality=100):
+        # the cut edge is the product, and lossy alpha would fray it. Full
+        # lossless WebP would ignore the quality setting and run 3-5× larger on photos.
+        extra.update(alpha_quality=100, method=options.webp_method)
+    else:
+        extra.update(speed=options.avif_speed)
+    rgba.save(path, format=fmt.upper(), **extra)
+
+
+# ---------------------------------------------------------------- the whole pipeline
+
+
+def remove_background(
+    src: Path, dst: Path, session: onnxruntime.InferenceSession, spec: ModelSpec, options: Options = Options(),
+    mask_dst: Path | None = None,
+) -> Outcome:
+    """Cut the subject of `src` out into `dst` (and its mask into `mask_dst` with output "both").
+
+    The outcome holds each stage's time in ms. With output "mask", `dst` gets the mask.
+    """
+    outcome = Outcome()
+    clock = time.perf_counter()
+
+    def lap(stage: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        outcome.timings_ms[stage] = round((now - clock) * 1000, 2)
+        clock = now
+
+    image, icc, outcome.note = decode(src, options.max_megapixels, options.large_images)
+    lap("decode")
+    tensor = preprocess(image, spec)
+    lap("preprocess")
+    raw = infer(session, tensor, spec)
+    lap("inference")
+    mask = with_edges(postprocess(raw, image.size, spec), image, options.edges)
+    rgba = framed(cutout(image, mask), options)
+    lap("postprocess")
+    if options.output in ("mask", "both"):
+        write_mask(rgba, mask_dst if options.output == "both" else dst, options)
+    if options.output != "mask":
+        encode(rgba, dst, icc, options)
+    lap("encode")
+    return outcome

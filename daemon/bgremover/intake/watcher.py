@@ -1,0 +1,304 @@
+"""The inbox watcher: it records what changed and wakes the supervisor; it decides nothing.
+
+Watchdog runs its handlers on the observer's thread, so the handler here only
+records paths and calls wake(). The supervisor's loop calls ready(now), which
+turns those records into files that have stopped changing. A `created` event
+fires before the file is written (watchdog issue #586), so no event is taken to
+mean "complete": only a size and mtime that hold still for stable_seconds are.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import stat
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import structlog
+from watchdog.events import (
+    EVENT_TYPE_CLOSED_NO_WRITE,
+    EVENT_TYPE_MODIFIED,
+    EVENT_TYPE_OPENED,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+from watchdog.observers import Observer
+
+from bgremover.intake.tickets import TICKET_NAME
+
+log = structlog.get_logger()
+# Where watchdog reports that the kernel's inotify queue overflowed.
+WATCHDOG_INOTIFY_LOG = logging.getLogger("watchdog.observers.inotify_c")
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jfif", ".png", ".webp", ".avif", ".bmp", ".tif", ".tiff", ".gif",
+                              ".heic", ".heif"})
+TEMPORARY_SUFFIXES = (".part", ".crdownload", ".tmp")
+
+# Opening or reading a file changes nothing in it, and our own jobs read inbox
+# files: recording those events would put a finished file back on the watch list.
+READ_ONLY_EVENTS = frozenset({EVENT_TYPE_OPENED, EVENT_TYPE_CLOSED_NO_WRITE})
+
+
+def is_temporary_name(name: str) -> bool:
+    """A name that browsers, rsync, Office or editors use while a file is still being written."""
+    lowered = name.lower()
+    return name.startswith((".", "~$")) or lowered.endswith(TEMPORARY_SUFFIXES)
+
+
+def is_image_name(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+class _Candidate(NamedTuple):
+    size: int
+    mtime_ns: int
+    since: float  # monotonic time at which this size and mtime were first seen
+
+
+class _Recorder(FileSystemEventHandler):
+    """Runs on the observer's thread: records the paths an event names, then wakes the loop."""
+
+    def __init__(self, record: Callable[..., None], wake: Callable[[], None]) -> None:
+        self._record = record
+        self._wake = wake
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.event_type in READ_ONLY_EVENTS:
+            return
+        # A folder's own "modified" fires for every file added to it; the file has
+        # its own event, and recording the folder would make each tick walk all of it.
+        if event.is_directory and event.event_type == EVENT_TYPE_MODIFIED:
+            return
+        self._record(event.src_path, event.dest_path)
+        self._wake()
+
+
+class _Waker(FileSystemEventHandler):
+    """For the marker folders: any change there only wakes the loop, which reads them itself."""
+
+    def __init__(self, wake: Callable[[], None]) -> None:
+        self._wake = wake
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.event_type not in READ_ONLY_EVENTS:
+            self._wake()
+
+
+class _OverflowAlarm(logging.Handler):
+    """Hears watchdog say the kernel's inotify queue overflowed (events were lost).
+
+    Watchdog tells no handler about an overflow; it only logs it. The loop then
+    walks the inbox at once instead of at its next periodic rescan.
+    """
+
+    def __init__(self, raised: threading.Event, wake: Callable[[], None]) -> None:
+        super().__init__(logging.WARNING)
+        self._raised = raised
+        self._wake = wake
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "overflow" in record.getMessage().lower():
+            self._raised.set()
+            self._wake()
+
+
+class Intake:
+    """Finds files in the inbox that have stopped changing.
+
+    Only the recorded-path set is shared with the observer's thread (under a
+    lock); everything else belongs to the thread that calls ready() and rescan().
+    """
+
+    def __init__(
+        self,
+        inbox: Path,
+        stable_seconds: float,
+        wake: Callable[[], None],
+        also_watch: Sequence[Path] = (),
+    ) -> None:
+        # abspath, not resolve(): watchdog reports paths under the name it was
+        # given, and resolving would follow a symlinked inbox to another name.
+        self.inbox = Path(os.path.abspath(inbox))
+        self.stable_seconds = stable_seconds
+        self._wake = wake
+        self._also_watch = [Path(os.path.abspath(folder)) for folder in also_watch]
+        self._lock = threading.Lock()
+        self._recorded: set[Path] = set()
+        self._candidates: dict[Path, _Candidate] = {}
+        self._reported: set[Path] = set()  # paths already warned about, so a rescan stays quiet
+        self._observer: Observer | None = None
+        self._overflowed = threading.Event()
+        self._alarm = _OverflowAlarm(self._overflowed, wake)
+
+    def start(self) -> None:
+        if self._observer is not None:
+            raise RuntimeError("intake already started")  # a second observer would leak the first
+        WATCHDOG_INOTIFY_LOG.addHandler(self._alarm)
+        observer = Observer()
+        observer.schedule(_Recorder(self._record, self._wake), str(self.inbox), recursive=True)
+        waker = _Waker(self._wake)
+        for folder in self._also_watch:
+            observer.schedule(waker, str(folder), recursive=True)
+        try:
+            observer.start()
+        except BaseException:
+            # Emitters started before the failing one are running threads; stop()
+            # joins them. The observer's own thread never started, so no join().
+            observer.stop()
+            raise
+        self._observer = observer
+
+    def stop(self) -> None:
+        WATCHDOG_INOTIFY_LOG.removeHandler(self._alarm)
+        observer, self._observer = self._observer, None
+        if observer is not None:
+            observer.stop()
+            observer.join()
+
+    def rescan(self) -> None:
+        """Record every file in the inbox, for files no event told us about."""
+        self._record(*_walk(self.inbox))
+
+    def events_lost(self) -> bool:
+        """Whether the kernel dropped events since the last call (its inotify queue overflowed)."""
+        lost = self._overflowed.is_set()
+        self._overflowed.clear()
+        return lost
+
+    def ready(self, now: float) -> list[Path]:
+        """Files unchanged for stable_seconds, sorted; each is returned once and then forgotten."""
+        for path in self._drain():
+            self._consider(path, now)
+        return self._settled(now)
+
+    def watch_again(self, paths: Iterable[Path]) -> None:
+        """Put files ready() returned back, still counted as stable: they could not be taken yet.
+
+        They are due again at once, so a folder whose take had to wait for the
+        disk is not split into two sessions. A file that changes meanwhile
+        starts its stable wait over, as any watched file does.
+        """
+        for path in paths:
+            try:
+                info = os.lstat(path)
+            except OSError:
+                continue
+            self._candidates[path] = _Candidate(info.st_size, info.st_mtime_ns, -math.inf)  # stable already
+
+    def forget(self, path: Path) -> None:
+        self._candidates.pop(path, None)
+        self._reported.discard(path)
+
+    def pending(self) -> int:
+        return len(self._candidates)
+
+    def seconds_until_due(self, now: float) -> float | None:
+        """How long until the first watched file may be stable; None when none is watched.
+
+        The loop sleeps no longer than this, so a file is taken when it has held
+        still for stable_seconds, not at the loop's next regular tick.
+        """
+        if not self._candidates:
+            return None
+        return max(0.0, min(seen.since for seen in self._candidates.values()) + self.stable_seconds - now)
+
+    def _record(self, *paths: str | bytes | Path) -> None:
+        found = {Path(os.fsdecode(path)) for path in paths if path}
+        with self._lock:
+            self._recorded |= found
+
+    def _drain(self) -> set[Path]:
+        with self._lock:
+            drained, self._recorded = self._recorded, set()
+        return drained
+
+    def _consider(self, path: Path, now: float) -> None:
+        """Start watching a recorded path, expand a folder, or say once why not."""
+        if path in self._candidates or not self._visible(path):
+            return
+        try:
+            info = os.lstat(path)
+        except OSError:  # gone already: forget we ever warned about it
+            self._reported.discard(path)
+            return
+        if stat.S_ISDIR(info.st_mode):
+            # A folder moved in may come as one event for the folder alone.
+            for found in _walk(path):
+                self._consider(found, now)
+            return
+        if path.name == TICKET_NAME:
+            return  # a job ticket: read by the supervisor when the folder's session opens, never taken
+        reason = _refusal(path, info)
+        if reason is None:
+            self._candidates[path] = _Candidate(info.st_size, info.st_mtime_ns, now)
+        else:
+            self._report(path, reason)
+
+    def _visible(self, path: Path) -> bool:
+        """Under the inbox, and neither a temporary name nor inside a dot-folder."""
+        if not path.is_relative_to(self.inbox):
+            return False
+        parts = path.relative_to(self.inbox).parts
+        if any(part.startswith(".") for part in parts[:-1]):
+            return False
+        if parts and is_temporary_name(parts[-1]):
+            log.debug("file_ignored", path=str(path), reason="temporary name")
+            return False
+        return True
+
+    def _settled(self, now: float) -> list[Path]:
+        settled = []
+        for path, seen in list(self._candidates.items()):
+            try:
+                info = os.lstat(path)
+            except OSError:  # vanished, or its folder did
+                del self._candidates[path]
+                continue
+            if not stat.S_ISREG(info.st_mode):  # replaced by a symlink or a folder
+                del self._candidates[path]
+                self._report(path, _refusal(path, info) or "not a regular file")
+            elif (info.st_size, info.st_mtime_ns) != (seen.size, seen.mtime_ns):
+                self._candidates[path] = _Candidate(info.st_size, info.st_mtime_ns, now)
+            elif now - seen.since >= self.stable_seconds:
+                del self._candidates[path]
+                settled.append(path)
+        return sorted(settled)
+
+    def _report(self, path: Path, reason: str) -> None:
+        if path not in self._reported:
+            self._reported.add(path)
+            log.warning("file_ignored", path=str(path), reason=reason)
+
+
+def _refusal(path: Path, info: os.stat_result) -> str | None:
+    """Why a path is not an image to process, or None if it is one."""
+    if stat.S_ISLNK(info.st_mode):
+        return "symlink"  # never followed: it could point anywhere on the machine
+    if not stat.S_ISREG(info.st_mode):
+        return "not a regular file"
+    if not is_image_name(path.name):
+        return "not an image extension"
+    return None
+
+
+def _walk(top: Path) -> Iterator[Path]:
+    """Every non-folder entry under top, symlinks included but not followed; skips dot-folders."""
+    folders = [top]
+    while folders:
+        for entry in _entries(folders.pop()):
+            if not entry.is_dir(follow_symlinks=False):
+                yield Path(entry.path)
+            elif not entry.name.startswith("."):
+                folders.append(Path(entry.path))
+
+
+def _entries(folder: Path) -> Iterable[os.DirEntry[str]]:
+    try:
+        with os.scandir(folder) as entries:
+            return list(entries)
+    except (FileNotFoundError, NotADirectoryError):  # moved away since it was recorded
+        return []

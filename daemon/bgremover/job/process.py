@@ -1,0 +1,329 @@
+"""One image, one process: `python -m bgremover.job --input IN --output OUT --report REPORT ...`.
+
+The supervisor runs this once per item, in a fresh process forked from the
+fork server (runners/forkserver.py) through `preload`, `prepare` and `main`; run
+as a command it does all three itself. Either way the supervisor trusts only
+two things: the exit code and OUT, which appears (by rename) only once
+complete. REPORT adds the error sentence, a note for the user (an image
+reduced to fit max_megapixels) and the stage timings.
+
+Exit codes:
+  0   done: OUT is complete.
+  2   bad input: the file is not an image we can process; retrying cannot help.
+  73  the result could not be written (EX_CANTCREAT): the state folder is
+      full, over quota, read-only or not ours (ENOSPC, EDQUOT, EROFS, EACCES,
+      EPERM, EFBIG). The image is fine, so the supervisor queues it again and
+      holds new jobs until the folder takes writes.
+  75  temporary failure (EX_TEMPFAIL): the image is fine but this machine is
+      not. Any other OSError reading the input or writing the result (EIO), a
+      ModelError (the model file went missing or broken after the supervisor
+      verified it at start-up), or no encoder for the format. The same item
+      can succeed once someone fixes the machine.
+  1   anything else: a bug; the traceback is on stderr.
+  A job stopped by SIGTERM still removes its temp file, then dies by SIGTERM
+  itself so the supervisor sees a negative return code as for any signal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnxruntime
+
+from bgremover.imaging import matting
+from bgremover.outbox import zips as outbox
+from bgremover.backoff import is_storage_error
+from bgremover.models.manifest import ModelSpec
+
+EXIT_OK, EXIT_BUG, EXIT_BAD_INPUT, EXIT_CANTCREAT, EXIT_TEMPFAIL = 0, 1, 2, 73, 75
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:
+        # argparse exits 2 on a bad command line, which would read as "bad input";
+        # a bad command line is the supervisor's bug.
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_BUG, f"{self.prog}: error: {message}\n")
+
+
+class Terminated(BaseException):
+    """Raised from the SIGTERM handler so `finally` blocks clean up on the way out."""
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = _Parser(prog="python -m bgremover.job", description=__doc__.splitlines()[0])
+    parser.add_argument("--input", type=Path, required=True)
+    parser.add_argument("--output", type=Path, required=True)
+    parser.add_argument("--report", type=Path, required=True)
+    parser.add_argument("--format", choices=sorted(matting.FORMAT_EXTENSIONS), required=True)
+    parser.add_argument("--background", default=matting.Options.background, help='"transparent" or "#rrggbb"')
+    parser.add_argument("--kind", choices=["cutout", "mask", "both"], default=matting.Options.output,
+                        help="what OUT holds; with both, the mask goes to --mask")
+    parser.add_argument("--mask", type=Path, default=None, help="where the mask goes with --kind both")
+    parser.add_argument("--crop", choices=["none", "subject", "square"], default=matting.Options.crop)
+    parser.add_argument("--margin", type=float, default=matting.Options.margin)
+    parser.add_argument("--fill", type=float, default=matting.Options.fill)
+    parser.add_argument("--size", type=_whole(16, 20000), default=None)
+    parser.add_argument("--edges", choices=matting.edges.MODES, default=matting.Options.edges)
+    parser.add_argument("--quality", type=_whole(1, 100), metavar="1..100", required=True)
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--models-dir", type=Path, default=None)
+    parser.add_argument("--threads", type=_whole(1, 1024), default=None)
+    parser.add_argument("--providers", default=matting.CPU, help="comma-separated onnxruntime execution providers")
+    parser.add_argument("--png-compress-level", type=_whole(0, 9), default=matting.Options.png_compress_level)
+    parser.add_argument("--webp-method", type=_whole(0, 6), default=matting.Options.webp_method)
+    parser.add_argument("--avif-speed", type=_whole(0, 10), default=matting.Options.avif_speed)
+    parser.add_argument("--max-megapixels", type=float, default=matting.Options.max_megapixels)
+    parser.add_argument("--large-images", choices=["reduce", "refuse"], default=matting.Options.large_images)
+    args = parser.parse_args(argv)
+    if args.kind == "both" and args.mask is None:
+        parser.error("--kind both needs --mask")
+    return args
+
+
+# ---------------------------------------------------------------- the fork server's hooks
+
+
+@dataclass(frozen=True)
+class Shared:
+    """What every job of a daemon shares, loaded once in the fork server."""
+
+    spec: ModelSpec
+    optimized: bytes | None  # the model as onnxruntime optimized it on this machine
+    threads: int | None
+    providers: tuple[str, ...]
+    error: str | None = None  # why this model cannot run here; each job then fails with it
+
+
+# Every model the fork server has loaded for a spawn request, by (name, folder,
+# sha256): each is read and optimized once, and shared by every job forked
+# after that; a file replaced under the same name is a new model.
+_variants: dict[tuple[str, str, str], Shared] = {}
+
+
+@dataclass
+class Prepared:
+    """A fresh process's own session, made before it is given an image."""
+
+    shared: Shared
+    session: onnxruntime.InferenceSession | None
+    error: str | None = None
+
+    def describe(self) -> dict:
+        """What this process will actually run on, for the supervisor's start-up log."""
+        if self.session is None:
+            return {"error": self.error}
+        options = self.session.get_session_options()
+        return {"providers": self.session.get_providers(), "intra_op_threads": options.intra_op_num_threads,
+                "onnxruntime": onnxruntime.__version__}
+
+
+def preload(config: dict, optimize: bool = True) -> Shared:
+    """In the fork server: refuse what cannot work, and optimize the model once for every job."""
+    providers = tuple(config.get("providers") or (matting.CPU,))
+    matting.check_providers(providers)
+    models_dir = Path(config["models_dir"]) if config.get("models_dir") else None
+    spec = matting.load_model_spec(config["model"], models_dir, verify=False)  # verified by the supervisor
+    matting.ensure_encoder(config.get("format", "png"))
+    matting.edges.preload()  # any folder's ticket may ask for clean edges
+    optimized = optimized_in_child(spec, providers) if optimize else None
+    return Shared(spec, optimized, config.get("threads"), providers)
+
+
+def variant(shared: Shared, request: dict) -> Shared:
+    """In the fork server: what a job of the requested model shares (a job ticket may name another model).
+
+    Never raises: the fork server must outlive a model that cannot load, and
+    the jobs asking for it fail with the sentence instead.
+    """
+    key = (request["model"], request["models_dir"], request["sha256"])
+    if key == (shared.spec.name, str(shared.spec.path.parent), shared.spec.sha256):
+        return shared
+    if key not in _variants:
+        try:
+            spec = matting.load_model_spec(request["model"], Path(request["models_dir"]), verify=False)
+            if spec.sha256 != request["sha256"]:  # replaced between the supervisor's check and now
+                raise matting.ModelError(f"model file {spec.path} changed while the daemon ran; retry the item")
+            _variants[key] = Shared(spec, optimized_in_child(spec, shared.providers), shared.threads, shared.providers)
+        except (matting.ModelError, OSError) as exc:
+            return Shared(shared.spec, None, shared.threads, shared.providers, error=str(exc))  # not kept: may be fixed
+    return _variants[key]
+
+
+def optimized_in_child(spec: ModelSpec, providers: tuple[str, ...]) -> bytes:
+    """matting.optimize, run in a child so the fork server itself never holds an onnxruntime session."""
+    with tempfile.TemporaryDirectory(prefix="bgremover-") as folder:
+        target = Path(folder) / "optimized.onnx"
+        pid = os.fork()
+        if pid == 0:
+            code = EXIT_BUG
+            try:
+                matting.optimize(spec, providers, target)
+                code = EXIT_OK
+            except matting.ModelError as exc:
+                print(exc, file=sys.stderr)
+            except BaseException:  # noqa: BLE001 - shown, then the exit code says it failed
+                traceback.print_exc()
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        if os.waitstatus_to_exitcode(status) != EXIT_OK or not target.is_file():
+            raise matting.ModelError(f"onnxruntime could not optimize the model {spec.path} (see the log above)")
+        return target.read_bytes()
+
+
+def prepare(shared: Shared) -> Prepared:
+    """In the fresh child: its own session, with its own threads (threads do not survive a fork)."""
+    if shared.error:
+        return Prepared(shared, None, shared.error)
+    try:
+        session = matting.create_session(shared.spec, shared.threads, shared.providers, shared.optimized)
+    except matting.ModelError as exc:
+        return Prepared(shared, None, str(exc))
+    return Prepared(shared, session)
+
+
+def warm(prepared: Prepared) -> None:
+    """Run the model once on a blank input, so the first real run finds its working memory in place."""
+    if prepared.session is not None:
+        spec = prepared.shared.spec
+        matting.infer(prepared.session, matting.blank_input(spec), spec)
+
+
+
+# ---------------------------------------------------------------- the job
+
+
+def main(argv: list[str] | None = None, prepared: Prepared | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    outcome = matting.Outcome()
+    try:
+        prepared = matching(prepared, args)
+        if prepared.error:
+            raise matting.ModelError(prepared.error)
+        outcome = run(args, prepared)
+    except matting.BadInput as exc:
+        return finish(args.report, EXIT_BAD_INPUT, str(exc))
+    except (matting.ModelError, matting.EncoderUnavailable) as exc:
+        return finish(args.report, EXIT_TEMPFAIL, str(exc))
+    except OSError as exc:
+        code = EXIT_CANTCREAT if is_storage_error(exc) and not reading(exc, args.input) else EXIT_TEMPFAIL
+        return finish(args.report, code, describe_os_error(exc, args.input))
+    except Terminated:
+        # The temp file is gone (run's finally); now die the way the supervisor expects.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return EXIT_BUG  # not reached
+    except Exception as exc:
+        traceback.print_exc()
+        return finish(args.report, EXIT_BUG, f"unexpected error: {type(exc).__name__}: {exc}", quiet=True)
+    return finish(args.report, EXIT_OK, None, outcome)
+
+
+def matching(prepared: Prepared | None, args: argparse.Namespace) -> Prepared:
+    """The prepared session if it fits this job's model, else one made now (a job run by hand)."""
+    if prepared is not None and prepared.shared.spec.name == args.model:
+        return prepared
+    config = {"model": args.model, "models_dir": args.models_dir, "threads": args.threads,
+              "providers": args.providers.split(","), "format": args.format}
+    return prepare(preload(config, optimize=False))  # one session: optimizing first would only add time
+
+
+def options_from(args: argparse.Namespace) -> matting.Options:
+    return matting.Options(
+        format=args.format, background=args.background, output=args.kind, crop=args.crop, margin=args.margin,
+        fill=args.fill, size=args.size, edges=args.edges, quality=args.quality, png_compress_level=args.png_compress_level,
+        webp_method=args.webp_method, avif_speed=args.avif_speed, threads=args.threads or 1,
+        max_megapixels=args.max_megapixels, large_images=args.large_images,
+    )  # fmt: skip
+
+
+def run(args: argparse.Namespace, prepared: Prepared) -> matting.Outcome:
+    """Write the result to a temp file beside OUT, make it durable, then rename it to OUT.
+
+    With --kind both the mask is published first: once OUT exists, so does its mask.
+    """
+    temp = args.output.with_name(f".tmp-{args.output.name}")
+    mask = args.mask if args.kind == "both" else None
+    mask_temp = mask.with_name(f".tmp-{mask.name}") if mask else None
+    try:
+        outcome = matting.remove_background(args.input, temp, prepared.session, prepared.shared.spec,
+                                            options_from(args), mask_temp)
+        started = time.perf_counter()
+        if mask:
+            publish(mask_temp, mask)
+        publish(temp, args.output)
+        outcome.timings_ms["publish"] = round((time.perf_counter() - started) * 1000, 2)
+    finally:
+        for leftover in (temp, mask_temp):
+            if leftover:
+                leftover.unlink(missing_ok=True)  # after a successful publish it no longer exists
+    return outcome
+
+
+def publish(temp: Path, final: Path) -> None:
+    """fsync the data, rename over `final`, fsync the folder: after a crash OUT is whole or absent."""
+    fd = os.open(temp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(temp, final)
+    outbox.fsync_folder(final.parent)  # the rename itself lives in the directory
+
+
+def write_report(path: Path, error: str | None, outcome: matting.Outcome) -> None:
+    report = {"error": error, "note": outcome.note, "timings_ms": outcome.timings_ms}
+    outbox.atomic_write(path, (json.dumps(report, indent=1) + "\n").encode("utf-8"))
+
+
+def finish(
+    report: Path, code: int, error: str | None, outcome: matting.Outcome | None = None, quiet: bool = False
+) -> int:
+    """Write the report and say the error on stderr; the exit code stands even if the report fails."""
+    if error and not quiet:
+        print(error, file=sys.stderr)
+    try:
+        write_report(report, error, outcome or matting.Outcome())
+    except OSError as exc:
+        print(f"could not write the report {report}: {exc.strerror or exc}", file=sys.stderr)
+    return code
+
+
+def reading(exc: OSError, source: Path) -> bool:
+    return exc.filename is not None and Path(exc.filename) == source
+
+
+def describe_os_error(exc: OSError, source: Path) -> str:
+    reason = exc.strerror or str(exc)
+    if reading(exc, source):
+        return f"could not read the input: {reason}"
+    where = f" ({exc.filename})" if exc.filename else ""
+    return f"could not write the result: {reason}{where}"
+
+
+def _whole(low: int, high: int):
+    def parse(text: str) -> int:
+        if not text.isdigit() or not low <= int(text) <= high:
+            raise argparse.ArgumentTypeError(f"must be a whole number from {low} to {high}, got {text!r}")
+        return int(text)
+
+    return parse
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,217 @@
+"""What users see in the outbox: status JSON and session ZIPs, each written atomically.
+
+Every file is written to a temp file in the same folder, fsynced, renamed onto
+its name with os.replace, and then the folder is fsynced. A reader therefore
+sees either the old file or the new one, never half of one, and after a power
+cut the rename is not lost. This module holds no policy: callers say what to write.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import posixpath
+import secrets
+import shutil
+import zipfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import BinaryIO
+
+from bgremover.intake.names import NAME_MAX, cut, fitted
+
+TEMP_PREFIX = ".tmp-"
+CHUNK_BYTES = 1 << 20
+
+
+class MissingMemberError(FileNotFoundError):
+    """A ZIP member has neither a source file nor a copy in the previous ZIP."""
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    with _replacing(path) as out:
+        out.write(data)
+
+
+def write_status(path: Path, doc: dict) -> None:
+    """Strict UTF-8 JSON. A string that cannot be encoded (a lone surrogate from an
+    undecodable file name) is the caller's bug, so encode() raises rather than mangles."""
+    text = json.dumps(doc, ensure_ascii=False, allow_nan=False, indent=2) + "\n"
+    atomic_write(path, text.encode("utf-8"))
+
+
+def member_name(item_name: str, fmt_ext: str, taken: set[str]) -> str:
+    """The ZIP member name for an item, distinct from every name in `taken`.
+
+    The item's relative name is normalised: backslashes become "/" (Windows
+    extractors treat them as separators), and "", "." and ".." parts are dropped,
+    not resolved, so no name can climb out of the extraction folder. Colons
+    become "_": on Windows "C:" names a drive and "a:b" a hidden stream of "a".
+    The extension is then replaced by fmt_ext: "a/b/c.jpg" -> "a/b/c.png".
+    No part is longer than 255 bytes (intake/names.py), or no extractor on
+    Linux could create it.
+
+    Collision rule: names are compared case-insensitively, because macOS and
+    Windows extract "A.png" and "a.png" onto one file. If the name is taken, the
+    original extension joins the stem with a dash: "a.jpg" -> "a-jpg.png"; if
+    that is taken too, "-2", "-3", ... follow it: "a-jpg-2.png". A name without
+    an extension goes straight to "a-2.png". The result depends only on the
+    arguments, so callers get stable names by naming items in a stable order.
+    `taken` is not modified.
+    """
+    parts = [part for part in item_name.replace("\\", "/").replace(":", "_").split("/") if part not in ("", ".", "..")]
+    if not parts:
+        raise ValueError(f"item name {item_name!r} has no usable part")
+    folder = "/".join(fitted(part) for part in parts[:-1])
+    stem, ext = posixpath.splitext(parts[-1])
+    folded = {name.casefold() for name in taken}
+    room = NAME_MAX - len(fmt_ext.encode())
+    names = (posixpath.join(folder, candidate + fmt_ext) for candidate in _stems(stem, ext, room))
+    return next(name for name in names if name.casefold() not in folded)
+
+
+MASK_SUFFIX = ".mask.png"
+
+
+def mask_member(member: str) -> str:
+    """The mask's name beside a cutout's: "a/red.png" -> "a/red.mask.png" (output "both")."""
+    folder, _, last = member.rpartition("/")
+    stem = cut(posixpath.splitext(last)[0], NAME_MAX - len(MASK_SUFFIX))
+    return (folder + "/" if folder else "") + stem + MASK_SUFFIX
+
+
+def member_with_mask(item_name: str, fmt_ext: str, taken: set[str]) -> str:
+    """member_name, for a session whose items each have a mask too: neither name may be taken.
+
+    `taken` holds every cutout and mask name already in the ZIP.
+    """
+    refused = set(taken)
+    while True:
+        member = member_name(item_name, fmt_ext, refused)
+        if mask_member(member).casefold() not in {name.casefold() for name in refused}:
+            return member
+        refused.add(member)  # its mask would collide: the next candidate
+
+
+def _stems(stem: str, ext: str, room: int) -> Iterator[str]:
+    """"a", "a-jpg", "a-jpg-2", "a-jpg-3", ... each at most `room` bytes (endless: the caller stops).
+
+    A stem too long for its room loses characters from its end; the counter is
+    never cut, so the candidates stay distinct.
+    """
+    yield cut(stem, room)
+    base = f"{stem}-{ext[1:]}" if ext else stem
+    if ext:
+        yield cut(base, room)
+    yield from (cut(base, room - len(f"-{counter}")) + f"-{counter}" for counter in itertools.count(2))
+
+
+def write_zip(path: Path, members: Sequence[tuple[str, Path | None]], previous: Path | None = None) -> None:
+    """Write the session ZIP atomically from (arcname, source) pairs.
+
+    A source of None copies that member from the `previous` ZIP (often the very
+    file being replaced: results of earlier runs may exist only there).
+    """
+    _check_names([arcname for arcname, _ in members])
+    with _replacing(path) as out, _open_previous(previous) as old:
+        # Stored, not deflated: PNG, WebP and AVIF are compressed already, so deflate
+        # would burn CPU for nothing, and stored members can be streamed out as-is.
+        with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as archive:
+            for arcname, source in members:
+                if source is None:
+                    _copy_member(archive, old, arcname, previous)
+                else:
+                    _add_file(archive, source, arcname)
+
+
+def remove_temp_files(folder: Path) -> int:
+    """Delete temp files a crash left under folder (recursively); returns how many.
+
+    Call it only while nothing writes there (at start-up), or it would delete a
+    temp file another writer is about to rename.
+    """
+    removed = 0
+    for root, _, files in os.walk(folder):
+        for name in files:
+            if name.startswith(TEMP_PREFIX):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(root, name))
+                    removed += 1
+    return removed
+
+
+@contextlib.contextmanager
+def _replacing(path: Path) -> Iterator[BinaryIO]:
+    """Yield a temp file beside path; on success it replaces path durably, on error it is removed."""
+    folder = path.parent
+    # The name is cut short so prefix + name + suffix stays under NAME_MAX (255 bytes).
+    temp = folder / f"{TEMP_PREFIX}{path.name[:40]}-{secrets.token_hex(4)}"
+    # 0o666 (less the umask) rather than mkstemp's 0o600: users must read what we write.
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            yield out
+            out.flush()
+            os.fsync(out.fileno())  # the data must be on disk before the rename can be
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+        raise
+    fsync_folder(folder)
+
+
+def fsync_folder(folder: Path) -> None:
+    # The rename lives in the folder's entries: without this a crash can bring back the old file.
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _check_names(arcnames: Sequence[str]) -> None:
+    # Raised, not asserted: `python -O` strips asserts, and these guard extraction paths.
+    for arcname in arcnames:
+        parts = arcname.split("/")
+        if "\\" in arcname or any(part in ("", ".", "..") for part in parts):
+            raise ValueError(f"ZIP member name {arcname!r} is not relative and normalised")
+    if len(set(arcnames)) != len(arcnames):
+        raise ValueError("ZIP member names repeat")
+
+
+@contextlib.contextmanager
+def _open_previous(previous: Path | None) -> Iterator[zipfile.ZipFile | None]:
+    if previous is None or not previous.exists():
+        yield None
+        return
+    with zipfile.ZipFile(previous) as old:
+        yield old
+
+
+def _copy_member(archive: zipfile.ZipFile, old: zipfile.ZipFile | None, arcname: str, previous: Path | None) -> None:
+    info = _previous_info(old, arcname, previous)
+    copy = zipfile.ZipInfo(arcname, info.date_time)
+    copy.external_attr = info.external_attr
+    copy.file_size = info.file_size  # lets zipfile choose ZIP64 up front for huge members
+    with old.open(info) as src, archive.open(copy, "w") as dst:  # reading checks the CRC
+        shutil.copyfileobj(src, dst, CHUNK_BYTES)
+
+
+def _previous_info(old: zipfile.ZipFile | None, arcname: str, previous: Path | None) -> zipfile.ZipInfo:
+    try:
+        if old is not None:
+            return old.getinfo(arcname)
+    except KeyError:
+        pass
+    raise MissingMemberError(f"ZIP member {arcname!r} has no source file and is not in the previous ZIP ({previous})")
+
+
+def _add_file(archive: zipfile.ZipFile, source: Path, arcname: str) -> None:
+    with open(source, "rb") as src:  # open first: a folder fails here instead of becoming an entry
+        info = zipfile.ZipInfo.from_file(source, arcname, strict_timestamps=False)
+        info.compress_type = zipfile.ZIP_STORED
+        with archive.open(info, "w") as dst:
+            shutil.copyfileobj(src, dst, CHUNK_BYTES)

@@ -1,0 +1,115 @@
+"""The daemon's own files: taken originals, job results and logs, and the archive.
+
+Where each file of an item lives is derived from the item itself (its id, its
+attempt, its session and name), so no path is stored that could go stale: after
+a crash the truth is simply what exists on disk. Every move is a rename within
+one filesystem followed by an fsync of the folders involved, so a taken file is
+always in exactly one place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+from pathlib import Path
+
+from bgremover.outbox.zips import fsync_folder
+from bgremover.queue.store import Item
+
+
+class FileReplaced(OSError):
+    """What the watcher saw is not what arrived: the file was swapped for another one."""
+
+
+def move(src: Path, dst: Path) -> None:
+    """Rename src to dst (same filesystem), creating dst's folder; durable on return."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    os.rename(src, dst)
+    fsync_folder(dst.parent)
+    fsync_folder(src.parent)
+
+
+def remove_empty_dirs(folder: Path, stop: Path) -> None:
+    """Remove `folder` and its empty parents up to, not including, `stop`."""
+    for path in sorted((p for p in folder.rglob("*") if p.is_dir() and not p.is_symlink()), reverse=True):
+        with contextlib.suppress(OSError):
+            path.rmdir()
+    while folder != stop and stop in folder.parents:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+        folder = folder.parent
+
+
+class Spool:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.originals = root / "state" / "originals"
+        self.results = root / "state" / "results"
+        self.archive = root / "archive"
+
+    def prepare(self) -> None:
+        for folder in (self.originals, self.results, self.archive):
+            folder.mkdir(parents=True, exist_ok=True)
+
+    def stored(self, item: Item) -> Path:
+        # Named by id, not by the dropped name: hostile names never reach our folders.
+        return self.originals / f"{item.id}{item.ext}"
+
+    def archived(self, item: Item) -> Path:
+        return self.archive / item.session / item.name
+
+    def dropped(self, item: Item) -> Path:
+        return self.root / os.fsdecode(item.source)
+
+    def original(self, item: Item) -> Path | None:
+        """Where the item's original is now: the store, or the archive once its session completed."""
+        for path in (self.stored(item), self.archived(item)):
+            if path.is_file():
+                return path
+        return None
+
+    def take(self, src: Path, item: Item) -> None:
+        """Move a dropped file into the store, unless it was swapped for something else meanwhile.
+
+        The watcher saw a regular file, but a link or a folder may take its name
+        in the instant before the rename; a link moved in here would be followed
+        by the job, so the same inode must arrive, or it goes back.
+        """
+        seen = os.lstat(src)
+        stored = self.stored(item)
+        move(src, stored)
+        arrived = os.lstat(stored)
+        if stat.S_ISREG(arrived.st_mode) and (arrived.st_dev, arrived.st_ino) == (seen.st_dev, seen.st_ino):
+            return
+        if not os.path.lexists(src):
+            os.rename(stored, src)  # back where the user left it
+        raise FileReplaced(f"{src} was replaced while it was being taken")
+
+    def result(self, item: Item, fmt_ext: str, attempt: int | None = None) -> Path:
+        return self.results / f"{item.id}-{attempt or item.attempts}{fmt_ext}"
+
+    def mask_result(self, item: Item) -> Path:
+        """Where a job writes the mask beside its cutout (output "both")."""
+        return self.results / f"{item.id}-{item.attempts}.mask.png"
+
+    def report(self, item: Item) -> Path:
+        return self.results / f"{item.id}-{item.attempts}.report.json"
+
+    def job_log(self, item: Item) -> Path:
+        return self.results / f"{item.id}-{item.attempts}.log"
+
+    def discard(self, *paths: Path) -> None:
+        for path in paths:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+    def archive_original(self, item: Item) -> None:
+        stored = self.stored(item)
+        if stored.is_file():
+            move(stored, self.archived(item))
+
+    def delete_original(self, item: Item) -> None:
+        self.discard(self.stored(item))

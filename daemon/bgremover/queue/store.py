@@ -1,0 +1,350 @@
+"""The persistent queue: one SQLite file holding sessions, items and their history.
+
+All SQL of the daemon lives here. Every status change is a guarded UPDATE that
+names the status it expects to find; the allowed moves are also written into
+the database, where a trigger refuses any other UPDATE of an item's status, so
+not even a hand-written statement can make an illegal move. Each transition is
+one transaction, and the database runs in WAL mode with synchronous=FULL, so a
+kill -9 at any instant leaves either the old state or the new one.
+
+Time is always passed in (`now`, seconds since the epoch) so tests control it.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from bgremover.queue.states import TRANSITIONS, SessionState, Status
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions (
+    name         TEXT PRIMARY KEY,
+    source       TEXT,              -- the inbox folder it came from; NULL for loose files
+    state        TEXT NOT NULL,
+    format       TEXT NOT NULL,
+    created_at   REAL NOT NULL,
+    updated_at   REAL NOT NULL,
+    last_item_at REAL NOT NULL,     -- drives the idle close
+    zip          TEXT,              -- the ZIP's file name once one was written
+    options      TEXT,              -- JSON: what the folder's job ticket set, if it had one
+    error        TEXT               -- why the whole session is refused (an invalid job ticket)
+);
+CREATE TABLE IF NOT EXISTS items (
+    id         INTEGER PRIMARY KEY,
+    session    TEXT NOT NULL REFERENCES sessions(name),
+    name       TEXT NOT NULL,       -- relative name as dropped, valid UTF-8
+    member     TEXT NOT NULL,       -- its name in the session's ZIP
+    ext        TEXT NOT NULL,       -- the original's extension, lower case
+    source     BLOB NOT NULL,       -- where it was dropped, relative to the root, as raw bytes
+    status     TEXT NOT NULL,
+    error      TEXT,
+    note       TEXT,                -- what the user should know about a result, e.g. it was reduced
+    attempts   INTEGER NOT NULL DEFAULT 0,
+    job_pid    INTEGER,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    UNIQUE (session, name),
+    UNIQUE (session, member)
+);
+CREATE INDEX IF NOT EXISTS items_by_status ON items (status, id);
+CREATE TABLE IF NOT EXISTS allowed_transitions (
+    src TEXT NOT NULL,
+    dst TEXT NOT NULL,
+    PRIMARY KEY (src, dst)
+);
+-- Every status change, old -> new, with its reason: an audit log of the queue.
+CREATE TABLE IF NOT EXISTS events (
+    id     INTEGER PRIMARY KEY,
+    item   INTEGER NOT NULL,
+    src    TEXT,
+    dst    TEXT NOT NULL,
+    at     REAL NOT NULL,
+    reason TEXT
+);
+CREATE TRIGGER IF NOT EXISTS items_only_start_queued
+BEFORE INSERT ON items WHEN NEW.status != 'queued'
+BEGIN SELECT RAISE(ABORT, 'a new item must start queued'); END;
+CREATE TRIGGER IF NOT EXISTS items_only_allowed_transitions
+BEFORE UPDATE OF status ON items
+WHEN NOT EXISTS (SELECT 1 FROM allowed_transitions WHERE src = OLD.status AND dst = NEW.status)
+BEGIN SELECT RAISE(ABORT, 'illegal status transition'); END;
+"""
+
+
+class IllegalTransition(Exception):
+    """A transition the table forbids, or one whose item was not in the expected status."""
+
+
+@dataclass(frozen=True)
+class Session:
+    name: str
+    source: str | None
+    state: SessionState
+    format: str
+    created_at: float
+    updated_at: float
+    last_item_at: float
+    zip: str | None
+    options: str | None = None
+    error: str | None = None
+
+    @property
+    def ticket(self) -> dict:
+        """What the folder's job ticket set ({} without one)."""
+        return json.loads(self.options) if self.options else {}
+
+
+@dataclass(frozen=True)
+class Item:
+    id: int
+    session: str
+    name: str
+    member: str
+    ext: str
+    source: bytes
+    status: Status
+    error: str | None
+    note: str | None
+    attempts: int
+    job_pid: int | None
+    created_at: float
+    updated_at: float
+
+
+def iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _session(row: sqlite3.Row) -> Session:
+    return Session(**{**dict(row), "state": SessionState(row["state"])})
+
+
+def _item(row: sqlite3.Row) -> Item:
+    return Item(**{**dict(row), "status": Status(row["status"]), "source": bytes(row["source"])})
+
+
+class Store:
+    def __init__(self, path: Path, readonly: bool = False) -> None:
+        self.path = path
+        if readonly:
+            # A reader never writes, so `status` is safe beside a running daemon.
+            self.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+        else:
+            self.db = sqlite3.connect(path, isolation_level=None)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA busy_timeout = 5000")
+        if not readonly:
+            self._prepare()
+
+    def _prepare(self) -> None:
+        self.db.execute("PRAGMA journal_mode = WAL")
+        # FULL: a committed transition survives a power cut, not just a kill -9.
+        self.db.execute("PRAGMA synchronous = FULL")
+        # executescript commits whatever is pending, so it runs on its own; the
+        # schema is idempotent (IF NOT EXISTS) and safe to replay on every start.
+        self.db.executescript(SCHEMA)
+        self._add_missing_columns()
+        with self.transaction():
+            self.db.executemany(
+                "INSERT OR IGNORE INTO allowed_transitions (src, dst) VALUES (?, ?)",
+                [(src.value, dst.value) for src, dsts in TRANSITIONS.items() for dst in dsts],
+            )
+
+    def _add_missing_columns(self) -> None:
+        # A database from an older version lacks columns added since; CREATE
+        # TABLE IF NOT EXISTS leaves it as it is, so add them here.
+        columns = {row["name"] for row in self.db.execute("PRAGMA table_info(items)")}
+        if "note" not in columns:
+            self.db.execute("ALTER TABLE items ADD COLUMN note TEXT")
+        columns = {row["name"] for row in self.db.execute("PRAGMA table_info(sessions)")}
+        for column in ("options", "error"):
+            if column not in columns:
+                self.db.execute(f"ALTER TABLE sessions ADD COLUMN {column} TEXT")
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        # IMMEDIATE takes the write lock at BEGIN, so a transaction never fails half-way
+        # because another connection (a `status` reader upgrading) holds it.
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    # -- sessions ---------------------------------------------------------------
+
+    def create_session(
+        self, name: str, source: str | None, fmt: str, now: float, ticket: dict | None = None, error: str | None = None
+    ) -> Session:
+        with self.transaction():
+            self.db.execute(
+                "INSERT INTO sessions (name, source, state, format, created_at, updated_at, last_item_at, options, error)"
+                " VALUES (?, ?, 'open', ?, ?, ?, ?, ?, ?)",
+                (name, source, fmt, now, now, now, json.dumps(ticket) if ticket else None, error),
+            )
+        return self.session(name)
+
+    def set_ticket(self, name: str, fmt: str, ticket: dict | None, error: str | None, members: dict[int, str]) -> None:
+        """A session's job ticket read again: its format, options and error, and its items' ZIP names with them."""
+        with self.transaction():
+            self.db.execute(
+                "UPDATE sessions SET format = ?, options = ?, error = ? WHERE name = ?",
+                (fmt, json.dumps(ticket) if ticket else None, error, name),
+            )
+            # Two steps, so no name is briefly held twice under UNIQUE (session, member).
+            self.db.executemany("UPDATE items SET member = '#' || id WHERE id = ?", [(i,) for i in members])
+            self.db.executemany("UPDATE items SET member = ? WHERE id = ?", [(m, i) for i, m in members.items()])
+
+    def forget_empty_session(self, name: str) -> bool:
+        """Drop a session that never got an item (its only file vanished before the take)."""
+        with self.transaction():
+            cursor = self.db.execute(
+                "DELETE FROM sessions WHERE name = ? AND NOT EXISTS (SELECT 1 FROM items WHERE session = ?)",
+                (name, name),
+            )
+        return cursor.rowcount == 1
+
+    def session(self, name: str) -> Session | None:
+        row = self.db.execute("SELECT * FROM sessions WHERE name = ?", (name,)).fetchone()
+        return _session(row) if row else None
+
+    def sessions(self, *states: SessionState) -> list[Session]:
+        sql = "SELECT * FROM sessions"
+        if states:
+            sql += f" WHERE state IN ({','.join('?' * len(states))})"
+        rows = self.db.execute(sql + " ORDER BY created_at, name", [s.value for s in states])
+        return [_session(row) for row in rows]
+
+    def open_session(self, source: str | None) -> Session | None:
+        """The newest session still taking files from this source (None: loose files)."""
+        row = self.db.execute(
+            "SELECT * FROM sessions WHERE state = 'open' AND source IS ? ORDER BY created_at DESC, rowid DESC LIMIT 1",
+            (source,),
+        ).fetchone()
+        return _session(row) if row else None
+
+    def set_session_state(
+        self, name: str, src: set[SessionState], dst: SessionState, now: float, zip_name: str | None = None
+    ) -> bool:
+        """Guarded like item transitions; False when the session was not in one of `src`."""
+        with self.transaction():
+            cursor = self.db.execute(
+                f"UPDATE sessions SET state = ?, updated_at = ?, zip = COALESCE(?, zip)"
+                f" WHERE name = ? AND state IN ({','.join('?' * len(src))})",
+                (dst.value, now, zip_name, name, *[s.value for s in src]),
+            )
+        return cursor.rowcount == 1
+
+    # -- items ------------------------------------------------------------------
+
+    def add_item(self, session: str, name: str, member: str, ext: str, source: bytes, now: float) -> Item:
+        with self.transaction():
+            cursor = self.db.execute(
+                "INSERT INTO items (session, name, member, ext, source, status, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, 'queued', ?, ?)",
+                (session, name, member, ext, source, now, now),
+            )
+            self.db.execute(
+                "UPDATE sessions SET last_item_at = ?, updated_at = ? WHERE name = ?", (now, now, session)
+            )
+            self._record(cursor.lastrowid, None, Status.QUEUED, now, "taken")
+        return self.item(cursor.lastrowid)
+
+    def withdraw(self, item_id: int) -> bool:
+        """Undo add_item for a file that vanished before it could be taken (never started)."""
+        with self.transaction():
+            cursor = self.db.execute("DELETE FROM items WHERE id = ? AND status = 'queued' AND attempts = 0", (item_id,))
+            self.db.execute("DELETE FROM events WHERE item = ?", (item_id,))
+        return cursor.rowcount == 1
+
+    def item(self, item_id: int) -> Item | None:
+        row = self.db.execute("SELECT * FROM items WHERE id = ?", (item_id,)).fetchone()
+        return _item(row) if row else None
+
+    def item_named(self, session: str, name: str) -> Item | None:
+        row = self.db.execute("SELECT * FROM items WHERE session = ? AND name = ?", (session, name)).fetchone()
+        return _item(row) if row else None
+
+    def items(self, session: str | None = None, *statuses: Status) -> list[Item]:
+        sql, args = "SELECT * FROM items WHERE 1", []
+        if session is not None:
+            sql, args = sql + " AND session = ?", [session]
+        if statuses:
+            sql += f" AND status IN ({','.join('?' * len(statuses))})"
+            args += [s.value for s in statuses]
+        return [_item(row) for row in self.db.execute(sql + " ORDER BY id", args)]
+
+    def names(self, session: str) -> tuple[set[str], set[str]]:
+        """The item names and ZIP member names already used in a session."""
+        rows = self.db.execute("SELECT name, member FROM items WHERE session = ?", (session,)).fetchall()
+        return {row["name"] for row in rows}, {row["member"] for row in rows}
+
+    def count(self, session: str) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM items WHERE session = ?", (session,)).fetchone()[0]
+
+    def counts(self, session: str) -> dict[str, int]:
+        counts = {status.value: 0 for status in Status}
+        rows = self.db.execute("SELECT status, COUNT(*) FROM items WHERE session = ? GROUP BY status", (session,))
+        counts.update({status: n for status, n in rows})
+        return counts
+
+    def transition(
+        self, item_id: int, src: Status, dst: Status, now: float, error: str | None = None, reason: str | None = None,
+        note: str | None = None,
+    ) -> Item:
+        """Move one item from `src` to `dst`, or raise IllegalTransition and change nothing.
+
+        `error` and `note` describe the new status, so both are replaced on every move.
+        """
+        if dst not in TRANSITIONS[src]:
+            raise IllegalTransition(f"item {item_id}: {src.value} -> {dst.value} is not an allowed transition")
+        with self.transaction():
+            cursor = self.db.execute(
+                "UPDATE items SET status = ?, error = ?, note = ?, updated_at = ?,"
+                " attempts = attempts + (? = 'processing'), job_pid = NULL"
+                " WHERE id = ? AND status = ?",
+                (dst.value, error, note, now, dst.value, item_id, src.value),
+            )
+            if cursor.rowcount != 1:
+                raise IllegalTransition(f"item {item_id} is not {src.value}; {src.value} -> {dst.value} refused")
+            self._record(item_id, src, dst, now, reason)
+        return self.item(item_id)
+
+    def next_queued(self) -> Item | None:
+        """The oldest queued item: first in, first out across sessions."""
+        row = self.db.execute("SELECT * FROM items WHERE status = 'queued' ORDER BY id LIMIT 1").fetchone()
+        return _item(row) if row else None
+
+    def recover(self, now: float) -> list[Item]:
+        """Items a previous life left in processing go back to queued; returns them as they were."""
+        stranded = self.items(None, Status.PROCESSING)
+        for item in stranded:
+            # PROCESSING -> QUEUED (recovery after a crash)
+            self.transition(item.id, Status.PROCESSING, Status.QUEUED, now, reason="recovered")
+        return stranded
+
+    def set_job_pid(self, item_id: int, pid: int) -> None:
+        with self.transaction():
+            self.db.execute("UPDATE items SET job_pid = ? WHERE id = ? AND status = 'processing'", (pid, item_id))
+
+    def events(self, item_id: int | None = None) -> list[sqlite3.Row]:
+        if item_id is None:
+            return self.db.execute("SELECT * FROM events ORDER BY id").fetchall()
+        return self.db.execute("SELECT * FROM events WHERE item = ? ORDER BY id", (item_id,)).fetchall()
+
+    def _record(self, item_id: int, src: Status | None, dst: Status, now: float, reason: str | None) -> None:
+        self.db.execute(
+            "INSERT INTO events (item, src, dst, at, reason) VALUES (?, ?, ?, ?, ?)",
+            (item_id, src.value if src else None, dst.value, now, reason),
+        )
