@@ -36,7 +36,7 @@ def test_a_word_that_is_no_colour_is_refused():
 
 def test_jpeg_without_a_background_colour_is_refused_at_start_up(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "daemon", "run", "--root", str(tmp_path / "root")], cwd=REPO, capture_output=True,
+        [sys.executable, "-m", "bgremover", "run", "--root", str(tmp_path / "root")], cwd=REPO, capture_output=True,
         text=True, env={"PYTHONPATH": str(REPO), "BGREMOVER_OUTPUT_FORMAT": "jpeg", "PATH": "/usr/bin:/bin"},
         timeout=60, check=False,
     )  # fmt: skip
