@@ -42,7 +42,7 @@ from bgremover.runners import forkserver
 from bgremover.imaging import matting
 from bgremover.bench import models as modelbench
 from bgremover.bench import options as optionbench
-from bgremover.cli.main import EXIT_FAILED, EXIT_OK, fail
+from bgremover.cli.common import EXIT_FAILED, EXIT_OK, fail
 from bgremover.intake.watcher import is_image_name, is_temporary_name
 from bgremover.settings import Settings, usable_cores
 

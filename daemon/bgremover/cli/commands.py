@@ -1,4 +1,4 @@
-"""The bodies of the `bgremover` commands; cli.py parses, these act.
+"""The bodies of the `bgremover` commands; cli/main.py parses, these act.
 
 `retry` and `cancel` only touch the marker files the daemon watches, so they
 work the same whether the daemon runs now or starts later.
@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from bgremover.cli.main import EXIT_FAILED, EXIT_OK, EXIT_USAGE, fail
+from bgremover.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, fail
 from bgremover.settings import Settings
 from bgremover.queue.states import Status
 from bgremover.queue.store import Store

@@ -1,21 +1,15 @@
-"""argv -> Settings -> logging -> the command; every command returns an exit code.
-
-Exit codes: 0 success, 1 the work failed (say an unreadable image for `remove`),
-2 a usage or configuration problem (a bad setting, a damaged model file).
-"""
+"""argv -> Settings -> logging -> the command; every command returns an exit code (cli/common.py lists them)."""
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from bgremover import __version__
 from bgremover import logs
+from bgremover.cli.common import EXIT_USAGE, fail
 from bgremover.imaging.formats import FORMAT_EXTENSIONS
 from bgremover.settings import SettingsError, load_settings
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -109,11 +103,3 @@ def main(argv: list[str] | None = None) -> int:
 
     command = getattr(commands, args.command)
     return command(settings, args)
-
-
-def fail(message: str, code: int) -> int:
-    for line in message.splitlines():
-        print(f"bgremover: {line}", file=sys.stderr)
-    return code
-
-

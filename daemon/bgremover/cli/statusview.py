@@ -12,14 +12,14 @@ import json
 import os
 import sqlite3
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from bgremover.outbox import zips as outbox
 from bgremover.cli import progress
+# item_document: supervisor/loop.py imports it from here until it builds its document with outbox.status.
+from bgremover.outbox.status import item_document, item_documents, retry_marker, status_counts  # noqa: F401
 from bgremover.service.rootlock import LOCK_NAME
 from bgremover.settings import Settings
 from bgremover.queue.states import Status
@@ -47,8 +47,7 @@ class SessionView:
 
     @property
     def counts(self) -> dict[str, int]:
-        found = Counter(item.status.value for item in self.items)
-        return {status.value: found[status.value] for status in Status}
+        return status_counts(self.items)
 
     @property
     def finished(self) -> int:
@@ -286,30 +285,8 @@ def session_document(view: SessionView, every_item: bool) -> dict:
         ],
     }
     if every_item:
-        doc["items"] = [item_document(item, view.with_masks) for item in view.items]
+        doc["items"] = item_documents(view.items, view.with_masks)  # as the session's status JSON has them
     return doc
-
-
-def item_document(item: Item, with_mask: bool) -> dict:
-    """An item as the session's status JSON in the outbox shows it; `mask` names its mask's member."""
-    done = item.status is Status.DONE
-    return {
-        "name": item.name,
-        "status": item.status.value,
-        "output": item.member if done else None,
-        "mask": outbox.mask_member(item.member) if done and with_mask else None,
-        "error": item.error,
-        "note": item.note,
-        "attempts": item.attempts,
-        "retry_marker": retry_marker(item),
-    }
-
-
-def retry_marker(item: Item) -> str | None:
-    """Relative to the root, as in the status JSON."""
-    if item.status in (Status.FAILED, Status.CANCELLED):
-        return f"retry/{item.session}/{item.name}"
-    return None
 
 
 # -- following -------------------------------------------------------------------

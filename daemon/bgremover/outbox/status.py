@@ -1,0 +1,68 @@
+"""A session's status document: the JSON the daemon writes to the outbox, and the items `bgremover status` shows.
+
+One builder for both, so a script reading `outbox/SESSION.json` and one reading
+`bgremover status --json SESSION` see each item the same way. Everything here
+is a plain function of records already read (a session, its items, the
+settings): no I/O, and nothing of the supervisor or the CLI.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from bgremover.intake.tickets import makes_masks, session_options
+from bgremover.outbox.zips import mask_member
+from bgremover.queue.states import Status
+from bgremover.queue.store import Item, Session, iso
+from bgremover.settings import Settings
+
+
+def session_document(session: Session, items: list[Item], settings: Settings) -> dict:
+    """The status JSON of `session`, whose items are `items`; its model and masks follow the session's ticket."""
+    return {
+        "session": session.name,
+        "state": session.state.value,
+        "format": session.format,
+        "model": session_options(settings, session.ticket)["model"],
+        "created_at": iso(session.created_at),
+        "updated_at": iso(max([session.updated_at, *(item.updated_at for item in items)])),
+        "total": len(items),
+        "counts": status_counts(items),
+        "zip": session.zip,
+        "error": session.error,  # why the whole session was refused (an invalid job ticket)
+        "ticket": session.ticket or None,
+        "items": item_documents(items, makes_masks(settings, session.ticket)),
+    }
+
+
+def status_counts(items: list[Item]) -> dict[str, int]:
+    """How many items are in each status, every status named (zero included), in the table's order."""
+    found = Counter(item.status for item in items)
+    return {status.value: found[status] for status in Status}
+
+
+def item_documents(items: list[Item], with_masks: bool) -> list[dict]:
+    """The "items" of a status document; `with_masks`: the session's output is "both"."""
+    return [item_document(item, with_masks) for item in items]
+
+
+def item_document(item: Item, with_mask: bool) -> dict:
+    """An item as the session's status JSON shows it; `mask` names its mask's member."""
+    done = item.status is Status.DONE
+    return {
+        "name": item.name,
+        "status": item.status.value,
+        "output": item.member if done else None,
+        "mask": mask_member(item.member) if done and with_mask else None,
+        "error": item.error,
+        "note": item.note,
+        "attempts": item.attempts,
+        "retry_marker": retry_marker(item),
+    }
+
+
+def retry_marker(item: Item) -> str | None:
+    """The file to touch to run the item again, relative to the root; None for an item that cannot be retried."""
+    if item.status in (Status.FAILED, Status.CANCELLED):
+        return f"retry/{item.session}/{item.name}"
+    return None
