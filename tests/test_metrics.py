@@ -23,7 +23,7 @@ from bgremover.service.metrics import FAILURE_REASONS, STAGES, Metrics, MetricsU
 from bgremover.settings import SettingsError, load_settings
 from bgremover.queue.states import SessionState, Status
 from bgremover.queue.store import Store
-from bgremover.supervisor.loop import RunningJob, verdict
+from bgremover.supervisor.dispatch import RunningJob, verdict
 from tests.conftest import REPO
 from tests.harness import Daemon, drop, wait_for
 from tests.images import photo

@@ -21,10 +21,10 @@ reads the files back, as a user or the next daemon would, and checks:
 5. no dropped file is lost or taken twice; only files not yet taken wait in the inbox;
 6. the spool keeps no job file nobody will read again (a killed life's included).
 
-Nothing here starts a process or a watcher: start_next gets a stand-in job
-process whose pid no process can have, so the supervisor's signals and waits
-aimed at it find nothing, and the test itself says when that job exits and with
-what. With stable_seconds=0 a file is stable as soon as the intake has seen it;
+Nothing here starts a process or a watcher: the daemon runs its jobs through
+the fake runner (tests/support/fakerunner.py), behind the same JobRunner
+interface as the local one, and the test itself says when that job exits and
+with what. With stable_seconds=0 a file is stable as soon as the intake has seen it;
 the test says when it sees the inbox (Intake.rescan stands in for the watcher).
 """
 
@@ -62,6 +62,9 @@ from bgremover.queue.spool import Spool
 from bgremover.queue.states import TERMINAL, TRANSITIONS, SessionState, Status
 from bgremover.queue.store import Item, Session, Store
 from bgremover.supervisor.loop import UPKEEP, Supervisor
+from tests.support import fakerunner
+
+fakerunner.register()
 
 # Few names and folders, so the same name lands twice in a session, a dropped
 # "x (2).jpg" meets the twin name of a second "x.jpg", "x.jpg" and "x.png" want
@@ -73,7 +76,6 @@ NAMES = ("x.jpg", "X.JPG", "x.png", "x (2).jpg", "y.webp", "sub/x.jpg")
 # Done, bad input, a crash, temporary, SIGKILL, SIGTERM. Not 73 (the job could
 # not write its result): a refusing disk holds the whole loop, tests/test_disk_trouble.py.
 EXIT_CODES = (0, 2, 3, 75, -9, -15)
-NO_SUCH_PID = 2**31 - 1  # above any pid_max (at most 2**22): signals and waits aimed at it find no process
 UNKNOWN_SESSION = "no-such-session"
 
 EXAMPLES = settings(
@@ -90,29 +92,6 @@ EXAMPLES = settings(
 
 
 # -- the imaginary job process and the kill -9 ------------------------------------
-
-
-class FakeJob:
-    """Stands in for forkserver.Standby: a job process that never runs.
-
-    The supervisor assigns it a job, signals its process group and waits for it
-    exactly as it would a real one; with NO_SUCH_PID all of that finds no process.
-    """
-
-    pid = NO_SUCH_PID
-    warmed = True
-
-    def poll_ready(self) -> None:
-        return None
-
-    def assign(self, argv: list[str], log_path: str) -> None:
-        self.argv = argv
-
-    def warm(self) -> None:
-        pass
-
-    def dismiss(self) -> None:
-        pass
 
 
 class Killed(BaseException):
@@ -143,7 +122,7 @@ class KillSwitch:
 
     def install(self, daemon: Supervisor) -> None:
         for owner, names in ((daemon.store, self.STORE_WRITES), (daemon.spool, self.SPOOL_WRITES),
-                             (daemon, self.DAEMON_WRITES)):
+                             (daemon.publisher, self.DAEMON_WRITES)):
             for name in names:
                 setattr(owner, name, self._fused(daemon, getattr(owner, name)))
 
@@ -387,7 +366,7 @@ class QueueMachine(RuleBasedStateMachine):
     def the_daemon_starts(self, max_session_items: int) -> None:
         self.settings = load_settings(
             None, root=self.root, keep_originals=self.keep_originals, max_session_items=max_session_items,
-            session_idle_seconds=3600, stable_seconds=0, job_module="tests.fakejob", threads=1,
+            session_idle_seconds=3600, stable_seconds=0, job_module="tests.fakejob", threads=1, runner=fakerunner.NAME,
         )
         self.model = load_model_spec(self.settings.model, verify=False)
         self.daemon = self.start_daemon()
@@ -398,11 +377,10 @@ class QueueMachine(RuleBasedStateMachine):
         """start_up() without the fork server and the watcher: open the folders and recover."""
         while True:
             daemon = Supervisor(self.settings, self.model)
-            daemon.take_standby = lambda now, model: FakeJob()
             daemon.open_folders()
             self.kill_switch.install(daemon)
             try:
-                daemon.recover()
+                daemon.recovery.recover()
                 return daemon
             except Killed:  # killed while recovering: the next life starts over
                 daemon.store.close()
@@ -439,13 +417,12 @@ class QueueMachine(RuleBasedStateMachine):
 
     def job_exits(self, exit_code: int, wrote_cutout: bool) -> None:
         """The job ends; reap() concludes it (its exit code stands in for what wait4 would report)."""
-        job = self.daemon.job
+        job = self.daemon.dispatch.job
         promised = verdict_promised(job.stop_reason, exit_code, wrote_cutout)
         self.job_writes(job.item, wrote_cutout)
-        job.exited.wait(5)  # the exit watcher launch() started has found no such process and ended
-        job.returncode = exit_code
-        if self.survives(lambda: self.daemon.reap(time.monotonic())):
-            assert self.daemon.job is None, "reap() did not conclude the job that exited"
+        self.daemon.runner.end(job.handle, exit_code)
+        if self.survives(lambda: self.daemon.dispatch.reap(time.monotonic())):
+            assert self.daemon.dispatch.job is None, "reap() did not conclude the job that exited"
             assert self.daemon.store.item(job.item.id).status is promised, "the verdict broke its promise"
 
     def last_event(self) -> int:
@@ -482,9 +459,9 @@ class QueueMachine(RuleBasedStateMachine):
         names = [session.name for session in self.daemon.store.sessions()] + [UNKNOWN_SESSION]
         name = data.draw(st.sampled_from(names), label="session")
         queued = {item.id for item in self.daemon.store.items(name, Status.QUEUED)}
-        job, since, others = self.daemon.job, self.last_event(), self.markers_left()
+        job, since, others = self.daemon.dispatch.job, self.last_event(), self.markers_left()
         (self.settings.cancel_dir / name).touch()
-        if not self.survives(lambda: self.daemon.read_markers(time.monotonic())) or others:
+        if not self.survives(lambda: self.daemon.markers.read_markers(time.monotonic())) or others:
             return
         cancelled = {item for item, src, dst in self.moves_since(since) if (src, dst) == ("queued", "cancelled")}
         assert cancelled == queued, "the cancel marker left queued items, or cancelled others"
@@ -502,7 +479,7 @@ class QueueMachine(RuleBasedStateMachine):
         marker = self.settings.retry_dir / session / name
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.touch()
-        if not self.survives(lambda: self.daemon.read_markers(time.monotonic())) or others:
+        if not self.survives(lambda: self.daemon.markers.read_markers(time.monotonic())) or others:
             return
         moves = self.moves_since(since)
         if item is not None and item.status in (Status.FAILED, Status.CANCELLED):
@@ -520,27 +497,27 @@ class QueueMachine(RuleBasedStateMachine):
         self.taking = data.draw(st.sampled_from([d for d in self.drops if d.waiting]), label="file")
         daemon, path = self.daemon, self.root / self.taking.path
         daemon.intake.ready = lambda now: [path]  # the watcher: just this one file is stable
-        self.survives(lambda: daemon.take_ready_files(time.monotonic()))
+        self.survives(lambda: daemon.taking.take_ready_files(time.monotonic()))
         del daemon.intake.ready  # the real intake again, for the loop's own passes
 
     @rule()
     def the_loop_starts_the_next_job(self) -> None:
         """One job at a time, first in first out across sessions."""
-        running, oldest = self.daemon.job, self.daemon.store.next_queued()
-        if not self.survives(lambda: self.daemon.start_next(time.monotonic())):
+        running, oldest = self.daemon.dispatch.job, self.daemon.store.next_queued()
+        if not self.survives(lambda: self.daemon.dispatch.start_next(time.monotonic())):
             return
         if running is not None or oldest is None:
-            assert self.daemon.job is running, "a job started while another ran, or with nothing queued"
+            assert self.daemon.dispatch.job is running, "a job started while another ran, or with nothing queued"
         else:
-            assert self.daemon.job is not None, f"the oldest queued item {oldest.id} did not start"
-            assert self.daemon.job.item.id == oldest.id, "a job started out of order"
+            assert self.daemon.dispatch.job is not None, f"the oldest queued item {oldest.id} did not start"
+            assert self.daemon.dispatch.job.item.id == oldest.id, "a job started out of order"
 
-    @precondition(lambda self: self.daemon is not None and self.daemon.job is not None)
+    @precondition(lambda self: self.daemon is not None and self.daemon.dispatch.job is not None)
     @rule()
     def the_job_succeeds(self) -> None:
         self.job_exits(0, wrote_cutout=True)
 
-    @precondition(lambda self: self.daemon is not None and self.daemon.job is not None)
+    @precondition(lambda self: self.daemon is not None and self.daemon.dispatch.job is not None)
     @rule(exit_code=st.sampled_from(EXIT_CODES), wrote_cutout=st.booleans())
     def the_job_exits(self, exit_code: int, wrote_cutout: bool) -> None:
         """Any exit: a crash after writing part of a cutout, a clean exit without one, a signal."""
@@ -554,21 +531,21 @@ class QueueMachine(RuleBasedStateMachine):
         """
         self.daemon.intake.rescan()
         for name in UPKEEP:
-            if name == "reap" and self.daemon.job is not None:
+            if name == "reap" and self.daemon.dispatch.job is not None:
                 continue
-            if not self.survives(lambda name=name: getattr(self.daemon, name)(time.monotonic())):
+            if not self.survives(lambda name=name: self.daemon.steps[name](time.monotonic())):
                 return
 
     @precondition(lambda self: self.daemon is not None and self.daemon.store.sessions(SessionState.OPEN))
     @rule(data=st.data())
     def an_open_session_goes_idle(self, data) -> None:
         session = data.draw(st.sampled_from(self.daemon.store.sessions(SessionState.OPEN)), label="session")
-        self.survives(lambda: self.daemon.close_session(session, "idle"))
+        self.survives(lambda: self.daemon.sessions.close_session(session, "idle"))
 
     @rule()
     def the_loop_finishes_sessions(self) -> None:
         """Every closed session whose items are all terminal is completed: its ZIP written, then settled."""
-        if not self.survives(lambda: self.daemon.finish_sessions(time.monotonic())):
+        if not self.survives(lambda: self.daemon.sessions.finish_sessions(time.monotonic())):
             return
         for session in self.daemon.store.sessions(SessionState.PROCESSING):
             items = self.daemon.store.items(session.name)
@@ -579,8 +556,8 @@ class QueueMachine(RuleBasedStateMachine):
     @rule(exit_code=st.sampled_from(EXIT_CODES), wrote_cutout=st.booleans())
     def the_daemon_is_stopped_and_started_again(self, exit_code: int, wrote_cutout: bool) -> None:
         """SIGTERM: drain() stops the job in flight, whose item goes back to queued; then a new life."""
-        if self.daemon.job is not None:
-            self.daemon.stop_job("shutdown", escalate_after=self.settings.kill_grace_seconds)
+        if self.daemon.dispatch.job is not None:
+            self.daemon.dispatch.stop_job("shutdown", grace=self.settings.kill_grace_seconds, now=time.monotonic())
             self.job_exits(exit_code, wrote_cutout)
         self.daemon.store.close()
         self.daemon = self.start_daemon()
@@ -605,7 +582,7 @@ class QueueMachine(RuleBasedStateMachine):
         every_original_is_in_exactly_one_place(world, self.settings)
         status_files_equal_the_database(world)
         zips_hold_exactly_the_cutouts_of_done_items(world, self.cutouts)
-        at_most_one_job_runs(world, self.daemon.job.item.id if self.daemon.job else None)
+        at_most_one_job_runs(world, self.daemon.dispatch.job.item.id if self.daemon.dispatch.job else None)
         sessions_stay_within_their_size(world, self.settings)
         no_dropped_file_is_lost_or_taken_twice(world, self.drops)
         originals_are_the_dropped_bytes(world, self.drops, self.daemon.spool)

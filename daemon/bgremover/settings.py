@@ -83,9 +83,21 @@ class Settings(BaseSettings):
     metrics_textfile: Path | None = None
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # How jobs are run, by a name in the table of bgremover/runners/__init__.py:
+    # "local", each job a fresh process on this machine.
+    runner: str = "local"
     # The module run as `python -m <job_module>` for each job. Tests point it at
     # fake job bodies; users have no reason to change it.
     job_module: str = "bgremover.job.process"
+
+    @field_validator("runner")
+    @classmethod
+    def _a_runner(cls, value: str) -> str:
+        from bgremover.runners import RUNNERS  # the table only: no runner is imported until one is chosen
+
+        if value not in RUNNERS:
+            raise ValueError(f"must be one of {', '.join(sorted(RUNNERS))}")
+        return value
 
     @field_validator("background")
     @classmethod

@@ -23,7 +23,7 @@ from bgremover.queue.store import Store
 def run(settings: Settings, args: argparse.Namespace) -> int:
     # Only light modules here: the supervisor never imports numpy or onnxruntime
     # itself (the fork server does), which keeps its own memory small.
-    from bgremover.runners.forkserver import ForkServerError
+    from bgremover.runners.api import RunnerError
     from bgremover.service.metrics import MetricsUnavailable
     from bgremover.models.manifest import ModelError, find_model_spec
     from bgremover.service.rootlock import RootLocked
@@ -38,7 +38,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
 
     try:
         return Supervisor(settings, model).run(on_ready=say_where)
-    except ForkServerError as exc:  # the job processes cannot start: a provider, an encoder, the model
+    except RunnerError as exc:  # the job processes cannot start: a provider, an encoder, the model
         return fail(f"cannot start: {exc}", EXIT_USAGE)
     except RootLocked as exc:
         return fail(f"{exc}; stop it first, or give this one another --root", EXIT_USAGE)

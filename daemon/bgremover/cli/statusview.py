@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import TextIO
 
 from bgremover.cli import progress
-# item_document: supervisor/loop.py imports it from here until it builds its document with outbox.status.
-from bgremover.outbox.status import item_document, item_documents, retry_marker, status_counts  # noqa: F401
+from bgremover.outbox.status import item_documents, retry_marker, status_counts
 from bgremover.service.rootlock import LOCK_NAME
 from bgremover.settings import Settings
 from bgremover.queue.states import Status

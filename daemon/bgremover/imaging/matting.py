@@ -14,13 +14,14 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import numpy as np
 import onnxruntime
 import pillow_heif
 from PIL import ExifTags, Image, ImageChops, ImageCms, ImageColor, ImageOps, UnidentifiedImageError, features
 
+from bgremover.contract import SETTING_OPTIONS, TICKET_OPTIONS
 from bgremover.imaging import edges
 from bgremover.imaging import png
 from bgremover.imaging import resample
@@ -63,16 +64,14 @@ class Options:
     max_megapixels: float = 40.0
     large_images: str = "reduce"  # or "refuse"
 
+    # The options named alike here, in the settings and in the job's JobSpec.
+    TRAVELLING: ClassVar[tuple[str, ...]] = TICKET_OPTIONS + SETTING_OPTIONS
+
     @classmethod
     def from_settings(cls, settings, fmt: str | None = None) -> Options:
-        """The options a daemon.settings.Settings asks for; `fmt` overrides its output_format."""
-        return cls(
-            format=fmt or settings.output_format, background=settings.background, output=settings.output,
-            crop=settings.crop, margin=settings.margin, fill=settings.fill, size=settings.size, edges=settings.edges,
-            quality=settings.quality, png_compress_level=settings.png_compress_level, webp_method=settings.webp_method,
-            avif_speed=settings.avif_speed, threads=settings.threads,
-            max_megapixels=settings.max_megapixels, large_images=settings.large_images,
-        )  # fmt: skip
+        """The options a bgremover.settings.Settings asks for; `fmt` overrides its output_format."""
+        return cls(format=fmt or settings.output_format, output=settings.output, threads=settings.threads,
+                   **{name: getattr(settings, name) for name in cls.TRAVELLING})
 
 
 @dataclass

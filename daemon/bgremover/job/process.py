@@ -7,26 +7,13 @@ two things: the exit code and OUT, which appears (by rename) only once
 complete. REPORT adds the error sentence, a note for the user (an image
 reduced to fit max_megapixels) and the stage timings.
 
-Exit codes:
-  0   done: OUT is complete.
-  2   bad input: the file is not an image we can process; retrying cannot help.
-  73  the result could not be written (EX_CANTCREAT): the state folder is
-      full, over quota, read-only or not ours (ENOSPC, EDQUOT, EROFS, EACCES,
-      EPERM, EFBIG). The image is fine, so the supervisor queues it again and
-      holds new jobs until the folder takes writes.
-  75  temporary failure (EX_TEMPFAIL): the image is fine but this machine is
-      not. Any other OSError reading the input or writing the result (EIO), a
-      ModelError (the model file went missing or broken after the supervisor
-      verified it at start-up), or no encoder for the format. The same item
-      can succeed once someone fixes the machine.
-  1   anything else: a bug; the traceback is on stderr.
-  A job stopped by SIGTERM still removes its temp file, then dies by SIGTERM
-  itself so the supervisor sees a negative return code as for any signal.
+Its exit codes are the table in bgremover/contract.py (ExitCode). A job
+stopped by SIGTERM still removes its temp file, then dies by SIGTERM itself so
+the supervisor sees a negative return code as for any signal.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import signal
@@ -42,52 +29,16 @@ import onnxruntime
 from bgremover.imaging import matting
 from bgremover.outbox import zips as outbox
 from bgremover.backoff import is_storage_error
+from bgremover.contract import ExitCode, JobSpec
 from bgremover.models.manifest import ModelSpec
-
-EXIT_OK, EXIT_BUG, EXIT_BAD_INPUT, EXIT_CANTCREAT, EXIT_TEMPFAIL = 0, 1, 2, 73, 75
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:
-        # argparse exits 2 on a bad command line, which would read as "bad input";
-        # a bad command line is the supervisor's bug.
-        self.print_usage(sys.stderr)
-        self.exit(EXIT_BUG, f"{self.prog}: error: {message}\n")
 
 
 class Terminated(BaseException):
     """Raised from the SIGTERM handler so `finally` blocks clean up on the way out."""
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = _Parser(prog="python -m bgremover.job", description=__doc__.splitlines()[0])
-    parser.add_argument("--input", type=Path, required=True)
-    parser.add_argument("--output", type=Path, required=True)
-    parser.add_argument("--report", type=Path, required=True)
-    parser.add_argument("--format", choices=sorted(matting.FORMAT_EXTENSIONS), required=True)
-    parser.add_argument("--background", default=matting.Options.background, help='"transparent" or "#rrggbb"')
-    parser.add_argument("--kind", choices=["cutout", "mask", "both"], default=matting.Options.output,
-                        help="what OUT holds; with both, the mask goes to --mask")
-    parser.add_argument("--mask", type=Path, default=None, help="where the mask goes with --kind both")
-    parser.add_argument("--crop", choices=["none", "subject", "square"], default=matting.Options.crop)
-    parser.add_argument("--margin", type=float, default=matting.Options.margin)
-    parser.add_argument("--fill", type=float, default=matting.Options.fill)
-    parser.add_argument("--size", type=_whole(16, 20000), default=None)
-    parser.add_argument("--edges", choices=matting.edges.MODES, default=matting.Options.edges)
-    parser.add_argument("--quality", type=_whole(1, 100), metavar="1..100", required=True)
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--models-dir", type=Path, default=None)
-    parser.add_argument("--threads", type=_whole(1, 1024), default=None)
-    parser.add_argument("--providers", default=matting.CPU, help="comma-separated onnxruntime execution providers")
-    parser.add_argument("--png-compress-level", type=_whole(0, 9), default=matting.Options.png_compress_level)
-    parser.add_argument("--webp-method", type=_whole(0, 6), default=matting.Options.webp_method)
-    parser.add_argument("--avif-speed", type=_whole(0, 10), default=matting.Options.avif_speed)
-    parser.add_argument("--max-megapixels", type=float, default=matting.Options.max_megapixels)
-    parser.add_argument("--large-images", choices=["reduce", "refuse"], default=matting.Options.large_images)
-    args = parser.parse_args(argv)
-    if args.kind == "both" and args.mask is None:
-        parser.error("--kind both needs --mask")
-    return args
+def parse_args(argv: list[str] | None) -> JobSpec:
+    return JobSpec.from_argv(argv, prog="python -m bgremover.job", description=__doc__.splitlines()[0])
 
 
 # ---------------------------------------------------------------- the fork server's hooks
@@ -165,10 +116,10 @@ def optimized_in_child(spec: ModelSpec, providers: tuple[str, ...]) -> bytes:
         target = Path(folder) / "optimized.onnx"
         pid = os.fork()
         if pid == 0:
-            code = EXIT_BUG
+            code = ExitCode.BUG
             try:
                 matting.optimize(spec, providers, target)
-                code = EXIT_OK
+                code = ExitCode.DONE
             except matting.ModelError as exc:
                 print(exc, file=sys.stderr)
             except BaseException:  # noqa: BLE001 - shown, then the exit code says it failed
@@ -176,7 +127,7 @@ def optimized_in_child(spec: ModelSpec, providers: tuple[str, ...]) -> bytes:
             finally:
                 os._exit(code)
         _, status = os.waitpid(pid, 0)
-        if os.waitstatus_to_exitcode(status) != EXIT_OK or not target.is_file():
+        if os.waitstatus_to_exitcode(status) != ExitCode.DONE or not target.is_file():
             raise matting.ModelError(f"onnxruntime could not optimize the model {spec.path} (see the log above)")
         return target.read_bytes()
 
@@ -213,42 +164,38 @@ def main(argv: list[str] | None = None, prepared: Prepared | None = None) -> int
             raise matting.ModelError(prepared.error)
         outcome = run(args, prepared)
     except matting.BadInput as exc:
-        return finish(args.report, EXIT_BAD_INPUT, str(exc))
+        return finish(args.report, ExitCode.BAD_INPUT, str(exc))
     except (matting.ModelError, matting.EncoderUnavailable) as exc:
-        return finish(args.report, EXIT_TEMPFAIL, str(exc))
+        return finish(args.report, ExitCode.TEMPORARY, str(exc))
     except OSError as exc:
-        code = EXIT_CANTCREAT if is_storage_error(exc) and not reading(exc, args.input) else EXIT_TEMPFAIL
+        code = ExitCode.CANT_WRITE if is_storage_error(exc) and not reading(exc, args.input) else ExitCode.TEMPORARY
         return finish(args.report, code, describe_os_error(exc, args.input))
     except Terminated:
         # The temp file is gone (run's finally); now die the way the supervisor expects.
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGTERM)
-        return EXIT_BUG  # not reached
+        return ExitCode.BUG  # not reached
     except Exception as exc:
         traceback.print_exc()
-        return finish(args.report, EXIT_BUG, f"unexpected error: {type(exc).__name__}: {exc}", quiet=True)
-    return finish(args.report, EXIT_OK, None, outcome)
+        return finish(args.report, ExitCode.BUG, f"unexpected error: {type(exc).__name__}: {exc}", quiet=True)
+    return finish(args.report, ExitCode.DONE, None, outcome)
 
 
-def matching(prepared: Prepared | None, args: argparse.Namespace) -> Prepared:
+def matching(prepared: Prepared | None, args: JobSpec) -> Prepared:
     """The prepared session if it fits this job's model, else one made now (a job run by hand)."""
     if prepared is not None and prepared.shared.spec.name == args.model:
         return prepared
     config = {"model": args.model, "models_dir": args.models_dir, "threads": args.threads,
-              "providers": args.providers.split(","), "format": args.format}
+              "providers": list(args.providers), "format": args.format}
     return prepare(preload(config, optimize=False))  # one session: optimizing first would only add time
 
 
-def options_from(args: argparse.Namespace) -> matting.Options:
-    return matting.Options(
-        format=args.format, background=args.background, output=args.kind, crop=args.crop, margin=args.margin,
-        fill=args.fill, size=args.size, edges=args.edges, quality=args.quality, png_compress_level=args.png_compress_level,
-        webp_method=args.webp_method, avif_speed=args.avif_speed, threads=args.threads or 1,
-        max_megapixels=args.max_megapixels, large_images=args.large_images,
-    )  # fmt: skip
+def options_from(spec: JobSpec) -> matting.Options:
+    return matting.Options(format=spec.format, output=spec.kind, threads=spec.threads or 1,
+                           **{name: getattr(spec, name) for name in matting.Options.TRAVELLING})
 
 
-def run(args: argparse.Namespace, prepared: Prepared) -> matting.Outcome:
+def run(args: JobSpec, prepared: Prepared) -> matting.Outcome:
     """Write the result to a temp file beside OUT, make it durable, then rename it to OUT.
 
     With --kind both the mask is published first: once OUT exists, so does its mask.
@@ -310,15 +257,6 @@ def describe_os_error(exc: OSError, source: Path) -> str:
         return f"could not read the input: {reason}"
     where = f" ({exc.filename})" if exc.filename else ""
     return f"could not write the result: {reason}{where}"
-
-
-def _whole(low: int, high: int):
-    def parse(text: str) -> int:
-        if not text.isdigit() or not low <= int(text) <= high:
-            raise argparse.ArgumentTypeError(f"must be a whole number from {low} to {high}, got {text!r}")
-        return int(text)
-
-    return parse
 
 
 def _raise_terminated(signum: int, frame: object) -> None:

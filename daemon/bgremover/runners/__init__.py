@@ -1,0 +1,21 @@
+"""Ways of running jobs, by the name the `runner` setting gives.
+
+Each is one class in one file of this folder, implementing runners.api.JobRunner,
+constructed as `Runner(settings, wake)` (wake: a callable that tells the
+supervisor's loop a job has ended). Named here as "module:Class" and imported
+only when chosen, so a runner's dependencies cost nothing to the others.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+RUNNERS = {
+    "local": "bgremover.runners.local:LocalRunner",  # fresh processes on this machine, from the fork server
+}
+
+
+def runner_class(name: str) -> type:
+    """The JobRunner class the table names `name`."""
+    module, _, cls = RUNNERS[name].partition(":")
+    return getattr(importlib.import_module(module), cls)

@@ -16,7 +16,6 @@ however many images pass through.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
 
 import structlog
 from prometheus_client import (
@@ -32,9 +31,6 @@ from prometheus_client import (
 from bgremover.settings import Settings
 from bgremover.queue.states import SessionState, Status
 from bgremover.queue.store import Store
-
-if TYPE_CHECKING:
-    from bgremover.supervisor.loop import RunningJob
 
 log = structlog.get_logger()
 # A `_created` series beside every counter and histogram doubles what is exposed for a
@@ -54,7 +50,6 @@ FAILURE_REASONS = ("timeout", "memory", "killed", "crashed", "bad_input", "tempo
 JOB_OUTCOMES = (Status.DONE, Status.FAILED, Status.CANCELLED, Status.QUEUED)
 # From a few milliseconds (a stage of a small image) to job_timeout_seconds' default.
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
-EXIT_BAD_INPUT, EXIT_TEMPORARY = 2, 75  # the job's exit codes (job/process.py)
 
 
 class MetricsUnavailable(Exception):
@@ -115,9 +110,9 @@ class Metrics:
         log.info("metrics_started", url=f"http://{ADDRESS}:{self.port}/metrics" if self.port else None,
                  textfile=str(self.textfile) if self.textfile else None)
 
-    def job_concluded(self, job: RunningJob, status: Status, reason: str | None, timings_ms: dict | None,
+    def job_concluded(self, job, status: Status, reason: str | None, timings_ms: dict | None,
                       now: float) -> None:
-        """Count one job's outcome; `now` is on the same clock as job.started (monotonic)."""
+        """Count one job's outcome (job: the dispatch's RunningJob); `now` is on the same clock as job.started."""
         if not self.enabled:
             return
         # Called once the outcome is recorded: raising here would have the loop conclude the job again.

@@ -4,8 +4,8 @@ A hook is the next step of someone's pipeline (an upload, a copy, a message),
 so it is theirs to fail: its exit status and the tail of its output are
 logged, and nothing it does changes the session. It runs through /bin/sh in
 its own process group, with the session's paths in its environment, and is
-killed, group and all, once it runs past its timeout. Standard library only:
-the supervisor imports it.
+killed, group and all, once it runs past its timeout. What a finished hook
+left in its group is reaped on the loop's later passes.
 """
 
 from __future__ import annotations
@@ -17,6 +17,15 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import structlog
+
+from bgremover.backoff import describe
+from bgremover.outbox import zips
+from bgremover.runners.groups import ProcessGroups
+from bgremover.settings import Settings
+
+log = structlog.get_logger()
 
 OUTPUT_TAIL_BYTES = 2000  # what a log line carries of a hook's output
 
@@ -78,3 +87,60 @@ def session_environment(zip_path: Path, status_path: Path, session: str) -> dict
     """What a hook is told: the daemon's own environment plus the session's ZIP, status JSON and name."""
     return {**os.environ, "BGREMOVER_ZIP": str(zip_path), "BGREMOVER_STATUS": str(status_path),
             "BGREMOVER_SESSION": session}
+
+
+class Hooks:
+    """The on_session_complete commands of the sessions completed so far, while they run."""
+
+    def __init__(self, settings: Settings, scratch: Path) -> None:
+        self.settings = settings
+        self.scratch = scratch  # where a hook's output is kept while it runs (the spool's results folder)
+        self.running: list[tuple[str, RunningHook]] = []  # (session, its command) still running
+        self.started = 0
+        self.groups = ProcessGroups()  # finished hooks' process groups: what they started is ours to reap
+
+    def start_hook(self, session: str, zip_name: str) -> None:
+        command = self.settings.on_session_complete
+        if not command:
+            return
+        self.started += 1
+        environment = session_environment(self.settings.outbox / zip_name, self.settings.outbox / f"{session}.json",
+                                          session)
+        output = self.scratch / f"{zips.TEMP_PREFIX}hook-{self.started}.log"
+        try:
+            hook = RunningHook(command, environment, self.settings.hook_timeout_seconds, output)
+        except OSError as exc:  # the session stays complete whatever the hook does, or fails to do
+            log.error("hook_failed", session=session, item=None, error=f"could not start the hook: {describe(exc)}")
+            return
+        self.running.append((session, hook))
+        log.info("hook_started", session=session, item=None, pid=hook.pid, command=command)
+
+    def watch_hooks(self, now: float) -> None:
+        for session, hook in list(self.running):
+            result = hook.poll(now)
+            if result is None:
+                continue
+            self.running.remove((session, hook))
+            self.groups.add(hook.pid)
+            if result.timed_out:
+                log.error("hook_failed", session=session, item=None, error=(
+                    f"the hook ran longer than {self.settings.hook_timeout_seconds:g} s (hook_timeout_seconds) "
+                    "and was killed"), duration_ms=result.duration_ms, output=result.output)
+            elif result.exit_code != 0:
+                log.error("hook_failed", session=session, item=None, error=f"the hook exited with {result.exit_code}",
+                          exit_code=result.exit_code, duration_ms=result.duration_ms, output=result.output)
+            else:
+                log.info("hook_finished", session=session, item=None, exit_code=0, duration_ms=result.duration_ms,
+                         output=result.output)
+        self.groups.reap()
+
+    def stop_hooks(self) -> None:
+        """At exit: a hook still running is killed; the log says which, so its work can be redone."""
+        for session, hook in self.running:
+            hook.kill()
+            hook.process.wait()
+            self.groups.add(hook.pid)
+            log.warning("hook_interrupted", session=session, item=None, pid=hook.pid,
+                        error="the daemon stopped while the hook ran; it was killed")
+        self.running.clear()
+        self.groups.settle()

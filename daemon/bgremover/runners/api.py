@@ -1,0 +1,112 @@
+"""The seam between deciding and running a job: what the supervisor asks of any way of running jobs.
+
+The supervisor decides (which item next, when a job is over its time or its
+memory, what its exit means); a runner only starts, watches, stops and
+measures. A runner is one class in one file under runners/, named in the
+table in runners/__init__.py, and chosen by the `runner` setting.
+
+Standard library only, and nothing of bgremover's but the contract: a runner
+must not reach into the supervisor, and the supervisor needs no runner's
+internals to use one.
+"""
+
+from __future__ import annotations
+
+import abc
+import signal
+from dataclasses import dataclass, field
+
+from bgremover.contract import JobSpec
+
+
+class RunnerError(Exception):
+    """The runner cannot run jobs at all (it could not start); one sentence saying why."""
+
+
+class JobNotStarted(RunnerError):
+    """A submitted job never started (say, its process died before the hand-over); the item was never run."""
+
+    def __init__(self, message: str, pid: int | None = None) -> None:
+        super().__init__(message)
+        self.pid = pid
+
+
+@dataclass(frozen=True)
+class JobExit:
+    """How a job ended, as the runner saw it."""
+
+    exit_code: int | None = None  # its exit code, if it exited
+    signal: int | None = None  # the signal that ended it, if one did
+    peak_rss_kb: int = 0  # its peak resident memory, as far as the runner could measure it
+
+    @property
+    def returncode(self) -> int:
+        """One number, as subprocess reports it: the exit code, or minus the signal."""
+        if self.signal is not None:
+            return -self.signal
+        return self.exit_code if self.exit_code is not None else -signal.SIGKILL
+
+
+@dataclass
+class JobHandle:
+    """A job the runner has started: what the supervisor may know of it."""
+
+    spec: JobSpec
+    pid: int | None  # its process, where it has one here (recorded so a restart can find it)
+    details: dict = field(default_factory=dict)  # what the runner can say of the start, for the job_started line
+
+
+class JobRunner(abc.ABC):
+    """One way of running jobs: each job a fresh, isolated process that runs one JobSpec.
+
+    Every method but `start`, `wait` and `close` is called from the supervisor's
+    loop and must return at once; `now` is time.monotonic().
+    """
+
+    @abc.abstractmethod
+    def start(self, model: dict) -> dict:
+        """Get ready to run jobs of `model` (see the job's variant request); what the jobs will run on.
+
+        Raises RunnerError when jobs cannot run here at all, so a bad set-up
+        stops the daemon at once instead of failing every item.
+        """
+
+    @abc.abstractmethod
+    def can_start(self, now: float, model: dict) -> bool:
+        """Whether a job of `model` may start now; False means: ask again on a later pass."""
+
+    @abc.abstractmethod
+    def submit(self, spec: JobSpec, now: float) -> JobHandle:
+        """Start the job; raises JobNotStarted if it never started."""
+
+    @abc.abstractmethod
+    def poll(self, handle: JobHandle) -> JobExit | None:
+        """How the job ended, once it has; None while it runs. A job is reported ended once."""
+
+    @abc.abstractmethod
+    def peak_rss_kb(self, handle: JobHandle) -> int:
+        """The job's peak resident memory so far, in KiB; 0 where it cannot be read."""
+
+    @abc.abstractmethod
+    def stop(self, handle: JobHandle, grace: float, now: float) -> None:
+        """Stop the job: ask it to end, and end it by force `grace` seconds later (at once if 0)."""
+
+    @abc.abstractmethod
+    def wait(self, handle: JobHandle, timeout: float) -> None:
+        """Block up to `timeout` seconds for the job to end (used only while the daemon stops)."""
+
+    @abc.abstractmethod
+    def upkeep(self, now: float) -> None:
+        """Every pass of the loop: escalate stops that are due, tidy up what ended jobs left."""
+
+    @abc.abstractmethod
+    def idle(self, now: float) -> None:
+        """Nothing is queued: a good moment for what the runner does in advance."""
+
+    @abc.abstractmethod
+    def forget(self, pid: int) -> bool:
+        """At start-up: end a job a previous life of the daemon left running; True if one was ended."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """At exit: nothing of the runner's is left running or unreaped."""

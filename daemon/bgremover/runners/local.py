@@ -1,0 +1,221 @@
+"""The local runner: each job a fresh process on this machine, forked by the fork server.
+
+The supervisor starts the fork server once (forkserver.py). Each job runs in a
+*standby*: a process forked in advance, prepared for one model, that waits
+holding no image until it is handed exactly one job. While one job runs, the
+next standby is already being prepared, so its start-up overlaps the job
+instead of following it.
+
+A standby is re-parented to the daemon (a child subreaper), so the daemon
+reaps it with wait4 like any child and learns its exit status and its peak
+memory. Every job has its own process group: stopping it signals the group,
+and once it has exited the group is killed, so no grandchild outlives it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+
+from bgremover.contract import JobSpec
+from bgremover.runners.api import JobExit, JobHandle, JobNotStarted, JobRunner, RunnerError
+from bgremover.runners.forkserver import ForkServer, ForkServerError, Standby, become_subreaper
+from bgremover.runners.groups import ProcessGroups
+
+log = structlog.get_logger()
+
+READY_TIMEOUT_SECONDS = 120.0  # the first job process's session, at start-up
+SPAWN_RETRY_SECONDS = 5.0  # after the fork server failed to give a standby
+
+
+@dataclass
+class LocalJob:
+    """What the runner keeps of a job it started."""
+
+    standby: Standby  # its process; its pid is also its process group
+    exited: threading.Event = field(default_factory=threading.Event)
+    kill_at: float | None = None  # when a stop it was asked for turns into SIGKILL
+
+
+class LocalRunner(JobRunner):
+    def __init__(self, settings, wake) -> None:
+        self.settings = settings
+        self.wake = wake  # puts a note on the loop's wake-ups: a job has exited
+        self.forkserver: ForkServer | None = None
+        self.standby: Standby | None = None
+        self.spawn_retry_at = 0.0
+        self.jobs: dict[int, LocalJob] = {}  # by pid
+        self.strays = ProcessGroups()  # finished jobs' and dismissed standbys' groups, still to reap
+
+    def start(self, model: dict) -> dict:
+        settings = self.settings
+        become_subreaper()
+        self.forkserver = ForkServer(settings.job_module, {
+            "root": str(settings.root),  # unused by jobs; it tells `ps` readers whose processes these are
+            "model": model["model"], "models_dir": model["models_dir"], "threads": settings.threads,
+            "providers": list(settings.providers), "format": settings.output_format,
+        })  # fmt: skip
+        try:
+            self.forkserver.start()
+            self.standby = self.forkserver.spawn(model)
+            ready = self.standby.wait_ready(READY_TIMEOUT_SECONDS)
+        except ForkServerError as exc:
+            raise RunnerError(str(exc)) from None
+        if ready.get("error"):
+            raise RunnerError(ready["error"])
+        runs_on = {key: ready[key] for key in ("providers", "intra_op_threads", "onnxruntime") if key in ready}
+        return {**runs_on, "threads": settings.threads, "first_session_ms": ready.get("prepare_ms")}
+
+    # -- starting a job -------------------------------------------------------------
+
+    def can_start(self, now: float, model: dict) -> bool:
+        if now < self.spawn_retry_at:
+            return False
+        self.standby = self.standby_for(now, model)
+        return self.standby is not None
+
+    def standby_for(self, now: float, model: dict) -> Standby | None:
+        """The standby prepared for `model`, or a new one; None (and a pause) if the fork server fails."""
+        standby, self.standby = self.standby, None
+        alive = standby is not None and standby.alive()
+        if alive and standby.request == model:
+            return standby
+        if alive:  # prepared for another session's model: a session for this one costs what a new process does
+            standby.dismiss()
+            self.strays.add(standby.pid)
+            log.debug("job_process_replaced", pid=standby.pid, model=model["model"])
+        elif standby is not None:  # it died waiting (killed from outside): replace it before claiming an item
+            standby.dismiss()
+            log.warning("job_process_lost", pid=standby.pid, when="waiting for a job")
+        try:
+            if not self.forkserver.alive():
+                log.warning("forkserver_restarting")
+                self.forkserver.close()
+                self.forkserver.start()
+            return self.forkserver.spawn(model)
+        except ForkServerError as exc:
+            self.spawn_retry_at = now + SPAWN_RETRY_SECONDS
+            log.error("job_process_unavailable", error=str(exc), retry_in_s=SPAWN_RETRY_SECONDS)
+            return None
+
+    def submit(self, spec: JobSpec, now: float) -> JobHandle:
+        standby, self.standby = self.standby, None
+        ready = standby.poll_ready()  # before the job: had its start-up finished while the last job ran?
+        try:
+            standby.assign(spec.argv(), str(spec.log))
+        except OSError as exc:
+            # It died between our check and the hand-over: the item was never started.
+            standby.dismiss()
+            self.strays.add(standby.pid)
+            raise JobNotStarted(str(exc), standby.pid) from None
+        job = self.jobs[standby.pid] = LocalJob(standby)
+        threading.Thread(target=self.watch_exit, args=(job,), name=f"job-{standby.pid}", daemon=True).start()
+        # The next item's process starts now, while this one runs: its start-up
+        # overlaps this job's single-threaded stages instead of following them.
+        # The next item most likely belongs to the same session, so the same model.
+        self.standby = self.standby_for(now, standby.request)
+        details = {"start_ms": ready.get("start_ms"), "session_ms": ready.get("prepare_ms")} if ready else {}
+        return JobHandle(spec, standby.pid, {"ready_in_advance": ready is not None, **details})
+
+    def watch_exit(self, job: LocalJob) -> None:
+        # WNOWAIT: wait for the exit without reaping it; poll() reaps with wait4.
+        try:
+            os.waitid(os.P_PID, job.standby.pid, os.WEXITED | os.WNOWAIT)
+        except ChildProcessError:
+            pass
+        job.exited.set()
+        self.wake()
+
+    # -- watching and stopping it ---------------------------------------------------
+
+    def poll(self, handle: JobHandle) -> JobExit | None:
+        pid, status, usage = os.wait4(handle.pid, os.WNOHANG)
+        if pid == 0:
+            return None
+        job = self.jobs.pop(handle.pid)
+        job.standby.dismiss()
+        self.signal(handle.pid, signal.SIGKILL)  # no grandchild outlives its job
+        self.strays.add(handle.pid)  # and any it left behind is reaped
+        code = os.waitstatus_to_exitcode(status)
+        return JobExit(exit_code=code if code >= 0 else None, signal=-code if code < 0 else None,
+                       peak_rss_kb=usage.ru_maxrss)
+
+    def peak_rss_kb(self, handle: JobHandle) -> int:
+        """VmHWM: the job's peak resident memory so far, 0 once it has exited."""
+        try:
+            for line in Path(f"/proc/{handle.pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+        except (OSError, ValueError):
+            pass
+        return 0
+
+    def stop(self, handle: JobHandle, grace: float, now: float) -> None:
+        self.jobs[handle.pid].kill_at = now + grace
+        self.signal(handle.pid, signal.SIGKILL if grace == 0 else signal.SIGTERM)
+
+    def wait(self, handle: JobHandle, timeout: float) -> None:
+        job = self.jobs.get(handle.pid)
+        if job is not None:
+            job.exited.wait(timeout)
+
+    def upkeep(self, now: float) -> None:
+        for pid, job in self.jobs.items():
+            if job.kill_at is not None and now >= job.kill_at:
+                job.kill_at = None
+                self.signal(pid, signal.SIGKILL)
+        self.strays.reap()
+
+    def idle(self, now: float) -> None:
+        if self.standby is not None and not self.standby.warmed:
+            self.standby.warm()  # nothing to do: a good moment for its first run
+
+    @staticmethod
+    def signal(group: int, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, sig)
+
+    # -- a previous life, and the end -----------------------------------------------
+
+    def forget(self, pid: int) -> bool:
+        """A job of a previous life may still run (its own process group survived the kill -9)."""
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return False
+        # The pid may have been reused by an unrelated process: kill only our own job.
+        if self.settings.job_module.encode() not in cmdline:
+            return False
+        self.signal(pid, signal.SIGKILL)
+        wait_until_gone(pid)  # so it cannot write a result after the spool is swept
+        return True
+
+    def close(self) -> None:
+        """The unused standby and the fork server go, and nothing of ours is left unreaped."""
+        if self.standby is not None:
+            self.standby.dismiss()  # it exits on end-of-file
+            self.strays.add(self.standby.pid)
+            self.standby = None
+        if self.forkserver is not None:
+            self.forkserver.close()
+        self.strays.settle()
+
+
+def wait_until_gone(pid: int, timeout: float = 2.0) -> None:
+    """Wait for a killed process that is not our child to stop running (a zombie runs no code)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return
+        if state in ("Z", "X"):
+            return
+        time.sleep(0.01)

@@ -1,0 +1,256 @@
+"""Jobs: which item runs next, when a job must stop, and what its end means for the item.
+
+Every decision about a job is made here, and only here: items start oldest
+first, one at a time (the design's backpressure); a job past its deadline or
+over its memory limit is stopped; and the item's next status is `verdict()`,
+a function of what was asked of the job, its exit and its result file. How a
+job is started, watched, stopped and measured is the runner's business
+(runners/), behind the JobRunner interface.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import structlog
+
+from bgremover.contract import SETTING_OPTIONS, TICKET_OPTIONS, ExitCode, JobSpec
+from bgremover.imaging.formats import FORMAT_EXTENSIONS
+from bgremover.models.manifest import ModelError, ModelSpec
+from bgremover.queue.spool import Spool
+from bgremover.queue.states import Status
+from bgremover.queue.store import Item, Session, Store
+from bgremover.runners.api import JobHandle, JobNotStarted, JobRunner
+from bgremover.service.metrics import Metrics
+from bgremover.settings import Settings
+from bgremover.supervisor.items import ItemMoves
+
+log = structlog.get_logger()
+
+STDERR_TAIL_BYTES = 2000
+
+
+@dataclass
+class RunningJob:
+    item: Item
+    handle: JobHandle  # the runner's job; its pid, where it has one, is also its process group
+    started: float
+    deadline: float
+    stop_reason: str | None = None  # why we are stopping it: timeout, memory, cancel, shutdown
+    peak_rss_kb: int = 0
+    returncode: int | None = None
+
+
+class Dispatch:
+    def __init__(self, settings: Settings, store: Store, spool: Spool, runner: JobRunner, moves: ItemMoves,
+                 metrics: Metrics, stopping: Callable[[], bool]) -> None:
+        self.settings = settings
+        self.store = store
+        self.spool = spool
+        self.runner = runner
+        self.moves = moves
+        self.options = moves.sessions.options
+        self.publisher = moves.publisher
+        self.refusals = self.publisher.refusals
+        self.metrics = metrics
+        self.stopping = stopping
+        self.job: RunningJob | None = None
+
+    # -- starting -------------------------------------------------------------------
+
+    def start_next(self, now: float) -> None:
+        if self.job is not None or self.stopping():
+            return
+        queued = self.store.next_queued()
+        if queued is None:
+            self.runner.idle(now)
+            return
+        session = self.store.session(queued.session)  # one read serves the model, the refusal and the job
+        try:
+            model = self.options.model_of(session)
+        except ModelError as exc:  # its model was removed, or its file damaged, since the session opened
+            self.moves.finish(self.moves.move(queued, Status.PROCESSING, "claimed"), Status.FAILED, str(exc))
+            return
+        if not self.runner.can_start(now, variant_request(model)):
+            return  # the item stays queued; we try again on a later pass
+        item = self.moves.move(queued, Status.PROCESSING, "claimed")  # QUEUED -> PROCESSING
+        original = self.spool.original(item)
+        if original is None:
+            self.moves.finish(item, Status.FAILED, "the original file is missing from the daemon's store")
+            return
+        if session.error:  # its folder's job ticket is invalid: no guessing what it meant
+            self.moves.finish(item, Status.FAILED, session.error)
+            return
+        self.job = self.launch(self.job_spec(item, original, session, model), item, model, now)
+        if self.job is not None:
+            self.publisher.publish(item.session)
+
+    def job_spec(self, item: Item, original: Path, session: Session, model: ModelSpec) -> JobSpec:
+        options = self.options.options_for(session.ticket)
+        settings = self.settings
+        return JobSpec(
+            input=original, output=self.spool.result(item, FORMAT_EXTENSIONS[session.format]),
+            report=self.spool.report(item), log=self.spool.job_log(item), format=session.format,
+            kind=options["output"], mask=self.spool.mask_result(item) if options["output"] == "both" else None,
+            model=model.name, models_dir=model.path.parent, threads=settings.threads,
+            providers=tuple(settings.providers), **{name: options[name] for name in TICKET_OPTIONS},
+            **{name: getattr(settings, name) for name in SETTING_OPTIONS},
+        )  # fmt: skip
+
+    def launch(self, spec: JobSpec, item: Item, model: ModelSpec, now: float) -> RunningJob | None:
+        try:
+            handle = self.runner.submit(spec, now)
+        except JobNotStarted as exc:
+            self.moves.move(item, Status.QUEUED, "job process lost before it started")  # PROCESSING -> QUEUED
+            log.warning("job_process_lost", session=item.session, item=item.name, pid=exc.pid, error=str(exc))
+            return None
+        if handle.pid is not None:
+            try:
+                self.store.set_job_pid(item.id, handle.pid)
+            except Exception as exc:  # noqa: BLE001 - the job runs already; only a restart's clean-up needs the pid
+                log.warning("job_pid_not_recorded", session=item.session, item=item.name, error=str(exc))
+        log.info("job_started", session=item.session, item=item.name, model=model.name, pid=handle.pid,
+                 attempt=item.attempts, **handle.details)
+        return RunningJob(item, handle, now, now + self.settings.job_timeout_seconds)
+
+    # -- limits and stops -----------------------------------------------------------
+
+    def enforce_limits(self, now: float) -> None:
+        job = self.job
+        if job is None:
+            return
+        job.peak_rss_kb = max(job.peak_rss_kb, self.runner.peak_rss_kb(job.handle))
+        if job.stop_reason is None and job.peak_rss_kb > self.settings.job_memory_limit_mb * 1024:
+            self.stop_job("memory", grace=0, now=now)
+        elif job.stop_reason is None and now >= job.deadline:
+            self.stop_job("timeout", grace=self.settings.kill_grace_seconds, now=now)
+
+    def stop_job(self, reason: str, grace: float, now: float) -> None:
+        job = self.job
+        if job is None or job.stop_reason is not None:
+            return
+        job.stop_reason = reason
+        self.runner.stop(job.handle, grace, now)
+        log.info("job_stopping", session=job.item.session, item=job.item.name, pid=job.handle.pid, reason=reason)
+
+    def cancel_jobs_of(self, session: str) -> None:
+        if self.job and self.job.item.session == session:
+            self.stop_job("cancel", grace=self.settings.kill_grace_seconds, now=time.monotonic())
+
+    # -- the end of a job -----------------------------------------------------------
+
+    def reap(self, now: float) -> None:
+        job = self.job
+        if job is None:
+            return
+        if job.returncode is None:
+            ended = self.runner.poll(job.handle)
+            if ended is None:
+                return
+            job.returncode = ended.returncode
+            job.peak_rss_kb = max(job.peak_rss_kb, ended.peak_rss_kb)
+        if not self.refusals.state.due(now):
+            return  # its outcome is recorded once the state folder takes writes again
+        # A refused write raises here before anything changed: the job stays, and
+        # the next pass concludes it again with the same files.
+        self.conclude(job, now)
+        self.job = None
+
+    def conclude(self, job: RunningJob, now: float) -> None:
+        item, code = job.item, job.returncode
+        session = self.store.session(item.session)
+        result, report, job_log = (self.spool.result(item, FORMAT_EXTENSIONS[session.format]), self.spool.report(item),
+                                   self.spool.job_log(item))
+        mask = self.spool.mask_result(item)
+        job_report = read_report(report)
+        status, error, reason = verdict(job, result, job_report, self.settings)
+        if status is Status.DONE and self.options.with_masks(session) and not mask.is_file():
+            status, error, reason = Status.FAILED, "the job exited without writing the mask", "no_result"
+        stderr = tail(job_log)  # bounded: what a job says goes on its item's log line, whatever the outcome
+        note = job_report.get("note") if status is Status.DONE else None
+        could_not_write = status is Status.QUEUED and code == ExitCode.CANT_WRITE
+        if could_not_write:
+            note = (f"waiting: the state folder refused this item's result ({job_report.get('error') or 'no space'}); "
+                    "it runs again once the folder takes writes")
+        extra = {key: value for key, value in (("stderr", stderr), ("timings_ms", job_report.get("timings_ms")))
+                 if value}
+        self.moves.finish(item, status, error, note=note, reason=job.stop_reason or "exited", exit_code=code,
+                          pid=job.handle.pid, duration_ms=round((now - job.started) * 1000),
+                          peak_rss_mb=round(job.peak_rss_kb / 1024, 1), **extra)
+        self.metrics.job_concluded(job, status, reason, job_report.get("timings_ms"), now)
+        if could_not_write:
+            self.refusals.state_refused(OSError(errno.ENOSPC, job_report.get("error") or
+                                                "the job could not write its result"), now)
+        # Only after the outcome is recorded: until then these files are its evidence.
+        with contextlib.suppress(OSError):
+            if status is not Status.DONE:
+                self.spool.discard(result, mask)
+            self.spool.discard(report, job_log)
+
+
+class Verdict(NamedTuple):
+    status: Status  # the item's next status
+    error: str | None  # the sentence the user reads
+    reason: str | None  # why it failed, in one word of metrics.FAILURE_REASONS; None unless failed or cancelled
+
+
+def variant_request(model: ModelSpec) -> dict:
+    """What a job process is prepared for: the model, by name, folder and checksum (see job.process.variant)."""
+    return {"model": model.name, "models_dir": str(model.path.parent), "sha256": model.sha256}
+
+
+def verdict(job: RunningJob, result: Path, report: dict, limits: Settings) -> Verdict:
+    """The item's next status from what we asked of the job, its exit code and its result file."""
+    code = job.returncode
+    if job.stop_reason == "shutdown":
+        return Verdict(Status.QUEUED, None, None)
+    if job.stop_reason is None and code == ExitCode.CANT_WRITE:
+        return Verdict(Status.QUEUED, None, None)  # the disk's fault, not the image's: it runs again later
+    if job.stop_reason == "cancel":
+        return Verdict(Status.CANCELLED, "cancelled while processing", "cancelled")
+    if job.stop_reason == "memory" or job.peak_rss_kb > limits.job_memory_limit_mb * 1024:
+        return Verdict(Status.FAILED, f"the job used more than the memory limit of {limits.job_memory_limit_mb} MB "
+                                      "(job_memory_limit_mb) and was stopped", "memory")
+    if job.stop_reason == "timeout":
+        return Verdict(Status.FAILED, f"the job took longer than {limits.job_timeout_seconds:g} s "
+                                      "(job_timeout_seconds) and was killed", "timeout")
+    if code == ExitCode.DONE:
+        if result.is_file():
+            return Verdict(Status.DONE, None, None)
+        return Verdict(Status.FAILED, "the job exited without writing its result", "no_result")
+    if code == ExitCode.BAD_INPUT:
+        return Verdict(Status.FAILED, report.get("error") or "the file could not be read as an image", "bad_input")
+    if code == ExitCode.TEMPORARY:
+        error = (report.get("error") or "a temporary failure") + "; touch the retry marker to try again"
+        return Verdict(Status.FAILED, error, "temporary")
+    if code < 0:
+        hint = " (perhaps out of memory)" if -code == signal.SIGKILL else ""
+        return Verdict(Status.FAILED, f"the job was killed by {signal.Signals(-code).name}{hint}", "killed")
+    detail = f": {report['error']}" if report.get("error") else ""
+    return Verdict(Status.FAILED, f"the job crashed with exit code {code}{detail}", "crashed")
+
+
+def read_report(path: Path) -> dict:
+    try:
+        report = json.loads(path.read_text("utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return report if isinstance(report, dict) else {}
+
+
+def tail(path: Path, size: int = STDERR_TAIL_BYTES) -> str:
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(max(0, handle.seek(0, os.SEEK_END) - size))
+            return handle.read().decode("utf-8", "replace").strip()
+    except OSError:
+        return ""

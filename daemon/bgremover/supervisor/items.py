@@ -1,0 +1,53 @@
+"""Every change of an item's status, in one place: recorded, logged, and shown in its session's status JSON."""
+
+from __future__ import annotations
+
+import time
+
+import structlog
+
+from bgremover.backoff import describe
+from bgremover.queue.states import RETRYABLE, Status
+from bgremover.queue.store import IllegalTransition, Item, Store
+from bgremover.settings import Settings
+from bgremover.supervisor.sessions import Sessions
+
+log = structlog.get_logger()
+
+
+class ItemMoves:
+    def __init__(self, settings: Settings, store: Store, sessions: Sessions) -> None:
+        self.settings = settings
+        self.store = store
+        self.sessions = sessions
+        self.publisher = sessions.publisher
+
+    def move(self, item: Item, dst: Status, reason: str, error: str | None = None, note: str | None = None) -> Item:
+        """The one place the supervisor changes an item's status; every change is logged."""
+        now = time.time()
+        try:
+            moved = self.store.transition(item.id, item.status, dst, now, error=error, reason=reason, note=note)
+        except IllegalTransition as exc:
+            log.error("transition_refused", session=item.session, item=item.name, error=str(exc))
+            raise
+        log.info("item_transition", session=item.session, item=item.name, status=dst.value,
+                 previous=item.status.value, reason=reason, duration_ms=round((now - item.updated_at) * 1000))
+        return moved
+
+    def finish(self, item: Item, status: Status, error: str | None, note: str | None = None, **fields) -> None:
+        # PROCESSING -> DONE | FAILED | CANCELLED, or -> QUEUED when the daemon is stopping
+        item = self.move(item, status, fields.get("reason", "finished"), error, note)
+        if status in RETRYABLE:
+            self.ensure_retry_folder(item)
+        level = log.info if status in (Status.DONE, Status.QUEUED) else log.warning
+        level("job_finished", session=item.session, item=item.name, status=status.value, error=error,
+              attempts=item.attempts, **fields)
+        self.sessions.unfinished.add(item.session)
+        self.publisher.publish(item.session)
+
+    def ensure_retry_folder(self, item: Item) -> None:
+        # The item's status is recorded already: a folder we cannot make now must not undo that.
+        try:
+            (self.settings.retry_dir / item.session / item.name).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            log.warning("retry_folder_not_made", session=item.session, item=item.name, error=describe(exc))

@@ -1,0 +1,83 @@
+"""The user's two markers: touch cancel/SESSION to cancel a session, retry/SESSION/NAME to retry an item.
+
+Read on every pass, acted on, then removed. A marker naming nothing the daemon
+knows is a warning in the log, never an error.
+"""
+
+from __future__ import annotations
+
+import time
+
+import structlog
+
+from bgremover.intake.names import display
+from bgremover.queue.states import RETRYABLE, SessionState, Status
+from bgremover.queue.store import Store
+from bgremover.settings import Settings
+from bgremover.supervisor.dispatch import Dispatch
+from bgremover.supervisor.items import ItemMoves
+from bgremover.supervisor.sessions import Sessions
+from bgremover.supervisor.taking import Taking
+
+log = structlog.get_logger()
+
+
+class Markers:
+    def __init__(self, settings: Settings, store: Store, sessions: Sessions, moves: ItemMoves, taking: Taking,
+                 dispatch: Dispatch) -> None:
+        self.settings = settings
+        self.store = store
+        self.sessions = sessions
+        self.moves = moves
+        self.taking = taking
+        self.dispatch = dispatch
+        self.publisher = sessions.publisher
+
+    def read_markers(self, now: float) -> None:
+        if not (self.settings.cancel_dir.is_dir() and self.settings.retry_dir.is_dir()):
+            self.ensure_marker_folders()  # someone removed them: put back what users rely on
+        for marker in sorted(self.settings.cancel_dir.iterdir()):
+            if marker.is_file() or marker.is_symlink():
+                self.cancel_session(display(marker.name))
+                marker.unlink(missing_ok=True)
+        for marker in sorted(p for p in self.settings.retry_dir.rglob("*") if p.is_file() or p.is_symlink()):
+            relative = marker.relative_to(self.settings.retry_dir)
+            self.retry_item(display(relative.parts[0]), display("/".join(relative.parts[1:])))
+            marker.unlink(missing_ok=True)
+
+    def cancel_session(self, name: str) -> None:
+        session = self.store.session(name)
+        if session is None:
+            log.warning("cancel_marker_ignored", session=name, reason="no such session")
+            return
+        if session.state is SessionState.OPEN:
+            self.sessions.close_session(session, "cancelled")
+        for item in self.store.items(name, Status.QUEUED):
+            self.moves.move(item, Status.CANCELLED, "cancel marker")  # QUEUED -> CANCELLED
+            self.moves.ensure_retry_folder(item)
+        self.dispatch.cancel_jobs_of(name)
+        log.info("session_cancelled", session=name)
+        self.sessions.unfinished.add(name)
+        self.publisher.publish(name)
+
+    def retry_item(self, session_name: str, name: str) -> None:
+        item = self.store.item_named(session_name, name)
+        if item is None or item.status not in RETRYABLE:
+            reason = "no such item" if item is None else f"item is {item.status.value}"
+            log.warning("retry_marker_ignored", session=session_name, item=name, reason=reason)
+            return
+        session = self.store.session(session_name)
+        if session.error:
+            self.taking.reread_ticket(session)
+        # Reopen first: a kill between the two steps then leaves a processing session
+        # whose items are all finished (completed again at start-up), never a
+        # complete session with a queued item, whose new cutout no ZIP would take.
+        self.store.set_session_state(session_name, {SessionState.COMPLETE}, SessionState.PROCESSING, time.time())
+        self.moves.move(item, Status.QUEUED, "retry marker")  # FAILED | CANCELLED -> QUEUED
+        self.publisher.publish(session_name)
+
+    def ensure_marker_folders(self) -> None:
+        self.settings.cancel_dir.mkdir(parents=True, exist_ok=True)
+        for item in self.store.items(None, *RETRYABLE):
+            self.moves.ensure_retry_folder(item)
+        self.settings.retry_dir.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,70 @@
+"""Start-up after any end, a kill -9 included: put every item and file back where a step can take it up.
+
+Run once, before the watcher starts and before any job: items a previous life
+was processing go back to the queue (their job, if it still runs, is ended
+first), half-finished takes are finished, temp files and results no step will
+read are removed, and every session is brought to where it belongs, its
+status JSON current.
+"""
+
+from __future__ import annotations
+
+import time
+
+import structlog
+
+from bgremover.imaging.formats import FORMAT_EXTENSIONS
+from bgremover.outbox import zips
+from bgremover.queue.states import SessionState, Status
+from bgremover.runners.api import JobRunner
+from bgremover.supervisor.markers import Markers
+from bgremover.supervisor.taking import Taking
+
+log = structlog.get_logger()
+
+
+class Recovery:
+    def __init__(self, runner: JobRunner, taking: Taking, markers: Markers) -> None:
+        self.runner = runner
+        self.taking = taking
+        self.markers = markers
+        self.sessions = taking.sessions
+        self.store, self.spool, self.settings = taking.store, taking.spool, taking.settings
+
+    def recover(self) -> None:
+        now = time.time()
+        for item in self.store.recover(now):  # PROCESSING -> QUEUED
+            if item.job_pid and self.runner.forget(item.job_pid):
+                log.warning("leftover_job_killed", session=item.session, item=item.name, pid=item.job_pid)
+            log.warning("item_recovered", session=item.session, item=item.name, status="queued")
+        for item in self.store.items(None, Status.QUEUED):
+            self.taking.finish_take(item)
+        self.markers.ensure_marker_folders()
+        removed = zips.remove_temp_files(self.settings.outbox) + zips.remove_temp_files(self.spool.results)
+        if removed:
+            log.info("temp_files_removed", count=removed)
+        self.sweep_results()
+        for session in self.store.sessions():
+            if session.state is SessionState.PROCESSING:
+                self.sessions.unfinished.add(session.name)
+            elif session.state is SessionState.COMPLETE:
+                self.sessions.settle(session)
+            self.sessions.publisher.publish_if_stale(session)
+
+    def sweep_results(self) -> None:
+        """At start-up, before any job: keep only the cutouts still waiting for their ZIP.
+
+        A kill can leave a job's files behind at several points: a job that
+        finished after its daemon died (its item runs again as a new attempt), or
+        a verdict recorded just before its files were removed. No later step reads
+        them, so whatever is not a done item's cutout for an unfinished session goes.
+        """
+        waiting = set()
+        for session in self.store.sessions(SessionState.OPEN, SessionState.PROCESSING):
+            ext = FORMAT_EXTENSIONS[session.format]
+            for item in self.store.items(session.name, Status.DONE):
+                waiting |= {self.spool.result(item, ext).name, self.spool.mask_result(item).name}
+        swept = [path for path in self.spool.results.iterdir() if path.is_file() and path.name not in waiting]
+        self.spool.discard(*swept)
+        if swept:
+            log.info("job_files_removed", count=len(swept), reason="left by a previous life")

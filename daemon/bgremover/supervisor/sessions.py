@@ -1,0 +1,124 @@
+"""Sessions from open to complete: closing them, writing their ZIP, settling their files.
+
+A session closes when it is full, idle or cancelled (OPEN -> PROCESSING); once
+every item is terminal its ZIP is written, its results leave the spool and its
+originals go to the archive, and only then is it complete (PROCESSING ->
+COMPLETE) and its hook started.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import structlog
+
+from bgremover.backoff import is_storage_error
+from bgremover.imaging.formats import FORMAT_EXTENSIONS
+from bgremover.outbox import zips
+from bgremover.queue.spool import Spool, remove_empty_dirs
+from bgremover.queue.states import TERMINAL, SessionState, Status
+from bgremover.queue.store import Session, Store
+from bgremover.settings import Settings
+from bgremover.supervisor.hooks import Hooks
+from bgremover.supervisor.options import SessionOptions
+from bgremover.supervisor.publishing import Publisher
+
+log = structlog.get_logger()
+
+
+class Sessions:
+    def __init__(self, settings: Settings, store: Store, spool: Spool, options: SessionOptions, publisher: Publisher,
+                 hooks: Hooks) -> None:
+        self.settings = settings
+        self.store = store
+        self.spool = spool
+        self.options = options
+        self.publisher = publisher
+        self.refusals = publisher.refusals
+        self.hooks = hooks
+        self.unfinished: set[str] = set()  # sessions that may be ready for their ZIP
+
+    def close_session(self, session: Session, reason: str) -> None:
+        # OPEN -> PROCESSING: no new files join it from now on.
+        if self.store.set_session_state(session.name, {SessionState.OPEN}, SessionState.PROCESSING, time.time()):
+            log.info("session_closed", session=session.name, reason=reason)
+            self.unfinished.add(session.name)
+            self.publisher.publish(session.name)
+            if session.source is not None and reason != "full":
+                remove_empty_dirs(self.settings.inbox / session.source, self.settings.inbox)
+
+    def close_idle_sessions(self, now: float) -> None:
+        wall = time.time()
+        for session in self.store.sessions(SessionState.OPEN):
+            if wall - session.last_item_at >= self.settings.session_idle_seconds:
+                self.close_session(session, "idle")
+
+    def forget_if_empty(self, name: str) -> None:
+        """Drop a session that never kept an item, and the status JSON it may have shown already."""
+        if self.store.forget_empty_session(name):
+            (self.settings.outbox / f"{name}.json").unlink(missing_ok=True)
+            self.publisher.stale.discard(name)
+            self.unfinished.discard(name)
+
+    def finish_sessions(self, now: float) -> None:
+        for name in sorted(self.unfinished):
+            if not self.refusals.outbox.due(now):
+                return  # the outbox refused the last write: wait before the next ZIP
+            self.unfinished.discard(name)  # complete() puts it back if its ZIP must wait
+            session = self.store.session(name)
+            if session.state is SessionState.PROCESSING:
+                try:
+                    self.complete(session, now)
+                except BaseException:
+                    self.unfinished.add(name)  # tried again on a later pass
+                    raise
+
+    def complete(self, session: Session, now: float) -> None:
+        items = self.store.items(session.name)
+        if any(item.status not in TERMINAL for item in items):
+            return
+        zip_name = f"{session.name}.zip"
+        ext = FORMAT_EXTENSIONS[session.format]
+        done = [item for item in items if item.status is Status.DONE]
+        members = [(item.member, existing(self.spool.result(item, ext))) for item in done]
+        if self.options.with_masks(session):
+            members += [(zips.mask_member(item.member), existing(self.spool.mask_result(item))) for item in done]
+        previous = self.settings.outbox / zip_name
+        try:
+            zips.write_zip(previous, members, previous if previous.exists() else None)
+        except OSError as exc:
+            if is_storage_error(exc):
+                self.refusals.outbox_refused(exc, now)
+            else:  # a ZIP we cannot build (a result gone missing): tried again after the same waits
+                self.refusals.outbox.failed(now)
+                log.error("zip_write_failed", session=session.name, error=str(exc),
+                          retry_in_s=self.refusals.outbox.delay)
+            self.unfinished.add(session.name)
+            return
+        self.refusals.outbox_accepted(now)
+        # Tidy up before saying "complete", so a reader who sees it finds the archive in place.
+        # A crash in between is safe: the next life rewrites the ZIP from the previous one.
+        self.settle(session)
+        # PROCESSING -> COMPLETE: every item terminal and the ZIP current.
+        self.store.set_session_state(session.name, {SessionState.PROCESSING}, SessionState.COMPLETE, time.time(), zip_name)
+        counts = self.store.counts(session.name)
+        log.info("session_complete", session=session.name, zip=zip_name, **counts)
+        self.publisher.publish(session.name)
+        self.hooks.start_hook(session.name, zip_name)
+
+    def settle(self, session: Session) -> None:
+        """After the ZIP is safely written: results leave the spool, originals go to the archive."""
+        ext = FORMAT_EXTENSIONS[session.format]
+        for item in self.store.items(session.name):
+            if item.status is Status.DONE:
+                self.spool.discard(self.spool.result(item, ext), self.spool.mask_result(item))
+            if self.settings.keep_originals:
+                self.spool.archive_original(item)
+            elif item.status is Status.DONE:
+                # Only now that its cutout is in the ZIP; failed ones stay for their retry.
+                self.spool.delete_original(item)
+
+
+def existing(path: Path) -> Path | None:
+    return path if path.is_file() else None

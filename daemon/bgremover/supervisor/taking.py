@@ -1,0 +1,164 @@
+"""Dropped files become items: recorded in a session, then moved out of the inbox into the spool.
+
+The watcher only says which files are stable; everything after that happens
+here, on the loop's thread: which session a file joins (a folder is its own
+session, with its job ticket), the item's distinct name and ZIP member, the
+record, then the move. A file is recorded before it is moved, so a crash in
+between is finished at the next start (finish_take) and nothing is lost.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+
+import structlog
+
+from bgremover.backoff import describe, is_storage_error
+from bgremover.imaging.formats import FORMAT_EXTENSIONS
+from bgremover.intake.names import display, fitted_path, session_name, twin
+from bgremover.intake.tickets import TICKET_NAME, TicketError, read_ticket
+from bgremover.intake.watcher import Intake
+from bgremover.models.manifest import ModelError
+from bgremover.outbox import zips
+from bgremover.queue.spool import Spool
+from bgremover.queue.store import Item, Session, Store
+from bgremover.settings import Settings
+from bgremover.supervisor.sessions import Sessions
+
+log = structlog.get_logger()
+
+
+class Taking:
+    def __init__(self, settings: Settings, store: Store, spool: Spool, intake: Intake, sessions: Sessions,
+                 stopping: Callable[[], bool]) -> None:
+        self.settings = settings
+        self.store = store
+        self.spool = spool
+        self.intake = intake
+        self.sessions = sessions
+        self.options = sessions.options
+        self.publisher = sessions.publisher
+        self.stopping = stopping
+
+    def take_ready_files(self, now: float) -> None:
+        ready = self.intake.ready(now)
+        touched: set[str] = set()  # each session's status JSON is written once per pass, not once per file
+        try:
+            for index, path in enumerate(ready):
+                if self.stopping():
+                    return
+                try:
+                    touched.add(self.take(path))
+                except Exception as exc:  # noqa: BLE001 - one odd file must not hold back the others
+                    if is_storage_error(exc):
+                        self.intake.watch_again(ready[index:])  # still in the inbox: taken once the state works
+                        raise
+                    log.exception("take_failed", path=str(path))
+        finally:
+            for name in sorted(touched - {None}):
+                self.publisher.publish(name)
+
+    def take(self, path: Path) -> str | None:
+        """Record and move one dropped file; the session it joined, or None if it was skipped."""
+        now = time.time()
+        relative = path.relative_to(self.settings.inbox)
+        parts = [display(part) for part in relative.parts]
+        source = parts[0] if len(parts) > 1 else None
+        session = self.session_for(source, now, self.settings.inbox / relative.parts[0] if source else None)
+        names, members = self.store.names(session.name)
+        name = unused_name(fitted_path("/".join(parts[1:] if source else parts)), names)
+        member = self.member(session, name, members)
+        ext = path.suffix.lower()
+        item = self.store.add_item(session.name, name, member, ext, os.fsencode(path.relative_to(self.settings.root)), now)
+        try:
+            self.spool.take(path, item)
+        except OSError as exc:
+            self.store.withdraw(item.id)
+            self.sessions.forget_if_empty(session.name)  # opened for this file alone
+            if is_storage_error(exc):
+                raise
+            log.warning("file_skipped", path=str(path), reason=describe(exc))
+            return None
+        log.info("item_queued", session=session.name, item=name, status="queued")
+        if self.store.count(session.name) >= self.settings.max_session_items:
+            self.sessions.close_session(session, "full")
+        return session.name
+
+    def session_for(self, source: str | None, now: float, folder: Path | None = None) -> Session:
+        """The open session for this source with room left, or a new one (with the folder's job ticket)."""
+        session = self.store.open_session(source)
+        if session is not None and self.store.count(session.name) < self.settings.max_session_items:
+            return session
+        if session is not None:
+            self.sessions.close_session(session, "full")
+        base = source or "batch-" + datetime.fromtimestamp(now, timezone.utc).strftime("%Y%m%d-%H%M%S")
+        n = 1
+        while self.store.session(name := session_name(base, n)) or (self.settings.outbox / f"{name}.json").exists():
+            n += 1
+        ticket, error = self.read_ticket(folder)
+        session = self.store.create_session(name, source, self.options.format_for(ticket), now, ticket, error)
+        log.info("session_opened", session=name, **({"ticket": ticket} if ticket else {}))
+        if error:
+            log.error("ticket_refused", session=name, error=error)
+        return session
+
+    def member(self, session: Session, name: str, members: set[str]) -> str:
+        """The new item's ZIP name: distinct from every cutout, and from every mask when there are masks."""
+        ext = FORMAT_EXTENSIONS[session.format]
+        if not self.options.with_masks(session):
+            return zips.member_name(name, ext, members)
+        return zips.member_with_mask(name, ext, members | {zips.mask_member(m) for m in members})
+
+    def read_ticket(self, folder: Path | None) -> tuple[dict, str | None]:
+        """The folder's job ticket, or the sentence saying why it cannot be used."""
+        if folder is None:
+            return {}, None
+        try:
+            ticket = read_ticket(folder, self.options.options_for(None)) or {}
+            if "model" in ticket:
+                self.options.model_named(ticket["model"])
+            return ticket, None
+        except TicketError as exc:
+            return {}, str(exc)
+        except ModelError as exc:
+            return {}, f"the job ticket {TICKET_NAME} names a model this daemon cannot use: {exc}"
+
+    def reread_ticket(self, session: Session) -> None:
+        """A refused ticket is read again on a retry: once fixed, the session runs with it."""
+        ticket, error = self.read_ticket(self.settings.inbox / session.source if session.source else None)
+        if error:
+            return
+        fmt = self.options.format_for(ticket)
+        renamed = dataclasses.replace(session, format=fmt, options=json.dumps(ticket) if ticket else None)
+        members: dict[int, str] = {}
+        for item in self.store.items(session.name):
+            members[item.id] = self.member(renamed, item.name, set(members.values()))
+        self.store.set_ticket(session.name, fmt, ticket, None, members)
+        log.info("ticket_applied", session=session.name, ticket=ticket)
+
+    def finish_take(self, item: Item) -> None:
+        """A crash between recording an item and moving its file: finish the move, or forget it."""
+        if self.spool.original(item) is not None:
+            return
+        dropped = self.spool.dropped(item)
+        if dropped.is_file():
+            self.spool.take(dropped, item)
+            log.info("take_completed", session=item.session, item=item.name)
+        elif self.store.withdraw(item.id):
+            self.sessions.forget_if_empty(item.session)
+            log.warning("file_vanished", session=item.session, item=item.name)
+
+
+def unused_name(name: str, names: set[str]) -> str:
+    # The same name dropped twice into one open session: keep both, like a browser's downloads.
+    candidate, n = name, 1
+    while candidate in names:
+        n += 1
+        candidate = twin(name, n)
+    return candidate
