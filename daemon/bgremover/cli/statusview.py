@@ -22,7 +22,7 @@ from bgremover.outbox import zips as outbox
 from bgremover.cli import progress
 from bgremover.service.rootlock import LOCK_NAME
 from bgremover.settings import Settings
-from bgremover.queue.states import Status
+from bgremover.queue.states import RETRYABLE, Status
 from bgremover.queue.store import Item, Session, Store, iso
 from bgremover.intake.tickets import makes_masks
 
@@ -235,7 +235,7 @@ def item_line(settings: Settings, item: Item) -> str:
         line += f" -> {item.member}"
     if item.error:
         line += f": {item.error}"
-    if item.status in (Status.FAILED, Status.CANCELLED):
+    if item.status in RETRYABLE:
         line += f" (retry: touch {settings.retry_dir / item.session / item.name})"
     return line
 
@@ -307,7 +307,7 @@ def item_document(item: Item, with_mask: bool) -> dict:
 
 def retry_marker(item: Item) -> str | None:
     """Relative to the root, as in the status JSON."""
-    if item.status in (Status.FAILED, Status.CANCELLED):
+    if item.status in RETRYABLE:
         return f"retry/{item.session}/{item.name}"
     return None
 
