@@ -238,7 +238,9 @@ def fill(store: Store, session: str, done: int = 0, failed: int = 0, processing:
         elif n < done + failed:
             store.transition(item.id, Status.PROCESSING, Status.FAILED, time.time())  # PROCESSING -> FAILED
     if state is not SessionState.OPEN:
-        store.set_session_state(session, {SessionState.OPEN}, state, time.time())
+        store.set_session_state(session, {SessionState.OPEN}, SessionState.PROCESSING, time.time())  # OPEN -> PROCESSING
+    if state is SessionState.COMPLETE:
+        store.set_session_state(session, {SessionState.PROCESSING}, state, time.time())  # PROCESSING -> COMPLETE
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from bgremover.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, fail
 from bgremover.settings import Settings
-from bgremover.queue.states import Status
+from bgremover.queue.states import RETRYABLE
 from bgremover.queue.store import Store
 
 
@@ -91,10 +91,10 @@ def retry(settings: Settings, args: argparse.Namespace) -> int:
                 return fail(f"session '{args.session}' has no item named '{args.name}'", EXIT_FAILED)
             items = [item]
         else:
-            items = store.items(args.session, Status.FAILED, Status.CANCELLED)
+            items = store.items(args.session, *RETRYABLE)
     finally:
         store.close()
-    retryable = [item for item in items if item.status in (Status.FAILED, Status.CANCELLED)]
+    retryable = [item for item in items if item.status in RETRYABLE]
     if not retryable:
         return fail("nothing to retry: only failed or cancelled items can be retried", EXIT_FAILED)
     for item in retryable:

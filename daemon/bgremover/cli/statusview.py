@@ -21,7 +21,7 @@ from bgremover.cli import progress
 from bgremover.outbox.status import item_documents, retry_marker, status_counts
 from bgremover.service.rootlock import LOCK_NAME
 from bgremover.settings import Settings
-from bgremover.queue.states import Status
+from bgremover.queue.states import RETRYABLE, Status
 from bgremover.queue.store import Item, Session, Store, iso
 from bgremover.intake.tickets import makes_masks
 
@@ -233,7 +233,7 @@ def item_line(settings: Settings, item: Item) -> str:
         line += f" -> {item.member}"
     if item.error:
         line += f": {item.error}"
-    if item.status in (Status.FAILED, Status.CANCELLED):
+    if item.status in RETRYABLE:
         line += f" (retry: touch {settings.retry_dir / item.session / item.name})"
     return line
 

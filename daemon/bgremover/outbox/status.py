@@ -12,7 +12,7 @@ from collections import Counter
 
 from bgremover.intake.tickets import makes_masks, session_options
 from bgremover.outbox.zips import mask_member
-from bgremover.queue.states import Status
+from bgremover.queue.states import RETRYABLE, Status
 from bgremover.queue.store import Item, Session, iso
 from bgremover.settings import Settings
 
@@ -63,6 +63,6 @@ def item_document(item: Item, with_mask: bool) -> dict:
 
 def retry_marker(item: Item) -> str | None:
     """The file to touch to run the item again, relative to the root; None for an item that cannot be retried."""
-    if item.status in (Status.FAILED, Status.CANCELLED):
+    if item.status in RETRYABLE:
         return f"retry/{item.session}/{item.name}"
     return None

@@ -1,7 +1,8 @@
-"""The per-item state machine: one enum and one table of allowed moves.
+"""The queue's two state machines, an item's and a session's: each one enum and one table of allowed moves.
 
 Standard library only, so the store, the supervisor and the tests all read the
-same table. The store enforces it inside the SQL UPDATE itself.
+same tables. The store enforces them inside the SQL UPDATE itself, and copies
+them into the database, where triggers refuse any other move.
 """
 
 from enum import Enum
@@ -25,14 +26,29 @@ TRANSITIONS: dict[Status, frozenset[Status]] = {
 }
 
 TERMINAL: frozenset[Status] = frozenset({Status.DONE, Status.FAILED, Status.CANCELLED})
+# What a retry marker may send back to the queue: every way back to QUEUED but recovery's.
 RETRYABLE: frozenset[Status] = frozenset(src for src, dsts in TRANSITIONS.items() if Status.QUEUED in dsts and src is not Status.PROCESSING)
-
-
-def allowed(src: Status, dst: Status) -> bool:
-    return dst in TRANSITIONS[src]
 
 
 class SessionState(str, Enum):
     OPEN = "open"  # still takes new files
     PROCESSING = "processing"  # closed to new files, some item not yet terminal or ZIP not current
     COMPLETE = "complete"  # every item terminal and the ZIP is current
+
+
+SESSION_TRANSITIONS: dict[SessionState, frozenset[SessionState]] = {
+    SessionState.OPEN: frozenset({SessionState.PROCESSING}),  # closed: idle, full, or a cancel marker
+    SessionState.PROCESSING: frozenset({SessionState.COMPLETE}),  # every item terminal and the ZIP written
+    SessionState.COMPLETE: frozenset({SessionState.PROCESSING}),  # a retry marker reopens it
+}
+
+_TABLES: dict[type, dict] = {Status: TRANSITIONS, SessionState: SESSION_TRANSITIONS}
+
+
+def allowed(src: Status | SessionState, dst: Status | SessionState) -> bool:
+    """Whether the table of src's kind has src -> dst.
+
+    Both enums are str-valued and share "processing", so the kinds are compared
+    first: an item's status never counts as a session's state.
+    """
+    return type(dst) is type(src) and dst in _TABLES[type(src)][src]

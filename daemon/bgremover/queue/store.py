@@ -1,11 +1,12 @@
 """The persistent queue: one SQLite file holding sessions, items and their history.
 
 All SQL of the daemon lives here. Every status change is a guarded UPDATE that
-names the status it expects to find; the allowed moves are also written into
-the database, where a trigger refuses any other UPDATE of an item's status, so
-not even a hand-written statement can make an illegal move. Each transition is
-one transaction, and the database runs in WAL mode with synchronous=FULL, so a
-kill -9 at any instant leaves either the old state or the new one.
+names the status it expects to find; the allowed moves of items and of sessions
+are also written into the database, where triggers refuse any other UPDATE of an
+item's status or a session's state, so not even a hand-written statement can
+make an illegal move. Each transition is one transaction, and the database runs
+in WAL mode with synchronous=FULL, so a kill -9 at any instant leaves either the
+old state or the new one.
 
 Time is always passed in (`now`, seconds since the epoch) so tests control it.
 """
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bgremover.queue.states import TRANSITIONS, SessionState, Status
+from bgremover.queue.states import SESSION_TRANSITIONS, TRANSITIONS, SessionState, Status, allowed
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -53,11 +54,6 @@ CREATE TABLE IF NOT EXISTS items (
     UNIQUE (session, member)
 );
 CREATE INDEX IF NOT EXISTS items_by_status ON items (status, id);
-CREATE TABLE IF NOT EXISTS allowed_transitions (
-    src TEXT NOT NULL,
-    dst TEXT NOT NULL,
-    PRIMARY KEY (src, dst)
-);
 -- Every status change, old -> new, with its reason: an audit log of the queue.
 CREATE TABLE IF NOT EXISTS events (
     id     INTEGER PRIMARY KEY,
@@ -67,14 +63,51 @@ CREATE TABLE IF NOT EXISTS events (
     at     REAL NOT NULL,
     reason TEXT
 );
-CREATE TRIGGER IF NOT EXISTS items_only_start_queued
-BEFORE INSERT ON items WHEN NEW.status != 'queued'
-BEGIN SELECT RAISE(ABORT, 'a new item must start queued'); END;
-CREATE TRIGGER IF NOT EXISTS items_only_allowed_transitions
-BEFORE UPDATE OF status ON items
-WHEN NOT EXISTS (SELECT 1 FROM allowed_transitions WHERE src = OLD.status AND dst = NEW.status)
-BEGIN SELECT RAISE(ABORT, 'illegal status transition'); END;
 """
+
+
+@dataclass(frozen=True)
+class Machine:
+    """Where one state table of states.py lives in the database, and the name of its copy there."""
+
+    table: str  # the rows that move: items or sessions
+    column: str  # their state
+    noun: str
+    start: Status | SessionState  # what a new row must start in
+    moves: str  # the database's copy of `transitions`, read by the trigger
+    transitions: dict
+
+
+MACHINES = (
+    Machine("items", "status", "item", Status.QUEUED, "allowed_transitions", TRANSITIONS),
+    Machine("sessions", "state", "session", SessionState.OPEN, "allowed_session_transitions", SESSION_TRANSITIONS),
+)
+
+
+def guards(machine: Machine) -> str:
+    """The table of allowed moves and the two triggers that hold every row of `machine.table` to it.
+
+    IF NOT EXISTS, like the rest of the schema: a database made by a version
+    without them gets them when it is next opened.
+    """
+    table, column, start, moves = machine.table, machine.column, machine.start.value, machine.moves
+    return f"""
+CREATE TABLE IF NOT EXISTS {moves} (
+    src TEXT NOT NULL,
+    dst TEXT NOT NULL,
+    PRIMARY KEY (src, dst)
+);
+CREATE TRIGGER IF NOT EXISTS {table}_only_start_{start}
+BEFORE INSERT ON {table} WHEN NEW.{column} != '{start}'
+BEGIN SELECT RAISE(ABORT, 'a new {machine.noun} must start {start}'); END;
+CREATE TRIGGER IF NOT EXISTS {table}_only_allowed_transitions
+BEFORE UPDATE OF {column} ON {table}
+WHEN NOT EXISTS (SELECT 1 FROM {moves} WHERE src = OLD.{column} AND dst = NEW.{column})
+BEGIN SELECT RAISE(ABORT, 'illegal {column} transition'); END;
+"""
+
+
+SCHEMA += "".join(guards(machine) for machine in MACHINES)
 
 
 class IllegalTransition(Exception):
@@ -151,10 +184,13 @@ class Store:
         self.db.executescript(SCHEMA)
         self._add_missing_columns()
         with self.transaction():
-            self.db.executemany(
-                "INSERT OR IGNORE INTO allowed_transitions (src, dst) VALUES (?, ?)",
-                [(src.value, dst.value) for src, dsts in TRANSITIONS.items() for dst in dsts],
-            )
+            for machine in MACHINES:
+                # The database's copy is the table, exactly: a move dropped from states.py goes from here too.
+                self.db.execute(f"DELETE FROM {machine.moves}")
+                self.db.executemany(
+                    f"INSERT INTO {machine.moves} (src, dst) VALUES (?, ?)",
+                    [(src.value, dst.value) for src, dsts in machine.transitions.items() for dst in dsts],
+                )
 
     def _add_missing_columns(self) -> None:
         # A database from an older version lacks columns added since; CREATE
@@ -237,7 +273,14 @@ class Store:
     def set_session_state(
         self, name: str, src: set[SessionState], dst: SessionState, now: float, zip_name: str | None = None
     ) -> bool:
-        """Guarded like item transitions; False when the session was not in one of `src`."""
+        """Guarded like item transitions; False when the session was not in one of `src`.
+
+        Every move from `src` to `dst` must be in SESSION_TRANSITIONS: asking for
+        another is a programming error, refused before anything changes.
+        """
+        refused = sorted(state.value for state in src if not allowed(state, dst))
+        if refused:
+            raise IllegalTransition(f"session {name}: {'|'.join(refused)} -> {dst.value} is not an allowed transition")
         with self.transaction():
             cursor = self.db.execute(
                 f"UPDATE sessions SET state = ?, updated_at = ?, zip = COALESCE(?, zip)"
@@ -307,7 +350,7 @@ class Store:
 
         `error` and `note` describe the new status, so both are replaced on every move.
         """
-        if dst not in TRANSITIONS[src]:
+        if not allowed(src, dst):
             raise IllegalTransition(f"item {item_id}: {src.value} -> {dst.value} is not an allowed transition")
         with self.transaction():
             cursor = self.db.execute(
