@@ -21,94 +21,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bgremover.queue.states import SESSION_TRANSITIONS, TRANSITIONS, SessionState, Status, allowed
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS sessions (
-    name         TEXT PRIMARY KEY,
-    source       TEXT,              -- the inbox folder it came from; NULL for loose files
-    state        TEXT NOT NULL,
-    format       TEXT NOT NULL,
-    created_at   REAL NOT NULL,
-    updated_at   REAL NOT NULL,
-    last_item_at REAL NOT NULL,     -- drives the idle close
-    zip          TEXT,              -- the ZIP's file name once one was written
-    options      TEXT,              -- JSON: what the folder's job ticket set, if it had one
-    error        TEXT               -- why the whole session is refused (an invalid job ticket)
-);
-CREATE TABLE IF NOT EXISTS items (
-    id         INTEGER PRIMARY KEY,
-    session    TEXT NOT NULL REFERENCES sessions(name),
-    name       TEXT NOT NULL,       -- relative name as dropped, valid UTF-8
-    member     TEXT NOT NULL,       -- its name in the session's ZIP
-    ext        TEXT NOT NULL,       -- the original's extension, lower case
-    source     BLOB NOT NULL,       -- where it was dropped, relative to the root, as raw bytes
-    status     TEXT NOT NULL,
-    error      TEXT,
-    note       TEXT,                -- what the user should know about a result, e.g. it was reduced
-    attempts   INTEGER NOT NULL DEFAULT 0,
-    job_pid    INTEGER,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL,
-    UNIQUE (session, name),
-    UNIQUE (session, member)
-);
-CREATE INDEX IF NOT EXISTS items_by_status ON items (status, id);
--- Every status change, old -> new, with its reason: an audit log of the queue.
-CREATE TABLE IF NOT EXISTS events (
-    id     INTEGER PRIMARY KEY,
-    item   INTEGER NOT NULL,
-    src    TEXT,
-    dst    TEXT NOT NULL,
-    at     REAL NOT NULL,
-    reason TEXT
-);
-"""
-
-
-@dataclass(frozen=True)
-class Machine:
-    """Where one state table of states.py lives in the database, and the name of its copy there."""
-
-    table: str  # the rows that move: items or sessions
-    column: str  # their state
-    noun: str
-    start: Status | SessionState  # what a new row must start in
-    moves: str  # the database's copy of `transitions`, read by the trigger
-    transitions: dict
-
-
-MACHINES = (
-    Machine("items", "status", "item", Status.QUEUED, "allowed_transitions", TRANSITIONS),
-    Machine("sessions", "state", "session", SessionState.OPEN, "allowed_session_transitions", SESSION_TRANSITIONS),
-)
-
-
-def guards(machine: Machine) -> str:
-    """The table of allowed moves and the two triggers that hold every row of `machine.table` to it.
-
-    IF NOT EXISTS, like the rest of the schema: a database made by a version
-    without them gets them when it is next opened.
-    """
-    table, column, start, moves = machine.table, machine.column, machine.start.value, machine.moves
-    return f"""
-CREATE TABLE IF NOT EXISTS {moves} (
-    src TEXT NOT NULL,
-    dst TEXT NOT NULL,
-    PRIMARY KEY (src, dst)
-);
-CREATE TRIGGER IF NOT EXISTS {table}_only_start_{start}
-BEFORE INSERT ON {table} WHEN NEW.{column} != '{start}'
-BEGIN SELECT RAISE(ABORT, 'a new {machine.noun} must start {start}'); END;
-CREATE TRIGGER IF NOT EXISTS {table}_only_allowed_transitions
-BEFORE UPDATE OF {column} ON {table}
-WHEN NOT EXISTS (SELECT 1 FROM {moves} WHERE src = OLD.{column} AND dst = NEW.{column})
-BEGIN SELECT RAISE(ABORT, 'illegal {column} transition'); END;
-"""
-
-
-SCHEMA += "".join(guards(machine) for machine in MACHINES)
-
+from bgremover.queue.schema import prepare
+from bgremover.queue.states import SessionState, Status, allowed
 
 class IllegalTransition(Exception):
     """A transition the table forbids, or one whose item was not in the expected status."""
@@ -173,35 +87,7 @@ class Store:
         self.db.row_factory = sqlite3.Row
         self.db.execute("PRAGMA busy_timeout = 5000")
         if not readonly:
-            self._prepare()
-
-    def _prepare(self) -> None:
-        self.db.execute("PRAGMA journal_mode = WAL")
-        # FULL: a committed transition survives a power cut, not just a kill -9.
-        self.db.execute("PRAGMA synchronous = FULL")
-        # executescript commits whatever is pending, so it runs on its own; the
-        # schema is idempotent (IF NOT EXISTS) and safe to replay on every start.
-        self.db.executescript(SCHEMA)
-        self._add_missing_columns()
-        with self.transaction():
-            for machine in MACHINES:
-                # The database's copy is the table, exactly: a move dropped from states.py goes from here too.
-                self.db.execute(f"DELETE FROM {machine.moves}")
-                self.db.executemany(
-                    f"INSERT INTO {machine.moves} (src, dst) VALUES (?, ?)",
-                    [(src.value, dst.value) for src, dsts in machine.transitions.items() for dst in dsts],
-                )
-
-    def _add_missing_columns(self) -> None:
-        # A database from an older version lacks columns added since; CREATE
-        # TABLE IF NOT EXISTS leaves it as it is, so add them here.
-        columns = {row["name"] for row in self.db.execute("PRAGMA table_info(items)")}
-        if "note" not in columns:
-            self.db.execute("ALTER TABLE items ADD COLUMN note TEXT")
-        columns = {row["name"] for row in self.db.execute("PRAGMA table_info(sessions)")}
-        for column in ("options", "error"):
-            if column not in columns:
-                self.db.execute(f"ALTER TABLE sessions ADD COLUMN {column} TEXT")
+            prepare(self.db, self.transaction)
 
     def close(self) -> None:
         self.db.close()
