@@ -158,7 +158,10 @@ class LocalRunner(JobRunner):
         return 0
 
     def stop(self, handle: JobHandle, grace: float, now: float) -> None:
-        self.jobs[handle.pid].kill_at = now + grace
+        job = self.jobs.get(handle.pid)
+        if job is None:  # reaped already (its outcome waits for the state folder): nothing left to stop
+            return
+        job.kill_at = now + grace
         self.signal(handle.pid, signal.SIGKILL if grace == 0 else signal.SIGTERM)
 
     def wait(self, handle: JobHandle, timeout: float) -> None:
