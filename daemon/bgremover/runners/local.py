@@ -149,6 +149,8 @@ class LocalRunner(JobRunner):
 
     def peak_rss_kb(self, handle: JobHandle) -> int:
         """VmHWM: the job's peak resident memory so far, 0 once it has exited."""
+        if handle.pid not in self.jobs:  # reaped: its pid may be another process's by now
+            return 0
         try:
             for line in Path(f"/proc/{handle.pid}/status").read_text().splitlines():
                 if line.startswith("VmHWM:"):
