@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from bgremover.durable import atomic_write, remove_temp_files
 from bgremover.outbox.zips import (
     MissingMemberError,
-    atomic_write,
     member_name,
-    remove_temp_files,
     write_status,
     write_zip,
 )

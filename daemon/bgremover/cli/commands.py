@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+from bgremover import durable
 from bgremover.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, fail
 from bgremover.settings import Settings
 from bgremover.queue.states import RETRYABLE
@@ -130,18 +131,18 @@ def remove(settings: Settings, args: argparse.Namespace) -> int:
         model = matting.find_model_spec(settings.model, settings.models_folder)
     except (ValueError, matting.ModelError, matting.EncoderUnavailable) as exc:
         return fail(str(exc), EXIT_USAGE)
-    # Written beside OUTPUT and renamed last: OUTPUT is never a half-written image.
-    temp = args.output.with_name(f".tmp-{args.output.name}")
+    # Written beside OUTPUT and renamed last: OUTPUT is never a half-written image, even after a power cut.
+    temp = durable.temp_path(args.output)
     options = matting.Options.from_settings(settings, fmt)
     mask = args.output.with_name(outbox.mask_member(args.output.name)) if options.output == "both" else None
-    mask_temp = mask.with_name(f".tmp-{mask.name}") if mask else None
+    mask_temp = durable.temp_path(mask) if mask else None
     try:
         session = matting.create_session(model, settings.threads, settings.providers)
         outcome = matting.remove_background(args.input, temp, session, model, options, mask_temp)
         if mask:
-            os.replace(mask_temp, mask)
+            durable.publish(mask_temp, mask)
             print(f"wrote {mask}")
-        os.replace(temp, args.output)
+        durable.publish(temp, args.output)
         if outcome.note:
             print(f"bgremover: {args.input}: {outcome.note}", file=sys.stderr)
     except matting.BadInput as exc:

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import onnxruntime
 
+from bgremover import durable
 from bgremover.imaging import matting
-from bgremover.outbox import zips as outbox
 from bgremover.backoff import is_storage_error
 from bgremover.contract import ExitCode, JobSpec
 from bgremover.models.manifest import ModelSpec
@@ -200,16 +200,16 @@ def run(args: JobSpec, prepared: Prepared) -> matting.Outcome:
 
     With --kind both the mask is published first: once OUT exists, so does its mask.
     """
-    temp = args.output.with_name(f".tmp-{args.output.name}")
+    temp = durable.temp_path(args.output)
     mask = args.mask if args.kind == "both" else None
-    mask_temp = mask.with_name(f".tmp-{mask.name}") if mask else None
+    mask_temp = durable.temp_path(mask) if mask else None
     try:
         outcome = matting.remove_background(args.input, temp, prepared.session, prepared.shared.spec,
                                             options_from(args), mask_temp)
         started = time.perf_counter()
         if mask:
-            publish(mask_temp, mask)
-        publish(temp, args.output)
+            durable.publish(mask_temp, mask)
+        durable.publish(temp, args.output)
         outcome.timings_ms["publish"] = round((time.perf_counter() - started) * 1000, 2)
     finally:
         for leftover in (temp, mask_temp):
@@ -218,20 +218,9 @@ def run(args: JobSpec, prepared: Prepared) -> matting.Outcome:
     return outcome
 
 
-def publish(temp: Path, final: Path) -> None:
-    """fsync the data, rename over `final`, fsync the folder: after a crash OUT is whole or absent."""
-    fd = os.open(temp, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(temp, final)
-    outbox.fsync_folder(final.parent)  # the rename itself lives in the directory
-
-
 def write_report(path: Path, error: str | None, outcome: matting.Outcome) -> None:
     report = {"error": error, "note": outcome.note, "timings_ms": outcome.timings_ms}
-    outbox.atomic_write(path, (json.dumps(report, indent=1) + "\n").encode("utf-8"))
+    durable.atomic_write(path, (json.dumps(report, indent=1) + "\n").encode("utf-8"))
 
 
 def finish(

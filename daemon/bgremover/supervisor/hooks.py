@@ -21,7 +21,7 @@ from pathlib import Path
 import structlog
 
 from bgremover.backoff import describe
-from bgremover.outbox import zips
+from bgremover import durable
 from bgremover.runners.groups import ProcessGroups
 from bgremover.settings import Settings
 
@@ -106,7 +106,7 @@ class Hooks:
         self.started += 1
         environment = session_environment(self.settings.outbox / zip_name, self.settings.outbox / f"{session}.json",
                                           session)
-        output = self.scratch / f"{zips.TEMP_PREFIX}hook-{self.started}.log"
+        output = self.scratch / f"{durable.TEMP_PREFIX}hook-{self.started}.log"
         try:
             hook = RunningHook(command, environment, self.settings.hook_timeout_seconds, output)
         except OSError as exc:  # the session stays complete whatever the hook does, or fails to do

@@ -14,7 +14,7 @@ import time
 import structlog
 
 from bgremover.imaging.formats import FORMAT_EXTENSIONS
-from bgremover.outbox import zips
+from bgremover import durable
 from bgremover.queue.states import SessionState, Status
 from bgremover.runners.api import JobRunner
 from bgremover.supervisor.markers import Markers
@@ -40,7 +40,7 @@ class Recovery:
         for item in self.store.items(None, Status.QUEUED):
             self.taking.finish_take(item)
         self.markers.ensure_marker_folders()
-        removed = zips.remove_temp_files(self.settings.outbox) + zips.remove_temp_files(self.spool.results)
+        removed = durable.remove_temp_files(self.settings.outbox) + durable.remove_temp_files(self.spool.results)
         if removed:
             log.info("temp_files_removed", count=removed)
         self.sweep_results()

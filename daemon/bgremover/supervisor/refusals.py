@@ -13,7 +13,7 @@ from pathlib import Path
 import structlog
 
 from bgremover.backoff import Backoff, describe
-from bgremover.outbox import zips
+from bgremover import durable
 from bgremover.queue.spool import Spool
 from bgremover.settings import Settings
 
@@ -40,9 +40,9 @@ class Refusals:
 
     def probe_state(self, now: float) -> None:
         """A small real write where jobs put their results: does the state folder take writes again?"""
-        probe = self.spool.results / f"{zips.TEMP_PREFIX}probe"
+        probe = self.spool.results / f"{durable.TEMP_PREFIX}probe"
         try:
-            zips.atomic_write(probe, bytes(PROBE_BYTES))
+            durable.atomic_write(probe, bytes(PROBE_BYTES))
             probe.unlink()
         except OSError as exc:
             self.state_refused(exc, now)
