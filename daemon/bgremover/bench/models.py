@@ -232,7 +232,7 @@ def one_job(spec, image: Path, settings, folder: Path) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     log_path, result_path = folder / "remove.log", folder / "exit-and-peak.txt"
     # Absolute: the child works in `folder`, and --images may have been given relative to ours.
-    command = [sys.executable, "-m", "daemon", "remove", "--root", str(folder / "root"),
+    command = [sys.executable, "-m", "bgremover", "remove", "--root", str(folder / "root"),
                str(image.absolute()), str(folder / "cutout.png")]
     doing = f"`bgremover remove` with model {spec.name}"
     if not run_measured(command, result_path, log_path, job_environment(spec, settings), settings.job_timeout_seconds):
