@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import pytest
 from PIL import Image
 
 from bgremover.imaging import matting
 from bgremover.settings import SettingsError, load_settings
-from bgremover.intake.tickets import TICKET_NAME
-from tests.support.harness import Daemon
-from tests.support.images import encoded, shape_on_texture
+from tests.support.framing import opaque_box
 
 
 def subject(size=(200, 100), box=(50, 20, 110, 60)) -> Image.Image:
@@ -20,10 +16,6 @@ def subject(size=(200, 100), box=(50, 20, 110, 60)) -> Image.Image:
     rgba = Image.new("RGBA", size, (0, 0, 255, 0))
     rgba.paste((220, 30, 30, 255), box)
     return rgba
-
-
-def opaque_box(image: Image.Image) -> tuple[int, int, int, int]:
-    return matting.subject_box(image)
 
 
 def test_none_leaves_the_cutout_as_it_is():
@@ -70,20 +62,3 @@ def test_an_image_without_a_subject_is_not_cropped_to_nothing():
 def test_framing_settings_are_checked(setting, given):
     with pytest.raises(SettingsError, match=f"bad setting '{setting}'"):
         load_settings(None, **{setting: given})
-
-
-def test_a_marketplace_folder_gets_square_white_jpegs_of_the_asked_size(tmp_path):
-    root = tmp_path / "root"
-    image, _ = shape_on_texture((320, 200))
-    staging = tmp_path / "staging" / "market"
-    staging.mkdir(parents=True)
-    (staging / TICKET_NAME).write_text('crop = "square"\nfill = 85\nsize = 256\n')
-    (staging / "disc.png").write_bytes(encoded(image, "PNG"))
-    with Daemon(root, fake_jobs=False, session_idle_seconds=1) as daemon:
-        staging.rename(root / "inbox" / "market")
-        status = daemon.wait_complete("market", timeout=120)
-        member = Image.open(io.BytesIO(daemon.zip_members("market")["disc.png"]))
-    assert status["ticket"] == {"crop": "square", "fill": 85.0, "size": 256}
-    assert (member.mode, member.size) == ("RGBA", (256, 256))
-    left, top, right, bottom = opaque_box(member)
-    assert abs(max(right - left, bottom - top) - 0.85 * 256) <= 2

@@ -8,27 +8,14 @@ daemon must hand back the picture as a phone shows it.
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
-import pillow_heif
 import pytest
 from PIL import Image
 
 from bgremover.imaging import matting
 from bgremover.intake.watcher import is_image_name
-from tests.support.harness import Daemon, drop
-from tests.support.images import iou, shape_on_texture, srgb_icc_profile
-
-pillow_heif.register_heif_opener()
-
-
-def heic_bytes(image: Image.Image, orientation: int = 1, icc: bytes | None = None) -> bytes:
-    exif = Image.Exif()
-    exif[0x0112] = orientation
-    buffer = io.BytesIO()
-    image.save(buffer, "HEIF", quality=95, exif=exif.tobytes(), **({"icc_profile": icc} if icc else {}))
-    return buffer.getvalue()
+from tests.support.heic import heic_bytes
+from tests.support.images import shape_on_texture, srgb_icc_profile
 
 
 def test_heic_and_heif_names_are_images():
@@ -47,23 +34,6 @@ def test_a_heic_photo_decodes_upright_with_its_profile(tmp_path):
     # The same pixels a viewer shows: the original turned clockwise (lossy, so close, not equal).
     expected = np.asarray(image.transpose(Image.Transpose.ROTATE_270), dtype=float)
     assert np.abs(np.asarray(decoded.image.convert("RGB"), dtype=float) - expected).mean() < 6
-
-
-def test_a_dropped_heic_comes_back_as_an_upright_cutout_with_its_profile(tmp_path):
-    root = tmp_path / "root"
-    image, truth = shape_on_texture((160, 120))
-    icc = srgb_icc_profile()
-    with Daemon(root, fake_jobs=False) as daemon:
-        drop(root / "inbox", "phone/IMG_0001.HEIC", heic_bytes(image, orientation=6, icc=icc))
-        status = daemon.wait_complete("phone", timeout=120)
-        members = daemon.zip_members("phone")
-
-    assert [(i["name"], i["status"], i["output"]) for i in status["items"]] == [
-        ("IMG_0001.HEIC", "done", "IMG_0001.png")]
-    cutout = Image.open(io.BytesIO(members["IMG_0001.png"]))
-    assert (cutout.mode, cutout.size) == ("RGBA", (120, 160))
-    assert cutout.info.get("icc_profile") == icc
-    assert iou(np.asarray(cutout)[..., 3] >= 128, np.rot90(truth, k=-1)) >= 0.9
 
 
 def test_a_truncated_heic_fails_alone_with_a_sentence(tmp_path):

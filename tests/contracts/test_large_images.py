@@ -7,11 +7,9 @@ fast: in matting.decode, in the job process, and in a real daemon with the real 
 
 from __future__ import annotations
 
-import io
 import json
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -19,29 +17,13 @@ from PIL import Image
 
 from bgremover.imaging import matting
 from tests.conftest import REPO
-from tests.support.harness import Daemon, drop, wait_for
 from tests.support.images import photo, shape_on_texture, write_jpeg_with_exif_orientation
-
-COFFEE = (400, 267)  # daemon/bgremover/bench/photos/coffee.jpg: 0.107 megapixels
+from tests.support.large_images import COFFEE, assert_fits, assert_note
 
 
 def write_image(path: Path, size: tuple[int, int], fmt: str) -> Path:
     shape_on_texture(size)[0].save(path, fmt)
     return path
-
-
-def assert_fits(size: tuple[int, int], original: tuple[int, int], max_megapixels: float) -> None:
-    """Within the limit, close to it (reduced no more than needed), and the same shape (±1 px)."""
-    width, height = size
-    assert width * height <= max_megapixels * 1e6, f"{size} is over {max_megapixels} megapixels"
-    assert width * height > 0.97 * max_megapixels * 1e6, f"{size} is reduced far more than needed"
-    assert abs(height - width * original[1] / original[0]) <= 1, f"{size} lost the aspect of {original}"
-
-
-def assert_note(note: str | None, original: tuple[int, int], reduced: tuple[int, int], max_megapixels: float) -> None:
-    assert note is not None and note.startswith("reduced from"), note
-    assert "{}×{}".format(*original) in note and "{}×{}".format(*reduced) in note, note
-    assert f"max_megapixels = {max_megapixels:g}" in note, note
 
 
 # ---------------------------------------------------------------- decode
@@ -138,47 +120,3 @@ def test_the_job_refuses_an_image_over_the_limit_with_exit_2(tmp_path):
     assert "0.1 megapixels (400×267)" in error and "max_megapixels = 0.05" in error, error
     assert result.stderr.strip() == error
     assert not output.exists()
-
-
-# ---------------------------------------------------------------- end to end
-
-
-def wait_complete(daemon: Daemon, session: str) -> dict:
-    """The session's status once complete; a step of the daemon's loop that failed meanwhile fails the test at once."""
-
-    def complete_or_broken():
-        status = daemon.status(session)
-        return daemon.events("upkeep_failed") or (status and status["state"] == "complete" and status)
-
-    done = wait_for(complete_or_broken, 120, what=f"{session} complete")
-    for failed in daemon.events("upkeep_failed"):
-        raise AssertionError(f"a step of the supervisor loop failed:\n{failed.get('exception', failed)}")
-    return done
-
-
-def test_the_daemon_reduces_a_large_image_and_says_so_in_the_status(tmp_path):
-    root = tmp_path / "root"
-    with Daemon(root, fake_jobs=False, max_megapixels=0.05) as daemon:
-        drop(root / "inbox", "large/coffee.jpg", photo("coffee").read_bytes())
-        status = wait_complete(daemon, "large")
-
-    item = status["items"][0]
-    assert (item["status"], item["error"]) == ("done", None), item
-    with zipfile.ZipFile(root / "outbox" / "large.zip") as archive:
-        cutout = Image.open(io.BytesIO(archive.read("coffee.png")))
-    assert_fits(cutout.size, COFFEE, 0.05)
-    assert_note(item["note"], COFFEE, cutout.size, 0.05)
-
-
-def test_the_daemon_refuses_a_large_image_when_told_to(tmp_path):
-    root = tmp_path / "root"
-    with Daemon(root, fake_jobs=False, max_megapixels=0.05, large_images="refuse") as daemon:
-        drop(root / "inbox", "large/coffee.jpg", photo("coffee").read_bytes())
-        status = wait_complete(daemon, "large")
-
-    item = status["items"][0]
-    assert item["status"] == "failed", item
-    assert "0.1 megapixels (400×267)" in item["error"] and "max_megapixels = 0.05" in item["error"], item
-    assert (item["note"], item["retry_marker"]) == (None, "retry/large/coffee.jpg")
-    assert (root / item["retry_marker"]).parent.is_dir()
-    assert status["counts"]["failed"] == 1 and daemon.zip_members("large") == {}

@@ -9,9 +9,6 @@ watchdog like systemd's notices.
 from __future__ import annotations
 
 import os
-import re
-import signal
-import socket
 import time
 import uuid
 
@@ -21,10 +18,8 @@ from structlog.testing import capture_logs
 from bgremover.service.notify import Notifier, progress_summary
 from bgremover.queue.states import SessionState, Status
 from bgremover.queue.store import Store
-from tests.support.harness import Daemon, drop, wait_for
-
-WATCHDOG_SECONDS = 4.0  # the idle loop wakes once a second and pings every half of this: gaps up to about 3 s
-STATUS_LINE = re.compile(r"idle, \d+ sessions? complete|(\S+ \d+/\d+(, \d+ failed)?; )*\S+ \d+/\d+(, \d+ failed)?, \d+ queued")
+from tests.support.notify import STATUS_LINE, ServiceManager
+from tests.support.notify import manager  # noqa: F401 - a fixture: pytest finds it by name
 
 
 class Clock:
@@ -33,73 +28,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-class ServiceManager:
-    """The receiving end of NOTIFY_SOCKET: a bound datagram socket that notes when each message came."""
-
-    def __init__(self, address: str) -> None:
-        self.socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.socket.bind(address)
-        self.messages: list[tuple[float, str]] = []
-
-    def close(self) -> None:
-        self.socket.close()
-
-    def listen(self, seconds: float) -> list[str]:
-        """Receive for `seconds`; returns what arrived meanwhile."""
-        before = len(self.messages)
-        deadline = time.monotonic() + seconds
-        while (left := deadline - time.monotonic()) > 0:
-            self.socket.settimeout(left)
-            try:
-                data = self.socket.recv(4096)
-            except TimeoutError:
-                break
-            self.messages.append((time.monotonic(), data.decode()))
-        return [message for _, message in self.messages[before:]]
-
-    def pending(self) -> list[str]:
-        """What has arrived already: a local datagram is queued by the time sendto returns."""
-        before = len(self.messages)
-        self.socket.setblocking(False)
-        while True:
-            try:
-                data = self.socket.recv(4096)
-            except BlockingIOError:
-                return [message for _, message in self.messages[before:]]
-            self.messages.append((time.monotonic(), data.decode()))
-
-    def wait_for(self, predicate, timeout: float = 30.0, what: str = "a message") -> str:
-        deadline = time.monotonic() + timeout
-        start = len(self.messages)
-        while time.monotonic() < deadline:
-            self.listen(0.1)
-            for _, message in self.messages[start:]:
-                if predicate(message):
-                    return message
-        raise AssertionError(f"no {what} within {timeout} s; got {[m for _, m in self.messages]}")
-
-    def statuses(self) -> list[str]:
-        return [line[len("STATUS="):] for _, message in self.messages for line in message.split("\n")
-                if line.startswith("STATUS=")]
-
-    def pings(self) -> list[float]:
-        return [at for at, message in self.messages if message == "WATCHDOG=1"]
-
-    def wedged(self, watchdog_seconds: float) -> bool:
-        """What systemd decides when WatchdogSec= passes without a WATCHDOG=1."""
-        pings = self.pings()
-        return not pings or time.monotonic() - pings[-1] > watchdog_seconds
-
-
-@pytest.fixture
-def manager(tmp_path):
-    path = tmp_path / "notify"
-    assert len(str(path)) < 100, "an AF_UNIX path holds at most 107 bytes"
-    manager = ServiceManager(str(path))
-    yield manager
-    manager.close()
 
 
 def notifier_for(manager: ServiceManager, clock: Clock, **environ: str) -> Notifier:
@@ -270,48 +198,3 @@ def test_the_status_line_stays_short_however_many_sessions_and_however_long_thei
     line = progress_summary(store)
     assert line == f"{'x' * 39}… 0/1; s0 0/1; s1 0/1; +7 more, 10 queued"
     assert STATUS_LINE.fullmatch(line.replace("+7 more", "more 0/0"))
-
-
-# ---------------------------------------------------------------- the daemon under a watchdog
-
-
-def test_the_daemon_reports_ready_progress_and_pings_and_a_watchdog_notices_when_it_wedges(tmp_path, manager):
-    daemon = Daemon(tmp_path / "root")
-    daemon.env.update(NOTIFY_SOCKET=manager.socket.getsockname(), WATCHDOG_USEC=str(int(WATCHDOG_SECONDS * 1e6)))
-    daemon.env.pop("WATCHDOG_PID", None)
-    with daemon:
-        assert daemon.events("daemon_ready")
-        ready = manager.wait_for(lambda m: m.startswith("READY=1"), timeout=5, what="READY=1")
-        assert ready == "READY=1\nSTATUS=idle, 0 sessions complete"
-        assert manager.messages[0][1] == ready, "nothing comes before READY=1"
-
-        inbox = daemon.root / "inbox"
-        drop(inbox, "catalog/a.jpg", "sleep 2")
-        drop(inbox, "catalog/b.jpg", "sleep 2")
-        drop(inbox, "catalog/c.jpg", "bad-input")
-        manager.wait_for(lambda m: m == "STATUS=idle, 1 session complete", timeout=30, what="the session complete")
-        assert all(STATUS_LINE.fullmatch(s) for s in manager.statuses()), manager.statuses()
-        working = [s for s in manager.statuses() if s.startswith("catalog ")]
-        assert any(re.fullmatch(r"catalog [01]/3, [12] queued", s) for s in working), working
-
-        manager.listen(WATCHDOG_SECONDS)  # idle: the loop wakes least often
-        pings = manager.pings()
-        assert len(pings) >= 4
-        assert max(b - a for a, b in zip(pings, pings[1:])) < WATCHDOG_SECONDS, "a ping at least every WatchdogSec"
-        assert not manager.wedged(WATCHDOG_SECONDS)
-
-        os.kill(daemon.process.pid, signal.SIGSTOP)  # the loop wedges
-        stopped_at = time.monotonic()
-        try:
-            wait_for(lambda: manager.listen(0.1) is not None and manager.wedged(WATCHDOG_SECONDS),
-                     timeout=WATCHDOG_SECONDS + 1, what="the watchdog to notice")
-            assert time.monotonic() - stopped_at <= WATCHDOG_SECONDS + 0.5
-        finally:
-            os.kill(daemon.process.pid, signal.SIGCONT)
-        manager.wait_for(lambda m: m == "WATCHDOG=1", timeout=WATCHDOG_SECONDS / 2, what="a ping after SIGCONT")
-        assert not manager.wedged(WATCHDOG_SECONDS)
-
-        assert daemon.stop() == 0
-    manager.pending()
-    assert manager.messages[-1][1] == "STOPPING=1", manager.messages[-3:]
-    assert [m for _, m in manager.messages].count("STOPPING=1") == 1

@@ -10,14 +10,9 @@ from __future__ import annotations
 import io
 import json
 import os
-import re
 import select
-import signal
-import subprocess
-import sys
 import time
 from contextlib import closing
-from pathlib import Path
 
 import pytest
 
@@ -27,16 +22,8 @@ from bgremover.service.rootlock import lock_root
 from bgremover.settings import load_settings
 from bgremover.queue.states import SessionState, Status
 from bgremover.queue.store import Item, Session, Store
-from tests.conftest import REPO
-from tests.support.cli import cli, one_error_line
-from tests.support.harness import Daemon, drop, wait_for
-
-BAD_INPUT_ERROR = "the file is not an image Pillow can read"
-FRAME_START = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ  every [\d.]+ s; Ctrl-C stops$", re.M)
-SESSION_LINE = re.compile(
-    r"^(?P<name>\S+) +(?P<state>open|processing|complete) +\[(?P<bar>[#.]{20})\]  (?P<finished>\d+)/(?P<total>\d+)"
-    r"  (?P<counts>\d+ done(?:, \d+ \w+)*)(?:  rate (?P<rate>\S+)  ETA (?P<eta>\S+))?  (?P<zip>.+)$"
-)
+from tests.support.cli import one_error_line
+from tests.support.status_view import BAD_INPUT_ERROR, follow_until, interrupt, start_following, status, status_json
 
 
 # ---------------------------------------------------------------- the arithmetic, with fixed times
@@ -210,154 +197,6 @@ def test_the_daemon_is_seen_by_its_lock_without_taking_it(tmp_path):
 # ---------------------------------------------------------------- the command, as a real process
 
 
-def status(root: Path, *args: str) -> subprocess.CompletedProcess:
-    result = cli("status", "--root", root, *args)
-    assert "Traceback" not in result.stderr, result.stderr
-    return result
-
-
-def status_json(root: Path, *args: str) -> dict:
-    result = status(root, "--json", *args)
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
-
-
-def session_line(output: str, name: str) -> re.Match:
-    for line in output.splitlines():
-        match = SESSION_LINE.match(line)
-        if match and match["name"] == name:
-            return match
-    raise AssertionError(f"no line for session {name!r} in:\n{output}")
-
-
-def start_following(root: Path, *args: str) -> subprocess.Popen:
-    clean = {key: value for key, value in os.environ.items() if not key.startswith("BGREMOVER_")}
-    return subprocess.Popen(
-        [sys.executable, "-m", "bgremover", "status", "--root", str(root), "--follow", *args],
-        cwd=REPO, env={**clean, "PYTHONPATH": str(REPO)}, stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )
-
-
-def complete_frames(text: str) -> list[str]:
-    """The frames a follower printed, less the last, which may still be arriving."""
-    starts = [m.start() for m in FRAME_START.finditer(text)]
-    return [text[a:b] for a, b in zip(starts, starts[1:])]
-
-
-def follow_until(process: subprocess.Popen, enough, timeout: float = 30) -> list[str]:
-    """Read the follower's output until `enough(frames)`; it keeps running."""
-    received, deadline = b"", time.monotonic() + timeout
-    while not enough(frames := complete_frames(received.decode())):
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise AssertionError(f"status --follow did not show enough within {timeout} s:\n{received.decode()}")
-        if select.select([process.stdout], [], [], left)[0]:
-            chunk = os.read(process.stdout.fileno(), 1 << 16)
-            assert chunk, f"status --follow ended early: {process.stderr.read().decode()}"
-            received += chunk
-    return frames
-
-
-def interrupt(process: subprocess.Popen) -> tuple[int, str]:
-    """Ctrl-C, as a user stops --follow: its exit code and what it printed on stderr."""
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=10)
-    return process.returncode, stderr.decode()
-
-
-def finished_in(frame: str, name: str) -> int:
-    return int(session_line(frame, name)["finished"])
-
-
-def assert_text_shows_progress(text: subprocess.CompletedProcess, root: Path, pid: int) -> None:
-    """Part way through `live` (7 items: 1 failed, at least 2 done, some left), as `status` prints it."""
-    assert text.returncode == 0, text.stderr
-    lines = text.stdout.splitlines()
-    assert re.fullmatch(rf"daemon: running \(pid {pid}\); \d+ queued, [01] processing;"
-                        r" rate [\d.]+/(s|min), ETA \d+(m\d\d)?s", lines[0]), lines[0]
-    live = session_line(text.stdout, "live")
-    finished = int(live["finished"])
-    assert live["total"] == "7" and 3 <= finished < 7
-    assert live["bar"] == "#" * (finished * 20 // 7) + "." * (20 - finished * 20 // 7)
-    assert re.fullmatch(r"\d+ done, 1 failed(, 1 processing)?(, \d+ queued)?", live["counts"]), live["counts"]
-    assert re.fullmatch(r"[\d.]+/(s|min)", live["rate"]), live.group(0)
-    assert re.fullmatch(r"\d+(m\d\d)?s", live["eta"]), live.group(0)
-    assert live["zip"] == "no ZIP yet"
-    retry = root / "retry" / "live" / "broken.jpg"
-    assert f"  failed     broken.jpg: {BAD_INPUT_ERROR} (retry: touch {retry})" in lines
-
-
-def assert_json_shows_progress(doc: dict, pid: int) -> None:
-    """The same moment as `status --json` gives it to a script."""
-    assert doc["daemon"] == {"running": True, "pid": pid}
-    (session,) = doc["sessions"]
-    assert session["name"] == "live" and session["total"] == 7 and sum(session["counts"].values()) == 7
-    assert session["finished"] == 7 - session["counts"]["queued"] - session["counts"]["processing"]
-    assert session["failed"] == [{"name": "broken.jpg", "error": BAD_INPUT_ERROR,
-                                  "retry_marker": "retry/live/broken.jpg"}]
-    assert session["rate_per_s"] > 0 and session["eta_s"] > 0 and doc["rate_per_s"] > 0
-
-
-def test_beside_a_running_daemon_status_shows_progress_and_following_never_holds_it_up(tmp_path):
-    root = tmp_path / "root"
-    with Daemon(root) as daemon:
-        drop(root / "inbox", "live/broken.jpg", "bad-input")
-        for n in range(6):
-            drop(root / "inbox", f"live/photo{n}.jpg", "sleep 1")
-        wait_for(lambda: (s := daemon.status("live")) and s["counts"]["failed"] == 1 and s["counts"]["done"] >= 2,
-                 what="one failure and two done")
-
-        # Once, as text and as JSON: bars, counts, rate, ETA, and the failure with its retry marker.
-        assert_text_shows_progress(status(root), root, daemon.process.pid)
-        assert_json_shows_progress(status_json(root), daemon.process.pid)
-
-        # Followed: frame after frame while the daemon goes on finishing items; Ctrl-C ends it, exit 0.
-        follower = start_following(root, "--interval", "0.2")
-        try:
-            frames = follow_until(follower, lambda f: len(f) >= 2 and finished_in(f[-1], "live") > finished_in(f[0], "live"))
-        finally:
-            code, stderr = interrupt(follower)
-        assert code == 0 and stderr == ""
-        assert all(frame.splitlines()[1].startswith("daemon: running") for frame in frames)
-
-        final = daemon.wait_complete("live")
-        assert final["counts"] == {"queued": 0, "processing": 0, "done": 6, "failed": 1, "cancelled": 0}
-        assert as_the_database_fixes(status_json(root)) == sessions_in_database(root)
-
-
-def test_after_the_daemon_stopped_status_reads_the_same_database_and_promises_no_eta(tmp_path):
-    root = tmp_path / "root"
-    with Daemon(root) as daemon:
-        drop(root / "inbox", "halted/broken.jpg", "bad-input")
-        for n in range(5):
-            drop(root / "inbox", f"halted/photo{n}.jpg", "sleep 1")
-        wait_for(lambda: (s := daemon.status("halted")) and s["counts"]["failed"] == 1 and s["counts"]["done"] >= 1,
-                 what="one failure and one done")
-        assert daemon.stop() == 0  # the image in flight goes back to the queue
-    database = root / "state" / "bgremover.sqlite3"
-    before = database_and_log(database)
-
-    text = status(root)
-    assert text.returncode == 0, text.stderr
-    assert re.fullmatch(r"daemon: not running; \d+ queued, 0 processing; rate \S+, ETA —", text.stdout.splitlines()[0])
-    halted = session_line(text.stdout, "halted")
-    assert halted["eta"] == "—" and int(halted["finished"]) < 6
-    assert f"  failed     broken.jpg: {BAD_INPUT_ERROR} (retry: touch {root / 'retry' / 'halted' / 'broken.jpg'})" \
-        in text.stdout.splitlines()
-
-    doc = status_json(root)
-    assert doc["daemon"] == {"running": False, "pid": None} and doc["processing"] == 0 and doc["eta_s"] is None
-    assert as_the_database_fixes(doc) == sessions_in_database(root)
-    assert doc["queued"] == doc["sessions"][0]["counts"]["queued"] > 0
-
-    one = status_json(root, "halted")["sessions"][0]
-    with closing_store(database) as store:
-        assert [(i["name"], i["status"]) for i in one["items"]] == [
-            (i.name, i.status.value) for i in store.items("halted")]
-    assert database_and_log(database) == before, "status only reads"
-
-
 def test_on_a_root_with_no_database_status_says_so_in_every_form_and_creates_nothing(tmp_path):
     root = tmp_path / "empty"
     text = status(root)
@@ -412,35 +251,3 @@ def test_status_of_an_unknown_session_fails_in_json_too(tmp_path):
     result = status(root, "--json", "unknown")
     assert result.returncode == 1 and result.stdout == ""
     assert one_error_line(result) == "bgremover: no session named 'unknown'"
-
-
-# ---------------------------------------------------------------- what the database says, read directly
-
-
-def closing_store(database: Path) -> closing[Store]:
-    return closing(Store(database, readonly=True))
-
-
-def database_and_log(database: Path) -> tuple[bytes, bytes]:
-    """The database's bytes and its write-ahead log's: what a writer changes. (Any SQLite reader,
-    read-only too, may create an empty log and the shared-memory index beside them.)"""
-    log = database.with_name(database.name + "-wal")
-    return database.read_bytes(), log.read_bytes() if log.exists() else b""
-
-
-def as_the_database_fixes(doc: dict) -> list[dict]:
-    keys = ("name", "state", "total", "counts", "failed")
-    return [{key: session[key] for key in keys} for session in doc["sessions"]]
-
-
-def sessions_in_database(root: Path) -> list[dict]:
-    """The fields of `status --json` that the database fixes: name, state, total, counts and failures."""
-    with closing_store(root / "state" / "bgremover.sqlite3") as store:
-        return [
-            {
-                "name": s.name, "state": s.state.value, "total": store.count(s.name), "counts": store.counts(s.name),
-                "failed": [{"name": i.name, "error": i.error, "retry_marker": f"retry/{s.name}/{i.name}"}
-                           for i in store.items(s.name, Status.FAILED)],
-            }
-            for s in store.sessions()
-        ]

@@ -1,11 +1,14 @@
-"""`bgremover ARGS` as a user at a shell runs it, and the one line a failed command prints."""
+"""`bgremover ARGS` as a user at a shell runs it, the one line a failed command prints, and a damaged install."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import REPO
 
@@ -28,3 +31,20 @@ def one_error_line(result: subprocess.CompletedProcess) -> str:
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("bgremover: "), result.stderr
     return lines[0]
+
+
+@pytest.fixture
+def damaged_install(tmp_path) -> Path:
+    """A copy of the package laid out as a wheel installs it (bgremover/models/bundled/ inside), one byte of the model flipped.
+
+    matting.models_dir() has no setting or variable; it looks beside the package,
+    so a package copy is the only way to point a real `bgremover` process at another models folder.
+    """
+    site = tmp_path / "site"
+    shutil.copytree(REPO / "daemon" / "bgremover", site / "bgremover", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "models", site / "bgremover" / "models" / "bundled")
+    model = site / "bgremover" / "models" / "bundled" / "u2netp.onnx"
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    model.write_bytes(bytes(data))
+    return site
