@@ -66,13 +66,13 @@ def no_leaks(request, tmp_path):
     assert not strays, f"test left processes working on its folder: {strays}"
 
 
-# -- the crash soak's options (tests/test_crash_soak.py) ----------------------------
+# -- the crash soak's options (tests/soak/test_crash_soak.py) ----------------------------
 
 SOAK_DEFAULT_SEED = 20261127
 
 
 def pytest_addoption(parser):
-    group = parser.getgroup("soak", "the crash soak (tests/test_crash_soak.py)")
+    group = parser.getgroup("soak", "the crash soak (tests/soak/test_crash_soak.py)")
     group.addoption("--soak-images", type=int, default=200, metavar="N",
                     help="images the crash soak drops (default 200)")
     group.addoption("--soak-kills", type=int, default=10, metavar="K",

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from bgremover import durable
-from tests.disks import set_read_only, small_tmpfs
+from tests.support.disks import set_read_only, small_tmpfs
 
 OLD, NEW = b"old and whole\n", b"new and whole\n" * 1000
 

@@ -1,0 +1,14 @@
+"""What framing tests read off a cutout.
+
+Shared by tests/contracts/test_framing.py and tests/daemon/test_framing.py.
+"""
+
+from __future__ import annotations
+
+from PIL import Image
+
+from bgremover.imaging import matting
+
+
+def opaque_box(image: Image.Image) -> tuple[int, int, int, int]:
+    return matting.subject_box(image)
