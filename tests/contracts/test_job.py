@@ -1,4 +1,4 @@
-"""The job process as the supervisor sees it: a real `python -m daemon.job`, its exit code, OUT and REPORT."""
+"""The job process as the supervisor sees it: a real `python -m bgremover.job`, its exit code, OUT and REPORT."""
 
 from __future__ import annotations
 

@@ -92,7 +92,7 @@ def test_an_image_within_the_limit_is_untouched_and_has_no_note(tmp_path, fmt, s
 
 
 def run_job(tmp_path: Path, *extra: str) -> tuple[subprocess.CompletedProcess, Path, Path]:
-    """`python -m daemon.job` on coffee.jpg to a PNG; returns the finished process, OUT and REPORT."""
+    """`python -m bgremover.job` on coffee.jpg to a PNG; returns the finished process, OUT and REPORT."""
     output, report = tmp_path / "out.png", tmp_path / "report.json"
     command = [
         sys.executable, "-m", "bgremover.job", "--input", str(photo("coffee")), "--output", str(output),
