@@ -189,10 +189,6 @@ class Intake:
                 continue
             self._candidates[path] = _Candidate(info.st_size, info.st_mtime_ns, -math.inf)  # stable already
 
-    def forget(self, path: Path) -> None:
-        self._candidates.pop(path, None)
-        self._reported.discard(path)
-
     def pending(self) -> int:
         return len(self._candidates)
 

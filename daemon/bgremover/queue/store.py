@@ -76,7 +76,9 @@ def _item(row: sqlite3.Row) -> Item:
     return Item(**{**dict(row), "status": Status(row["status"]), "source": bytes(row["source"])})
 
 
-class Store:
+class Database:
+    """The connection to the queue's file, and its transactions."""
+
     def __init__(self, path: Path, readonly: bool = False) -> None:
         self.path = path
         if readonly:
@@ -104,7 +106,9 @@ class Store:
             raise
         self.db.execute("COMMIT")
 
-    # -- sessions ---------------------------------------------------------------
+
+class SessionQueries(Database):
+    """The queries on sessions: opening, finding, closing and completing them."""
 
     def create_session(
         self, name: str, source: str | None, fmt: str, now: float, ticket: dict | None = None, error: str | None = None
@@ -175,7 +179,9 @@ class Store:
             )
         return cursor.rowcount == 1
 
-    # -- items ------------------------------------------------------------------
+
+class ItemQueries(Database):
+    """The queries on items: adding them, finding them, their guarded transitions and the event log."""
 
     def add_item(self, session: str, name: str, member: str, ext: str, source: bytes, now: float) -> Item:
         with self.transaction():
@@ -277,3 +283,7 @@ class Store:
             "INSERT INTO events (item, src, dst, at, reason) VALUES (?, ?, ?, ?, ?)",
             (item_id, src.value if src else None, dst.value, now, reason),
         )
+
+
+class Store(SessionQueries, ItemQueries):
+    """The persistent queue: every query the daemon makes, on one SQLite file."""
