@@ -14,7 +14,8 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, NamedTuple
+from collections.abc import Callable
+from typing import BinaryIO, ClassVar, NamedTuple
 
 import numpy as np
 import onnxruntime
@@ -189,15 +190,21 @@ class Decoded(NamedTuple):
 
 
 def decode(path: Path, max_megapixels: float | None = None, large_images: str = "reduce") -> Decoded:
-    """The image upright, as RGB or RGBA, with its ICC profile.
+    """The image in the file at `path`, as decode_bytes gives it.
 
     The whole file is read before Pillow sees it, so an OSError from here is
-    about the disk, and every problem with the content becomes BadInput. An
-    image above `max_megapixels` is refused, or reduced to fit (a JPEG is then
-    decoded at reduced scale to begin with, so it never occupies its full size
-    in memory).
+    about the disk, and every problem with the content becomes BadInput.
     """
-    data = Path(path).read_bytes()
+    return decode_bytes(Path(path).read_bytes(), max_megapixels, large_images)
+
+
+def decode_bytes(data: bytes, max_megapixels: float | None = None, large_images: str = "reduce") -> Decoded:
+    """The encoded image `data` upright, as RGB or RGBA, with its ICC profile.
+
+    An image above `max_megapixels` is refused, or reduced to fit (a JPEG is
+    then decoded at reduced scale to begin with, so it never occupies its full
+    size in memory).
+    """
     if not data:
         raise BadInput("the file is empty")
     # Pillow only warns between MAX_IMAGE_PIXELS and twice that; a warning would
@@ -216,6 +223,27 @@ def decode(path: Path, max_megapixels: float | None = None, large_images: str = 
             raise BadInput("the file is not an image Pillow can read") from None
         except (OSError, SyntaxError, ValueError, EOFError):
             raise BadInput("the image is truncated or corrupt") from None
+    return _settled(image, original_size, max_megapixels)
+
+
+def decode_image(image: Image.Image, max_megapixels: float | None = None, large_images: str = "reduce") -> Decoded:
+    """An image already open in Pillow, taken through the same steps as a decoded file.
+
+    Its EXIF orientation is applied and its colours brought to RGB(A) as for a
+    file; the caller's image itself is left as it was.
+    """
+    try:
+        image.load()  # an image opened lazily from a damaged file fails here, as decode_bytes would
+        original_size = _upright_size(image)
+        if _too_large(original_size, max_megapixels) and large_images == "refuse":
+            _refuse_or_draft(image, max_megapixels, large_images)  # "reduce" is _settled's: it is decoded already
+    except (OSError, SyntaxError, ValueError, EOFError):
+        raise BadInput("the image is truncated or corrupt") from None
+    return _settled(image, original_size, max_megapixels)
+
+
+def _settled(image: Image.Image, original_size: tuple[int, int], max_megapixels: float | None) -> Decoded:
+    """The loaded image upright, in RGB or RGBA, reduced to fit max_megapixels if it is over."""
     icc = image.info.get("icc_profile") or None
     image, icc = _to_rgb(_upright(image), icc)
     if not _too_large(original_size, max_megapixels):
@@ -486,7 +514,7 @@ def on_square(subject: Image.Image, options: Options) -> Image.Image:
     return canvas
 
 
-def write_mask(rgba: Image.Image, path: Path, options: Options) -> None:
+def write_mask(rgba: Image.Image, path: Path | BinaryIO, options: Options) -> None:
     """The cutout's alpha alone, framed like the cutout, as an 8-bit grey PNG (lossless: it is a matte)."""
     png.write_png(path, np.asarray(rgba.getchannel("A")), level=options.png_compress_level, threads=options.threads)
 
@@ -497,7 +525,7 @@ def on_background(rgba: Image.Image, colour: str) -> Image.Image:
     return Image.alpha_composite(backdrop, rgba).convert("RGB")
 
 
-def encode(rgba: Image.Image, path: Path, icc_profile: bytes | None, options: Options) -> None:
+def encode(rgba: Image.Image, path: Path | BinaryIO, icc_profile: bytes | None, options: Options) -> None:
     """Write `rgba` to exactly `path` (the caller renames it into place), on the background if one is set."""
     fmt = options.format
     ensure_encoder(fmt)
@@ -535,7 +563,20 @@ def remove_background(
     """Cut the subject of `src` out into `dst` (and its mask into `mask_dst` with output "both").
 
     The outcome holds each stage's time in ms. With output "mask", `dst` gets the mask.
+    `dst` and `mask_dst` may be paths or binary files open for writing.
     """
+    outcome, lap = timed()
+    decoded = decode(src, options.max_megapixels, options.large_images)
+    outcome.note = decoded.note
+    lap("decode")
+    rgba = matte(decoded.image, session, spec, options, lap)
+    write_result(rgba, decoded.icc, options, dst, mask_dst)
+    lap("encode")
+    return outcome
+
+
+def timed() -> tuple[Outcome, Callable[[str], None]]:
+    """A fresh outcome, and `lap(stage)`, which records the ms since the previous lap under `stage`."""
     outcome = Outcome()
     clock = time.perf_counter()
 
@@ -545,8 +586,14 @@ def remove_background(
         outcome.timings_ms[stage] = round((now - clock) * 1000, 2)
         clock = now
 
-    image, icc, outcome.note = decode(src, options.max_megapixels, options.large_images)
-    lap("decode")
+    return outcome, lap
+
+
+def matte(
+    image: Image.Image, session: onnxruntime.InferenceSession, spec: ModelSpec, options: Options,
+    lap: Callable[[str], None] = lambda stage: None,
+) -> Image.Image:
+    """The decoded image's framed RGBA cutout: model input, inference, mask, edges, cutout, framing."""
     tensor = preprocess(image, spec)
     lap("preprocess")
     raw = infer(session, tensor, spec)
@@ -554,9 +601,14 @@ def remove_background(
     mask = with_edges(postprocess(raw, image.size, spec), image, options.edges)
     rgba = framed(cutout(image, mask), options)
     lap("postprocess")
+    return rgba
+
+
+def write_result(
+    rgba: Image.Image, icc: bytes | None, options: Options, dst: Path | BinaryIO, mask_dst: Path | BinaryIO | None,
+) -> None:
+    """What `output` asks for: the cutout into `dst`; or the mask into `dst`; or both, the mask into `mask_dst`."""
     if options.output in ("mask", "both"):
         write_mask(rgba, mask_dst if options.output == "both" else dst, options)
     if options.output != "mask":
         encode(rgba, dst, icc, options)
-    lap("encode")
-    return outcome

@@ -1,0 +1,153 @@
+"""bgremover as a Python library: `remove(data)` and `Session(model)`.
+
+    from bgremover import remove, Session
+    cutout_png = remove(open("shoe.jpg", "rb").read())       # bytes in, PNG bytes out
+    session = Session("u2netp")                              # load the model once ...
+    cutouts = [remove(image, session=session) for image in images]  # ... and reuse it
+
+`remove` takes what rembg's `remove` takes and gives back the same kind: the
+bytes of an encoded image (any format bgremover reads) give encoded bytes in
+`format` (PNG unless told); a PIL.Image gives a PIL.Image (RGBA, or an "L"
+mask); a numpy array H×W×3 or H×W×4 of uint8 gives a numpy array (H×W×4, or
+H×W for a mask). With output="both" it returns the pair (cutout, mask), each
+of that same kind.
+
+Everything here runs in the calling process, by choice: a Session keeps its
+model loaded across calls, which is what a library is for. It therefore gives
+no isolation: an image that exhausts memory or crashes a native library takes
+the caller down with it. The daemon (`bgremover run`) is what gives isolation:
+it runs each image in a fresh process, and one bad image fails alone.
+
+The steps are the daemon's own (bgremover.imaging.matting: decode, model,
+mask, edges, cutout, framing, encode), and the options are validated by the
+settings' rules, so a call here and a job of the daemon with the same options
+give the same cutout.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from pydantic import ValidationError
+
+from bgremover.imaging import matting
+from bgremover.imaging.matting import BadInput, EncoderUnavailable, ModelError  # noqa: F401 - raised to callers
+from bgremover.settings import Settings, describe, load_settings
+
+DEFAULT_MODEL = "u2netp"
+# The options `remove` takes beyond its named ones: those a job ticket or the settings may set for an image.
+MORE_OPTIONS = tuple(name for name in matting.Options.TRAVELLING if name not in ("background", "edges", "crop"))
+
+
+class Session:
+    """One model, loaded once and reused by every `remove(..., session=...)` (rembg's new_session).
+
+    `model` is a name from the bundled manifest or the models folder (where
+    `bgremover models fetch` and `bgremover models import` put models); the
+    folder is `models_dir`, or else the one the settings name (flags aside:
+    BGREMOVER_MODELS_DIR or BGREMOVER_ROOT, the config file, the default).
+    `threads` is onnxruntime's thread count (None lets it choose).
+    """
+
+    def __init__(self, model: str = DEFAULT_MODEL, *, models_dir: str | Path | None = None,
+                 threads: int | None = None, providers: tuple[str, ...] = (matting.CPU,)) -> None:
+        folder = Path(models_dir) if models_dir is not None else load_settings().models_folder
+        self.model = model
+        self.spec = matting.find_model_spec(model, folder)
+        self.inference = matting.create_session(self.spec, threads, providers)
+
+    def __repr__(self) -> str:
+        return f"Session({self.model!r}, file={str(self.spec.path)!r})"
+
+
+def remove(data, *, model: str | None = None, output: str = "cutout", background: str = "transparent",
+           edges: str = "raw", crop: str = "none", format: str | None = None, session: Session | None = None,
+           **more):
+    """The background of `data` removed; see this module's docstring for what comes back.
+
+    `output` is "cutout", "mask" or "both"; `background` "transparent" or a
+    colour composited under the cutout ("white", "#ffeedd"; the result stays
+    RGBA, fully opaque); `edges` "raw", "clean" or "refine"; `crop` "none",
+    "subject" or "square"; `format` (bytes only) "png", "webp", "avif" or
+    "jpeg". Further keywords are the other per-image settings: margin, fill,
+    size, quality, png_compress_level, webp_method, avif_speed, max_megapixels,
+    large_images. Without `session`, the model (u2netp unless named) is loaded
+    for this one call.
+
+    Raises TypeError for input of another kind, ValueError for a bad option,
+    BadInput for data that is not a usable image, ModelError for a model
+    that cannot be loaded, EncoderUnavailable for a format this Pillow cannot write.
+    """
+    kind = _kind_of(data)
+    if format is not None and kind != "bytes":
+        raise ValueError(f"format applies only to bytes input; a {kind} input gives back the same kind, unencoded")
+    options = _options(output, background, edges, crop, format or "png", more)
+    session = _session_for(model, session)
+    decoded = _decoded(kind, data, options)
+    rgba = matting.matte(decoded.image, session.inference, session.spec, options)
+    if kind == "bytes":
+        return _encoded(rgba, decoded.icc, options)
+    cutout, mask = _cutout_image(rgba, options), rgba.getchannel("A")
+    chosen = {"cutout": cutout, "mask": mask, "both": (cutout, mask)}[options.output]
+    if kind == "array":
+        return tuple(np.array(one) for one in chosen) if options.output == "both" else np.array(chosen)
+    return chosen
+
+
+def _kind_of(data) -> str:
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return "bytes"
+    if isinstance(data, Image.Image):
+        return "image"
+    if isinstance(data, np.ndarray):
+        if data.dtype != np.uint8 or data.ndim != 3 or data.shape[2] not in (3, 4):
+            raise TypeError(f"a numpy image must be H×W×3 (RGB) or H×W×4 (RGBA) of uint8, "
+                            f"not shape {data.shape} of {data.dtype}")
+        return "array"
+    raise TypeError(f"remove takes the bytes of an image file, a PIL.Image or a numpy array, "
+                    f"not {type(data).__name__}")
+
+
+def _options(output: str, background: str, edges: str, crop: str, fmt: str, more: dict) -> matting.Options:
+    """The options, checked by the settings' own rules (and nothing read from the environment or a file)."""
+    unknown = sorted(set(more) - set(MORE_OPTIONS))
+    if unknown:
+        raise TypeError(f"remove() got unknown option {', '.join(unknown)} "
+                        f"(besides its named ones it takes: {', '.join(MORE_OPTIONS)})")
+    values = {"output": output, "background": background, "edges": edges, "crop": crop, "output_format": fmt, **more}
+    try:
+        settings = Settings.model_validate(values)  # validation alone: unlike Settings(...), reads no sources
+    except ValidationError as exc:
+        raise ValueError(describe(exc).replace("bad setting", "bad option")) from None
+    return matting.Options.from_settings(settings, fmt)
+
+
+def _session_for(model: str | None, session: Session | None) -> Session:
+    if session is None:
+        return Session(model or DEFAULT_MODEL)
+    if model is not None and model != session.model:
+        raise ValueError(f"model={model!r} was asked for, but the session holds {session.model!r}; pass one of them")
+    return session
+
+
+def _decoded(kind: str, data, options: matting.Options) -> matting.Decoded:
+    if kind == "bytes":
+        return matting.decode_bytes(bytes(data), options.max_megapixels, options.large_images)
+    image = data if kind == "image" else Image.fromarray(data)
+    return matting.decode_image(image, options.max_megapixels, options.large_images)
+
+
+def _encoded(rgba: Image.Image, icc: bytes | None, options: matting.Options) -> bytes | tuple[bytes, bytes]:
+    """The result as encoded bytes, written by the same step that writes the daemon's files."""
+    main, mask = io.BytesIO(), io.BytesIO()
+    matting.write_result(rgba, icc, options, main, mask)
+    return (main.getvalue(), mask.getvalue()) if options.output == "both" else main.getvalue()
+
+
+def _cutout_image(rgba: Image.Image, options: matting.Options) -> Image.Image:
+    if options.background == "transparent":
+        return rgba
+    return matting.on_background(rgba, options.background).convert("RGBA")

@@ -1,0 +1,201 @@
+"""The Python API: `from bgremover import remove, Session`, as rembg's remove and new_session.
+
+Each kind of input comes back as the same kind; the cutout is the one
+`bgremover remove` makes; options, bad input and the light `import bgremover`
+hold. Everything runs the real bundled u2netp on small images.
+"""
+
+from __future__ import annotations
+
+import io
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import bgremover
+from bgremover import Session, remove
+from bgremover.api import BadInput
+from tests.conftest import REPO
+from tests.support.cli import cli
+from tests.support.images import encoded, iou, photo, shape_on_texture
+from tests.support.models import folder  # noqa: F401 - a fixture: pytest finds it by name
+
+
+@pytest.fixture(scope="module")
+def session():
+    return Session("u2netp")
+
+
+@pytest.fixture(scope="module")
+def picture():
+    image, _truth = shape_on_texture((160, 120))
+    return image
+
+
+# ---------------------------------------------------------------- each kind comes back as itself
+
+
+def test_bytes_give_png_bytes_of_the_same_size(session):
+    result = remove(photo().read_bytes(), session=session)
+    assert isinstance(result, bytes)
+    decoded = Image.open(io.BytesIO(result))
+    assert (decoded.format, decoded.mode, decoded.size) == ("PNG", "RGBA", Image.open(photo()).size)
+
+
+def test_a_pil_image_gives_an_rgba_image_of_the_same_size_and_is_left_as_it_was(session, picture):
+    before = np.array(picture)
+    result = remove(picture, session=session)
+    assert isinstance(result, Image.Image)
+    assert (result.mode, result.size) == ("RGBA", picture.size)
+    assert np.array_equal(np.array(picture), before) and picture.mode == "RGB"
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+def test_a_numpy_array_gives_an_h_w_4_uint8_array(session, picture, channels):
+    pixels = np.array(picture.convert("RGBA" if channels == 4 else "RGB"))
+    result = remove(pixels, session=session)
+    assert isinstance(result, np.ndarray)
+    assert (result.shape, result.dtype) == ((120, 160, 4), np.uint8)
+    assert np.array_equal(result[..., :3], pixels[..., :3])  # straight alpha: the colours are untouched
+
+
+def test_the_three_kinds_give_the_same_cutout(session, picture):
+    from_image = np.array(remove(picture, session=session))
+    from_array = remove(np.array(picture), session=session)
+    from_bytes = np.array(Image.open(io.BytesIO(remove(encoded(picture, "PNG"), session=session))))
+    assert np.array_equal(from_image, from_array) and np.array_equal(from_image, from_bytes)
+
+
+def test_the_cutout_finds_the_subject(session):
+    image, truth = shape_on_texture((320, 240))
+    alpha = remove(np.array(image), session=session)[..., 3]
+    assert iou(alpha >= 128, truth) > 0.9
+
+
+# ---------------------------------------------------------------- the same pipeline as the command
+
+
+def test_the_alpha_is_the_one_bgremover_remove_writes(session, tmp_path):
+    out = tmp_path / "cli.png"
+    result = cli("remove", photo(), out, env={"BGREMOVER_ROOT": str(tmp_path / "root")})
+    assert result.returncode == 0, result.stderr
+    by_command = np.array(Image.open(out))[..., 3]
+    by_api = np.array(Image.open(io.BytesIO(remove(photo().read_bytes(), session=session))))[..., 3]
+    # Same steps; onnxruntime's thread count may differ between the two, which can move a level or so.
+    assert iou(by_api >= 128, by_command >= 128) >= 0.99
+    assert int(np.abs(by_api.astype(int) - by_command).max()) <= 2
+
+
+# ---------------------------------------------------------------- options
+
+
+def test_mask_gives_the_cutouts_alpha_as_a_grey_image(session, picture):
+    cutout = remove(picture, session=session)
+    mask = remove(picture, session=session, output="mask")
+    assert (mask.mode, mask.size) == ("L", picture.size)
+    assert np.array_equal(np.array(mask), np.array(cutout)[..., 3])
+    assert remove(np.array(picture), session=session, output="mask").shape == (120, 160)
+    assert Image.open(io.BytesIO(remove(encoded(picture, "PNG"), session=session, output="mask"))).mode == "L"
+
+
+def test_both_gives_the_cutout_and_the_mask_as_a_pair(session, picture):
+    cutout, mask = remove(picture, session=session, output="both")
+    assert (cutout.mode, mask.mode) == ("RGBA", "L")
+    cutout_png, mask_png = remove(encoded(picture, "PNG"), session=session, output="both")
+    assert Image.open(io.BytesIO(cutout_png)).mode == "RGBA" and Image.open(io.BytesIO(mask_png)).mode == "L"
+
+
+def test_a_background_colour_fills_what_the_cutout_made_transparent(session, picture):
+    alpha = np.array(remove(picture, session=session))[..., 3]
+    filled = np.array(remove(picture, session=session, background="#00ff00"))
+    assert filled.shape == (120, 160, 4) and (filled[..., 3] == 255).all()
+    assert (filled[alpha == 0][:, :3] == [0, 255, 0]).all()
+    jpeg = remove(encoded(picture, "PNG"), session=session, background="white", format="jpeg")
+    assert Image.open(io.BytesIO(jpeg)).format == "JPEG"
+
+
+def test_crop_and_edges_are_the_settings_options(session, picture):
+    cropped = remove(picture, session=session, crop="square", size=64)
+    assert cropped.size == (64, 64)
+    clean = remove(picture, session=session, edges="clean")
+    assert clean.size == picture.size
+
+
+def test_a_session_holds_a_model_from_a_models_folder(folder, picture):
+    redness = Session("redness", models_dir=folder)
+    assert remove(picture, session=redness).size == picture.size
+    with pytest.raises(ValueError, match=r"^model='u2netp' was asked for, but the session holds 'redness'"):
+        remove(picture, session=redness, model="u2netp")
+
+
+# ---------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(("call", "error", "says"), [
+    (lambda s: remove(b"not an image", session=s), BadInput, r"^the file is not an image Pillow can read$"),
+    (lambda s: remove(b"", session=s), BadInput, r"^the file is empty$"),
+    (lambda s: remove("photo.jpg", session=s), TypeError,
+     r"^remove takes the bytes of an image file, a PIL.Image or a numpy array, not str$"),
+    (lambda s: remove(np.zeros((4, 4, 3)), session=s), TypeError,
+     r"^a numpy image must be H×W×3 \(RGB\) or H×W×4 \(RGBA\) of uint8, not shape \(4, 4, 3\) of float64$"),
+    (lambda s: remove(b"x", session=s, edges="soft"), ValueError,
+     r"^bad option 'edges': Input should be 'raw', 'clean' or 'refine' \(got 'soft'\)$"),
+    (lambda s: remove(b"x", session=s, background="nope"), ValueError, r"^bad option 'background': .*\"transparent\""),
+    (lambda s: remove(b"x", session=s, format="jpeg"), ValueError, r"cannot keep transparency"),
+    (lambda s: remove(Image.new("RGB", (8, 8)), session=s, format="webp"), ValueError,
+     r"^format applies only to bytes input"),
+    (lambda s: remove(b"x", session=s, colour="red"), TypeError, r"^remove\(\) got unknown option colour"),
+])
+def test_bad_input_is_one_clear_exception(session, call, error, says):
+    with pytest.raises(error, match=says):
+        call(session)
+
+
+def test_an_unknown_model_names_the_known_ones(tmp_path):
+    with pytest.raises(bgremover.api.ModelError, match=r"model 'u2net' is in neither .*\(known: u2netp\)$"):
+        Session("u2net", models_dir=tmp_path)
+
+
+# ---------------------------------------------------------------- import bgremover stays light
+
+
+def test_importing_bgremover_loads_no_numpy_until_the_api_is_asked_for():
+    code = ("import sys, bgremover, bgremover.supervisor.loop; heavy = {'numpy', 'onnxruntime'}; "
+            "print(sorted(heavy & set(sys.modules))); from bgremover import remove, Session; "
+            "print(sorted(heavy & set(sys.modules)))")
+    lines = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                           check=True).stdout.splitlines()
+    assert lines == ["[]", "['numpy', 'onnxruntime']"]
+    with pytest.raises(AttributeError, match="module 'bgremover' has no attribute 'nothing'"):
+        bgremover.nothing  # noqa: B018
+
+
+# ---------------------------------------------------------------- what reusing a session saves (measured, not asserted)
+
+
+def test_a_reused_session_against_one_shot_calls():
+    pictures = [encoded(shape_on_texture((320, 240), seed=seed)[0], "PNG") for seed in range(20)]
+
+    def each(call) -> tuple[list[float], list[bytes]]:
+        times, results = [], []
+        for data in pictures:
+            started = time.perf_counter()
+            results.append(call(data))
+            times.append((time.perf_counter() - started) * 1000)
+        return times, results
+
+    started = time.perf_counter()
+    shared = Session("u2netp")
+    load_ms = (time.perf_counter() - started) * 1000
+    reused, from_shared = each(lambda data: remove(data, session=shared))
+    one_shot, from_fresh = each(remove)
+    print(f"\n20 images 320x240: Session loaded once ({load_ms:.0f} ms) then reused: "
+          f"total {load_ms + sum(reused):.0f} ms, median {statistics.median(reused):.1f} ms/image; "
+          f"20 one-shot calls: total {sum(one_shot):.0f} ms, median {statistics.median(one_shot):.1f} ms/image; "
+          f"one-shot/reused median {statistics.median(one_shot) / statistics.median(reused):.1f}x")
+    assert from_shared == from_fresh  # a session carries nothing from one image to the next
