@@ -5,6 +5,8 @@ Both are imported on first use, so importing bgremover, or any of its daemon
 modules, never loads numpy or onnxruntime: the supervisor stays small.
 """
 
+# The one place the version is written: the build reads it from here
+# (pyproject.toml's [tool.hatch.version]), and so does `bgremover --version`.
 __version__ = "0.1.0"
 
 _API = ("remove", "Session")

@@ -191,7 +191,12 @@ class Settings(BaseSettings):
 
 def usable_cores() -> int:
     """The cores this process may run on (a cgroup or taskset can allow fewer than the machine has)."""
-    return len(os.sched_getaffinity(0))
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    # macOS has no affinity call; Python 3.13's process_cpu_count also honours
+    # PYTHON_CPU_COUNT, and a count the OS cannot give counts as one.
+    count = getattr(os, "process_cpu_count", os.cpu_count)()
+    return count or 1
 
 
 def load_settings(config: Path | str | None = None, **overrides: Any) -> Settings:

@@ -105,16 +105,16 @@ def unit_lines() -> list[str]:
 
 @pytest.fixture
 def unit_copy(tmp_path) -> Path:
-    """The unit with ExecStart's /usr/local/bin/bgremover swapped for an executable that exists here."""
+    """The unit with ExecStart's /opt/bgremover/bin/bgremover swapped for an executable that exists here."""
     program = tmp_path / "bin" / "bgremover"
     program.parent.mkdir()
     program.write_text("#!/bin/sh\nexit 0\n")
     program.chmod(0o755)
     text = UNIT.read_text()
-    assert "ExecStart=/usr/local/bin/bgremover " in text
+    assert "ExecStart=/opt/bgremover/bin/bgremover " in text
     copy = tmp_path / "unit" / "bgremover.service"
     copy.parent.mkdir()
-    copy.write_text(text.replace("ExecStart=/usr/local/bin/bgremover ", f"ExecStart={program} "))
+    copy.write_text(text.replace("ExecStart=/opt/bgremover/bin/bgremover ", f"ExecStart={program} "))
     return copy
 
 
@@ -125,7 +125,7 @@ def unit_settings() -> dict[str, str]:
 
 def test_the_unit_runs_the_daemon_on_its_state_directory_with_the_hardening_the_contract_requires():
     lines, settings = unit_lines(), unit_settings()
-    assert settings["ExecStart"] == "/usr/local/bin/bgremover run --root /var/lib/bgremover"
+    assert settings["ExecStart"] == "/opt/bgremover/bin/bgremover run --root /var/lib/bgremover"
     assert settings.get("StateDirectory") == "bgremover", "the root must be the service's StateDirectory"
     assert settings.get("KillSignal", "SIGTERM") == "SIGTERM"
     for hardening in ("DynamicUser=yes", "NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=yes",

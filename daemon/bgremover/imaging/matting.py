@@ -10,6 +10,8 @@ from __future__ import annotations
 import io
 import math
 import re
+import shlex
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -464,10 +466,23 @@ def ensure_encoder(fmt: str) -> None:
         try:
             import pillow_avif  # noqa: F401  (registering the AVIF plugin is its import side effect)
         except ImportError:
-            raise EncoderUnavailable(
-                "this Pillow cannot write AVIF: upgrade to Pillow ≥ 11.3 built with libavif, "
-                "or install the optional plugin (pip install 'bgremover[avif]')"
-            ) from None
+            raise EncoderUnavailable(avif_unavailable()) from None
+
+
+AVIF_PLUGIN = "pillow-avif-plugin"  # what pyproject.toml's `avif` extra installs; it provides pillow_avif
+
+
+def avif_unavailable() -> str:
+    """Why AVIF cannot be written, with the command that adds the plugin to the environment running now.
+
+    The command names this interpreter, so it installs into the venv bgremover
+    runs from (/opt/bgremover under the shipped unit), wherever the reader's
+    shell finds `pip`; and it names the plugin itself, not the `avif` extra,
+    which only resolves where this bgremover is already installed.
+    """
+    install = f"{shlex.quote(sys.executable)} -m pip install {AVIF_PLUGIN}"
+    return ("this Pillow cannot write AVIF: upgrade to Pillow ≥ 11.3 built with libavif, "
+            f"or install the optional plugin ({install})")
 
 
 SUBJECT_ALPHA = 128  # a pixel at least half opaque belongs to the subject's box
