@@ -167,6 +167,8 @@ def run_all(settings: Settings, model: ModelSpec, planned: list[Planned], fmt: s
     """Each image in turn; returns how many failed."""
     bar = Progress(len(planned), sys.stderr, time.monotonic()) if sys.stderr.isatty() and planned else None
     failed = 0
+    if bar:
+        bar.draw(time.monotonic())
     with tempfile.TemporaryDirectory(prefix="bgremover-batch-") as work:
         try:
             for index, item in enumerate(planned):
