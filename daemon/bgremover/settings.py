@@ -7,6 +7,7 @@ Precedence, highest first: command-line flags (passed as init values), then
 
 from __future__ import annotations
 
+import difflib
 import os
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
@@ -20,7 +21,13 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+ENV_PREFIX = "BGREMOVER_"
 CONFIG_ENV = "BGREMOVER_CONFIG"
+# BGREMOVER_ variables that are not settings but mean something all the same: the
+# config file's, and those the on_session_complete hook is given (a hook may run
+# bgremover itself). BGREMOVER_TEST_* belong to the test suite's fake jobs.
+NOT_SETTINGS = frozenset({CONFIG_ENV, "BGREMOVER_ZIP", "BGREMOVER_STATUS", "BGREMOVER_SESSION"})
+RESERVED_PREFIXES = ("BGREMOVER_TEST_",)
 
 
 TRANSPARENT = "transparent"
@@ -31,7 +38,7 @@ class SettingsError(Exception):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="BGREMOVER_", extra="forbid", validate_default=True)
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", validate_default=True)
 
     root: Path = Path("./data")
     output_format: Literal["png", "webp", "avif", "jpeg"] = "png"
@@ -217,6 +224,27 @@ def load_settings(config: Path | str | None = None, **overrides: Any) -> Setting
         Settings._toml_file = None
     models_dir = settings.models_dir.expanduser().absolute() if settings.models_dir else None
     return settings.model_copy(update={"root": settings.root.expanduser().absolute(), "models_dir": models_dir})
+
+
+def unknown_variables(environ: dict[str, str] | os._Environ) -> list[tuple[str, str | None]]:
+    """Each BGREMOVER_ variable that names no setting, with the setting variable it most likely meant (or None).
+
+    The settings read the environment by name, whatever its case, so a typo
+    such as BGREMOVER_OUTPUT_FORMATT would otherwise be ignored without a word.
+    """
+    names = list(Settings.model_fields)
+    unknown = []
+    for variable in sorted(environ):
+        upper = variable.upper()
+        if not upper.startswith(ENV_PREFIX) or upper in NOT_SETTINGS or upper.startswith(RESERVED_PREFIXES):
+            continue
+        name = upper.removeprefix(ENV_PREFIX).lower()
+        if name in names:
+            continue
+        # Compared without the shared prefix, which would make every name look alike.
+        close = difflib.get_close_matches(name, names, n=1, cutoff=0.75)
+        unknown.append((variable, ENV_PREFIX + close[0].upper() if close else None))
+    return unknown
 
 
 def describe(exc: ValidationError) -> str:

@@ -24,6 +24,17 @@ def cli(*args: str | Path, env: dict[str, str] | None = None, cwd: Path = REPO,
     )
 
 
+def cli_piped(*args: str | Path, stdin: bytes, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`bgremover ARGS < FILE > OUT`: `stdin` piped in, stdout kept as bytes (an image), stderr as text."""
+    clean = {key: value for key, value in os.environ.items() if not key.startswith("BGREMOVER_")}
+    clean.update(PYTHONPATH=str(REPO), **(env or {}))
+    result = subprocess.run(
+        [sys.executable, "-m", "bgremover", *map(str, args)], check=False,
+        cwd=REPO, env=clean, input=stdin, capture_output=True, timeout=120,
+    )
+    return subprocess.CompletedProcess(result.args, result.returncode, result.stdout, result.stderr.decode())
+
+
 def one_error_line(result: subprocess.CompletedProcess) -> str:
     """The single `bgremover: ...` line a failed command prints, with no traceback."""
     assert "Traceback" not in result.stderr, result.stderr

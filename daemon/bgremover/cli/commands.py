@@ -7,15 +7,18 @@ work the same whether the daemon runs now or starts later.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import sqlite3
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 from bgremover import durable
 from bgremover.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, fail
+from bgremover.cli.flags import given
 from bgremover.settings import Settings
 from bgremover.queue.states import RETRYABLE
 from bgremover.queue.store import Store
@@ -122,40 +125,89 @@ def touch(path: Path) -> None:
 
 
 def remove(settings: Settings, args: argparse.Namespace) -> int:
+    """One image (INPUT OUTPUT, either may be -), or many (IN... -o OUTDIR, cli/batch.py)."""
+    if args.output_dir is not None:
+        from bgremover.cli import batch
+
+        return batch.remove_all(settings, [Path(path) for path in args.paths], args.output_dir, args.in_process)
+    if len(args.paths) != 2:
+        return fail("remove takes INPUT OUTPUT for one image, or IN... -o OUTDIR for many", EXIT_USAGE)
+    source, target = args.paths
+    if "-" in (source, target):
+        return remove_streamed(settings, source, target)
+    if given(args, "output_format"):
+        from bgremover.imaging.formats import format_for_path
+
+        with contextlib.suppress(ValueError):  # an unknown extension is refused below, as always
+            if format_for_path(target) != settings.output_format:
+                return fail(f"-f {settings.output_format} and OUTPUT {target} name different formats: "
+                            "OUTPUT's extension picks the format of one image", EXIT_USAGE)
+    return remove_one(settings, Path(source), Path(target))
+
+
+def remove_streamed(settings: Settings, source: str, target: str) -> int:
+    """`remove - -` and the like: the image from stdin, or the cutout to stdout (a PNG unless -f says otherwise)."""
+    from bgremover.cli.batch import output_format
+    from bgremover.imaging.formats import FORMAT_EXTENSIONS
+
+    if target == "-" and settings.output == "both":
+        return fail("output both writes two files, which stdout cannot hold: give OUTPUT a file name", EXIT_USAGE)
+    with tempfile.TemporaryDirectory(prefix="bgremover-") as folder:
+        src = Path(source) if source != "-" else Path(folder) / "stdin"
+        if source == "-":
+            src.write_bytes(sys.stdin.buffer.read())
+        dst = Path(target) if target != "-" else Path(folder) / f"stdout{FORMAT_EXTENSIONS[output_format(settings)]}"
+        code = remove_one(settings, src, dst, shown="stdin" if source == "-" else None, announce=target != "-")
+        if code != EXIT_OK or target != "-":
+            return code
+        try:
+            sys.stdout.buffer.write(dst.read_bytes())
+            sys.stdout.buffer.flush()
+        except BrokenPipeError:  # the reader has gone: nothing more to say to it
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return EXIT_FAILED
+    return EXIT_OK
+
+
+def remove_one(settings: Settings, source: Path, output: Path, shown: str | None = None, announce: bool = True) -> int:
+    """One image in this process; OUTPUT's extension picks the format. `shown` names the input in messages."""
     from bgremover.imaging import matting
     from bgremover.outbox import zips as outbox
 
+    shown = shown or str(source)
     try:
-        fmt = matting.format_for_path(args.output)
+        fmt = matting.format_for_path(output)
         matting.ensure_encoder(fmt)
         model = matting.find_model_spec(settings.model, settings.models_folder)
     except (ValueError, matting.ModelError, matting.EncoderUnavailable) as exc:
         return fail(str(exc), EXIT_USAGE)
     # Written beside OUTPUT and renamed last: OUTPUT is never a half-written image, even after a power cut.
-    temp = durable.temp_path(args.output)
+    temp = durable.temp_path(output)
     options = matting.Options.from_settings(settings, fmt)
-    mask = args.output.with_name(outbox.mask_member(args.output.name)) if options.output == "both" else None
+    mask = output.with_name(outbox.mask_member(output.name)) if options.output == "both" else None
     mask_temp = durable.temp_path(mask) if mask else None
     try:
         session = matting.create_session(model, settings.threads, settings.providers)
-        outcome = matting.remove_background(args.input, temp, session, model, options, mask_temp)
+        outcome = matting.remove_background(source, temp, session, model, options, mask_temp)
         if mask:
             durable.publish(mask_temp, mask)
-            print(f"wrote {mask}")
-        durable.publish(temp, args.output)
+            if announce:
+                print(f"wrote {mask}")
+        durable.publish(temp, output)
         if outcome.note:
-            print(f"bgremover: {args.input}: {outcome.note}", file=sys.stderr)
+            print(f"bgremover: {shown}: {outcome.note}", file=sys.stderr)
     except matting.BadInput as exc:
-        return fail(f"{args.input}: {exc}", EXIT_FAILED)
+        return fail(f"{shown}: {exc}", EXIT_FAILED)
     except (matting.ModelError, matting.EncoderUnavailable) as exc:
         return fail(str(exc), EXIT_USAGE)
     except OSError as exc:
-        return fail(f"{exc.filename or args.input}: {exc.strerror or exc}", EXIT_FAILED)
+        return fail(f"{exc.filename or shown}: {exc.strerror or exc}", EXIT_FAILED)
     finally:
         temp.unlink(missing_ok=True)
         if mask_temp:
             mask_temp.unlink(missing_ok=True)
-    print(f"wrote {args.output}")
+    if announce:
+        print(f"wrote {output}")
     return EXIT_OK
 
 

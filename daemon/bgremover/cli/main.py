@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from bgremover import __version__
 from bgremover import logs
 from bgremover.cli.common import EXIT_USAGE, fail
+from bgremover.cli.flags import add_setting_flags, flag_settings
 from bgremover.imaging.formats import FORMAT_EXTENSIONS
-from bgremover.settings import SettingsError, load_settings
+from bgremover.settings import SettingsError, load_settings, unknown_variables
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,7 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"bgremover {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands.add_parser("run", parents=[common], help="run the daemon in the foreground")
+    run = commands.add_parser("run", parents=[common], help="run the daemon in the foreground")
+    add_setting_flags(run)
     status = commands.add_parser("status", parents=[common], help="show progress: bars, counts, rate, ETA and failures")
     status.add_argument("session", nargs="?", help="show every item of this session")
     status.add_argument("--follow", "-f", action="store_true", help="redraw every --interval seconds until Ctrl-C")
@@ -34,11 +37,21 @@ def build_parser() -> argparse.ArgumentParser:
     retry.add_argument("name", nargs="?", help="one item's name; all failed and cancelled items when left out")
     cancel = commands.add_parser("cancel", parents=[common], help="cancel a session")
     cancel.add_argument("session")
-    remove = commands.add_parser("remove", parents=[common], help="remove the background of one image, once")
-    remove.add_argument("input", type=Path)
-    remove.add_argument("output", type=Path, help="its extension picks the format: .png, .webp, .avif or .jpg")
+    remove = commands.add_parser(
+        "remove", parents=[common], help="remove the background of one image, or of many, once, without the daemon",
+        usage="bgremover remove [options] INPUT OUTPUT | IN... -o OUTDIR | - -")
+    remove.add_argument("paths", nargs="+", metavar="PATH",
+                        help="INPUT OUTPUT: one image, OUTPUT's extension picking the format (- for stdin or "
+                             "stdout, a PNG unless -f says otherwise); with -o: the images and folders to cut out")
+    remove.add_argument("-o", "--output-dir", type=Path, metavar="OUTDIR",
+                        help="cut out every image given or found under the folders given into OUTDIR, their "
+                             "relative paths kept")
+    remove.add_argument("--in-process", action="store_true",
+                        help="with -o: run every image in this one process instead of a fresh process each")
+    add_setting_flags(remove)
     bench = commands.add_parser("bench", parents=[common], help="measure where the time goes, model to ZIP")
     add_bench_arguments(bench)
+    add_setting_flags(bench, spelled_otherwise={"--format", "--model"})
     models = commands.add_parser("models", parents=[common], help="list, fetch, import or remove models")
     actions = models.add_subparsers(dest="action", required=True, metavar="ACTION")
     actions.add_parser("list", parents=[common], help="the models bgremover knows: installed or not, size, licence")
@@ -67,14 +80,14 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
                         help="size of the generated images (default 2000x1500; 320x240 with --soak)")
     parser.add_argument("--count", type=positive_argument, metavar="N",
                         help="how many images (default 40; with --images, all of them)")
-    parser.add_argument("--format", choices=sorted(FORMAT_EXTENSIONS),
+    parser.add_argument("-f", "--format", choices=sorted(FORMAT_EXTENSIONS),
                         help="output format (default: the output_format setting)")
     parser.add_argument("--json", action="store_true", help="print the results as one JSON document")
     parser.add_argument("--soak", type=positive_argument, metavar="N",
                         help="push N small images through the daemon and watch the supervisor's memory")
     parser.add_argument("--options", action="store_true",
                         help="measure each output option (background, crop, output, edges) instead")
-    parser.add_argument("--model", metavar="NAME",
+    parser.add_argument("-m", "--model", metavar="NAME",
                         help="compare model NAME with the bundled u2netp: time per image and mask agreement")
     parser.add_argument("--keep", type=Path, metavar="DIR", help="work in DIR and keep it for inspection")
 
@@ -102,13 +115,24 @@ def seconds_argument(text: str) -> float:
     return seconds
 
 
+def warn_of_unknown_variables() -> None:
+    """A BGREMOVER_ variable that names no setting is most likely a typo: say so, instead of ignoring it unseen."""
+    import structlog
+
+    log = structlog.get_logger()
+    for variable, close in unknown_variables(os.environ):
+        log.warning("unknown_environment_variable", variable=variable, **({"did_you_mean": close} if close else {}),
+                    note="not a setting; ignored")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        settings = load_settings(args.config, root=args.root)
+        settings = load_settings(args.config, root=args.root, **flag_settings(args))
     except SettingsError as exc:
         return fail(str(exc), EXIT_USAGE)
     logs.configure(settings.log_format, settings.log_level)
+    warn_of_unknown_variables()
     from bgremover.cli import commands  # after logging is set up; keeps `--help` fast
 
     command = getattr(commands, args.command)
