@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import enum
+import json
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -128,6 +129,15 @@ class JobSpec:
         if args.kind == "both" and args.mask is None:
             parser.error("--kind both needs --mask")
         return cls(**vars(args))
+
+
+def read_report(path: Path) -> dict:
+    """The job's REPORT (its error sentence, a note, the stage timings); {} when it wrote none (killed, or crashed first)."""
+    try:
+        report = json.loads(path.read_text("utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return report if isinstance(report, dict) else {}
 
 
 class _Parser(argparse.ArgumentParser):

@@ -13,11 +13,9 @@ from __future__ import annotations
 import contextlib
 import importlib
 import io
-import json
 import signal
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from bgremover.contract import ExitCode, JobSpec
 from bgremover.runners import runner_class
@@ -167,11 +165,3 @@ def failure(ended: Ended, spec: JobSpec, report: dict, settings: Settings) -> st
         return f"the job was killed by {signal.Signals(-code).name}{hint}"
     return f"the job crashed with exit code {code}"
 
-
-def read_report(path: Path) -> dict:
-    """The job's report; {} when it wrote none (a job killed, or one that crashed first)."""
-    try:
-        report = json.loads(path.read_text("utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return report if isinstance(report, dict) else {}

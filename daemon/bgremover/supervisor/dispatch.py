@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import os
 import signal
 import time
@@ -23,7 +22,7 @@ from typing import NamedTuple
 
 import structlog
 
-from bgremover.contract import SETTING_OPTIONS, TICKET_OPTIONS, ExitCode, JobSpec
+from bgremover.contract import SETTING_OPTIONS, TICKET_OPTIONS, ExitCode, JobSpec, read_report
 from bgremover.imaging.formats import FORMAT_EXTENSIONS
 from bgremover.models.manifest import ModelError, ModelSpec
 from bgremover.queue.spool import Spool
@@ -237,14 +236,6 @@ def verdict(job: RunningJob, result: Path, report: dict, limits: Settings) -> Ve
         return Verdict(Status.FAILED, f"the job was killed by {signal.Signals(-code).name}{hint}", "killed")
     detail = f": {report['error']}" if report.get("error") else ""
     return Verdict(Status.FAILED, f"the job crashed with exit code {code}{detail}", "crashed")
-
-
-def read_report(path: Path) -> dict:
-    try:
-        report = json.loads(path.read_text("utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return report if isinstance(report, dict) else {}
 
 
 def tail(path: Path, size: int = STDERR_TAIL_BYTES) -> str:
