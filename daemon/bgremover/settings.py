@@ -70,8 +70,12 @@ class Settings(BaseSettings):
     model: str = "u2netp"
     models_dir: Path | None = None
     keep_originals: bool = True
-    # Speed. `threads` is onnxruntime's intra-op thread count and the PNG
-    # encoder's; one per usable core measured fastest (see README, Performance).
+    # Speed. `job_slots` is how many jobs run at once, each a fresh process with
+    # its own timeout and memory cap: a whole number, or "auto" (supervisor/slots.py
+    # chooses from the cores and the memory). `threads` is onnxruntime's intra-op
+    # thread count per job and the PNG encoder's; left unset, the daemon gives each
+    # job its share of the usable cores (cores / slots), the in-process tools all of them.
+    job_slots: int | Literal["auto"] = 1
     threads: int = Field(default_factory=lambda: usable_cores(), ge=1, le=1024)
     providers: Annotated[tuple[str, ...], NoDecode] = ("CPUExecutionProvider",)
     png_compress_level: int = Field(1, ge=0, le=9, description="zlib level; 1 is fast, 6 is ~25% smaller and ~4x slower")
@@ -105,6 +109,21 @@ class Settings(BaseSettings):
         if value not in RUNNERS:
             raise ValueError(f"must be one of {', '.join(sorted(RUNNERS))}")
         return value
+
+    @field_validator("job_slots", mode="before")
+    @classmethod
+    def _slots(cls, value: Any) -> Any:
+        text = str(value).strip().lower()
+        if text == "auto":
+            return "auto"
+        if isinstance(value, bool) or not text.isdigit() or int(text) < 1:
+            raise ValueError('must be a whole number of at least 1, or "auto"')
+        return int(text)
+
+    @property
+    def threads_given(self) -> bool:
+        """Whether `threads` was set (flag, variable or file) rather than left to its default."""
+        return "threads" in self.model_fields_set
 
     @field_validator("background")
     @classmethod

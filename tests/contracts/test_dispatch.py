@@ -67,9 +67,16 @@ def loose_session(daemon: Supervisor) -> str:
     return next(s.name for s in daemon.store.sessions() if s.source is None)
 
 
+def the_job(daemon: Supervisor):
+    """The one job running (these tests use one job slot), or None."""
+    running = daemon.dispatch.running
+    assert len(running) <= 1, f"{len(running)} jobs run in one slot"
+    return running[0] if running else None
+
+
 def job_ends(daemon: Supervisor, returncode: int, now: float, result: bool = False, report: dict | None = None) -> None:
     """The running job ends: it may leave its result and its report first, as a real job would."""
-    job = daemon.dispatch.job
+    job = the_job(daemon)
     if result:
         job.handle.spec.output.write_bytes(b"a cutout")
     if report is not None:
@@ -88,13 +95,13 @@ def test_the_oldest_queued_item_starts_first_across_sessions_and_only_one_at_a_t
     daemon.dispatch.start_next(T0)
     daemon.dispatch.start_next(T0 + 1)  # one job runs: nothing else starts
     assert len(daemon.runner.submitted) == 1
-    assert daemon.dispatch.job.item.name == "a.jpg" and status_of(daemon, loose, "a.jpg")[0] is Status.PROCESSING
+    assert the_job(daemon).item.name == "a.jpg" and status_of(daemon, loose, "a.jpg")[0] is Status.PROCESSING
     job_ends(daemon, ExitCode.DONE, T0 + 2, result=True)
     daemon.dispatch.start_next(T0 + 2)
-    assert daemon.dispatch.job.item.name == "b.jpg"
+    assert the_job(daemon).item.name == "b.jpg"
     job_ends(daemon, ExitCode.DONE, T0 + 3, result=True)
     daemon.dispatch.start_next(T0 + 3)
-    assert daemon.dispatch.job.item.name == "c.jpg"
+    assert the_job(daemon).item.name == "c.jpg"
     assert len(daemon.runner.submitted) == 3
 
 
@@ -110,17 +117,17 @@ def test_the_job_spec_carries_the_sessions_options_and_survives_the_trip_through
 
 def test_with_nothing_queued_the_runner_is_told_it_is_idle(daemon):
     daemon.dispatch.start_next(T0)
-    assert daemon.runner.idles == 1 and daemon.runner.submitted == [] and daemon.dispatch.job is None
+    assert daemon.runner.idles == 1 and daemon.runner.submitted == [] and the_job(daemon) is None
 
 
 def test_while_the_runner_cannot_start_a_job_the_item_stays_queued(daemon):
     drop(daemon, "a.jpg")
     daemon.runner.available = False
     daemon.dispatch.start_next(T0)
-    assert daemon.dispatch.job is None and status_of(daemon, loose_session(daemon), "a.jpg")[0] is Status.QUEUED
+    assert the_job(daemon) is None and status_of(daemon, loose_session(daemon), "a.jpg")[0] is Status.QUEUED
     daemon.runner.available = True
     daemon.dispatch.start_next(T0 + 5)
-    assert daemon.dispatch.job.item.name == "a.jpg"
+    assert the_job(daemon).item.name == "a.jpg"
 
 
 def test_a_job_that_never_started_puts_its_item_back_in_the_queue(daemon):
@@ -128,7 +135,7 @@ def test_a_job_that_never_started_puts_its_item_back_in_the_queue(daemon):
     daemon.runner.lose_next = True
     with capture_logs() as logs:
         daemon.dispatch.start_next(T0)
-    assert daemon.dispatch.job is None and status_of(daemon, loose_session(daemon), "a.jpg")[0] is Status.QUEUED
+    assert the_job(daemon) is None and status_of(daemon, loose_session(daemon), "a.jpg")[0] is Status.QUEUED
     assert [e["event"] for e in logs if e["event"] == "job_process_lost"] == ["job_process_lost"]
 
 
@@ -151,14 +158,14 @@ def test_the_items_next_status_follows_the_jobs_exit(daemon, returncode, result,
     drop(daemon, "a.jpg")
     daemon.dispatch.start_next(T0)
     job_ends(daemon, returncode, T0 + 1, result=result, report=report)
-    assert daemon.dispatch.job is None
+    assert the_job(daemon) is None
     assert status_of(daemon, loose_session(daemon), "a.jpg") == (status, error)
 
 
 def test_a_job_past_its_deadline_is_stopped_with_the_grace_then_failed_for_its_time(daemon):
     drop(daemon, "a.jpg")
     daemon.dispatch.start_next(T0)
-    pid = daemon.dispatch.job.handle.pid
+    pid = the_job(daemon).handle.pid
     daemon.dispatch.enforce_limits(T0 + TIMEOUT - 0.01)
     assert daemon.runner.stops == []
     daemon.dispatch.enforce_limits(T0 + TIMEOUT)
@@ -172,7 +179,7 @@ def test_a_job_past_its_deadline_is_stopped_with_the_grace_then_failed_for_its_t
 def test_a_job_over_its_memory_limit_is_killed_at_once_and_failed_for_it(daemon):
     drop(daemon, "a.jpg")
     daemon.dispatch.start_next(T0)
-    pid = daemon.dispatch.job.handle.pid
+    pid = the_job(daemon).handle.pid
     daemon.runner.memory_kb[pid] = LIMIT_MB * 1024
     daemon.dispatch.enforce_limits(T0 + 1)
     assert daemon.runner.stops == [], "at the limit is not over it"
@@ -188,7 +195,7 @@ def test_cancel_stops_the_running_job_and_cancels_what_is_queued(daemon):
     drop(daemon, "a.jpg", "b.jpg", folder="shoot")
     drop(daemon, "other.jpg")
     daemon.dispatch.start_next(T0)
-    pid = daemon.dispatch.job.handle.pid
+    pid = the_job(daemon).handle.pid
     (daemon.settings.cancel_dir / "shoot").touch()
     daemon.markers.read_markers(T0 + 1)
     assert daemon.runner.stops == [(pid, GRACE)]
@@ -196,13 +203,13 @@ def test_cancel_stops_the_running_job_and_cancels_what_is_queued(daemon):
     job_ends(daemon, -15, T0 + 2)
     assert status_of(daemon, "shoot", "a.jpg") == (Status.CANCELLED, "cancelled while processing")
     daemon.dispatch.start_next(T0 + 2)
-    assert daemon.dispatch.job.item.name == "other.jpg", "another session's item is not cancelled"
+    assert the_job(daemon).item.name == "other.jpg", "another session's item is not cancelled"
 
 
 def test_an_orderly_stop_puts_the_running_item_back_in_the_queue(daemon):
     drop(daemon, "a.jpg")
     daemon.dispatch.start_next(T0)
-    daemon.dispatch.stop_job("shutdown", grace=GRACE, now=T0 + 1)
+    daemon.dispatch.stop_all("shutdown", grace=GRACE, now=T0 + 1)
     job_ends(daemon, -15, T0 + 2)
     assert status_of(daemon, loose_session(daemon), "a.jpg") == (Status.QUEUED, None)
 
@@ -220,7 +227,7 @@ def test_a_done_session_is_zipped_and_completed_and_a_failed_item_is_retried_by_
     daemon.markers.read_markers(T0 + 3)
     assert daemon.store.session("shoot").state is SessionState.PROCESSING
     daemon.dispatch.start_next(T0 + 3)
-    assert daemon.dispatch.job.item.name == "b.jpg" and daemon.dispatch.job.item.attempts == 2
+    assert the_job(daemon).item.name == "b.jpg" and the_job(daemon).item.attempts == 2
 
 
 # ---------------------------------------------------------------- recovery
@@ -230,7 +237,7 @@ def test_recovery_requeues_what_a_killed_life_was_running_and_asks_the_runner_to
     first = make_daemon(tmp_path / "root")
     drop(first, "a.jpg")
     first.dispatch.start_next(T0)
-    pid = first.dispatch.job.handle.pid
+    pid = the_job(first).handle.pid
     first.store.close()  # kill -9: nothing else of the first life runs
     settings = first.settings
     second = Supervisor(settings, load_model_spec(settings.model, verify=False))
@@ -243,7 +250,7 @@ def test_recovery_requeues_what_a_killed_life_was_running_and_asks_the_runner_to
         assert [e["pid"] for e in logs if e["event"] == "leftover_job_killed"] == [pid]
         assert status_of(second, loose_session(second), "a.jpg") == (Status.QUEUED, None)
         second.dispatch.start_next(T0)
-        assert second.dispatch.job.item.attempts == 2
+        assert the_job(second).item.attempts == 2
     finally:
         second.store.close()
 

@@ -298,10 +298,11 @@ def the_spool_keeps_only_results_still_to_zip(world: World, settings: Settings) 
     assert not left, f"state/results keeps files nobody will read: {left}"
 
 
-def at_most_one_job_runs(world: World, job_item: int | None) -> None:
-    """One job at a time, and an item is processing exactly while its job runs."""
+def at_most_job_slots_jobs_run(world: World, job_items: list[int], slots: int) -> None:
+    """At most job_slots jobs at a time, and an item is processing exactly while its job runs."""
     processing = [item.id for item in world.items if item.status is Status.PROCESSING]
-    assert processing == ([job_item] if job_item is not None else []), f"processing {processing}, job {job_item}"
+    assert len(job_items) <= slots, f"{len(job_items)} jobs run in {slots} slots"
+    assert processing == sorted(job_items), f"processing {processing}, jobs {job_items}"
 
 
 def sessions_stay_within_their_size(world: World, settings: Settings) -> None:
@@ -344,9 +345,10 @@ def verdict_promised(stop_reason: str | None, exit_code: int, wrote_cutout: bool
 class QueueMachine(RuleBasedStateMachine):
     """One daemon's root through many lives; every rule is something that happens to a real daemon."""
 
-    def __init__(self, keep_originals: bool) -> None:
+    def __init__(self, keep_originals: bool, slots: int = 1) -> None:
         super().__init__()
         self.keep_originals = keep_originals
+        self.slots = slots
         self.root = Path(tempfile.mkdtemp(prefix="bgremover-queue-"))
         self.logs = structlog.testing.capture_logs()  # quiet, and faster than rendering every line
         self.logs.__enter__()
@@ -367,6 +369,7 @@ class QueueMachine(RuleBasedStateMachine):
         self.settings = load_settings(
             None, root=self.root, keep_originals=self.keep_originals, max_session_items=max_session_items,
             session_idle_seconds=3600, stable_seconds=0, job_module="tests.support.fakejob", threads=1, runner=fakerunner.NAME,
+            job_slots=self.slots,
         )
         self.model = load_model_spec(self.settings.model, verify=False)
         self.daemon = self.start_daemon()
@@ -415,14 +418,20 @@ class QueueMachine(RuleBasedStateMachine):
             spool.result(item, ext).write_bytes(self.cutouts[item.id])
             spool.report(item).write_text(json.dumps({"timings_ms": {"total": 1}}))
 
-    def job_exits(self, exit_code: int, wrote_cutout: bool) -> None:
-        """The job ends; reap() concludes it (its exit code stands in for what wait4 would report)."""
-        job = self.daemon.dispatch.job
+    def running(self) -> list:
+        return self.daemon.dispatch.running if self.daemon is not None else []
+
+    def job_exits(self, exit_code: int, wrote_cutout: bool, which: int = 0) -> None:
+        """One running job ends; reap() concludes it (its exit code stands in for what wait4 would report)."""
+        running = self.running()
+        job = running[which % len(running)]
         promised = verdict_promised(job.stop_reason, exit_code, wrote_cutout)
         self.job_writes(job.item, wrote_cutout)
         self.daemon.runner.end(job.handle, exit_code)
         if self.survives(lambda: self.daemon.dispatch.reap(time.monotonic())):
-            assert self.daemon.dispatch.job is None, "reap() did not conclude the job that exited"
+            assert job.item.id not in self.daemon.dispatch.jobs, "reap() did not conclude the job that exited"
+            assert [other.item.id for other in self.running()] == [other.item.id for other in running if other is not job], \
+                "reap() concluded a job that had not exited"
             assert self.daemon.store.item(job.item.id).status is promised, "the verdict broke its promise"
 
     def last_event(self) -> int:
@@ -459,14 +468,17 @@ class QueueMachine(RuleBasedStateMachine):
         names = [session.name for session in self.daemon.store.sessions()] + [UNKNOWN_SESSION]
         name = data.draw(st.sampled_from(names), label="session")
         queued = {item.id for item in self.daemon.store.items(name, Status.QUEUED)}
-        job, since, others = self.daemon.dispatch.job, self.last_event(), self.markers_left()
+        running, since, others = self.running(), self.last_event(), self.markers_left()
         (self.settings.cancel_dir / name).touch()
         if not self.survives(lambda: self.daemon.markers.read_markers(time.monotonic())) or others:
             return
         cancelled = {item for item, src, dst in self.moves_since(since) if (src, dst) == ("queued", "cancelled")}
         assert cancelled == queued, "the cancel marker left queued items, or cancelled others"
-        if job is not None and job.item.session == name:
-            assert job.stop_reason is not None, "the cancel marker did not stop its session's running job"
+        for job in running:
+            if job.item.session == name:
+                assert job.stop_reason is not None, "the cancel marker did not stop its session's running job"
+            elif job.stop_reason is None:
+                assert self.daemon.store.item(job.item.id).status is Status.PROCESSING, "another session's job stopped"
         session = self.daemon.store.session(name)
         assert session is None or session.state is not SessionState.OPEN, "a cancelled session still takes files"
 
@@ -502,36 +514,36 @@ class QueueMachine(RuleBasedStateMachine):
 
     @rule()
     def the_loop_starts_the_next_job(self) -> None:
-        """One job at a time, first in first out across sessions."""
-        running, oldest = self.daemon.dispatch.job, self.daemon.store.next_queued()
+        """Up to job_slots jobs at a time, first in first out across sessions: free slots take the oldest items."""
+        running = [job.item.id for job in self.running()]
+        queued = [item.id for item in sorted(self.daemon.store.items(None, Status.QUEUED), key=lambda item: item.id)]
         if not self.survives(lambda: self.daemon.dispatch.start_next(time.monotonic())):
             return
-        if running is not None or oldest is None:
-            assert self.daemon.dispatch.job is running, "a job started while another ran, or with nothing queued"
-        else:
-            assert self.daemon.dispatch.job is not None, f"the oldest queued item {oldest.id} did not start"
-            assert self.daemon.dispatch.job.item.id == oldest.id, "a job started out of order"
+        started = [job.item.id for job in self.running()][len(running):]
+        assert [job.item.id for job in self.running()][:len(running)] == running, "a running job went missing"
+        assert started == queued[:max(0, self.slots - len(running))], (
+            f"slots {self.slots}, running {running}, queued {queued}: started {started}, not the oldest that fit")
 
-    @precondition(lambda self: self.daemon is not None and self.daemon.dispatch.job is not None)
-    @rule()
-    def the_job_succeeds(self) -> None:
-        self.job_exits(0, wrote_cutout=True)
+    @precondition(lambda self: self.running())
+    @rule(which=st.integers(0, 2))
+    def the_job_succeeds(self, which: int = 0) -> None:
+        self.job_exits(0, wrote_cutout=True, which=which)
 
-    @precondition(lambda self: self.daemon is not None and self.daemon.dispatch.job is not None)
-    @rule(exit_code=st.sampled_from(EXIT_CODES), wrote_cutout=st.booleans())
-    def the_job_exits(self, exit_code: int, wrote_cutout: bool) -> None:
-        """Any exit: a crash after writing part of a cutout, a clean exit without one, a signal."""
-        self.job_exits(exit_code, wrote_cutout)
+    @precondition(lambda self: self.running())
+    @rule(exit_code=st.sampled_from(EXIT_CODES), wrote_cutout=st.booleans(), which=st.integers(0, 2))
+    def the_job_exits(self, exit_code: int, wrote_cutout: bool, which: int = 0) -> None:
+        """Any exit of any running job: a crash after writing part of a cutout, a clean exit without one, a signal."""
+        self.job_exits(exit_code, wrote_cutout, which)
 
     @rule()
     def the_loop_runs_its_upkeep(self) -> None:
         """One pass of tick()'s steps, in its order, after the watcher has seen the whole inbox.
 
-        reap() is left out while the job runs: its exit is a rule of its own.
+        reap() is left out while jobs run: each one's exit is a rule of its own.
         """
         self.daemon.intake.rescan()
         for name in UPKEEP:
-            if name == "reap" and self.daemon.dispatch.job is not None:
+            if name == "reap" and self.running():
                 continue
             if not self.survives(lambda name=name: self.daemon.steps[name](time.monotonic())):
                 return
@@ -555,9 +567,10 @@ class QueueMachine(RuleBasedStateMachine):
 
     @rule(exit_code=st.sampled_from(EXIT_CODES), wrote_cutout=st.booleans())
     def the_daemon_is_stopped_and_started_again(self, exit_code: int, wrote_cutout: bool) -> None:
-        """SIGTERM: drain() stops the job in flight, whose item goes back to queued; then a new life."""
-        if self.daemon.dispatch.job is not None:
-            self.daemon.dispatch.stop_job("shutdown", grace=self.settings.kill_grace_seconds, now=time.monotonic())
+        """SIGTERM: drain() stops every job in flight, whose items go back to queued; then a new life."""
+        if self.running():
+            self.daemon.dispatch.stop_all("shutdown", grace=self.settings.kill_grace_seconds, now=time.monotonic())
+        while self.running():  # a kill while one is concluded starts a new life, which runs none
             self.job_exits(exit_code, wrote_cutout)
         self.daemon.store.close()
         self.daemon = self.start_daemon()
@@ -582,7 +595,7 @@ class QueueMachine(RuleBasedStateMachine):
         every_original_is_in_exactly_one_place(world, self.settings)
         status_files_equal_the_database(world)
         zips_hold_exactly_the_cutouts_of_done_items(world, self.cutouts)
-        at_most_one_job_runs(world, self.daemon.dispatch.job.item.id if self.daemon.dispatch.job else None)
+        at_most_job_slots_jobs_run(world, [job.item.id for job in self.running()], self.slots)
         sessions_stay_within_their_size(world, self.settings)
         no_dropped_file_is_lost_or_taken_twice(world, self.drops)
         originals_are_the_dropped_bytes(world, self.drops, self.daemon.spool)
@@ -606,9 +619,10 @@ class QueueMachine(RuleBasedStateMachine):
             claimed.add(drop.item)
 
 
+@pytest.mark.parametrize("slots", [1, 2, 3], ids=["1-slot", "2-slots", "3-slots"])
 @pytest.mark.parametrize("keep_originals", [True, False], ids=["originals-kept", "originals-deleted"])
-def test_the_queue_keeps_its_promises_after_any_sequence_of_events(keep_originals):
-    run_state_machine_as_test(lambda: QueueMachine(keep_originals), settings=EXAMPLES)
+def test_the_queue_keeps_its_promises_after_any_sequence_of_events(keep_originals, slots):
+    run_state_machine_as_test(lambda: QueueMachine(keep_originals, slots), settings=EXAMPLES)
 
 
 # -- sequences the machine found, replayed step by step -----------------------------------

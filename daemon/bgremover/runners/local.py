@@ -2,9 +2,9 @@
 
 The supervisor starts the fork server once (forkserver.py). Each job runs in a
 *standby*: a process forked in advance, prepared for one model, that waits
-holding no image until it is handed exactly one job. While one job runs, the
-next standby is already being prepared, so its start-up overlaps the job
-instead of following it.
+holding no image until it is handed exactly one job. There is one standby per
+job slot: when a job is handed to one, its replacement starts preparing at
+once, so a process's start-up overlaps the running jobs instead of following them.
 
 A standby is re-parented to the daemon (a child subreaper), so the daemon
 reaps it with wait4 like any child and learns its exit status and its peak
@@ -49,7 +49,11 @@ class LocalRunner(JobRunner):
         self.settings = settings
         self.wake = wake  # puts a note on the loop's wake-ups: a job has exited
         self.forkserver: ForkServer | None = None
-        self.standby: Standby | None = None
+        # One standby per job slot, each already preparing: however many slots
+        # free at once, none waits for a process to start.
+        self.standbys: list[Standby] = []
+        self.standbys_wanted = max(1, int(settings.job_slots))
+        self.chosen: Standby | None = None  # the standby can_start picked for the next submit
         self.spawn_retry_at = 0.0
         self.jobs: dict[int, LocalJob] = {}  # by pid
         self.strays = ProcessGroups()  # finished jobs' and dismissed standbys' groups, still to reap
@@ -64,12 +68,14 @@ class LocalRunner(JobRunner):
         })  # fmt: skip
         try:
             self.forkserver.start()
-            self.standby = self.forkserver.spawn(model)
-            ready = self.standby.wait_ready(READY_TIMEOUT_SECONDS)
+            first = self.forkserver.spawn(model)
+            self.standbys.append(first)
+            ready = first.wait_ready(READY_TIMEOUT_SECONDS)
         except ForkServerError as exc:
             raise RunnerError(str(exc)) from None
         if ready.get("error"):
             raise RunnerError(ready["error"])
+        self.fill(time.monotonic(), model)  # the other slots' standbys prepare while intake starts
         runs_on = {key: ready[key] for key in ("providers", "intra_op_threads", "onnxruntime") if key in ready}
         return {**runs_on, "threads": settings.threads, "first_session_ms": ready.get("prepare_ms")}
 
@@ -78,35 +84,53 @@ class LocalRunner(JobRunner):
     def can_start(self, now: float, model: dict) -> bool:
         if now < self.spawn_retry_at:
             return False
-        self.standby = self.standby_for(now, model)
-        return self.standby is not None
+        self.chosen = self.standby_for(now, model)
+        return self.chosen is not None
 
     def standby_for(self, now: float, model: dict) -> Standby | None:
-        """The standby prepared for `model`, or a new one; None (and a pause) if the fork server fails."""
-        standby, self.standby = self.standby, None
-        alive = standby is not None and standby.alive()
-        if alive and standby.request == model:
-            return standby
-        if alive:  # prepared for another session's model: a session for this one costs what a new process does
+        """A live standby prepared for `model`, or a new one; None (and a pause) if the fork server fails."""
+        self.drop_dead()
+        matching = [standby for standby in self.standbys if standby.request == model]
+        if matching:
+            return matching[0]
+        # Prepared for another session's model: the next items most likely share this
+        # one's, so a session for a new model costs what a new process does.
+        for standby in self.standbys:
             standby.dismiss()
             self.strays.add(standby.pid)
             log.debug("job_process_replaced", pid=standby.pid, model=model["model"])
-        elif standby is not None:  # it died waiting (killed from outside): replace it before claiming an item
+        self.standbys = []
+        return self.spawn(now, model)
+
+    def drop_dead(self) -> None:
+        """Standbys killed from outside while they waited are replaced before any item is claimed."""
+        for standby in [standby for standby in self.standbys if not standby.alive()]:
             standby.dismiss()
+            self.standbys.remove(standby)
             log.warning("job_process_lost", pid=standby.pid, when="waiting for a job")
+
+    def spawn(self, now: float, model: dict) -> Standby | None:
         try:
             if not self.forkserver.alive():
                 log.warning("forkserver_restarting")
                 self.forkserver.close()
                 self.forkserver.start()
-            return self.forkserver.spawn(model)
+            standby = self.forkserver.spawn(model)
         except ForkServerError as exc:
             self.spawn_retry_at = now + SPAWN_RETRY_SECONDS
             log.error("job_process_unavailable", error=str(exc), retry_in_s=SPAWN_RETRY_SECONDS)
             return None
+        self.standbys.append(standby)
+        return standby
+
+    def fill(self, now: float, model: dict) -> None:
+        """Standbys for `model` up to one per slot."""
+        while len(self.standbys) < self.standbys_wanted and self.spawn(now, model) is not None:
+            pass
 
     def submit(self, spec: JobSpec, now: float) -> JobHandle:
-        standby, self.standby = self.standby, None
+        standby, self.chosen = self.chosen, None
+        self.standbys.remove(standby)
         ready = standby.poll_ready()  # before the job: had its start-up finished while the last job ran?
         try:
             standby.assign(spec.argv(), str(spec.log))
@@ -117,10 +141,10 @@ class LocalRunner(JobRunner):
             raise JobNotStarted(str(exc), standby.pid) from None
         job = self.jobs[standby.pid] = LocalJob(standby)
         threading.Thread(target=self.watch_exit, args=(job,), name=f"job-{standby.pid}", daemon=True).start()
-        # The next item's process starts now, while this one runs: its start-up
-        # overlaps this job's single-threaded stages instead of following them.
-        # The next item most likely belongs to the same session, so the same model.
-        self.standby = self.standby_for(now, standby.request)
+        # Its replacement starts now, while this one runs: its start-up overlaps
+        # the jobs' single-threaded stages instead of following them. The next
+        # item most likely belongs to the same session, so the same model.
+        self.fill(now, standby.request)
         details = {"start_ms": ready.get("start_ms"), "session_ms": ready.get("prepare_ms")} if ready else {}
         return JobHandle(spec, standby.pid, {"ready_in_advance": ready is not None, **details})
 
@@ -179,8 +203,9 @@ class LocalRunner(JobRunner):
         self.strays.reap()
 
     def idle(self, now: float) -> None:
-        if self.standby is not None and not self.standby.warmed:
-            self.standby.warm()  # nothing to do: a good moment for its first run
+        for standby in self.standbys:
+            if not standby.warmed:
+                standby.warm()  # nothing to do: a good moment for its first run
 
     @staticmethod
     def signal(group: int, sig: int) -> None:
@@ -203,11 +228,11 @@ class LocalRunner(JobRunner):
         return True
 
     def close(self) -> None:
-        """The unused standby and the fork server go, and nothing of ours is left unreaped."""
-        if self.standby is not None:
-            self.standby.dismiss()  # it exits on end-of-file
-            self.strays.add(self.standby.pid)
-            self.standby = None
+        """The unused standbys and the fork server go, and nothing of ours is left unreaped."""
+        for standby in self.standbys:
+            standby.dismiss()  # it exits on end-of-file
+            self.strays.add(standby.pid)
+        self.standbys = []
         if self.forkserver is not None:
             self.forkserver.close()
         self.strays.settle()

@@ -1,8 +1,10 @@
 """Jobs: which item runs next, when a job must stop, and what its end means for the item.
 
 Every decision about a job is made here, and only here: items start oldest
-first, one at a time (the design's backpressure); a job past its deadline or
-over its memory limit is stopped; and the item's next status is `verdict()`,
+first, at most `job_slots` at a time (the design's backpressure: a bound on the
+work in flight, however long the queue), and a slot that frees starts the next
+item on the same pass; a job past its deadline or over its memory limit is
+stopped; and the item's next status is `verdict()`,
 a function of what was asked of the job, its exit and its result file. How a
 job is started, watched, stopped and measured is the runner's business
 (runners/), behind the JobRunner interface.
@@ -32,6 +34,7 @@ from bgremover.runners.api import JobHandle, JobNotStarted, JobRunner
 from bgremover.service.metrics import Metrics
 from bgremover.settings import Settings
 from bgremover.supervisor.items import ItemMoves
+from bgremover.supervisor.slots import Slots
 
 log = structlog.get_logger()
 
@@ -47,6 +50,7 @@ class RunningJob:
     stop_reason: str | None = None  # why we are stopping it: timeout, memory, cancel, shutdown
     peak_rss_kb: int = 0
     returncode: int | None = None
+    slot: int = 0  # which of the job slots it holds, from 0
 
 
 class Dispatch:
@@ -62,36 +66,50 @@ class Dispatch:
         self.refusals = self.publisher.refusals
         self.metrics = metrics
         self.stopping = stopping
-        self.job: RunningJob | None = None
+        self.jobs: dict[int, RunningJob] = {}  # by item id, in the order they started
+        self.slots = Slots(settings.job_slots, time.monotonic())
+        self.memory_warned = False  # the jobs' memory together passed slots x limit; said once per crossing
+
+    @property
+    def running(self) -> list[RunningJob]:
+        return list(self.jobs.values())
 
     # -- starting -------------------------------------------------------------------
 
     def start_next(self, now: float) -> None:
-        if self.job is not None or self.stopping():
-            return
+        """Fill every free slot with the oldest queued items, until none is free or nothing can start."""
+        while not self.stopping() and self.slots.in_use < self.slots.count and self.start_one(now):
+            pass
+
+    def start_one(self, now: float) -> bool:
+        """Claim the oldest queued item and start its job; False when nothing more can start on this pass."""
         queued = self.store.next_queued()
         if queued is None:
-            self.runner.idle(now)
-            return
+            if not self.jobs:
+                self.runner.idle(now)
+            return False
         session = self.store.session(queued.session)  # one read serves the model, the refusal and the job
         try:
             model = self.options.model_of(session)
         except ModelError as exc:  # its model was removed, or its file damaged, since the session opened
             self.moves.finish(self.moves.move(queued, Status.PROCESSING, "claimed"), Status.FAILED, str(exc))
-            return
+            return True
         if not self.runner.can_start(now, variant_request(model)):
-            return  # the item stays queued; we try again on a later pass
+            return False  # the item stays queued; we try again on a later pass
         item = self.moves.move(queued, Status.PROCESSING, "claimed")  # QUEUED -> PROCESSING
         original = self.spool.original(item)
         if original is None:
             self.moves.finish(item, Status.FAILED, "the original file is missing from the daemon's store")
-            return
+            return True
         if session.error:  # its folder's job ticket is invalid: no guessing what it meant
             self.moves.finish(item, Status.FAILED, session.error)
-            return
-        self.job = self.launch(self.job_spec(item, original, session, model), item, model, now)
-        if self.job is not None:
-            self.publisher.publish(item.session)
+            return True
+        job = self.launch(self.job_spec(item, original, session, model), item, model, now)
+        if job is None:
+            return False  # its process was lost: the item is queued again, and a later pass tries anew
+        self.jobs[item.id] = job
+        self.publisher.publish(item.session)
+        return True
 
     def job_spec(self, item: Item, original: Path, session: Session, model: ModelSpec) -> JobSpec:
         options = self.options.options_for(session.ticket)
@@ -117,52 +135,66 @@ class Dispatch:
                 self.store.set_job_pid(item.id, handle.pid)
             except Exception as exc:  # noqa: BLE001 - the job runs already; only a restart's clean-up needs the pid
                 log.warning("job_pid_not_recorded", session=item.session, item=item.name, error=str(exc))
+        slot = self.slots.take(now)
         log.info("job_started", session=item.session, item=item.name, model=model.name, pid=handle.pid,
-                 attempt=item.attempts, **handle.details)
-        return RunningJob(item, handle, now, now + self.settings.job_timeout_seconds)
+                 attempt=item.attempts, slot=slot, jobs_running=self.slots.in_use, **handle.details)
+        return RunningJob(item, handle, now, now + self.settings.job_timeout_seconds, slot=slot)
 
     # -- limits and stops -----------------------------------------------------------
 
     def enforce_limits(self, now: float) -> None:
-        job = self.job
-        if job is None:
-            return
-        job.peak_rss_kb = max(job.peak_rss_kb, self.runner.peak_rss_kb(job.handle))
-        if job.stop_reason is None and job.peak_rss_kb > self.settings.job_memory_limit_mb * 1024:
-            self.stop_job("memory", grace=0, now=now)
-        elif job.stop_reason is None and now >= job.deadline:
-            self.stop_job("timeout", grace=self.settings.kill_grace_seconds, now=now)
+        limit_kb = self.settings.job_memory_limit_mb * 1024
+        for job in self.running:
+            job.peak_rss_kb = max(job.peak_rss_kb, self.runner.peak_rss_kb(job.handle))
+            if job.stop_reason is None and job.peak_rss_kb > limit_kb:
+                self.stop_job(job, "memory", grace=0, now=now)
+            elif job.stop_reason is None and now >= job.deadline:
+                self.stop_job(job, "timeout", grace=self.settings.kill_grace_seconds, now=now)
+        self.watch_memory_sum(limit_kb)
 
-    def stop_job(self, reason: str, grace: float, now: float) -> None:
-        job = self.job
-        if job is None or job.stop_reason is not None:
+    def watch_memory_sum(self, limit_kb: int) -> None:
+        """Each job is capped on its own; their sum past slots x limit is said in the log, never left to the OOM killer."""
+        total_kb = sum(job.peak_rss_kb for job in self.jobs.values() if job.returncode is None)
+        over = total_kb > self.slots.count * limit_kb
+        if over and not self.memory_warned:
+            log.warning("jobs_memory_high", jobs_running=len(self.jobs), peak_rss_mb_sum=round(total_kb / 1024),
+                        limit_mb=self.slots.count * self.settings.job_memory_limit_mb,
+                        note="the running jobs together passed job_slots x job_memory_limit_mb")
+        self.memory_warned = over
+
+    def stop_job(self, job: RunningJob, reason: str, grace: float, now: float) -> None:
+        if job.stop_reason is not None:
             return
         job.stop_reason = reason
         self.runner.stop(job.handle, grace, now)
         log.info("job_stopping", session=job.item.session, item=job.item.name, pid=job.handle.pid, reason=reason)
 
+    def stop_all(self, reason: str, grace: float, now: float) -> None:
+        for job in self.running:
+            self.stop_job(job, reason, grace, now)
+
     def cancel_jobs_of(self, session: str) -> None:
-        if self.job and self.job.item.session == session:
-            self.stop_job("cancel", grace=self.settings.kill_grace_seconds, now=time.monotonic())
+        for job in self.running:
+            if job.item.session == session:
+                self.stop_job(job, "cancel", grace=self.settings.kill_grace_seconds, now=time.monotonic())
 
     # -- the end of a job -----------------------------------------------------------
 
     def reap(self, now: float) -> None:
-        job = self.job
-        if job is None:
-            return
-        if job.returncode is None:
-            ended = self.runner.poll(job.handle)
-            if ended is None:
-                return
-            job.returncode = ended.returncode
-            job.peak_rss_kb = max(job.peak_rss_kb, ended.peak_rss_kb)
-        if not self.refusals.state.due(now):
-            return  # its outcome is recorded once the state folder takes writes again
-        # A refused write raises here before anything changed: the job stays, and
-        # the next pass concludes it again with the same files.
-        self.conclude(job, now)
-        self.job = None
+        for job in self.running:
+            if job.returncode is None:
+                ended = self.runner.poll(job.handle)
+                if ended is None:
+                    continue
+                job.returncode = ended.returncode
+                job.peak_rss_kb = max(job.peak_rss_kb, ended.peak_rss_kb)
+            if not self.refusals.state.due(now):
+                continue  # its outcome is recorded once the state folder takes writes again
+            # A refused write raises here before anything changed: the job stays, and
+            # the next pass concludes it again with the same files.
+            self.conclude(job, now)
+            del self.jobs[job.item.id]
+            self.slots.release(job.slot, now)
 
     def conclude(self, job: RunningJob, now: float) -> None:
         item, code = job.item, job.returncode

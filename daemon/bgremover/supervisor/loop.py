@@ -1,10 +1,10 @@
-"""The supervisor: one loop that takes files, runs one job at a time and closes sessions.
+"""The supervisor: one loop that takes files, runs up to `job_slots` jobs at once and closes sessions.
 
 Everything that decides happens on the main thread, in this loop and the parts
 it calls (taking, markers, dispatch, sessions, publishing, recovery, hooks). The
 watcher thread, the runner's exit watch and the signal handlers only put a
 note on `wakeups`; the loop wakes at least once a second (four times a second
-while a job runs, and when a watched file is due) and runs the same upkeep
+while jobs run, and when a watched file is due) and runs the same upkeep
 steps every time. How a job runs is the runner's business (runners/); the
 loop alone decides each item's terminal state.
 """
@@ -38,6 +38,7 @@ from bgremover.supervisor.options import SessionOptions
 from bgremover.supervisor.publishing import Publisher
 from bgremover.supervisor.recovery import Recovery
 from bgremover.supervisor.refusals import Refusals
+from bgremover.supervisor import slots
 from bgremover.supervisor.sessions import Sessions
 from bgremover.supervisor.taking import Taking
 
@@ -63,6 +64,9 @@ class Supervisor:
             wake=lambda: self.wakeups.put("intake"),
             also_watch=[settings.retry_dir, settings.cancel_dir],
         )
+        # job_slots and threads as this machine gives them, before anything reads them (the runner first).
+        settings, self.slot_choice, self.slot_warning = slots.resolve(settings)
+        self.settings = settings
         self.runner: JobRunner = runner_class(settings.runner)(settings, lambda: self.wakeups.put("job"))
         self.stopping = False
         self.next_rescan = 0.0
@@ -125,7 +129,7 @@ class Supervisor:
 
     def tick(self) -> None:
         state = self.refusals.state
-        timeout = 0.25 if self.dispatch.job else 1.0
+        timeout = 0.25 if self.dispatch.jobs else 1.0
         # While the state folder refuses writes no file is taken, so a due file must not wake the loop.
         due = self.intake.seconds_until_due(time.monotonic()) if state.due(time.monotonic()) else None
         self.wait_for_wakeup(timeout if due is None else min(timeout, due + 0.01))
@@ -176,6 +180,10 @@ class Supervisor:
         set-up stops the daemon at once instead of failing every item.
         """
         self.lock_fd = lock_root(self.settings.root, self.settings.state_dir)  # before anything else runs
+        log.info("job_slots_chosen", slots=self.slot_choice.slots, threads_per_job=self.slot_choice.threads,
+                 reason=self.slot_choice.reason)
+        if self.slot_warning:
+            log.warning("job_slots_memory", warning=self.slot_warning)
         runs_on = self.runner.start(variant_request(self.model))
         self.open_folders()
         self.recovery.recover()
@@ -183,7 +191,8 @@ class Supervisor:
         self.intake.rescan()
         self.intake.start()
         log.info("daemon_ready", root=str(self.settings.root), inbox=str(self.settings.inbox),
-                 model=self.model.name, format=self.settings.output_format, **runs_on)
+                 model=self.model.name, format=self.settings.output_format, job_slots=self.settings.job_slots,
+                 **runs_on)
 
     def open_folders(self) -> None:
         settings = self.settings
@@ -202,15 +211,15 @@ class Supervisor:
             self.intake.rescan()
 
     def drain(self) -> None:
-        """An orderly stop: the job in flight is stopped and its item goes back to queued."""
+        """An orderly stop: every job in flight is stopped and its item goes back to queued."""
         dispatch = self.dispatch
-        if dispatch.job is None:
+        if not dispatch.jobs:
             return
         grace = self.settings.kill_grace_seconds
-        dispatch.stop_job("shutdown", grace=grace, now=time.monotonic())
+        dispatch.stop_all("shutdown", grace=grace, now=time.monotonic())
         deadline = time.monotonic() + grace + 2
-        while dispatch.job is not None and time.monotonic() < deadline:
-            self.runner.wait(dispatch.job.handle, 0.05)
+        while dispatch.jobs and time.monotonic() < deadline:
+            self.runner.wait(dispatch.running[0].handle, 0.05)
             now = time.monotonic()
             dispatch.enforce_limits(now)
             self.runner.upkeep(now)
