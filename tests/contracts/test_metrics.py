@@ -260,7 +260,7 @@ def test_metrics_keep_the_supervisor_free_of_numpy_and_onnxruntime():
 
 
 def test_the_bench_daemon_neither_takes_the_metrics_port_nor_overwrites_the_textfile(tmp_path, monkeypatch):
-    from bgremover.bench.main import daemon_environment
+    from bgremover.bench.daemon import daemon_environment
 
     monkeypatch.setenv("BGREMOVER_METRICS_PORT", "9101")
     settings = load_settings(root=tmp_path, metrics_textfile=tmp_path / "bgremover.prom")
