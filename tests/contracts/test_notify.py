@@ -181,6 +181,7 @@ def store(tmp_path):
 def test_the_status_line_says_done_of_total_failed_and_queued(store):
     fill(store, "catalog", done=37, failed=2, processing=1, queued=60, state=SessionState.PROCESSING)
     assert progress_summary(store) == "catalog 37/100, 2 failed, 60 queued"
+    assert progress_summary(store, job_slots=3) == "catalog 37/100, 2 failed, 60 queued, 1/3 jobs running"
     fill(store, "shoes", queued=80)
     assert progress_summary(store) == "catalog 37/100, 2 failed; shoes 0/80, 140 queued"
 

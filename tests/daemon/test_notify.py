@@ -40,7 +40,7 @@ def test_the_daemon_reports_ready_progress_and_pings_and_a_watchdog_notices_when
         manager.wait_for(lambda m: m == "STATUS=idle, 1 session complete", timeout=30, what="the session complete")
         assert all(STATUS_LINE.fullmatch(s) for s in manager.statuses()), manager.statuses()
         working = [s for s in manager.statuses() if s.startswith("catalog ")]
-        assert any(re.fullmatch(r"catalog [01]/3, [12] queued", s) for s in working), working
+        assert any(re.fullmatch(r"catalog [01]/3, [12] queued, 1/1 jobs running", s) for s in working), working
 
         manager.listen(WATCHDOG_SECONDS)  # idle: the loop wakes least often
         pings = manager.pings()

@@ -42,7 +42,7 @@ def assert_text_shows_progress(text: subprocess.CompletedProcess, root: Path, pi
     """Part way through `live` (7 items: 1 failed, at least 2 done, some left), as `status` prints it."""
     assert text.returncode == 0, text.stderr
     lines = text.stdout.splitlines()
-    assert re.fullmatch(rf"daemon: running \(pid {pid}\); \d+ queued, [01] processing;"
+    assert re.fullmatch(rf"daemon: running \(pid {pid}, 1 job slot\); \d+ queued, [01] processing;"
                         r" rate [\d.]+/(s|min), ETA \d+(m\d\d)?s", lines[0]), lines[0]
     live = session_line(text.stdout, "live")
     finished = int(live["finished"])
@@ -58,7 +58,7 @@ def assert_text_shows_progress(text: subprocess.CompletedProcess, root: Path, pi
 
 def assert_json_shows_progress(doc: dict, pid: int) -> None:
     """The same moment as `status --json` gives it to a script."""
-    assert doc["daemon"] == {"running": True, "pid": pid}
+    assert doc["daemon"] == {"running": True, "pid": pid, "job_slots": 1}
     (session,) = doc["sessions"]
     assert session["name"] == "live" and session["total"] == 7 and sum(session["counts"].values()) == 7
     assert session["finished"] == 7 - session["counts"]["queued"] - session["counts"]["processing"]
@@ -115,7 +115,7 @@ def test_after_the_daemon_stopped_status_reads_the_same_database_and_promises_no
         in text.stdout.splitlines()
 
     doc = status_json(root)
-    assert doc["daemon"] == {"running": False, "pid": None} and doc["processing"] == 0 and doc["eta_s"] is None
+    assert doc["daemon"] == {"running": False, "pid": None, "job_slots": None} and doc["processing"] == 0 and doc["eta_s"] is None
     assert as_the_database_fixes(doc) == sessions_in_database(root)
     assert doc["queued"] == doc["sessions"][0]["counts"]["queued"] > 0
 

@@ -16,12 +16,20 @@ from pathlib import Path
 
 import pytest
 
+from bgremover.queue.states import Status
 from bgremover.queue.store import Store
 from tests.support.harness import Daemon, drop, wait_for
 
 ITEM_FIELDS = {"name", "status", "output", "mask", "error", "note", "attempts", "retry_marker"}
 SESSION_FIELDS = {"session", "state", "format", "model", "created_at", "updated_at", "total", "counts", "zip", "error",
                   "ticket", "items"}
+
+
+@pytest.fixture(autouse=True, params=[1, 2, 3], ids=["1-slot", "2-slots", "3-slots"])
+def job_slots(request, monkeypatch) -> int:
+    """The whole contract holds however many jobs run at once: every test runs with 1, 2 and 3 job slots."""
+    monkeypatch.setenv("BGREMOVER_JOB_SLOTS", str(request.param))
+    return request.param
 
 
 @pytest.fixture
@@ -147,17 +155,25 @@ def test_a_marker_that_names_no_item_is_removed_with_a_log_line(root):
         assert daemon.events("cancel_marker_ignored")[0]["session"] == "nosuch"
 
 
-def test_cancel_stops_the_job_in_flight_cancels_the_queue_and_keeps_what_is_done(root):
+def sleepers(count: int) -> list[str]:
+    """Names for one sleeping job per slot: with every slot busy, the next item waits in the queue."""
+    return ["2.jpg"] + [f"2-{n}.jpg" for n in range(2, count + 1)]
+
+
+def test_cancel_stops_the_job_in_flight_cancels_the_queue_and_keeps_what_is_done(root, job_slots):
     with Daemon(root, session_idle_seconds=30) as daemon:
         drop(root / "inbox", "shoot/1.jpg", "ok")
         wait_for(lambda: (s := daemon.status("shoot")) and s["counts"]["done"] == 1, what="first done")
-        drop(root / "inbox", "shoot/2.jpg", "sleep")
+        for name in sleepers(job_slots):
+            drop(root / "inbox", f"shoot/{name}", "sleep")
+        for name in sleepers(job_slots):
+            job_pid(daemon, name)
         drop(root / "inbox", "shoot/3.jpg", "ok")
-        job_pid(daemon, "2.jpg")
-        wait_for(lambda: daemon.status("shoot")["total"] == 3, what="third queued")
+        wait_for(lambda: daemon.status("shoot")["total"] == 2 + job_slots, what="the last one queued")
         (root / "cancel" / "shoot").touch()
         status = daemon.wait_complete("shoot", 20)
-        assert {i["name"]: i["status"] for i in status["items"]} == {"1.jpg": "done", "2.jpg": "cancelled", "3.jpg": "cancelled"}
+        assert {i["name"]: i["status"] for i in status["items"]} == {
+            "1.jpg": "done", **dict.fromkeys(sleepers(job_slots), "cancelled"), "3.jpg": "cancelled"}
         assert set(daemon.zip_members("shoot")) == {"1.png"}
         assert not (root / "cancel" / "shoot").exists()
 
@@ -217,17 +233,33 @@ def test_a_stop_signal_ends_the_daemon_within_ten_seconds_and_requeues_the_item_
     assert (item["status"], item["error"]) == ("queued", None)
 
 
+def runs_a_job_of_the_past(pid: int, daemon: Daemon) -> bool:
+    """Whether `pid` is still a job process, and not one of this life's (a child of its daemon)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return stat[0] not in ("Z", "X") and b"bgremover.runners.forkserver" in cmdline and int(stat[1]) != daemon.process.pid
+
+
 def test_a_daemon_killed_mid_session_finishes_every_item_exactly_once(root):
     daemon = Daemon(root).start()
     for n in range(6):
         drop(root / "inbox", f"crash/{n}.jpg", "sleep 0.3" if n != 2 else "sleep 30")
     job_pid(daemon, "2.jpg")
     daemon.kill()  # kill -9: no clean-up of any kind
-    # The job it left behind runs on in its own process group until the next life kills it.
+    store = Store(root / "state" / "bgremover.sqlite3", readonly=True)
+    in_flight = sorted(item.name for item in store.items(None, Status.PROCESSING))
+    store.close()
+    assert "2.jpg" in in_flight
+    # The jobs it left behind run on in their own process groups until the next life kills them.
+    first_life = [e["pid"] for e in daemon.events("job_started")]
     restarted = Daemon(root).start()
     try:
-        leftover = restarted.events("leftover_job_killed")
-        assert [e["item"] for e in leftover] == ["2.jpg"]
+        leftover = {e["item"] for e in restarted.events("leftover_job_killed")}
+        assert "2.jpg" in leftover and leftover <= set(in_flight)  # a short job may have ended on its own
+        assert [pid for pid in first_life if runs_a_job_of_the_past(pid, restarted)] == []
         # The interrupted item runs first in the new life and would sleep again: end it.
         os.kill(job_pid(restarted, "2.jpg", attempt=2), signal.SIGKILL)
         status = restarted.wait_complete("crash")
@@ -263,15 +295,17 @@ def test_temporary_names_and_foreign_files_stay_in_the_inbox(root):
         assert len(warnings) == 1
 
 
-def test_new_files_and_markers_are_handled_while_a_job_runs(root):
+def test_new_files_and_markers_are_handled_while_a_job_runs(root, job_slots):
     with Daemon(root, session_idle_seconds=30) as daemon:
-        drop(root / "inbox", "busy/long.jpg", "sleep")
-        job_pid(daemon, "long.jpg")
+        for name in sleepers(job_slots):
+            drop(root / "inbox", f"busy/{name}", "sleep")
+        for name in sleepers(job_slots):
+            job_pid(daemon, name)
         drop(root / "inbox", "busy/next.jpg")
-        wait_for(lambda: daemon.status("busy")["total"] == 2, 10, what="the new file queued during the job")
+        wait_for(lambda: daemon.status("busy")["total"] == job_slots + 1, 10, what="the new file queued during the jobs")
         (root / "cancel" / "busy").touch()
         status = daemon.wait_complete("busy", 15)
-        assert status["counts"]["cancelled"] == 2
+        assert status["counts"]["cancelled"] == job_slots + 1
 
 
 def test_marker_folders_come_back_if_someone_removes_them(root):

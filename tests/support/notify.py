@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-STATUS_LINE = re.compile(r"idle, \d+ sessions? complete|(\S+ \d+/\d+(, \d+ failed)?; )*\S+ \d+/\d+(, \d+ failed)?, \d+ queued")
+STATUS_LINE = re.compile(r"idle, \d+ sessions? complete|"
+                         r"(\S+ \d+/\d+(, \d+ failed)?; )*\S+ \d+/\d+(, \d+ failed)?, \d+ queued(, \d+/\d+ jobs running)?")
 
 
 class ServiceManager:

@@ -342,7 +342,23 @@ def daemon_section(runner: RunningDaemon, watch: Watch, fmt: str, finished: list
         "job_duration_ms": median_of(e.get("duration_ms") for e in finished),
         # None: this daemon does not log its jobs' stage timings.
         "job_stages": stage_medians(timings) if timings else None,
+        "in_job_ms": median_of(sum(stages.values()) for stages in timings),
+        "isolation_overhead_ms": median_of(isolation_overheads_ms(finished)),
     }
+
+
+def isolation_overheads_ms(finished: list[dict]) -> list[float]:
+    """Per job: its wall time, hand-over to reaping, less the time its stages account for.
+
+    What a fresh process per image costs on top of the same work in one
+    process, measured under the same load as the job itself.
+    """
+    found = []
+    for event in finished:
+        timings, duration = event.get("timings_ms"), event.get("duration_ms")
+        if isinstance(timings, dict) and timings and isinstance(duration, (int, float)):
+            found.append(max(0.0, duration - sum(value for value in timings.values() if isinstance(value, (int, float)))))
+    return found
 
 
 def isolation_section(started: list[dict]) -> dict:

@@ -44,6 +44,7 @@ from bgremover.runners import forkserver
 from bgremover.imaging import matting
 from bgremover.bench import models as modelbench
 from bgremover.bench import options as optionbench
+from bgremover.bench import slots as slotbench
 from bgremover.cli.common import EXIT_FAILED, EXIT_OK, fail
 from bgremover.intake.watcher import is_image_name, is_temporary_name
 from bgremover.settings import Settings, usable_cores
@@ -84,6 +85,8 @@ def main(settings: Settings, args: argparse.Namespace, *, soak_step: int = SOAK_
             document = per_option(settings, args, workdir)
         elif args.model:
             document = per_model(settings, args, workdir)
+        elif args.slots:
+            document = per_slot_count(settings, args, workdir)
         else:
             document = bench(settings, args, workdir)
     except EXPECTED_FAILURES as exc:
@@ -130,6 +133,29 @@ def bench(settings: Settings, args: argparse.Namespace, workdir: Path) -> dict:
     document["machine"].update(ready_fields(ready))
     document["ratios"] = ratios(document["in_process"], document["daemon"])
     return reorder(document)
+
+
+def per_slot_count(settings: Settings, args: argparse.Namespace, workdir: Path) -> dict:
+    """The in-process loop, then the daemon at each of --slots on the same images (bench/slots.py)."""
+    fmt = args.format or settings.output_format
+    matting.ensure_encoder(fmt)
+    corpus = bench_corpus(args, workdir / "corpus")
+    spec, session = open_model(settings)
+    options = matting.Options.from_settings(settings, fmt)
+    document = {
+        "machine": machine(settings.threads),
+        "corpus": describe_corpus(corpus, args),
+        "in_process": in_process(corpus, options, spec, session, workdir / "in-process"),
+    }
+    del session  # its memory and threads go before the daemons' jobs want the cores
+    runs = {}
+    for count in args.slots:
+        (workdir / f"slots-{count}").mkdir()
+        sections, ready = run_daemon(settings, fmt, corpus, workdir / f"slots-{count}", probes=[],
+                                     environment=slotbench.environment(count))
+        runs[count] = slotbench.slot_run(sections, ready)
+    document["slots"] = slotbench.compare(runs, document["in_process"])
+    return document
 
 
 def per_option(settings: Settings, args: argparse.Namespace, workdir: Path) -> dict:
@@ -519,6 +545,7 @@ def soak_section(runner, watch, fmt, size, step, samples, hwm_mb) -> dict:
 SECTION_TITLES = {
     "in_process": "in-process stages",
     "enqueue_latency": "enqueue latency",
+    "slots": "the daemon at each slot count, beside the in-process loop (medians; memory: peaks)",
     "options": "each output option, whole pipeline in this process",
     "edges": "edges against the raw mask (alpha levels of 255; band = pixels near the contour)",
     "models": "each model: session, model alone, whole pipeline in this process (medians), one job's peak memory",

@@ -64,14 +64,20 @@ SETTING_FLAGS = (
     SettingFlag(("--crop",), "crop", "framing: none, subject or square", metavar="CROP"),
     SettingFlag(("--quality",), "quality", "WebP, AVIF and JPEG quality, 1 to 100", metavar="Q"),
 )
+# Settings of the daemon alone: flags of `run` only.
+DAEMON_FLAGS = (
+    SettingFlag(("--job-slots",), "job_slots", "how many jobs run at once, each a fresh process: a whole number "
+                "or auto", metavar="N"),
+)
 EXCLUSIVE = {"background"}  # two flags give it: only one may be used at a time
 
 
-def add_setting_flags(parser: argparse.ArgumentParser, spelled_otherwise: set[str] = frozenset()) -> None:
-    """The table's flags, less those whose spelling this command already uses for its own options."""
+def add_setting_flags(parser: argparse.ArgumentParser, spelled_otherwise: set[str] = frozenset(),
+                      daemon: bool = False) -> None:
+    """The table's flags, less those whose spelling this command already uses; with `daemon`, the daemon's too."""
     group = parser.add_argument_group("settings", "each over its BGREMOVER_ variable and the config file")
     exclusive = {name: group.add_mutually_exclusive_group() for name in EXCLUSIVE}
-    for flag in SETTING_FLAGS:
+    for flag in SETTING_FLAGS + (DAEMON_FLAGS if daemon else ()):
         if set(flag.names) & spelled_otherwise:
             continue
         where = exclusive.get(flag.setting, group)
@@ -86,7 +92,7 @@ def add_setting_flags(parser: argparse.ArgumentParser, spelled_otherwise: set[st
 def flag_settings(args: argparse.Namespace) -> dict:
     """The settings the flags on this command line give, by setting name; raises SettingsError."""
     given = {}
-    for flag in SETTING_FLAGS:
+    for flag in SETTING_FLAGS + DAEMON_FLAGS:
         words = getattr(args, flag.dest, None)
         if words is not None:
             given[flag.setting] = flag.value(words)

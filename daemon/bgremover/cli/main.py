@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"bgremover {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = commands.add_parser("run", parents=[common], help="run the daemon in the foreground")
-    add_setting_flags(run)
+    add_setting_flags(run, daemon=True)
     status = commands.add_parser("status", parents=[common], help="show progress: bars, counts, rate, ETA and failures")
     status.add_argument("session", nargs="?", help="show every item of this session")
     status.add_argument("--follow", "-f", action="store_true", help="redraw every --interval seconds until Ctrl-C")
@@ -90,6 +90,15 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-m", "--model", metavar="NAME",
                         help="compare model NAME with the bundled u2netp: time per image and mask agreement")
     parser.add_argument("--keep", type=Path, metavar="DIR", help="work in DIR and keep it for inspection")
+    parser.add_argument("--slots", type=slot_counts_argument, metavar="N,N,...",
+                        help="run the daemon at each of these job_slots (whole numbers or auto, e.g. 1,2,auto) "
+                             "on the same images, beside the in-process loop")
+
+
+def slot_counts_argument(text: str) -> list[str]:
+    from bgremover.bench.slots import slot_counts_argument as parse  # the bench's modules load only for the bench
+
+    return parse(text)
 
 
 def size_argument(text: str) -> tuple[int, int]:

@@ -19,6 +19,7 @@ from typing import TextIO
 
 from bgremover.cli import progress
 from bgremover.outbox.status import item_documents, retry_marker, status_counts
+from bgremover.service.facts import read_facts
 from bgremover.service.rootlock import LOCK_NAME
 from bgremover.settings import Settings
 from bgremover.queue.states import RETRYABLE, Status
@@ -73,6 +74,7 @@ class View:
     rate_per_s: float | None
     eta_s: float | None  # until the whole queue is finished
     sessions: list[SessionView]
+    job_slots: int | None = None  # the running daemon's, from state/daemon.json
 
 
 def frame(settings: Settings, only: str | None, as_json: bool, every: float | None, now: float) -> str:
@@ -122,7 +124,9 @@ def read(settings: Settings, now: float, only: str | None = None) -> View | None
     views = [session_view(s, by_session[s.name], now, pending, rate if running else None,
                           makes_masks(settings, s.ticket)) for s in sessions]
     eta = progress.eta_seconds(len(pending), rate if running else None)
-    return View(settings.root, now, pid, known, len(pending) - processing, processing, rate, eta, views)
+    slots = read_facts(settings.state_dir, pid).get("job_slots")
+    return View(settings.root, now, pid, known, len(pending) - processing, processing, rate, eta, views,
+                slots if isinstance(slots, int) else None)
 
 
 def read_records(database: Path) -> tuple[list[Session], list[Item]] | None:
@@ -197,9 +201,10 @@ def render_text(view: View, settings: Settings, every_item: bool = False) -> lis
 
 
 def daemon_line(view: View) -> str:
-    """`daemon: running (pid 4242); 62 queued, 1 processing; rate 1.2/s, ETA 52s`: the whole queue."""
+    """`daemon: running (pid 4242, 3 job slots); 62 queued, 2 processing; rate 1.2/s, ETA 52s`: the whole queue."""
     if view.daemon_pid is not None:
-        state = f"running (pid {view.daemon_pid})"
+        slots = f", {view.job_slots} job slot{'' if view.job_slots == 1 else 's'}" if view.job_slots else ""
+        state = f"running (pid {view.daemon_pid}{slots})"
     else:
         state = "not running" if view.daemon_known else "unknown"
     line = f"daemon: {state}; {view.queued} queued, {view.processing} processing"
@@ -252,7 +257,8 @@ def render_json(view: View | None, root: Path, now: float, every_item: bool = Fa
     return {
         "root": str(root),
         "at": iso(now),
-        "daemon": {"running": (view.daemon_pid is not None) if view.daemon_known else None, "pid": view.daemon_pid},
+        "daemon": {"running": (view.daemon_pid is not None) if view.daemon_known else None, "pid": view.daemon_pid,
+                   "job_slots": view.job_slots},
         "queued": view.queued,
         "processing": view.processing,
         "rate_per_s": rounded(view.rate_per_s, 4),

@@ -107,6 +107,14 @@ class JobRunner(abc.ABC):
     def forget(self, pid: int) -> bool:
         """At start-up: end a job a previous life of the daemon left running; True if one was ended."""
 
+    def forget_unrecorded(self) -> list[int]:
+        """At start-up, after `forget`: end the jobs of a previous life it can find by itself; their pids.
+
+        A kill -9 can land between a job's start and the recording of its pid;
+        a runner that can find such jobs ends them here. None by default.
+        """
+        return []
+
     @abc.abstractmethod
     def close(self) -> None:
         """At exit: nothing of the runner's is left running or unreaped."""

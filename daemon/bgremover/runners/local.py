@@ -15,6 +15,7 @@ and once it has exited the group is killed, so no grandchild outlives it.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import threading
@@ -31,6 +32,7 @@ from bgremover.runners.groups import ProcessGroups
 
 log = structlog.get_logger()
 
+FORKSERVER_MODULE = b"bgremover.runners.forkserver"  # how its command line names it (python -m ...)
 READY_TIMEOUT_SECONDS = 120.0  # the first job process's session, at start-up
 SPAWN_RETRY_SECONDS = 5.0  # after the fork server failed to give a standby
 
@@ -63,6 +65,7 @@ class LocalRunner(JobRunner):
         become_subreaper()
         self.forkserver = ForkServer(settings.job_module, {
             "root": str(settings.root),  # unused by jobs; it tells `ps` readers whose processes these are
+            "supervisor": os.getpid(),  # and whether they outlived it (forget_unrecorded)
             "model": model["model"], "models_dir": model["models_dir"], "threads": settings.threads,
             "providers": list(settings.providers), "format": settings.output_format,
         })  # fmt: skip
@@ -227,6 +230,22 @@ class LocalRunner(JobRunner):
         wait_until_gone(pid)  # so it cannot write a result after the spool is swept
         return True
 
+    def forget_unrecorded(self) -> list[int]:
+        """Every process forked for this root by a fork server whose supervisor has died.
+
+        Jobs and standbys carry their fork server's command line, whose
+        --config names the root and the supervisor's pid: so a job whose pid
+        the killed daemon never recorded is found all the same, while the jobs
+        of a live supervisor (this one, or a `bgremover remove` on the same
+        root) are left alone.
+        """
+        ended = []
+        for pid in orphans_of_root(str(self.settings.root)):
+            self.signal(pid, signal.SIGKILL)
+            wait_until_gone(pid)
+            ended.append(pid)
+        return ended
+
     def close(self) -> None:
         """The unused standbys and the fork server go, and nothing of ours is left unreaped."""
         for standby in self.standbys:
@@ -249,3 +268,39 @@ def wait_until_gone(pid: int, timeout: float = 2.0) -> None:
         if state in ("Z", "X"):
             return
         time.sleep(0.01)
+
+
+def orphans_of_root(root: str) -> list[int]:
+    """The pids with a fork server's command line for `root` whose supervisor no longer runs."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        config = forkserver_config(argv) if FORKSERVER_MODULE in argv else None
+        if config and config.get("root") == root and not running(config.get("supervisor")):
+            found.append(int(entry.name))
+    return found
+
+
+def forkserver_config(argv: list[bytes]) -> dict | None:
+    try:
+        config = json.loads(argv[argv.index(b"--config") + 1])
+    except (ValueError, IndexError):
+        return None
+    return config if isinstance(config, dict) else None
+
+
+def running(pid: object) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process by now: not ours to judge, so not an orphan of ours either
+    return True

@@ -16,6 +16,7 @@ however many images pass through.
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 import structlog
 from prometheus_client import (
@@ -31,6 +32,9 @@ from prometheus_client import (
 from bgremover.settings import Settings
 from bgremover.queue.states import SessionState, Status
 from bgremover.queue.store import Store
+
+if TYPE_CHECKING:
+    from bgremover.supervisor.slots import Slots  # read only for its figures: no import at run time
 
 log = structlog.get_logger()
 # A `_created` series beside every counter and histogram doubles what is exposed for a
@@ -87,6 +91,10 @@ class Metrics:
                                 "added", ["stage"], buckets=BUCKETS, registry=registry)
         self.start_time = Gauge("bgremover_start_time_seconds", "When the daemon started, seconds since the epoch",
                                 registry=registry)
+        self.job_slots = Gauge("bgremover_job_slots", "How many jobs may run at once (job_slots)", registry=registry)
+        self.jobs_running = Gauge("bgremover_jobs_running", "Jobs running now", registry=registry)
+        self.slot_busy = Gauge("bgremover_job_slot_busy_ratio", "Each job slot's share of the time since start-up "
+                               "spent running a job", ["slot"], registry=registry)
         # Every label value shows from the first scrape, as 0: a series that
         # appears only with its first event makes rate() miss that event.
         for metric, values in ((self.jobs, [s.value for s in JOB_OUTCOMES]), (self.failures, FAILURE_REASONS),
@@ -129,13 +137,15 @@ class Metrics:
         elif status is Status.DONE and timings_ms:
             self.observe_stages(timings_ms, seconds)
 
-    def refresh(self, store: Store, now: float) -> None:
-        """Read the gauges from the database and rewrite the textfile, at most once a second."""
+    def refresh(self, store: Store, now: float, slots: Slots | None = None) -> None:
+        """Read the gauges from the database and the slots, and rewrite the textfile, at most once a second."""
         if not self.enabled or now < self.next_refresh:
             return
         began = time.monotonic()
         try:
             self.read(store)
+            if slots is not None:
+                self.read_slots(slots, now)
             if self.writing_textfile:
                 write_to_textfile(str(self.textfile), self.registry)
         except Exception as exc:  # noqa: BLE001 - a disk error, a locked database, a bug: the loop goes on
@@ -187,6 +197,12 @@ class Metrics:
         for state, count in sessions.items():
             self.sessions.labels(state).set(count)
         self.queue_depth.set(items[Status.QUEUED.value])
+
+    def read_slots(self, slots: Slots, now: float) -> None:
+        self.job_slots.set(slots.count)
+        self.jobs_running.set(slots.in_use)
+        for slot, busy in enumerate(slots.busy_ratios(now)):
+            self.slot_busy.labels(str(slot)).set(round(busy, 4))
 
     def observe_stages(self, timings_ms: dict, seconds: float) -> None:
         # Unknown keys are ignored, so a new stage in the job cannot add series unannounced.

@@ -151,21 +151,26 @@ def printable(address: str) -> str:
     return "@" + address[1:] if address.startswith("\0") else address
 
 
-def progress_summary(store: Store) -> str:
-    """One line of where the work stands: `catalog 37/100, 2 failed, 140 queued`, or `idle, 3 sessions complete`."""
+def progress_summary(store: Store, job_slots: int | None = None) -> str:
+    """One line of where the work stands: `catalog 37/100, 2 failed, 140 queued, 2/3 jobs running`, or `idle, ...`.
+
+    The jobs part needs `job_slots`, which only the daemon knows.
+    """
     active = store.sessions(SessionState.OPEN, SessionState.PROCESSING)
     if not active:
         complete = len(store.sessions(SessionState.COMPLETE))
         return f"idle, {complete} session{'' if complete == 1 else 's'} complete"
-    parts, queued = [], 0
+    parts, queued, running = [], 0, 0
     for index, session in enumerate(active):
         counts = store.counts(session.name)
         queued += counts[Status.QUEUED.value]
+        running += counts[Status.PROCESSING.value]
         if index < SESSIONS_SHOWN:
             parts.append(session_progress(session.name, counts))
     if len(active) > SESSIONS_SHOWN:
         parts.append(f"+{len(active) - SESSIONS_SHOWN} more")
-    return "; ".join(parts) + f", {queued} queued"
+    jobs = f", {running}/{job_slots} jobs running" if job_slots else ""
+    return "; ".join(parts) + f", {queued} queued" + jobs
 
 
 def session_progress(name: str, counts: Mapping[str, int]) -> str:

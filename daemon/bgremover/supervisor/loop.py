@@ -26,6 +26,7 @@ from bgremover.queue.spool import Spool
 from bgremover.queue.store import Store
 from bgremover.runners import runner_class
 from bgremover.runners.api import JobRunner
+from bgremover.service.facts import write_facts
 from bgremover.service.metrics import Metrics
 from bgremover.service.notify import Notifier, progress_summary
 from bgremover.service.rootlock import lock_root
@@ -104,7 +105,7 @@ class Supervisor:
         try:
             self.start_up()
             on_ready()
-            self.notifier.ready(lambda: progress_summary(self.store))
+            self.notifier.ready(self.summary)
             while not self.stopping:
                 self.tick()
             self.notifier.stopping()
@@ -154,9 +155,13 @@ class Supervisor:
                     log.exception("upkeep_failed", step=name)
         if state_was_failing and state.due(now):
             self.refusals.state_accepted(now)
-        self.metrics.refresh(self.store, now)  # at most once a second
+        self.metrics.refresh(self.store, now, self.dispatch.slots)  # at most once a second
         # Last, so a pass that wedges anywhere above stops the pings and systemd restarts us.
-        self.notifier.update(lambda: progress_summary(self.store))
+        self.notifier.update(self.summary)
+
+    def summary(self) -> str:
+        """The systemd STATUS line."""
+        return progress_summary(self.store, self.settings.job_slots)
 
     def wait_for_wakeup(self, timeout: float) -> None:
         try:
@@ -186,6 +191,8 @@ class Supervisor:
             log.warning("job_slots_memory", warning=self.slot_warning)
         runs_on = self.runner.start(variant_request(self.model))
         self.open_folders()
+        write_facts(self.settings.state_dir, {"pid": os.getpid(), "job_slots": self.settings.job_slots,
+                                              "threads_per_job": self.settings.threads})
         self.recovery.recover()
         self.metrics.start(self.store)  # a port in use stops start-up here, before anything is taken
         self.intake.rescan()

@@ -37,6 +37,8 @@ class Recovery:
             if item.job_pid and self.runner.forget(item.job_pid):
                 log.warning("leftover_job_killed", session=item.session, item=item.name, pid=item.job_pid)
             log.warning("item_recovered", session=item.session, item=item.name, status="queued")
+        for pid in self.runner.forget_unrecorded():
+            log.warning("leftover_process_killed", pid=pid, note="forked for this root by the previous life; its pid was not recorded")
         for item in self.store.items(None, Status.QUEUED):
             self.taking.finish_take(item)
         self.markers.ensure_marker_folders()
