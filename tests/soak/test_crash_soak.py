@@ -1,6 +1,6 @@
 """Crash soak: the real daemon and model, killed at random moments, must lose and repeat nothing.
 
-Images (200 by default, small and each distinct: its own size, shape and noise)
+With 1, 2 and 3 job slots: images (200 by default, small and each distinct: its own size, shape and noise)
 are dropped in waves, loose and in a few folders (one with subfolders), while a
 seeded random.Random kills the daemon with SIGKILL at random moments (at least
 --soak-kills times, 10 by default) and starts it again, kills the running job
@@ -90,6 +90,7 @@ def options(request) -> Options:
 class Tally:
     images: int
     seed: int
+    job_slots: int
     started: float = field(default_factory=time.monotonic)
     daemon_kills: int = 0
     restarts: int = 0
@@ -110,7 +111,7 @@ class Tally:
 
     def summary(self) -> str:
         return (
-            f"crash soak seed={self.seed}: images={self.images} daemon_kills={self.daemon_kills} "
+            f"crash soak seed={self.seed} job_slots={self.job_slots}: images={self.images} daemon_kills={self.daemon_kills} "
             f"job_kills={self.job_kills} sigstops={self.sigstops} restarts={self.restarts} "
             f"json_reads={self.json_reads} json_failures={len(self.json_failures)} zip_reads={self.zip_reads} "
             f"lost={self.lost} duplicated={self.duplicated} seconds={time.monotonic() - self.started:.1f}"
@@ -322,16 +323,16 @@ def member_key(session: str, member: str) -> str:
 
 
 class Soak:
-    def __init__(self, tmp_path: Path, opts: Options) -> None:
+    def __init__(self, tmp_path: Path, opts: Options, job_slots: int = 1) -> None:
         self.opts = opts
         self.rng = random.Random(opts.seed)
         self.root = tmp_path / "root"
         self.staging = tmp_path / "staging"
         self.staging.mkdir()
-        self.daemon = Daemon(self.root, fake_jobs=False, **SETTINGS)
+        self.daemon = Daemon(self.root, fake_jobs=False, job_slots=job_slots, **SETTINGS)
         self.inbox, self.outbox = self.root / "inbox", self.root / "outbox"
         self.database = self.root / "state" / "bgremover.sqlite3"
-        self.tally = Tally(opts.images, opts.seed)
+        self.tally = Tally(opts.images, opts.seed, job_slots)
         self.reader = OutboxReader(self.outbox, self.tally)
         self.images = make_images(opts.images, self.rng)
         order = list(self.images)
@@ -642,8 +643,9 @@ class Soak:
 
 @pytest.mark.soak
 @pytest.mark.timeout(300, func_only=True)  # replaced by the options fixture's, sized to the run
-def test_crash_soak_loses_and_repeats_nothing(tmp_path, options):
-    soak = Soak(tmp_path, options)
+@pytest.mark.parametrize("job_slots", [1, 2, 3], ids=["1-slot", "2-slots", "3-slots"])
+def test_crash_soak_loses_and_repeats_nothing(tmp_path, options, job_slots):
+    soak = Soak(tmp_path, options, job_slots)
     try:
         soak.run()
     except BaseException as exc:

@@ -54,7 +54,8 @@ class LocalRunner(JobRunner):
         # One standby per job slot, each already preparing: however many slots
         # free at once, none waits for a process to start.
         self.standbys: list[Standby] = []
-        self.standbys_wanted = max(1, int(settings.job_slots))
+        # A number once the supervisor resolved it; `auto` where a command runs jobs one at a time.
+        self.standbys_wanted = settings.job_slots if isinstance(settings.job_slots, int) else 1
         self.chosen: Standby | None = None  # the standby can_start picked for the next submit
         self.spawn_retry_at = 0.0
         self.jobs: dict[int, LocalJob] = {}  # by pid
