@@ -155,11 +155,14 @@ def test_the_arguments_and_their_defaults():
         "options": False,
         "model": None,
         "keep": None,
+        "slots": None,  # no slot sweep: the plain bench
     }
     args = parse("--size", "800x600", "--count", "6", "--format", "webp", "--soak", "4")
     assert (args.size, args.count, args.format, args.soak) == ((800, 600), 6, "webp", 4)
     assert parse("--keep", "/tmp/k").keep == Path("/tmp/k")
-    for bad in ("--size=big", "--size=0x10", "--count=0", "--format=gif"):
+    assert parse("--slots", "1, 2,AUTO").slots == ["1", "2", "auto"]
+    for bad in ("--size=big", "--size=0x10", "--count=0", "--format=gif", "--slots=0", "--slots=1,many",
+                "--slots=2,2", "--slots="):
         with pytest.raises(SystemExit):
             parse(bad)
 
@@ -279,3 +282,29 @@ def test_options_times_every_variant_and_measures_what_edges_change(tmp_path, se
     assert refine["outside_mean_change"] == 0 and refine["outside_changed_percent"] == 0
     assert 0 < refine["band_pixels_percent"] < 100
     assert refine["band_mean_change"] > 0 and clean["band_mean_change"] > 0
+
+
+# ---------------------------------------------------------------- --slots
+
+
+def test_slots_runs_the_daemon_at_each_count_on_the_same_images_beside_the_in_process_loop(tmp_path, settings, capsys):
+    code = bench.main(settings, parse("--slots", "1,2", "--size", "320x240", "--count", "4", "--json"))
+    assert code == 0, capsys.readouterr().err
+    document = json.loads(capsys.readouterr().out)
+    assert list(document) == ["machine", "corpus", "in_process", "slots"]
+    slots = document["slots"]
+    assert list(slots["runs"]) == ["1", "2"] and slots["best"] in ("1", "2")
+    assert slots["in_process_images_per_s"] == document["in_process"]["images_per_s"] > 0
+    for label, run in slots["runs"].items():
+        assert run["job_slots"] == int(label) and (run["done"], run["failed"]) == (4, 0)
+        assert run["threads_per_job"] == max(1, document["machine"]["usable_cores"] // int(label))
+        assert run["images_per_s"] > 0 and run["over_in_process_ratio"] == round(
+            run["images_per_s"] / document["in_process"]["images_per_s"], 2)
+        assert all(f"{stage}_ms" in run["job_stages"] for stage in STAGES)
+        assert run["in_job_ms"] > 0 and run["isolation_overhead_ms"] >= 0
+        memory = run["memory"]
+        assert memory["supervisor_hwm_mb"] > 0 and memory["job_peak_rss_mb_max"] > 0
+        # Sampled while the jobs ran: at least one job's worth, at most every slot's peak together.
+        assert 0 < memory["jobs_rss_mb_sum_max"] <= run["job_slots"] * memory["job_peak_rss_mb_max"] * 1.05
+    assert slots["runs"]["1"]["over_1_slot_ratio"] == 1.0
+    assert "the daemon at each slot count" in bench.render_table(document)
