@@ -67,6 +67,8 @@ def test_free_slots_take_the_oldest_items_at_once_each_in_a_fresh_process(root):
     assert status["counts"]["done"] == 5
     assert [e["item"] for e in daemon.events("job_started")] == [f"{n}.jpg" for n in range(5)], "not oldest first"
     assert len({e["pid"] for e in daemon.events("job_started")}) == 5, "a process ran two jobs"
+    # One waiting process per slot: no freed slot waited for a process to start.
+    assert all(e["ready_in_advance"] for e in daemon.events("job_started")), daemon.events("job_started")
 
 
 def test_cancel_stops_every_running_job_of_the_session_and_no_other(root):
