@@ -9,6 +9,7 @@ files each item's pictures are made from.
 from __future__ import annotations
 
 import os
+import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,7 +100,8 @@ def session_card(view: SessionView, spool: Spool, outbox: Path) -> SessionCard:
         zip=zip_name, error=session.error,
         cancellable=session.state is not SessionState.COMPLETE and view.remaining > 0,
         retryable=sum(1 for item in view.items if item.status in RETRYABLE),
-        items=[item_card(item, session, spool, outbox) for item in view.items],
+        # By name, as a folder shows them; the daemon's own order (oldest first) is in `bgremover status`.
+        items=[item_card(item, session, spool, outbox) for item in sorted(view.items, key=lambda i: natural(i.name))],
     )
 
 
@@ -123,6 +125,11 @@ def sources(item: Item, session: Session, spool: Spool, outbox: Path) -> tuple[S
     if session.zip and regular_file(outbox / session.zip):
         return before, Source(outbox / session.zip, item.member)  # the results left the spool for the ZIP
     return before, None
+
+
+def natural(name: str) -> list:
+    """IMG_2 before IMG_10, as a file manager sorts."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
 
 
 def regular_file(path: Path) -> bool:
