@@ -33,13 +33,16 @@ class Listen(NamedTuple):
 def parse_listen(text: str) -> Listen:
     """`127.0.0.1:8765`, `0.0.0.0:80`, `[::1]:8765`, `studio-pc:8765`; ValueError with one sentence otherwise."""
     host, sep, port = text.strip().rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
+    bracketed = host.startswith("[") and host.endswith("]")
+    if bracketed:
         host = host[1:-1]
     if not sep or not host or not port.isdigit() or int(port) > 65535 or "[" in host or "]" in host:
         raise ValueError("expected HOST:PORT such as 127.0.0.1:8765 (an IPv6 address in brackets: [::1]:8765)")
     if ":" in host:
         try:
-            ipaddress.IPv6Address(host)  # an unbracketed IPv6 address would have split at the wrong colon
+            ipaddress.IPv6Address(host)
         except ValueError:
-            raise ValueError(f"{host!r} is not an IPv6 address; write one in brackets, as [::1]:8765") from None
+            raise ValueError(f"{host!r} is not an IPv6 address") from None
+        if not bracketed:  # "::1:8765" could be an address without a port, or ::1 with one
+            raise ValueError(f"write an IPv6 address in brackets, as [{host}]:{port}")
     return Listen(host, int(port))
