@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 ROOT   ?= ./data
 
-.PHONY: run test pictures clean
+.PHONY: run web test pictures clean
 
 # Both targets install the working tree in editable mode into one venv, so they
 # never disagree about which code runs; the stamps re-install when
@@ -19,8 +19,18 @@ $(VENV)/.test-installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
-run: $(VENV)/.installed
-	$(BIN)/bgremover run --root $(ROOT)
+run: $(VENV)/.installed $(if $(WEB),$(VENV)/.web-installed)
+	$(if $(WEB),$(BIN)/bgremover web --root $(ROOT) & trap 'kill $$!' EXIT;) $(BIN)/bgremover run --root $(ROOT)
+
+# The web page beside the daemon, in its own process: `make web` in a second terminal
+# (or `make run WEB=1` for both in one).
+$(VENV)/.web-installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -e '.[web]'
+	touch $@
+
+web: $(VENV)/.web-installed
+	$(BIN)/bgremover web --root $(ROOT)
 
 test: $(VENV)/.test-installed
 	$(BIN)/python -m pytest

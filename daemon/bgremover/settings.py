@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -100,6 +100,13 @@ class Settings(BaseSettings):
     # The module run as `python -m <job_module>` for each job. Tests point it at
     # fake job bodies; users have no reason to change it.
     job_module: str = "bgremover.job.process"
+    # The web page (`bgremover web`, see README, Web page): the address it listens on,
+    # the token it asks for (required on any address but the loopback), and how
+    # large an upload may be, per file and per request.
+    web_listen: str = "127.0.0.1:8765"
+    web_token: SecretStr | None = None
+    web_upload_file_mb: float = Field(200.0, gt=0)
+    web_upload_request_mb: float = Field(2000.0, gt=0)
 
     @field_validator("runner")
     @classmethod
@@ -161,6 +168,14 @@ class Settings(BaseSettings):
             value = [part.strip() for part in value.split(",")]
         if isinstance(value, (list, tuple)) and (not value or not all(value)):
             raise ValueError("name at least one execution provider, e.g. CPUExecutionProvider")
+        return value
+
+    @field_validator("web_listen")
+    @classmethod
+    def _an_address(cls, value: str) -> str:
+        from bgremover.web.address import parse_listen  # standard library only
+
+        parse_listen(value)
         return value
 
     # Set by load_settings() before construction; a class attribute because

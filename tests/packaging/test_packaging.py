@@ -169,6 +169,63 @@ def test_the_unit_exposure_is_low(unit_copy):
     assert exposure <= MAX_EXPOSURE, f"exposure {exposure} > {MAX_EXPOSURE}:\n{result.stdout}"
 
 
+# ---------------------------------------------------------------- the web page's unit
+
+WEB_UNIT = REPO / "systemd" / "bgremover-web.service"
+
+
+@pytest.fixture
+def web_unit_copy(tmp_path) -> Path:
+    """The web page's unit with ExecStart's program swapped for one that exists here."""
+    program = tmp_path / "bin" / "bgremover"
+    program.parent.mkdir()
+    program.write_text("#!/bin/sh\nexit 0\n")
+    program.chmod(0o755)
+    text = WEB_UNIT.read_text()
+    assert "ExecStart=/opt/bgremover/bin/bgremover web " in text
+    copy = tmp_path / "unit" / WEB_UNIT.name
+    copy.parent.mkdir()
+    copy.write_text(text.replace("ExecStart=/opt/bgremover/bin/bgremover ", f"ExecStart={program} "))
+    return copy
+
+
+def web_unit_settings() -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for line in WEB_UNIT.read_text().splitlines():
+        if "=" in line and not line.lstrip().startswith(("#", ";")):
+            key, value = line.strip().split("=", 1)
+            found.setdefault(key, []).append(value)
+    return found
+
+
+def test_the_web_unit_shares_the_daemons_user_and_folder_and_writes_only_where_a_user_acts():
+    settings = web_unit_settings()
+    assert settings["ExecStart"] == ["/opt/bgremover/bin/bgremover web --root /var/lib/bgremover"]
+    assert settings["User"] == ["bgremover"] and settings["DynamicUser"] == ["yes"], "the daemon's dynamic user"
+    assert "bgremover" in settings["StateDirectory"][0].split()
+    read_only = " ".join(settings["ReadOnlyPaths"]).split()
+    for folder in ("outbox", "archive", "state/originals", "state/results", "state/bgremover.sqlite3"):
+        assert f"-/var/lib/bgremover/{folder}" in read_only, folder
+    assert not any(p.lstrip("-").endswith(("/inbox", "/retry", "/cancel", "/web")) for p in read_only)
+    for hardening in ("NoNewPrivileges", "ProtectSystem", "ProtectHome", "PrivateTmp", "PrivateDevices"):
+        assert settings[hardening] in (["yes"], ["strict"]), hardening
+    assert settings["IPAddressDeny"] == ["any"] and settings["IPAddressAllow"] == ["localhost"]
+
+
+def test_the_web_unit_passes_systemd_analyze_verify(web_unit_copy):
+    result = run(systemd_analyze(), "verify", web_unit_copy)
+    assert (result.returncode, result.stderr, result.stdout) == (0, "", "")
+
+
+def test_the_web_unit_exposure_is_low(web_unit_copy):
+    result = run(systemd_analyze(), "security", "--offline=true", "--no-pager", web_unit_copy,
+                 env={**os.environ, "SYSTEMD_COLORS": "0"})
+    assert result.returncode == 0, result.stderr
+    found = re.search(r"Overall exposure level for \S+: (\d+(?:\.\d+)?)", result.stdout)
+    assert found, result.stdout[-2000:]
+    assert float(found.group(1)) <= MAX_EXPOSURE, result.stdout
+
+
 # ---------------------------------------------------------------- config, make, CI, README
 
 

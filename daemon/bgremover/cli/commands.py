@@ -254,3 +254,9 @@ def models(settings: Settings, args: argparse.Namespace) -> int:
     except OSError as exc:  # the models folder cannot be written
         return fail(f"{exc.filename or folder}: {exc.strerror or exc}", EXIT_FAILED)
     return EXIT_OK
+
+
+def web(settings: Settings, args: argparse.Namespace) -> int:
+    from bgremover.web.server import serve
+
+    return serve(settings, args.listen)

@@ -63,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     remove.add_argument("name")
     add_import_arguments(actions.add_parser("import", parents=[common],
                                             help="copy the model files rembg users have into the models folder"))
+    web = commands.add_parser("web", parents=[common], help="serve the web page: batches, pictures, retry, upload")
+    web.add_argument("--listen", metavar="HOST:PORT",
+                     help="the address to listen on (setting: web_listen, default 127.0.0.1:8765); any but the "
+                          "loopback needs web_token")
     return parser
 
 

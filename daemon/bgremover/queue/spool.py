@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import stat
 from pathlib import Path
 
+from bgremover import durable
 from bgremover.durable import fsync_folder
 from bgremover.queue.store import Item
 
@@ -87,6 +89,20 @@ class Spool:
         if not os.path.lexists(src):
             os.rename(stored, src)  # back where the user left it
         raise FileReplaced(f"{src} was replaced while it was being taken")
+
+    def replace_original(self, item: Item, fixed: Path) -> None:
+        """The item's original becomes a copy of `fixed` (a file the user gave for its retry).
+
+        Copied, not moved: the file may be on another mount than the store. It is
+        opened without following a link, so a link put in its place is refused.
+        """
+        stored = self.stored(item)
+        stored.parent.mkdir(parents=True, exist_ok=True)
+        with open(os.open(fixed, os.O_RDONLY | os.O_NOFOLLOW), "rb") as source:
+            if not stat.S_ISREG(os.fstat(source.fileno()).st_mode):
+                raise FileReplaced(f"{fixed} is not a regular file")
+            with durable.replacing(stored) as out:
+                shutil.copyfileobj(source, out, 1024 * 1024)
 
     def result(self, item: Item, fmt_ext: str, attempt: int | None = None) -> Path:
         return self.results / f"{item.id}-{attempt or item.attempts}{fmt_ext}"

@@ -1,18 +1,24 @@
 """The user's two markers: touch cancel/SESSION to cancel a session, retry/SESSION/NAME to retry an item.
 
 Read on every pass, acted on, then removed. A marker naming nothing the daemon
-knows is a warning in the log, never an error.
+knows is a warning in the log, never an error. A retry marker that is a file
+with content is the item's fixed original: the item runs again on it. A name
+starting with a dot is a marker still being written (no item's name starts
+with one: intake never takes such a file), and is left for a later pass.
 """
 
 from __future__ import annotations
 
+import stat
 import time
+from pathlib import Path
 
 import structlog
 
+from bgremover.backoff import describe, is_storage_error
 from bgremover.intake.names import display
 from bgremover.queue.states import RETRYABLE, SessionState, Status
-from bgremover.queue.store import Store
+from bgremover.queue.store import Item, Store
 from bgremover.settings import Settings
 from bgremover.supervisor.dispatch import Dispatch
 from bgremover.supervisor.items import ItemMoves
@@ -41,8 +47,10 @@ class Markers:
                 self.cancel_session(display(marker.name))
                 marker.unlink(missing_ok=True)
         for marker in sorted(p for p in self.settings.retry_dir.rglob("*") if p.is_file() or p.is_symlink()):
+            if marker.name.startswith("."):
+                continue
             relative = marker.relative_to(self.settings.retry_dir)
-            self.retry_item(display(relative.parts[0]), display("/".join(relative.parts[1:])))
+            self.retry_item(display(relative.parts[0]), display("/".join(relative.parts[1:])), fixed_file(marker))
             marker.unlink(missing_ok=True)
 
     def cancel_session(self, name: str) -> None:
@@ -60,11 +68,13 @@ class Markers:
         self.sessions.unfinished.add(name)
         self.publisher.publish(name)
 
-    def retry_item(self, session_name: str, name: str) -> None:
+    def retry_item(self, session_name: str, name: str, fixed: Path | None = None) -> None:
         item = self.store.item_named(session_name, name)
         if item is None or item.status not in RETRYABLE:
             reason = "no such item" if item is None else f"item is {item.status.value}"
             log.warning("retry_marker_ignored", session=session_name, item=name, reason=reason)
+            return
+        if fixed is not None and not self.replace_original(item, fixed):
             return
         session = self.store.session(session_name)
         if session.error:
@@ -76,8 +86,29 @@ class Markers:
         self.moves.move(item, Status.QUEUED, "retry marker")  # FAILED | CANCELLED -> QUEUED
         self.publisher.publish(session_name)
 
+    def replace_original(self, item: Item, fixed: Path) -> bool:
+        """The marker's content becomes the item's original; False (and the item stays as it is) if it cannot."""
+        try:
+            self.taking.spool.replace_original(item, fixed)
+        except OSError as exc:
+            if is_storage_error(exc):
+                raise  # the state folder refuses writes: the marker stays, and is read again once it takes them
+            log.warning("retry_file_refused", session=item.session, item=item.name, error=describe(exc))
+            return False
+        log.info("original_replaced", session=item.session, item=item.name, bytes=fixed.stat().st_size)
+        return True
+
     def ensure_marker_folders(self) -> None:
         self.settings.cancel_dir.mkdir(parents=True, exist_ok=True)
         for item in self.store.items(None, *RETRYABLE):
             self.moves.ensure_retry_folder(item)
         self.settings.retry_dir.mkdir(parents=True, exist_ok=True)
+
+
+def fixed_file(marker: Path) -> Path | None:
+    """The marker itself when it is a regular file with content (a fixed original), else None (a plain retry)."""
+    try:
+        info = marker.lstat()
+    except FileNotFoundError:
+        return None
+    return marker if stat.S_ISREG(info.st_mode) and info.st_size > 0 else None

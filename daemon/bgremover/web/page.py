@@ -1,0 +1,140 @@
+"""What the page shows, taken from the view `bgremover status` reads: the same figures, by the same code.
+
+statusview.read gives the sessions, their counts, rate and ETA; this module
+only turns them into what a template needs (text for people, raw numbers in
+data- attributes for scripts and tests), newest session first, and finds the
+files each item's pictures are made from.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from bgremover.cli import progress
+from bgremover.cli.statusview import SessionView, View
+from bgremover.imaging.formats import FORMAT_EXTENSIONS
+from bgremover.queue.spool import Spool
+from bgremover.queue.states import RETRYABLE, SessionState, Status
+from bgremover.queue.store import Item, Session
+from bgremover.web.thumbnails import Source
+
+SESSIONS_SHOWN = 30  # newest first; older ones stay in `bgremover status`
+
+
+@dataclass(frozen=True)
+class ItemCard:
+    id: int
+    name: str
+    status: str
+    error: str | None
+    note: str | None
+    member: str | None  # its name in the ZIP once done
+    attempts: int
+    retryable: bool
+    ext: str
+    before: bool  # whether there is a picture to show
+    after: bool
+
+
+@dataclass(frozen=True)
+class SessionCard:
+    name: str
+    state: str
+    total: int
+    finished: int
+    counts: dict[str, int]
+    percent: int
+    rate_per_s: float | None
+    eta_s: float | None
+    rate: str
+    eta: str
+    zip: str | None
+    error: str | None
+    cancellable: bool
+    retryable: int
+    items: list[ItemCard]
+
+    @property
+    def remaining(self) -> int:
+        return self.total - self.finished
+
+
+@dataclass(frozen=True)
+class Daemon:
+    running: bool | None  # None: cannot be known here
+    pid: int | None
+    queued: int
+    processing: int
+    rate: str
+    eta: str
+
+
+def daemon(view: View | None) -> Daemon:
+    if view is None:
+        return Daemon(False, None, 0, 0, progress.UNKNOWN, progress.UNKNOWN)
+    running = (view.daemon_pid is not None) if view.daemon_known else None
+    return Daemon(running, view.daemon_pid, view.queued, view.processing, progress.rate_text(view.rate_per_s),
+                  progress.duration_text(view.eta_s))
+
+
+def session_cards(view: View | None, spool: Spool, outbox: Path) -> tuple[list[SessionCard], int]:
+    """The newest sessions' cards, and how many older ones are not shown."""
+    if view is None:
+        return [], 0
+    newest = sorted(view.sessions, key=lambda s: (s.session.created_at, s.session.name), reverse=True)
+    return [session_card(s, spool, outbox) for s in newest[:SESSIONS_SHOWN]], max(0, len(newest) - SESSIONS_SHOWN)
+
+
+def session_card(view: SessionView, spool: Spool, outbox: Path) -> SessionCard:
+    session, total = view.session, len(view.items)
+    zip_name = session.zip if session.zip and regular_file(outbox / session.zip) else None
+    return SessionCard(
+        name=session.name, state=session.state.value, total=total, finished=view.finished, counts=view.counts,
+        percent=view.finished * 100 // total if total else 0,
+        rate_per_s=view.rate_per_s, eta_s=view.eta_s,
+        rate=progress.rate_text(view.rate_per_s), eta=progress.duration_text(view.eta_s),
+        zip=zip_name, error=session.error,
+        cancellable=session.state is not SessionState.COMPLETE and view.remaining > 0,
+        retryable=sum(1 for item in view.items if item.status in RETRYABLE),
+        # By name, as a folder shows them; the daemon's own order (oldest first) is in `bgremover status`.
+        items=[item_card(item, session, spool, outbox) for item in sorted(view.items, key=lambda i: natural(i.name))],
+    )
+
+
+def item_card(item: Item, session: Session, spool: Spool, outbox: Path) -> ItemCard:
+    before, after = sources(item, session, spool, outbox)
+    return ItemCard(item.id, item.name, item.status.value, item.error, item.note,
+                    item.member if item.status is Status.DONE else None, item.attempts, item.status in RETRYABLE,
+                    item.ext,
+                    before is not None and regular_file(before.path), after is not None and regular_file(after.path))
+
+
+def sources(item: Item, session: Session, spool: Spool, outbox: Path) -> tuple[Source | None, Source | None]:
+    """What the item's before and after pictures are made from, where they still exist."""
+    original = spool.original(item)
+    before = Source(original) if original is not None else None
+    if item.status is not Status.DONE:
+        return before, None
+    result = spool.result(item, FORMAT_EXTENSIONS.get(session.format, ".png"))
+    if regular_file(result):
+        return before, Source(result)
+    if session.zip and regular_file(outbox / session.zip):
+        return before, Source(outbox / session.zip, item.member)  # the results left the spool for the ZIP
+    return before, None
+
+
+def natural(name: str) -> list:
+    """IMG_2 before IMG_10, as a file manager sorts."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
+
+
+def regular_file(path: Path) -> bool:
+    """A file that is there and is no link: a link could point anywhere on the machine."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False

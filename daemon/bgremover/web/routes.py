@@ -1,0 +1,126 @@
+"""The requests that only read: the page, its live part, the status document, the pictures, the ZIPs, the static files.
+
+A name in a URL is only ever looked up in the queue, never joined to a path:
+a session's ZIP is the file the queue names in the outbox, and an item's
+pictures are found by its number. Whatever a URL holds (`..`, an absolute
+path, percent-encoded tricks), the answer is the session or item of exactly
+that name, or 404. A link where a file should be is a 404 too.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+from urllib.parse import quote
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response, StreamingResponse
+
+from bgremover.queue.store import Store
+from bgremover.web import page
+from bgremover.web.context import Web
+from bgremover.web.thumbnails import MEDIA_TYPE
+
+STATIC = Path(__file__).parent / "static"
+STATIC_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8",
+                ".txt": "text/plain; charset=utf-8"}
+NO_STORE = {"cache-control": "no-store"}
+KINDS = ("before", "after")
+CHUNK = 256 * 1024
+
+
+def static_files() -> dict[str, tuple[bytes, str]]:
+    """Read once at start: only these names are ever served, so no path can be asked for."""
+    return {path.name: (path.read_bytes(), STATIC_TYPES[path.suffix])
+            for path in sorted(STATIC.iterdir()) if path.suffix in STATIC_TYPES}
+
+
+async def index(web: Web, request: Request) -> Response:
+    fragment = await web.reader.fragment()
+    html = web.env.get_template("page.html").render(live=fragment, signed_in_with_token=web.guard.token is not None,
+                                                    **web.common())
+    return HTMLResponse(html, headers=NO_STORE)
+
+
+async def sessions(web: Web, request: Request) -> Response:
+    return HTMLResponse(await web.reader.fragment(), headers=NO_STORE)
+
+
+async def status(web: Web, request: Request) -> Response:
+    return Response(await web.reader.status(), media_type="application/json", headers=NO_STORE)
+
+
+def not_found() -> Response:
+    return Response("not found\n", 404, media_type="text/plain")
+
+
+async def thumbnail(web: Web, request: Request) -> Response:
+    item_id, kind = request.path_params["item"], request.path_params["kind"]
+    if kind not in KINDS:
+        return not_found()
+    store = open_store(web)
+    if store is None:
+        return not_found()
+    try:
+        item = store.item(item_id)
+        session = store.session(item.session) if item else None
+    finally:
+        store.close()
+    if item is None or session is None:
+        return not_found()
+    before, after = page.sources(item, session, web.spool, web.settings.outbox)
+    source = before if kind == "before" else after
+    picture = await web.thumbnails.picture(source) if source is not None else None
+    if picture is None:
+        return not_found()
+    return Response(picture.read_bytes(), media_type=MEDIA_TYPE, headers={"cache-control": "private, max-age=3600"})
+
+
+async def download(web: Web, request: Request) -> Response:
+    name = request.path_params["session"]
+    store = open_store(web)
+    if store is None:
+        return not_found()
+    try:
+        session = store.session(name)
+    finally:
+        store.close()
+    if session is None or not session.zip or "/" in session.zip or session.zip.startswith("."):
+        return not_found()
+    try:
+        fd = os.open(web.settings.outbox / session.zip, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:  # not there yet, swept, or a link
+        return not_found()
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        return not_found()
+    disposition = f"attachment; filename*=UTF-8''{quote(session.zip, safe='')}"
+    return StreamingResponse(chunks(fd), media_type="application/zip",
+                             headers={"content-disposition": disposition, "content-length": str(info.st_size),
+                                      **NO_STORE})
+
+
+async def chunks(fd: int):
+    """The open ZIP, read as it is sent: a newer ZIP renamed over it meanwhile does not mix into it."""
+    with open(fd, "rb") as file:
+        while data := file.read(CHUNK):
+            yield data
+
+
+def open_store(web: Web) -> Store | None:
+    if not web.settings.database.exists():
+        return None
+    return Store(web.settings.database, readonly=True)
+
+
+def static(files: dict[str, tuple[bytes, str]]):
+    async def serve(request: Request) -> Response:
+        found = files.get(request.path_params["name"])
+        if found is None:
+            return not_found()
+        data, media_type = found
+        return Response(data, media_type=media_type, headers={"cache-control": "no-cache"})
+
+    return serve

@@ -1,0 +1,196 @@
+// The page's live part: poll the batches, swap in only what changed, send uploads and button presses.
+// Plain script, no build step; every form also works without it (a POST and back to the page).
+"use strict";
+
+const POLL_MS = 1000;
+const body = document.body;
+const csrf = body.dataset.csrf;
+const fileLimit = Number(body.dataset.fileLimit);
+const requestLimit = Number(body.dataset.requestLimit);
+const extensions = new Set(body.dataset.extensions.split(","));
+const seen = new Map(); // id -> the server's last HTML for that element, to tell what changed
+
+function say(text, where = "message") {
+  document.getElementById(where).textContent = text;
+}
+
+function megabytes(bytes) {
+  return (bytes / 1048576).toFixed(bytes < 10485760 ? 1 : 0) + " MB";
+}
+
+// -- live updates -----------------------------------------------------------------
+
+function remember(root) {
+  for (const element of root.querySelectorAll("[id]")) seen.set(element.id, element.outerHTML);
+}
+
+// Bring `old` to look like `fresh` (both the same element, by id): children that did not change keep
+// their node, so focus, an opened <details> and a chosen file survive the update.
+function sync(old, fresh) {
+  for (const attribute of fresh.attributes) {
+    if (old.getAttribute(attribute.name) !== attribute.value) old.setAttribute(attribute.name, attribute.value);
+  }
+  const wanted = [];
+  for (const child of fresh.children) {
+    const current = child.id ? old.querySelector(":scope > #" + CSS.escape(child.id)) : null;
+    if (current && child.hasAttribute("data-container")) {
+      sync(current, child);
+      wanted.push(current);
+    } else if (current && seen.get(child.id) === child.outerHTML) {
+      wanted.push(current);
+    } else {
+      wanted.push(child);
+    }
+    if (child.id) seen.set(child.id, child.outerHTML);
+  }
+  const focused = document.activeElement && document.activeElement.id;
+  old.replaceChildren(...wanted);
+  if (focused && document.activeElement !== document.getElementById(focused)) {
+    const again = document.getElementById(focused);
+    if (again) again.focus();
+  }
+}
+
+function keepDetailsOpen(old, fresh) {
+  // A <details> the user opened or closed stays so; only new batches take the server's choice.
+  for (const details of fresh.querySelectorAll("details[id]")) {
+    const current = document.getElementById(details.id);
+    if (current) details.open = current.open;
+  }
+}
+
+async function refresh() {
+  try {
+    const response = await fetch("/sessions", { headers: { Accept: "text/html" }, cache: "no-store" });
+    if (response.status === 401) { location.href = "/login"; return; }
+    if (!response.ok) throw new Error(response.statusText);
+    const fresh = document.createElement("div");
+    fresh.id = "live";
+    fresh.innerHTML = await response.text();
+    const live = document.getElementById("live");
+    keepDetailsOpen(live, fresh);
+    sync(live, fresh);
+    body.classList.remove("offline");
+  } catch (error) {
+    body.classList.add("offline");
+    say("The page cannot reach the server; it keeps trying.");
+  }
+}
+
+async function poll() {
+  await refresh();
+  setTimeout(poll, POLL_MS);
+}
+
+// -- buttons: retry, cancel --------------------------------------------------------
+
+async function send(form) {
+  const response = await fetch(form.action, {
+    method: "POST",
+    body: form.enctype === "multipart/form-data" ? new FormData(form) : new URLSearchParams(new FormData(form)),
+    headers: { Accept: "application/json", "X-CSRF-Token": csrf },
+  });
+  const answer = await response.json().catch(() => ({ error: response.statusText }));
+  say(answer.message || answer.error);
+  await refresh();
+}
+
+document.addEventListener("submit", (event) => {
+  const form = event.target;
+  if (!form.classList.contains("act")) return;
+  event.preventDefault();
+  if (form.dataset.confirm && !confirm(form.dataset.confirm)) return;
+  send(form);
+});
+
+// A picture that cannot be had (its file was swept) shows as no picture, never as a broken image.
+document.addEventListener("error", (event) => {
+  if (event.target.tagName !== "IMG") return;
+  const none = document.createElement("span");
+  none.className = "nopic";
+  none.textContent = "no picture";
+  event.target.replaceWith(none);
+}, true);
+
+// -- uploads ------------------------------------------------------------------------
+
+function extensionOf(name) {
+  const dot = name.lastIndexOf(".");
+  return dot < 0 ? "" : name.slice(dot).toLowerCase();
+}
+
+// Each file with the name it is sent under: its path inside a dropped or chosen folder, or its own name.
+function upload(entries) {
+  const taken = [], skipped = [];
+  for (const [file, name] of entries) {
+    (extensions.has(extensionOf(name)) && !name.split("/").pop().startsWith(".") ? taken : skipped).push([file, name]);
+  }
+  const tooLarge = taken.filter(([file]) => file.size > fileLimit);
+  const total = taken.reduce((sum, [file]) => sum + file.size, 0);
+  if (!taken.length) return say("Nothing to upload: no photos among " + (skipped.map(([, n]) => n).join(", ") || "them") + ".", "upload-status");
+  if (tooLarge.length) return say(tooLarge[0][1] + " is " + megabytes(tooLarge[0][0].size) + ", over the limit of " + megabytes(fileLimit) + " per file; nothing was uploaded.", "upload-status");
+  if (total > requestLimit) return say("These photos add up to " + megabytes(total) + ", over the limit of " + megabytes(requestLimit) + " at once; send fewer at a time.", "upload-status");
+  const form = new FormData();
+  for (const [file, name] of taken) form.append("file", file, name);
+  const request = new XMLHttpRequest();
+  const bar = document.getElementById("upload-progress");
+  request.open("POST", "/upload");
+  request.setRequestHeader("Accept", "application/json");
+  request.setRequestHeader("X-CSRF-Token", csrf);
+  request.upload.onprogress = (event) => { bar.max = event.total; bar.value = event.loaded; };
+  request.onload = () => {
+    bar.hidden = true;
+    let answer = {};
+    try { answer = JSON.parse(request.responseText); } catch (error) { answer = { error: request.statusText }; }
+    const note = skipped.length ? " Left out, not photos: " + skipped.map(([, n]) => n).join(", ") + "." : "";
+    say((answer.message || answer.error) + note, "upload-status");
+    refresh();
+  };
+  request.onerror = () => { bar.hidden = true; say("The upload failed: the server could not be reached.", "upload-status"); };
+  bar.hidden = false;
+  say("Uploading " + taken.length + " photo" + (taken.length === 1 ? "" : "s") + " (" + megabytes(total) + ")…", "upload-status");
+  request.send(form);
+}
+
+function chosen(input) {
+  upload(Array.from(input.files, (file) => [file, file.webkitRelativePath || file.name]));
+  input.value = "";
+}
+
+// A dropped folder is walked for its files, each named by its path inside it, as in the inbox.
+async function walk(entry, path, found) {
+  if (entry.isFile) {
+    const file = await new Promise((resolve, reject) => entry.file(resolve, reject));
+    found.push([file, path + entry.name]);
+  } else if (entry.isDirectory) {
+    const reader = entry.createReader();
+    for (;;) {
+      const batch = await new Promise((resolve, reject) => reader.readEntries(resolve, reject));
+      if (!batch.length) break;
+      for (const child of batch) await walk(child, path + entry.name + "/", found);
+    }
+  }
+}
+
+async function dropped(event) {
+  event.preventDefault();
+  drop.classList.remove("over");
+  const entries = Array.from(event.dataTransfer.items, (item) => item.webkitGetAsEntry && item.webkitGetAsEntry()).filter(Boolean);
+  const found = [];
+  if (entries.length) {
+    for (const entry of entries) await walk(entry, "", found);
+  } else {
+    for (const file of event.dataTransfer.files) found.push([file, file.name]);
+  }
+  upload(found);
+}
+
+const drop = document.getElementById("drop");
+drop.addEventListener("dragover", (event) => { event.preventDefault(); drop.classList.add("over"); });
+drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+drop.addEventListener("drop", dropped);
+document.getElementById("choose-files").addEventListener("change", (event) => chosen(event.target));
+document.getElementById("choose-folder").addEventListener("change", (event) => chosen(event.target));
+
+remember(document.getElementById("live"));
+setTimeout(poll, POLL_MS);

@@ -1,0 +1,125 @@
+"""Small pictures of an item, before and after, made on demand by one worker process and cached under state/.
+
+The page never decodes an image itself: a photo of 40 megapixels would hold
+up every other request for a second. One worker, at the lowest CPU priority,
+makes each picture once; the cache is keyed by what the picture was made
+from (its path, size and modification time, or the ZIP and its member), so a
+retried item's new cutout gets a new picture, and a file that is gone
+(swept, removed) simply has none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import multiprocessing
+import os
+import stat
+import zipfile
+from concurrent.futures import Executor, ProcessPoolExecutor
+from pathlib import Path
+from typing import NamedTuple
+
+SIDE = 256  # pixels on the longer side
+CACHE_LIMIT = 5000  # pictures kept; the oldest go first
+MEDIA_TYPE = "image/webp"
+
+
+class Source(NamedTuple):
+    """What a picture is made from: a file, or a member of a ZIP (the cutout once its session is complete)."""
+
+    path: Path
+    member: str | None = None
+
+
+def key(source: Source) -> str | None:
+    """The cache's name for this source's picture; None if the source is not a regular file (gone, or a link)."""
+    try:
+        info = os.lstat(source.path)
+    except OSError:
+        return None
+    if not stat.S_ISREG(info.st_mode):
+        return None  # never a link: it could point anywhere on the machine
+    text = f"{source.path}\0{source.member}\0{info.st_size}\0{info.st_mtime_ns}"
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+
+
+def read_source(source: Source) -> bytes:
+    fd = os.open(source.path, os.O_RDONLY | os.O_NOFOLLOW)
+    with open(fd, "rb") as file:
+        if source.member is None:
+            return file.read()
+        with zipfile.ZipFile(file) as archive:
+            return archive.read(source.member)
+
+
+def make(source: Source, target: Path) -> bool:
+    """Write the picture of `source` to `target` (in the worker process); False if it cannot be read as an image."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        data = read_source(source)
+        with Image.open(io.BytesIO(data)) as image:
+            image.draft("RGB", (SIDE * 2, SIDE * 2))  # a JPEG decodes at a fraction of its size: much faster
+            image.thumbnail((SIDE, SIDE))
+            image = image.convert("RGBA" if has_alpha(image) else "RGB")
+            temp = target.with_name(f".{target.name}.{os.getpid()}")
+            image.save(temp, "WEBP", quality=80, method=4)
+            os.replace(temp, target)
+        return True
+    except (OSError, KeyError, ValueError, UnidentifiedImageError, zipfile.BadZipFile, Image.DecompressionBombError):
+        return False
+
+
+def has_alpha(image) -> bool:
+    return image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info)
+
+
+def lower_priority() -> None:
+    os.nice(19)  # the daemon's jobs come first; a picture can wait
+
+
+class Thumbnails:
+    def __init__(self, cache: Path) -> None:
+        self.cache = cache
+        self.pool: Executor | None = None
+        self.made = 0
+
+    def start(self) -> None:
+        self.cache.mkdir(parents=True, exist_ok=True)
+        # spawn, not fork: the server's threads and event loop must not be copied into the worker.
+        self.pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=lower_priority)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool = None
+
+    async def picture(self, source: Source) -> Path | None:
+        """The cached picture of `source`, made now if need be; None when there is none to show."""
+        name = key(source)
+        if name is None:
+            return None
+        target = self.cache / f"{name}.webp"
+        if target.is_file():
+            return target
+        loop = asyncio.get_running_loop()
+        if not await loop.run_in_executor(self.pool, make, source, target):
+            return None
+        self.made += 1
+        if self.made % 100 == 0:
+            await loop.run_in_executor(None, prune, self.cache, CACHE_LIMIT)
+        return target
+
+
+def prune(cache: Path, limit: int) -> None:
+    """Keep the `limit` most recently made pictures."""
+    def made_at(path: Path) -> float:
+        try:
+            return path.stat().st_mtime
+        except FileNotFoundError:
+            return 0.0
+
+    for old in sorted(cache.glob("*.webp"), key=made_at, reverse=True)[limit:]:
+        old.unlink(missing_ok=True)

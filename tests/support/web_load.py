@@ -1,0 +1,134 @@
+"""Two hundred clients asking the page for the status at once, while the daemon works.
+
+`load(web, stop)` runs the clients until `stop` is set and returns what they
+got. Run as a script, it measures the daemon's throughput with and without
+them, on the real model, rounds alternating, and prints the medians:
+
+    .venv/bin/python -m tests.support.web_load --rounds 5 --images 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import statistics
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+CLIENTS = 200
+
+
+def one_request(port: int, path: str) -> int | str:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        connection.request("GET", path, headers={"Host": f"127.0.0.1:{port}"})
+        response = connection.getresponse()
+        body = response.read()
+        return response.status if body else "empty"
+    except OSError as exc:
+        return type(exc).__name__
+    finally:
+        connection.close()
+
+
+def burst(port: int, clients: int = CLIENTS, path: str = "/api/status") -> Counter:
+    """`clients` requests released at the same instant, each on its own connection; their outcomes counted."""
+    gate = threading.Barrier(clients)
+    outcomes: Counter = Counter()
+    lock = threading.Lock()
+
+    def client() -> None:
+        gate.wait()
+        outcome = one_request(port, path)
+        with lock:
+            outcomes[outcome] += 1
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return outcomes
+
+
+def load(port: int, stop: threading.Event, clients: int = CLIENTS, every: float = 1.0) -> Counter:
+    """`clients` pages each polling the status every `every` seconds (0: as fast as answered) until `stop`."""
+    outcomes: Counter = Counter()
+    lock = threading.Lock()
+
+    def client() -> None:
+        while not stop.is_set():
+            started = time.monotonic()
+            outcome = one_request(port, "/api/status")
+            with lock:
+                outcomes[outcome] += 1
+            stop.wait(max(0.0, every - (time.monotonic() - started)))
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return outcomes
+
+
+def one_round(images: list[Path], loaded: bool, every: float) -> tuple[float, Counter]:
+    """The daemon's images per second from the drop to the complete session, with or without the clients."""
+    from tests.support.harness import Daemon, drop
+    from tests.support.web import WebPage
+
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder) / "root"
+        with Daemon(root, fake_jobs=False, log_level="info") as daemon, WebPage(root) as web:
+            stop, outcomes = threading.Event(), Counter()
+            clients = threading.Thread(target=lambda: outcomes.update(load(web.port, stop, every=every)))
+            if loaded:
+                clients.start()
+                time.sleep(2)  # all of them polling before the work starts
+            started = time.monotonic()
+            for image in images:
+                drop(root / "inbox", f"round/{image.name}", image.read_bytes())
+            daemon.wait_complete("round", timeout=600)
+            elapsed = time.monotonic() - started
+            stop.set()
+            if loaded:
+                clients.join()
+    return len(images) / elapsed, outcomes
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--images", type=int, default=30)
+    parser.add_argument("--every", type=float, default=1.0, help="seconds between one client's polls (0: flat out)")
+    args = parser.parse_args()
+    from PIL import Image
+
+    from tests.support.images import photo
+
+    with tempfile.TemporaryDirectory() as folder:
+        images = []
+        for n in range(args.images):
+            with Image.open(photo(("astronaut", "coffee", "chelsea")[n % 3])) as original:
+                path = Path(folder) / f"{n:03d}.jpg"
+                original.convert("RGB").resize((800, 800 * original.height // original.width)).save(path, quality=90)
+                images.append(path)
+        rates: dict[bool, list[float]] = {False: [], True: []}
+        failed: Counter = Counter()
+        for n in range(args.rounds):
+            for loaded in (False, True) if n % 2 == 0 else (True, False):
+                rate, outcomes = one_round(images, loaded, args.every)
+                rates[loaded].append(rate)
+                failed.update({k: v for k, v in outcomes.items() if k != 200})
+                print(f"round {n + 1} {'with' if loaded else 'without'} {CLIENTS} clients: {rate:.3f} images/s"
+                      + (f", {sum(outcomes.values())} requests, {dict(outcomes)}" if loaded else ""), flush=True)
+    quiet, busy = statistics.median(rates[False]), statistics.median(rates[True])
+    print(f"median without clients {quiet:.3f} images/s, with {CLIENTS} clients {busy:.3f} images/s "
+          f"({(busy / quiet - 1) * 100:+.1f} %); failed requests: {dict(failed) or 'none'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,28 @@
+"""A root the real daemon has worked on, copied fresh for each test that wants one."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.support.harness import Daemon, drop
+
+
+@pytest.fixture(scope="module")
+def worked_root(tmp_path_factory) -> Path:
+    """A root with one complete session, `shoot`: ok.jpg done, broken.jpg failed; the daemon stopped."""
+    root = tmp_path_factory.mktemp("worked") / "root"
+    with Daemon(root) as daemon:
+        drop(root / "inbox", "shoot/ok.jpg", "ok")
+        drop(root / "inbox", "shoot/broken.jpg", "bad-input")
+        daemon.wait_complete("shoot")
+    return root
+
+
+@pytest.fixture
+def root(worked_root, tmp_path) -> Path:
+    copy = tmp_path / "root"
+    shutil.copytree(worked_root, copy, symlinks=True)
+    return copy

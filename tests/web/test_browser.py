@@ -1,0 +1,159 @@
+"""The page in a real browser: Debian's headless Chromium, driven by Playwright, on the real daemon and page.
+
+One colleague's afternoon, start to finish: a folder of five photos and a
+broken file dropped on the page, the batch followed live to the end, the
+broken file's reason read, a good file given in its place and retried with
+the keyboard, the ZIP downloaded and opened; then a second batch cancelled
+while it runs. Screenshots are taken on the way (for the README, with
+BGREMOVER_TEST_SCREENSHOTS=docs/web).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import zipfile
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tests.support.harness import Daemon, wait_for
+from tests.support.images import photo
+from tests.support.web import WebPage
+
+CHROMIUM = "/usr/bin/chromium"
+PHONE = {"width": 390, "height": 844}
+DESK = {"width": 1100, "height": 820}
+
+
+@pytest.fixture
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (.ci/run installs it)")
+    with sync_playwright() as playwright:
+        # --no-sandbox: the suite runs as root, where Chromium's sandbox refuses to start.
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def photos_folder(folder: Path, count: int, side: int) -> list[str]:
+    """`count` real photos, `side` px on the longer side, named as a camera would."""
+    folder.mkdir(parents=True)
+    names = []
+    for n in range(count):
+        with Image.open(photo(("astronaut", "coffee", "chelsea")[n % 3])) as original:
+            scale = side / max(original.size)
+            image = original.convert("RGB").resize((round(original.width * scale), round(original.height * scale)))
+            name = f"IMG_{n + 1:04d}.jpg"
+            image.save(folder / name, quality=90)
+            names.append(name)
+    return names
+
+
+def shot(page, tmp_path: Path, name: str) -> Path:
+    path = tmp_path / "screenshots" / f"{name}.png"
+    path.parent.mkdir(exist_ok=True)
+    page.evaluate("document.activeElement && document.activeElement.blur(); window.scrollTo(0, 0)")
+    # Polled from here: wait_for_function evaluates a string in the page, which its own CSP forbids.
+    wait_for(lambda: page.evaluate("Array.from(document.images).filter(i => i.getBoundingClientRect().top < innerHeight)"
+                                   ".every(i => i.complete && i.naturalWidth > 0)"), what="pictures in view loaded")
+    page.screenshot(path=str(path), full_page=False)
+    with Image.open(path) as image:
+        assert image.format == "PNG" and image.width >= 300
+        keep = os.environ.get("BGREMOVER_TEST_SCREENSHOTS")
+        if keep:  # for the README: 64 colours keep a screenshot small
+            Path(keep).mkdir(parents=True, exist_ok=True)
+            image.convert("RGB").quantize(64).save(Path(keep) / path.name, optimize=True)
+    return path
+
+
+def item(page, session: str, name: str):
+    return page.locator(f'article[data-name="{session}"] li[data-name="{name}"]')
+
+
+def test_a_colleague_uploads_follows_fixes_retries_downloads_and_cancels(tmp_path, browser):
+    root = tmp_path / "root"
+    shoot = tmp_path / "upload" / "catalog"
+    names = photos_folder(shoot, 5, 400)
+    (shoot / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not a whole JPEG")
+    with Daemon(root, fake_jobs=False, session_idle_seconds=2) as daemon, WebPage(root) as web:
+        page = browser.new_page(viewport=DESK)
+        page.goto(web.url)
+        page.evaluate("window.loadedOnce = true")  # gone if the page ever reloads
+        assert "is running" in page.locator("#daemon").inner_text()
+
+        # -- a folder through the drop zone --------------------------------------------------
+        page.locator("#drop").focus()
+        page.set_input_files("#choose-folder", str(shoot))
+        wait_for(lambda: "Uploaded 6 photos" in page.locator("#upload-status").inner_text(), what="upload done")
+        session = page.locator('article[data-name="catalog"]')
+        seen = set()
+
+        def complete() -> bool:
+            if session.count():
+                head = session.locator("summary")
+                seen.add((head.get_attribute("data-finished"), session.get_attribute("data-state")))
+            return session.count() and session.get_attribute("data-state") == "complete"
+
+        wait_for(complete, timeout=120, interval=0.1, what="catalog complete on the page")
+        assert len(seen) >= 2, f"the page never showed the batch advancing: {seen}"
+        assert ("6", "complete") in seen
+        assert page.evaluate("window.loadedOnce") is True, "the page reloaded"
+        assert session.locator("summary").get_attribute("data-total") == "6"
+        wait_for(lambda: session.locator("img.after").count() == 5, what="five cutouts shown")
+        shot(page, tmp_path, "web-page")
+
+        # -- the broken file: its reason, a good file in its place, Retry from the keyboard ----
+        broken = item(page, "catalog", "broken.jpg")
+        error = broken.locator(".error").inner_text()
+        assert error == next(i["error"] for i in daemon.status("catalog")["items"] if i["name"] == "broken.jpg")
+        assert error and "broken.jpg" not in error
+        good = tmp_path / "fixed" / "broken.jpg"
+        good.parent.mkdir()
+        shutil.copy(shoot / names[0], good)
+        item_id = broken.get_attribute("id").removeprefix("item-")
+        page.set_input_files(f"#fix-{item_id}", str(good))
+        page.locator(f"#retry-{item_id}").focus()
+        page.keyboard.press("Enter")
+        wait_for(lambda: broken.get_attribute("data-status") == "done", timeout=60, what="broken.jpg done")
+        wait_for(lambda: session.get_attribute("data-state") == "complete" and
+                 session.locator("summary").get_attribute("data-counts").count('"done": 6'), timeout=60,
+                 what="catalog complete again")
+        wait_for(lambda: broken.locator("img.after").count() == 1, what="its cutout shown")
+
+        # -- the ZIP ----------------------------------------------------------------------
+        with page.expect_download() as download:
+            page.locator("#download-catalog").click()
+        saved = tmp_path / "catalog.zip"
+        download.value.save_as(saved)
+        with zipfile.ZipFile(saved) as archive:
+            members = sorted(archive.namelist())
+            assert members == sorted([n.replace(".jpg", ".png") for n in names] + ["broken.png"])
+            with archive.open("broken.png") as cutout, Image.open(cutout) as image:
+                assert image.mode == "RGBA" and image.size == Image.open(shoot / names[0]).size
+
+        # -- a second batch, cancelled while it runs ---------------------------------------------
+        second = tmp_path / "upload2" / "lookbook"
+        photos_folder(second, 12, 1600)
+        page.set_input_files("#choose-folder", str(second))
+        running = page.locator('article[data-name="lookbook"]')
+        wait_for(lambda: running.locator("#cancel-lookbook").count() == 1, timeout=60, what="lookbook's Cancel")
+        wait_for(lambda: running.locator('li[data-status="done"], li[data-status="processing"]').count() >= 1,
+                 timeout=60, what="lookbook under way")
+        page.set_viewport_size(PHONE)
+        shot(page, tmp_path, "web-phone")
+        page.once("dialog", lambda dialog: dialog.accept())
+        running.locator("#cancel-lookbook").click()
+        wait_for(lambda: running.get_attribute("data-state") == "complete", timeout=60, what="lookbook finished")
+        statuses = [li.get_attribute("data-status") for li in running.locator("li").all()]
+        assert statuses.count("cancelled") >= 6, statuses
+        assert set(statuses) <= {"done", "cancelled"}, statuses
+        assert running.locator("#cancel-lookbook").count() == 0
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), "no sideways scrolling on a phone"
+        assert page.evaluate("window.loadedOnce") is True
