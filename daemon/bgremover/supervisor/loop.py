@@ -185,11 +185,12 @@ class Supervisor:
         set-up stops the daemon at once instead of failing every item.
         """
         self.lock_fd = lock_root(self.settings.root, self.settings.state_dir)  # before anything else runs
+        runs_on = self.runner.start(variant_request(self.model))
+        # Once jobs can run at all: a set-up that cannot run them says only that, in one line.
         log.info("job_slots_chosen", slots=self.slot_choice.slots, threads_per_job=self.slot_choice.threads,
                  reason=self.slot_choice.reason)
         if self.slot_warning:
             log.warning("job_slots_memory", warning=self.slot_warning)
-        runs_on = self.runner.start(variant_request(self.model))
         self.open_folders()
         write_facts(self.settings.state_dir, {"pid": os.getpid(), "job_slots": self.settings.job_slots,
                                               "threads_per_job": self.settings.threads})
