@@ -75,7 +75,7 @@ class Settings(BaseSettings):
     # chooses from the cores and the memory). `threads` is onnxruntime's intra-op
     # thread count per job and the PNG encoder's; left unset, the daemon gives each
     # job its share of the usable cores (cores / slots), the in-process tools all of them.
-    job_slots: int | Literal["auto"] = 1
+    job_slots: int | Literal["auto"] = "auto"
     threads: int = Field(default_factory=lambda: usable_cores(), ge=1, le=1024)
     providers: Annotated[tuple[str, ...], NoDecode] = ("CPUExecutionProvider",)
     png_compress_level: int = Field(1, ge=0, le=9, description="zlib level; 1 is fast, 6 is ~25% smaller and ~4x slower")

@@ -31,7 +31,7 @@ T0 = 1000.0  # the test's clock: any number will do, every step is told the time
 def make_daemon(root: Path, **settings) -> Supervisor:
     """A daemon's parts on a real root and a real SQLite file, recovered as at start-up, with the fake runner."""
     settings = load_settings(None, root=root, runner=fakerunner.NAME, stable_seconds=0, session_idle_seconds=3600,
-                             threads=1, job_timeout_seconds=TIMEOUT, kill_grace_seconds=GRACE,
+                             threads=1, job_slots=1, job_timeout_seconds=TIMEOUT, kill_grace_seconds=GRACE,
                              job_memory_limit_mb=LIMIT_MB, **settings)
     daemon = Supervisor(settings, load_model_spec(settings.model, verify=False))
     daemon.open_folders()

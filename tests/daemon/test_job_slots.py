@@ -180,3 +180,21 @@ def test_status_metrics_and_the_log_say_how_many_jobs_run(root):
         assert all(0 < value(samples, "bgremover_job_slot_busy_ratio", slot=str(n)) <= 1 for n in range(3))
         (root / "cancel" / "shoot").touch()
         daemon.wait_complete("shoot", 20)
+
+
+def test_by_default_the_daemon_chooses_its_slots_from_this_machine_and_says_why(root):
+    from bgremover.settings import usable_cores
+    from bgremover.supervisor.slots import available_memory_mb, choose
+
+    daemon = Daemon(root)
+    del daemon.env["BGREMOVER_JOB_SLOTS"]  # the harness's one slot: this test wants the default
+    with daemon:
+        chosen = daemon.events("job_slots_chosen")[0]
+        # The same rule on the same figures (the memory available moves a little between two reads).
+        expected = choose("auto", usable_cores(), available_memory_mb(), 3072)
+        assert chosen["slots"] == expected.slots and chosen["threads_per_job"] == expected.threads
+        assert chosen["reason"].startswith(f"job_slots = auto: {expected.slots}, ")
+        assert daemon.events("daemon_ready")[-1]["job_slots"] == expected.slots
+        for n in range(expected.slots + 1):
+            drop(root / "inbox", f"shoot/{n}.jpg", "sleep 0.5")
+        assert daemon.wait_complete("shoot", 30)["counts"]["done"] == expected.slots + 1

@@ -44,6 +44,9 @@ class Daemon:
             self.env.pop(inherited, None)  # a suite run under systemd must not speak for its own service
         if fake_jobs:
             self.env["BGREMOVER_JOB_MODULE"] = "tests.support.fakejob"
+        # One job at a time unless a test asks for more (its settings, or the variable set for
+        # a whole module): a test of one mechanism reads plainly with one job in flight.
+        self.env.setdefault("BGREMOVER_JOB_SLOTS", "1")
         self.env.update({f"BGREMOVER_{key.upper()}": str(value) for key, value in settings.items()})
         self.process: subprocess.Popen | None = None
         self.log_path = root.parent / f"{root.name}-daemon.log"
