@@ -34,7 +34,7 @@ def test_auto_takes_one_job_a_core_within_the_memory_the_caps_need(cores, availa
 def test_auto_says_why_in_one_line_naming_the_cores_and_the_memory():
     choice = choose("auto", 32, 16000, LIMIT_MB)
     assert choice.reason == (
-        "job_slots = auto: 5, 1 thread a job (its share of the cores); 32 usable cores at 1 thread a job allow 32; "
+        "job_slots = auto: 5, 1 thread a job (the most images per second); 32 usable cores at 1 thread a job allow 32; "
         f"16000 MB available, less {AUTO_MEMORY_RESERVE_MB} MB kept free, holds 5 jobs of 3072 MB (job_memory_limit_mb)")
 
 

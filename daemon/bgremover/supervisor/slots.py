@@ -15,7 +15,6 @@ thread keep two cores busier than one job of two threads, which the bench's
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,7 +44,7 @@ def choose(requested: int | str, cores: int, available_mb: int | None, job_memor
     if requested != "auto":
         slots = int(requested)
         per_job = threads or max(1, cores // slots)
-        return SlotChoice(slots, per_job, f"job_slots = {slots}, {thread_words(per_job, threads)}")
+        return SlotChoice(slots, per_job, f"job_slots = {slots}, {thread_words(per_job, threads, 'its share of the cores')}")
     per_job = threads or AUTO_THREADS_PER_JOB
     by_cores = max(1, cores // per_job)
     by_memory = None if available_mb is None else max(1, (available_mb - AUTO_MEMORY_RESERVE_MB) // job_memory_limit_mb)
@@ -56,13 +55,13 @@ def choose(requested: int | str, cores: int, available_mb: int | None, job_memor
     else:
         why.append(f"{available_mb} MB available, less {AUTO_MEMORY_RESERVE_MB} MB kept free, holds {by_memory} "
                    f"job{plural(by_memory)} of {job_memory_limit_mb} MB (job_memory_limit_mb)")
-    return SlotChoice(slots, per_job, f"job_slots = auto: {slots}, {thread_words(per_job, threads)}; "
-                                      + "; ".join(why))
+    words = thread_words(per_job, threads, "the most images per second")
+    return SlotChoice(slots, per_job, f"job_slots = auto: {slots}, {words}; " + "; ".join(why))
 
 
-def thread_words(per_job: int, threads: int | None) -> str:
-    given = "the threads setting" if threads else "its share of the cores"
-    return f"{per_job} thread{plural(per_job)} a job ({given})"
+def thread_words(per_job: int, threads: int | None, otherwise: str) -> str:
+    """`2 threads a job (why)`: the threads setting's, or `otherwise`."""
+    return f"{per_job} thread{plural(per_job)} a job ({'the threads setting' if threads else otherwise})"
 
 
 def plural(count: int) -> str:
