@@ -112,13 +112,18 @@ def work_folder(keep: Path | None) -> Path:
     return keep.absolute()
 
 
-def bench(settings: Settings, args: argparse.Namespace, workdir: Path) -> dict:
-    """The model alone, the pipeline in this process, then the real daemon; and the ratios."""
+def prepared(settings: Settings, args: argparse.Namespace, workdir: Path) -> tuple:
+    """The format, the corpus, the model's spec and session, and the options, as the in-process loop uses them."""
     fmt = args.format or settings.output_format
     matting.ensure_encoder(fmt)
     corpus = bench_corpus(args, workdir / "corpus")
     spec, session = open_model(settings)
-    options = matting.Options.from_settings(settings, fmt)
+    return fmt, corpus, spec, session, matting.Options.from_settings(settings, fmt)
+
+
+def bench(settings: Settings, args: argparse.Namespace, workdir: Path) -> dict:
+    """The model alone, the pipeline in this process, then the real daemon; and the ratios."""
+    fmt, corpus, spec, session, options = prepared(settings, args, workdir)
     document = {
         "machine": machine(settings.threads),
         "corpus": describe_corpus(corpus, args),
@@ -137,11 +142,7 @@ def bench(settings: Settings, args: argparse.Namespace, workdir: Path) -> dict:
 
 def per_slot_count(settings: Settings, args: argparse.Namespace, workdir: Path) -> dict:
     """The in-process loop, then the daemon at each of --slots on the same images (bench/slots.py)."""
-    fmt = args.format or settings.output_format
-    matting.ensure_encoder(fmt)
-    corpus = bench_corpus(args, workdir / "corpus")
-    spec, session = open_model(settings)
-    options = matting.Options.from_settings(settings, fmt)
+    fmt, corpus, spec, session, options = prepared(settings, args, workdir)
     document = {
         "machine": machine(settings.threads),
         "corpus": describe_corpus(corpus, args),
