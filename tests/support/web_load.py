@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import os
 import statistics
 import tempfile
 import threading
@@ -75,8 +76,18 @@ def load(port: int, stop: threading.Event, clients: int = CLIENTS, every: float 
     return outcomes
 
 
-def one_round(images: list[Path], loaded: bool, every: float) -> tuple[float, Counter]:
-    """The daemon's images per second from the drop to the complete session, with or without the clients."""
+def cpu_seconds(pid: int) -> float:
+    """A process's user and system CPU so far (its threads included), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def one_round(images: list[Path], loaded: bool, every: float) -> tuple[float, Counter, dict]:
+    """The daemon's images per second from the drop to the complete session, with or without the clients.
+
+    Also the CPU seconds each party spent during the round, so that the page's
+    own cost can be told apart from the clients', which share the machine.
+    """
     from tests.support.harness import Daemon, drop
     from tests.support.web import WebPage
 
@@ -88,15 +99,17 @@ def one_round(images: list[Path], loaded: bool, every: float) -> tuple[float, Co
             if loaded:
                 clients.start()
                 time.sleep(2)  # all of them polling before the work starts
-            started = time.monotonic()
+            started, web_cpu, own_cpu = time.monotonic(), cpu_seconds(web.process.pid), time.process_time()
             for image in images:
                 drop(root / "inbox", f"round/{image.name}", image.read_bytes())
             daemon.wait_complete("round", timeout=600)
             elapsed = time.monotonic() - started
+            cpu = {"page_cpu_s": cpu_seconds(web.process.pid) - web_cpu, "clients_cpu_s": time.process_time() - own_cpu,
+                   "elapsed_s": elapsed}
             stop.set()
             if loaded:
                 clients.join()
-    return len(images) / elapsed, outcomes
+    return len(images) / elapsed, outcomes, cpu
 
 
 def main() -> None:
@@ -120,11 +133,13 @@ def main() -> None:
         failed: Counter = Counter()
         for n in range(args.rounds):
             for loaded in (False, True) if n % 2 == 0 else (True, False):
-                rate, outcomes = one_round(images, loaded, args.every)
+                rate, outcomes, cpu = one_round(images, loaded, args.every)
                 rates[loaded].append(rate)
                 failed.update({k: v for k, v in outcomes.items() if k != 200})
+                shares = (f"; CPU over {cpu['elapsed_s']:.1f} s: the page {cpu['page_cpu_s']:.2f} s, "
+                          f"the clients {cpu['clients_cpu_s']:.2f} s")
                 print(f"round {n + 1} {'with' if loaded else 'without'} {CLIENTS} clients: {rate:.3f} images/s"
-                      + (f", {sum(outcomes.values())} requests, {dict(outcomes)}" if loaded else ""), flush=True)
+                      + (f", {sum(outcomes.values())} requests, {dict(outcomes)}" if loaded else "") + shares, flush=True)
     quiet, busy = statistics.median(rates[False]), statistics.median(rates[True])
     print(f"median without clients {quiet:.3f} images/s, with {CLIENTS} clients {busy:.3f} images/s "
           f"({(busy / quiet - 1) * 100:+.1f} %); failed requests: {dict(failed) or 'none'}")
