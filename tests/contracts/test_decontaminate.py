@@ -56,8 +56,8 @@ def test_over_a_green_wall_the_decontaminated_rim_is_less_green_and_opaque_pixel
     assert (clean[opaque][:, :3] == photo[opaque]).all(), "opaque pixels keep the photo's colours exactly"
     assert (clean[clear][:, :3] == plain[clear][:, :3]).all()
     before, after = green_excess_over_white(plain), green_excess_over_white(clean)
-    # Measured with u2netp: 3.99 levels of green over white before, 2.11 after.
-    assert before > 3 and after < 0.6 * before, (before, after)
+    # Measured with u2netp: 3.99 levels of green over white before, 2.38 after.
+    assert before > 3 and after < 0.7 * before, (before, after)
 
 
 def test_refine_changes_only_the_band_around_the_raw_masks_contour(tmp_path, over_green):
@@ -107,10 +107,10 @@ def test_a_mask_without_partial_pixels_changes_nothing():
     assert (foreground.decontaminate(photo, alpha) == photo).all()
 
 
-def test_tiles_cut_by_the_photos_far_edges_are_estimated_too(over_green):
+def test_a_rim_that_runs_off_the_photos_far_edges_is_estimated_there_too(over_green):
     source, alpha, _ = over_green
-    # Cropped through the subject, so its rim runs into the last, partial row and column of tiles.
-    height, width = 2 * foreground.TILE * 2 + 10, 3 * foreground.TILE * 2 + 36
+    # Cropped through the subject, so its rim runs into the last rows and columns, off the reduced copy's grid.
+    height, width = 266, 420
     photo, alpha = np.asarray(Image.open(source))[:height, :width], np.ascontiguousarray(alpha[:height, :width])
     estimate = foreground.decontaminate(np.ascontiguousarray(photo), alpha)
     last = np.zeros(alpha.shape, bool)

@@ -457,9 +457,10 @@ def cutout(image: Image.Image, mask: Image.Image) -> Image.Image:
 
 def decontaminated(rgba: Image.Image) -> Image.Image:
     """The cutout with the subject's own colour estimated where its alpha is partial; alpha untouched."""
-    pixels = np.asarray(rgba)
-    colours = foreground.decontaminate(np.ascontiguousarray(pixels[..., :3]), np.ascontiguousarray(pixels[..., 3]))
-    return Image.fromarray(np.dstack((colours, pixels[..., 3])), "RGBA")
+    pixels = np.array(rgba)  # a writable copy: the estimates go straight into its colour channels
+    for where, colours in foreground.estimates(pixels[..., :3], np.ascontiguousarray(pixels[..., 3])):
+        pixels[where + (slice(0, 3),)] = colours
+    return Image.fromarray(pixels, "RGBA")
 
 
 # ---------------------------------------------------------------- encode
