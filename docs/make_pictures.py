@@ -5,7 +5,8 @@
 Every picture is made by the real pipeline (bgremover.imaging.matting with the bundled
 model), one per option, from daemon/bgremover/bench/photos/coffee.jpg (CC0, see
 daemon/bgremover/bench/photos/LICENSE.md); the edges pictures zoom into chelsea.jpg (CC0), whose
-fur shows what each mode does. Transparent pixels are drawn on a grey
+fur shows what each mode does. The decontamination picture cuts the drawn fur ball over a
+green wall that `bgremover bench --edges` measures (daemon/bgremover/bench/composites.py). Transparent pixels are drawn on a grey
 checkerboard so that they can be told from white.
 
 The models picture cuts astronaut.jpg (public domain) and chelsea.jpg with
@@ -27,6 +28,7 @@ from PIL import Image, ImageDraw
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "daemon"))
 
+from bgremover.bench import composites  # noqa: E402 - likewise
 from bgremover.imaging import matting  # noqa: E402 - after the path is set, so a source checkout needs no install
 
 PHOTOS = REPO / "daemon" / "bgremover" / "bench" / "photos"
@@ -35,6 +37,9 @@ THUMB_HEIGHT = 180
 EDGE_BOX = (270, 10, 390, 100)  # a crop of chelsea.jpg: the cat's right ear and cheek against the background
 EDGE_ZOOM = 2
 CHECKER = 10
+DECONTAMINATION_SIZE = (400, 300)
+DECONTAMINATION_BOX = (112, 52, 192, 112)  # the fur ball's upper left rim, hair against the green wall
+DECONTAMINATION_ZOOM = 4
 LABEL_HEIGHT = 18
 
 OPTIONS = {
@@ -78,6 +83,21 @@ def draw_outputs() -> None:
             mask = run(PHOTOS / "chelsea.jpg", work, session, spec, {"edges": mode, "output": "mask"})
             tiles.append(labelled(stacked([zoomed(cut), zoomed(mask)]), f"edges = {mode}"))
         save(side_by_side(tiles), "edges")
+        draw_decontamination(work, session, spec)
+
+
+def draw_decontamination(work: Path, session, spec) -> None:
+    """The drawn fur ball over a green wall (bench/composites.py), cut out and laid over white, without and with."""
+    alpha, colour = composites.subject("fur ball", DECONTAMINATION_SIZE)
+    source = work / "fur-over-green.png"
+    Image.fromarray(composites.composite(alpha, colour, composites.background("green wall", DECONTAMINATION_SIZE))
+                    ).save(source)
+    tiles = []
+    for value in (False, True):
+        cut = run(source, work, session, spec, {"decontaminate": value, "background": "#ffffff"}).crop(DECONTAMINATION_BOX)
+        zoom = cut.resize((cut.width * DECONTAMINATION_ZOOM, cut.height * DECONTAMINATION_ZOOM), Image.Resampling.NEAREST)
+        tiles.append(labelled(zoom, f"decontaminate = {'true' if value else 'false'}, over white"))
+    save(side_by_side(tiles), "decontaminate")
 
 
 def draw_models(folder: Path) -> None:
@@ -159,8 +179,9 @@ def labelled(image: Image.Image, text: str) -> Image.Image:
 
 def save(image: Image.Image, name: str) -> None:
     """Photographic pictures as JPEG (a fifth of the bytes); the edges zoom as PNG, where every pixel counts."""
-    path = TARGET / (f"{name}.png" if name == "edges" else f"{name}.jpg")
-    image.save(path, optimize=True, **({} if name == "edges" else {"quality": 85}))
+    lossless = name in ("edges", "decontaminate")
+    path = TARGET / (f"{name}.png" if lossless else f"{name}.jpg")
+    image.save(path, optimize=True, **({} if lossless else {"quality": 85}))
     print(f"wrote {path.relative_to(REPO)} ({path.stat().st_size // 1024} KB)")
 
 

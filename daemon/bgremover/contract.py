@@ -54,14 +54,21 @@ def option(flag: str | None = None, parse: Callable[[str], object] | None = None
     return {"flag": flag, "parse": parse, "choices": choices, "help": help}
 
 
+def _yes_or_no(text: str) -> bool:
+    """An argparse type: a boolean as argv writes it (True, False), or as a person does (true, false)."""
+    if text.lower() not in ("true", "false"):
+        raise argparse.ArgumentTypeError(f"must be true or false, got {text!r}")
+    return text.lower() == "true"
+
+
 def _providers(text: str) -> tuple[str, ...]:
     return tuple(text.split(","))
 
 
 FORMATS = tuple(sorted(FORMAT_EXTENSIONS))
 # The JobSpec fields named as a setting is: those a job ticket may set too, and those only the settings set.
-TICKET_OPTIONS = ("background", "crop", "margin", "fill", "size", "edges", "quality", "png_compress_level",
-                  "webp_method", "avif_speed")
+TICKET_OPTIONS = ("background", "crop", "margin", "fill", "size", "edges", "decontaminate", "quality",
+                  "png_compress_level", "webp_method", "avif_speed")
 SETTING_OPTIONS = ("max_megapixels", "large_images")
 KINDS = ("cutout", "mask", "both")
 CROPS = ("none", "subject", "square")
@@ -93,6 +100,8 @@ class JobSpec:
     fill: float = field(default=85.0, metadata=option("--fill", float))
     size: int | None = field(default=None, metadata=option("--size", whole(16, 20000)))
     edges: str = field(default="raw", metadata=option("--edges", choices=EDGES))
+    decontaminate: bool = field(default=False, metadata=option(
+        "--decontaminate", _yes_or_no, help="true: the subject's own colour where alpha is partial"))
     models_dir: Path | None = field(default=None, metadata=option("--models-dir", Path))
     threads: int | None = field(default=None, metadata=option("--threads", whole(1, 1024)))
     providers: tuple[str, ...] = field(default=("CPUExecutionProvider",), metadata=option(

@@ -57,6 +57,10 @@ class Settings(BaseSettings):
     # The mask's edge: "raw" as the model gives it; "clean" drops specks and small
     # holes and smooths the contour; "refine" follows the photo near the boundary.
     edges: Literal["raw", "clean", "refine"] = "raw"
+    # Where alpha is partial (hair, fur, antialiased contours), estimate the
+    # subject's own colour (imaging/foreground.py) instead of keeping the mix
+    # with the old background, which shows as a dark or green rim on white.
+    decontaminate: bool = False
     quality: int = Field(90, ge=1, le=100, description="WebP/AVIF quality; PNG ignores it")
     max_session_items: int = Field(100, ge=1)
     session_idle_seconds: float = Field(30.0, gt=0)

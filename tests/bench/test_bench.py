@@ -153,6 +153,7 @@ def test_the_arguments_and_their_defaults():
         "json": False,
         "soak": None,
         "options": False,
+        "edges": False,
         "model": None,
         "keep": None,
         "slots": None,  # no slot sweep: the plain bench
@@ -308,3 +309,32 @@ def test_slots_runs_the_daemon_at_each_count_on_the_same_images_beside_the_in_pr
         assert 0 < memory["jobs_rss_mb_sum_max"] <= run["job_slots"] * memory["job_peak_rss_mb_max"] * 1.05
     assert slots["runs"]["1"]["over_1_slot_ratio"] == 1.0
     assert "the daemon at each slot count" in bench.render_table(document)
+
+
+# ---------------------------------------------------------------- --edges
+
+
+def test_edges_measures_every_mode_with_and_without_decontamination_on_the_composites(settings, capsys):
+    code = bench.main(settings, parse("--edges", "--json"))
+    assert code == 0, capsys.readouterr().err
+    document = json.loads(capsys.readouterr().out)
+    assert list(document) == ["machine", "composites", "u2netp", "isnet-small"]
+    assert document["isnet-small"] == {"skipped": "not installed (bgremover models fetch isnet-small)"}
+    found = document["u2netp"]
+    assert found["composites"] == 12
+    for mode in ("raw", "clean", "refine"):
+        off, on = found[f"{mode}, decontaminate off"], found[f"{mode}, decontaminate on"]
+        assert {key: off[key] for key in off if key != "white_error"} == {key: on[key] for key in on if key != "white_error"}
+        assert on["white_error"] < off["white_error"], mode
+    # The bar: refine lowers the band error against raw on at least 80 % of the composites, and on the mean.
+    assert found["refine lowers band MAE, % of composites"] >= 80
+    assert found["refine, decontaminate off"]["band_mae"] < found["raw, decontaminate off"]["band_mae"]
+
+
+def test_edges_on_bench_is_the_measurement_and_takes_no_value(tmp_path):
+    from tests.support.cli import cli
+
+    result = cli("bench", "--edges", "clean")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == "bgremover: error: unrecognized arguments: clean"
+    assert "--edges" in cli("bench", "--help").stdout

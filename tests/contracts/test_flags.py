@@ -143,7 +143,9 @@ REMOVE, RUN, BENCH = "remove", "run", "bench"
 
 @pytest.mark.parametrize("flags, named, commands", [
     (["--quality", "0"], "bad setting 'quality'", (REMOVE, RUN, BENCH)),
-    (["--edges", "soft"], "bad setting 'edges'", (REMOVE, RUN, BENCH)),
+    # bench's own --edges is its edge-quality measurement and takes no value (tests/bench).
+    (["--edges", "soft"], "bad setting 'edges'", (REMOVE, RUN)),
+    (["--decontaminate", "maybe"], "bad setting 'decontaminate'", (REMOVE, RUN, BENCH)),
     (["--crop", "circle"], "bad setting 'crop'", (REMOVE, RUN, BENCH)),
     (["--background", "not-a-colour"], "bad setting 'background'", (REMOVE, RUN, BENCH)),
     (["-bgc", "255", "255", "255", "128"], "-bgc alpha must be 255", (REMOVE, RUN, BENCH)),

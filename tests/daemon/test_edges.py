@@ -48,3 +48,32 @@ def test_the_daemon_applies_the_edges_setting_of_each_folders_ticket(tmp_path):
     outside = ~edges.band(raw, edges.band_width(raw.shape))
     np.testing.assert_array_equal(refined[outside], raw[outside])
     assert (refined != raw).any()
+
+
+def test_a_folder_whose_ticket_asks_for_decontamination_gets_it_and_one_without_does_not(tmp_path):
+    """The fur ball over a green wall (bench/composites.py), cut by the bundled model in two folders."""
+    from bgremover.bench import composites
+
+    alpha, colour = composites.subject("fur ball", (400, 300))
+    image = encoded(Image.fromarray(composites.composite(alpha, colour, composites.background("green wall", (400, 300)))),
+                    "PNG")
+    root = tmp_path / "root"
+    with Daemon(root, fake_jobs=False, session_idle_seconds=1) as daemon:
+        for folder, ticket in (("plain", ""), ("decontaminated", "decontaminate = true\n")):
+            staging = tmp_path / "staging" / folder
+            staging.mkdir(parents=True)
+            (staging / TICKET_NAME).write_text(ticket)
+            (staging / "fur.png").write_bytes(image)
+            staging.rename(root / "inbox" / folder)
+        cutouts = {}
+        for folder in ("plain", "decontaminated"):
+            daemon.wait_complete(folder, timeout=120)
+            cutouts[folder] = np.asarray(Image.open(io.BytesIO(daemon.zip_members(folder)["fur.png"])))
+    plain, cleaned = cutouts["plain"], cutouts["decontaminated"]
+    np.testing.assert_array_equal(plain[..., 3], cleaned[..., 3])
+    partial = (plain[..., 3] > 0) & (plain[..., 3] < 255)
+    changed = (plain[..., :3] != cleaned[..., :3]).any(axis=2)
+    assert changed.any() and not (changed & ~partial).any(), "only partial pixels change colour"
+    green = [(cutout[..., 1].astype(int) - cutout[..., 0] / 2 - cutout[..., 2] / 2)[partial].mean()
+             for cutout in (plain, cleaned)]
+    assert green[1] < green[0] - 5, green

@@ -43,6 +43,7 @@ from bgremover.bench.figures import BenchError, difference, ms, percent, ratio, 
 from bgremover.runners import forkserver
 from bgremover.imaging import matting
 from bgremover.bench import models as modelbench
+from bgremover.bench import composites
 from bgremover.bench import options as optionbench
 from bgremover.bench import slots as slotbench
 from bgremover.cli.common import EXIT_FAILED, EXIT_OK, fail
@@ -83,6 +84,8 @@ def main(settings: Settings, args: argparse.Namespace, *, soak_step: int = SOAK_
             document = soak(settings, args, workdir, soak_step, echo=table)
         elif args.options:
             document = per_option(settings, args, workdir)
+        elif args.edges:
+            document = edge_quality(settings)
         elif args.model:
             document = per_model(settings, args, workdir)
         elif args.slots:
@@ -138,6 +141,25 @@ def bench(settings: Settings, args: argparse.Namespace, workdir: Path) -> dict:
     document["machine"].update(ready_fields(ready))
     document["ratios"] = ratios(document["in_process"], document["daemon"])
     return reorder(document)
+
+
+EDGE_MODELS = ("u2netp", "isnet-small")
+
+
+def edge_quality(settings: Settings) -> dict:
+    """Alpha and colour errors on the project's composites, per model that is installed (bench/composites.py)."""
+    document = {"machine": machine(settings.threads),
+                "composites": {"size": "x".join(map(str, composites.SIZE)), "subjects": ", ".join(composites.SUBJECTS),
+                               "backgrounds": ", ".join(composites.BACKGROUNDS)}}
+    for name in EDGE_MODELS:
+        try:
+            spec = matting.find_model_spec(name, settings.models_folder)
+        except matting.ModelError:
+            document[name] = {"skipped": f"not installed (bgremover models fetch {name})"}
+            continue
+        session = matting.create_session(spec, settings.threads, settings.providers)
+        document[name] = composites.summary(composites.measure_model(spec, session))
+    return document
 
 
 def per_slot_count(settings: Settings, args: argparse.Namespace, workdir: Path) -> dict:
@@ -544,6 +566,8 @@ def soak_section(runner, watch, fmt, size, step, samples, hwm_mb) -> dict:
 
 
 SECTION_TITLES = {
+    "u2netp": "u2netp on the composites (errors: mean over them; alpha in levels of 255, gradient ×1000)",
+    "isnet-small": "isnet-small on the composites (errors: mean over them; alpha in levels of 255, gradient ×1000)",
     "in_process": "in-process stages",
     "enqueue_latency": "enqueue latency",
     "slots": "the daemon at each slot count, beside the in-process loop (medians; memory: peaks)",

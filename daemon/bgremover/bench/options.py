@@ -30,6 +30,7 @@ VARIANTS: dict[str, dict] = {
     "crop square, size 2000": {"crop": "square", "size": 2000},
     "output mask": {"output": "mask"},
     "output both": {"output": "both"},
+    "decontaminate": {"decontaminate": True},
     "edges clean": {"edges": "clean"},
     "edges refine": {"edges": "refine"},
 }
@@ -44,7 +45,7 @@ def options_section(corpus: list[Path], base: matting.Options, spec, session, fo
     """
     folder.mkdir(parents=True, exist_ok=True)
     base = dataclasses.replace(base, format="png", background="transparent", output="cutout", crop="none",
-                               size=None, edges="raw")
+                               size=None, edges="raw", decontaminate=False)
     variants = {name: dataclasses.replace(base, **change) for name, change in VARIANTS.items()}
     runs: dict[str, list[dict]] = {name: [] for name in variants}
     for name, options in variants.items():

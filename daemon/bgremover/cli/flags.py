@@ -61,6 +61,8 @@ SETTING_FLAGS = (
                 metavar="COLOUR"),
     SettingFlag(("-f", "--format"), "output_format", "png, webp, avif or jpeg", metavar="FORMAT"),
     SettingFlag(("--edges",), "edges", "the mask's edge: raw, clean or refine", metavar="EDGES"),
+    SettingFlag(("--decontaminate",), "decontaminate", "true: the subject's own colour at partial alpha, "
+                "no rim of the old background; false: the photo's colours", metavar="BOOL"),
     SettingFlag(("--crop",), "crop", "framing: none, subject or square", metavar="CROP"),
     SettingFlag(("--quality",), "quality", "WebP, AVIF and JPEG quality, 1 to 100", metavar="Q"),
 )

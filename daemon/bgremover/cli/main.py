@@ -51,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_setting_flags(remove)
     bench = commands.add_parser("bench", parents=[common], help="measure where the time goes, model to ZIP")
     add_bench_arguments(bench)
-    add_setting_flags(bench, spelled_otherwise={"--format", "--model"})
+    # The bench's --edges is its edge-quality measurement, so the edges setting has no flag here.
+    add_setting_flags(bench, spelled_otherwise={"--format", "--model", "--edges"})
     models = commands.add_parser("models", parents=[common], help="list, fetch, import or remove models")
     actions = models.add_subparsers(dest="action", required=True, metavar="ACTION")
     actions.add_parser("list", parents=[common], help="the models bgremover knows: installed or not, size, licence")
@@ -91,6 +92,9 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
                         help="push N small images through the daemon and watch the supervisor's memory")
     parser.add_argument("--options", action="store_true",
                         help="measure each output option (background, crop, output, edges) instead")
+    parser.add_argument("--edges", action="store_true",
+                        help="measure edge quality instead: alpha and colour errors against a known truth, for each "
+                             "edges mode with decontamination off and on, with u2netp and isnet-small if fetched")
     parser.add_argument("-m", "--model", metavar="NAME",
                         help="compare model NAME with the bundled u2netp: time per image and mask agreement")
     parser.add_argument("--keep", type=Path, metavar="DIR", help="work in DIR and keep it for inspection")

@@ -26,6 +26,7 @@ from PIL import ExifTags, Image, ImageChops, ImageCms, ImageColor, ImageOps, Uni
 
 from bgremover.contract import SETTING_OPTIONS, TICKET_OPTIONS
 from bgremover.imaging import edges
+from bgremover.imaging import foreground
 from bgremover.imaging import png
 from bgremover.imaging import resample
 from bgremover.imaging.formats import FORMAT_EXTENSIONS, format_for_path  # noqa: F401 - part of this module's interface
@@ -59,6 +60,7 @@ class Options:
     fill: float = 85.0  # percent of the square canvas the subject's longer side spans ("square")
     size: int | None = None  # the square canvas resized to this many pixels a side
     edges: str = "raw"  # or "clean", "refine" (see imaging/edges.py)
+    decontaminate: bool = False  # the subject's own colour where alpha is partial (see imaging/foreground.py)
     quality: int = 90  # WebP, AVIF and JPEG
     png_compress_level: int = 1
     webp_method: int = 4
@@ -453,6 +455,14 @@ def cutout(image: Image.Image, mask: Image.Image) -> Image.Image:
     return Image.merge("RGBA", (*image.convert("RGB").split(), alpha))
 
 
+def decontaminated(rgba: Image.Image) -> Image.Image:
+    """The cutout with the subject's own colour estimated where its alpha is partial; alpha untouched."""
+    pixels = np.array(rgba)  # a writable copy: the estimates go straight into its colour channels
+    for where, colours in foreground.estimates(pixels[..., :3], np.ascontiguousarray(pixels[..., 3])):
+        pixels[where + (slice(0, 3),)] = colours
+    return Image.fromarray(pixels, "RGBA")
+
+
 # ---------------------------------------------------------------- encode
 
 
@@ -614,7 +624,10 @@ def matte(
     raw = infer(session, tensor, spec)
     lap("inference")
     mask = with_edges(postprocess(raw, image.size, spec), image, options.edges)
-    rgba = framed(cutout(image, mask), options)
+    rgba = cutout(image, mask)
+    if options.decontaminate:
+        rgba = decontaminated(rgba)
+    rgba = framed(rgba, options)
     lap("postprocess")
     return rgba
 

@@ -17,8 +17,8 @@ from pydantic import ValidationError
 from bgremover.settings import Settings, describe
 
 TICKET_NAME = "bgremover.toml"
-TICKET_SETTINGS = ("output_format", "background", "output", "crop", "margin", "fill", "size", "edges", "model",
-                   "quality", "png_compress_level", "webp_method", "avif_speed")
+TICKET_SETTINGS = ("output_format", "background", "output", "crop", "margin", "fill", "size", "edges",
+                   "decontaminate", "model", "quality", "png_compress_level", "webp_method", "avif_speed")
 
 
 class TicketError(ValueError):
