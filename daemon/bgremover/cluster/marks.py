@@ -40,6 +40,19 @@ class Marks:
     def concluded(self, task: str) -> bool:
         return bool(self.client.exists(f"{PREFIX}concluded:{task}"))
 
+    def in_transit(self, task: str, queue: str) -> bool:
+        """Whether the broker still holds the task: waiting in its queue, delivered and not yet acknowledged, or running.
+
+        A task it no longer holds was lost with the broker's memory (a restart
+        without persistence): the supervisor sends it again under the same id.
+        """
+        quoted = f'"{task}"'.encode()
+        if self.client.exists(f"{PREFIX}lease:{task}") or self.client.exists(f"celery-task-meta-{task}"):
+            return True
+        waiting = self.client.lrange(queue, 0, -1)
+        delivered = self.client.hvals("unacked")
+        return any(quoted in message for message in [*waiting, *delivered])
+
     def claim_root(self, identity: str) -> None:
         """The supervisor's root, for the workers to compare theirs with."""
         self.client.set(f"{PREFIX}root", identity)

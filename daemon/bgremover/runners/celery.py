@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from bgremover.cluster.app import TASK_NAME, make_app, task_id
+from bgremover.cluster.app import QUEUE, TASK_NAME, make_app, task_id
 from bgremover.cluster.marks import Marks
 from bgremover.cluster.message import key_of, root_identity, to_message
 from bgremover.contract import JobSpec
@@ -31,11 +31,15 @@ log = structlog.get_logger()
 BROKER_RETRY_SECONDS = 2.0  # after the broker failed us: no call to it before this
 # A stopped job whose worker never answers: taken as killed this long after its kill was due.
 UNANSWERED_SECONDS = 10.0
+TRANSIT_CHECK_SECONDS = 10.0  # how often a task with no answer yet is looked for in the broker
 
 
 @dataclass
 class Sent:
     task: str
+    message: dict
+    time_limit: float
+    check_at: float  # when to look for it in the broker next (see poll)
     kill_at: float | None = None  # when a stop the supervisor asked for is due to have ended it
     cancel_pending: bool = False  # its cancel mark is still to be set (the broker refused it)
 
@@ -72,14 +76,19 @@ class CeleryRunner(JobRunner):
         message = to_message(spec, settings.root, item, attempt, limits)
         # A backstop only: the worker's own deadline and kill come first.
         hard_limit = settings.job_timeout_seconds + settings.kill_grace_seconds + 30
+        sent = Sent(task, message, hard_limit, now + TRANSIT_CHECK_SECONDS)
         try:
-            self.app.send_task(TASK_NAME, args=[message], task_id=task, time_limit=hard_limit)
+            self.send(sent)
         except Exception as exc:  # noqa: BLE001 - kombu and redis raise several kinds; each means the broker
             self.broker_failed(now, exc)
             raise JobNotStarted(f"the broker did not take the job: {exc}") from None
         self.broker_back()
-        self.sent[task] = Sent(task)
+        self.sent[task] = sent
         return JobHandle(spec, None, {"task_id": task})
+
+    def send(self, sent: Sent) -> None:
+        self.app.send_task(TASK_NAME, args=[sent.message], task_id=sent.task, time_limit=sent.time_limit,
+                           queue=QUEUE)
 
     def poll(self, handle: JobHandle) -> JobExit | None:
         sent = self.sent.get(handle.details["task_id"])
@@ -102,7 +111,21 @@ class CeleryRunner(JobRunner):
         if sent.kill_at is not None and now > sent.kill_at + UNANSWERED_SECONDS:
             log.warning("task_unanswered", task=sent.task, note="stopped, and no worker answered")
             return self.ended(sent, JobExit(signal=signal.SIGKILL))
+        if now >= sent.check_at:
+            self.look_for(sent, now)
         return None
+
+    def look_for(self, sent: Sent, now: float) -> None:
+        """A task the broker no longer holds (it restarted without its data) is sent again, under the same id."""
+        sent.check_at = now + TRANSIT_CHECK_SECONDS
+        try:
+            if self.marks.in_transit(sent.task, QUEUE):
+                return
+            self.send(sent)
+        except Exception as exc:  # noqa: BLE001 - looked for again once the broker is back
+            self.broker_failed(now, exc)
+            return
+        log.warning("task_resent", task=sent.task, note="the broker no longer held it")
 
     def ended(self, sent: Sent, exit: JobExit) -> JobExit:
         del self.sent[sent.task]

@@ -212,9 +212,11 @@ class Dispatch:
         if could_not_write:
             note = (f"waiting: the state folder refused this item's result ({job_report.get('error') or 'no space'}); "
                     "it runs again once the folder takes writes")
-        extra = {key: value for key, value in (("stderr", stderr), ("timings_ms", job_report.get("timings_ms")))
-                 if value}
+        extra = {key: value for key, value in (("stderr", stderr), ("timings_ms", job_report.get("timings_ms")),
+                                               ("worker", job.handle.details.get("worker"))) if value}
+        # Guarded by the attempt too: only this attempt's job decides this attempt's outcome.
         self.moves.finish(item, status, error, note=note, reason=job.stop_reason or "exited", exit_code=code,
+                          attempt=item.attempts,
                           pid=job.handle.pid, duration_ms=round((now - job.started) * 1000),
                           peak_rss_mb=round(job.peak_rss_kb / 1024, 1), **extra)
         self.metrics.job_concluded(job, status, reason, job_report.get("timings_ms"), now)

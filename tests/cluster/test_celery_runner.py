@@ -1,0 +1,132 @@
+"""The celery runner: a real redis-server, the real supervisor and real `bgremover worker` processes on one root.
+
+A local folder stands in for the root that worker hosts would mount over NFS.
+The fake job bodies (tests/support/fakejob.py) keep every job short.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+
+import pytest
+
+from bgremover.cluster.app import TASK_NAME, make_app
+from tests.conftest import REPO
+from tests.support.cluster import Redis, Worker, celery_daemon
+from tests.support.harness import FAST, drop, wait_for
+
+pytestmark = pytest.mark.timeout(240)
+
+
+@pytest.fixture
+def broker(tmp_path):
+    with Redis(tmp_path / "redis") as server:
+        yield server
+
+
+def worker_events(worker: Worker, name: str) -> list[dict]:
+    return [record for line in worker.log().splitlines() if line.startswith("{")
+            for record in [json.loads(line)] if record.get("event") == name]
+
+
+def run_bgremover(tmp_path, *words, **settings) -> subprocess.CompletedProcess:
+    env = {**FAST, "PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin",
+           **{f"BGREMOVER_{key.upper()}": str(value) for key, value in settings.items()}}
+    return subprocess.run([sys.executable, "-m", "bgremover", *words, "--root", str(tmp_path / "root")], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_a_session_is_done_through_two_workers_and_each_item_names_its_worker(tmp_path, broker):
+    root = tmp_path / "root"
+    with celery_daemon(root, broker.url, job_slots=2) as daemon, \
+            Worker(root, broker.url, "w1"), Worker(root, broker.url, "w2"):
+        names = [f"p{n}.jpg" for n in range(6)]
+        for name in names:
+            drop(root / "inbox", f"shoot/{name}", "sleep 0.3")
+        drop(root / "inbox", "shoot/broken.jpg", "exit 2")
+        status = daemon.wait_complete("shoot", timeout=120)
+        members = daemon.zip_members("shoot")
+    items = {item["name"]: item for item in status["items"]}
+    assert {name: items[name]["status"] for name in names} == dict.fromkeys(names, "done")
+    assert items["broken.jpg"]["status"] == "failed"
+    assert items["broken.jpg"]["error"] == "the file could not be read as an image"
+    assert sorted(members) == sorted(name.replace(".jpg", ".png") for name in names)
+    assert {items[name]["worker"].split("@")[0] for name in names} <= {"w1", "w2"}
+    assert all(items[name]["attempts"] == 1 for name in names)
+
+
+def test_the_message_carries_ids_and_spool_names_never_the_users_file_name(tmp_path, broker):
+    root = tmp_path / "root"
+    client = broker.client()
+    with celery_daemon(root, broker.url, job_slots=1) as daemon:
+        drop(root / "inbox", "secret shoot/Client Name — private.jpg", "ok")  # no worker yet: the task waits
+        wait_for(lambda: client.llen("bgremover"), what="the task on the broker's queue")
+        envelope = json.loads(client.lindex("bgremover", 0))
+        assert envelope["headers"]["id"] == "bgremover-1-1"  # the item's id and attempt
+        body = base64.b64decode(envelope["body"]).decode()
+        assert "Client Name" not in body and "secret shoot" not in body
+        (message,), _, _ = json.loads(body)
+        assert (message["item"], message["attempt"], message["spec"]["input"]) == (1, 1, "state/originals/1.jpg")
+        with Worker(root, broker.url, "w1"):
+            status = daemon.wait_complete("secret shoot", timeout=120)
+    assert status["items"][0]["status"] == "done"
+
+
+def test_a_duplicate_delivery_is_refused_and_changes_nothing(tmp_path, broker):
+    root = tmp_path / "root"
+    with celery_daemon(root, broker.url, job_slots=1) as daemon, Worker(root, broker.url, "w1") as worker:
+        drop(root / "inbox", "once/a.jpg", "ok")
+        daemon.wait_complete("once", timeout=120)
+        # The same task delivered again, as Redis does past its visibility timeout.
+        app = make_app(broker.url, 60, 1)
+        sent = daemon.events("job_started")[0]
+        assert sent["task_id"] == "bgremover-1-1"
+        app.send_task(TASK_NAME, args=[{"item": 1, "attempt": 1, "spec": {}, "limits": {}}], task_id="bgremover-1-1")
+        refused = wait_for(lambda: worker_events(worker, "task_refused"), what="the duplicate refused")
+        app.close()
+        assert refused[0]["task"] == "bgremover-1-1"
+        assert refused[0]["reason"] == "its outcome is recorded already"
+        assert len(worker_events(worker, "task_started")) == 1
+        assert daemon.status("once")["items"][0]["status"] == "done"
+        assert len(daemon.events("job_finished")) == 1
+
+
+def test_cancel_stops_the_job_on_its_worker_at_once(tmp_path, broker):
+    root = tmp_path / "root"
+    with celery_daemon(root, broker.url, job_slots=1) as daemon, Worker(root, broker.url, "w1") as worker:
+        drop(root / "inbox", "long/a.jpg", "sleep 60")
+        drop(root / "inbox", "long/b.jpg", "sleep 60")
+        wait_for(lambda: worker_events(worker, "task_started"), what="the job running on the worker")
+        (root / "cancel" / "long").touch()
+        status = daemon.wait_complete("long", timeout=60)
+        finished = wait_for(lambda: worker_events(worker, "task_finished"), what="the worker's answer")
+    assert [item["status"] for item in status["items"]] == ["cancelled", "cancelled"]
+    assert finished[0]["stop_reason"] == "cancel"
+
+
+def test_runner_celery_without_a_broker_is_refused_in_one_line(tmp_path):
+    done = run_bgremover(tmp_path, "run", runner="celery")
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        'bgremover: runner = "celery" needs broker_url (BGREMOVER_BROKER_URL), say redis://host:6379/0']
+
+
+def test_an_unreachable_broker_stops_start_up_in_one_line(tmp_path):
+    from tests.support.cluster import free_port
+
+    done = run_bgremover(tmp_path, "run", runner="celery", broker_url=f"redis://127.0.0.1:{free_port()}/0")
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("bgremover: cannot start: cannot reach the broker at redis://"), lines
+
+
+def test_a_worker_on_a_root_that_is_not_the_supervisors_is_refused_in_one_line(tmp_path, broker):
+    root = tmp_path / "root"
+    with celery_daemon(root, broker.url, job_slots=1):
+        done = run_bgremover(tmp_path / "elsewhere", "worker", "--broker", broker.url)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "is not the supervisor's root" in lines[0], lines
