@@ -15,7 +15,7 @@ import pytest
 
 from bgremover.cluster.app import TASK_NAME, make_app
 from tests.conftest import REPO
-from tests.support.cluster import Redis, Worker, celery_daemon
+from tests.support.cluster import Redis, Worker, celery_daemon, kill_host
 from tests.support.harness import FAST, drop, wait_for
 
 pytestmark = pytest.mark.timeout(240)
@@ -130,3 +130,60 @@ def test_a_worker_on_a_root_that_is_not_the_supervisors_is_refused_in_one_line(t
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "is not the supervisor's root" in lines[0], lines
+
+
+def test_a_worker_killed_mid_job_costs_an_attempt_and_the_item_is_done_once(tmp_path, broker):
+    root = tmp_path / "root"
+    with celery_daemon(root, broker.url, job_slots=1) as daemon, Worker(root, broker.url, "w1") as doomed:
+        drop(root / "inbox", "lost/a.jpg", "sleep 5")
+        wait_for(lambda: worker_events(doomed, "task_started"), what="the job running on w1")
+        kill_host(doomed)
+        doomed.stop()
+        with Worker(root, broker.url, "w2"):
+            status = daemon.wait_complete("lost", timeout=120)
+        lost = daemon.events("worker_lost")
+        members = daemon.zip_members("lost")
+    item = status["items"][0]
+    assert (item["status"], item["attempts"], item["worker"].split("@")[0]) == ("done", 2, "w2")
+    assert lost and lost[0]["task"] == "bgremover-1-1"
+    assert list(members) == ["a.png"]
+
+
+def test_redis_restarted_mid_run_costs_time_never_items(tmp_path, broker):
+    root = tmp_path / "root"
+    names = [f"p{n}.jpg" for n in range(6)]
+    with celery_daemon(root, broker.url, job_slots=2) as daemon, \
+            Worker(root, broker.url, "w1") as first, Worker(root, broker.url, "w2") as second:
+        for name in names:
+            drop(root / "inbox", f"shoot/{name}", "sleep 1")
+        wait_for(lambda: worker_events(first, "task_started") or worker_events(second, "task_started"),
+                 what="a job running")
+        broker.stop()  # persistence off: everything it held is gone
+        wait_for(lambda: daemon.events("broker_unreachable"), what="the supervisor to notice")
+        broker.start()
+        status = daemon.wait_complete("shoot", timeout=180)
+        members = daemon.zip_members("shoot")
+        failed_ever = [event for event in daemon.events("job_finished") if event["status"] == "failed"]
+        resent = daemon.events("task_resent")
+    assert resent, "no task was in flight when the broker restarted"
+    assert [item["status"] for item in status["items"]] == ["done"] * len(names)
+    assert sorted(members) == sorted(name.replace(".jpg", ".png") for name in names)
+    assert failed_ever == []
+
+
+def test_a_supervisor_killed_mid_run_finishes_every_item_exactly_once(tmp_path, broker):
+    root = tmp_path / "root"
+    names = [f"p{n}.jpg" for n in range(6)]
+    daemon = celery_daemon(root, broker.url, job_slots=2)
+    with daemon, Worker(root, broker.url, "w1") as first, Worker(root, broker.url, "w2"):
+        for name in names:
+            drop(root / "inbox", f"shoot/{name}", "sleep 1")
+        wait_for(lambda: worker_events(first, "task_started"), what="a job running")
+        daemon.kill()
+        daemon.start()
+        status = daemon.wait_complete("shoot", timeout=180)
+        members = daemon.zip_members("shoot")
+        done_events = [event for event in daemon.events("job_finished") if event["status"] == "done"]
+    assert [item["status"] for item in status["items"]] == ["done"] * len(names)
+    assert sorted(members) == sorted(name.replace(".jpg", ".png") for name in names)
+    assert len({event["item"] for event in done_events}) == len(done_events) == len(names)

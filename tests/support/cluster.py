@@ -132,3 +132,25 @@ def end_group(group: int) -> None:
 
 def celery_daemon(root: Path, broker: str, **settings) -> Daemon:
     return Daemon(root, runner="celery", broker_url=broker, **settings)
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid`: a worker's pool, its fork servers and their jobs (re-parented to the pool)."""
+    from tests.conftest import _children_of
+
+    found, frontier = [], [pid]
+    while frontier:
+        children = _children_of(frontier.pop())
+        found += children
+        frontier += children
+    return found
+
+
+def kill_host(worker: Worker) -> None:
+    """kill -9 of everything the worker runs, as if its host lost power."""
+    for pid in [worker.process.pid, *descendants(worker.process.pid)]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    worker.process.wait()

@@ -40,6 +40,10 @@ class Marks:
     def concluded(self, task: str) -> bool:
         return bool(self.client.exists(f"{PREFIX}concluded:{task}"))
 
+    def leased(self, task: str) -> bool:
+        """Whether a worker runs the task now (it renews the lease while the job runs)."""
+        return bool(self.client.exists(f"{PREFIX}lease:{task}"))
+
     def in_transit(self, task: str, queue: str) -> bool:
         """Whether the broker still holds the task: waiting in its queue, delivered and not yet acknowledged, or running.
 

@@ -64,11 +64,9 @@ def run_job(task, message: dict) -> dict:
     spec = spec_from(message, settings.root, model_dir)
     log.info("task_started", task=task_id, item=message["item"], attempt=message["attempt"], worker=worker,
              pid=os.getpid())
-    watch = Watch(marks, task_id, worker)
-    try:
-        ended = jobs.run(spec, cancelled=watch.cancelled)
-    finally:
-        marks.client.delete(f"bgremover:lease:{task_id}")
+    # The lease is left to lapse, not deleted: the answer is stored after we return, and until it
+    # is, the supervisor must not take the missing lease for a lost worker.
+    ended = jobs.run(spec, cancelled=Watch(marks, task_id, worker).cancelled)
     log.info("task_finished", task=task_id, item=message["item"], returncode=ended.returncode,
              stop_reason=ended.stop_reason, worker=worker)
     return {"returncode": ended.returncode, "stop_reason": ended.stop_reason, "peak_rss_kb": ended.peak_rss_kb,

@@ -31,7 +31,7 @@ log = structlog.get_logger()
 BROKER_RETRY_SECONDS = 2.0  # after the broker failed us: no call to it before this
 # A stopped job whose worker never answers: taken as killed this long after its kill was due.
 UNANSWERED_SECONDS = 10.0
-TRANSIT_CHECK_SECONDS = 10.0  # how often a task with no answer yet is looked for in the broker
+TRANSIT_CHECK_SECONDS = 5.0  # how often a task with no answer yet is looked for in the broker
 
 
 @dataclass
@@ -42,6 +42,7 @@ class Sent:
     check_at: float  # when to look for it in the broker next (see poll)
     kill_at: float | None = None  # when a stop the supervisor asked for is due to have ended it
     cancel_pending: bool = False  # its cancel mark is still to be set (the broker refused it)
+    leased: bool = False  # a worker was seen running it (its lease in Redis)
 
 
 class CeleryRunner(JobRunner):
@@ -105,27 +106,55 @@ class CeleryRunner(JobRunner):
         if state == "SUCCESS" and isinstance(value, dict):
             handle.details["worker"] = value.get("worker")
             return self.ended(sent, exit_of(value["returncode"], value.get("peak_rss_kb", 0)))
-        if state == "FAILURE":  # its pool process lost, or over the hard limit: killed, as far as we know
+        if state == "REVOKED":  # we never revoke: its worker cancelled it when the broker went away
+            return self.send_again(sent, result, now)
+        if state == "FAILURE" and type(value).__name__ == "WorkerLostError":  # its pool process vanished
+            log.warning("worker_lost", task=sent.task, error=str(value))
+            return self.ended(sent, JobExit(signal=signal.SIGKILL, lost="the worker's pool process vanished"))
+        if state == "FAILURE":  # over the hard time limit, or a worker's bug: killed, as far as we know
             log.warning("task_failed", task=sent.task, error=str(value))
             return self.ended(sent, JobExit(signal=signal.SIGKILL))
         if sent.kill_at is not None and now > sent.kill_at + UNANSWERED_SECONDS:
             log.warning("task_unanswered", task=sent.task, note="stopped, and no worker answered")
             return self.ended(sent, JobExit(signal=signal.SIGKILL))
         if now >= sent.check_at:
-            self.look_for(sent, now)
+            return self.look_for(sent, now)
         return None
 
-    def look_for(self, sent: Sent, now: float) -> None:
-        """A task the broker no longer holds (it restarted without its data) is sent again, under the same id."""
+    def look_for(self, sent: Sent, now: float) -> JobExit | None:
+        """Where the task is, now and then: run by a live worker, waiting, lost with its worker, or lost by the broker.
+
+        A worker renews its task's lease while the job runs; a lease that lapsed
+        with no answer means the worker was lost. A task the broker no longer
+        holds at all (it restarted without its data) is sent again, under the same id.
+        """
         sent.check_at = now + TRANSIT_CHECK_SECONDS
         try:
+            if self.marks.leased(sent.task):
+                sent.leased = True
+                return None
+            if sent.leased and self.app.AsyncResult(sent.task).state not in ("SUCCESS", "FAILURE"):
+                log.warning("worker_lost", task=sent.task, note="its lease lapsed with no answer")
+                return self.ended(sent, JobExit(signal=signal.SIGKILL, lost="its lease lapsed with no answer"))
             if self.marks.in_transit(sent.task, QUEUE):
-                return
+                return None
             self.send(sent)
         except Exception as exc:  # noqa: BLE001 - looked for again once the broker is back
             self.broker_failed(now, exc)
-            return
+            return None
         log.warning("task_resent", task=sent.task, note="the broker no longer held it")
+        return None
+
+    def send_again(self, sent: Sent, result, now: float) -> None:
+        """The same task again, under its id: its worker gave it up with the broker connection, not its image."""
+        try:
+            result.forget()
+            self.send(sent)
+        except Exception as exc:  # noqa: BLE001 - tried again once the broker is back
+            self.broker_failed(now, exc)
+            return None
+        log.warning("task_resent", task=sent.task, note="its worker cancelled it when the broker connection was lost")
+        return None
 
     def ended(self, sent: Sent, exit: JobExit) -> JobExit:
         del self.sent[sent.task]
