@@ -187,3 +187,35 @@ def test_a_supervisor_killed_mid_run_finishes_every_item_exactly_once(tmp_path, 
     assert [item["status"] for item in status["items"]] == ["done"] * len(names)
     assert sorted(members) == sorted(name.replace(".jpg", ".png") for name in names)
     assert len({event["item"] for event in done_events}) == len(done_events) == len(names)
+
+
+def test_a_second_delivery_of_a_running_task_is_refused_by_the_other_worker(tmp_path, broker):
+    root = tmp_path / "root"
+    client = broker.client()
+    with celery_daemon(root, broker.url, job_slots=1) as daemon:
+        drop(root / "inbox", "twice/a.jpg", "sleep 4")
+        wait_for(lambda: client.llen("bgremover"), what="the task on the broker's queue")
+        envelope = client.lindex("bgremover", 0)
+        with Worker(root, broker.url, "w1") as first:
+            wait_for(lambda: worker_events(first, "task_started"), what="the job running on w1")
+            client.lpush("bgremover", envelope)  # delivered again, as Redis does past the visibility timeout
+            with Worker(root, broker.url, "w2") as second:
+                refused = wait_for(lambda: worker_events(second, "task_refused"), what="w2 to refuse it")
+                status = daemon.wait_complete("twice", timeout=120)
+            ran = worker_events(first, "task_finished")
+    assert refused[0]["task"] == "bgremover-1-1"
+    assert refused[0]["reason"].startswith("a duplicate delivery: w1@")
+    assert worker_events(second, "task_started") == []
+    assert [(event["task"], event["returncode"]) for event in ran] == [("bgremover-1-1", 0)]
+    assert (status["items"][0]["status"], status["items"][0]["attempts"]) == ("done", 1)
+    assert len(daemon.events("job_finished")) == 1
+
+
+def test_the_local_runner_imports_nothing_of_celery(tmp_path):
+    probe = ("import sys; from bgremover.cli import main, commands; from bgremover.supervisor import loop; "
+             "from bgremover.runners import runner_class; runner_class('local'); "
+             "print(sorted(name for name in sys.modules if name.split('.')[0] in ('celery', 'kombu', 'redis') "
+             "or name.startswith('bgremover.cluster')))")
+    done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, env={"PYTHONPATH": str(REPO)},
+                          capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout.strip()) == (0, "[]"), done.stderr
