@@ -219,3 +219,16 @@ def test_the_local_runner_imports_nothing_of_celery(tmp_path):
     done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, env={"PYTHONPATH": str(REPO)},
                           capture_output=True, text=True, timeout=60)
     assert (done.returncode, done.stdout.strip()) == (0, "[]"), done.stderr
+
+
+def test_status_lists_the_workers_heard_of_recently_and_their_slots(tmp_path, broker):
+    root = tmp_path / "root"
+    with celery_daemon(root, broker.url, job_slots=3), Worker(root, broker.url, "w1", slots=2), \
+            Worker(root, broker.url, "w2"):
+        seen = wait_for(lambda: (done := run_bgremover(tmp_path, "status", "--json", runner="celery",
+                                                       broker_url=broker.url))
+                        and len(json.loads(done.stdout)["workers"]) == 2 and json.loads(done.stdout), what="workers")
+        text = run_bgremover(tmp_path, "status", runner="celery", broker_url=broker.url).stdout
+    assert [(worker["name"].split("@")[0], worker["slots"]) for worker in seen["workers"]] == [("w1", 2), ("w2", 1)]
+    assert seen["workers_error"] is None
+    assert text.splitlines()[1].startswith("workers: 2, 3 slots: w1@")
