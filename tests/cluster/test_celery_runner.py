@@ -232,3 +232,44 @@ def test_status_lists_the_workers_heard_of_recently_and_their_slots(tmp_path, br
     assert [(worker["name"].split("@")[0], worker["slots"]) for worker in seen["workers"]] == [("w1", 2), ("w2", 1)]
     assert seen["workers_error"] is None
     assert text.splitlines()[1].startswith("workers: 2, 3 slots: w1@")
+
+
+def small_photos(count: int) -> list[tuple[str, bytes]]:
+    """`count` small JPEG photos, cut from the bench's three at several sizes and crops."""
+    import io
+
+    from PIL import Image
+
+    from tests.conftest import PHOTOS
+
+    photos = []
+    for n in range(count):
+        source = Image.open(PHOTOS / ("astronaut.jpg", "chelsea.jpg", "coffee.jpg")[n % 3]).convert("RGB")
+        side = 160 + 16 * n
+        box = (n * 3 % 40, n * 5 % 40, n * 3 % 40 + side, n * 5 % 40 + side)
+        out = io.BytesIO()
+        source.crop(box).save(out, "JPEG", quality=90)
+        photos.append((f"photo{n:02}.jpg", out.getvalue()))
+    return photos
+
+
+def test_the_real_model_on_two_workers_gives_the_local_runners_cutouts_byte_for_byte(tmp_path, broker):
+    from tests.support.harness import Daemon
+
+    photos = small_photos(20)
+    local_root, cluster_root = tmp_path / "local", tmp_path / "root"
+    with Daemon(local_root, fake_jobs=False, job_slots=1) as daemon:
+        for name, data in photos:
+            drop(local_root / "inbox", f"set/{name}", data)
+        daemon.wait_complete("set", timeout=200)
+        local = daemon.zip_members("set")
+    with celery_daemon(cluster_root, broker.url, fake_jobs=False, job_slots=2) as daemon, \
+            Worker(cluster_root, broker.url, "w1", fake_jobs=False), \
+            Worker(cluster_root, broker.url, "w2", fake_jobs=False):
+        for name, data in photos:
+            drop(cluster_root / "inbox", f"set/{name}", data)
+        status = daemon.wait_complete("set", timeout=200)
+        cluster = daemon.zip_members("set")
+    assert [item["status"] for item in status["items"]] == ["done"] * len(photos)
+    assert sorted(cluster) == sorted(local) == sorted(name.replace(".jpg", ".png") for name, _ in photos)
+    assert all(cluster[member] == local[member] for member in local), "the same cutouts, byte for byte"
