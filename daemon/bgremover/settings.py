@@ -100,6 +100,9 @@ class Settings(BaseSettings):
     runner: str = "local"
     # The Redis broker of the celery runner, say redis://broker.lan:6379/0 (README, Several machines).
     broker_url: str | None = None
+    # How long Redis waits for a delivered task's acknowledgement before it delivers it
+    # again; unset, job_timeout_seconds + kill_grace_seconds + 60 s (a lost worker costs that).
+    broker_visibility_timeout_seconds: float | None = Field(None, gt=0)
     # The module run as `python -m <job_module>` for each job. Tests point it at
     # fake job bodies; users have no reason to change it.
     job_module: str = "bgremover.job.process"

@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import signal
+import time
 import subprocess
 import sys
 
 import pytest
 
 from bgremover.cluster.app import TASK_NAME, make_app
+from bgremover.settings import load_settings
 from tests.conftest import REPO
-from tests.support.cluster import Redis, Worker, celery_daemon, kill_host
+from tests.support.cluster import Redis, Worker, celery_daemon, descendants, kill_host
 from tests.support.harness import FAST, drop, wait_for
 
 pytestmark = pytest.mark.timeout(240)
@@ -81,7 +85,7 @@ def test_a_duplicate_delivery_is_refused_and_changes_nothing(tmp_path, broker):
         drop(root / "inbox", "once/a.jpg", "ok")
         daemon.wait_complete("once", timeout=120)
         # The same task delivered again, as Redis does past its visibility timeout.
-        app = make_app(broker.url, 60, 1)
+        app = make_app(load_settings(root=root, broker_url=broker.url))
         sent = daemon.events("job_started")[0]
         assert sent["task_id"] == "bgremover-1-1"
         app.send_task(TASK_NAME, args=[{"item": 1, "attempt": 1, "spec": {}, "limits": {}}], task_id="bgremover-1-1")
@@ -273,3 +277,30 @@ def test_the_real_model_on_two_workers_gives_the_local_runners_cutouts_byte_for_
     assert [item["status"] for item in status["items"]] == ["done"] * len(photos)
     assert sorted(cluster) == sorted(local) == sorted(name.replace(".jpg", ".png") for name, _ in photos)
     assert all(cluster[member] == local[member] for member in local), "the same cutouts, byte for byte"
+
+
+def test_a_worker_stopped_past_the_visibility_timeout_gets_its_task_delivered_again_and_refused(tmp_path, broker):
+    """SIGSTOP, as a host that hangs: Redis delivers the task again, the other worker refuses it (the lease is
+    held), the lapsed lease costs the item an attempt, and the stopped worker's late answer is never read."""
+    root = tmp_path / "root"
+    quick = {"broker_visibility_timeout_seconds": 4}
+    with celery_daemon(root, broker.url, job_slots=1, **quick) as daemon, \
+            Worker(root, broker.url, "w1", **quick) as stopped:
+        drop(root / "inbox", "hang/a.jpg", "sleep 3")
+        wait_for(lambda: worker_events(stopped, "task_started"), what="the job running on w1")
+        hung = [stopped.process.pid, *descendants(stopped.process.pid)]
+        for pid in hung:
+            os.kill(pid, signal.SIGSTOP)
+        with Worker(root, broker.url, "w2", **quick) as other:
+            refused = wait_for(lambda: worker_events(other, "task_refused"), timeout=60, what="the duplicate refused")
+            status = daemon.wait_complete("hang", timeout=120)
+            for pid in hung:
+                os.kill(pid, signal.SIGCONT)
+            late = wait_for(lambda: worker_events(stopped, "task_finished"), what="w1's late answer")
+            time.sleep(1)
+            finished = daemon.events("job_finished")
+    assert (refused[0]["task"], refused[0]["reason"].split(":")[0]) == ("bgremover-1-1", "a duplicate delivery")
+    assert late[0]["task"] == "bgremover-1-1"  # attempt 1 ran to its end on w1, after all
+    item = status["items"][0]
+    assert (item["status"], item["attempts"], item["worker"].split("@")[0]) == ("done", 2, "w2")
+    assert [(event["status"], event["attempt"]) for event in finished] == [("queued", 1), ("done", 2)]

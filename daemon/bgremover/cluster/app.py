@@ -21,16 +21,21 @@ VISIBILITY_MARGIN_SECONDS = 60.0
 CONNECT_TIMEOUT_SECONDS = 3.0
 
 
-def make_app(broker_url: str, job_timeout_seconds: float, kill_grace_seconds: float) -> Celery:
-    app = Celery("bgremover", broker=broker_url, backend=broker_url)
-    visibility = job_timeout_seconds + kill_grace_seconds + VISIBILITY_MARGIN_SECONDS
+def make_app(settings) -> Celery:
+    """The app for `settings` (broker_url, the job limits, broker_visibility_timeout_seconds)."""
+    app = Celery("bgremover", broker=settings.broker_url, backend=settings.broker_url)
+    visibility = settings.broker_visibility_timeout_seconds or (
+        settings.job_timeout_seconds + settings.kill_grace_seconds + VISIBILITY_MARGIN_SECONDS)
     app.conf.update(
         task_serializer="json", result_serializer="json", accept_content=["json"], result_accept_content=["json"],
         task_acks_late=True, task_reject_on_worker_lost=False, worker_prefetch_multiplier=1,
         worker_cancel_long_running_tasks_on_connection_loss=True,
         task_default_queue=QUEUE, task_track_started=True, result_expires=7 * 24 * 3600,
+        # Kombu looks for unacknowledged tasks past their timeout only every 100 s by default;
+        # every 10 s at most here (sooner with a short timeout), so a hung worker costs what it says.
         broker_transport_options={"visibility_timeout": visibility, "socket_connect_timeout": CONNECT_TIMEOUT_SECONDS,
-                                  "socket_timeout": 10.0},
+                                  "socket_timeout": 10.0, "unacked_restore_throttle": 1,
+                                  "unacked_restore_interval": int(max(1, min(10, visibility // 2)))},
         result_backend_transport_options={"visibility_timeout": visibility},
         redis_socket_connect_timeout=CONNECT_TIMEOUT_SECONDS, redis_socket_timeout=10.0,
         broker_connection_timeout=CONNECT_TIMEOUT_SECONDS, broker_connection_retry_on_startup=True,

@@ -44,7 +44,7 @@ def check(settings: Settings) -> Marks:
 def serve(settings: Settings, slots: int, name: str | None) -> None:
     marks = check(settings)
     hostname = f"{name or 'bgremover'}@{socket.gethostname()}"
-    app = make_app(settings.broker_url, settings.job_timeout_seconds, settings.kill_grace_seconds)
+    app = make_app(settings)
     app.task(name=TASK_NAME, bind=True, acks_late=True)(task.run_job)
     task.configure(settings)
     threading.Thread(target=beat, args=(marks, hostname, slots), name="heartbeat", daemon=True).start()

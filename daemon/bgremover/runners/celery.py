@@ -57,7 +57,7 @@ class CeleryRunner(JobRunner):
     def start(self, model: dict) -> dict:
         settings = self.settings
         try:
-            self.app = make_app(settings.broker_url, settings.job_timeout_seconds, settings.kill_grace_seconds)
+            self.app = make_app(settings)
             self.marks = Marks(settings.broker_url)
             self.marks.ping()
             self.marks.claim_root(root_identity(settings.state_dir, create=True))
