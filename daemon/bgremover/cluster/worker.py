@@ -16,7 +16,7 @@ from bgremover.cluster import task
 from bgremover.cluster.app import TASK_NAME, QUEUE, make_app
 from bgremover.cluster.marks import HEARTBEAT_SECONDS, Marks
 from bgremover.cluster.message import root_identity
-from bgremover.settings import Settings
+from bgremover.settings import Settings, usable_cores
 
 log = structlog.get_logger()
 
@@ -43,12 +43,14 @@ def check(settings: Settings) -> Marks:
 
 def serve(settings: Settings, slots: int, name: str | None) -> None:
     marks = check(settings)
+    if not settings.threads_given:  # each slot its share of this host's cores, as job_slots on one machine
+        settings = settings.model_copy(update={"threads": max(1, usable_cores() // slots)})
     hostname = f"{name or 'bgremover'}@{socket.gethostname()}"
     app = make_app(settings)
     app.task(name=TASK_NAME, bind=True, acks_late=True)(task.run_job)
     task.configure(settings)
     threading.Thread(target=beat, args=(marks, hostname, slots), name="heartbeat", daemon=True).start()
-    log.info("worker_ready", worker=hostname, slots=slots, root=str(settings.root))
+    log.info("worker_ready", worker=hostname, slots=slots, threads_per_job=settings.threads, root=str(settings.root))
     app.worker_main(["worker", "--pool=prefork", f"--concurrency={slots}", f"--hostname={hostname}", "-Q", QUEUE,
                      "--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel=INFO",
                      "--prefetch-multiplier=1"])
