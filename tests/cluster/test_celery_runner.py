@@ -268,12 +268,14 @@ def test_the_real_model_on_two_workers_gives_the_local_runners_cutouts_byte_for_
         daemon.wait_complete("set", timeout=200)
         local = daemon.zip_members("set")
     with celery_daemon(cluster_root, broker.url, fake_jobs=False, job_slots=2) as daemon, \
-            Worker(cluster_root, broker.url, "w1", fake_jobs=False), \
+            Worker(cluster_root, broker.url, "w1", fake_jobs=False, providers="CPUExecutionProvider") as first, \
             Worker(cluster_root, broker.url, "w2", fake_jobs=False):
         for name, data in photos:
             drop(cluster_root / "inbox", f"set/{name}", data)
         status = daemon.wait_complete("set", timeout=200)
         cluster = daemon.zip_members("set")
+        ready = worker_events(first, "worker_ready")
+    assert ready[0]["providers"] == ["CPUExecutionProvider"]
     assert [item["status"] for item in status["items"]] == ["done"] * len(photos)
     assert sorted(cluster) == sorted(local) == sorted(name.replace(".jpg", ".png") for name, _ in photos)
     assert all(cluster[member] == local[member] for member in local), "the same cutouts, byte for byte"

@@ -72,8 +72,9 @@ class Redis:
 class Worker:
     """`bgremover worker` as a child process, with the fake job bodies unless told otherwise."""
 
-    def __init__(self, root: Path, broker: str, name: str, slots: int = 1, fake_jobs: bool = True, **settings) -> None:
-        self.root, self.broker, self.name, self.slots = root, broker, name, slots
+    def __init__(self, root: Path, broker: str, name: str, slots: int = 1, fake_jobs: bool = True,
+                 providers: str | None = None, **settings) -> None:
+        self.root, self.broker, self.name, self.slots, self.providers = root, broker, name, slots, providers
         self.env = {**os.environ, **FAST, "PYTHONPATH": str(REPO)}
         self.env.pop("BGREMOVER_CONFIG", None)
         if fake_jobs:
@@ -84,7 +85,8 @@ class Worker:
 
     def command(self) -> list[str]:
         return [sys.executable, "-m", "bgremover", "worker", "--broker", self.broker, "--root", str(self.root),
-                "--slots", str(self.slots), "--name", self.name]
+                "--slots", str(self.slots), "--name", self.name,
+                *(["--providers", self.providers] if self.providers else [])]
 
     def start(self) -> "Worker":
         self.log_file = open(self.log_path, "ab")

@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--broker", metavar="URL", help="the supervisor's Redis broker (setting: broker_url)")
     worker.add_argument("--slots", type=positive_argument, default=1, help="jobs at once on this host (default 1)")
     worker.add_argument("--name", help="this worker's name in status and logs (default bgremover)")
+    worker.add_argument("--providers", dest="worker_providers", metavar="LIST",
+                        help="onnxruntime execution providers in order, for this host's jobs (setting: providers), "
+                             "say CUDAExecutionProvider,CPUExecutionProvider")
     web = commands.add_parser("web", parents=[common], help="serve the web page: batches, pictures, retry, upload")
     web.add_argument("--listen", metavar="HOST:PORT",
                      help="the address to listen on (setting: web_listen, default 127.0.0.1:8765); any but the "
@@ -147,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         broker = {"broker_url": args.broker} if getattr(args, "broker", None) else {}
+        if getattr(args, "worker_providers", None):
+            broker["providers"] = args.worker_providers
         settings = load_settings(args.config, root=args.root, **flag_settings(args), **broker)
     except SettingsError as exc:
         return fail(str(exc), EXIT_USAGE)

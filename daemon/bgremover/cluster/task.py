@@ -14,6 +14,7 @@ stored that could hide the running one's answer.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from dataclasses import dataclass, field
@@ -61,7 +62,8 @@ def run_job(task, message: dict) -> dict:
         raise Ignore()
     limits = {**message["limits"], "job_slots": 1}
     jobs, model_dir = jobs_for(message["spec"]["model"], settings, limits)
-    spec = spec_from(message, settings.root, model_dir)
+    # The providers are this host's (a GPU host runs CUDA, its neighbour the CPU), not the supervisor's.
+    spec = dataclasses.replace(spec_from(message, settings.root, model_dir), providers=tuple(settings.providers))
     log.info("task_started", task=task_id, item=message["item"], attempt=message["attempt"], worker=worker,
              pid=os.getpid())
     # The lease is left to lapse, not deleted: the answer is stored after we return, and until it

@@ -50,7 +50,8 @@ def serve(settings: Settings, slots: int, name: str | None) -> None:
     app.task(name=TASK_NAME, bind=True, acks_late=True)(task.run_job)
     task.configure(settings)
     threading.Thread(target=beat, args=(marks, hostname, slots), name="heartbeat", daemon=True).start()
-    log.info("worker_ready", worker=hostname, slots=slots, threads_per_job=settings.threads, root=str(settings.root))
+    log.info("worker_ready", worker=hostname, slots=slots, threads_per_job=settings.threads,
+             providers=list(settings.providers), root=str(settings.root))
     app.worker_main(["worker", "--pool=prefork", f"--concurrency={slots}", f"--hostname={hostname}", "-Q", QUEUE,
                      "--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel=INFO",
                      "--prefetch-multiplier=1"])
