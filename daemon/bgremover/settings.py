@@ -99,8 +99,14 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # How jobs are run, by a name in the table of bgremover/runners/__init__.py:
-    # "local", each job a fresh process on this machine.
+    # "local", each job a fresh process on this machine; "celery", each job sent
+    # through a Redis broker to `bgremover worker` hosts that mount the same root.
     runner: str = "local"
+    # The Redis broker of the celery runner, say redis://broker.lan:6379/0 (README, Several machines).
+    broker_url: str | None = None
+    # How long Redis waits for a delivered task's acknowledgement before it delivers it
+    # again; unset, job_timeout_seconds + kill_grace_seconds + 60 s (a lost worker costs that).
+    broker_visibility_timeout_seconds: float | None = Field(None, gt=0)
     # The module run as `python -m <job_module>` for each job. Tests point it at
     # fake job bodies; users have no reason to change it.
     job_module: str = "bgremover.job.process"
@@ -120,6 +126,12 @@ class Settings(BaseSettings):
         if value not in RUNNERS:
             raise ValueError(f"must be one of {', '.join(sorted(RUNNERS))}")
         return value
+
+    @model_validator(mode="after")
+    def _celery_needs_a_broker(self) -> Settings:
+        if self.runner == "celery" and not self.broker_url:
+            raise ValueError('runner = "celery" needs broker_url (BGREMOVER_BROKER_URL), say redis://host:6379/0')
+        return self
 
     @field_validator("job_slots", mode="before")
     @classmethod

@@ -266,3 +266,14 @@ def test_a_runner_is_one_entry_in_the_table_and_the_setting_names_it(tmp_path):
         load_settings(None, root=tmp_path, runner="nowhere")
     assert "runner" in str(refused.value) and "local" in str(refused.value)
     assert len(str(refused.value).splitlines()) == 1
+
+
+def test_a_runner_whose_packages_are_missing_is_refused_in_one_sentence(monkeypatch):
+    from bgremover import runners
+    from bgremover.runners.api import RunnerError
+
+    monkeypatch.setitem(runners.RUNNERS, "celery", "celery_that_is_not_installed.runner:CeleryRunner")
+    with pytest.raises(RunnerError) as refused:
+        runners.runner_class("celery")
+    assert str(refused.value) == ("the celery runner needs celery_that_is_not_installed, which is not installed "
+                                  "(pip install 'bgremover[cluster]')")

@@ -226,6 +226,61 @@ def test_the_web_unit_exposure_is_low(web_unit_copy):
     assert float(found.group(1)) <= MAX_EXPOSURE, result.stdout
 
 
+# ---------------------------------------------------------------- a worker host's unit
+
+WORKER_UNIT = REPO / "systemd" / "bgremover-worker.service"
+
+
+@pytest.fixture
+def worker_unit_copy(tmp_path) -> Path:
+    """The worker's unit with ExecStart's program swapped for one that exists here, and its mount for a folder here."""
+    program = tmp_path / "bin" / "bgremover"
+    program.parent.mkdir()
+    program.write_text("#!/bin/sh\nexit 0\n")
+    program.chmod(0o755)
+    text = WORKER_UNIT.read_text()
+    assert "ExecStart=/opt/bgremover/bin/bgremover worker " in text
+    copy = tmp_path / "unit" / WORKER_UNIT.name
+    copy.parent.mkdir()
+    copy.write_text(text.replace("ExecStart=/opt/bgremover/bin/bgremover ", f"ExecStart={program} "))
+    return copy
+
+
+def worker_unit_settings() -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for line in WORKER_UNIT.read_text().splitlines():
+        if "=" in line and not line.lstrip().startswith(("#", ";")):
+            key, value = line.strip().split("=", 1)
+            found.setdefault(key, []).append(value)
+    return found
+
+
+def test_the_worker_unit_runs_the_worker_on_the_shared_root_writing_only_results():
+    settings = worker_unit_settings()
+    assert settings["ExecStart"] == ["/opt/bgremover/bin/bgremover worker --root /srv/bgremover --slots ${WORKER_SLOTS}"]
+    assert settings["RequiresMountsFor"] == ["/srv/bgremover"]
+    assert settings["User"] == ["bgremover"] and "DynamicUser" not in settings, "one uid on every host of the share"
+    assert settings["ReadOnlyPaths"] == ["/srv/bgremover"]
+    assert settings["ReadWritePaths"] == ["-/srv/bgremover/state/results"]
+    for hardening in ("NoNewPrivileges", "ProtectSystem", "ProtectHome", "PrivateTmp", "PrivateDevices"):
+        assert settings[hardening] in (["yes"], ["strict"]), hardening
+    assert settings["RestrictAddressFamilies"] == ["AF_UNIX AF_INET AF_INET6"], "the broker is on the network"
+
+
+def test_the_worker_unit_passes_systemd_analyze_verify(worker_unit_copy):
+    result = run(systemd_analyze(), "verify", worker_unit_copy)
+    assert (result.returncode, result.stderr, result.stdout) == (0, "", "")
+
+
+def test_the_worker_unit_exposure_is_low(worker_unit_copy):
+    result = run(systemd_analyze(), "security", "--offline=true", "--no-pager", worker_unit_copy,
+                 env={**os.environ, "SYSTEMD_COLORS": "0"})
+    assert result.returncode == 0, result.stderr
+    found = re.search(r"Overall exposure level for \S+: (\d+(?:\.\d+)?)", result.stdout)
+    assert found, result.stdout[-2000:]
+    assert float(found.group(1)) <= MAX_EXPOSURE, result.stdout
+
+
 # ---------------------------------------------------------------- config, make, CI, README
 
 

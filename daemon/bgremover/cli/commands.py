@@ -260,3 +260,17 @@ def web(settings: Settings, args: argparse.Namespace) -> int:
     from bgremover.web.server import serve
 
     return serve(settings, args.listen)
+
+
+def worker(settings: Settings, args: argparse.Namespace) -> int:
+    if not settings.broker_url:
+        return fail("bgremover worker needs --broker URL (or broker_url), say redis://host:6379/0", EXIT_USAGE)
+    try:
+        from bgremover.cluster.worker import WorkerRefused, serve
+    except ImportError as exc:
+        return fail(f"bgremover worker needs Celery: pip install 'bgremover[cluster]' ({exc})", EXIT_USAGE)
+    try:
+        serve(settings, args.slots, args.name)
+    except WorkerRefused as exc:
+        return fail(str(exc), EXIT_USAGE)
+    return EXIT_OK

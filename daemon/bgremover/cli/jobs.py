@@ -15,6 +15,7 @@ import importlib
 import io
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from bgremover.contract import ExitCode, JobSpec
@@ -32,7 +33,7 @@ class Ended:
     """How one job ended."""
 
     returncode: int  # its exit code, or minus the signal that ended it
-    stop_reason: str | None = None  # "timeout" or "memory" when we stopped it
+    stop_reason: str | None = None  # "timeout", "memory" or "cancel" when we stopped it
     peak_rss_kb: int = 0
 
 
@@ -54,10 +55,10 @@ class IsolatedJobs:
         self.model = model
         self.runner.start(model)
 
-    def run(self, spec: JobSpec) -> Ended:
+    def run(self, spec: JobSpec, cancelled: Callable[[], bool] = lambda: False) -> Ended:
         handle = self.submit(spec)
         try:
-            return self.watch(handle)
+            return self.watch(handle, cancelled)
         except BaseException:  # Ctrl-C: the job has its own process group, so it is ours to stop
             self.runner.stop(handle, 0, time.monotonic())
             self.runner.wait(handle, 5.0)
@@ -81,8 +82,8 @@ class IsolatedJobs:
                 raise RunnerError(f"no job process could be started in {START_PATIENCE_SECONDS:g} s")
             time.sleep(0.2)
 
-    def watch(self, handle: JobHandle) -> Ended:
-        """Wait for the job's end, stopping it as the daemon would once it is over its time or memory."""
+    def watch(self, handle: JobHandle, cancelled: Callable[[], bool] = lambda: False) -> Ended:
+        """Wait for the job's end, stopping it as the daemon would once it is over its time or memory, or cancelled."""
         settings = self.settings
         deadline = time.monotonic() + settings.job_timeout_seconds
         stop_reason, peak = None, 0
@@ -95,6 +96,9 @@ class IsolatedJobs:
                 self.runner.stop(handle, 0, now)
             elif stop_reason is None and now >= deadline:
                 stop_reason = "timeout"
+                self.runner.stop(handle, settings.kill_grace_seconds, now)
+            elif stop_reason is None and cancelled():
+                stop_reason = "cancel"
                 self.runner.stop(handle, settings.kill_grace_seconds, now)
             self.runner.upkeep(now)
         return Ended(ended.returncode, stop_reason, max(peak, ended.peak_rss_kb))

@@ -64,6 +64,14 @@ def build_parser() -> argparse.ArgumentParser:
     remove.add_argument("name")
     add_import_arguments(actions.add_parser("import", parents=[common],
                                             help="copy the model files rembg users have into the models folder"))
+    worker = commands.add_parser("worker", parents=[common],
+                                 help="run the jobs of a supervisor with runner = \"celery\" on this host")
+    worker.add_argument("--broker", metavar="URL", help="the supervisor's Redis broker (setting: broker_url)")
+    worker.add_argument("--slots", type=positive_argument, default=1, help="jobs at once on this host (default 1)")
+    worker.add_argument("--name", help="this worker's name in status and logs (default bgremover)")
+    worker.add_argument("--providers", dest="worker_providers", metavar="LIST",
+                        help="onnxruntime execution providers in order, for this host's jobs (setting: providers), "
+                             "say CUDAExecutionProvider,CPUExecutionProvider")
     web = commands.add_parser("web", parents=[common], help="serve the web page: batches, pictures, retry, upload")
     web.add_argument("--listen", metavar="HOST:PORT",
                      help="the address to listen on (setting: web_listen, default 127.0.0.1:8765); any but the "
@@ -145,7 +153,10 @@ def warn_of_unknown_variables() -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        settings = load_settings(args.config, root=args.root, **flag_settings(args))
+        broker = {"broker_url": args.broker} if getattr(args, "broker", None) else {}
+        if getattr(args, "worker_providers", None):
+            broker["providers"] = args.worker_providers
+        settings = load_settings(args.config, root=args.root, **flag_settings(args), **broker)
     except SettingsError as exc:
         return fail(str(exc), EXIT_USAGE)
     logs.configure(settings.log_format, settings.log_level)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TextIO
 
 from bgremover.cli import progress
+from bgremover.cli.workers import lines as worker_lines, seen as seen_workers
 from bgremover.outbox.status import item_documents, retry_marker, status_counts
 from bgremover.service.facts import read_facts
 from bgremover.service.rootlock import LOCK_NAME
@@ -93,9 +94,15 @@ def frame(settings: Settings, only: str | None, as_json: bool, every: float | No
             return json.dumps({"root": str(settings.root), "at": iso(now), "error": problem}) + "\n"
         return f"{iso(now)}  {problem}\n"
     every_item = only is not None
+    workers = seen_workers(settings)  # past one machine only (runner = "celery")
     if as_json:
-        return json.dumps(render_json(view, settings.root, now, every_item), indent=None if every else 2) + "\n"
+        document = render_json(view, settings.root, now, every_item)
+        if workers is not None:
+            document["workers"], document["workers_error"] = workers
+        return json.dumps(document, indent=None if every else 2) + "\n"
     lines = empty_text(settings.root) if view is None else render_text(view, settings, every_item)
+    if workers is not None:
+        lines[1:1] = worker_lines(*workers)
     if every is not None:
         lines.insert(0, f"{iso(now)}  every {every:g} s; Ctrl-C stops")
     return "\n".join(lines) + "\n"

@@ -58,6 +58,7 @@ def item_document(item: Item, with_mask: bool) -> dict:
         "note": item.note,
         "attempts": item.attempts,
         "retry_marker": retry_marker(item),
+        **({"worker": item.worker} if done and item.worker else {}),  # the host that made it, past one machine
     }
 
 

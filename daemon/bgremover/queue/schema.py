@@ -39,6 +39,7 @@ CREATE TABLE IF NOT EXISTS items (
     note       TEXT,                -- what the user should know about a result, e.g. it was reduced
     attempts   INTEGER NOT NULL DEFAULT 0,
     job_pid    INTEGER,
+    worker     TEXT,                -- the worker host that made a done item's result (the celery runner)
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL,
     UNIQUE (session, name),
@@ -124,8 +125,9 @@ def add_missing_columns(db: sqlite3.Connection) -> None:
     # A database from an older version lacks columns added since; CREATE
     # TABLE IF NOT EXISTS leaves it as it is, so add them here.
     columns = {row["name"] for row in db.execute("PRAGMA table_info(items)")}
-    if "note" not in columns:
-        db.execute("ALTER TABLE items ADD COLUMN note TEXT")
+    for column in ("note", "worker"):
+        if column not in columns:
+            db.execute(f"ALTER TABLE items ADD COLUMN {column} TEXT")
     columns = {row["name"] for row in db.execute("PRAGMA table_info(sessions)")}
     for column in ("options", "error"):
         if column not in columns:

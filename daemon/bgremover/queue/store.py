@@ -62,6 +62,7 @@ class Item:
     job_pid: int | None
     created_at: float
     updated_at: float
+    worker: str | None = None  # the worker host that ran its last job, where another host did
 
 
 def iso(timestamp: float) -> str:
@@ -236,23 +237,26 @@ class ItemQueries(Database):
 
     def transition(
         self, item_id: int, src: Status, dst: Status, now: float, error: str | None = None, reason: str | None = None,
-        note: str | None = None,
+        note: str | None = None, attempt: int | None = None, worker: str | None = None,
     ) -> Item:
         """Move one item from `src` to `dst`, or raise IllegalTransition and change nothing.
 
-        `error` and `note` describe the new status, so both are replaced on every move.
+        `error`, `note` and `worker` describe the new status, so all are replaced on every move.
+        With `attempt`, the move is made only if the item is still at that attempt:
+        the outcome of a job is recorded for the attempt that ran it, never a later one.
         """
         if not allowed(src, dst):
             raise IllegalTransition(f"item {item_id}: {src.value} -> {dst.value} is not an allowed transition")
         with self.transaction():
             cursor = self.db.execute(
-                "UPDATE items SET status = ?, error = ?, note = ?, updated_at = ?,"
+                "UPDATE items SET status = ?, error = ?, note = ?, worker = ?, updated_at = ?,"
                 " attempts = attempts + (? = 'processing'), job_pid = NULL"
-                " WHERE id = ? AND status = ?",
-                (dst.value, error, note, now, dst.value, item_id, src.value),
+                " WHERE id = ? AND status = ? AND (? IS NULL OR attempts = ?)",
+                (dst.value, error, note, worker, now, dst.value, item_id, src.value, attempt, attempt),
             )
             if cursor.rowcount != 1:
-                raise IllegalTransition(f"item {item_id} is not {src.value}; {src.value} -> {dst.value} refused")
+                at = f" at attempt {attempt}" if attempt is not None else ""
+                raise IllegalTransition(f"item {item_id} is not {src.value}{at}; {src.value} -> {dst.value} refused")
             self._record(item_id, src, dst, now, reason)
         return self.item(item_id)
 

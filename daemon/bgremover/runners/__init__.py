@@ -12,10 +12,17 @@ import importlib
 
 RUNNERS = {
     "local": "bgremover.runners.local:LocalRunner",  # fresh processes on this machine, from the fork server
+    "celery": "bgremover.runners.celery:CeleryRunner",  # `bgremover worker` hosts, through a Redis broker
 }
 
 
 def runner_class(name: str) -> type:
-    """The JobRunner class the table names `name`."""
+    """The JobRunner class the table names `name`; a RunnerError, in one sentence, if its packages are missing."""
+    from bgremover.runners.api import RunnerError
+
     module, _, cls = RUNNERS[name].partition(":")
-    return getattr(importlib.import_module(module), cls)
+    try:
+        return getattr(importlib.import_module(module), cls)
+    except ImportError as exc:
+        extra = " (pip install 'bgremover[cluster]')" if name == "celery" else ""
+        raise RunnerError(f"the {name} runner needs {exc.name or exc}, which is not installed{extra}") from None

@@ -38,6 +38,9 @@ class JobExit:
     exit_code: int | None = None  # its exit code, if it exited
     signal: int | None = None  # the signal that ended it, if one did
     peak_rss_kb: int = 0  # its peak resident memory, as far as the runner could measure it
+    # The job was lost with the host that ran it (a runner of other hosts), not ended by
+    # its image: why, in a few words. Its item may run again, within a budget.
+    lost: str | None = None
 
     @property
     def returncode(self) -> int:

@@ -50,7 +50,8 @@ READ_SHARE = 50
 # The stages a job reports in its timings_ms (imaging/matting.py, job/process.py), in order.
 STAGES = ("decode", "preprocess", "inference", "postprocess", "encode", "publish")
 ISOLATION_OVERHEAD = "isolation_overhead"  # a job's wall time that no stage accounts for
-FAILURE_REASONS = ("timeout", "memory", "killed", "crashed", "bad_input", "temporary", "no_result", "cancelled")
+FAILURE_REASONS = ("timeout", "memory", "killed", "crashed", "bad_input", "temporary", "no_result", "cancelled",
+                   "worker_lost")
 JOB_OUTCOMES = (Status.DONE, Status.FAILED, Status.CANCELLED, Status.QUEUED)
 # From a few milliseconds (a stage of a small image) to job_timeout_seconds' default.
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)

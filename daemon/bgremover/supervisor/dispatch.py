@@ -34,6 +34,7 @@ from bgremover.runners.api import JobHandle, JobNotStarted, JobRunner
 from bgremover.service.metrics import Metrics
 from bgremover.settings import Settings
 from bgremover.supervisor.items import ItemMoves
+from bgremover.supervisor.lost import WORKER_LOST, lost_verdict
 from bgremover.supervisor.slots import Slots
 
 log = structlog.get_logger()
@@ -51,6 +52,7 @@ class RunningJob:
     peak_rss_kb: int = 0
     returncode: int | None = None
     slot: int = 0  # which of the job slots it holds, from 0
+    lost: str | None = None  # why its worker host was lost, where it was (see supervisor/lost.py)
 
 
 class Dispatch:
@@ -188,6 +190,8 @@ class Dispatch:
                     continue
                 job.returncode = ended.returncode
                 job.peak_rss_kb = max(job.peak_rss_kb, ended.peak_rss_kb)
+                if ended.lost and job.stop_reason is None:  # a stop we asked for says more than the loss
+                    job.stop_reason, job.lost = WORKER_LOST, ended.lost
             if not self.refusals.state.due(now):
                 continue  # its outcome is recorded once the state folder takes writes again
             # A refused write raises here before anything changed: the job stays, and
@@ -203,7 +207,8 @@ class Dispatch:
                                    self.spool.job_log(item))
         mask = self.spool.mask_result(item)
         job_report = read_report(report)
-        status, error, reason = verdict(job, result, job_report, self.settings)
+        status, error, reason = (lost_verdict(self.store, item, job.lost) if job.stop_reason == WORKER_LOST
+                                 else verdict(job, result, job_report, self.settings))
         if status is Status.DONE and self.options.with_masks(session) and not mask.is_file():
             status, error, reason = Status.FAILED, "the job exited without writing the mask", "no_result"
         stderr = tail(job_log)  # bounded: what a job says goes on its item's log line, whatever the outcome
@@ -212,9 +217,11 @@ class Dispatch:
         if could_not_write:
             note = (f"waiting: the state folder refused this item's result ({job_report.get('error') or 'no space'}); "
                     "it runs again once the folder takes writes")
-        extra = {key: value for key, value in (("stderr", stderr), ("timings_ms", job_report.get("timings_ms")))
-                 if value}
+        extra = {key: value for key, value in (("stderr", stderr), ("timings_ms", job_report.get("timings_ms")),
+                                               ("worker", job.handle.details.get("worker"))) if value}
+        # Guarded by the attempt too: only this attempt's job decides this attempt's outcome.
         self.moves.finish(item, status, error, note=note, reason=job.stop_reason or "exited", exit_code=code,
+                          attempt=item.attempts,
                           pid=job.handle.pid, duration_ms=round((now - job.started) * 1000),
                           peak_rss_mb=round(job.peak_rss_kb / 1024, 1), **extra)
         self.metrics.job_concluded(job, status, reason, job_report.get("timings_ms"), now)

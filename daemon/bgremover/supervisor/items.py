@@ -22,11 +22,16 @@ class ItemMoves:
         self.sessions = sessions
         self.publisher = sessions.publisher
 
-    def move(self, item: Item, dst: Status, reason: str, error: str | None = None, note: str | None = None) -> Item:
-        """The one place the supervisor changes an item's status; every change is logged."""
+    def move(self, item: Item, dst: Status, reason: str, error: str | None = None, note: str | None = None,
+             attempt: int | None = None, worker: str | None = None) -> Item:
+        """The one place the supervisor changes an item's status; every change is logged.
+
+        `attempt`: only if the item is still at this attempt (a job's outcome is its own attempt's).
+        """
         now = time.time()
         try:
-            moved = self.store.transition(item.id, item.status, dst, now, error=error, reason=reason, note=note)
+            moved = self.store.transition(item.id, item.status, dst, now, error=error, reason=reason, note=note,
+                                          attempt=attempt, worker=worker)
         except IllegalTransition as exc:
             log.error("transition_refused", session=item.session, item=item.name, error=str(exc))
             raise
@@ -36,7 +41,8 @@ class ItemMoves:
 
     def finish(self, item: Item, status: Status, error: str | None, note: str | None = None, **fields) -> None:
         # PROCESSING -> DONE | FAILED | CANCELLED, or -> QUEUED when the daemon is stopping
-        item = self.move(item, status, fields.get("reason", "finished"), error, note)
+        item = self.move(item, status, fields.get("reason", "finished"), error, note, attempt=fields.get("attempt"),
+                         worker=fields.get("worker"))
         if status in RETRYABLE:
             self.ensure_retry_folder(item)
         level = log.info if status in (Status.DONE, Status.QUEUED) else log.warning

@@ -1,0 +1,39 @@
+"""The worker hosts a supervisor with runner = "celery" has heard of recently, for `bgremover status`.
+
+Each worker puts its name and slots in Redis every few seconds (cluster/marks.py);
+a worker silent for half a minute is no longer listed. Read only when the
+runner is celery, so a single machine's status never imports Redis.
+"""
+
+from __future__ import annotations
+
+import time
+
+from bgremover.settings import Settings
+
+
+def seen(settings: Settings) -> tuple[list[dict], str | None] | None:
+    """The workers heard of recently, by name, and why none could be read; None unless the runner is celery."""
+    if settings.runner != "celery":
+        return None
+    try:
+        from bgremover.cluster.marks import Marks
+
+        found = Marks(settings.broker_url).workers()
+    except Exception as exc:  # noqa: BLE001 - redis raises several kinds; status shows what it can
+        return [], f"cannot reach the broker at {settings.broker_url}: {exc}"
+    now = time.time()
+    return [{"name": name, "slots": facts.get("slots"), "seen_s_ago": round(max(0.0, now - facts.get("seen", now)), 1)}
+            for name, facts in sorted(found.items())], None
+
+
+def lines(workers: list[dict], problem: str | None) -> list[str]:
+    """`workers: 2, 5 slots: w1@host-a (4 slots, 3 s ago), w2@host-b (1 slot, 1 s ago)`."""
+    if problem:
+        return [f"workers: {problem}"]
+    if not workers:
+        return ["workers: none heard of in the last 30 s (start `bgremover worker` on the worker hosts)"]
+    slots = sum(worker["slots"] or 0 for worker in workers)
+    each = ", ".join(f"{worker['name']} ({worker['slots']} slot{'' if worker['slots'] == 1 else 's'}, "
+                     f"{worker['seen_s_ago']:g} s ago)" for worker in workers)
+    return [f"workers: {len(workers)}, {slots} slot{'' if slots == 1 else 's'}: {each}"]

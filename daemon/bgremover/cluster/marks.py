@@ -1,0 +1,79 @@
+"""What the supervisor and the workers tell each other beside the tasks, as Redis keys.
+
+- a cancel mark per task: the worker polls it while the job runs, and stops the
+  job's process group when it appears (Celery's revoke with terminate must not
+  be used: it signals whatever the pool process runs by then);
+- a concluded mark per task: the supervisor has recorded the outcome, so a
+  duplicate delivery of the same task is refused before it runs;
+- the root's identity, so a worker pointed at another root is refused;
+- each worker's heartbeat, with its slots, for `bgremover status`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import redis
+
+PREFIX = "bgremover:"
+MARK_SECONDS = 7 * 24 * 3600  # as long as Celery keeps a result
+HEARTBEAT_SECONDS = 30  # a worker not heard of for this long is no longer listed
+
+
+class Marks:
+    def __init__(self, broker_url: str) -> None:
+        self.client = redis.Redis.from_url(broker_url, socket_connect_timeout=3.0, socket_timeout=5.0)
+
+    def ping(self) -> None:
+        self.client.ping()
+
+    def cancel(self, task: str) -> None:
+        self.client.set(f"{PREFIX}cancel:{task}", "1", ex=MARK_SECONDS)
+
+    def cancelled(self, task: str) -> bool:
+        return bool(self.client.exists(f"{PREFIX}cancel:{task}"))
+
+    def conclude(self, task: str) -> None:
+        self.client.set(f"{PREFIX}concluded:{task}", "1", ex=MARK_SECONDS)
+
+    def concluded(self, task: str) -> bool:
+        return bool(self.client.exists(f"{PREFIX}concluded:{task}"))
+
+    def leased(self, task: str) -> bool:
+        """Whether a worker runs the task now (it renews the lease while the job runs)."""
+        return bool(self.client.exists(f"{PREFIX}lease:{task}"))
+
+    def in_transit(self, task: str, queue: str) -> bool:
+        """Whether the broker still holds the task: waiting in its queue, delivered and not yet acknowledged, or running.
+
+        A task it no longer holds was lost with the broker's memory (a restart
+        without persistence): the supervisor sends it again under the same id.
+        """
+        quoted = f'"{task}"'.encode()
+        if self.client.exists(f"{PREFIX}lease:{task}") or self.client.exists(f"celery-task-meta-{task}"):
+            return True
+        waiting = self.client.lrange(queue, 0, -1)
+        delivered = self.client.hvals("unacked")
+        return any(quoted in message for message in [*waiting, *delivered])
+
+    def claim_root(self, identity: str) -> None:
+        """The supervisor's root, for the workers to compare theirs with."""
+        self.client.set(f"{PREFIX}root", identity)
+
+    def root(self) -> str | None:
+        value = self.client.get(f"{PREFIX}root")
+        return value.decode() if value else None
+
+    def heartbeat(self, worker: str, slots: int) -> None:
+        self.client.set(f"{PREFIX}worker:{worker}", json.dumps({"slots": slots, "seen": time.time()}),
+                        ex=HEARTBEAT_SECONDS)
+
+    def workers(self) -> dict[str, dict]:
+        """The workers heard of recently: name -> {"slots", "seen"}."""
+        found = {}
+        for key in self.client.scan_iter(f"{PREFIX}worker:*"):
+            value = self.client.get(key)
+            if value:
+                found[key.decode().removeprefix(f"{PREFIX}worker:")] = json.loads(value)
+        return found

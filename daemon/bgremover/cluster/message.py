@@ -1,0 +1,69 @@
+"""A job as a task message: item id, attempt, spool-relative names and the options; never bytes, never a user's file name.
+
+The spool names every file of an item by its id and attempt (queue/spool.py),
+so the paths a message carries say nothing of what the user called the file.
+They are relative to the root, which every worker host mounts: a worker puts
+its own mount point in front.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from pathlib import Path
+
+from bgremover.contract import JobSpec
+
+# The JobSpec fields that are files under the root; models_dir is the worker's own.
+PATH_FIELDS = ("input", "output", "report", "log", "mask")
+LIMITS = ("job_timeout_seconds", "job_memory_limit_mb", "kill_grace_seconds")
+ROOT_ID_FILE = "root-id"  # in the state folder: which root this is, so a worker on another one is refused
+
+
+def to_message(spec: JobSpec, root: Path, item: int, attempt: int, limits: dict) -> dict:
+    fields = {}
+    for spec_field in dataclasses.fields(spec):
+        value = getattr(spec, spec_field.name)
+        if spec_field.name in PATH_FIELDS and value is not None:
+            value = str(Path(value).relative_to(root))
+        elif spec_field.name == "models_dir":
+            continue
+        elif isinstance(value, tuple):
+            value = list(value)
+        fields[spec_field.name] = value
+    return {"item": item, "attempt": attempt, "spec": fields, "limits": {name: limits[name] for name in LIMITS}}
+
+
+def spec_from(message: dict, root: Path, models_dir: Path) -> JobSpec:
+    """The JobSpec again, on a worker whose root is mounted at `root`; a name that leaves the root is refused."""
+    fields = dict(message["spec"])
+    for name in PATH_FIELDS:
+        if fields.get(name) is not None:
+            path = (root / fields[name]).resolve()
+            if root.resolve() not in path.parents:
+                raise ValueError(f"the message's {name} is not under the root")
+            fields[name] = path
+    fields["providers"] = tuple(fields.get("providers") or ("CPUExecutionProvider",))
+    return JobSpec(**fields, models_dir=models_dir)
+
+
+def key_of(report: Path) -> tuple[int, int]:
+    """The item id and attempt a spool name carries (`<id>-<attempt>.report.json`)."""
+    item, attempt = report.name.split(".", 1)[0].split("-")
+    return int(item), int(attempt)
+
+
+def root_identity(state_dir: Path, create: bool) -> str | None:
+    """This root's identity, made once by the supervisor; None where a worker finds none."""
+    path = state_dir / ROOT_ID_FILE
+    try:
+        return path.read_text("ascii").strip()
+    except FileNotFoundError:
+        if not create:
+            return None
+    state_dir.mkdir(parents=True, exist_ok=True)
+    identity = uuid.uuid4().hex
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(identity, "ascii")
+    temporary.rename(path)
+    return identity

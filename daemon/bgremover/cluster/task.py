@@ -1,0 +1,123 @@
+"""The worker's task: run one job, sent by the supervisor, through the local runner, and answer with its exit.
+
+Each pool process of a worker is one slot. On its first task it starts its own
+local runner (a fork server and a standby, as the daemon's), so every image runs
+in a fresh isolated process with the same timeout, memory cap, TERM -> KILL
+ladder and exit codes as on one machine. The pool process itself never imports
+onnxruntime: only the fork server it starts does.
+
+Two fences run before a job: a task the supervisor has concluded or cancelled
+is refused, and so is a second delivery of a task another worker still runs
+(its lease in Redis is alive). A refused task is ignored by Celery: no state is
+stored that could hide the running one's answer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+from celery.exceptions import Ignore
+
+from bgremover.cluster.marks import Marks
+from bgremover.cluster.message import spec_from
+from bgremover.settings import Settings
+
+log = structlog.get_logger()
+
+LEASE_SECONDS = 15  # a running task's lease; renewed while it runs, so a lost worker's lapses
+CHECK_SECONDS = 1.0  # how often a running job's cancel mark is read and its lease renewed
+
+
+@dataclass
+class Slot:
+    """What one pool process keeps between tasks: its settings and, once started, its runner per model."""
+
+    settings: Settings | None = None
+    marks: Marks | None = None
+    jobs: dict = field(default_factory=dict)  # model request (as a tuple) -> IsolatedJobs
+
+
+SLOT = Slot()
+
+
+def configure(settings: Settings) -> None:
+    """In the worker's main process, before the pool forks: what every slot inherits."""
+    SLOT.settings = settings
+
+
+def run_job(task, message: dict) -> dict:
+    settings, worker, task_id = SLOT.settings, task.request.hostname, task.request.id
+    if SLOT.marks is None:
+        SLOT.marks = Marks(settings.broker_url)
+    marks = SLOT.marks
+    refusal = refused(marks, task_id, worker)
+    if refusal:
+        log.warning("task_refused", task=task_id, item=message.get("item"), attempt=message.get("attempt"),
+                    worker=worker, reason=refusal)
+        raise Ignore()
+    limits = {**message["limits"], "job_slots": 1}
+    jobs, model_dir = jobs_for(message["spec"]["model"], settings, limits)
+    # The providers are this host's (a GPU host runs CUDA, its neighbour the CPU), not the supervisor's.
+    spec = dataclasses.replace(spec_from(message, settings.root, model_dir), providers=tuple(settings.providers))
+    log.info("task_started", task=task_id, item=message["item"], attempt=message["attempt"], worker=worker,
+             pid=os.getpid())
+    # The lease is left to lapse, not deleted: the answer is stored after we return, and until it
+    # is, the supervisor must not take the missing lease for a lost worker.
+    ended = jobs.run(spec, cancelled=Watch(marks, task_id, worker).cancelled)
+    log.info("task_finished", task=task_id, item=message["item"], returncode=ended.returncode,
+             stop_reason=ended.stop_reason, worker=worker)
+    return {"returncode": ended.returncode, "stop_reason": ended.stop_reason, "peak_rss_kb": ended.peak_rss_kb,
+            "worker": worker}
+
+
+def refused(marks: Marks, task_id: str, worker: str) -> str | None:
+    """Why this delivery must not run, or None (and then its lease is taken)."""
+    if marks.concluded(task_id):
+        return "its outcome is recorded already"
+    if marks.cancelled(task_id):
+        return "it was cancelled"
+    if not marks.client.set(f"bgremover:lease:{task_id}", worker, nx=True, ex=LEASE_SECONDS):
+        holder = marks.client.get(f"bgremover:lease:{task_id}")
+        return f"a duplicate delivery: {holder.decode() if holder else 'another worker'} runs it"
+    return None
+
+
+class Watch:
+    """Read while the job runs: its cancel mark, once a second; and the lease renewed, so no duplicate runs."""
+
+    def __init__(self, marks: Marks, task_id: str, worker: str) -> None:
+        self.marks, self.task_id, self.worker = marks, task_id, worker
+        self.next_check = 0.0
+        self.seen = False
+
+    def cancelled(self) -> bool:
+        now = time.monotonic()
+        if self.seen or now < self.next_check:
+            return self.seen
+        self.next_check = now + CHECK_SECONDS
+        try:
+            self.marks.client.set(f"bgremover:lease:{self.task_id}", self.worker, ex=LEASE_SECONDS)
+            self.seen = self.marks.cancelled(self.task_id)
+        except Exception as exc:  # noqa: BLE001 - the broker away: the job runs on; its answer waits for it
+            log.warning("broker_unreachable", task=self.task_id, error=str(exc))
+        return self.seen
+
+
+def jobs_for(model_name: str, settings: Settings, limits: dict):
+    """This slot's runner for the model, started on first use; and the model's folder on this host."""
+    from bgremover.cli.jobs import IsolatedJobs
+    from bgremover.models.manifest import find_model_spec
+
+    model = find_model_spec(model_name, settings.models_folder)
+    request = {"model": model.name, "models_dir": str(model.path.parent), "sha256": model.sha256}
+    key = (tuple(sorted(request.items())), tuple(sorted(limits.items())))
+    if key not in SLOT.jobs:
+        jobs = IsolatedJobs(settings.model_copy(update={**limits, "runner": "local"}))
+        jobs.start(request)
+        SLOT.jobs[key] = jobs
+    return SLOT.jobs[key], Path(model.path.parent)

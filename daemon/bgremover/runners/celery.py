@@ -1,0 +1,220 @@
+"""The celery runner: each job sent as a Celery task through a Redis broker to a `bgremover worker` host.
+
+Celery is the transport only. The supervisor still decides everything (which
+item, how many at once, what an exit means); this runner sends the job under a
+task id made of the item id and its attempt, and reads that task's answer. The
+answer of any other task (an older attempt, a duplicate) is never read, so it
+cannot change an item: the outcome is recorded by the supervisor's guarded move
+of the current attempt alone. Once recorded, the task is marked concluded, and a
+worker refuses any later delivery of it.
+
+Redis away costs time, never items: a job that cannot be sent is not started
+(its item stays queued), and an answer that cannot be read is read later.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from dataclasses import dataclass
+
+import structlog
+
+from bgremover.cluster.app import QUEUE, TASK_NAME, make_app, task_id
+from bgremover.cluster.marks import Marks
+from bgremover.cluster.message import key_of, root_identity, to_message
+from bgremover.contract import JobSpec
+from bgremover.runners.api import JobExit, JobHandle, JobNotStarted, JobRunner, RunnerError
+
+log = structlog.get_logger()
+
+BROKER_RETRY_SECONDS = 2.0  # after the broker failed us: no call to it before this
+# A stopped job whose worker never answers: taken as killed this long after its kill was due.
+UNANSWERED_SECONDS = 10.0
+TRANSIT_CHECK_SECONDS = 5.0  # how often a task with no answer yet is looked for in the broker
+
+
+@dataclass
+class Sent:
+    task: str
+    message: dict
+    time_limit: float
+    check_at: float  # when to look for it in the broker next (see poll)
+    kill_at: float | None = None  # when a stop the supervisor asked for is due to have ended it
+    cancel_pending: bool = False  # its cancel mark is still to be set (the broker refused it)
+    leased: bool = False  # a worker was seen running it (its lease in Redis)
+
+
+class CeleryRunner(JobRunner):
+    def __init__(self, settings, wake) -> None:
+        self.settings = settings
+        self.app = None
+        self.marks: Marks | None = None
+        self.sent: dict[str, Sent] = {}  # by task id
+        self.broker_back_at = 0.0
+        self.broker_warned = False
+
+    def start(self, model: dict) -> dict:
+        settings = self.settings
+        try:
+            self.app = make_app(settings)
+            self.marks = Marks(settings.broker_url)
+            self.marks.ping()
+            self.marks.claim_root(root_identity(settings.state_dir, create=True))
+        except Exception as exc:  # noqa: BLE001 - redis raises several kinds; each means the same here
+            raise RunnerError(f"cannot reach the broker at {settings.broker_url}: {exc}") from None
+        return {"broker": settings.broker_url.split("@")[-1]}  # never its password
+
+    def can_start(self, now: float, model: dict) -> bool:
+        return now >= self.broker_back_at
+
+    def submit(self, spec: JobSpec, now: float) -> JobHandle:
+        item, attempt = key_of(spec.report)
+        task = task_id(item, attempt)
+        settings = self.settings
+        limits = {name: getattr(settings, name) for name in ("job_timeout_seconds", "job_memory_limit_mb",
+                                                             "kill_grace_seconds")}
+        message = to_message(spec, settings.root, item, attempt, limits)
+        # A backstop only: the worker's own deadline and kill come first.
+        hard_limit = settings.job_timeout_seconds + settings.kill_grace_seconds + 30
+        sent = Sent(task, message, hard_limit, now + TRANSIT_CHECK_SECONDS)
+        try:
+            self.send(sent)
+        except Exception as exc:  # noqa: BLE001 - kombu and redis raise several kinds; each means the broker
+            self.broker_failed(now, exc)
+            raise JobNotStarted(f"the broker did not take the job: {exc}") from None
+        self.broker_back()
+        self.sent[task] = sent
+        return JobHandle(spec, None, {"task_id": task})
+
+    def send(self, sent: Sent) -> None:
+        self.app.send_task(TASK_NAME, args=[sent.message], task_id=sent.task, time_limit=sent.time_limit,
+                           queue=QUEUE)
+
+    def poll(self, handle: JobHandle) -> JobExit | None:
+        sent = self.sent.get(handle.details["task_id"])
+        now = time.monotonic()
+        if sent is None or now < self.broker_back_at:
+            return None
+        try:
+            result = self.app.AsyncResult(sent.task)
+            state, value = result.state, result.result
+        except Exception as exc:  # noqa: BLE001 - read again once the broker is back
+            self.broker_failed(now, exc)
+            return None
+        self.broker_back()
+        if state == "SUCCESS" and isinstance(value, dict):
+            handle.details["worker"] = value.get("worker")
+            return self.ended(sent, exit_of(value["returncode"], value.get("peak_rss_kb", 0)))
+        if state == "REVOKED":  # we never revoke: its worker cancelled it when the broker went away
+            return self.send_again(sent, result, now)
+        if state == "FAILURE" and type(value).__name__ == "WorkerLostError":  # its pool process vanished
+            log.warning("worker_lost", task=sent.task, error=str(value))
+            return self.ended(sent, JobExit(signal=signal.SIGKILL, lost="the worker's pool process vanished"))
+        if state == "FAILURE":  # over the hard time limit, or a worker's bug: killed, as far as we know
+            log.warning("task_failed", task=sent.task, error=str(value))
+            return self.ended(sent, JobExit(signal=signal.SIGKILL))
+        if sent.kill_at is not None and now > sent.kill_at + UNANSWERED_SECONDS:
+            log.warning("task_unanswered", task=sent.task, note="stopped, and no worker answered")
+            return self.ended(sent, JobExit(signal=signal.SIGKILL))
+        if now >= sent.check_at:
+            return self.look_for(sent, now)
+        return None
+
+    def look_for(self, sent: Sent, now: float) -> JobExit | None:
+        """Where the task is, now and then: run by a live worker, waiting, lost with its worker, or lost by the broker.
+
+        A worker renews its task's lease while the job runs; a lease that lapsed
+        with no answer means the worker was lost. A task the broker no longer
+        holds at all (it restarted without its data) is sent again, under the same id.
+        """
+        sent.check_at = now + TRANSIT_CHECK_SECONDS
+        try:
+            if self.marks.leased(sent.task):
+                sent.leased = True
+                return None
+            if sent.leased and self.app.AsyncResult(sent.task).state not in ("SUCCESS", "FAILURE"):
+                log.warning("worker_lost", task=sent.task, note="its lease lapsed with no answer")
+                return self.ended(sent, JobExit(signal=signal.SIGKILL, lost="its lease lapsed with no answer"))
+            if self.marks.in_transit(sent.task, QUEUE):
+                return None
+            self.send(sent)
+        except Exception as exc:  # noqa: BLE001 - looked for again once the broker is back
+            self.broker_failed(now, exc)
+            return None
+        log.warning("task_resent", task=sent.task, note="the broker no longer held it")
+        return None
+
+    def send_again(self, sent: Sent, result, now: float) -> None:
+        """The same task again, under its id: its worker gave it up with the broker connection, not its image."""
+        try:
+            result.forget()
+            self.send(sent)
+        except Exception as exc:  # noqa: BLE001 - tried again once the broker is back
+            self.broker_failed(now, exc)
+            return None
+        log.warning("task_resent", task=sent.task, note="its worker cancelled it when the broker connection was lost")
+        return None
+
+    def ended(self, sent: Sent, exit: JobExit) -> JobExit:
+        del self.sent[sent.task]
+        try:
+            self.marks.conclude(sent.task)  # a later delivery of it is refused by the worker
+        except Exception as exc:  # noqa: BLE001 - a later delivery then runs for nothing; its answer is never read
+            log.warning("task_not_marked_concluded", task=sent.task, error=str(exc))
+        return exit
+
+    def broker_failed(self, now: float, exc: Exception) -> None:
+        self.broker_back_at = now + BROKER_RETRY_SECONDS
+        if not self.broker_warned:
+            log.warning("broker_unreachable", broker=self.settings.broker_url.split("@")[-1], error=str(exc),
+                        note="jobs wait in queued until it is back")
+        self.broker_warned = True
+
+    def broker_back(self) -> None:
+        if self.broker_warned:
+            log.info("broker_reachable")
+        self.broker_warned = False
+
+    def peak_rss_kb(self, handle: JobHandle) -> int:
+        return 0  # measured and capped on the worker; its peak comes with the answer
+
+    def stop(self, handle: JobHandle, grace: float, now: float) -> None:
+        sent = self.sent.get(handle.details["task_id"])
+        if sent is None:
+            return
+        sent.kill_at, sent.cancel_pending = now + grace, True
+        self.send_cancel(sent, now)
+
+    def send_cancel(self, sent: Sent, now: float) -> None:
+        try:
+            self.marks.cancel(sent.task)  # the worker reads it within a second and stops the job's group
+        except Exception as exc:  # noqa: BLE001 - set again by upkeep once the broker is back
+            self.broker_failed(now, exc)
+            return
+        sent.cancel_pending = False
+
+    def wait(self, handle: JobHandle, timeout: float) -> None:
+        time.sleep(min(timeout, 0.2))
+
+    def upkeep(self, now: float) -> None:
+        for sent in list(self.sent.values()):
+            if sent.cancel_pending and now >= self.broker_back_at:
+                sent.kill_at = now + self.settings.kill_grace_seconds
+                self.send_cancel(sent, now)
+
+    def idle(self, now: float) -> None:
+        pass
+
+    def forget(self, pid: int) -> bool:
+        return False  # its jobs run on other hosts; a task of a previous life is fenced by its attempt
+
+    def close(self) -> None:
+        if self.app is not None:
+            self.app.close()
+
+
+def exit_of(returncode: int, peak_rss_kb: int) -> JobExit:
+    if returncode < 0:
+        return JobExit(signal=-returncode, peak_rss_kb=peak_rss_kb)
+    return JobExit(exit_code=returncode, peak_rss_kb=peak_rss_kb)

@@ -1,0 +1,308 @@
+"""The celery runner: a real redis-server, the real supervisor and real `bgremover worker` processes on one root.
+
+A local folder stands in for the root that worker hosts would mount over NFS.
+The fake job bodies (tests/support/fakejob.py) keep every job short.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import time
+import subprocess
+import sys
+
+import pytest
+
+from bgremover.cluster.app import TASK_NAME, make_app
+from bgremover.settings import load_settings
+from tests.conftest import REPO
+from tests.support.cluster import Redis, Worker, celery_daemon, descendants, kill_host
+from tests.support.harness import FAST, drop, wait_for
+
+pytestmark = pytest.mark.timeout(240)
+
+
+@pytest.fixture
+def broker(tmp_path):
+    with Redis(tmp_path / "redis") as server:
+        yield server
+
+
+def worker_events(worker: Worker, name: str) -> list[dict]:
+    return [record for line in worker.log().splitlines() if line.startswith("{")
+            for record in [json.loads(line)] if record.get("event") == name]
+
+
+def run_bgremover(tmp_path, *words, **settings) -> subprocess.CompletedProcess:
+    env = {**FAST, "PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin",
+           **{f"BGREMOVER_{key.upper()}": str(value) for key, value in settings.items()}}
+    return subprocess.run([sys.executable, "-m", "bgremover", *words, "--root", str(tmp_path / "root")], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_a_session_is_done_through_two_workers_and_each_item_names_its_worker(tmp_path, broker):
+    root = tmp_path / "root"
+    with celery_daemon(root, broker.url, job_slots=2) as daemon, \
+            Worker(root, broker.url, "w1"), Worker(root, broker.url, "w2"):
+        names = [f"p{n}.jpg" for n in range(6)]
+        for name in names:
+            drop(root / "inbox", f"shoot/{name}", "sleep 0.3")
+        drop(root / "inbox", "shoot/broken.jpg", "exit 2")
+        status = daemon.wait_complete("shoot", timeout=120)
+        members = daemon.zip_members("shoot")
+    items = {item["name"]: item for item in status["items"]}
+    assert {name: items[name]["status"] for name in names} == dict.fromkeys(names, "done")
+    assert items["broken.jpg"]["status"] == "failed"
+    assert items["broken.jpg"]["error"] == "the file could not be read as an image"
+    assert sorted(members) == sorted(name.replace(".jpg", ".png") for name in names)
+    assert {items[name]["worker"].split("@")[0] for name in names} <= {"w1", "w2"}
+    assert all(items[name]["attempts"] == 1 for name in names)
+
+
+def test_the_message_carries_ids_and_spool_names_never_the_users_file_name(tmp_path, broker):
+    root = tmp_path / "root"
+    client = broker.client()
+    with celery_daemon(root, broker.url, job_slots=1) as daemon:
+        drop(root / "inbox", "secret shoot/Client Name — private.jpg", "ok")  # no worker yet: the task waits
+        wait_for(lambda: client.llen("bgremover"), what="the task on the broker's queue")
+        envelope = json.loads(client.lindex("bgremover", 0))
+        assert envelope["headers"]["id"] == "bgremover-1-1"  # the item's id and attempt
+        body = base64.b64decode(envelope["body"]).decode()
+        assert "Client Name" not in body and "secret shoot" not in body
+        (message,), _, _ = json.loads(body)
+        assert (message["item"], message["attempt"], message["spec"]["input"]) == (1, 1, "state/originals/1.jpg")
+        with Worker(root, broker.url, "w1"):
+            status = daemon.wait_complete("secret shoot", timeout=120)
+    assert status["items"][0]["status"] == "done"
+
+
+def test_a_duplicate_delivery_is_refused_and_changes_nothing(tmp_path, broker):
+    root = tmp_path / "root"
+    with celery_daemon(root, broker.url, job_slots=1) as daemon, Worker(root, broker.url, "w1") as worker:
+        drop(root / "inbox", "once/a.jpg", "ok")
+        daemon.wait_complete("once", timeout=120)
+        # The same task delivered again, as Redis does past its visibility timeout.
+        app = make_app(load_settings(root=root, broker_url=broker.url))
+        sent = daemon.events("job_started")[0]
+        assert sent["task_id"] == "bgremover-1-1"
+        app.send_task(TASK_NAME, args=[{"item": 1, "attempt": 1, "spec": {}, "limits": {}}], task_id="bgremover-1-1")
+        refused = wait_for(lambda: worker_events(worker, "task_refused"), what="the duplicate refused")
+        app.close()
+        assert refused[0]["task"] == "bgremover-1-1"
+        assert refused[0]["reason"] == "its outcome is recorded already"
+        assert len(worker_events(worker, "task_started")) == 1
+        assert daemon.status("once")["items"][0]["status"] == "done"
+        assert len(daemon.events("job_finished")) == 1
+
+
+def test_cancel_stops_the_job_on_its_worker_at_once(tmp_path, broker):
+    root = tmp_path / "root"
+    with celery_daemon(root, broker.url, job_slots=1) as daemon, Worker(root, broker.url, "w1") as worker:
+        drop(root / "inbox", "long/a.jpg", "sleep 60")
+        drop(root / "inbox", "long/b.jpg", "sleep 60")
+        wait_for(lambda: worker_events(worker, "task_started"), what="the job running on the worker")
+        (root / "cancel" / "long").touch()
+        status = daemon.wait_complete("long", timeout=60)
+        finished = wait_for(lambda: worker_events(worker, "task_finished"), what="the worker's answer")
+    assert [item["status"] for item in status["items"]] == ["cancelled", "cancelled"]
+    assert finished[0]["stop_reason"] == "cancel"
+
+
+def test_runner_celery_without_a_broker_is_refused_in_one_line(tmp_path):
+    done = run_bgremover(tmp_path, "run", runner="celery")
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        'bgremover: runner = "celery" needs broker_url (BGREMOVER_BROKER_URL), say redis://host:6379/0']
+
+
+def test_an_unreachable_broker_stops_start_up_in_one_line(tmp_path):
+    from tests.support.cluster import free_port
+
+    done = run_bgremover(tmp_path, "run", runner="celery", broker_url=f"redis://127.0.0.1:{free_port()}/0")
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("bgremover: cannot start: cannot reach the broker at redis://"), lines
+
+
+def test_a_worker_on_a_root_that_is_not_the_supervisors_is_refused_in_one_line(tmp_path, broker):
+    root = tmp_path / "root"
+    with celery_daemon(root, broker.url, job_slots=1):
+        done = run_bgremover(tmp_path / "elsewhere", "worker", "--broker", broker.url)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "is not the supervisor's root" in lines[0], lines
+
+
+def test_a_worker_killed_mid_job_costs_an_attempt_and_the_item_is_done_once(tmp_path, broker):
+    root = tmp_path / "root"
+    with celery_daemon(root, broker.url, job_slots=1) as daemon, Worker(root, broker.url, "w1") as doomed:
+        drop(root / "inbox", "lost/a.jpg", "sleep 5")
+        wait_for(lambda: worker_events(doomed, "task_started"), what="the job running on w1")
+        kill_host(doomed)
+        doomed.stop()
+        with Worker(root, broker.url, "w2"):
+            status = daemon.wait_complete("lost", timeout=120)
+        lost = daemon.events("worker_lost")
+        members = daemon.zip_members("lost")
+    item = status["items"][0]
+    assert (item["status"], item["attempts"], item["worker"].split("@")[0]) == ("done", 2, "w2")
+    assert lost and lost[0]["task"] == "bgremover-1-1"
+    assert list(members) == ["a.png"]
+
+
+def test_redis_restarted_mid_run_costs_time_never_items(tmp_path, broker):
+    root = tmp_path / "root"
+    names = [f"p{n}.jpg" for n in range(6)]
+    with celery_daemon(root, broker.url, job_slots=2) as daemon, \
+            Worker(root, broker.url, "w1") as first, Worker(root, broker.url, "w2") as second:
+        for name in names:
+            drop(root / "inbox", f"shoot/{name}", "sleep 1")
+        wait_for(lambda: worker_events(first, "task_started") or worker_events(second, "task_started"),
+                 what="a job running")
+        broker.stop()  # persistence off: everything it held is gone
+        wait_for(lambda: daemon.events("broker_unreachable"), what="the supervisor to notice")
+        broker.start()
+        status = daemon.wait_complete("shoot", timeout=180)
+        members = daemon.zip_members("shoot")
+        failed_ever = [event for event in daemon.events("job_finished") if event["status"] == "failed"]
+        resent = daemon.events("task_resent")
+    assert resent, "no task was in flight when the broker restarted"
+    assert [item["status"] for item in status["items"]] == ["done"] * len(names)
+    assert sorted(members) == sorted(name.replace(".jpg", ".png") for name in names)
+    assert failed_ever == []
+
+
+def test_a_supervisor_killed_mid_run_finishes_every_item_exactly_once(tmp_path, broker):
+    root = tmp_path / "root"
+    names = [f"p{n}.jpg" for n in range(6)]
+    daemon = celery_daemon(root, broker.url, job_slots=2)
+    with daemon, Worker(root, broker.url, "w1") as first, Worker(root, broker.url, "w2"):
+        for name in names:
+            drop(root / "inbox", f"shoot/{name}", "sleep 1")
+        wait_for(lambda: worker_events(first, "task_started"), what="a job running")
+        daemon.kill()
+        daemon.start()
+        status = daemon.wait_complete("shoot", timeout=180)
+        members = daemon.zip_members("shoot")
+        done_events = [event for event in daemon.events("job_finished") if event["status"] == "done"]
+    assert [item["status"] for item in status["items"]] == ["done"] * len(names)
+    assert sorted(members) == sorted(name.replace(".jpg", ".png") for name in names)
+    assert len({event["item"] for event in done_events}) == len(done_events) == len(names)
+
+
+def test_a_second_delivery_of_a_running_task_is_refused_by_the_other_worker(tmp_path, broker):
+    root = tmp_path / "root"
+    client = broker.client()
+    with celery_daemon(root, broker.url, job_slots=1) as daemon:
+        drop(root / "inbox", "twice/a.jpg", "sleep 4")
+        wait_for(lambda: client.llen("bgremover"), what="the task on the broker's queue")
+        envelope = client.lindex("bgremover", 0)
+        with Worker(root, broker.url, "w1") as first:
+            wait_for(lambda: worker_events(first, "task_started"), what="the job running on w1")
+            client.lpush("bgremover", envelope)  # delivered again, as Redis does past the visibility timeout
+            with Worker(root, broker.url, "w2") as second:
+                refused = wait_for(lambda: worker_events(second, "task_refused"), what="w2 to refuse it")
+                status = daemon.wait_complete("twice", timeout=120)
+            ran = worker_events(first, "task_finished")
+    assert refused[0]["task"] == "bgremover-1-1"
+    assert refused[0]["reason"].startswith("a duplicate delivery: w1@")
+    assert worker_events(second, "task_started") == []
+    assert [(event["task"], event["returncode"]) for event in ran] == [("bgremover-1-1", 0)]
+    assert (status["items"][0]["status"], status["items"][0]["attempts"]) == ("done", 1)
+    assert len(daemon.events("job_finished")) == 1
+
+
+def test_the_local_runner_imports_nothing_of_celery(tmp_path):
+    probe = ("import sys; from bgremover.cli import main, commands; from bgremover.supervisor import loop; "
+             "from bgremover.runners import runner_class; runner_class('local'); "
+             "print(sorted(name for name in sys.modules if name.split('.')[0] in ('celery', 'kombu', 'redis') "
+             "or name.startswith('bgremover.cluster')))")
+    done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, env={"PYTHONPATH": str(REPO)},
+                          capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout.strip()) == (0, "[]"), done.stderr
+
+
+def test_status_lists_the_workers_heard_of_recently_and_their_slots(tmp_path, broker):
+    root = tmp_path / "root"
+    with celery_daemon(root, broker.url, job_slots=3), Worker(root, broker.url, "w1", slots=2), \
+            Worker(root, broker.url, "w2"):
+        seen = wait_for(lambda: (done := run_bgremover(tmp_path, "status", "--json", runner="celery",
+                                                       broker_url=broker.url))
+                        and len(json.loads(done.stdout)["workers"]) == 2 and json.loads(done.stdout), what="workers")
+        text = run_bgremover(tmp_path, "status", runner="celery", broker_url=broker.url).stdout
+    assert [(worker["name"].split("@")[0], worker["slots"]) for worker in seen["workers"]] == [("w1", 2), ("w2", 1)]
+    assert seen["workers_error"] is None
+    assert text.splitlines()[1].startswith("workers: 2, 3 slots: w1@")
+
+
+def small_photos(count: int) -> list[tuple[str, bytes]]:
+    """`count` small JPEG photos, cut from the bench's three at several sizes and crops."""
+    import io
+
+    from PIL import Image
+
+    from tests.conftest import PHOTOS
+
+    photos = []
+    for n in range(count):
+        source = Image.open(PHOTOS / ("astronaut.jpg", "chelsea.jpg", "coffee.jpg")[n % 3]).convert("RGB")
+        side = 160 + 16 * n
+        box = (n * 3 % 40, n * 5 % 40, n * 3 % 40 + side, n * 5 % 40 + side)
+        out = io.BytesIO()
+        source.crop(box).save(out, "JPEG", quality=90)
+        photos.append((f"photo{n:02}.jpg", out.getvalue()))
+    return photos
+
+
+def test_the_real_model_on_two_workers_gives_the_local_runners_cutouts_byte_for_byte(tmp_path, broker):
+    from tests.support.harness import Daemon
+
+    photos = small_photos(20)
+    local_root, cluster_root = tmp_path / "local", tmp_path / "root"
+    with Daemon(local_root, fake_jobs=False, job_slots=1) as daemon:
+        for name, data in photos:
+            drop(local_root / "inbox", f"set/{name}", data)
+        daemon.wait_complete("set", timeout=200)
+        local = daemon.zip_members("set")
+    with celery_daemon(cluster_root, broker.url, fake_jobs=False, job_slots=2) as daemon, \
+            Worker(cluster_root, broker.url, "w1", fake_jobs=False, providers="CPUExecutionProvider") as first, \
+            Worker(cluster_root, broker.url, "w2", fake_jobs=False):
+        for name, data in photos:
+            drop(cluster_root / "inbox", f"set/{name}", data)
+        status = daemon.wait_complete("set", timeout=200)
+        cluster = daemon.zip_members("set")
+        ready = worker_events(first, "worker_ready")
+    assert ready[0]["providers"] == ["CPUExecutionProvider"]
+    assert [item["status"] for item in status["items"]] == ["done"] * len(photos)
+    assert sorted(cluster) == sorted(local) == sorted(name.replace(".jpg", ".png") for name, _ in photos)
+    assert all(cluster[member] == local[member] for member in local), "the same cutouts, byte for byte"
+
+
+def test_a_worker_stopped_past_the_visibility_timeout_gets_its_task_delivered_again_and_refused(tmp_path, broker):
+    """SIGSTOP, as a host that hangs: Redis delivers the task again, the other worker refuses it (the lease is
+    held), the lapsed lease costs the item an attempt, and the stopped worker's late answer is never read."""
+    root = tmp_path / "root"
+    quick = {"broker_visibility_timeout_seconds": 4}
+    with celery_daemon(root, broker.url, job_slots=1, **quick) as daemon, \
+            Worker(root, broker.url, "w1", **quick) as stopped:
+        drop(root / "inbox", "hang/a.jpg", "sleep 3")
+        wait_for(lambda: worker_events(stopped, "task_started"), what="the job running on w1")
+        hung = [stopped.process.pid, *descendants(stopped.process.pid)]
+        for pid in hung:
+            os.kill(pid, signal.SIGSTOP)
+        with Worker(root, broker.url, "w2", **quick) as other:
+            refused = wait_for(lambda: worker_events(other, "task_refused"), timeout=60, what="the duplicate refused")
+            status = daemon.wait_complete("hang", timeout=120)
+            for pid in hung:
+                os.kill(pid, signal.SIGCONT)
+            late = wait_for(lambda: worker_events(stopped, "task_finished"), what="w1's late answer")
+            time.sleep(1)
+            finished = daemon.events("job_finished")
+    assert (refused[0]["task"], refused[0]["reason"].split(":")[0]) == ("bgremover-1-1", "a duplicate delivery")
+    assert late[0]["task"] == "bgremover-1-1"  # attempt 1 ran to its end on w1, after all
+    item = status["items"][0]
+    assert (item["status"], item["attempts"], item["worker"].split("@")[0]) == ("done", 2, "w2")
+    assert [(event["status"], event["attempt"]) for event in finished] == [("queued", 1), ("done", 2)]

@@ -1,0 +1,158 @@
+"""A real redis-server and real `bgremover worker` processes on a temporary root, for the celery runner's tests."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import redis
+
+from tests.conftest import REPO
+from tests.support.harness import FAST, Daemon, wait_for
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Redis:
+    """Debian's redis-server on 127.0.0.1 and a free port, persistence off, as the README runs it (noeviction)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.port = free_port()
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> "Redis":
+        self.folder.mkdir(parents=True, exist_ok=True)
+        binary = shutil.which("redis-server")
+        assert binary, "redis-server is not installed (apt-get install redis-server; .ci/run does)"
+        self.process = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--maxmemory-policy", "noeviction", "--dir", str(self.folder)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+        client = self.client()
+        wait_for(lambda: self.answers(client), what="redis-server to answer")
+        return self
+
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.url, socket_connect_timeout=1)
+
+    @staticmethod
+    def answers(client: redis.Redis) -> bool:
+        try:
+            return client.ping()
+        except redis.ConnectionError:
+            return False
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+
+    def __enter__(self) -> "Redis":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class Worker:
+    """`bgremover worker` as a child process, with the fake job bodies unless told otherwise."""
+
+    def __init__(self, root: Path, broker: str, name: str, slots: int = 1, fake_jobs: bool = True,
+                 providers: str | None = None, **settings) -> None:
+        self.root, self.broker, self.name, self.slots, self.providers = root, broker, name, slots, providers
+        self.env = {**os.environ, **FAST, "PYTHONPATH": str(REPO)}
+        self.env.pop("BGREMOVER_CONFIG", None)
+        if fake_jobs:
+            self.env["BGREMOVER_JOB_MODULE"] = "tests.support.fakejob"
+        self.env.update({f"BGREMOVER_{key.upper()}": str(value) for key, value in settings.items()})
+        self.log_path = root.parent / f"{root.name}-worker-{name}.log"
+        self.process: subprocess.Popen | None = None
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "bgremover", "worker", "--broker", self.broker, "--root", str(self.root),
+                "--slots", str(self.slots), "--name", self.name,
+                *(["--providers", self.providers] if self.providers else [])]
+
+    def start(self) -> "Worker":
+        self.log_file = open(self.log_path, "ab")
+        self.process = subprocess.Popen(self.command(), cwd=REPO, env=self.env, stdin=subprocess.DEVNULL,
+                                        stdout=self.log_file, stderr=self.log_file, start_new_session=True)
+        wait_for(lambda: "ready." in self.log() or self.process.poll() is not None, what=f"worker {self.name} ready")
+        assert self.process.poll() is None, self.log()
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, timeout: float = 30) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self.log_file.close()
+        end_group(self.process.pid)
+
+    def __enter__(self) -> "Worker":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def end_group(group: int) -> None:
+    """Whatever the worker's process group left (its pool, fork servers, jobs) is ended, and waited for."""
+    try:
+        os.killpg(group, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+
+
+def celery_daemon(root: Path, broker: str, **settings) -> Daemon:
+    return Daemon(root, runner="celery", broker_url=broker, **settings)
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid`: a worker's pool, its fork servers and their jobs (re-parented to the pool)."""
+    from tests.conftest import _children_of
+
+    found, frontier = [], [pid]
+    while frontier:
+        children = _children_of(frontier.pop())
+        found += children
+        frontier += children
+    return found
+
+
+def kill_host(worker: Worker) -> None:
+    """kill -9 of everything the worker runs, as if its host lost power."""
+    for pid in [worker.process.pid, *descendants(worker.process.pid)]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    worker.process.wait()
