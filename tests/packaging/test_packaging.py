@@ -103,19 +103,46 @@ def unit_lines() -> list[str]:
             if line.strip() and not line.lstrip().startswith(("#", ";"))]
 
 
-@pytest.fixture
-def unit_copy(tmp_path) -> Path:
-    """The unit with ExecStart's /opt/bgremover/bin/bgremover swapped for an executable that exists here."""
+def runnable_copy(unit: Path, tmp_path: Path, command: str) -> Path:
+    """`unit` with ExecStart's /opt/bgremover/bin/bgremover swapped for an executable that exists here.
+
+    `command` is the bgremover command ExecStart must run (run, web, worker).
+    """
     program = tmp_path / "bin" / "bgremover"
     program.parent.mkdir()
     program.write_text("#!/bin/sh\nexit 0\n")
     program.chmod(0o755)
-    text = UNIT.read_text()
-    assert "ExecStart=/opt/bgremover/bin/bgremover " in text
-    copy = tmp_path / "unit" / "bgremover.service"
+    text = unit.read_text()
+    assert f"ExecStart=/opt/bgremover/bin/bgremover {command} " in text
+    copy = tmp_path / "unit" / unit.name
     copy.parent.mkdir()
     copy.write_text(text.replace("ExecStart=/opt/bgremover/bin/bgremover ", f"ExecStart={program} "))
     return copy
+
+
+def exposure_of(copy: Path) -> float:
+    """systemd-analyze security's overall exposure level for the unit file `copy`."""
+    result = run(systemd_analyze(), "security", "--offline=true", "--no-pager", copy,
+                 env={**os.environ, "SYSTEMD_COLORS": "0"})
+    assert result.returncode == 0, result.stderr
+    found = re.search(r"Overall exposure level for \S+: (\d+(?:\.\d+)?)", result.stdout)
+    assert found, result.stdout[-2000:]
+    return float(found.group(1))
+
+
+def every_value(unit: Path) -> dict[str, list[str]]:
+    """Each setting's values, in order, as written in `unit`."""
+    found: dict[str, list[str]] = {}
+    for line in unit.read_text().splitlines():
+        if "=" in line and not line.lstrip().startswith(("#", ";")):
+            key, value = line.strip().split("=", 1)
+            found.setdefault(key, []).append(value)
+    return found
+
+
+@pytest.fixture
+def unit_copy(tmp_path) -> Path:
+    return runnable_copy(UNIT, tmp_path, "run")
 
 
 def unit_settings() -> dict[str, str]:
@@ -160,13 +187,8 @@ def test_the_unit_passes_systemd_analyze_verify(unit_copy):
 
 
 def test_the_unit_exposure_is_low(unit_copy):
-    result = run(systemd_analyze(), "security", "--offline=true", "--no-pager", unit_copy,
-                 env={**os.environ, "SYSTEMD_COLORS": "0"})
-    assert result.returncode == 0, result.stderr
-    found = re.search(r"Overall exposure level for \S+: (\d+(?:\.\d+)?)", result.stdout)
-    assert found, result.stdout[-2000:]
-    exposure = float(found.group(1))
-    assert exposure <= MAX_EXPOSURE, f"exposure {exposure} > {MAX_EXPOSURE}:\n{result.stdout}"
+    exposure = exposure_of(unit_copy)
+    assert exposure <= MAX_EXPOSURE, f"exposure {exposure} > {MAX_EXPOSURE}"
 
 
 # ---------------------------------------------------------------- the web page's unit
@@ -176,30 +198,11 @@ WEB_UNIT = REPO / "systemd" / "bgremover-web.service"
 
 @pytest.fixture
 def web_unit_copy(tmp_path) -> Path:
-    """The web page's unit with ExecStart's program swapped for one that exists here."""
-    program = tmp_path / "bin" / "bgremover"
-    program.parent.mkdir()
-    program.write_text("#!/bin/sh\nexit 0\n")
-    program.chmod(0o755)
-    text = WEB_UNIT.read_text()
-    assert "ExecStart=/opt/bgremover/bin/bgremover web " in text
-    copy = tmp_path / "unit" / WEB_UNIT.name
-    copy.parent.mkdir()
-    copy.write_text(text.replace("ExecStart=/opt/bgremover/bin/bgremover ", f"ExecStart={program} "))
-    return copy
-
-
-def web_unit_settings() -> dict[str, list[str]]:
-    found: dict[str, list[str]] = {}
-    for line in WEB_UNIT.read_text().splitlines():
-        if "=" in line and not line.lstrip().startswith(("#", ";")):
-            key, value = line.strip().split("=", 1)
-            found.setdefault(key, []).append(value)
-    return found
+    return runnable_copy(WEB_UNIT, tmp_path, "web")
 
 
 def test_the_web_unit_shares_the_daemons_user_and_folder_and_writes_only_where_a_user_acts():
-    settings = web_unit_settings()
+    settings = every_value(WEB_UNIT)
     assert settings["ExecStart"] == ["/opt/bgremover/bin/bgremover web --root /var/lib/bgremover"]
     assert settings["User"] == ["bgremover"] and settings["DynamicUser"] == ["yes"], "the daemon's dynamic user"
     assert "bgremover" in settings["StateDirectory"][0].split()
@@ -218,12 +221,7 @@ def test_the_web_unit_passes_systemd_analyze_verify(web_unit_copy):
 
 
 def test_the_web_unit_exposure_is_low(web_unit_copy):
-    result = run(systemd_analyze(), "security", "--offline=true", "--no-pager", web_unit_copy,
-                 env={**os.environ, "SYSTEMD_COLORS": "0"})
-    assert result.returncode == 0, result.stderr
-    found = re.search(r"Overall exposure level for \S+: (\d+(?:\.\d+)?)", result.stdout)
-    assert found, result.stdout[-2000:]
-    assert float(found.group(1)) <= MAX_EXPOSURE, result.stdout
+    assert exposure_of(web_unit_copy) <= MAX_EXPOSURE
 
 
 # ---------------------------------------------------------------- a worker host's unit
@@ -233,30 +231,11 @@ WORKER_UNIT = REPO / "systemd" / "bgremover-worker.service"
 
 @pytest.fixture
 def worker_unit_copy(tmp_path) -> Path:
-    """The worker's unit with ExecStart's program swapped for one that exists here, and its mount for a folder here."""
-    program = tmp_path / "bin" / "bgremover"
-    program.parent.mkdir()
-    program.write_text("#!/bin/sh\nexit 0\n")
-    program.chmod(0o755)
-    text = WORKER_UNIT.read_text()
-    assert "ExecStart=/opt/bgremover/bin/bgremover worker " in text
-    copy = tmp_path / "unit" / WORKER_UNIT.name
-    copy.parent.mkdir()
-    copy.write_text(text.replace("ExecStart=/opt/bgremover/bin/bgremover ", f"ExecStart={program} "))
-    return copy
-
-
-def worker_unit_settings() -> dict[str, list[str]]:
-    found: dict[str, list[str]] = {}
-    for line in WORKER_UNIT.read_text().splitlines():
-        if "=" in line and not line.lstrip().startswith(("#", ";")):
-            key, value = line.strip().split("=", 1)
-            found.setdefault(key, []).append(value)
-    return found
+    return runnable_copy(WORKER_UNIT, tmp_path, "worker")
 
 
 def test_the_worker_unit_runs_the_worker_on_the_shared_root_writing_only_results():
-    settings = worker_unit_settings()
+    settings = every_value(WORKER_UNIT)
     assert settings["ExecStart"] == ["/opt/bgremover/bin/bgremover worker --root /srv/bgremover --slots ${WORKER_SLOTS}"]
     assert settings["RequiresMountsFor"] == ["/srv/bgremover"]
     assert settings["User"] == ["bgremover"] and "DynamicUser" not in settings, "one uid on every host of the share"
@@ -273,12 +252,7 @@ def test_the_worker_unit_passes_systemd_analyze_verify(worker_unit_copy):
 
 
 def test_the_worker_unit_exposure_is_low(worker_unit_copy):
-    result = run(systemd_analyze(), "security", "--offline=true", "--no-pager", worker_unit_copy,
-                 env={**os.environ, "SYSTEMD_COLORS": "0"})
-    assert result.returncode == 0, result.stderr
-    found = re.search(r"Overall exposure level for \S+: (\d+(?:\.\d+)?)", result.stdout)
-    assert found, result.stdout[-2000:]
-    assert float(found.group(1)) <= MAX_EXPOSURE, result.stdout
+    assert exposure_of(worker_unit_copy) <= MAX_EXPOSURE
 
 
 # ---------------------------------------------------------------- config, make, CI, README
