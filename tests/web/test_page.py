@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import html
+import io
 import json
 import re
 import shutil
 import subprocess
 import sys
+import zipfile
 
 from tests.conftest import REPO
 from tests.support.harness import Daemon, drop, wait_for
@@ -113,3 +115,30 @@ def test_a_picture_is_made_once_small_and_cached_under_state(root):
 
     with Image.open(cached[0]) as picture:
         assert max(picture.size) == 256
+
+
+def test_a_picture_whose_file_moved_on_is_made_from_where_it_went(root):
+    # As if the session completed between choosing the files and reading them: the places a
+    # file leaves (the store, the results) still hold a name, but nothing that reads as an image.
+    from PIL import Image
+
+    shutil.copy(photo("astronaut"), root / "archive" / "shoot" / "ok.jpg")
+    cutout = io.BytesIO()
+    Image.new("RGBA", (300, 200), (200, 40, 40, 128)).save(cutout, "PNG")
+    with zipfile.ZipFile(root / "outbox" / "shoot.zip", "w") as archive:  # the fake job's cutout is no image
+        archive.writestr("ok.png", cutout.getvalue())
+    with WebPage(root) as web:
+        item = re.search(rb'id="item-(\d+)" data-name="ok.jpg"', web.get("/sessions")[2]).group(1).decode()
+        half_done = [root / "state" / "results" / f"{item}-1.png", root / "state" / "originals" / f"{item}.jpg"]
+        for path in half_done:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"half a file")
+        pictures = {kind: web.get(f"/thumbnails/{item}/{kind}") for kind in ("after", "before")}
+        for path in half_done:
+            path.unlink()
+        for kind, mode in (("after", "RGBA"), ("before", "RGB")):
+            code, headers, body = pictures[kind]
+            assert code == 200 and headers["content-type"] == "image/webp", kind
+            with Image.open(io.BytesIO(body)) as picture:
+                assert picture.mode == mode, kind
+            assert web.get(f"/thumbnails/{item}/{kind}")[2] == body, f"{kind}: not the ZIP's or the archive's picture"

@@ -109,22 +109,24 @@ def item_card(item: Item, session: Session, spool: Spool, outbox: Path) -> ItemC
     before, after = sources(item, session, spool, outbox)
     return ItemCard(item.id, item.name, item.status.value, item.error, item.note,
                     item.member if item.status is Status.DONE else None, item.attempts, item.status in RETRYABLE,
-                    item.ext,
-                    before is not None and regular_file(before.path), after is not None and regular_file(after.path))
+                    item.ext, any(regular_file(s.path) for s in before), any(regular_file(s.path) for s in after))
 
 
-def sources(item: Item, session: Session, spool: Spool, outbox: Path) -> tuple[Source | None, Source | None]:
-    """What the item's before and after pictures are made from, where they still exist."""
-    original = spool.original(item)
-    before = Source(original) if original is not None else None
+def sources(item: Item, session: Session, spool: Spool, outbox: Path) -> tuple[list[Source], list[Source]]:
+    """Where the item's before and after pictures can be made from, in the order its files move.
+
+    A session completing moves the original from the store to the archive and
+    the cutout from the results into the ZIP, and it may do so between the
+    moment a file is chosen and the moment it is read; so each picture has
+    every place its file may be, and the reader tries them in turn.
+    """
+    before = [Source(spool.stored(item)), Source(spool.archived(item))]
     if item.status is not Status.DONE:
-        return before, None
-    result = spool.result(item, FORMAT_EXTENSIONS.get(session.format, ".png"))
-    if regular_file(result):
-        return before, Source(result)
-    if session.zip and regular_file(outbox / session.zip):
-        return before, Source(outbox / session.zip, item.member)  # the results left the spool for the ZIP
-    return before, None
+        return before, []
+    after = [Source(spool.result(item, FORMAT_EXTENSIONS.get(session.format, ".png")))]
+    if session.zip:
+        after.append(Source(outbox / session.zip, item.member))
+    return before, after
 
 
 def natural(name: str) -> list:

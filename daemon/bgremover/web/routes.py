@@ -17,7 +17,7 @@ from urllib.parse import quote
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response, StreamingResponse
 
-from bgremover.queue.store import Store
+from bgremover.queue.store import Item, Session, Store
 from bgremover.web import page
 from bgremover.web.context import Web
 from bgremover.web.thumbnails import MEDIA_TYPE
@@ -59,22 +59,31 @@ async def thumbnail(web: Web, request: Request) -> Response:
     item_id, kind = request.path_params["item"], request.path_params["kind"]
     if kind not in KINDS:
         return not_found()
+    # A file that moved on between choosing it and reading it (its session completing) is
+    # looked for again, once, where the queue then says it is.
+    for _ in range(2):
+        found = item_and_session(web, item_id)
+        if found is None:
+            return not_found()
+        before, after = page.sources(*found, web.spool, web.settings.outbox)
+        for source in before if kind == "before" else after:
+            picture = await web.thumbnails.picture(source)
+            if picture is not None:
+                return Response(picture.read_bytes(), media_type=MEDIA_TYPE,
+                                headers={"cache-control": "private, max-age=3600"})
+    return not_found()
+
+
+def item_and_session(web: Web, item_id: str) -> tuple[Item, Session] | None:
     store = open_store(web)
     if store is None:
-        return not_found()
+        return None
     try:
         item = store.item(item_id)
         session = store.session(item.session) if item else None
     finally:
         store.close()
-    if item is None or session is None:
-        return not_found()
-    before, after = page.sources(item, session, web.spool, web.settings.outbox)
-    source = before if kind == "before" else after
-    picture = await web.thumbnails.picture(source) if source is not None else None
-    if picture is None:
-        return not_found()
-    return Response(picture.read_bytes(), media_type=MEDIA_TYPE, headers={"cache-control": "private, max-age=3600"})
+    return (item, session) if item is not None and session is not None else None
 
 
 async def download(web: Web, request: Request) -> Response:
