@@ -25,14 +25,20 @@ CLIENTS = 200
 def one_request(port: int, path: str) -> int | str:
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     try:
+        return ask(connection, port, path)
+    finally:
+        connection.close()
+
+
+def ask(connection: http.client.HTTPConnection, port: int, path: str) -> int | str:
+    """The status of one GET on `connection`, "empty" for a body-less answer, or the error's name."""
+    try:
         connection.request("GET", path, headers={"Host": f"127.0.0.1:{port}"})
         response = connection.getresponse()
         body = response.read()
         return response.status if body else "empty"
-    except OSError as exc:
+    except (OSError, http.client.HTTPException) as exc:
         return type(exc).__name__
-    finally:
-        connection.close()
 
 
 def burst(port: int, clients: int = CLIENTS, path: str = "/api/status") -> Counter:
@@ -56,17 +62,28 @@ def burst(port: int, clients: int = CLIENTS, path: str = "/api/status") -> Count
 
 
 def load(port: int, stop: threading.Event, clients: int = CLIENTS, every: float = 1.0) -> Counter:
-    """`clients` pages each polling the status every `every` seconds (0: as fast as answered) until `stop`."""
+    """`clients` pages each polling the status every `every` seconds (0: as fast as answered) until `stop`.
+
+    Each keeps its connection open between polls, as a browser does, and opens
+    a new one only when the server closed it.
+    """
     outcomes: Counter = Counter()
     lock = threading.Lock()
 
     def client() -> None:
+        connection = None
         while not stop.is_set():
             started = time.monotonic()
-            outcome = one_request(port, "/api/status")
+            connection = connection or http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            outcome = ask(connection, port, "/api/status")
+            if not isinstance(outcome, int):
+                connection.close()
+                connection = None
             with lock:
                 outcomes[outcome] += 1
             stop.wait(max(0.0, every - (time.monotonic() - started)))
+        if connection is not None:
+            connection.close()
 
     threads = [threading.Thread(target=client) for _ in range(clients)]
     for thread in threads:
@@ -141,9 +158,12 @@ def main() -> None:
                 print(f"round {n + 1} {'with' if loaded else 'without'} {CLIENTS} clients: {rate:.3f} images/s"
                       + (f", {sum(outcomes.values())} requests, {dict(outcomes)}" if loaded else "") + shares, flush=True)
     quiet, busy = statistics.median(rates[False]), statistics.median(rates[True])
+    # The noise to judge the change by: how far apart the quiet rounds alone fall, and each round's own change.
+    spread = (max(rates[False]) - min(rates[False])) / quiet * 100
+    paired = statistics.median(b / q - 1 for q, b in zip(rates[False], rates[True])) * 100
     print(f"median without clients {quiet:.3f} images/s, with {CLIENTS} clients {busy:.3f} images/s "
-          f"({(busy / quiet - 1) * 100:+.1f} %); failed requests: {dict(failed) or 'none'}")
-
+          f"({(busy / quiet - 1) * 100:+.1f} %; round by round {paired:+.1f} %); the quiet rounds alone spread over "
+          f"{spread:.1f} % of their median; failed requests: {dict(failed) or 'none'}")
 
 if __name__ == "__main__":
     main()
