@@ -69,7 +69,8 @@ def serve(settings: Settings, listen_text: str | None) -> int:
     os.nice(PRIORITY)
     print(f"bgremover: the web page is at {listen.url(guard.port)} (root {settings.root})", file=sys.stderr,
           flush=True)
+    # proxy_headers off: the page trusts no X-Forwarded-For (a proxy in front passes Host, which is checked).
     config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=5,
-                            server_header=False)
+                            server_header=False, proxy_headers=False)
     uvicorn.Server(config).run(sockets=[sock])
     return EXIT_OK
