@@ -83,16 +83,18 @@ def fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-def remove_temp_files(folder: Path) -> int:
+def remove_temp_files(folder: Path, spare: frozenset[str] = frozenset()) -> int:
     """Delete temp files a crash left under folder (recursively); returns how many.
 
     Call it only while nothing writes there (at start-up), or it would delete a
-    temp file another writer is about to rename.
+    temp file another writer is about to rename; `spare` names the writers that
+    may still write: a temp whose target's name, up to its first dot, is one of
+    them stays.
     """
     removed = 0
     for root, _, files in os.walk(folder):
         for name in files:
-            if name.startswith(TEMP_PREFIX):
+            if name.startswith(TEMP_PREFIX) and name[len(TEMP_PREFIX):].split(".", 1)[0] not in spare:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(os.path.join(root, name))
                     removed += 1

@@ -10,7 +10,6 @@ import base64
 import json
 import os
 import signal
-import time
 import subprocess
 import sys
 
@@ -193,6 +192,49 @@ def test_a_supervisor_killed_mid_run_finishes_every_item_exactly_once(tmp_path, 
     assert len({event["item"] for event in done_events}) == len(done_events) == len(names)
 
 
+def test_a_restarted_supervisor_concludes_from_answers_given_while_it_was_down(tmp_path, broker):
+    """Killed while two jobs run on a worker, which answers before the supervisor is back: both are
+    concluded from those answers, under their first attempt, and nothing runs a second time."""
+    root = tmp_path / "root"
+    daemon = celery_daemon(root, broker.url, job_slots=2)
+    with daemon, Worker(root, broker.url, "w1", slots=2) as worker:
+        drop(root / "inbox", "shoot/a.jpg", "sleep 2")
+        drop(root / "inbox", "shoot/b.jpg", "sleep 2")
+        wait_for(lambda: len(worker_events(worker, "task_started")) == 2, what="both jobs running on w1")
+        daemon.kill()
+        wait_for(lambda: len(worker_events(worker, "task_finished")) == 2, what="both answers given meanwhile")
+        daemon.start()
+        status = daemon.wait_complete("shoot", timeout=120)
+        adopted = daemon.events("job_adopted")
+        members = daemon.zip_members("shoot")
+        started = worker_events(worker, "task_started")
+    assert sorted(event["task_id"] for event in adopted) == ["bgremover-1-1", "bgremover-2-1"]
+    assert [(item["status"], item["attempts"]) for item in status["items"]] == [("done", 1), ("done", 1)]
+    assert sorted(members) == ["a.png", "b.png"]
+    assert sorted(event["task"] for event in started) == ["bgremover-1-1", "bgremover-2-1"], "a job ran twice"
+
+
+def test_a_restarted_supervisor_sends_a_task_the_broker_lost_again_under_the_same_id(tmp_path, broker):
+    """Killed with a task waiting for a worker, and the broker then loses it (a restart without
+    persistence): the restarted supervisor sends it again as the same attempt, and it runs once."""
+    root = tmp_path / "root"
+    client = broker.client()
+    daemon = celery_daemon(root, broker.url, job_slots=1)
+    with daemon:
+        drop(root / "inbox", "wait/a.jpg", "ok")
+        wait_for(lambda: client.llen("bgremover"), what="the task on the broker's queue")
+        daemon.kill()
+        client.delete("bgremover")  # what a broker restarted without its data holds of it: nothing
+        daemon.start()
+        resent = wait_for(lambda: daemon.events("task_resent"), timeout=60, what="the task sent again")
+        with Worker(root, broker.url, "w1") as worker:
+            status = daemon.wait_complete("wait", timeout=120)
+            started = worker_events(worker, "task_started")
+    assert resent[0]["task"] == "bgremover-1-1"
+    assert (status["items"][0]["status"], status["items"][0]["attempts"]) == ("done", 1)
+    assert [event["task"] for event in started] == ["bgremover-1-1"]
+
+
 def test_a_second_delivery_of_a_running_task_is_refused_by_the_other_worker(tmp_path, broker):
     root = tmp_path / "root"
     client = broker.client()
@@ -283,7 +325,8 @@ def test_the_real_model_on_two_workers_gives_the_local_runners_cutouts_byte_for_
 
 def test_a_worker_stopped_past_the_visibility_timeout_gets_its_task_delivered_again_and_refused(tmp_path, broker):
     """SIGSTOP, as a host that hangs: Redis delivers the task again, the other worker refuses it (the lease is
-    held), the lapsed lease costs the item an attempt, and the stopped worker's late answer is never read."""
+    held), the lapsed lease costs the item an attempt, and the stopped worker's late answer is never read:
+    the supervisor refuses it and sweeps the files it wrote, while the next attempt runs on the other worker."""
     root = tmp_path / "root"
     quick = {"broker_visibility_timeout_seconds": 4}
     with celery_daemon(root, broker.url, job_slots=1, **quick) as daemon, \
@@ -295,14 +338,20 @@ def test_a_worker_stopped_past_the_visibility_timeout_gets_its_task_delivered_ag
             os.kill(pid, signal.SIGSTOP)
         with Worker(root, broker.url, "w2", **quick) as other:
             refused = wait_for(lambda: worker_events(other, "task_refused"), timeout=60, what="the duplicate refused")
-            status = daemon.wait_complete("hang", timeout=120)
-            for pid in hung:
+            wait_for(lambda: [e for e in daemon.events("job_started") if e["attempt"] == 2], timeout=60,
+                     what="attempt 2 under way")
+            for pid in hung:  # while the original is still there to read: attempt 1 ends well, and late
                 os.kill(pid, signal.SIGCONT)
             late = wait_for(lambda: worker_events(stopped, "task_finished"), what="w1's late answer")
-            time.sleep(1)
+            swept = wait_for(lambda: daemon.events("late_answer_refused"), timeout=60, what="the late answer refused")
+            status = daemon.wait_complete("hang", timeout=120)
             finished = daemon.events("job_finished")
+            leftovers = sorted(path.name for path in (root / "state" / "results").iterdir())
     assert (refused[0]["task"], refused[0]["reason"].split(":")[0]) == ("bgremover-1-1", "a duplicate delivery")
-    assert late[0]["task"] == "bgremover-1-1"  # attempt 1 ran to its end on w1, after all
+    assert (late[0]["task"], late[0]["returncode"]) == ("bgremover-1-1", 0)  # attempt 1 ran to its end on w1
     item = status["items"][0]
     assert (item["status"], item["attempts"], item["worker"].split("@")[0]) == ("done", 2, "w2")
     assert [(event["status"], event["attempt"]) for event in finished] == [("queued", 1), ("done", 2)]
+    assert (swept[0]["task"], swept[0]["worker"].split("@")[0]) == ("bgremover-1-1", "w1")
+    assert "1-1.png" in swept[0]["files_removed"]
+    assert not [name for name in leftovers if name.startswith("1-1.")], leftovers

@@ -104,18 +104,23 @@ class Spool:
             with durable.replacing(stored) as out:
                 shutil.copyfileobj(source, out, 1024 * 1024)
 
+    @staticmethod
+    def job_stem(item: Item, attempt: int | None = None) -> str:
+        """What every file of one attempt's job is named after, up to its first dot: `<id>-<attempt>`."""
+        return f"{item.id}-{attempt or item.attempts}"
+
     def result(self, item: Item, fmt_ext: str, attempt: int | None = None) -> Path:
-        return self.results / f"{item.id}-{attempt or item.attempts}{fmt_ext}"
+        return self.results / f"{self.job_stem(item, attempt)}{fmt_ext}"
 
     def mask_result(self, item: Item) -> Path:
         """Where a job writes the mask beside its cutout (output "both")."""
-        return self.results / f"{item.id}-{item.attempts}.mask.png"
+        return self.results / f"{self.job_stem(item)}.mask.png"
 
     def report(self, item: Item) -> Path:
-        return self.results / f"{item.id}-{item.attempts}.report.json"
+        return self.results / f"{self.job_stem(item)}.report.json"
 
     def job_log(self, item: Item) -> Path:
-        return self.results / f"{item.id}-{item.attempts}.log"
+        return self.results / f"{self.job_stem(item)}.log"
 
     def discard(self, *paths: Path) -> None:
         for path in paths:

@@ -265,9 +265,9 @@ class ItemQueries(Database):
         row = self.db.execute("SELECT * FROM items WHERE status = 'queued' ORDER BY id LIMIT 1").fetchone()
         return _item(row) if row else None
 
-    def recover(self, now: float) -> list[Item]:
-        """Items a previous life left in processing go back to queued; returns them as they were."""
-        stranded = self.items(None, Status.PROCESSING)
+    def recover(self, now: float, keep: frozenset[int] = frozenset()) -> list[Item]:
+        """Items a previous life left in processing go back to queued, but those in `keep`; returns them as they were."""
+        stranded = [item for item in self.items(None, Status.PROCESSING) if item.id not in keep]
         for item in stranded:
             # PROCESSING -> QUEUED (recovery after a crash)
             self.transition(item.id, Status.PROCESSING, Status.QUEUED, now, reason="recovered")

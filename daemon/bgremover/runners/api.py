@@ -106,6 +106,18 @@ class JobRunner(abc.ABC):
     def idle(self, now: float) -> None:
         """Nothing is queued: a good moment for what the runner does in advance."""
 
+    def adopt(self, spec: JobSpec, now: float) -> JobHandle | None:
+        """At start-up: take up the job a previous life started for `spec`'s attempt, if this runner can.
+
+        A runner whose jobs outlive the supervisor (they run on other hosts)
+        answers with a handle, and the job's end is then polled as any other:
+        the supervisor concludes from an answer given while it was down, or the
+        job is sent again under the same attempt. None (the default) means the
+        job cannot be taken up: it is ended with `forget` and its item runs again
+        as a new attempt.
+        """
+        return None
+
     @abc.abstractmethod
     def forget(self, pid: int) -> bool:
         """At start-up: end a job a previous life of the daemon left running; True if one was ended."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 import signal
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import structlog
 
@@ -43,6 +44,16 @@ class Sent:
     kill_at: float | None = None  # when a stop the supervisor asked for is due to have ended it
     cancel_pending: bool = False  # its cancel mark is still to be set (the broker refused it)
     leased: bool = False  # a worker was seen running it (its lease in Redis)
+    files: tuple[Path, ...] = ()  # what its job writes, all named after its attempt
+
+
+@dataclass
+class Fenced:
+    """A task concluded without its answer (its worker lost, or silent): its answer may yet come, and is refused."""
+
+    files: tuple[Path, ...]
+    until: float  # past this, no worker can still be running it (the hard time limit, and some)
+    check_at: float
 
 
 class CeleryRunner(JobRunner):
@@ -51,6 +62,7 @@ class CeleryRunner(JobRunner):
         self.app = None
         self.marks: Marks | None = None
         self.sent: dict[str, Sent] = {}  # by task id
+        self.fenced: dict[str, Fenced] = {}  # by task id: concluded, and an answer may still come
         self.broker_back_at = 0.0
         self.broker_warned = False
 
@@ -69,23 +81,45 @@ class CeleryRunner(JobRunner):
         return now >= self.broker_back_at
 
     def submit(self, spec: JobSpec, now: float) -> JobHandle:
-        item, attempt = key_of(spec.report)
-        task = task_id(item, attempt)
-        settings = self.settings
-        limits = {name: getattr(settings, name) for name in ("job_timeout_seconds", "job_memory_limit_mb",
-                                                             "kill_grace_seconds")}
-        message = to_message(spec, settings.root, item, attempt, limits)
-        # A backstop only: the worker's own deadline and kill come first.
-        hard_limit = settings.job_timeout_seconds + settings.kill_grace_seconds + 30
-        sent = Sent(task, message, hard_limit, now + TRANSIT_CHECK_SECONDS)
+        sent = self.sent_for(spec, now + TRANSIT_CHECK_SECONDS)
         try:
             self.send(sent)
         except Exception as exc:  # noqa: BLE001 - kombu and redis raise several kinds; each means the broker
             self.broker_failed(now, exc)
             raise JobNotStarted(f"the broker did not take the job: {exc}") from None
         self.broker_back()
-        self.sent[task] = sent
-        return JobHandle(spec, None, {"task_id": task})
+        self.sent[sent.task] = sent
+        return JobHandle(spec, None, {"task_id": sent.task})
+
+    def adopt(self, spec: JobSpec, now: float) -> JobHandle | None:
+        """The task a previous life sent for this attempt, watched again under its id.
+
+        Its answer, if a worker gave one while the supervisor was down, is read
+        on the first poll; a task the broker no longer holds is sent again under
+        the same id by the first look (see look_for). Not taken up: a task the
+        previous life had concluded or was cancelling (its answer will never
+        come), or any task while the broker cannot be asked.
+        """
+        sent = self.sent_for(spec, now)  # looked for in the broker on the first poll
+        try:
+            if self.marks.concluded(sent.task) or self.marks.cancelled(sent.task):
+                return None
+        except Exception as exc:  # noqa: BLE001 - without the broker, nothing is known of the task
+            self.broker_failed(now, exc)
+            return None
+        self.sent[sent.task] = sent
+        return JobHandle(spec, None, {"task_id": sent.task})
+
+    def sent_for(self, spec: JobSpec, check_at: float) -> Sent:
+        item, attempt = key_of(spec.report)
+        settings = self.settings
+        limits = {name: getattr(settings, name) for name in ("job_timeout_seconds", "job_memory_limit_mb",
+                                                             "kill_grace_seconds")}
+        message = to_message(spec, settings.root, item, attempt, limits)
+        # A backstop only: the worker's own deadline and kill come first.
+        hard_limit = settings.job_timeout_seconds + settings.kill_grace_seconds + 30
+        files = tuple(path for path in (spec.output, spec.mask, spec.report, spec.log) if path is not None)
+        return Sent(task_id(item, attempt), message, hard_limit, check_at, files=files)
 
     def send(self, sent: Sent) -> None:
         self.app.send_task(TASK_NAME, args=[sent.message], task_id=sent.task, time_limit=sent.time_limit,
@@ -105,7 +139,7 @@ class CeleryRunner(JobRunner):
         self.broker_back()
         if state == "SUCCESS" and isinstance(value, dict):
             handle.details["worker"] = value.get("worker")
-            return self.ended(sent, exit_of(value["returncode"], value.get("peak_rss_kb", 0)))
+            return self.ended(sent, exit_of(value["returncode"], value.get("peak_rss_kb", 0)), answered=True)
         if state == "REVOKED":  # we never revoke: its worker cancelled it when the broker went away
             return self.send_again(sent, result, now)
         if state == "FAILURE" and type(value).__name__ == "WorkerLostError":  # its pool process vanished
@@ -156,8 +190,12 @@ class CeleryRunner(JobRunner):
         log.warning("task_resent", task=sent.task, note="its worker cancelled it when the broker connection was lost")
         return None
 
-    def ended(self, sent: Sent, exit: JobExit) -> JobExit:
+    def ended(self, sent: Sent, exit: JobExit, answered: bool = False) -> JobExit:
         del self.sent[sent.task]
+        if not answered:  # its worker may be alive after all (hung, cut off): an answer can still come
+            now = time.monotonic()
+            self.fenced[sent.task] = Fenced(sent.files, now + sent.time_limit + UNANSWERED_SECONDS,
+                                            now + TRANSIT_CHECK_SECONDS)
         try:
             self.marks.conclude(sent.task)  # a later delivery of it is refused by the worker
         except Exception as exc:  # noqa: BLE001 - a later delivery then runs for nothing; its answer is never read
@@ -202,6 +240,33 @@ class CeleryRunner(JobRunner):
             if sent.cancel_pending and now >= self.broker_back_at:
                 sent.kill_at = now + self.settings.kill_grace_seconds
                 self.send_cancel(sent, now)
+        for task, fenced in list(self.fenced.items()):
+            if now >= fenced.check_at and now >= self.broker_back_at:
+                self.refuse_late_answer(task, fenced, now)
+
+    def refuse_late_answer(self, task: str, fenced: Fenced, now: float) -> None:
+        """A concluded task's answer, if one came after all: never read into the item, and its files swept.
+
+        They are named after the task's attempt, so no other attempt's file is
+        touched; the item's outcome was recorded without them.
+        """
+        fenced.check_at = now + TRANSIT_CHECK_SECONDS
+        try:
+            result = self.app.AsyncResult(task)
+            answer = result.result if result.state == "SUCCESS" else None
+            if answer is not None:
+                result.forget()
+        except Exception as exc:  # noqa: BLE001 - looked at again once the broker is back
+            self.broker_failed(now, exc)
+            return
+        if answer is None and now < fenced.until:
+            return
+        del self.fenced[task]
+        if answer is None:
+            return
+        swept = [path.name for path in fenced.files if remove(path)]
+        log.warning("late_answer_refused", task=task, worker=answer.get("worker") if isinstance(answer, dict) else None,
+                    files_removed=swept, note="its item's outcome was recorded without it")
 
     def idle(self, now: float) -> None:
         pass
@@ -212,6 +277,14 @@ class CeleryRunner(JobRunner):
     def close(self) -> None:
         if self.app is not None:
             self.app.close()
+
+
+def remove(path: Path) -> bool:
+    try:
+        path.unlink()
+        return True
+    except OSError:
+        return False
 
 
 def exit_of(returncode: int, peak_rss_kb: int) -> JobExit:

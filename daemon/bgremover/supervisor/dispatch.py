@@ -4,23 +4,20 @@ Every decision about a job is made here, and only here: items start oldest
 first, at most `job_slots` at a time (the design's backpressure: a bound on the
 work in flight, however long the queue), and a slot that frees starts the next
 item on the same pass; a job past its deadline or over its memory limit is
-stopped; and the item's next status is `verdict()`,
-a function of what was asked of the job, its exit and its result file. How a
-job is started, watched, stopped and measured is the runner's business
-(runners/), behind the JobRunner interface.
+stopped; a job a previous life left running on another host is taken up
+again where the runner can; and the item's next status is `verdict()`
+(verdict.py), a function of what was asked of the job, its exit and its
+result file. How a job is started, watched, stopped and measured is the
+runner's business (runners/), behind the JobRunner interface.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import os
-import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
 
 import structlog
 
@@ -30,30 +27,16 @@ from bgremover.models.manifest import ModelError, ModelSpec
 from bgremover.queue.spool import Spool
 from bgremover.queue.states import Status
 from bgremover.queue.store import Item, Session, Store
-from bgremover.runners.api import JobHandle, JobNotStarted, JobRunner
+from bgremover.runners.api import JobNotStarted, JobRunner
 from bgremover.service.metrics import Metrics
 from bgremover.settings import Settings
 from bgremover.supervisor.items import ItemMoves
 from bgremover.supervisor.lost import WORKER_LOST, lost_verdict
+from bgremover.supervisor.running import RunningJob
 from bgremover.supervisor.slots import Slots
+from bgremover.supervisor.verdict import tail, verdict
 
 log = structlog.get_logger()
-
-STDERR_TAIL_BYTES = 2000
-
-
-@dataclass
-class RunningJob:
-    item: Item
-    handle: JobHandle  # the runner's job; its pid, where it has one, is also its process group
-    started: float
-    deadline: float
-    stop_reason: str | None = None  # why we are stopping it: timeout, memory, cancel, shutdown
-    peak_rss_kb: int = 0
-    returncode: int | None = None
-    slot: int = 0  # which of the job slots it holds, from 0
-    lost: str | None = None  # why its worker host was lost, where it was (see supervisor/lost.py)
-
 
 class Dispatch:
     def __init__(self, settings: Settings, store: Store, spool: Spool, runner: JobRunner, moves: ItemMoves,
@@ -140,6 +123,42 @@ class Dispatch:
         slot = self.slots.take(now)
         log.info("job_started", session=item.session, item=item.name, model=model.name, pid=handle.pid,
                  attempt=item.attempts, slot=slot, jobs_running=self.slots.in_use, **handle.details)
+        return RunningJob(item, handle, now, now + self.settings.job_timeout_seconds, slot=slot)
+
+    # -- a previous life's jobs -----------------------------------------------------
+
+    def adopt_stranded(self, now: float) -> set[int]:
+        """At start-up: take up the jobs a previous life left running, where the runner can; their item ids.
+
+        An adopted job keeps its item in processing and its attempt: no new
+        claim, so a job that finished while the supervisor was down is concluded
+        from its answer, and one still running is not run a second time. The
+        runner of this host's own processes adopts none (they died with their
+        supervisor, or are ended by recovery), and their items run again.
+        """
+        for item in self.store.items(None, Status.PROCESSING):
+            if self.slots.in_use >= self.slots.count:
+                break  # fewer slots than the previous life had: the rest run again
+            job = self.adopt(item, now)
+            if job is not None:
+                self.jobs[item.id] = job
+        return set(self.jobs)
+
+    def adopt(self, item: Item, now: float) -> RunningJob | None:
+        session = self.store.session(item.session)
+        original = self.spool.original(item)
+        if session is None or session.error or original is None:
+            return None  # its claim would not have started a job now either: recovery queues it again
+        try:
+            model = self.options.model_of(session)
+        except ModelError:
+            return None
+        handle = self.runner.adopt(self.job_spec(item, original, session, model), now)
+        if handle is None:
+            return None
+        slot = self.slots.take(now)
+        log.info("job_adopted", session=item.session, item=item.name, attempt=item.attempts, slot=slot,
+                 note="started by the previous life of the supervisor", **handle.details)
         return RunningJob(item, handle, now, now + self.settings.job_timeout_seconds, slot=slot)
 
     # -- limits and stops -----------------------------------------------------------
@@ -235,52 +254,6 @@ class Dispatch:
             self.spool.discard(report, job_log)
 
 
-class Verdict(NamedTuple):
-    status: Status  # the item's next status
-    error: str | None  # the sentence the user reads
-    reason: str | None  # why it failed, in one word of metrics.FAILURE_REASONS; None unless failed or cancelled
-
-
 def variant_request(model: ModelSpec) -> dict:
     """What a job process is prepared for: the model, by name, folder and checksum (see job.process.variant)."""
     return {"model": model.name, "models_dir": str(model.path.parent), "sha256": model.sha256}
-
-
-def verdict(job: RunningJob, result: Path, report: dict, limits: Settings) -> Verdict:
-    """The item's next status from what we asked of the job, its exit code and its result file."""
-    code = job.returncode
-    if job.stop_reason == "shutdown":
-        return Verdict(Status.QUEUED, None, None)
-    if job.stop_reason is None and code == ExitCode.CANT_WRITE:
-        return Verdict(Status.QUEUED, None, None)  # the disk's fault, not the image's: it runs again later
-    if job.stop_reason == "cancel":
-        return Verdict(Status.CANCELLED, "cancelled while processing", "cancelled")
-    if job.stop_reason == "memory" or job.peak_rss_kb > limits.job_memory_limit_mb * 1024:
-        return Verdict(Status.FAILED, f"the job used more than the memory limit of {limits.job_memory_limit_mb} MB "
-                                      "(job_memory_limit_mb) and was stopped", "memory")
-    if job.stop_reason == "timeout":
-        return Verdict(Status.FAILED, f"the job took longer than {limits.job_timeout_seconds:g} s "
-                                      "(job_timeout_seconds) and was killed", "timeout")
-    if code == ExitCode.DONE:
-        if result.is_file():
-            return Verdict(Status.DONE, None, None)
-        return Verdict(Status.FAILED, "the job exited without writing its result", "no_result")
-    if code == ExitCode.BAD_INPUT:
-        return Verdict(Status.FAILED, report.get("error") or "the file could not be read as an image", "bad_input")
-    if code == ExitCode.TEMPORARY:
-        error = (report.get("error") or "a temporary failure") + "; touch the retry marker to try again"
-        return Verdict(Status.FAILED, error, "temporary")
-    if code < 0:
-        hint = " (perhaps out of memory)" if -code == signal.SIGKILL else ""
-        return Verdict(Status.FAILED, f"the job was killed by {signal.Signals(-code).name}{hint}", "killed")
-    detail = f": {report['error']}" if report.get("error") else ""
-    return Verdict(Status.FAILED, f"the job crashed with exit code {code}{detail}", "crashed")
-
-
-def tail(path: Path, size: int = STDERR_TAIL_BYTES) -> str:
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(max(0, handle.seek(0, os.SEEK_END) - size))
-            return handle.read().decode("utf-8", "replace").strip()
-    except OSError:
-        return ""

@@ -194,7 +194,8 @@ class Supervisor:
         self.open_folders()
         write_facts(self.settings.state_dir, {"pid": os.getpid(), "job_slots": self.settings.job_slots,
                                               "threads_per_job": self.settings.threads})
-        self.recovery.recover()
+        # Jobs that outlived the previous life on other hosts are taken up before recovery queues the rest again.
+        self.recovery.recover(frozenset(self.dispatch.adopt_stranded(time.monotonic())))
         self.metrics.start(self.store)  # a port in use stops start-up here, before anything is taken
         self.intake.rescan()
         self.intake.start()

@@ -31,9 +31,10 @@ class Recovery:
         self.sessions = taking.sessions
         self.store, self.spool, self.settings = taking.store, taking.spool, taking.settings
 
-    def recover(self) -> None:
+    def recover(self, adopted: frozenset[int] = frozenset()) -> None:
+        """`adopted`: the items whose job was taken up again; they stay in processing, with their files."""
         now = time.time()
-        for item in self.store.recover(now):  # PROCESSING -> QUEUED
+        for item in self.store.recover(now, keep=adopted):  # PROCESSING -> QUEUED
             if item.job_pid and self.runner.forget(item.job_pid):
                 log.warning("leftover_job_killed", session=item.session, item=item.name, pid=item.job_pid)
             log.warning("item_recovered", session=item.session, item=item.name, status="queued")
@@ -42,10 +43,14 @@ class Recovery:
         for item in self.store.items(None, Status.QUEUED):
             self.taking.finish_take(item)
         self.markers.ensure_marker_folders()
-        removed = durable.remove_temp_files(self.settings.outbox) + durable.remove_temp_files(self.spool.results)
+        # The adopted jobs' files are named after their attempt; they may be writing them now.
+        running = frozenset(self.spool.job_stem(item) for item in self.store.items(None, Status.PROCESSING)
+                            if item.id in adopted)
+        removed = (durable.remove_temp_files(self.settings.outbox)
+                   + durable.remove_temp_files(self.spool.results, spare=running))
         if removed:
             log.info("temp_files_removed", count=removed)
-        self.sweep_results()
+        self.sweep_results(running)
         for session in self.store.sessions():
             if session.state is SessionState.PROCESSING:
                 self.sessions.unfinished.add(session.name)
@@ -53,20 +58,22 @@ class Recovery:
                 self.sessions.settle(session)
             self.sessions.publisher.publish_if_stale(session)
 
-    def sweep_results(self) -> None:
-        """At start-up, before any job: keep only the cutouts still waiting for their ZIP.
+    def sweep_results(self, running: frozenset[str] = frozenset()) -> None:
+        """At start-up, before any job but the adopted: keep only the cutouts still waiting for their ZIP.
 
         A kill can leave a job's files behind at several points: a job that
         finished after its daemon died (its item runs again as a new attempt), or
         a verdict recorded just before its files were removed. No later step reads
-        them, so whatever is not a done item's cutout for an unfinished session goes.
+        them, so whatever is not a done item's cutout for an unfinished session,
+        nor a file of a job still `running` (by its stem, see Spool.job_stem), goes.
         """
         waiting = set()
         for session in self.store.sessions(SessionState.OPEN, SessionState.PROCESSING):
             ext = FORMAT_EXTENSIONS[session.format]
             for item in self.store.items(session.name, Status.DONE):
                 waiting |= {self.spool.result(item, ext).name, self.spool.mask_result(item).name}
-        swept = [path for path in self.spool.results.iterdir() if path.is_file() and path.name not in waiting]
+        swept = [path for path in self.spool.results.iterdir()
+                 if path.is_file() and path.name not in waiting and path.name.split(".", 1)[0] not in running]
         self.spool.discard(*swept)
         if swept:
             log.info("job_files_removed", count=len(swept), reason="left by a previous life")
