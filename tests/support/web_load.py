@@ -114,7 +114,7 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def one_round(images: list[Path], loaded: bool, every: float) -> tuple[float, Counter, dict]:
+def one_round(images: list[Path], loaded: bool, every: float, job_slots: str) -> tuple[float, Counter, dict]:
     """The daemon's images per second from the drop to the complete session, with or without the clients.
 
     Also the CPU seconds each party spent during the round, so that the page's
@@ -125,7 +125,7 @@ def one_round(images: list[Path], loaded: bool, every: float) -> tuple[float, Co
 
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder) / "root"
-        with Daemon(root, fake_jobs=False, log_level="info") as daemon, WebPage(root) as web:
+        with Daemon(root, fake_jobs=False, log_level="info", job_slots=job_slots) as daemon, WebPage(root) as web:
             stop, outcomes = threading.Event(), Counter()
             clients = threading.Thread(target=lambda: outcomes.update(load(web.port, stop, every=every)))
             if loaded:
@@ -149,6 +149,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--images", type=int, default=30)
     parser.add_argument("--every", type=float, default=1.0, help="seconds between one client's polls (0: flat out)")
+    parser.add_argument("--job-slots", default="auto", help="the daemon's job_slots (its default: auto)")
     args = parser.parse_args()
     from PIL import Image
 
@@ -165,7 +166,7 @@ def main() -> None:
         failed: Counter = Counter()
         for n in range(args.rounds):
             for loaded in (False, True) if n % 2 == 0 else (True, False):
-                rate, outcomes, cpu = one_round(images, loaded, args.every)
+                rate, outcomes, cpu = one_round(images, loaded, args.every, args.job_slots)
                 rates[loaded].append(rate)
                 failed.update({k: v for k, v in outcomes.items() if k != 200})
                 shares = (f"; CPU over {cpu['elapsed_s']:.1f} s: the page {cpu['page_cpu_s']:.2f} s, "
