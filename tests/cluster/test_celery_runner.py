@@ -280,6 +280,26 @@ def test_status_lists_the_workers_heard_of_recently_and_their_slots(tmp_path, br
     assert text.splitlines()[1].startswith("workers: 2, 3 slots: w1@")
 
 
+def test_auto_slots_follow_the_workers_slots_plus_one_waiting_in_the_broker(tmp_path, broker):
+    root = tmp_path / "root"
+    with celery_daemon(root, broker.url, job_slots="auto") as daemon, Worker(root, broker.url, "w1", slots=2):
+        changed = wait_for(lambda: daemon.events("job_slots_changed"), what="the slots following w1's")
+        assert (changed[0]["slots"], changed[0]["workers_slots"]) == (3, 2)
+        for n in range(8):
+            drop(root / "inbox", f"many/{n}.jpg", "sleep 1")
+        with Worker(root, broker.url, "w2"):
+            grown = wait_for(lambda: [e for e in daemon.events("job_slots_changed") if e["slots"] == 4],
+                             what="the slots following w2's too")
+            status = daemon.wait_complete("many", timeout=120)
+            said = run_bgremover(tmp_path, "status", "--json", runner="celery", broker_url=broker.url)
+        started = daemon.events("job_started")
+    assert grown[0]["workers_slots"] == 3
+    assert max(event["jobs_running"] for event in started) <= 4
+    assert any(event["jobs_running"] == 3 for event in started), "the spare was never used"
+    assert [item["status"] for item in status["items"]] == ["done"] * 8
+    assert json.loads(said.stdout)["daemon"]["job_slots"] == 4
+
+
 def small_photos(count: int) -> list[tuple[str, bytes]]:
     """`count` small JPEG photos, cut from the bench's three at several sizes and crops."""
     import io

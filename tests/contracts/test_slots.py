@@ -77,6 +77,33 @@ def test_resolve_gives_the_daemon_a_number_and_threads_per_job(monkeypatch, tmp_
     assert (resolved.job_slots, resolved.threads) == (3, 4)
 
 
+def test_auto_under_a_runner_of_other_hosts_follows_the_workers_not_this_machine(monkeypatch, tmp_path):
+    monkeypatch.setattr(slots, "usable_cores", lambda: 2)
+    monkeypatch.setattr(slots, "available_memory_mb", lambda: 1000)  # too little here for even one cap
+    resolved, choice, warning = slots.resolve(load_settings(None, root=tmp_path, job_slots="auto", runner="celery",
+                                                            broker_url="redis://127.0.0.1:1/0"))
+    assert choice.follows_workers and resolved.job_slots == slots.WORKERS_SPARE
+    assert choice.reason == ("job_slots = auto: the slots the workers report, plus 1 waiting in the broker, "
+                             "followed as workers come and go")
+    assert warning is None, "this machine's memory bounds only the jobs it runs itself"
+    fixed, choice, _ = slots.resolve(load_settings(None, root=tmp_path, job_slots=5, runner="celery",
+                                                   broker_url="redis://127.0.0.1:1/0"))
+    assert (fixed.job_slots, choice.follows_workers) == (5, False)
+    assert choose("auto", 2, 24000, LIMIT_MB).follows_workers is False
+
+
+def test_slots_resized_keep_their_jobs_and_take_only_slots_within_the_new_count():
+    used = Slots(3, now=0.0)
+    assert [used.take(0.0), used.take(0.0), used.take(0.0)] == [0, 1, 2]
+    used.resize(2)
+    used.release(0, 1.0)
+    assert used.in_use == 2 and used.take(1.0) == 0 and used.take(1.0) is None  # slot 2 runs on, not retaken
+    used.release(2, 2.0)
+    used.resize(4)
+    assert [used.take(2.0), used.take(2.0), used.take(2.0)] == [2, 3, None]
+    assert len(used.busy_ratios(4.0)) == 4
+
+
 # ---------------------------------------------------------------- this machine's memory
 
 

@@ -106,6 +106,15 @@ class JobRunner(abc.ABC):
     def idle(self, now: float) -> None:
         """Nothing is queued: a good moment for what the runner does in advance."""
 
+    def capacity(self, now: float) -> int | None:
+        """How many jobs the hosts this runner sends jobs to can run at once now; None: it has no say.
+
+        A runner of other hosts knows what they offer (their slots, as they come
+        and go); a runner of this machine's processes leaves job_slots to the
+        supervisor's own choice.
+        """
+        return None
+
     def adopt(self, spec: JobSpec, now: float) -> JobHandle | None:
         """At start-up: take up the job a previous life started for `spec`'s attempt, if this runner can.
 

@@ -33,6 +33,7 @@ BROKER_RETRY_SECONDS = 2.0  # after the broker failed us: no call to it before t
 # A stopped job whose worker never answers: taken as killed this long after its kill was due.
 UNANSWERED_SECONDS = 10.0
 TRANSIT_CHECK_SECONDS = 5.0  # how often a task with no answer yet is looked for in the broker
+CAPACITY_CHECK_SECONDS = 5.0  # how often the workers' slots are read from their heartbeats
 
 
 @dataclass
@@ -65,6 +66,8 @@ class CeleryRunner(JobRunner):
         self.fenced: dict[str, Fenced] = {}  # by task id: concluded, and an answer may still come
         self.broker_back_at = 0.0
         self.broker_warned = False
+        self.workers_slots: int | None = None  # the slots the workers last reported, all together
+        self.capacity_check_at = 0.0
 
     def start(self, model: dict) -> dict:
         settings = self.settings
@@ -79,6 +82,17 @@ class CeleryRunner(JobRunner):
 
     def can_start(self, now: float, model: dict) -> bool:
         return now >= self.broker_back_at
+
+    def capacity(self, now: float) -> int | None:
+        """The slots of the workers heard of recently (their heartbeats), read every few seconds; the last
+        figure while the broker cannot be asked."""
+        if now >= self.capacity_check_at and now >= self.broker_back_at:
+            self.capacity_check_at = now + CAPACITY_CHECK_SECONDS
+            try:
+                self.workers_slots = sum(int(worker.get("slots", 0)) for worker in self.marks.workers().values())
+            except Exception as exc:  # noqa: BLE001 - read again once the broker is back
+                self.broker_failed(now, exc)
+        return self.workers_slots
 
     def submit(self, spec: JobSpec, now: float) -> JobHandle:
         sent = self.sent_for(spec, now + TRANSIT_CHECK_SECONDS)

@@ -33,14 +33,15 @@ from bgremover.settings import Settings
 from bgremover.supervisor.items import ItemMoves
 from bgremover.supervisor.lost import WORKER_LOST, lost_verdict
 from bgremover.supervisor.running import RunningJob
-from bgremover.supervisor.slots import Slots
+from bgremover.supervisor.slots import WORKERS_SPARE, Slots
 from bgremover.supervisor.verdict import tail, verdict
 
 log = structlog.get_logger()
 
 class Dispatch:
     def __init__(self, settings: Settings, store: Store, spool: Spool, runner: JobRunner, moves: ItemMoves,
-                 metrics: Metrics, stopping: Callable[[], bool]) -> None:
+                 metrics: Metrics, stopping: Callable[[], bool], follows_workers: bool = False,
+                 on_slots: Callable[[int], None] = lambda count: None) -> None:
         self.settings = settings
         self.store = store
         self.spool = spool
@@ -53,6 +54,8 @@ class Dispatch:
         self.stopping = stopping
         self.jobs: dict[int, RunningJob] = {}  # by item id, in the order they started
         self.slots = Slots(settings.job_slots, time.monotonic())
+        self.follows_workers = follows_workers  # job_slots = auto under a runner of other hosts: their slots
+        self.on_slots = on_slots  # told the new count when it follows the workers'
         self.memory_warned = False  # the jobs' memory together passed slots x limit; said once per crossing
 
     @property
@@ -63,8 +66,19 @@ class Dispatch:
 
     def start_next(self, now: float) -> None:
         """Fill every free slot with the oldest queued items, until none is free or nothing can start."""
+        if self.follows_workers:
+            self.follow_workers(now)
         while not self.stopping() and self.slots.in_use < self.slots.count and self.start_one(now):
             pass
+
+    def follow_workers(self, now: float) -> None:
+        """As many slots as the workers report, plus the spare; unchanged while the runner cannot tell."""
+        reported = self.runner.capacity(now)
+        if reported is None or reported + WORKERS_SPARE == self.slots.count:
+            return
+        log.info("job_slots_changed", slots=reported + WORKERS_SPARE, was=self.slots.count, workers_slots=reported)
+        self.slots.resize(reported + WORKERS_SPARE)
+        self.on_slots(self.slots.count)
 
     def start_one(self, now: float) -> bool:
         """Claim the oldest queued item and start its job; False when nothing more can start on this pass."""
@@ -136,6 +150,8 @@ class Dispatch:
         runner of this host's own processes adopts none (they died with their
         supervisor, or are ended by recovery), and their items run again.
         """
+        if self.follows_workers:
+            self.follow_workers(now)
         for item in self.store.items(None, Status.PROCESSING):
             if self.slots.in_use >= self.slots.count:
                 break  # fewer slots than the previous life had: the rest run again

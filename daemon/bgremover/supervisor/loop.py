@@ -87,7 +87,8 @@ class Supervisor:
         self.sessions = Sessions(settings, store, self.spool, self.options, self.publisher, self.hooks)
         self.moves = ItemMoves(settings, store, self.sessions)
         self.taking = Taking(settings, store, self.spool, self.intake, self.sessions, stopping)
-        self.dispatch = Dispatch(settings, store, self.spool, self.runner, self.moves, self.metrics, stopping)
+        self.dispatch = Dispatch(settings, store, self.spool, self.runner, self.moves, self.metrics, stopping,
+                                 follows_workers=self.slot_choice.follows_workers, on_slots=self.write_facts)
         self.markers = Markers(settings, store, self.sessions, self.moves, self.taking, self.dispatch)
         self.recovery = Recovery(self.runner, self.taking, self.markers)
         self.steps = {
@@ -161,7 +162,7 @@ class Supervisor:
 
     def summary(self) -> str:
         """The systemd STATUS line."""
-        return progress_summary(self.store, self.settings.job_slots)
+        return progress_summary(self.store, self.dispatch.slots.count)
 
     def wait_for_wakeup(self, timeout: float) -> None:
         try:
@@ -192,8 +193,7 @@ class Supervisor:
         if self.slot_warning:
             log.warning("job_slots_memory", warning=self.slot_warning)
         self.open_folders()
-        write_facts(self.settings.state_dir, {"pid": os.getpid(), "job_slots": self.settings.job_slots,
-                                              "threads_per_job": self.settings.threads})
+        self.write_facts(self.settings.job_slots)
         # Jobs that outlived the previous life on other hosts are taken up before recovery queues the rest again.
         self.recovery.recover(frozenset(self.dispatch.adopt_stranded(time.monotonic())))
         self.metrics.start(self.store)  # a port in use stops start-up here, before anything is taken
@@ -202,6 +202,11 @@ class Supervisor:
         log.info("daemon_ready", root=str(self.settings.root), inbox=str(self.settings.inbox),
                  model=self.model.name, format=self.settings.output_format, job_slots=self.settings.job_slots,
                  **runs_on)
+
+    def write_facts(self, job_slots: int) -> None:
+        """What `bgremover status` reads of the running daemon: its pid and how many jobs it runs at once."""
+        write_facts(self.settings.state_dir, {"pid": os.getpid(), "job_slots": job_slots,
+                                              "threads_per_job": self.settings.threads})
 
     def open_folders(self) -> None:
         settings = self.settings

@@ -24,6 +24,9 @@ AUTO_THREADS_PER_JOB = 1  # see above: throughput per core is best with one intr
 # What `auto` leaves to everything else on the machine (the supervisor, the page
 # cache, a desktop): slots are counted in what is available beyond it.
 AUTO_MEMORY_RESERVE_MB = 512
+# Under a runner of other hosts, `auto` is the slots their workers report, and this many
+# more: a task waiting in the broker for each worker that frees a slot, with no round trip.
+WORKERS_SPARE = 1
 
 
 @dataclass(frozen=True)
@@ -31,16 +34,23 @@ class SlotChoice:
     slots: int
     threads: int  # intra-op threads per job
     reason: str  # one sentence: why this many
+    follows_workers: bool = False  # the count follows the workers' slots (auto under a runner of other hosts)
 
 
 def choose(requested: int | str, cores: int, available_mb: int | None, job_memory_limit_mb: int,
-           threads: int | None = None) -> SlotChoice:
+           threads: int | None = None, elsewhere: bool = False) -> SlotChoice:
     """The slots and threads per job, from what was asked, the usable cores and the memory available.
 
     `threads` is the threads setting where one was given; otherwise each job
-    gets its share of the cores (at least one).
+    gets its share of the cores (at least one). `elsewhere`: the jobs run on
+    other hosts (the celery runner), whose workers, not this machine, say how
+    many can run under `auto`.
     """
     cores = max(1, cores)
+    if requested == "auto" and elsewhere:
+        return SlotChoice(WORKERS_SPARE, threads or AUTO_THREADS_PER_JOB,
+                          f"job_slots = auto: the slots the workers report, plus {WORKERS_SPARE} waiting in the "
+                          "broker, followed as workers come and go", follows_workers=True)
     if requested != "auto":
         slots = int(requested)
         per_job = threads or max(1, cores // slots)
@@ -80,9 +90,11 @@ def oversubscribed(choice: SlotChoice, available_mb: int | None, job_memory_limi
 def resolve(settings: Settings) -> tuple[Settings, SlotChoice, str | None]:
     """The settings the daemon runs with (job_slots a number, threads per job), why, and any warning."""
     available = available_memory_mb()
+    elsewhere = settings.runner != "local"
     choice = choose(settings.job_slots, usable_cores(), available, settings.job_memory_limit_mb,
-                    settings.threads if settings.threads_given else None)
-    warning = oversubscribed(choice, available, settings.job_memory_limit_mb)
+                    settings.threads if settings.threads_given else None, elsewhere)
+    # This machine's memory bounds only the jobs it runs itself.
+    warning = None if elsewhere else oversubscribed(choice, available, settings.job_memory_limit_mb)
     return settings.model_copy(update={"job_slots": choice.slots, "threads": choice.threads}), choice, warning
 
 
@@ -142,6 +154,11 @@ class Slots:
         if slot is not None:
             self.busy_since[slot] = now
         return slot
+
+    def resize(self, count: int) -> None:
+        """Now `count` slots. Jobs in slots past a smaller count run on; their slots are not taken again."""
+        self.busy_seconds += [0.0] * (count - len(self.busy_seconds))
+        self.count = count
 
     def release(self, slot: int, now: float) -> None:
         started = self.busy_since.pop(slot, None)
