@@ -375,3 +375,32 @@ def test_a_worker_stopped_past_the_visibility_timeout_gets_its_task_delivered_ag
     assert (swept[0]["task"], swept[0]["worker"].split("@")[0]) == ("bgremover-1-1", "w1")
     assert "1-1.png" in swept[0]["files_removed"]
     assert not [name for name in leftovers if name.startswith("1-1.")], leftovers
+
+
+def test_a_late_answer_is_refused_and_swept_by_a_restarted_supervisor_too(tmp_path, broker):
+    """The fence on a given-up attempt is kept in Redis: a supervisor killed and restarted meanwhile still
+    refuses the attempt's late answer and removes its files, and takes up the next attempt where it runs."""
+    root = tmp_path / "root"
+    quick = {"broker_visibility_timeout_seconds": 4}
+    daemon = celery_daemon(root, broker.url, job_slots=1, **quick)
+    with daemon, Worker(root, broker.url, "w1", **quick) as stopped:
+        drop(root / "inbox", "hang/a.jpg", "sleep 3")
+        wait_for(lambda: worker_events(stopped, "task_started"), what="the job running on w1")
+        hung = [stopped.process.pid, *descendants(stopped.process.pid)]
+        for pid in hung:
+            os.kill(pid, signal.SIGSTOP)
+        with Worker(root, broker.url, "w2", **quick):
+            wait_for(lambda: [e for e in daemon.events("job_started") if e["attempt"] == 2], timeout=60,
+                     what="attempt 2 under way")
+            daemon.kill()
+            daemon.start()
+            for pid in hung:
+                os.kill(pid, signal.SIGCONT)
+            swept = wait_for(lambda: daemon.events("late_answer_refused"), timeout=60, what="the late answer refused")
+            status = daemon.wait_complete("hang", timeout=120)
+            adopted = daemon.events("job_adopted")
+    assert swept[0]["task"] == "bgremover-1-1" and "1-1.png" in swept[0]["files_removed"]
+    assert [event["task_id"] for event in adopted] == ["bgremover-1-2"]
+    item = status["items"][0]
+    assert (item["status"], item["attempts"], item["worker"].split("@")[0]) == ("done", 2, "w2")
+

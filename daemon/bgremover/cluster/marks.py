@@ -5,6 +5,9 @@
   be used: it signals whatever the pool process runs by then);
 - a concluded mark per task: the supervisor has recorded the outcome, so a
   duplicate delivery of the same task is refused before it runs;
+- a fence per task concluded without its answer (its worker lost, or silent),
+  naming the files its job would write: an answer may still come, and the
+  supervisor, restarted or not, refuses it and sweeps those files;
 - the root's identity, so a worker pointed at another root is refused;
 - each worker's heartbeat, with its slots, for `bgremover status`.
 """
@@ -39,6 +42,21 @@ class Marks:
 
     def concluded(self, task: str) -> bool:
         return bool(self.client.exists(f"{PREFIX}concluded:{task}"))
+
+    def fence(self, task: str, files: list[str], seconds: float) -> None:
+        self.client.set(f"{PREFIX}fenced:{task}", json.dumps(files), ex=max(1, round(seconds)))
+
+    def unfence(self, task: str) -> None:
+        self.client.delete(f"{PREFIX}fenced:{task}")
+
+    def fences(self) -> dict[str, tuple[list[str], int]]:
+        """Every fenced task: its files (relative to the root) and the seconds its fence has left."""
+        found = {}
+        for key in self.client.scan_iter(f"{PREFIX}fenced:*"):
+            value, left = self.client.get(key), self.client.ttl(key)
+            if value and left > 0:
+                found[key.decode().removeprefix(f"{PREFIX}fenced:")] = (json.loads(value), left)
+        return found
 
     def leased(self, task: str) -> bool:
         """Whether a worker runs the task now (it renews the lease while the job runs)."""

@@ -14,6 +14,7 @@ Redis away costs time, never items: a job that cannot be sent is not started
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
 from dataclasses import dataclass
@@ -76,8 +77,12 @@ class CeleryRunner(JobRunner):
             self.marks = Marks(settings.broker_url)
             self.marks.ping()
             self.marks.claim_root(root_identity(settings.state_dir, create=True))
+            fences = self.marks.fences()  # set by a previous life, for answers that may still come
         except Exception as exc:  # noqa: BLE001 - redis raises several kinds; each means the same here
             raise RunnerError(f"cannot reach the broker at {settings.broker_url}: {exc}") from None
+        now = time.monotonic()
+        for task, (files, left) in fences.items():
+            self.fenced[task] = Fenced(tuple(settings.root / name for name in files), now + left, now)
         return {"broker": settings.broker_url.split("@")[-1]}  # never its password
 
     def can_start(self, now: float, model: dict) -> bool:
@@ -207,14 +212,21 @@ class CeleryRunner(JobRunner):
     def ended(self, sent: Sent, exit: JobExit, answered: bool = False) -> JobExit:
         del self.sent[sent.task]
         if not answered:  # its worker may be alive after all (hung, cut off): an answer can still come
-            now = time.monotonic()
-            self.fenced[sent.task] = Fenced(sent.files, now + sent.time_limit + UNANSWERED_SECONDS,
-                                            now + TRANSIT_CHECK_SECONDS)
+            self.fence(sent)
         try:
             self.marks.conclude(sent.task)  # a later delivery of it is refused by the worker
         except Exception as exc:  # noqa: BLE001 - a later delivery then runs for nothing; its answer is never read
             log.warning("task_not_marked_concluded", task=sent.task, error=str(exc))
         return exit
+
+    def fence(self, sent: Sent) -> None:
+        """Watch for the task's late answer: here, and in Redis for the next life of the supervisor."""
+        now, seconds = time.monotonic(), sent.time_limit + UNANSWERED_SECONDS
+        self.fenced[sent.task] = Fenced(sent.files, now + seconds, now + TRANSIT_CHECK_SECONDS)
+        try:
+            self.marks.fence(sent.task, [str(path.relative_to(self.settings.root)) for path in sent.files], seconds)
+        except Exception as exc:  # noqa: BLE001 - this life still watches; only a restart would miss it
+            log.warning("task_not_fenced", task=sent.task, error=str(exc))
 
     def broker_failed(self, now: float, exc: Exception) -> None:
         self.broker_back_at = now + BROKER_RETRY_SECONDS
@@ -276,6 +288,8 @@ class CeleryRunner(JobRunner):
         if answer is None and now < fenced.until:
             return
         del self.fenced[task]
+        with contextlib.suppress(Exception):  # a fence left behind lapses by itself
+            self.marks.unfence(task)
         if answer is None:
             return
         swept = [path.name for path in fenced.files if remove(path)]
