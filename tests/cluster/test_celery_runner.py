@@ -404,3 +404,44 @@ def test_a_late_answer_is_refused_and_swept_by_a_restarted_supervisor_too(tmp_pa
     item = status["items"][0]
     assert (item["status"], item["attempts"], item["worker"].split("@")[0]) == ("done", 2, "w2")
 
+
+def test_a_new_root_on_the_same_broker_is_not_refused_for_the_old_roots_task_ids(tmp_path, broker):
+    """Its items are numbered from 1 again: the old root's concluded marks and waiting tasks go first."""
+    old, new = tmp_path / "old", tmp_path / "root"
+    daemon = celery_daemon(old, broker.url, job_slots=1)
+    with daemon:
+        with Worker(old, broker.url, "w1"):
+            drop(old / "inbox", "first/a.jpg", "ok")
+            daemon.wait_complete("first", timeout=120)
+        drop(old / "inbox", "left/b.jpg", "ok")
+        wait_for(lambda: broker.client().llen("bgremover"), what="its task waiting in the broker")
+        daemon.kill()  # gone with its root, the task still waiting
+    assert broker.client().exists("bgremover:concluded:bgremover-1-1")
+    with celery_daemon(new, broker.url, job_slots=1) as daemon, Worker(new, broker.url, "w1") as worker:
+        drop(new / "inbox", "again/a.jpg", "ok")
+        status = daemon.wait_complete("again", timeout=120)
+        replaced = daemon.events("broker_root_replaced")
+        ran = worker_events(worker, "task_started")
+    assert replaced, "the new root did not notice the broker served another"
+    assert (status["items"][0]["status"], status["items"][0]["attempts"]) == ("done", 1)
+    assert [event["task"] for event in ran] == ["bgremover-1-1"], "the old root's waiting task ran in the new one"
+
+
+def test_bench_workers_runs_the_same_images_through_one_local_slot_then_through_the_workers(tmp_path, broker):
+    env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}
+    done = subprocess.run([sys.executable, "-m", "bgremover", "bench", "--workers", "2", "--broker", broker.url,
+                           "--size", "320x240", "--count", "4", "--json", "--root", str(tmp_path / "root")],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    workers = json.loads(done.stdout)["workers"]
+    local, cluster = workers["local_1_slot"], workers["celery_2_workers_of_1_slot"]
+    assert (local["job_slots"], cluster["job_slots"]) == (1, 3)  # the workers' slots and the spare
+    assert (local["done"], local["failed"], cluster["done"], cluster["failed"]) == (4, 0, 4, 0)
+    assert workers["workers_over_1_local_slot_ratio"] == round(cluster["images_per_s"] / local["images_per_s"], 2)
+    unreachable = subprocess.run([sys.executable, "-m", "bgremover", "bench", "--workers", "2", "--count", "1",
+                                  "--root", str(tmp_path / "root")], cwd=REPO, env=env, capture_output=True,
+                                 text=True, timeout=60)
+    assert unreachable.returncode == 1
+    assert unreachable.stderr.strip() == ("bgremover: --workers needs a broker: --broker redis://127.0.0.1:6379/0 "
+                                          "(a redis-server of yours)")
+

@@ -8,6 +8,7 @@ from the daemon's own JSON log lines (job_started, job_finished).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import math
@@ -253,16 +254,22 @@ def stage(files: list[Path], folder: Path) -> Path:
 
 
 def run_daemon(settings: Settings, fmt: str, corpus: list[Path], workdir: Path, probes: list[Path],
-               environment: dict[str, str] | None = None) -> tuple[dict, dict]:
+               environment: dict[str, str] | None = None,
+               beside: Callable[[Path, dict[str, str]], contextlib.AbstractContextManager] | None = None,
+               ) -> tuple[dict, dict]:
     """The corpus through the real daemon: throughput, per-job time, memory, and the enqueue latency of `probes`.
 
     `environment`: settings for this daemon only, as BGREMOVER_* variables over the user's.
+    `beside(root, env)`: what must run beside the daemon (its workers), entered once it is ready.
     """
     sessions = session_names(BENCH_SESSION, len(corpus), settings.max_session_items)
     env = {**daemon_environment(settings, fmt), **(environment or {})}
     runner = RunningDaemon(workdir / "root", workdir / DAEMON_LOG, env)
+    companions = contextlib.ExitStack()
     try:
         ready = runner.start()
+        if beside is not None:
+            companions.enter_context(beside(runner.root, env))
         staged = stage(corpus, workdir / "staging" / BENCH_SESSION)
         started = time.monotonic()
         # The drop: one rename, so the whole folder appears in the inbox at once.
@@ -278,6 +285,7 @@ def run_daemon(settings: Settings, fmt: str, corpus: list[Path], workdir: Path, 
         hwm_mb = runner.memory_mb("VmHWM")
     finally:
         runner.stop()
+        companions.close()
     return daemon_sections(runner, watch, fmt, latencies, hwm_mb), ready
 
 

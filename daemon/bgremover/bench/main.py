@@ -45,6 +45,7 @@ from bgremover.imaging import matting
 from bgremover.bench import models as modelbench
 from bgremover.bench import composites
 from bgremover.bench import options as optionbench
+from bgremover.bench import cluster as clusterbench
 from bgremover.bench import slots as slotbench
 from bgremover.cli.common import EXIT_FAILED, EXIT_OK, fail
 from bgremover.intake.watcher import is_image_name, is_temporary_name
@@ -90,6 +91,8 @@ def main(settings: Settings, args: argparse.Namespace, *, soak_step: int = SOAK_
             document = per_model(settings, args, workdir)
         elif args.slots:
             document = per_slot_count(settings, args, workdir)
+        elif args.workers:
+            document = per_worker_count(settings, args, workdir)
         else:
             document = bench(settings, args, workdir)
     except EXPECTED_FAILURES as exc:
@@ -179,6 +182,27 @@ def per_slot_count(settings: Settings, args: argparse.Namespace, workdir: Path) 
         runs[count] = slotbench.slot_run(sections, ready)
     document["slots"] = slotbench.compare(runs, document["in_process"])
     return document
+
+
+def per_worker_count(settings: Settings, args: argparse.Namespace, workdir: Path) -> dict:
+    """One local job slot, then N celery workers of one slot each on this machine, on the same images."""
+    broker = args.broker or settings.broker_url
+    if not broker:
+        raise BenchError("--workers needs a broker: --broker redis://127.0.0.1:6379/0 (a redis-server of yours)")
+    fmt = args.format or settings.output_format
+    matting.ensure_encoder(fmt)
+    corpus = bench_corpus(args, workdir / "corpus")
+    runs = {}
+    for label, environment, beside in (
+            ("local", clusterbench.LOCAL_ENVIRONMENT, None),
+            ("celery", clusterbench.cluster_environment(broker, args.workers),
+             lambda root, env: clusterbench.workers_on(root, broker, args.workers, env, workdir / "celery"))):
+        (workdir / label).mkdir()
+        sections, ready = run_daemon(settings, fmt, corpus, workdir / label, probes=[], environment=environment,
+                                     beside=beside)
+        runs[label] = slotbench.slot_run(sections, ready)
+    return {"machine": machine(settings.threads), "corpus": describe_corpus(corpus, args),
+            "workers": clusterbench.compare(runs["local"], runs["celery"], args.workers)}
 
 
 def per_option(settings: Settings, args: argparse.Namespace, workdir: Path) -> dict:
@@ -571,6 +595,7 @@ SECTION_TITLES = {
     "in_process": "in-process stages",
     "enqueue_latency": "enqueue latency",
     "slots": "the daemon at each slot count, beside the in-process loop (medians; memory: peaks)",
+    "workers": "one local job slot, then celery workers of one slot each on this machine (medians; memory: peaks)",
     "options": "each output option, whole pipeline in this process",
     "edges": "edges against the raw mask (alpha levels of 255; band = pixels near the contour)",
     "models": "each model: session, model alone, whole pipeline in this process (medians), one job's peak memory",

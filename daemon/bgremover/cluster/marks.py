@@ -75,9 +75,25 @@ class Marks:
         delivered = self.client.hvals("unacked")
         return any(quoted in message for message in [*waiting, *delivered])
 
-    def claim_root(self, identity: str) -> None:
-        """The supervisor's root, for the workers to compare theirs with."""
+    def claim_root(self, identity: str, queue: str) -> bool:
+        """The supervisor's root, for the workers to compare theirs with; True if it replaced another root's.
+
+        Task ids are the item's id and attempt, which a new root (its state
+        removed, or another folder) numbers from 1 again. So when the root
+        changes, what the broker held for the old one goes first: its marks
+        (a concluded mark would refuse the new root's task of the same id),
+        its answers, and its tasks still waiting (their spool names would
+        point into the new root). One broker database serves one supervisor.
+        """
+        previous = self.root()
+        replaced = previous is not None and previous != identity
+        if replaced:
+            stale = [key for pattern in (f"{PREFIX}concluded:*", f"{PREFIX}cancel:*", f"{PREFIX}lease:*",
+                                         f"{PREFIX}fenced:*", "celery-task-meta-bgremover-*")
+                     for key in self.client.scan_iter(pattern)]
+            self.client.delete(queue, "unacked", "unacked_index", *stale)
         self.client.set(f"{PREFIX}root", identity)
+        return replaced
 
     def root(self) -> str | None:
         value = self.client.get(f"{PREFIX}root")

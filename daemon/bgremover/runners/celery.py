@@ -76,10 +76,13 @@ class CeleryRunner(JobRunner):
             self.app = make_app(settings)
             self.marks = Marks(settings.broker_url)
             self.marks.ping()
-            self.marks.claim_root(root_identity(settings.state_dir, create=True))
+            replaced = self.marks.claim_root(root_identity(settings.state_dir, create=True), QUEUE)
             fences = self.marks.fences()  # set by a previous life, for answers that may still come
         except Exception as exc:  # noqa: BLE001 - redis raises several kinds; each means the same here
             raise RunnerError(f"cannot reach the broker at {settings.broker_url}: {exc}") from None
+        if replaced:
+            log.warning("broker_root_replaced", note="the broker served another root before: its marks, answers "
+                                                      "and waiting tasks were removed")
         now = time.monotonic()
         for task, (files, left) in fences.items():
             self.fenced[task] = Fenced(tuple(settings.root / name for name in files), now + left, now)
