@@ -433,9 +433,11 @@ def test_bench_workers_runs_the_same_images_through_one_local_slot_then_through_
                            "--size", "320x240", "--count", "4", "--json", "--root", str(tmp_path / "root")],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    workers = json.loads(done.stdout)["workers"]
+    document = json.loads(done.stdout)
+    workers, cores = document["workers"], document["machine"]["usable_cores"]
     local, cluster = workers["local_1_slot"], workers["celery_2_workers_of_1_slot"]
     assert (local["job_slots"], cluster["job_slots"]) == (1, 3)  # the workers' slots and the spare
+    assert (local["threads_per_job"], cluster["threads_per_job"]) == (cores, max(1, cores // 2))  # a share each
     assert (local["done"], local["failed"], cluster["done"], cluster["failed"]) == (4, 0, 4, 0)
     assert workers["workers_over_1_local_slot_ratio"] == round(cluster["images_per_s"] / local["images_per_s"], 2)
     unreachable = subprocess.run([sys.executable, "-m", "bgremover", "bench", "--workers", "2", "--count", "1",

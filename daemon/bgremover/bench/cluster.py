@@ -5,6 +5,10 @@ redis-server of the user's), with N `bgremover worker` processes of one slot
 each on this machine, started by the bench on the daemon's root once it is
 ready. Its job_slots is fixed at the workers' slots plus the spare that `auto`
 would add, so that the figure does not wait for the first heartbeats to be read.
+Each worker gets its share of this machine's cores as its threads (unless the
+threads setting is given), as a host of its own would have its own: left to
+itself, each would take every core, and N workers would run N times the
+threads there are cores.
 """
 
 from __future__ import annotations
@@ -32,10 +36,16 @@ def cluster_environment(broker: str, workers: int) -> dict[str, str]:
             "BGREMOVER_JOB_SLOTS": str(workers + WORKERS_SPARE)}
 
 
+def worker_environment(env: dict[str, str], workers: int, cores: int, threads_given: bool) -> dict[str, str]:
+    """The workers' settings: the daemon's, and each worker its share of the cores unless threads was given."""
+    return env if threads_given else {**env, "BGREMOVER_THREADS": str(max(1, cores // workers))}
+
+
 @contextlib.contextmanager
 def workers_on(root: Path, broker: str, count: int, env: dict[str, str], logs: Path) -> Iterator[None]:
     """`count` workers of one slot each on `root`, ready, for as long as the block runs; then stopped as systemd would."""
     started: list[tuple[subprocess.Popen, Path]] = []
+    logs.mkdir(parents=True, exist_ok=True)
     try:
         for n in range(1, count + 1):
             log_path = logs / f"worker-{n}.log"
@@ -75,10 +85,10 @@ def stop(process: subprocess.Popen) -> None:
     process.wait()
 
 
-def compare(local: dict, cluster: dict, workers: int) -> dict:
+def compare(local: dict, cluster: dict, workers: int, threads_per_worker: int | None) -> dict:
     """Both runs, and the workers' throughput over the one local slot's."""
     return {
         "local_1_slot": local,
-        f"celery_{workers}_workers_of_1_slot": cluster,
+        f"celery_{workers}_workers_of_1_slot": {**cluster, "threads_per_job": threads_per_worker},
         "workers_over_1_local_slot_ratio": ratio(cluster["images_per_s"], local["images_per_s"]),
     }

@@ -192,17 +192,22 @@ def per_worker_count(settings: Settings, args: argparse.Namespace, workdir: Path
     fmt = args.format or settings.output_format
     matting.ensure_encoder(fmt)
     corpus = bench_corpus(args, workdir / "corpus")
-    runs = {}
-    for label, environment, beside in (
-            ("local", clusterbench.LOCAL_ENVIRONMENT, None),
-            ("celery", clusterbench.cluster_environment(broker, args.workers),
-             lambda root, env: clusterbench.workers_on(root, broker, args.workers, env, workdir / "celery"))):
+    runs, threads = {}, None
+
+    def workers(root: Path, env: dict[str, str]):
+        nonlocal threads
+        env = clusterbench.worker_environment(env, args.workers, usable_cores(), settings.threads_given)
+        threads = int(env["BGREMOVER_THREADS"]) if "BGREMOVER_THREADS" in env else settings.threads
+        return clusterbench.workers_on(root, broker, args.workers, env, workdir / "celery" / "workers")
+
+    for label, environment, beside in (("local", clusterbench.LOCAL_ENVIRONMENT, None),
+                                       ("celery", clusterbench.cluster_environment(broker, args.workers), workers)):
         (workdir / label).mkdir()
         sections, ready = run_daemon(settings, fmt, corpus, workdir / label, probes=[], environment=environment,
                                      beside=beside)
         runs[label] = slotbench.slot_run(sections, ready)
     return {"machine": machine(settings.threads), "corpus": describe_corpus(corpus, args),
-            "workers": clusterbench.compare(runs["local"], runs["celery"], args.workers)}
+            "workers": clusterbench.compare(runs["local"], runs["celery"], args.workers, threads)}
 
 
 def per_option(settings: Settings, args: argparse.Namespace, workdir: Path) -> dict:
