@@ -427,7 +427,7 @@ def test_a_new_root_on_the_same_broker_is_not_refused_for_the_old_roots_task_ids
     assert [event["task"] for event in ran] == ["bgremover-1-1"], "the old root's waiting task ran in the new one"
 
 
-def test_bench_workers_runs_the_same_images_through_one_local_slot_then_through_the_workers(tmp_path, broker):
+def test_bench_workers_runs_the_same_images_through_local_slots_then_through_the_workers(tmp_path, broker):
     env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}
     done = subprocess.run([sys.executable, "-m", "bgremover", "bench", "--workers", "2", "--broker", broker.url,
                            "--size", "320x240", "--count", "4", "--json", "--root", str(tmp_path / "root")],
@@ -435,10 +435,11 @@ def test_bench_workers_runs_the_same_images_through_one_local_slot_then_through_
     assert done.returncode == 0, done.stderr
     document = json.loads(done.stdout)
     workers, cores = document["workers"], document["machine"]["usable_cores"]
-    local, cluster = workers["local_1_slot"], workers["celery_2_workers_of_1_slot"]
-    assert (local["job_slots"], cluster["job_slots"]) == (1, 3)  # the workers' slots and the spare
+    local, local_2, cluster = workers["local_1_slot"], workers["local_2_slots"], workers["celery_2_workers_of_1_slot"]
+    assert (local["job_slots"], local_2["job_slots"], cluster["job_slots"]) == (1, 2, 3)  # the workers' and the spare
+    assert workers["workers_over_2_local_slots_ratio"] == round(cluster["images_per_s"] / local_2["images_per_s"], 2)
     assert (local["threads_per_job"], cluster["threads_per_job"]) == (cores, max(1, cores // 2))  # a share each
-    assert (local["done"], local["failed"], cluster["done"], cluster["failed"]) == (4, 0, 4, 0)
+    assert [(run["done"], run["failed"]) for run in (local, local_2, cluster)] == [(4, 0)] * 3
     assert workers["workers_over_1_local_slot_ratio"] == round(cluster["images_per_s"] / local["images_per_s"], 2)
     unreachable = subprocess.run([sys.executable, "-m", "bgremover", "bench", "--workers", "2", "--count", "1",
                                   "--root", str(tmp_path / "root")], cwd=REPO, env=env, capture_output=True,

@@ -1,4 +1,8 @@
-"""`bgremover bench --workers N`: the same images through one local job slot, then through N workers, in one run.
+"""`bgremover bench --workers N`: the same images through one local job slot, N local slots, then N workers.
+
+All in one run, on the same images. N local slots are the most N workers can
+reach on this one machine, where they share its cores; on hosts of their own
+each would have its own.
 
 The second daemon runs the celery runner against the broker given (a
 redis-server of the user's), with N `bgremover worker` processes of one slot
@@ -85,10 +89,17 @@ def stop(process: subprocess.Popen) -> None:
     process.wait()
 
 
-def compare(local: dict, cluster: dict, workers: int, threads_per_worker: int | None) -> dict:
-    """Both runs, and the workers' throughput over the one local slot's."""
+def local_slots_environment(workers: int) -> dict[str, str]:
+    """The same number of jobs at once on this machine alone: what the workers could reach here at best."""
+    return {"BGREMOVER_JOB_SLOTS": str(workers)}
+
+
+def compare(local: dict, local_n: dict, cluster: dict, workers: int, threads_per_worker: int | None) -> dict:
+    """The runs, and the workers' throughput over one local slot's and over as many local slots'."""
     return {
         "local_1_slot": local,
+        f"local_{workers}_slots": local_n,
         f"celery_{workers}_workers_of_1_slot": {**cluster, "threads_per_job": threads_per_worker},
         "workers_over_1_local_slot_ratio": ratio(cluster["images_per_s"], local["images_per_s"]),
+        f"workers_over_{workers}_local_slots_ratio": ratio(cluster["images_per_s"], local_n["images_per_s"]),
     }

@@ -185,7 +185,7 @@ def per_slot_count(settings: Settings, args: argparse.Namespace, workdir: Path) 
 
 
 def per_worker_count(settings: Settings, args: argparse.Namespace, workdir: Path) -> dict:
-    """One local job slot, then N celery workers of one slot each on this machine, on the same images."""
+    """One local job slot, N local slots, then N celery workers of one slot each on this machine, on the same images."""
     broker = args.broker or settings.broker_url
     if not broker:
         raise BenchError("--workers needs a broker: --broker redis://127.0.0.1:6379/0 (a redis-server of yours)")
@@ -201,13 +201,14 @@ def per_worker_count(settings: Settings, args: argparse.Namespace, workdir: Path
         return clusterbench.workers_on(root, broker, args.workers, env, workdir / "celery" / "workers")
 
     for label, environment, beside in (("local", clusterbench.LOCAL_ENVIRONMENT, None),
+                                       ("local-n", clusterbench.local_slots_environment(args.workers), None),
                                        ("celery", clusterbench.cluster_environment(broker, args.workers), workers)):
         (workdir / label).mkdir()
         sections, ready = run_daemon(settings, fmt, corpus, workdir / label, probes=[], environment=environment,
                                      beside=beside)
         runs[label] = slotbench.slot_run(sections, ready)
     return {"machine": machine(settings.threads), "corpus": describe_corpus(corpus, args),
-            "workers": clusterbench.compare(runs["local"], runs["celery"], args.workers, threads)}
+            "workers": clusterbench.compare(runs["local"], runs["local-n"], runs["celery"], args.workers, threads)}
 
 
 def per_option(settings: Settings, args: argparse.Namespace, workdir: Path) -> dict:
@@ -600,7 +601,8 @@ SECTION_TITLES = {
     "in_process": "in-process stages",
     "enqueue_latency": "enqueue latency",
     "slots": "the daemon at each slot count, beside the in-process loop (medians; memory: peaks)",
-    "workers": "one local job slot, then celery workers of one slot each on this machine (medians; memory: peaks)",
+    "workers": "one local job slot, as many local slots, then celery workers of one slot each on this machine "
+               "(medians; memory: peaks)",
     "options": "each output option, whole pipeline in this process",
     "edges": "edges against the raw mask (alpha levels of 255; band = pixels near the contour)",
     "models": "each model: session, model alone, whole pipeline in this process (medians), one job's peak memory",

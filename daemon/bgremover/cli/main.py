@@ -110,8 +110,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run the daemon at each of these job_slots (whole numbers or auto, e.g. 1,2,auto) "
                              "on the same images, beside the in-process loop")
     parser.add_argument("--workers", type=positive_argument, metavar="N",
-                        help="run the same images through one local job slot, then through the celery runner and N "
-                             "workers of one slot each on this machine (needs --broker or broker_url)")
+                        help="run the same images through one local job slot, N local slots, then the celery "
+                             "runner and N workers of one slot each on this machine (needs --broker or broker_url)")
     parser.add_argument("--broker", metavar="URL", help="the Redis broker for --workers (default: broker_url)")
 
 
