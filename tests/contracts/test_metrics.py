@@ -21,6 +21,7 @@ from bgremover.service.metrics import FAILURE_REASONS, STAGES, Metrics, MetricsU
 from bgremover.settings import SettingsError, load_settings
 from bgremover.queue.states import SessionState, Status
 from bgremover.queue.store import Store
+from bgremover.runners.api import JobHandle
 from bgremover.supervisor.dispatch import RunningJob, verdict
 from tests.conftest import REPO
 from tests.support.metrics import free_port, parse, scrape, value
@@ -150,6 +151,24 @@ def test_failures_are_counted_by_reason_never_by_their_error_text(tmp_path):
     assert jobs == {"done": 0, "failed": 2, "cancelled": 1, "queued": 1}  # queued: stopped by a shutdown, runs again
     assert registry_value(metrics, "bgremover_job_duration_seconds_count") == 4
     assert registry_value(metrics, "bgremover_job_stage_seconds_count", stage="decode") == 0  # only done jobs
+
+
+def test_jobs_ended_on_worker_hosts_are_counted_by_worker_and_status(tmp_path):
+    metrics = metrics_for(tmp_path, metrics_port=free_port())
+
+    def on(worker: str | None, returncode: int = 0):
+        ran = job(returncode=returncode)
+        ran.handle = JobHandle(None, None, {"task_id": "bgremover-1-1", **({"worker": worker} if worker else {})})
+        return ran
+
+    metrics.job_concluded(on("w1@host"), Status.DONE, None, None, now=101.0)
+    metrics.job_concluded(on("w1@host"), Status.DONE, None, None, now=101.0)
+    metrics.job_concluded(on("w2@host", 2), Status.FAILED, "bad_input", None, now=101.0)
+    metrics.job_concluded(on(None), Status.DONE, None, None, now=101.0)  # this machine's own jobs name no worker
+
+    assert registry_value(metrics, "bgremover_worker_jobs_total", worker="w1@host", status="done") == 2
+    assert registry_value(metrics, "bgremover_worker_jobs_total", worker="w2@host", status="failed") == 1
+    assert registry_value(metrics, "bgremover_jobs_total", status="done") == 3
 
 
 def test_nothing_is_served_written_or_read_unless_a_metrics_setting_is_set(tmp_path, store):

@@ -90,6 +90,8 @@ class Metrics:
                                   buckets=BUCKETS, registry=registry)
         self.stages = Histogram("bgremover_job_stage_seconds", "A done job's time in each stage, and what isolation "
                                 "added", ["stage"], buckets=BUCKETS, registry=registry)
+        self.worker_jobs = Counter("bgremover_worker_jobs", "Jobs ended on each worker host (the celery runner), by "
+                                   "the status they left their item in", ["worker", "status"], registry=registry)
         self.start_time = Gauge("bgremover_start_time_seconds", "When the daemon started, seconds since the epoch",
                                 registry=registry)
         self.job_slots = Gauge("bgremover_job_slots", "How many jobs may run at once (job_slots)", registry=registry)
@@ -127,6 +129,9 @@ class Metrics:
         # Called once the outcome is recorded: raising here would have the loop conclude the job again.
         try:
             self.count_job(status, reason, timings_ms, now - job.started)
+            worker = job.handle.details.get("worker") if job.handle is not None else None
+            if worker:  # only a runner of other hosts names one
+                self.worker_jobs.labels(worker, status.value).inc()
         except Exception:  # noqa: BLE001 - a metric is never worth an item
             log.exception("metrics_not_recorded", status=status.value)
 
