@@ -157,6 +157,8 @@ def test_the_arguments_and_their_defaults():
         "model": None,
         "keep": None,
         "slots": None,  # no slot sweep: the plain bench
+        "workers": None,  # no run through celery workers
+        "broker": None,  # the broker_url setting, for --workers
     }
     args = parse("--size", "800x600", "--count", "6", "--format", "webp", "--soak", "4")
     assert (args.size, args.count, args.format, args.soak) == ((800, 600), 6, "webp", 4)
