@@ -14,7 +14,6 @@ Redis away costs time, never items: a job that cannot be sent is not started
 
 from __future__ import annotations
 
-import contextlib
 import signal
 import time
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from pathlib import Path
 import structlog
 
 from bgremover.cluster.app import QUEUE, TASK_NAME, make_app, task_id
+from bgremover.cluster.fences import Fences
 from bgremover.cluster.marks import Marks
 from bgremover.cluster.message import key_of, root_identity, to_message
 from bgremover.contract import JobSpec
@@ -49,22 +49,13 @@ class Sent:
     files: tuple[Path, ...] = ()  # what its job writes, all named after its attempt
 
 
-@dataclass
-class Fenced:
-    """A task concluded without its answer (its worker lost, or silent): its answer may yet come, and is refused."""
-
-    files: tuple[Path, ...]
-    until: float  # past this, no worker can still be running it (the hard time limit, and some)
-    check_at: float
-
-
 class CeleryRunner(JobRunner):
     def __init__(self, settings, wake) -> None:
         self.settings = settings
         self.app = None
         self.marks: Marks | None = None
         self.sent: dict[str, Sent] = {}  # by task id
-        self.fenced: dict[str, Fenced] = {}  # by task id: concluded, and an answer may still come
+        self.fences: Fences | None = None  # tasks concluded without their answer (cluster/fences.py)
         self.broker_back_at = 0.0
         self.broker_warned = False
         self.workers_slots: int | None = None  # the slots the workers last reported, all together
@@ -77,15 +68,13 @@ class CeleryRunner(JobRunner):
             self.marks = Marks(settings.broker_url)
             self.marks.ping()
             replaced = self.marks.claim_root(root_identity(settings.state_dir, create=True), QUEUE)
-            fences = self.marks.fences()  # set by a previous life, for answers that may still come
+            self.fences = Fences(self.marks, settings.root)
+            self.fences.load()  # set by a previous life, for answers that may still come
         except Exception as exc:  # noqa: BLE001 - redis raises several kinds; each means the same here
             raise RunnerError(f"cannot reach the broker at {settings.broker_url}: {exc}") from None
         if replaced:
             log.warning("broker_root_replaced", note="the broker served another root before: its marks, answers "
                                                       "and waiting tasks were removed")
-        now = time.monotonic()
-        for task, (files, left) in fences.items():
-            self.fenced[task] = Fenced(tuple(settings.root / name for name in files), now + left, now)
         return {"broker": settings.broker_url.split("@")[-1]}  # never its password
 
     def can_start(self, now: float, model: dict) -> bool:
@@ -215,21 +204,12 @@ class CeleryRunner(JobRunner):
     def ended(self, sent: Sent, exit: JobExit, answered: bool = False) -> JobExit:
         del self.sent[sent.task]
         if not answered:  # its worker may be alive after all (hung, cut off): an answer can still come
-            self.fence(sent)
+            self.fences.fence(sent.task, sent.files, sent.time_limit + UNANSWERED_SECONDS)
         try:
             self.marks.conclude(sent.task)  # a later delivery of it is refused by the worker
         except Exception as exc:  # noqa: BLE001 - a later delivery then runs for nothing; its answer is never read
             log.warning("task_not_marked_concluded", task=sent.task, error=str(exc))
         return exit
-
-    def fence(self, sent: Sent) -> None:
-        """Watch for the task's late answer: here, and in Redis for the next life of the supervisor."""
-        now, seconds = time.monotonic(), sent.time_limit + UNANSWERED_SECONDS
-        self.fenced[sent.task] = Fenced(sent.files, now + seconds, now + TRANSIT_CHECK_SECONDS)
-        try:
-            self.marks.fence(sent.task, [str(path.relative_to(self.settings.root)) for path in sent.files], seconds)
-        except Exception as exc:  # noqa: BLE001 - this life still watches; only a restart would miss it
-            log.warning("task_not_fenced", task=sent.task, error=str(exc))
 
     def broker_failed(self, now: float, exc: Exception) -> None:
         self.broker_back_at = now + BROKER_RETRY_SECONDS
@@ -269,35 +249,21 @@ class CeleryRunner(JobRunner):
             if sent.cancel_pending and now >= self.broker_back_at:
                 sent.kill_at = now + self.settings.kill_grace_seconds
                 self.send_cancel(sent, now)
-        for task, fenced in list(self.fenced.items()):
-            if now >= fenced.check_at and now >= self.broker_back_at:
-                self.refuse_late_answer(task, fenced, now)
+        if now >= self.broker_back_at:
+            for task in self.fences.due(now):
+                try:
+                    self.fences.look(task, self.late_answer, now)
+                except Exception as exc:  # noqa: BLE001 - looked at again once the broker is back
+                    self.broker_failed(now, exc)
+                    return
 
-    def refuse_late_answer(self, task: str, fenced: Fenced, now: float) -> None:
-        """A concluded task's answer, if one came after all: never read into the item, and its files swept.
-
-        They are named after the task's attempt, so no other attempt's file is
-        touched; the item's outcome was recorded without them.
-        """
-        fenced.check_at = now + TRANSIT_CHECK_SECONDS
-        try:
-            result = self.app.AsyncResult(task)
-            answer = result.result if result.state == "SUCCESS" else None
-            if answer is not None:
-                result.forget()
-        except Exception as exc:  # noqa: BLE001 - looked at again once the broker is back
-            self.broker_failed(now, exc)
-            return
-        if answer is None and now < fenced.until:
-            return
-        del self.fenced[task]
-        with contextlib.suppress(Exception):  # a fence left behind lapses by itself
-            self.marks.unfence(task)
-        if answer is None:
-            return
-        swept = [path.name for path in fenced.files if remove(path)]
-        log.warning("late_answer_refused", task=task, worker=answer.get("worker") if isinstance(answer, dict) else None,
-                    files_removed=swept, note="its item's outcome was recorded without it")
+    def late_answer(self, task: str) -> object:
+        """A concluded task's answer, if one came after all (and then forgotten by the broker); else None."""
+        result = self.app.AsyncResult(task)
+        answer = result.result if result.state == "SUCCESS" else None
+        if answer is not None:
+            result.forget()
+        return answer
 
     def idle(self, now: float) -> None:
         pass
@@ -308,14 +274,6 @@ class CeleryRunner(JobRunner):
     def close(self) -> None:
         if self.app is not None:
             self.app.close()
-
-
-def remove(path: Path) -> bool:
-    try:
-        path.unlink()
-        return True
-    except OSError:
-        return False
 
 
 def exit_of(returncode: int, peak_rss_kb: int) -> JobExit:
