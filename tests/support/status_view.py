@@ -42,8 +42,14 @@ def start_following(root: Path, *args: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "bgremover", "status", "--root", str(root), "--follow", *args],
         cwd=REPO, env={**clean, "PYTHONPATH": str(REPO)}, stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=as_from_a_terminal,
     )
+
+
+def as_from_a_terminal() -> None:
+    """Ctrl-C as a user's shell leaves it: a suite started in the background of a script ignores SIGINT, and
+    its children would inherit that."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def complete_frames(text: str) -> list[str]:
