@@ -240,10 +240,10 @@ def test_a_soak_samples_supervisor_memory_every_step_and_at_the_end(settings, ca
     assert soak["job_peak_rss_mb_max"] > 0
 
 
-def test_a_soak_table_gets_a_line_as_each_step_finishes(tmp_path, no_user_settings, capsys):
+def test_a_soak_table_gets_a_line_as_each_step_finishes(settings, capsys):
     # One slot, so the two items finish one after the other: with two, both
     # could finish between two looks at the log and make a single step of two.
-    settings = load_settings(root=tmp_path / "unused-root", job_slots=1)
+    settings = settings.model_copy(update={"job_slots": 1})
     args = parse("--soak", "2", "--size", "160x120")
     assert bench.main(settings, args, soak_step=1) == 0
     out = capsys.readouterr().out
