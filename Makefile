@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 ROOT   ?= ./data
 
-.PHONY: run web test pictures clean
+.PHONY: run web test lint pictures clean
 
 # Both targets install the working tree in editable mode into one venv, so they
 # never disagree about which code runs; the stamps re-install when
@@ -34,6 +34,11 @@ web: $(VENV)/.web-installed
 
 test: $(VENV)/.test-installed
 	$(BIN)/python -m pytest
+
+# The linter and the formatter, as CI runs them (`ruff format .` rewrites what --check refuses).
+lint: $(VENV)/.test-installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 # The README's Outputs and Models pictures, drawn by the real pipeline from shipped photos
 # (the Models picture once ./data/models holds isnet-small: bgremover models fetch isnet-small --root data).

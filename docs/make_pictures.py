@@ -58,8 +58,12 @@ COMPARED = "isnet-small"
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models-dir", type=Path, default=REPO / "data" / "models",
-                        help=f"the models folder holding {COMPARED} (default: ./data/models, what `make run` uses)")
+    parser.add_argument(
+        "--models-dir",
+        type=Path,
+        default=REPO / "data" / "models",
+        help=f"the models folder holding {COMPARED} (default: ./data/models, what `make run` uses)",
+    )
     args = parser.parse_args()
     TARGET.mkdir(parents=True, exist_ok=True)
     draw_outputs()
@@ -72,11 +76,21 @@ def draw_outputs() -> None:
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
         for name, change in OPTIONS.items():
-            picture = Image.open(PHOTOS / "coffee.jpg") if change is None else \
-                run(PHOTOS / "coffee.jpg", work, session, spec, change)
+            picture = (
+                Image.open(PHOTOS / "coffee.jpg")
+                if change is None
+                else run(PHOTOS / "coffee.jpg", work, session, spec, change)
+            )
             save(thumbnail(picture), name)
-        save(side_by_side([thumbnail(run(PHOTOS / "coffee.jpg", work, session, spec, {})),
-                           thumbnail(run(PHOTOS / "coffee.jpg", work, session, spec, {"output": "mask"}))]), "both")
+        save(
+            side_by_side(
+                [
+                    thumbnail(run(PHOTOS / "coffee.jpg", work, session, spec, {})),
+                    thumbnail(run(PHOTOS / "coffee.jpg", work, session, spec, {"output": "mask"})),
+                ]
+            ),
+            "both",
+        )
         tiles = []
         for mode in ("raw", "clean", "refine"):
             cut = run(PHOTOS / "chelsea.jpg", work, session, spec, {"edges": mode})
@@ -90,12 +104,17 @@ def draw_decontamination(work: Path, session, spec) -> None:
     """The drawn fur ball over a green wall (bench/composites.py), cut out and laid over white, without and with."""
     alpha, colour = composites.subject("fur ball", DECONTAMINATION_SIZE)
     source = work / "fur-over-green.png"
-    Image.fromarray(composites.composite(alpha, colour, composites.background("green wall", DECONTAMINATION_SIZE))
-                    ).save(source)
+    Image.fromarray(
+        composites.composite(alpha, colour, composites.background("green wall", DECONTAMINATION_SIZE))
+    ).save(source)
     tiles = []
     for value in (False, True):
-        cut = run(source, work, session, spec, {"decontaminate": value, "background": "#ffffff"}).crop(DECONTAMINATION_BOX)
-        zoom = cut.resize((cut.width * DECONTAMINATION_ZOOM, cut.height * DECONTAMINATION_ZOOM), Image.Resampling.NEAREST)
+        cut = run(source, work, session, spec, {"decontaminate": value, "background": "#ffffff"}).crop(
+            DECONTAMINATION_BOX
+        )
+        zoom = cut.resize(
+            (cut.width * DECONTAMINATION_ZOOM, cut.height * DECONTAMINATION_ZOOM), Image.Resampling.NEAREST
+        )
         tiles.append(labelled(zoom, f"decontaminate = {'true' if value else 'false'}, over white"))
     save(side_by_side(tiles), "decontaminate")
 
@@ -151,8 +170,9 @@ def zoomed(image: Image.Image) -> Image.Image:
 
 
 def side_by_side(images: list[Image.Image], gap: int = 6) -> Image.Image:
-    canvas = Image.new("RGB", (sum(i.width for i in images) + gap * (len(images) - 1),
-                               max(i.height for i in images)), (255, 255, 255))
+    canvas = Image.new(
+        "RGB", (sum(i.width for i in images) + gap * (len(images) - 1), max(i.height for i in images)), (255, 255, 255)
+    )
     left = 0
     for image in images:
         canvas.paste(image, (left, 0))
@@ -161,8 +181,9 @@ def side_by_side(images: list[Image.Image], gap: int = 6) -> Image.Image:
 
 
 def stacked(images: list[Image.Image], gap: int = 6) -> Image.Image:
-    canvas = Image.new("RGB", (max(i.width for i in images),
-                               sum(i.height for i in images) + gap * (len(images) - 1)), (255, 255, 255))
+    canvas = Image.new(
+        "RGB", (max(i.width for i in images), sum(i.height for i in images) + gap * (len(images) - 1)), (255, 255, 255)
+    )
     top = 0
     for image in images:
         canvas.paste(image, (0, top))

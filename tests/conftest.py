@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+# Fixtures shared by several test folders, found by name: a model folder, a damaged install, a notify socket.
+pytest_plugins = ["tests.support.models", "tests.support.cli", "tests.support.notify"]
+
 REPO = Path(__file__).resolve().parent.parent
 PHOTOS = Path(__file__).resolve().parent.parent / "daemon" / "bgremover" / "bench" / "photos"
 
@@ -73,12 +76,23 @@ SOAK_DEFAULT_SEED = 20261127
 
 def pytest_addoption(parser):
     group = parser.getgroup("soak", "the crash soak (tests/soak/test_crash_soak.py)")
-    group.addoption("--soak-images", type=int, default=200, metavar="N",
-                    help="images the crash soak drops (default 200)")
-    group.addoption("--soak-kills", type=int, default=10, metavar="K",
-                    help="the least number of times the crash soak kills the daemon with SIGKILL (default 10)")
-    group.addoption("--soak-seed", type=int, default=SOAK_DEFAULT_SEED, metavar="S",
-                    help=f"seed of the crash soak's random choices (default {SOAK_DEFAULT_SEED})")
+    group.addoption(
+        "--soak-images", type=int, default=200, metavar="N", help="images the crash soak drops (default 200)"
+    )
+    group.addoption(
+        "--soak-kills",
+        type=int,
+        default=10,
+        metavar="K",
+        help="the least number of times the crash soak kills the daemon with SIGKILL (default 10)",
+    )
+    group.addoption(
+        "--soak-seed",
+        type=int,
+        default=SOAK_DEFAULT_SEED,
+        metavar="S",
+        help=f"seed of the crash soak's random choices (default {SOAK_DEFAULT_SEED})",
+    )
 
 
 def pytest_configure(config):

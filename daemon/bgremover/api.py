@@ -52,8 +52,14 @@ class Session:
     `threads` is onnxruntime's thread count (None lets it choose).
     """
 
-    def __init__(self, model: str = DEFAULT_MODEL, *, models_dir: str | Path | None = None,
-                 threads: int | None = None, providers: tuple[str, ...] = (matting.CPU,)) -> None:
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL,
+        *,
+        models_dir: str | Path | None = None,
+        threads: int | None = None,
+        providers: tuple[str, ...] = (matting.CPU,),
+    ) -> None:
         folder = Path(models_dir) if models_dir is not None else load_settings().models_folder
         self.model = model
         self.spec = matting.find_model_spec(model, folder)
@@ -63,9 +69,18 @@ class Session:
         return f"Session({self.model!r}, file={str(self.spec.path)!r})"
 
 
-def remove(data, *, model: str | None = None, output: str = "cutout", background: str = "transparent",
-           edges: str = "raw", crop: str = "none", format: str | None = None, session: Session | None = None,
-           **more):
+def remove(
+    data,
+    *,
+    model: str | None = None,
+    output: str = "cutout",
+    background: str = "transparent",
+    edges: str = "raw",
+    crop: str = "none",
+    format: str | None = None,
+    session: Session | None = None,
+    **more,
+):
     """The background of `data` removed; see this module's docstring for what comes back.
 
     `output` is "cutout", "mask" or "both"; `background` "transparent" or a
@@ -104,19 +119,21 @@ def _kind_of(data) -> str:
         return "image"
     if isinstance(data, np.ndarray):
         if data.dtype != np.uint8 or data.ndim != 3 or data.shape[2] not in (3, 4):
-            raise TypeError(f"a numpy image must be H×W×3 (RGB) or H×W×4 (RGBA) of uint8, "
-                            f"not shape {data.shape} of {data.dtype}")
+            raise TypeError(
+                f"a numpy image must be H×W×3 (RGB) or H×W×4 (RGBA) of uint8, not shape {data.shape} of {data.dtype}"
+            )
         return "array"
-    raise TypeError(f"remove takes the bytes of an image file, a PIL.Image or a numpy array, "
-                    f"not {type(data).__name__}")
+    raise TypeError(f"remove takes the bytes of an image file, a PIL.Image or a numpy array, not {type(data).__name__}")
 
 
 def _options(output: str, background: str, edges: str, crop: str, fmt: str, more: dict) -> matting.Options:
     """The options, checked by the settings' own rules (and nothing read from the environment or a file)."""
     unknown = sorted(set(more) - set(MORE_OPTIONS))
     if unknown:
-        raise TypeError(f"remove() got unknown option {', '.join(unknown)} "
-                        f"(besides its named ones it takes: {', '.join(MORE_OPTIONS)})")
+        raise TypeError(
+            f"remove() got unknown option {', '.join(unknown)} "
+            f"(besides its named ones it takes: {', '.join(MORE_OPTIONS)})"
+        )
     values = {"output": output, "background": background, "edges": edges, "crop": crop, "output_format": fmt, **more}
     try:
         settings = Settings.model_validate(values)  # validation alone: unlike Settings(...), reads no sources

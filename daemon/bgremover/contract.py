@@ -48,8 +48,9 @@ def whole(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
-def option(flag: str | None = None, parse: Callable[[str], object] | None = None, choices=None,
-           help: str | None = None) -> dict:
+def option(
+    flag: str | None = None, parse: Callable[[str], object] | None = None, choices=None, help: str | None = None
+) -> dict:
     """How one JobSpec field travels on the command line (no flag: it does not travel)."""
     return {"flag": flag, "parse": parse, "choices": choices, "help": help}
 
@@ -67,8 +68,19 @@ def _providers(text: str) -> tuple[str, ...]:
 
 FORMATS = tuple(sorted(FORMAT_EXTENSIONS))
 # The JobSpec fields named as a setting is: those a job ticket may set too, and those only the settings set.
-TICKET_OPTIONS = ("background", "crop", "margin", "fill", "size", "edges", "decontaminate", "quality",
-                  "png_compress_level", "webp_method", "avif_speed")
+TICKET_OPTIONS = (
+    "background",
+    "crop",
+    "margin",
+    "fill",
+    "size",
+    "edges",
+    "decontaminate",
+    "quality",
+    "png_compress_level",
+    "webp_method",
+    "avif_speed",
+)
 SETTING_OPTIONS = ("max_megapixels", "large_images")
 KINDS = ("cutout", "mask", "both")
 CROPS = ("none", "subject", "square")
@@ -92,20 +104,28 @@ class JobSpec:
     model: str = field(metadata=option("--model"))
     log: Path | None = field(default=None, metadata=option())  # the job's stdout and stderr, set up by the runner
     background: str = field(default="transparent", metadata=option("--background", help='"transparent" or "#rrggbb"'))
-    kind: str = field(default="cutout", metadata=option(
-        "--kind", choices=KINDS, help="what OUT holds; with both, the mask goes to --mask"))
-    mask: Path | None = field(default=None, metadata=option("--mask", Path, help="where the mask goes with --kind both"))
+    kind: str = field(
+        default="cutout",
+        metadata=option("--kind", choices=KINDS, help="what OUT holds; with both, the mask goes to --mask"),
+    )
+    mask: Path | None = field(
+        default=None, metadata=option("--mask", Path, help="where the mask goes with --kind both")
+    )
     crop: str = field(default="none", metadata=option("--crop", choices=CROPS))
     margin: float = field(default=5.0, metadata=option("--margin", float))
     fill: float = field(default=85.0, metadata=option("--fill", float))
     size: int | None = field(default=None, metadata=option("--size", whole(16, 20000)))
     edges: str = field(default="raw", metadata=option("--edges", choices=EDGES))
-    decontaminate: bool = field(default=False, metadata=option(
-        "--decontaminate", _yes_or_no, help="true: the subject's own colour where alpha is partial"))
+    decontaminate: bool = field(
+        default=False,
+        metadata=option("--decontaminate", _yes_or_no, help="true: the subject's own colour where alpha is partial"),
+    )
     models_dir: Path | None = field(default=None, metadata=option("--models-dir", Path))
     threads: int | None = field(default=None, metadata=option("--threads", whole(1, 1024)))
-    providers: tuple[str, ...] = field(default=("CPUExecutionProvider",), metadata=option(
-        "--providers", _providers, help="comma-separated onnxruntime execution providers"))
+    providers: tuple[str, ...] = field(
+        default=("CPUExecutionProvider",),
+        metadata=option("--providers", _providers, help="comma-separated onnxruntime execution providers"),
+    )
     png_compress_level: int = field(default=1, metadata=option("--png-compress-level", whole(0, 9)))
     webp_method: int = field(default=4, metadata=option("--webp-method", whole(0, 6)))
     avif_speed: int = field(default=8, metadata=option("--avif-speed", whole(0, 10)))
@@ -131,9 +151,15 @@ class JobSpec:
             if meta["flag"] is None:
                 continue
             required = spec_field.default is dataclasses.MISSING
-            parser.add_argument(meta["flag"], dest=spec_field.name, type=meta["parse"], choices=meta["choices"],
-                                help=meta["help"], required=required,
-                                **({} if required else {"default": spec_field.default}))
+            parser.add_argument(
+                meta["flag"],
+                dest=spec_field.name,
+                type=meta["parse"],
+                choices=meta["choices"],
+                help=meta["help"],
+                required=required,
+                **({} if required else {"default": spec_field.default}),
+            )
         args = parser.parse_args(argv)
         if args.kind == "both" and args.mask is None:
             parser.error("--kind both needs --mask")

@@ -94,7 +94,7 @@ def remove_temp_files(folder: Path, spare: frozenset[str] = frozenset()) -> int:
     removed = 0
     for root, _, files in os.walk(folder):
         for name in files:
-            if name.startswith(TEMP_PREFIX) and name[len(TEMP_PREFIX):].split(".", 1)[0] not in spare:
+            if name.startswith(TEMP_PREFIX) and name[len(TEMP_PREFIX) :].split(".", 1)[0] not in spare:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(os.path.join(root, name))
                     removed += 1

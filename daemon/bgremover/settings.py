@@ -82,7 +82,9 @@ class Settings(BaseSettings):
     job_slots: int | Literal["auto"] = "auto"
     threads: int = Field(default_factory=lambda: usable_cores(), ge=1, le=1024)
     providers: Annotated[tuple[str, ...], NoDecode] = ("CPUExecutionProvider",)
-    png_compress_level: int = Field(1, ge=0, le=9, description="zlib level; 1 is fast, 6 is ~25% smaller and ~4x slower")
+    png_compress_level: int = Field(
+        1, ge=0, le=9, description="zlib level; 1 is fast, 6 is ~25% smaller and ~4x slower"
+    )
     webp_method: int = Field(4, ge=0, le=6, description="libwebp effort: 0 fastest, 6 smallest")
     avif_speed: int = Field(8, ge=0, le=10, description="libavif speed: 10 fastest, 0 smallest")
     # Images above max_megapixels are reduced to fit (the item's status says so) or refused.
@@ -164,8 +166,9 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _jpeg_needs_a_background(self) -> Settings:
         if self.output_format == "jpeg" and self.background == TRANSPARENT and self.output != "mask":
-            raise ValueError('output_format "jpeg" cannot keep transparency: set background to a colour, '
-                             'e.g. background = "white"')
+            raise ValueError(
+                'output_format "jpeg" cannot keep transparency: set background to a colour, e.g. background = "white"'
+            )
         return self
 
     @field_validator("metrics_textfile")

@@ -164,8 +164,16 @@ def test_the_arguments_and_their_defaults():
     assert (args.size, args.count, args.format, args.soak) == ((800, 600), 6, "webp", 4)
     assert parse("--keep", "/tmp/k").keep == Path("/tmp/k")
     assert parse("--slots", "1, 2,AUTO").slots == ["1", "2", "auto"]
-    for bad in ("--size=big", "--size=0x10", "--count=0", "--format=gif", "--slots=0", "--slots=1,many",
-                "--slots=2,2", "--slots="):
+    for bad in (
+        "--size=big",
+        "--size=0x10",
+        "--count=0",
+        "--format=gif",
+        "--slots=0",
+        "--slots=1,many",
+        "--slots=2,2",
+        "--slots=",
+    ):
         with pytest.raises(SystemExit):
             parse(bad)
 
@@ -280,7 +288,9 @@ def test_options_times_every_variant_and_measures_what_edges_change(tmp_path, se
     assert variants["cutout png (baseline)"]["extra_ms"] == 0
     for name, numbers in variants.items():
         assert numbers["ms_per_image"] > 0, name
-        assert numbers["extra_ms"] == round(numbers["ms_per_image"] - variants["cutout png (baseline)"]["ms_per_image"], 1)
+        assert numbers["extra_ms"] == round(
+            numbers["ms_per_image"] - variants["cutout png (baseline)"]["ms_per_image"], 1
+        )
     assert variants["output mask"]["output_kb"] is None and variants["background white, jpeg"]["output_kb"] > 0
 
     clean, refine = document["edges"]["clean"], document["edges"]["refine"]
@@ -305,7 +315,8 @@ def test_slots_runs_the_daemon_at_each_count_on_the_same_images_beside_the_in_pr
         assert run["job_slots"] == int(label) and (run["done"], run["failed"]) == (4, 0)
         assert run["threads_per_job"] == max(1, document["machine"]["usable_cores"] // int(label))
         assert run["images_per_s"] > 0 and run["over_in_process_ratio"] == round(
-            run["images_per_s"] / document["in_process"]["images_per_s"], 2)
+            run["images_per_s"] / document["in_process"]["images_per_s"], 2
+        )
         assert all(f"{stage}_ms" in run["job_stages"] for stage in STAGES)
         assert run["in_job_ms"] > 0 and run["isolation_overhead_ms"] >= 0
         memory = run["memory"]
@@ -329,7 +340,9 @@ def test_edges_measures_every_mode_with_and_without_decontamination_on_the_compo
     assert found["composites"] == 12
     for mode in ("raw", "clean", "refine"):
         off, on = found[f"{mode}, decontaminate off"], found[f"{mode}, decontaminate on"]
-        assert {key: off[key] for key in off if key != "white_error"} == {key: on[key] for key in on if key != "white_error"}
+        assert {key: off[key] for key in off if key != "white_error"} == {
+            key: on[key] for key in on if key != "white_error"
+        }
         assert on["white_error"] < off["white_error"], mode
     # The bar: refine lowers the band error against raw on at least 80 % of the composites, and on the mean.
     assert found["refine lowers band MAE, % of composites"] >= 80

@@ -79,9 +79,11 @@ def test_the_ratios_to_u2netp_are_those_of_the_medians_shown(document):
     assert "vs_u2netp" not in baseline
     ratios = other["vs_u2netp"]
     assert ratios["ms_per_image_ratio"] == pytest.approx(
-        other["pipeline"]["ms_per_image"] / baseline["pipeline"]["ms_per_image"], rel=0.01)
+        other["pipeline"]["ms_per_image"] / baseline["pipeline"]["ms_per_image"], rel=0.01
+    )
     assert ratios["inference_ms_ratio"] == pytest.approx(
-        other["model_alone"]["inference_ms"] / baseline["model_alone"]["inference_ms"], rel=0.01)
+        other["model_alone"]["inference_ms"] / baseline["model_alone"]["inference_ms"], rel=0.01
+    )
 
 
 def test_each_job_reports_its_own_peak_memory_beside_the_limit(document):
@@ -116,7 +118,7 @@ def test_the_table_names_both_models_and_gives_each_photo_its_iou(tmp_path):
     lines = result.stdout.splitlines()
     assert "  u2netp" in lines and f"  {MODEL}" in lines, result.stdout
     assert any(line.startswith("mask agreement") for line in lines), result.stdout
-    rows = lines[lines.index("  iou_per_image") + 1:]
+    rows = lines[lines.index("  iou_per_image") + 1 :]
     ious = {name: float(value) for name, value in (row.split() for row in rows)}
     assert set(ious) == {"astronaut.jpg", "chelsea.jpg", "coffee.jpg"}, result.stdout
     assert all(0 <= iou <= 1 for iou in ious.values())

@@ -31,21 +31,39 @@ def broker(tmp_path):
 
 
 def worker_events(worker: Worker, name: str) -> list[dict]:
-    return [record for line in worker.log().splitlines() if line.startswith("{")
-            for record in [json.loads(line)] if record.get("event") == name]
+    return [
+        record
+        for line in worker.log().splitlines()
+        if line.startswith("{")
+        for record in [json.loads(line)]
+        if record.get("event") == name
+    ]
 
 
 def run_bgremover(tmp_path, *words, **settings) -> subprocess.CompletedProcess:
-    env = {**FAST, "PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin",
-           **{f"BGREMOVER_{key.upper()}": str(value) for key, value in settings.items()}}
-    return subprocess.run([sys.executable, "-m", "bgremover", *words, "--root", str(tmp_path / "root")], cwd=REPO,
-                          env=env, capture_output=True, text=True, timeout=60)
+    env = {
+        **FAST,
+        "PYTHONPATH": str(REPO),
+        "PATH": "/usr/bin:/bin",
+        **{f"BGREMOVER_{key.upper()}": str(value) for key, value in settings.items()},
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "bgremover", *words, "--root", str(tmp_path / "root")],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_a_session_is_done_through_two_workers_and_each_item_names_its_worker(tmp_path, broker):
     root = tmp_path / "root"
-    with celery_daemon(root, broker.url, job_slots=2) as daemon, \
-            Worker(root, broker.url, "w1"), Worker(root, broker.url, "w2"):
+    with (
+        celery_daemon(root, broker.url, job_slots=2) as daemon,
+        Worker(root, broker.url, "w1"),
+        Worker(root, broker.url, "w2"),
+    ):
         names = [f"p{n}.jpg" for n in range(6)]
         for name in names:
             drop(root / "inbox", f"shoot/{name}", "sleep 0.3")
@@ -114,7 +132,8 @@ def test_runner_celery_without_a_broker_is_refused_in_one_line(tmp_path):
     done = run_bgremover(tmp_path, "run", runner="celery")
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
-        'bgremover: runner = "celery" needs broker_url (BGREMOVER_BROKER_URL), say redis://host:6379/0']
+        'bgremover: runner = "celery" needs broker_url (BGREMOVER_BROKER_URL), say redis://host:6379/0'
+    ]
 
 
 def test_an_unreachable_broker_stops_start_up_in_one_line(tmp_path):
@@ -123,7 +142,9 @@ def test_an_unreachable_broker_stops_start_up_in_one_line(tmp_path):
     done = run_bgremover(tmp_path, "run", runner="celery", broker_url=f"redis://127.0.0.1:{free_port()}/0")
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("bgremover: cannot start: cannot reach the broker at redis://"), lines
+    assert len(lines) == 1 and lines[0].startswith("bgremover: cannot start: cannot reach the broker at redis://"), (
+        lines
+    )
 
 
 def test_a_worker_on_a_root_that_is_not_the_supervisors_is_refused_in_one_line(tmp_path, broker):
@@ -155,12 +176,16 @@ def test_a_worker_killed_mid_job_costs_an_attempt_and_the_item_is_done_once(tmp_
 def test_redis_restarted_mid_run_costs_time_never_items(tmp_path, broker):
     root = tmp_path / "root"
     names = [f"p{n}.jpg" for n in range(6)]
-    with celery_daemon(root, broker.url, job_slots=2) as daemon, \
-            Worker(root, broker.url, "w1") as first, Worker(root, broker.url, "w2") as second:
+    with (
+        celery_daemon(root, broker.url, job_slots=2) as daemon,
+        Worker(root, broker.url, "w1") as first,
+        Worker(root, broker.url, "w2") as second,
+    ):
         for name in names:
             drop(root / "inbox", f"shoot/{name}", "sleep 1")
-        wait_for(lambda: worker_events(first, "task_started") or worker_events(second, "task_started"),
-                 what="a job running")
+        wait_for(
+            lambda: worker_events(first, "task_started") or worker_events(second, "task_started"), what="a job running"
+        )
         broker.stop()  # persistence off: everything it held is gone
         wait_for(lambda: daemon.events("broker_unreachable"), what="the supervisor to notice")
         broker.start()
@@ -258,22 +283,38 @@ def test_a_second_delivery_of_a_running_task_is_refused_by_the_other_worker(tmp_
 
 
 def test_the_local_runner_imports_nothing_of_celery(tmp_path):
-    probe = ("import sys; from bgremover.cli import main, commands; from bgremover.supervisor import loop; "
-             "from bgremover.runners import runner_class; runner_class('local'); "
-             "print(sorted(name for name in sys.modules if name.split('.')[0] in ('celery', 'kombu', 'redis') "
-             "or name.startswith('bgremover.cluster')))")
-    done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, env={"PYTHONPATH": str(REPO)},
-                          capture_output=True, text=True, timeout=60)
+    probe = (
+        "import sys; from bgremover.cli import main, commands; from bgremover.supervisor import loop; "
+        "from bgremover.runners import runner_class; runner_class('local'); "
+        "print(sorted(name for name in sys.modules if name.split('.')[0] in ('celery', 'kombu', 'redis') "
+        "or name.startswith('bgremover.cluster')))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=REPO,
+        env={"PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert (done.returncode, done.stdout.strip()) == (0, "[]"), done.stderr
 
 
 def test_status_lists_the_workers_heard_of_recently_and_their_slots(tmp_path, broker):
     root = tmp_path / "root"
-    with celery_daemon(root, broker.url, job_slots=3), Worker(root, broker.url, "w1", slots=2), \
-            Worker(root, broker.url, "w2"):
-        seen = wait_for(lambda: (done := run_bgremover(tmp_path, "status", "--json", runner="celery",
-                                                       broker_url=broker.url))
-                        and len(json.loads(done.stdout)["workers"]) == 2 and json.loads(done.stdout), what="workers")
+    with (
+        celery_daemon(root, broker.url, job_slots=3),
+        Worker(root, broker.url, "w1", slots=2),
+        Worker(root, broker.url, "w2"),
+    ):
+        seen = wait_for(
+            lambda: (
+                (done := run_bgremover(tmp_path, "status", "--json", runner="celery", broker_url=broker.url))
+                and len(json.loads(done.stdout)["workers"]) == 2
+                and json.loads(done.stdout)
+            ),
+            what="workers",
+        )
         text = run_bgremover(tmp_path, "status", runner="celery", broker_url=broker.url).stdout
     assert [(worker["name"].split("@")[0], worker["slots"]) for worker in seen["workers"]] == [("w1", 2), ("w2", 1)]
     assert seen["workers_error"] is None
@@ -288,8 +329,10 @@ def test_auto_slots_follow_the_workers_slots_plus_one_waiting_in_the_broker(tmp_
         for n in range(8):
             drop(root / "inbox", f"many/{n}.jpg", "sleep 1")
         with Worker(root, broker.url, "w2"):
-            grown = wait_for(lambda: [e for e in daemon.events("job_slots_changed") if e["slots"] == 4],
-                             what="the slots following w2's too")
+            grown = wait_for(
+                lambda: [e for e in daemon.events("job_slots_changed") if e["slots"] == 4],
+                what="the slots following w2's too",
+            )
             status = daemon.wait_complete("many", timeout=120)
             said = run_bgremover(tmp_path, "status", "--json", runner="celery", broker_url=broker.url)
         started = daemon.events("job_started")
@@ -329,9 +372,11 @@ def test_the_real_model_on_two_workers_gives_the_local_runners_cutouts_byte_for_
             drop(local_root / "inbox", f"set/{name}", data)
         daemon.wait_complete("set", timeout=200)
         local = daemon.zip_members("set")
-    with celery_daemon(cluster_root, broker.url, fake_jobs=False, job_slots=2) as daemon, \
-            Worker(cluster_root, broker.url, "w1", fake_jobs=False, providers="CPUExecutionProvider") as first, \
-            Worker(cluster_root, broker.url, "w2", fake_jobs=False):
+    with (
+        celery_daemon(cluster_root, broker.url, fake_jobs=False, job_slots=2) as daemon,
+        Worker(cluster_root, broker.url, "w1", fake_jobs=False, providers="CPUExecutionProvider") as first,
+        Worker(cluster_root, broker.url, "w2", fake_jobs=False),
+    ):
         for name, data in photos:
             drop(cluster_root / "inbox", f"set/{name}", data)
         status = daemon.wait_complete("set", timeout=200)
@@ -349,8 +394,10 @@ def test_a_worker_stopped_past_the_visibility_timeout_gets_its_task_delivered_ag
     the supervisor refuses it and sweeps the files it wrote, while the next attempt runs on the other worker."""
     root = tmp_path / "root"
     quick = {"broker_visibility_timeout_seconds": 4}
-    with celery_daemon(root, broker.url, job_slots=1, **quick) as daemon, \
-            Worker(root, broker.url, "w1", **quick) as stopped:
+    with (
+        celery_daemon(root, broker.url, job_slots=1, **quick) as daemon,
+        Worker(root, broker.url, "w1", **quick) as stopped,
+    ):
         drop(root / "inbox", "hang/a.jpg", "sleep 3")
         wait_for(lambda: worker_events(stopped, "task_started"), what="the job running on w1")
         hung = [stopped.process.pid, *descendants(stopped.process.pid)]
@@ -358,8 +405,11 @@ def test_a_worker_stopped_past_the_visibility_timeout_gets_its_task_delivered_ag
             os.kill(pid, signal.SIGSTOP)
         with Worker(root, broker.url, "w2", **quick) as other:
             refused = wait_for(lambda: worker_events(other, "task_refused"), timeout=60, what="the duplicate refused")
-            wait_for(lambda: [e for e in daemon.events("job_started") if e["attempt"] == 2], timeout=60,
-                     what="attempt 2 under way")
+            wait_for(
+                lambda: [e for e in daemon.events("job_started") if e["attempt"] == 2],
+                timeout=60,
+                what="attempt 2 under way",
+            )
             for pid in hung:  # while the original is still there to read: attempt 1 ends well, and late
                 os.kill(pid, signal.SIGCONT)
             late = wait_for(lambda: worker_events(stopped, "task_finished"), what="w1's late answer")
@@ -390,8 +440,11 @@ def test_a_late_answer_is_refused_and_swept_by_a_restarted_supervisor_too(tmp_pa
         for pid in hung:
             os.kill(pid, signal.SIGSTOP)
         with Worker(root, broker.url, "w2", **quick):
-            wait_for(lambda: [e for e in daemon.events("job_started") if e["attempt"] == 2], timeout=60,
-                     what="attempt 2 under way")
+            wait_for(
+                lambda: [e for e in daemon.events("job_started") if e["attempt"] == 2],
+                timeout=60,
+                what="attempt 2 under way",
+            )
             daemon.kill()
             daemon.start()
             for pid in hung:
@@ -429,9 +482,30 @@ def test_a_new_root_on_the_same_broker_is_not_refused_for_the_old_roots_task_ids
 
 def test_bench_workers_runs_the_same_images_through_local_slots_then_through_the_workers(tmp_path, broker):
     env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}
-    done = subprocess.run([sys.executable, "-m", "bgremover", "bench", "--workers", "2", "--broker", broker.url,
-                           "--size", "320x240", "--count", "4", "--json", "--root", str(tmp_path / "root")],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bgremover",
+            "bench",
+            "--workers",
+            "2",
+            "--broker",
+            broker.url,
+            "--size",
+            "320x240",
+            "--count",
+            "4",
+            "--json",
+            "--root",
+            str(tmp_path / "root"),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     document = json.loads(done.stdout)
     workers, cores = document["workers"], document["machine"]["usable_cores"]
@@ -441,10 +515,26 @@ def test_bench_workers_runs_the_same_images_through_local_slots_then_through_the
     assert (local["threads_per_job"], cluster["threads_per_job"]) == (cores, max(1, cores // 2))  # a share each
     assert [(run["done"], run["failed"]) for run in (local, local_2, cluster)] == [(4, 0)] * 3
     assert workers["workers_over_1_local_slot_ratio"] == round(cluster["images_per_s"] / local["images_per_s"], 2)
-    unreachable = subprocess.run([sys.executable, "-m", "bgremover", "bench", "--workers", "2", "--count", "1",
-                                  "--root", str(tmp_path / "root")], cwd=REPO, env=env, capture_output=True,
-                                 text=True, timeout=60)
+    unreachable = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bgremover",
+            "bench",
+            "--workers",
+            "2",
+            "--count",
+            "1",
+            "--root",
+            str(tmp_path / "root"),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert unreachable.returncode == 1
-    assert unreachable.stderr.strip() == ("bgremover: --workers needs a broker: --broker redis://127.0.0.1:6379/0 "
-                                          "(a redis-server of yours)")
-
+    assert unreachable.stderr.strip() == (
+        "bgremover: --workers needs a broker: --broker redis://127.0.0.1:6379/0 (a redis-server of yours)"
+    )

@@ -32,8 +32,16 @@ pytestmark = pytest.mark.timeout(600)
 
 SESSIONS = ("alpha", "bravo", "charlie", "delta")
 PER_SESSION = 75
-POISON = {("alpha", 3), ("alpha", 40), ("bravo", 7), ("bravo", 52), ("charlie", 11), ("charlie", 64),
-          ("delta", 15), ("delta", 70)}
+POISON = {
+    ("alpha", 3),
+    ("alpha", 40),
+    ("bravo", 7),
+    ("bravo", 52),
+    ("charlie", 11),
+    ("charlie", 64),
+    ("delta", 15),
+    ("delta", 70),
+}
 CANCELLED_SESSION = "delta"
 QUICK = {"broker_visibility_timeout_seconds": 4}  # test-sized, so that a stopped worker's task is delivered again
 STOPPED_FOR = 24  # seconds: past the visibility timeout, the lease (15 s) and the supervisor's look at it (5 s)
@@ -72,8 +80,12 @@ def test_chaos_every_item_is_terminal_exactly_once(tmp_path):
         statuses = wait_for(lambda: all_complete(daemon), timeout=400, interval=0.5, what="every session complete")
         retried = retry_one_failed(daemon, root, statuses)
         before = item_of(daemon, *retried)["attempts"]
-        statuses = wait_for(lambda: all_complete(daemon) if item_of(daemon, *retried)["attempts"] > before else None,
-                            timeout=200, interval=0.5, what="the retried item finished again")
+        statuses = wait_for(
+            lambda: all_complete(daemon) if item_of(daemon, *retried)["attempts"] > before else None,
+            timeout=200,
+            interval=0.5,
+            what="the retried item finished again",
+        )
         log = daemon.log()
         events = read_events(root)
         harm = {name: len(daemon.events(name)) for name in ("worker_lost", "broker_unreachable", "daemon_ready")}
@@ -104,9 +116,19 @@ def test_chaos_every_item_is_terminal_exactly_once(tmp_path):
     illegal = [(src, dst) for src, dst in events if src is not None and not allowed(Status(src), Status(dst))]
     assert illegal == [], "no illegal move in the events"
     assert "transition_refused" not in log and "upkeep_failed" not in log
-    done_twice = [key for key, item in items.items() if item["status"] == "done" and
-                  sum(1 for line in log.splitlines() if '"job_finished"' in line and '"status": "done"' in line
-                      and f'"session": "{key[0]}", "item": "{key[1]}"' in line) != 1]
+    done_twice = [
+        key
+        for key, item in items.items()
+        if item["status"] == "done"
+        and sum(
+            1
+            for line in log.splitlines()
+            if '"job_finished"' in line
+            and '"status": "done"' in line
+            and f'"session": "{key[0]}", "item": "{key[1]}"' in line
+        )
+        != 1
+    ]
     assert done_twice == [], "each done item was recorded done exactly once"
     duplicates = [r for r in said if r["event"] == "task_refused" and r["reason"].startswith("a duplicate delivery")]
     assert duplicates, "no duplicate delivery was refused: the lease was never put to the test"
@@ -131,8 +153,12 @@ def job_body(session: str, n: int) -> str:
 def hang(worker: Worker) -> list[int]:
     """SIGSTOP the worker and all it runs while one of its jobs is under way (a host that hangs mid-job)."""
     for _ in range(20):
-        seen = len(wait_for(lambda: [r for r in worker_records(worker) if r["event"] == "task_started"],
-                            what="a job on the worker to hang"))
+        seen = len(
+            wait_for(
+                lambda: [r for r in worker_records(worker) if r["event"] == "task_started"],
+                what="a job on the worker to hang",
+            )
+        )
         hung = [worker.process.pid, *descendants(worker.process.pid)]
         for pid in hung:
             os.kill(pid, signal.SIGSTOP)
@@ -141,13 +167,14 @@ def hang(worker: Worker) -> list[int]:
             return hung
         for pid in hung:  # it was between jobs: let it take the next one
             os.kill(pid, signal.SIGCONT)
-        wait_for(lambda: len([r for r in worker_records(worker) if r["event"] == "task_started"]) > seen,
-                 what="the worker's next job")
+        wait_for(
+            lambda seen=seen: len([r for r in worker_records(worker) if r["event"] == "task_started"]) > seen,
+            what="the worker's next job",
+        )
     raise AssertionError("the worker was never caught with a job under way")
 
 
-def disturb(chance: random.Random, daemon, broker: Redis, workers: list[Worker], root: Path,
-            hung: list[int]) -> None:
+def disturb(chance: random.Random, daemon, broker: Redis, workers: list[Worker], root: Path, hung: list[int]) -> None:
     """Harm a second or two apart: first while the last worker hangs, then, once its late answer was refused,
     with the supervisor killed twice and Redis restarted (so that neither wipes the fence being proven)."""
     stopped_at, round_ = time.monotonic(), 0
@@ -198,8 +225,13 @@ def all_complete(daemon) -> dict | None:
 
 
 def retry_one_failed(daemon, root: Path, statuses: dict) -> tuple[str, str]:
-    session, name = next((session, item["name"]) for session, status in statuses.items() if session != CANCELLED_SESSION
-                         for item in status["items"] if item["status"] == "failed")
+    session, name = next(
+        (session, item["name"])
+        for session, status in statuses.items()
+        if session != CANCELLED_SESSION
+        for item in status["items"]
+        if item["status"] == "failed"
+    )
     (root / "retry" / session / name).touch()
     return session, name
 

@@ -23,7 +23,6 @@ from bgremover.api import BadInput
 from tests.conftest import REPO
 from tests.support.cli import cli
 from tests.support.images import encoded, iou, photo, shape_on_texture
-from tests.support.models import folder  # noqa: F401 - a fixture: pytest finds it by name
 
 
 @pytest.fixture(scope="module")
@@ -136,21 +135,40 @@ def test_a_session_holds_a_model_from_a_models_folder(folder, picture):
 # ---------------------------------------------------------------- bad input
 
 
-@pytest.mark.parametrize(("call", "error", "says"), [
-    (lambda s: remove(b"not an image", session=s), BadInput, r"^the file is not an image Pillow can read$"),
-    (lambda s: remove(b"", session=s), BadInput, r"^the file is empty$"),
-    (lambda s: remove("photo.jpg", session=s), TypeError,
-     r"^remove takes the bytes of an image file, a PIL.Image or a numpy array, not str$"),
-    (lambda s: remove(np.zeros((4, 4, 3)), session=s), TypeError,
-     r"^a numpy image must be H×W×3 \(RGB\) or H×W×4 \(RGBA\) of uint8, not shape \(4, 4, 3\) of float64$"),
-    (lambda s: remove(b"x", session=s, edges="soft"), ValueError,
-     r"^bad option 'edges': Input should be 'raw', 'clean' or 'refine' \(got 'soft'\)$"),
-    (lambda s: remove(b"x", session=s, background="nope"), ValueError, r"^bad option 'background': .*\"transparent\""),
-    (lambda s: remove(b"x", session=s, format="jpeg"), ValueError, r"cannot keep transparency"),
-    (lambda s: remove(Image.new("RGB", (8, 8)), session=s, format="webp"), ValueError,
-     r"^format applies only to bytes input"),
-    (lambda s: remove(b"x", session=s, colour="red"), TypeError, r"^remove\(\) got unknown option colour"),
-])
+@pytest.mark.parametrize(
+    ("call", "error", "says"),
+    [
+        (lambda s: remove(b"not an image", session=s), BadInput, r"^the file is not an image Pillow can read$"),
+        (lambda s: remove(b"", session=s), BadInput, r"^the file is empty$"),
+        (
+            lambda s: remove("photo.jpg", session=s),
+            TypeError,
+            r"^remove takes the bytes of an image file, a PIL.Image or a numpy array, not str$",
+        ),
+        (
+            lambda s: remove(np.zeros((4, 4, 3)), session=s),
+            TypeError,
+            r"^a numpy image must be H×W×3 \(RGB\) or H×W×4 \(RGBA\) of uint8, not shape \(4, 4, 3\) of float64$",
+        ),
+        (
+            lambda s: remove(b"x", session=s, edges="soft"),
+            ValueError,
+            r"^bad option 'edges': Input should be 'raw', 'clean' or 'refine' \(got 'soft'\)$",
+        ),
+        (
+            lambda s: remove(b"x", session=s, background="nope"),
+            ValueError,
+            r"^bad option 'background': .*\"transparent\"",
+        ),
+        (lambda s: remove(b"x", session=s, format="jpeg"), ValueError, r"cannot keep transparency"),
+        (
+            lambda s: remove(Image.new("RGB", (8, 8)), session=s, format="webp"),
+            ValueError,
+            r"^format applies only to bytes input",
+        ),
+        (lambda s: remove(b"x", session=s, colour="red"), TypeError, r"^remove\(\) got unknown option colour"),
+    ],
+)
 def test_bad_input_is_one_clear_exception(session, call, error, says):
     with pytest.raises(error, match=says):
         call(session)
@@ -165,11 +183,14 @@ def test_an_unknown_model_names_the_known_ones(tmp_path):
 
 
 def test_importing_bgremover_loads_no_numpy_until_the_api_is_asked_for():
-    code = ("import sys, bgremover, bgremover.supervisor.loop; heavy = {'numpy', 'onnxruntime'}; "
-            "print(sorted(heavy & set(sys.modules))); from bgremover import remove, Session; "
-            "print(sorted(heavy & set(sys.modules)))")
-    lines = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
-                           check=True).stdout.splitlines()
+    code = (
+        "import sys, bgremover, bgremover.supervisor.loop; heavy = {'numpy', 'onnxruntime'}; "
+        "print(sorted(heavy & set(sys.modules))); from bgremover import remove, Session; "
+        "print(sorted(heavy & set(sys.modules)))"
+    )
+    lines = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.splitlines()
     assert lines == ["[]", "['numpy', 'onnxruntime']"]
     with pytest.raises(AttributeError, match="module 'bgremover' has no attribute 'nothing'"):
         bgremover.nothing  # noqa: B018
@@ -194,8 +215,10 @@ def test_a_reused_session_against_one_shot_calls():
     load_ms = (time.perf_counter() - started) * 1000
     reused, from_shared = each(lambda data: remove(data, session=shared))
     one_shot, from_fresh = each(remove)
-    print(f"\n20 images 320x240: Session loaded once ({load_ms:.0f} ms) then reused: "
-          f"total {load_ms + sum(reused):.0f} ms, median {statistics.median(reused):.1f} ms/image; "
-          f"20 one-shot calls: total {sum(one_shot):.0f} ms, median {statistics.median(one_shot):.1f} ms/image; "
-          f"one-shot/reused median {statistics.median(one_shot) / statistics.median(reused):.1f}x")
+    print(
+        f"\n20 images 320x240: Session loaded once ({load_ms:.0f} ms) then reused: "
+        f"total {load_ms + sum(reused):.0f} ms, median {statistics.median(reused):.1f} ms/image; "
+        f"20 one-shot calls: total {sum(one_shot):.0f} ms, median {statistics.median(one_shot):.1f} ms/image; "
+        f"one-shot/reused median {statistics.median(one_shot) / statistics.median(reused):.1f}x"
+    )
     assert from_shared == from_fresh  # a session carries nothing from one image to the next

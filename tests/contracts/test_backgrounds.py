@@ -21,8 +21,10 @@ def test_a_background_is_transparent_or_a_colour(given, stored):
 def test_a_word_that_is_no_colour_is_refused():
     with pytest.raises(SettingsError) as refused:
         load_settings(None, background="sky")
-    assert str(refused.value) == ("bad setting 'background': Value error, must be \"transparent\" or a colour "
-                                  "such as \"white\" or \"#ffffff\" (got 'sky')")
+    assert str(refused.value) == (
+        "bad setting 'background': Value error, must be \"transparent\" or a colour "
+        'such as "white" or "#ffffff" (got \'sky\')'
+    )
 
 
 def test_a_colour_fills_exactly_where_the_cutout_was_transparent(tmp_path):

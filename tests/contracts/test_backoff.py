@@ -43,10 +43,16 @@ def test_a_disk_that_refuses_a_write_is_a_storage_error(code):
     assert is_storage_error(OSError(code, "refused"))
 
 
-@pytest.mark.parametrize("exc", [
-    FileNotFoundError(errno.ENOENT, "gone"), OSError(errno.EIO, "bad sector"), OSError("encoder error -2"),
-    ValueError("not an image"), sqlite3.OperationalError("no such table: items"),
-])
+@pytest.mark.parametrize(
+    "exc",
+    [
+        FileNotFoundError(errno.ENOENT, "gone"),
+        OSError(errno.EIO, "bad sector"),
+        OSError("encoder error -2"),
+        ValueError("not an image"),
+        sqlite3.OperationalError("no such table: items"),
+    ],
+)
 def test_other_errors_are_not(exc):
     assert not is_storage_error(exc)
 

@@ -51,7 +51,9 @@ def test_a_folder_tree_with_a_broken_file_cuts_out_the_rest_and_names_the_failur
     out = tmp_path / "out"
     result = cli("remove", tree, "-o", out, *how)
     assert result.returncode == 1, result.stderr
-    assert failure_lines(result) == [f"bgremover: {tree / 'sub' / 'broken.jpg'}: the file is not an image Pillow can read"]
+    assert failure_lines(result) == [
+        f"bgremover: {tree / 'sub' / 'broken.jpg'}: the file is not an image Pillow can read"
+    ]
     written = sorted(path.relative_to(out).as_posix() for path in out.rglob("*") if path.is_file())
     assert written == ["a.png", "sub/b.png", "sub/deeper/c.png"]
     for path in out.rglob("*.png"):
@@ -156,8 +158,9 @@ def test_a_job_that_dies_by_a_signal_fails_its_image_alone(tmp_path):
     (folder / "c.jpg").write_text("ok\n")
     result = cli("remove", folder, "-o", tmp_path / "out", env=FAKE_JOB)
     assert result.returncode == 1
-    assert failure_lines(result) == [f"bgremover: {folder / 'b.jpg'}: the job was killed by SIGKILL "
-                                     "(perhaps out of memory)"]
+    assert failure_lines(result) == [
+        f"bgremover: {folder / 'b.jpg'}: the job was killed by SIGKILL (perhaps out of memory)"
+    ]
     assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["a.png", "c.png"]
 
 
@@ -195,5 +198,6 @@ def test_remove_with_one_path_and_no_output_folder_is_a_usage_error():
 def test_the_progress_line_reads_as_the_status_bar_does():
     assert progress_line(0, 40, 0, [100.0], 100.0) == "[....................]  0/40  rate —  ETA —"
     assert progress_line(10, 40, 1, [100.0, *[100.0 + i for i in range(1, 11)]], 110.0) == (
-        "[#####...............]  10/40  1 failed  rate 1/s  ETA 30s")
+        "[#####...............]  10/40  1 failed  rate 1/s  ETA 30s"
+    )
     assert progress_line(40, 40, 0, [0.0, 20.0, 40.0], 40.0).startswith("[####################]  40/40")

@@ -16,8 +16,10 @@ import pytest
 from PIL import Image
 
 from tests.conftest import PHOTOS
-from tests.support.cli import cli, one_error_line
-from tests.support.cli import damaged_install  # noqa: F401 - a fixture: pytest finds it by name
+from tests.support.cli import (
+    cli,
+    one_error_line,
+)
 
 COMMANDS = ("run", "status", "retry", "cancel", "remove", "bench", "models")
 
@@ -89,7 +91,7 @@ def root_named_by_status(result: subprocess.CompletedProcess) -> Path:
     assert result.returncode == 0, result.stderr
     prefix = "no sessions yet under "
     assert result.stdout.startswith(prefix), result.stdout
-    return Path(result.stdout[len(prefix):].strip())
+    return Path(result.stdout[len(prefix) :].strip())
 
 
 def test_root_precedence_is_flag_then_environment_then_file_then_default(tmp_path):
@@ -115,7 +117,7 @@ def test_precedence_holds_for_every_setting_not_just_root(tmp_path, monkeypatch)
     for key in [k for k in os.environ if k.startswith("BGREMOVER_")]:
         monkeypatch.delenv(key)
     config = tmp_path / "bgremover.toml"
-    config.write_text("quality = 50\noutput_format = \"webp\"\nstable_seconds = 7\n")
+    config.write_text('quality = 50\noutput_format = "webp"\nstable_seconds = 7\n')
     monkeypatch.setenv("BGREMOVER_QUALITY", "60")
     monkeypatch.setenv("BGREMOVER_OUTPUT_FORMAT", "avif")
     settings = load_settings(config, quality=70)

@@ -45,7 +45,8 @@ def green_excess_over_white(rgba: np.ndarray) -> float:
 
 
 def test_over_a_green_wall_the_decontaminated_rim_is_less_green_and_opaque_pixels_keep_their_colour(
-        tmp_path, over_green):
+    tmp_path, over_green
+):
     source, _, _ = over_green
     photo = np.asarray(Image.open(source))
     plain = removed(source, tmp_path / "plain.png")
@@ -117,15 +118,20 @@ def test_a_rim_that_runs_off_the_photos_far_edges_is_estimated_there_too(over_gr
     last[-10:, :] = last[:, -36:] = True
     rim = last & (alpha > 0) & (alpha < 255)
     assert rim.sum() > 100
-    greener = [(image[..., 1].astype(int) - image[..., 0] / 2 - image[..., 2] / 2)[rim].mean() for image in (photo, estimate)]
+    greener = [
+        (image[..., 1].astype(int) - image[..., 0] / 2 - image[..., 2] / 2)[rim].mean() for image in (photo, estimate)
+    ]
     assert greener[1] < greener[0] - 10, greener
 
 
-@pytest.mark.parametrize("photo, alpha", [
-    (np.zeros((10, 10), np.uint8), np.zeros((10, 10), np.uint8)),
-    (np.zeros((10, 10, 3), np.uint8), np.zeros((10, 12), np.uint8)),
-    (np.zeros((10, 10, 3), np.float32), np.zeros((10, 10), np.uint8)),
-])
+@pytest.mark.parametrize(
+    "photo, alpha",
+    [
+        (np.zeros((10, 10), np.uint8), np.zeros((10, 10), np.uint8)),
+        (np.zeros((10, 10, 3), np.uint8), np.zeros((10, 12), np.uint8)),
+        (np.zeros((10, 10, 3), np.float32), np.zeros((10, 10), np.uint8)),
+    ],
+)
 def test_arrays_of_the_wrong_shape_or_type_are_refused(photo, alpha):
     with pytest.raises(ValueError, match="must be"):
         foreground.decontaminate(photo, alpha)

@@ -30,9 +30,19 @@ T0 = 1000.0  # the test's clock: any number will do, every step is told the time
 
 def make_daemon(root: Path, **settings) -> Supervisor:
     """A daemon's parts on a real root and a real SQLite file, recovered as at start-up, with the fake runner."""
-    settings = load_settings(None, root=root, runner=fakerunner.NAME, stable_seconds=0, session_idle_seconds=3600,
-                             threads=1, job_slots=1, job_timeout_seconds=TIMEOUT, kill_grace_seconds=GRACE,
-                             job_memory_limit_mb=LIMIT_MB, **settings)
+    settings = load_settings(
+        None,
+        root=root,
+        runner=fakerunner.NAME,
+        stable_seconds=0,
+        session_idle_seconds=3600,
+        threads=1,
+        job_slots=1,
+        job_timeout_seconds=TIMEOUT,
+        kill_grace_seconds=GRACE,
+        job_memory_limit_mb=LIMIT_MB,
+        **settings,
+    )
     daemon = Supervisor(settings, load_model_spec(settings.model, verify=False))
     daemon.open_folders()
     daemon.recovery.recover()
@@ -173,7 +183,9 @@ def test_a_job_past_its_deadline_is_stopped_with_the_grace_then_failed_for_its_t
     assert daemon.runner.stops == [(pid, GRACE)]
     job_ends(daemon, -15, T0 + TIMEOUT + 1)
     assert status_of(daemon, loose_session(daemon), "a.jpg") == (
-        Status.FAILED, f"the job took longer than {TIMEOUT:g} s (job_timeout_seconds) and was killed")
+        Status.FAILED,
+        f"the job took longer than {TIMEOUT:g} s (job_timeout_seconds) and was killed",
+    )
 
 
 def test_a_job_over_its_memory_limit_is_killed_at_once_and_failed_for_it(daemon):
@@ -188,7 +200,9 @@ def test_a_job_over_its_memory_limit_is_killed_at_once_and_failed_for_it(daemon)
     assert daemon.runner.stops == [(pid, 0)]
     job_ends(daemon, -9, T0 + 2)
     assert status_of(daemon, loose_session(daemon), "a.jpg") == (
-        Status.FAILED, f"the job used more than the memory limit of {LIMIT_MB} MB (job_memory_limit_mb) and was stopped")
+        Status.FAILED,
+        f"the job used more than the memory limit of {LIMIT_MB} MB (job_memory_limit_mb) and was stopped",
+    )
 
 
 def test_cancel_stops_the_running_job_and_cancels_what_is_queued(daemon):
@@ -275,5 +289,7 @@ def test_a_runner_whose_packages_are_missing_is_refused_in_one_sentence(monkeypa
     monkeypatch.setitem(runners.RUNNERS, "celery", "celery_that_is_not_installed.runner:CeleryRunner")
     with pytest.raises(RunnerError) as refused:
         runners.runner_class("celery")
-    assert str(refused.value) == ("the celery runner needs celery_that_is_not_installed, which is not installed "
-                                  "(pip install 'bgremover[cluster]')")
+    assert str(refused.value) == (
+        "the celery runner needs celery_that_is_not_installed, which is not installed "
+        "(pip install 'bgremover[cluster]')"
+    )

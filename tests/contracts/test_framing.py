@@ -58,7 +58,9 @@ def test_an_image_without_a_subject_is_not_cropped_to_nothing():
     assert matting.framed(empty, matting.Options(crop="square")).size == (50, 30)
 
 
-@pytest.mark.parametrize(("setting", "given"), [("fill", 0), ("fill", 101), ("margin", -1), ("size", 8), ("crop", "tight")])
+@pytest.mark.parametrize(
+    ("setting", "given"), [("fill", 0), ("fill", 101), ("margin", -1), ("size", 8), ("crop", "tight")]
+)
 def test_framing_settings_are_checked(setting, given):
     with pytest.raises(SettingsError, match=f"bad setting '{setting}'"):
         load_settings(None, **{setting: given})

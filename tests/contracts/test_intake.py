@@ -73,9 +73,7 @@ def write(path: Path, data: bytes = JPEG) -> Path:
     return path
 
 
-@pytest.mark.parametrize(
-    "name", ["a.part", "a.jpg.crdownload", "a.TMP", "~$a.jpg", ".hidden.jpg", ".a.jpg.AbC123"]
-)
+@pytest.mark.parametrize("name", ["a.part", "a.jpg.crdownload", "a.TMP", "~$a.jpg", ".hidden.jpg", ".a.jpg.AbC123"])
 def test_temporary_names(name):
     assert is_temporary_name(name)
 

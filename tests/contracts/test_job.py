@@ -227,9 +227,7 @@ def test_an_unexpected_error_exits_1_with_a_traceback(tmp_path):
     job = Job(tmp_path)
     image, _ = shape_on_texture((80, 60))
     image.save(job.input, "JPEG")
-    prelude = (
-        "import bgremover.imaging.matting as m\ndef broken(*a):\n    raise RuntimeError('planted bug')\nm.postprocess = broken"
-    )
+    prelude = "import bgremover.imaging.matting as m\ndef broken(*a):\n    raise RuntimeError('planted bug')\nm.postprocess = broken"
 
     result = job.run(prelude=prelude)
 

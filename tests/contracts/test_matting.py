@@ -11,8 +11,8 @@ import pytest
 from PIL import Image, ImageCms
 
 from bgremover.imaging import matting
-from bgremover.models import manifest as models
 from bgremover.imaging.matting import BadInput, ModelError
+from bgremover.models import manifest as models
 from tests.conftest import REPO
 from tests.support.images import (
     PHOTO_NAMES,

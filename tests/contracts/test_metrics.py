@@ -17,15 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from bgremover.service.metrics import FAILURE_REASONS, STAGES, Metrics, MetricsUnavailable
-from bgremover.settings import SettingsError, load_settings
 from bgremover.queue.states import SessionState, Status
 from bgremover.queue.store import Store
 from bgremover.runners.api import JobHandle
+from bgremover.service.metrics import FAILURE_REASONS, STAGES, Metrics, MetricsUnavailable
+from bgremover.settings import SettingsError, load_settings
 from bgremover.supervisor.dispatch import RunningJob, verdict
 from tests.conftest import REPO
 from tests.support.metrics import free_port, parse, scrape, value
-
 
 # ---------------------------------------------------------------- helpers
 
@@ -59,8 +58,9 @@ def add_session(store: Store, name: str, statuses: list[Status], state: SessionS
 
 
 def job(started: float = 100.0, stop_reason: str | None = None, returncode: int | None = 0, peak_rss_kb: int = 0):
-    return RunningJob(None, None, started, started + 300, stop_reason=stop_reason, returncode=returncode,
-                      peak_rss_kb=peak_rss_kb)
+    return RunningJob(
+        None, None, started, started + 300, stop_reason=stop_reason, returncode=returncode, peak_rss_kb=peak_rss_kb
+    )
 
 
 # ---------------------------------------------------------------- the module, on a real store
@@ -96,15 +96,23 @@ def test_the_database_is_read_at_most_once_a_second(tmp_path, store):
 
 def test_a_done_job_is_timed_by_stage_and_what_isolation_added(tmp_path):
     metrics = metrics_for(tmp_path, metrics_port=free_port())
-    timings_ms = {"decode": 20, "preprocess": 15, "inference": 200, "postprocess": 30, "encode": 60, "publish": 5,
-                  "a_stage_nobody_announced": 1}
+    timings_ms = {
+        "decode": 20,
+        "preprocess": 15,
+        "inference": 200,
+        "postprocess": 30,
+        "encode": 60,
+        "publish": 5,
+        "a_stage_nobody_announced": 1,
+    }
 
     metrics.job_concluded(job(started=100.0), Status.DONE, None, timings_ms, now=100.4)
 
     for stage in STAGES:
         assert registry_value(metrics, "bgremover_job_stage_seconds_count", stage=stage) == 1
         assert registry_value(metrics, "bgremover_job_stage_seconds_sum", stage=stage) == pytest.approx(
-            timings_ms[stage] / 1000)
+            timings_ms[stage] / 1000
+        )
     # 400 ms of wall time, 330 ms of stages: 70 ms for the fresh process around them.
     assert registry_value(metrics, "bgremover_job_stage_seconds_sum", stage="isolation_overhead") == pytest.approx(0.07)
     assert registry_value(metrics, "bgremover_job_stage_seconds_count", stage="a_stage_nobody_announced") is None
@@ -127,8 +135,7 @@ def test_a_done_job_is_timed_by_stage_and_what_isolation_added(tmp_path):
     (None, 0, False, "no_result"),
     ("cancel", -15, False, "cancelled"),
 ])  # fmt: skip
-def test_a_failure_reason_comes_from_how_the_job_ended(tmp_path, stop_reason, exit_code, over_memory,
-                                                        reason):
+def test_a_failure_reason_comes_from_how_the_job_ended(tmp_path, stop_reason, exit_code, over_memory, reason):
     limits = load_settings(None, root=tmp_path, job_memory_limit_mb=100)
     ended = job(stop_reason=stop_reason, returncode=exit_code, peak_rss_kb=200 * 1024 if over_memory else 0)
     judged = verdict(ended, tmp_path / "no-result.png", {}, limits)  # the supervisor's own verdict
@@ -146,8 +153,9 @@ def test_failures_are_counted_by_reason_never_by_their_error_text(tmp_path):
 
     failures = {r: registry_value(metrics, "bgremover_job_failures_total", reason=r) for r in FAILURE_REASONS}
     assert failures == {r: (1 if r in ("bad_input", "timeout", "cancelled") else 0) for r in FAILURE_REASONS}
-    jobs = {s: registry_value(metrics, "bgremover_jobs_total", status=s) for s in ("done", "failed", "cancelled",
-                                                                               "queued")}
+    jobs = {
+        s: registry_value(metrics, "bgremover_jobs_total", status=s) for s in ("done", "failed", "cancelled", "queued")
+    }
     assert jobs == {"done": 0, "failed": 2, "cancelled": 1, "queued": 1}  # queued: stopped by a shutdown, runs again
     assert registry_value(metrics, "bgremover_job_duration_seconds_count") == 4
     assert registry_value(metrics, "bgremover_job_stage_seconds_count", stage="decode") == 0  # only done jobs

@@ -11,14 +11,14 @@ import pytest
 from PIL import Image
 
 from bgremover.imaging import matting
-from bgremover.models import manifest as models
 from bgremover.imaging.matting import ModelError
+from bgremover.models import manifest as models
 from tests.support.cli import cli, one_error_line
 from tests.support.images import shape_on_texture
-from tests.support.models import iou
-from tests.support.models import folder  # noqa: F401 - a fixture: pytest finds it by name
+from tests.support.models import (
+    iou,
+)
 from tests.support.onnxgraphs import manifest_entry, redness_model, write_manifest
-
 
 # ---------------------------------------------------------------- finding a model
 
@@ -46,18 +46,24 @@ def test_an_entry_gives_its_preprocessing_and_defaults_to_dividing_by_255(folder
     assert (spec.scale, spec.activation, spec.licence) == ("unit", "none", "CC0-1.0")
 
 
-@pytest.mark.parametrize(("change", "says"), [
-    ({"sha256": "0" * 64}, r"has sha256 .*, the manifest expects 000000000000…: the file is damaged or was replaced"),
-    ({"input_size": [64]}, r"input_size must be \[width, height\] in pixels \(got \[64\]\)"),
-    ({"std": [1, 0, 1]}, r"std must be three positive numbers, one per channel R, G, B"),
-    ({"file": "../elsewhere.onnx"}, r"file must be the name of a file beside the manifest"),
-    ({"output_index": -1}, r"output_index must be a whole number from 0"),
-    ({"scale": "percent"}, r"scale must be one of unit, max \(got 'percent'\)"),
-    ({"sha256": "abc"}, r"sha256 must be 64 hex digits"),
-    ({"resize": "bicubic"}, r"resize must be one of lanczos, bilinear \(got 'bicubic'\)"),
-    ({"mask_range": "auto"}, r"mask_range must be one of stretch, unit \(got 'auto'\)"),
-    ({"crop": "centre"}, r"has unknown field crop"),
-])
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        (
+            {"sha256": "0" * 64},
+            r"has sha256 .*, the manifest expects 000000000000…: the file is damaged or was replaced",
+        ),
+        ({"input_size": [64]}, r"input_size must be \[width, height\] in pixels \(got \[64\]\)"),
+        ({"std": [1, 0, 1]}, r"std must be three positive numbers, one per channel R, G, B"),
+        ({"file": "../elsewhere.onnx"}, r"file must be the name of a file beside the manifest"),
+        ({"output_index": -1}, r"output_index must be a whole number from 0"),
+        ({"scale": "percent"}, r"scale must be one of unit, max \(got 'percent'\)"),
+        ({"sha256": "abc"}, r"sha256 must be 64 hex digits"),
+        ({"resize": "bicubic"}, r"resize must be one of lanczos, bilinear \(got 'bicubic'\)"),
+        ({"mask_range": "auto"}, r"mask_range must be one of stretch, unit \(got 'auto'\)"),
+        ({"crop": "centre"}, r"has unknown field crop"),
+    ],
+)
 def test_a_bad_entry_is_refused_naming_the_model_and_the_field(folder, change, says):
     write_manifest(folder, {"redness": manifest_entry(folder / "redness.onnx", **change)})
     with pytest.raises(ModelError, match=says) as caught:
@@ -76,12 +82,15 @@ def test_an_entry_without_its_licence_is_refused(folder):
 # ---------------------------------------------------------------- the shapes onnxruntime reports
 
 
-@pytest.mark.parametrize(("model", "entry", "says"), [
-    (dict(input_size=(32, 32)), {}, r"takes input \[1, 3, 32, 32\], but the manifest says one RGB image of 64×48"),
-    (dict(input_size=(48, 64)), {}, r"takes input \[1, 3, 64, 48\], but the manifest says one RGB image of 64×48"),
-    (dict(channels=1), {}, r"takes input \[1, 1, 48, 64\]"),
-    (dict(decoy_first=False), {}, r"has 1 output\(s\), so the manifest's output_index 1 does not exist"),
-])
+@pytest.mark.parametrize(
+    ("model", "entry", "says"),
+    [
+        (dict(input_size=(32, 32)), {}, r"takes input \[1, 3, 32, 32\], but the manifest says one RGB image of 64×48"),
+        (dict(input_size=(48, 64)), {}, r"takes input \[1, 3, 64, 48\], but the manifest says one RGB image of 64×48"),
+        (dict(channels=1), {}, r"takes input \[1, 1, 48, 64\]"),
+        (dict(decoy_first=False), {}, r"has 1 output\(s\), so the manifest's output_index 1 does not exist"),
+    ],
+)
 def test_a_model_whose_shape_differs_from_its_entry_is_refused(folder, model, entry, says):
     path = redness_model(folder / "other.onnx", **model)
     write_manifest(folder, {"other": manifest_entry(path, **entry)})
@@ -111,8 +120,9 @@ def test_infer_reads_the_named_output_and_applies_its_activation(folder):
     tensor[0, 0] = 2.0  # redness 2 everywhere; the decoy (output 0) would say -2
     np.testing.assert_allclose(matting.infer(session, tensor, spec), np.full((48, 64), 2.0))
     logits = models.ModelSpec(**{**spec.__dict__, "activation": "sigmoid"})
-    np.testing.assert_allclose(matting.infer(session, tensor, logits), np.full((48, 64), 1 / (1 + np.exp(-2.0))),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        matting.infer(session, tensor, logits), np.full((48, 64), 1 / (1 + np.exp(-2.0))), rtol=1e-6
+    )
 
 
 def test_a_users_model_cuts_out_the_shape_and_the_mask_is_stretched_back(folder, tmp_path):
@@ -127,8 +137,12 @@ def test_a_users_model_cuts_out_the_shape_and_the_mask_is_stretched_back(folder,
 
 
 def test_a_models_dir_setting_points_anywhere(folder, tmp_path):
-    result = cli("remove", tmp_path / "none.png", tmp_path / "out.png",
-                 env={"BGREMOVER_MODEL": "redness", "BGREMOVER_MODELS_DIR": str(folder)})
+    result = cli(
+        "remove",
+        tmp_path / "none.png",
+        tmp_path / "out.png",
+        env={"BGREMOVER_MODEL": "redness", "BGREMOVER_MODELS_DIR": str(folder)},
+    )
     # The model was found and loaded: what fails is only the missing input.
     assert result.returncode == 1, result.stderr
     assert "none.png" in one_error_line(result)

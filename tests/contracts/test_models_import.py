@@ -64,11 +64,16 @@ def refusals(result) -> dict[str, str]:
 
 
 def test_the_bundled_u2netp_is_the_file_rembg_lists():
-    assert hashlib.md5(BUNDLED.read_bytes()).hexdigest() == rembg.MODELS["u2netp"].md5 == "8e83ca70e441ab06c318d82300c84806"
+    assert (
+        hashlib.md5(BUNDLED.read_bytes()).hexdigest()
+        == rembg.MODELS["u2netp"].md5
+        == "8e83ca70e441ab06c318d82300c84806"
+    )
 
 
 def test_from_rembg_imports_what_it_recognises_refuses_the_rest_in_one_line_each_and_leaves_u2net_home_alone(
-        tmp_path, home):
+    tmp_path, home
+):
     before = snapshot(home)
 
     first = importing(tmp_path, home, "--from-rembg")
@@ -78,20 +83,29 @@ def test_from_rembg_imports_what_it_recognises_refuses_the_rest_in_one_line_each
     assert refused["u2net_human_seg.onnx"].endswith(
         f"u2net_human_seg.onnx: unknown checksum: its md5 is {hashlib.md5((home / 'u2net_human_seg.onnx').read_bytes()).hexdigest()}, "
         "not the c09ddc2e0104f800e3e1bb4652583d1f rembg lists for u2net_human_seg; "
-        "pass --trust-name to import it on its name")
-    assert "u2netp: U-2-Net by Xuebin Qin et al., https://github.com/xuebinqin/U-2-Net; licence: Apache-2.0" in first.stdout
-    assert 'installed u2netp (4.6 MB)' in first.stdout
+        "pass --trust-name to import it on its name"
+    )
+    assert (
+        "u2netp: U-2-Net by Xuebin Qin et al., https://github.com/xuebinqin/U-2-Net; licence: Apache-2.0"
+        in first.stdout
+    )
+    assert "installed u2netp (4.6 MB)" in first.stdout
     assert list(manifest(tmp_path)) == ["u2netp"]
 
     second = importing(tmp_path, home, "--from-rembg", "--trust-name")
     assert second.returncode == 1
     refused = refusals(second)
     assert list(refused) == ["u2net.onnx"]
-    assert "u2net.onnx: unknown checksum, and it does not fit rembg's recipe for u2net: model file" in refused["u2net.onnx"]
+    assert (
+        "u2net.onnx: unknown checksum, and it does not fit rembg's recipe for u2net: model file"
+        in refused["u2net.onnx"]
+    )
     assert "takes input [1, 3, 48, 64]" in refused["u2net.onnx"]
     assert "u2netp is installed already" in second.stdout
-    assert "birefnet-general-lite: BiRefNet by Peng Zheng et al., https://github.com/ZhengPeng7/BiRefNet; licence: MIT" \
+    assert (
+        "birefnet-general-lite: BiRefNet by Peng Zheng et al., https://github.com/ZhengPeng7/BiRefNet; licence: MIT"
         in second.stdout
+    )
 
     entries = manifest(tmp_path)
     assert sorted(entries) == ["birefnet-general-lite", "u2net_human_seg", "u2netp"]
@@ -105,7 +119,9 @@ def test_from_rembg_imports_what_it_recognises_refuses_the_rest_in_one_line_each
     assert snapshot(home) == before  # the same names, the same bytes
 
     listed = cli("models", "list", env={"BGREMOVER_ROOT": str(tmp_path / "root")}).stdout
-    assert "installed (shadows the bundled one)" in listed and "birefnet-general-lite  installed (models folder)" in listed
+    assert (
+        "installed (shadows the bundled one)" in listed and "birefnet-general-lite  installed (models folder)" in listed
+    )
 
 
 def test_the_imported_u2netp_gives_the_bundled_models_cutouts_exactly(tmp_path, home):
@@ -120,12 +136,20 @@ def test_the_imported_u2netp_gives_the_bundled_models_cutouts_exactly(tmp_path, 
 def test_an_imported_model_runs_in_bgremover_remove_with_its_recipe(tmp_path, home):
     assert importing(tmp_path, home, "--trust-name", home / "birefnet-general-lite.onnx").returncode == 0
     entry = manifest(tmp_path)["birefnet-general-lite"]
-    assert (entry["input_size"], entry["activation"], entry["scale"], entry["mask_range"]) == \
-        ([1024, 1024], "sigmoid", "max", "stretch")
+    assert (entry["input_size"], entry["activation"], entry["scale"], entry["mask_range"]) == (
+        [1024, 1024],
+        "sigmoid",
+        "max",
+        "stretch",
+    )
     image, _ = shape_on_texture((160, 120))
     image.save(tmp_path / "in.png")
-    result = cli("remove", tmp_path / "in.png", tmp_path / "out.png",
-                 env={"BGREMOVER_ROOT": str(tmp_path / "root"), "BGREMOVER_MODEL": "birefnet-general-lite"})
+    result = cli(
+        "remove",
+        tmp_path / "in.png",
+        tmp_path / "out.png",
+        env={"BGREMOVER_ROOT": str(tmp_path / "root"), "BGREMOVER_MODEL": "birefnet-general-lite"},
+    )
     assert result.returncode == 0, result.stderr
     assert Image.open(tmp_path / "out.png").size == (160, 120)
 
@@ -150,13 +174,22 @@ def test_importing_again_changes_nothing(tmp_path, home):
     assert (tmp_path / "root" / "models" / "manifest.json").read_bytes() == written
 
 
-@pytest.mark.parametrize(("name", "says"), [
-    ("notes.onnx", r"notes.onnx: is not one of rembg's model files \(md5 [0-9a-f]{32}\); bgremover imports rembg's "
-                   r"u2net, u2netp, u2net_human_seg, silueta, isnet-general-use, isnet-anime, birefnet-general, "),
-    ("bria-rmbg.onnx", r"bria-rmbg.onnx: it is BRIA AI's RMBG-2.0, licensed CC BY-NC 4.0: non-commercial use only"),
-    ("u2net_cloth_seg.onnx", r"u2net_cloth_seg.onnx: its output is three clothing masks .* cannot express as one mask"),
-    ("sam_vit_b_01ec64.encoder.onnx", r"sam_vit_b_01ec64.encoder.onnx: it is part of a SAM model"),
-])
+@pytest.mark.parametrize(
+    ("name", "says"),
+    [
+        (
+            "notes.onnx",
+            r"notes.onnx: is not one of rembg's model files \(md5 [0-9a-f]{32}\); bgremover imports rembg's "
+            r"u2net, u2netp, u2net_human_seg, silueta, isnet-general-use, isnet-anime, birefnet-general, ",
+        ),
+        ("bria-rmbg.onnx", r"bria-rmbg.onnx: it is BRIA AI's RMBG-2.0, licensed CC BY-NC 4.0: non-commercial use only"),
+        (
+            "u2net_cloth_seg.onnx",
+            r"u2net_cloth_seg.onnx: its output is three clothing masks .* cannot express as one mask",
+        ),
+        ("sam_vit_b_01ec64.encoder.onnx", r"sam_vit_b_01ec64.encoder.onnx: it is part of a SAM model"),
+    ],
+)
 def test_a_file_bgremover_cannot_import_is_refused_in_one_line_and_nothing_is_written(tmp_path, name, says):
     path = redness_model(tmp_path / "in" / name, (320, 320), decoy_first=False)
     result = importing(tmp_path, tmp_path / "none", path, "--trust-name")
@@ -168,7 +201,9 @@ def test_a_file_bgremover_cannot_import_is_refused_in_one_line_and_nothing_is_wr
 
 
 def test_without_files_or_a_rembg_folder_it_says_what_it_needs(tmp_path):
-    assert importing(tmp_path, tmp_path).stderr == "bgremover: models import needs model files (PATH...) or --from-rembg\n"
+    assert (
+        importing(tmp_path, tmp_path).stderr == "bgremover: models import needs model files (PATH...) or --from-rembg\n"
+    )
     missing = importing(tmp_path, tmp_path / "absent", "--from-rembg")
     assert missing.returncode == 2
     assert missing.stderr.startswith(f"bgremover: there is no rembg models folder at {tmp_path / 'absent'} ")
@@ -188,8 +223,9 @@ def test_rembgs_folder_is_found_by_rembgs_own_rule(monkeypatch, tmp_path):
 # ---------------------------------------------------------------- the table
 
 
-@pytest.mark.parametrize("model", [model for model in rembg.MODELS.values() if model.refusal is None],
-                         ids=lambda model: model.name)
+@pytest.mark.parametrize(
+    "model", [model for model in rembg.MODELS.values() if model.refusal is None], ids=lambda model: model.name
+)
 def test_every_importable_recipe_is_a_valid_manifest_entry(tmp_path, model):
     spec = spec_from_entry(model.name, {"file": model.file, "sha256": "0" * 64, **model.entry_fields()}, tmp_path)
     assert (spec.scale, spec.resize, spec.mask_range, spec.output_index) == ("max", "lanczos", "stretch", 0)

@@ -30,7 +30,7 @@ def test_a_twin_of_a_long_name_keeps_its_number_and_extension_within_255_bytes(n
     fitted_name = fitted(name)
     made = twin(fitted_name, 12)
     assert size(fitted_name) <= NAME_MAX and size(made) <= NAME_MAX
-    assert made.endswith(" (12)" + name[name.rindex("."):])
+    assert made.endswith(" (12)" + name[name.rindex(".") :])
 
 
 def test_every_part_of_a_path_is_fitted():

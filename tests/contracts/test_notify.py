@@ -15,11 +15,13 @@ import uuid
 import pytest
 from structlog.testing import capture_logs
 
-from bgremover.service.notify import Notifier, progress_summary
 from bgremover.queue.states import SessionState, Status
 from bgremover.queue.store import Store
-from tests.support.notify import STATUS_LINE, ServiceManager
-from tests.support.notify import manager  # noqa: F401 - a fixture: pytest finds it by name
+from bgremover.service.notify import Notifier, progress_summary
+from tests.support.notify import (
+    STATUS_LINE,
+    ServiceManager,
+)
 
 
 class Clock:
@@ -60,9 +62,14 @@ def test_a_status_line_is_sent_only_when_it_changed_and_at_most_once_a_second(ma
         clock.now += 0.25
         line = "idle, 0 sessions complete" if step < 6 else f"catalog {step}/24, {24 - step} queued"
         notifier.update(describe)
-    assert manager.pending() == ["READY=1\nSTATUS=idle, 0 sessions complete", "STATUS=catalog 7/24, 17 queued",
-                                 "STATUS=catalog 11/24, 13 queued", "STATUS=catalog 15/24, 9 queued",
-                                 "STATUS=catalog 19/24, 5 queued", "STATUS=catalog 23/24, 1 queued"]
+    assert manager.pending() == [
+        "READY=1\nSTATUS=idle, 0 sessions complete",
+        "STATUS=catalog 7/24, 17 queued",
+        "STATUS=catalog 11/24, 13 queued",
+        "STATUS=catalog 15/24, 9 queued",
+        "STATUS=catalog 19/24, 5 queued",
+        "STATUS=catalog 23/24, 1 queued",
+    ]
     assert len(described) == 6, "the summary reads the database: only when a line may be sent, once a second"
     notifier.close()
 
@@ -81,8 +88,12 @@ def test_the_watchdog_is_pinged_at_once_then_every_half_timeout_and_no_oftener(m
 
 
 def test_no_watchdog_ping_without_a_timeout_or_for_another_pid(manager):
-    for environ in ({}, {"WATCHDOG_USEC": "0"}, {"WATCHDOG_USEC": "soon"},
-                    {"WATCHDOG_USEC": "1000000", "WATCHDOG_PID": str(os.getpid() + 1)}):
+    for environ in (
+        {},
+        {"WATCHDOG_USEC": "0"},
+        {"WATCHDOG_USEC": "soon"},
+        {"WATCHDOG_USEC": "1000000", "WATCHDOG_PID": str(os.getpid() + 1)},
+    ):
         notifier = notifier_for(manager, Clock(), **environ)
         notifier.update(lambda: "idle, 0 sessions complete")
         notifier.close()
@@ -154,8 +165,15 @@ def test_a_newline_in_a_session_name_cannot_smuggle_a_message(manager):
 # ---------------------------------------------------------------- the status line
 
 
-def fill(store: Store, session: str, done: int = 0, failed: int = 0, processing: int = 0, queued: int = 0,
-         state: SessionState = SessionState.OPEN) -> None:
+def fill(
+    store: Store,
+    session: str,
+    done: int = 0,
+    failed: int = 0,
+    processing: int = 0,
+    queued: int = 0,
+    state: SessionState = SessionState.OPEN,
+) -> None:
     store.create_session(session, session, "png", time.time())
     for n in range(done + failed + processing + queued):
         item = store.add_item(session, f"{n}.jpg", f"{n}.png", "jpg", f"{session}/{n}.jpg".encode(), time.time())
@@ -166,7 +184,9 @@ def fill(store: Store, session: str, done: int = 0, failed: int = 0, processing:
         elif n < done + failed:
             store.transition(item.id, Status.PROCESSING, Status.FAILED, time.time())  # PROCESSING -> FAILED
     if state is not SessionState.OPEN:
-        store.set_session_state(session, {SessionState.OPEN}, SessionState.PROCESSING, time.time())  # OPEN -> PROCESSING
+        store.set_session_state(
+            session, {SessionState.OPEN}, SessionState.PROCESSING, time.time()
+        )  # OPEN -> PROCESSING
     if state is SessionState.COMPLETE:
         store.set_session_state(session, {SessionState.PROCESSING}, state, time.time())  # PROCESSING -> COMPLETE
 

@@ -57,10 +57,10 @@ from hypothesis.stateful import (
 
 from bgremover.imaging.formats import FORMAT_EXTENSIONS
 from bgremover.models.manifest import load_model_spec
-from bgremover.settings import Settings, load_settings
 from bgremover.queue.spool import Spool
 from bgremover.queue.states import TERMINAL, TRANSITIONS, SessionState, Status
 from bgremover.queue.store import Item, Session, Store
+from bgremover.settings import Settings, load_settings
 from bgremover.supervisor.loop import UPKEEP, Supervisor
 from tests.support import fakerunner
 
@@ -121,8 +121,11 @@ class KillSwitch:
         self.writes_left, self.then_user_removes_file = writes, then_user_removes_file
 
     def install(self, daemon: Supervisor) -> None:
-        for owner, names in ((daemon.store, self.STORE_WRITES), (daemon.spool, self.SPOOL_WRITES),
-                             (daemon.publisher, self.DAEMON_WRITES)):
+        for owner, names in (
+            (daemon.store, self.STORE_WRITES),
+            (daemon.spool, self.SPOOL_WRITES),
+            (daemon.publisher, self.DAEMON_WRITES),
+        ):
             for name in names:
                 setattr(owner, name, self._fused(daemon, getattr(owner, name)))
 
@@ -130,6 +133,7 @@ class KillSwitch:
         def fused(*args, **kwargs):
             self._count_one(daemon)
             return write(*args, **kwargs)
+
         return fused
 
     def _count_one(self, daemon: Supervisor) -> None:
@@ -191,15 +195,18 @@ class World:
             sessions=sessions,
             items=items,
             events=events,
-            inbox={path.relative_to(settings.root).as_posix(): path.read_bytes()
-                   for path in files_under(settings.inbox)},
+            inbox={
+                path.relative_to(settings.root).as_posix(): path.read_bytes() for path in files_under(settings.inbox)
+            },
             originals=set(files_under(spool.originals)),
             archive=set(files_under(spool.archive)),
             results=set(files_under(spool.results)),
-            statuses={name.removesuffix(".json"): path.read_bytes() for name, path in outbox.items()
-                      if name.endswith(".json")},
-            zips={name.removesuffix(".zip"): zip_members(path) for name, path in outbox.items()
-                  if name.endswith(".zip")},
+            statuses={
+                name.removesuffix(".json"): path.read_bytes() for name, path in outbox.items() if name.endswith(".json")
+            },
+            zips={
+                name.removesuffix(".zip"): zip_members(path) for name, path in outbox.items() if name.endswith(".zip")
+            },
         )
 
     def items_of(self, session: str) -> list[Item]:
@@ -270,7 +277,8 @@ def status_files_equal_the_database(world: World) -> None:
         assert doc["total"] == len(items), f"{name}: total {doc['total']}, {len(items)} rows"
         assert doc["counts"] == {status.value: counts[status.value] for status in Status}, f"{name}: counts"
         assert [(d["name"], d["status"], d["attempts"]) for d in doc["items"]] == [
-            (item.name, item.status.value, item.attempts) for item in items], f"{name}: items"
+            (item.name, item.status.value, item.attempts) for item in items
+        ], f"{name}: items"
 
 
 def zips_hold_exactly_the_cutouts_of_done_items(world: World, cutouts: dict[int, bytes]) -> None:
@@ -292,8 +300,11 @@ def the_spool_keeps_only_results_still_to_zip(world: World, settings: Settings) 
     """A job's result waits in state/results only while its done item is still to be zipped;
     its report and log, and the files of attempts that did not succeed, are gone once it is concluded."""
     spool = Spool(settings.root)
-    wanted = {spool.result(item, FORMAT_EXTENSIONS[world.sessions[item.session].format]) for item in world.items
-              if item.status is Status.DONE and world.sessions[item.session].state is not SessionState.COMPLETE}
+    wanted = {
+        spool.result(item, FORMAT_EXTENSIONS[world.sessions[item.session].format])
+        for item in world.items
+        if item.status is Status.DONE and world.sessions[item.session].state is not SessionState.COMPLETE
+    }
     left = sorted(path.name for path in world.results - wanted)
     assert not left, f"state/results keeps files nobody will read: {left}"
 
@@ -367,8 +378,15 @@ class QueueMachine(RuleBasedStateMachine):
     @initialize(max_session_items=st.integers(2, 4))
     def the_daemon_starts(self, max_session_items: int) -> None:
         self.settings = load_settings(
-            None, root=self.root, keep_originals=self.keep_originals, max_session_items=max_session_items,
-            session_idle_seconds=3600, stable_seconds=0, job_module="tests.support.fakejob", threads=1, runner=fakerunner.NAME,
+            None,
+            root=self.root,
+            keep_originals=self.keep_originals,
+            max_session_items=max_session_items,
+            session_idle_seconds=3600,
+            stable_seconds=0,
+            job_module="tests.support.fakejob",
+            threads=1,
+            runner=fakerunner.NAME,
             job_slots=self.slots,
         )
         self.model = load_model_spec(self.settings.model, verify=False)
@@ -430,8 +448,9 @@ class QueueMachine(RuleBasedStateMachine):
         self.daemon.runner.end(job.handle, exit_code)
         if self.survives(lambda: self.daemon.dispatch.reap(time.monotonic())):
             assert job.item.id not in self.daemon.dispatch.jobs, "reap() did not conclude the job that exited"
-            assert [other.item.id for other in self.running()] == [other.item.id for other in running if other is not job], \
-                "reap() concluded a job that had not exited"
+            assert [other.item.id for other in self.running()] == [
+                other.item.id for other in running if other is not job
+            ], "reap() concluded a job that had not exited"
             assert self.daemon.store.item(job.item.id).status is promised, "the verdict broke its promise"
 
     def last_event(self) -> int:
@@ -519,10 +538,11 @@ class QueueMachine(RuleBasedStateMachine):
         queued = [item.id for item in sorted(self.daemon.store.items(None, Status.QUEUED), key=lambda item: item.id)]
         if not self.survives(lambda: self.daemon.dispatch.start_next(time.monotonic())):
             return
-        started = [job.item.id for job in self.running()][len(running):]
-        assert [job.item.id for job in self.running()][:len(running)] == running, "a running job went missing"
-        assert started == queued[:max(0, self.slots - len(running))], (
-            f"slots {self.slots}, running {running}, queued {queued}: started {started}, not the oldest that fit")
+        started = [job.item.id for job in self.running()][len(running) :]
+        assert [job.item.id for job in self.running()][: len(running)] == running, "a running job went missing"
+        assert started == queued[: max(0, self.slots - len(running))], (
+            f"slots {self.slots}, running {running}, queued {queued}: started {started}, not the oldest that fit"
+        )
 
     @precondition(lambda self: self.running())
     @rule(which=st.integers(0, 2))

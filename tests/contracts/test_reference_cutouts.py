@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bgremover.job import process as job
 from bgremover.imaging import matting
+from bgremover.job import process as job
 from tests.support.images import PHOTO_NAMES, photo, shape_on_texture
 
 REFERENCE = Path(__file__).resolve().parent.parent / "reference"

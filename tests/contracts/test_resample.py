@@ -14,9 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bgremover.imaging import matting
+from bgremover.imaging import matting, resample
 from bgremover.models import manifest as models
-from bgremover.imaging import resample
 
 
 def by_the_rule(pixels: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -28,18 +27,25 @@ def by_the_rule(pixels: np.ndarray, width: int, height: int) -> np.ndarray:
             x1, y1 = math.floor(sx), math.floor(sy)
             x2, y2 = min(math.ceil(sx), source_width - 1), min(math.ceil(sy), source_height - 1)
             dx, dy = sx - x1, sy - y1
-            value = ((1 - dx) * (1 - dy) * pixels[y1, x1].astype(float) + dx * (1 - dy) * pixels[y1, x2]
-                     + (1 - dx) * dy * pixels[y2, x1] + dx * dy * pixels[y2, x2])
+            value = (
+                (1 - dx) * (1 - dy) * pixels[y1, x1].astype(float)
+                + dx * (1 - dy) * pixels[y1, x2]
+                + (1 - dx) * dy * pixels[y2, x1]
+                + dx * dy * pixels[y2, x2]
+            )
             out[y, x] = np.floor(value + 0.5)
     return out
 
 
-@pytest.mark.parametrize(("shape", "size"), [
-    ((37, 53, 3), (20, 15)),  # shrinking colour, by factors that are not whole
-    ((20, 15), (53, 37)),  # enlarging a mask: the last column and row repeat
-    ((16, 16), (31, 9)),  # wider and flatter at once
-    ((300, 200, 3), (64, 64)),  # more output rows than fit one band would need several bands at scale
-])
+@pytest.mark.parametrize(
+    ("shape", "size"),
+    [
+        ((37, 53, 3), (20, 15)),  # shrinking colour, by factors that are not whole
+        ((20, 15), (53, 37)),  # enlarging a mask: the last column and row repeat
+        ((16, 16), (31, 9)),  # wider and flatter at once
+        ((300, 200, 3), (64, 64)),  # more output rows than fit one band would need several bands at scale
+    ],
+)
 def test_the_fast_version_follows_the_rule_pixel_by_pixel(shape, size):
     pixels = np.random.default_rng(sum(shape)).integers(0, 256, shape, dtype=np.uint8)
     fast, literal = resample.bilinear(pixels, size), by_the_rule(pixels, *size)

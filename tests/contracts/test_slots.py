@@ -15,14 +15,17 @@ LIMIT_MB = 3072  # job_memory_limit_mb's default
 # ---------------------------------------------------------------- the auto rule
 
 
-@pytest.mark.parametrize(("cores", "available_mb", "expected"), [
-    (1, 16000, 1),  # one core: one job
-    (2, 24000, 2),  # this project's CI machine: one thread a job, a job a core
-    (16, 64000, 16),  # a studio box with memory to spare: every core a job
-    (32, 16000, 5),  # 32 cores, 16 GB: memory for (16000 - 512) // 3072 = 5 jobs
-    (8, 2000, 1),  # too little memory for even one job's cap: still one, never zero
-    (4, None, 4),  # memory unknown: the cores alone decide
-])
+@pytest.mark.parametrize(
+    ("cores", "available_mb", "expected"),
+    [
+        (1, 16000, 1),  # one core: one job
+        (2, 24000, 2),  # this project's CI machine: one thread a job, a job a core
+        (16, 64000, 16),  # a studio box with memory to spare: every core a job
+        (32, 16000, 5),  # 32 cores, 16 GB: memory for (16000 - 512) // 3072 = 5 jobs
+        (8, 2000, 1),  # too little memory for even one job's cap: still one, never zero
+        (4, None, 4),  # memory unknown: the cores alone decide
+    ],
+)
 def test_auto_takes_one_job_a_core_within_the_memory_the_caps_need(cores, available_mb, expected):
     choice = choose("auto", cores, available_mb, LIMIT_MB)
     assert choice.slots == expected
@@ -35,7 +38,8 @@ def test_auto_says_why_in_one_line_naming_the_cores_and_the_memory():
     choice = choose("auto", 32, 16000, LIMIT_MB)
     assert choice.reason == (
         "job_slots = auto: 5, 1 thread a job (the most images per second); 32 usable cores at 1 thread a job allow 32; "
-        f"16000 MB available, less {AUTO_MEMORY_RESERVE_MB} MB kept free, holds 5 jobs of 3072 MB (job_memory_limit_mb)")
+        f"16000 MB available, less {AUTO_MEMORY_RESERVE_MB} MB kept free, holds 5 jobs of 3072 MB (job_memory_limit_mb)"
+    )
 
 
 def test_with_threads_set_auto_counts_cores_in_jobs_of_that_many_threads():
@@ -44,13 +48,16 @@ def test_with_threads_set_auto_counts_cores_in_jobs_of_that_many_threads():
     assert "4 threads a job (the threads setting)" in choice.reason
 
 
-@pytest.mark.parametrize(("requested", "cores", "threads", "expected"), [
-    (1, 2, None, (1, 2)),  # one job gets every core, as before job_slots
-    (2, 2, None, (2, 1)),
-    (3, 2, None, (3, 1)),  # more slots than cores: at least one thread each
-    (4, 16, None, (4, 4)),
-    (2, 16, 3, (2, 3)),  # threads set: it wins
-])
+@pytest.mark.parametrize(
+    ("requested", "cores", "threads", "expected"),
+    [
+        (1, 2, None, (1, 2)),  # one job gets every core, as before job_slots
+        (2, 2, None, (2, 1)),
+        (3, 2, None, (3, 1)),  # more slots than cores: at least one thread each
+        (4, 16, None, (4, 4)),
+        (2, 16, 3, (2, 3)),  # threads set: it wins
+    ],
+)
 def test_a_number_of_slots_is_kept_and_threads_follow_unless_set(requested, cores, threads, expected):
     choice = choose(requested, cores, 1000, LIMIT_MB, threads)
     assert (choice.slots, choice.threads) == expected
@@ -59,7 +66,8 @@ def test_a_number_of_slots_is_kept_and_threads_follow_unless_set(requested, core
 def test_slots_whose_caps_pass_the_memory_available_are_warned_about():
     assert oversubscribed(choose(4, 8, 8000, LIMIT_MB), 8000, LIMIT_MB) == (
         "4 job slots of up to 3072 MB each may need 12288 MB, more than the 8000 MB available: lower job_slots or "
-        "job_memory_limit_mb, or the kernel may kill a job")
+        "job_memory_limit_mb, or the kernel may kill a job"
+    )
     assert oversubscribed(choose(2, 8, 8000, LIMIT_MB), 8000, LIMIT_MB) is None
     assert oversubscribed(choose(2, 8, None, LIMIT_MB), None, LIMIT_MB) is None
 
@@ -80,14 +88,17 @@ def test_resolve_gives_the_daemon_a_number_and_threads_per_job(monkeypatch, tmp_
 def test_auto_under_a_runner_of_other_hosts_follows_the_workers_not_this_machine(monkeypatch, tmp_path):
     monkeypatch.setattr(slots, "usable_cores", lambda: 2)
     monkeypatch.setattr(slots, "available_memory_mb", lambda: 1000)  # too little here for even one cap
-    resolved, choice, warning = slots.resolve(load_settings(None, root=tmp_path, job_slots="auto", runner="celery",
-                                                            broker_url="redis://127.0.0.1:1/0"))
+    resolved, choice, warning = slots.resolve(
+        load_settings(None, root=tmp_path, job_slots="auto", runner="celery", broker_url="redis://127.0.0.1:1/0")
+    )
     assert choice.follows_workers and resolved.job_slots == slots.WORKERS_SPARE
-    assert choice.reason == ("job_slots = auto: the slots the workers report, plus 1 waiting in the broker, "
-                             "followed as workers come and go")
+    assert choice.reason == (
+        "job_slots = auto: the slots the workers report, plus 1 waiting in the broker, followed as workers come and go"
+    )
     assert warning is None, "this machine's memory bounds only the jobs it runs itself"
-    fixed, choice, _ = slots.resolve(load_settings(None, root=tmp_path, job_slots=5, runner="celery",
-                                                   broker_url="redis://127.0.0.1:1/0"))
+    fixed, choice, _ = slots.resolve(
+        load_settings(None, root=tmp_path, job_slots=5, runner="celery", broker_url="redis://127.0.0.1:1/0")
+    )
     assert (fixed.job_slots, choice.follows_workers) == (5, False)
     assert choose("auto", 2, 24000, LIMIT_MB).follows_workers is False
 
@@ -152,6 +163,8 @@ def test_a_bad_job_slots_stops_the_daemon_at_start_in_one_line_with_exit_code_2(
         args += ["--config", tmp_path / "bgremover.toml"]
     result = cli(*args, env=env)
     assert result.returncode == 2
-    assert one_error_line(result) == (f"bgremover: bad setting 'job_slots': Value error, must be a whole number of "
-                                      f"at least 1, or \"auto\" (got '{bad}')")
+    assert one_error_line(result) == (
+        f"bgremover: bad setting 'job_slots': Value error, must be a whole number of "
+        f"at least 1, or \"auto\" (got '{bad}')"
+    )
     assert not root.exists(), "a refused daemon made its folders"

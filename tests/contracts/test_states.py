@@ -244,7 +244,10 @@ def test_the_databases_copy_of_each_table_is_the_table_exactly(tmp_path):
 
     store = Store(path)
     try:
-        for moves, table in (("allowed_transitions", TRANSITIONS), ("allowed_session_transitions", SESSION_TRANSITIONS)):
+        for moves, table in (
+            ("allowed_transitions", TRANSITIONS),
+            ("allowed_session_transitions", SESSION_TRANSITIONS),
+        ):
             rows = {tuple(row) for row in store.db.execute(f"SELECT src, dst FROM {moves}")}
             assert rows == {(src.value, dst.value) for src, dsts in table.items() for dst in dsts}
     finally:

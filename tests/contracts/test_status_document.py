@@ -18,8 +18,20 @@ from bgremover.queue.store import Store, iso
 from bgremover.settings import load_settings
 
 BAD_INPUT_ERROR = "the file is not an image Pillow can read"
-DOCUMENT_FIELDS = ["session", "state", "format", "model", "created_at", "updated_at", "total", "counts", "zip",
-                   "error", "ticket", "items"]
+DOCUMENT_FIELDS = [
+    "session",
+    "state",
+    "format",
+    "model",
+    "created_at",
+    "updated_at",
+    "total",
+    "counts",
+    "zip",
+    "error",
+    "ticket",
+    "items",
+]
 
 
 @pytest.fixture
@@ -32,8 +44,10 @@ def settings(tmp_path):
 def fill(store: Store, session: str, ticket: dict | None = None) -> None:
     """A session with one item in each status: a.jpg done, broken.jpg failed, c.jpg cancelled, d.jpg processing, e.jpg queued."""
     store.create_session(session, session, "png", 1000.0, ticket=ticket)
-    items = {name: store.add_item(session, name, name.replace(".jpg", ".png"), "jpg", name.encode(), 1000.0 + n)
-             for n, name in enumerate(["a.jpg", "broken.jpg", "c.jpg", "d.jpg", "e.jpg"])}
+    items = {
+        name: store.add_item(session, name, name.replace(".jpg", ".png"), "jpg", name.encode(), 1000.0 + n)
+        for n, name in enumerate(["a.jpg", "broken.jpg", "c.jpg", "d.jpg", "e.jpg"])
+    }
     for name in ("a.jpg", "broken.jpg", "d.jpg"):
         store.transition(items[name].id, Status.QUEUED, Status.PROCESSING, 1010.0)  # QUEUED -> PROCESSING
     store.transition(items["a.jpg"].id, Status.PROCESSING, Status.DONE, 1020.0)  # PROCESSING -> DONE
@@ -49,22 +63,69 @@ def test_a_sessions_document_has_every_field_and_counts_each_status(settings):
 
     assert list(doc) == DOCUMENT_FIELDS
     assert {key: doc[key] for key in DOCUMENT_FIELDS[:-1]} == {
-        "session": "catalog", "state": "open", "format": "png", "model": settings.model,
-        "created_at": iso(1000.0), "updated_at": iso(1030.0),  # the latest change of the session or any item
-        "total": 5, "counts": {"queued": 1, "processing": 1, "done": 1, "failed": 1, "cancelled": 1},
-        "zip": None, "error": None, "ticket": None,
+        "session": "catalog",
+        "state": "open",
+        "format": "png",
+        "model": settings.model,
+        "created_at": iso(1000.0),
+        "updated_at": iso(1030.0),  # the latest change of the session or any item
+        "total": 5,
+        "counts": {"queued": 1, "processing": 1, "done": 1, "failed": 1, "cancelled": 1},
+        "zip": None,
+        "error": None,
+        "ticket": None,
     }
     assert doc["items"] == [
-        {"name": "a.jpg", "status": "done", "output": "a.png", "mask": None, "error": None, "note": None,
-         "attempts": 1, "retry_marker": None},
-        {"name": "broken.jpg", "status": "failed", "output": None, "mask": None, "error": BAD_INPUT_ERROR,
-         "note": None, "attempts": 1, "retry_marker": "retry/catalog/broken.jpg"},
-        {"name": "c.jpg", "status": "cancelled", "output": None, "mask": None, "error": None, "note": None,
-         "attempts": 0, "retry_marker": "retry/catalog/c.jpg"},
-        {"name": "d.jpg", "status": "processing", "output": None, "mask": None, "error": None, "note": None,
-         "attempts": 1, "retry_marker": None},
-        {"name": "e.jpg", "status": "queued", "output": None, "mask": None, "error": None, "note": None,
-         "attempts": 0, "retry_marker": None},
+        {
+            "name": "a.jpg",
+            "status": "done",
+            "output": "a.png",
+            "mask": None,
+            "error": None,
+            "note": None,
+            "attempts": 1,
+            "retry_marker": None,
+        },
+        {
+            "name": "broken.jpg",
+            "status": "failed",
+            "output": None,
+            "mask": None,
+            "error": BAD_INPUT_ERROR,
+            "note": None,
+            "attempts": 1,
+            "retry_marker": "retry/catalog/broken.jpg",
+        },
+        {
+            "name": "c.jpg",
+            "status": "cancelled",
+            "output": None,
+            "mask": None,
+            "error": None,
+            "note": None,
+            "attempts": 0,
+            "retry_marker": "retry/catalog/c.jpg",
+        },
+        {
+            "name": "d.jpg",
+            "status": "processing",
+            "output": None,
+            "mask": None,
+            "error": None,
+            "note": None,
+            "attempts": 1,
+            "retry_marker": None,
+        },
+        {
+            "name": "e.jpg",
+            "status": "queued",
+            "output": None,
+            "mask": None,
+            "error": None,
+            "note": None,
+            "attempts": 0,
+            "retry_marker": None,
+        },
     ]
 
 
@@ -75,7 +136,8 @@ def test_a_ticket_sets_the_documents_model_and_gives_done_items_a_mask(settings)
         doc = session_document(store.session("masked"), store.items("masked"), settings)
     assert (doc["model"], doc["ticket"]) == ("isnet-small", ticket)
     assert [(item["name"], item["output"], item["mask"]) for item in doc["items"] if item["status"] == "done"] == [
-        ("a.jpg", "a.png", "a.mask.png")]
+        ("a.jpg", "a.png", "a.mask.png")
+    ]
     assert all(item["mask"] is None for item in doc["items"] if item["status"] != "done")
 
 

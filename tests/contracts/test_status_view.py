@@ -16,15 +16,13 @@ from contextlib import closing
 
 import pytest
 
-from bgremover.cli import progress
-from bgremover.cli import statusview
-from bgremover.service.rootlock import lock_root
-from bgremover.settings import load_settings
+from bgremover.cli import progress, statusview
 from bgremover.queue.states import SessionState, Status
 from bgremover.queue.store import Item, Session, Store
+from bgremover.service.rootlock import lock_root
+from bgremover.settings import load_settings
 from tests.support.cli import one_error_line
 from tests.support.status_view import BAD_INPUT_ERROR, follow_until, interrupt, start_following, status, status_json
-
 
 # ---------------------------------------------------------------- the arithmetic, with fixed times
 
@@ -61,27 +59,47 @@ def test_an_eta_counts_the_items_queued_ahead_lowest_id_first():
     assert progress.pending_up_to(pending, 3) == 1
 
 
-@pytest.mark.parametrize(("finished", "total", "drawn"), [
-    (0, 100, "[....................]"),
-    (37, 100, "[#######.............]"),
-    (99, 100, "[###################.]"),  # full only once everything is finished
-    (100, 100, "[####################]"),
-    (0, 0, "[....................]"),
-])
+@pytest.mark.parametrize(
+    ("finished", "total", "drawn"),
+    [
+        (0, 100, "[....................]"),
+        (37, 100, "[#######.............]"),
+        (99, 100, "[###################.]"),  # full only once everything is finished
+        (100, 100, "[####################]"),
+        (0, 0, "[....................]"),
+    ],
+)
 def test_the_bar_fills_with_finished_items(finished, total, drawn):
     assert progress.bar(finished, total) == drawn
 
 
-@pytest.mark.parametrize(("seconds", "text"), [
-    (None, "—"), (0, "0s"), (0.2, "1s"), (59, "59s"), (61, "1m01s"), (3599.5, "1h00m"), (3725, "1h02m"),
-])
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (None, "—"),
+        (0, "0s"),
+        (0.2, "1s"),
+        (59, "59s"),
+        (61, "1m01s"),
+        (3599.5, "1h00m"),
+        (3725, "1h02m"),
+    ],
+)
 def test_durations_read_in_seconds_minutes_or_hours_rounded_up(seconds, text):
     assert progress.duration_text(seconds) == text
 
 
-@pytest.mark.parametrize(("rate", "text"), [
-    (None, "—"), (25.4, "25/s"), (1.25, "1.2/s"), (0.93, "0.93/s"), (0.05, "3/min"), (0.2 / 60, "0.2/min"),
-])
+@pytest.mark.parametrize(
+    ("rate", "text"),
+    [
+        (None, "—"),
+        (25.4, "25/s"),
+        (1.25, "1.2/s"),
+        (0.93, "0.93/s"),
+        (0.05, "3/min"),
+        (0.2 / 60, "0.2/min"),
+    ],
+)
 def test_rates_read_per_second_or_per_minute(rate, text):
     assert progress.rate_text(rate) == text
 
@@ -90,14 +108,34 @@ def test_rates_read_per_second_or_per_minute(rate, text):
 
 
 def session(name: str, state: SessionState = SessionState.PROCESSING, zip_name: str | None = None) -> Session:
-    return Session(name=name, source=name, state=state, format="png", created_at=0.0, updated_at=0.0,
-                   last_item_at=0.0, zip=zip_name)
+    return Session(
+        name=name,
+        source=name,
+        state=state,
+        format="png",
+        created_at=0.0,
+        updated_at=0.0,
+        last_item_at=0.0,
+        zip=zip_name,
+    )
 
 
 def item(item_id: int, session_name: str, name: str, status: Status, at: float = 0.0, error: str | None = None) -> Item:
-    return Item(id=item_id, session=session_name, name=name, member=name.replace(".jpg", ".png"), ext="jpg",
-                source=name.encode(), status=status, error=error, note=None, attempts=1, job_pid=None,
-                created_at=0.0, updated_at=at)
+    return Item(
+        id=item_id,
+        session=session_name,
+        name=name,
+        member=name.replace(".jpg", ".png"),
+        ext="jpg",
+        source=name.encode(),
+        status=status,
+        error=error,
+        note=None,
+        attempts=1,
+        job_pid=None,
+        created_at=0.0,
+        updated_at=at,
+    )
 
 
 def test_the_text_view_shows_the_daemon_then_each_session_with_its_failures(tmp_path):
@@ -133,8 +171,11 @@ def test_the_text_view_shows_the_daemon_then_each_session_with_its_failures(tmp_
 
 def test_a_stopped_daemon_gives_no_eta_however_fast_it_was(tmp_path):
     settings = load_settings(root=tmp_path / "root")
-    items = [item(1, "s", "a.jpg", Status.DONE, at=10.0), item(2, "s", "b.jpg", Status.DONE, at=11.0),
-             item(3, "s", "c.jpg", Status.QUEUED)]
+    items = [
+        item(1, "s", "a.jpg", Status.DONE, at=10.0),
+        item(2, "s", "b.jpg", Status.DONE, at=11.0),
+        item(3, "s", "c.jpg", Status.QUEUED),
+    ]
     stopped = statusview.session_view(session("s"), items, 12.0, [3], daemon_rate=None)
     assert stopped.rate_per_s == pytest.approx(0.5) and stopped.eta_s is None
     view = statusview.View(settings.root, 12.0, None, True, 1, 0, 0.5, None, [stopped])
@@ -179,8 +220,7 @@ def test_following_into_a_pipe_prints_frame_after_frame():
 def test_following_on_a_terminal_draws_each_frame_over_the_last():
     drawn = frames_until_interrupted(2, redraw=True)
     home, line, below = statusview.HOME, statusview.CLEAR_LINE, statusview.CLEAR_BELOW
-    assert drawn == (statusview.CLEAR_SCREEN + home + f"frame 0{line}\n" + below
-                     + home + f"frame 1{line}\n" + below)
+    assert drawn == (statusview.CLEAR_SCREEN + home + f"frame 0{line}\n" + below + home + f"frame 1{line}\n" + below)
 
 
 def test_the_daemon_is_seen_by_its_lock_without_taking_it(tmp_path):

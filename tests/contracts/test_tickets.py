@@ -16,17 +16,29 @@ def test_a_ticket_sets_output_settings_checked_like_the_daemons_own(tmp_path):
     assert read_ticket(tmp_path) == {"output_format": "webp", "quality": 60}
 
 
-@pytest.mark.parametrize(("text", "error"), [
-    ("quality = 500", "the job ticket bgremover.toml is invalid: bad setting 'quality': "
-                      "Input should be less than or equal to 100 (got 500)"),
-    ('output_format = "gif"', "the job ticket bgremover.toml is invalid: bad setting 'output_format': "
-                              "Input should be 'png', 'webp', 'avif' or 'jpeg' (got 'gif')"),
-    ("threads = 64", "the job ticket bgremover.toml sets 'threads', which a ticket cannot set; "
-                     "it may set output_format, background, output, crop, margin, fill, size, edges, decontaminate, "
-                     "model, quality, png_compress_level, webp_method, avif_speed"),
-    ('decontaminate = "maybe"', "the job ticket bgremover.toml is invalid: bad setting 'decontaminate': "),
-    ("quality = ", "the job ticket bgremover.toml is not valid TOML: "),
-])
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        (
+            "quality = 500",
+            "the job ticket bgremover.toml is invalid: bad setting 'quality': "
+            "Input should be less than or equal to 100 (got 500)",
+        ),
+        (
+            'output_format = "gif"',
+            "the job ticket bgremover.toml is invalid: bad setting 'output_format': "
+            "Input should be 'png', 'webp', 'avif' or 'jpeg' (got 'gif')",
+        ),
+        (
+            "threads = 64",
+            "the job ticket bgremover.toml sets 'threads', which a ticket cannot set; "
+            "it may set output_format, background, output, crop, margin, fill, size, edges, decontaminate, "
+            "model, quality, png_compress_level, webp_method, avif_speed",
+        ),
+        ('decontaminate = "maybe"', "the job ticket bgremover.toml is invalid: bad setting 'decontaminate': "),
+        ("quality = ", "the job ticket bgremover.toml is not valid TOML: "),
+    ],
+)
 def test_a_bad_ticket_is_refused_with_one_sentence(tmp_path, text, error):
     (tmp_path / TICKET_NAME).write_text(text)
     with pytest.raises(TicketError) as refused:

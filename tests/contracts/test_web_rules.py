@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import pytest
 
-
 from bgremover.web.address import parse_listen
 from bgremover.web.forms import FormRefused
 from bgremover.web.security import Guard
 from bgremover.web.uploads import safe_name
 
 
-@pytest.mark.parametrize("text, host, port, loopback", [
-    ("127.0.0.1:8765", "127.0.0.1", 8765, True), ("localhost:80", "localhost", 80, True),
-    ("[::1]:8765", "::1", 8765, True), ("127.9.9.9:1", "127.9.9.9", 1, True),
-    ("0.0.0.0:8765", "0.0.0.0", 8765, False), ("[::]:0", "::", 0, False), ("studio-pc:8765", "studio-pc", 8765, False),
-])
+@pytest.mark.parametrize(
+    "text, host, port, loopback",
+    [
+        ("127.0.0.1:8765", "127.0.0.1", 8765, True),
+        ("localhost:80", "localhost", 80, True),
+        ("[::1]:8765", "::1", 8765, True),
+        ("127.9.9.9:1", "127.9.9.9", 1, True),
+        ("0.0.0.0:8765", "0.0.0.0", 8765, False),
+        ("[::]:0", "::", 0, False),
+        ("studio-pc:8765", "studio-pc", 8765, False),
+    ],
+)
 def test_a_listen_address_is_read_and_only_the_loopback_counts_as_this_machine_alone(text, host, port, loopback):
     listen = parse_listen(text)
     assert (listen.host, listen.port, listen.loopback) == (host, port, loopback)
@@ -28,12 +34,22 @@ def test_a_malformed_listen_address_is_refused_in_one_sentence(text):
     assert "\n" not in str(refused.value)
 
 
-@pytest.mark.parametrize("sent, stored", [
-    ("photo.jpg", "photo.jpg"), ("shoot/red.JPG", "shoot/red.JPG"), ("../../up.jpg", "up.jpg"),
-    ("/etc/abs.png", "etc/abs.png"), ("..\\..\\win.jpg", "win.jpg"), (".hidden.jpg", "hidden.jpg"),
-    ("~$lock.jpg", "lock.jpg"), ("a/./b/../c.jpg", "a/b/c.jpg"), ("C:\\me\\d.jpg", "me/d.jpg"),
-    ("new\nline.jpg", "newline.jpg"), ("shoot/.git/x.jpg", "shoot/git/x.jpg"),
-])
+@pytest.mark.parametrize(
+    "sent, stored",
+    [
+        ("photo.jpg", "photo.jpg"),
+        ("shoot/red.JPG", "shoot/red.JPG"),
+        ("../../up.jpg", "up.jpg"),
+        ("/etc/abs.png", "etc/abs.png"),
+        ("..\\..\\win.jpg", "win.jpg"),
+        (".hidden.jpg", "hidden.jpg"),
+        ("~$lock.jpg", "lock.jpg"),
+        ("a/./b/../c.jpg", "a/b/c.jpg"),
+        ("C:\\me\\d.jpg", "me/d.jpg"),
+        ("new\nline.jpg", "newline.jpg"),
+        ("shoot/.git/x.jpg", "shoot/git/x.jpg"),
+    ],
+)
 def test_an_uploaded_name_becomes_one_the_inbox_keeps_inside_itself(sent, stored):
     assert safe_name(sent) == stored
 
@@ -43,8 +59,9 @@ def test_an_uploaded_name_is_fitted_to_255_bytes_a_part_keeping_its_extension():
     assert len(name.encode()) <= 255 and name.endswith(".jpeg")
 
 
-@pytest.mark.parametrize("sent, status", [("notes.txt", 415), ("photo.jpg.part", 415), ("..", 400), ("/", 400),
-                                          ("archive.zip", 415)])
+@pytest.mark.parametrize(
+    "sent, status", [("notes.txt", 415), ("photo.jpg.part", 415), ("..", 400), ("/", 400), ("archive.zip", 415)]
+)
 def test_an_upload_that_is_no_image_or_has_no_name_is_refused(sent, status):
     with pytest.raises(FormRefused) as refused:
         safe_name(sent)

@@ -37,8 +37,16 @@ def without_affinity(tmp_path_factory) -> Path:
 def python(without_affinity: Path, *args: str | Path, cwd: Path = REPO) -> subprocess.CompletedProcess:
     env = {key: value for key, value in os.environ.items() if not key.startswith("BGREMOVER_")}
     env["PYTHONPATH"] = os.pathsep.join([str(without_affinity), str(REPO)])
-    return subprocess.run([sys.executable, *map(str, args)], check=False, cwd=cwd, env=env,
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, *map(str, args)],
+        check=False,
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def bgremover(without_affinity: Path, *args: str | Path, cwd: Path = REPO) -> subprocess.CompletedProcess:
@@ -46,15 +54,18 @@ def bgremover(without_affinity: Path, *args: str | Path, cwd: Path = REPO) -> su
 
 
 def test_the_interpreter_really_has_no_affinity_calls(without_affinity):
-    result = python(without_affinity, "-c", "import os; print(hasattr(os, 'sched_getaffinity'), "
-                                            "hasattr(os, 'sched_setaffinity'))")
+    result = python(
+        without_affinity, "-c", "import os; print(hasattr(os, 'sched_getaffinity'), hasattr(os, 'sched_setaffinity'))"
+    )
     assert (result.returncode, result.stdout) == (0, "False False\n"), result.stderr
 
 
 def test_settings_load_and_count_the_cores_the_os_reports(without_affinity, tmp_path):
-    probe = ("from bgremover.settings import load_settings, usable_cores\n"
-             f"settings = load_settings(root={str(tmp_path)!r})\n"
-             "print(usable_cores(), settings.threads)\n")
+    probe = (
+        "from bgremover.settings import load_settings, usable_cores\n"
+        f"settings = load_settings(root={str(tmp_path)!r})\n"
+        "print(usable_cores(), settings.threads)\n"
+    )
     result = python(without_affinity, "-c", probe)
     assert result.returncode == 0, result.stderr
     expected = getattr(os, "process_cpu_count", os.cpu_count)()

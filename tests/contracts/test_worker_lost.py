@@ -22,8 +22,15 @@ def test_the_first_loss_queues_the_item_again_and_the_budgets_last_fails_it_with
         item = claimed(store, item.id, 1.0 + attempt)
         verdict = lost_verdict(store, item, "its lease lapsed with no answer")
         verdicts.append(verdict)
-        item = store.transition(item.id, Status.PROCESSING, verdict.status, 2.0 + attempt, error=verdict.error,
-                                reason=WORKER_LOST, attempt=attempt)
+        item = store.transition(
+            item.id,
+            Status.PROCESSING,
+            verdict.status,
+            2.0 + attempt,
+            error=verdict.error,
+            reason=WORKER_LOST,
+            attempt=attempt,
+        )
     store.close()
     assert [verdict.status for verdict in verdicts] == [Status.QUEUED] * (WORKER_LOST_BUDGET - 1) + [Status.FAILED]
     assert verdicts[-1].error.startswith("worker lost: its lease lapsed with no answer")

@@ -24,7 +24,8 @@ def test_jpeg_without_a_background_colour_is_refused_at_start_up(tmp_path):
     )  # fmt: skip
     assert result.returncode == 2
     assert result.stderr.strip().endswith(
-        'output_format "jpeg" cannot keep transparency: set background to a colour, e.g. background = "white"')
+        'output_format "jpeg" cannot keep transparency: set background to a colour, e.g. background = "white"'
+    )
     assert not (tmp_path / "root").exists()  # refused before any folder was made
 
 

@@ -13,27 +13,31 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.cli import cli, one_error_line
-from tests.support.cli import damaged_install  # noqa: F401 - a fixture: pytest finds it by name
+from tests.support.cli import (
+    cli,
+    one_error_line,
+)
 from tests.support.harness import Daemon, drop, wait_for
-
 
 # ---------------------------------------------------------------- settings
 
 
-@pytest.mark.parametrize(("variable", "value", "setting"), [
-    ("BGREMOVER_OUTPUT_FORMAT", "gif", "output_format"),
-    ("BGREMOVER_JOB_TIMEOUT_SECONDS", "-1", "job_timeout_seconds"),
-    ("BGREMOVER_KILL_GRACE_SECONDS", "9", "kill_grace_seconds"),
-    ("BGREMOVER_QUALITY", "many", "quality"),
-    ("BGREMOVER_THREADS", "0", "threads"),
-    ("BGREMOVER_PNG_COMPRESS_LEVEL", "10", "png_compress_level"),
-    ("BGREMOVER_WEBP_METHOD", "7", "webp_method"),
-    ("BGREMOVER_AVIF_SPEED", "fast", "avif_speed"),
-    ("BGREMOVER_MAX_MEGAPIXELS", "0", "max_megapixels"),
-    ("BGREMOVER_LARGE_IMAGES", "shrink", "large_images"),
-    ("BGREMOVER_PROVIDERS", "", "providers"),
-])
+@pytest.mark.parametrize(
+    ("variable", "value", "setting"),
+    [
+        ("BGREMOVER_OUTPUT_FORMAT", "gif", "output_format"),
+        ("BGREMOVER_JOB_TIMEOUT_SECONDS", "-1", "job_timeout_seconds"),
+        ("BGREMOVER_KILL_GRACE_SECONDS", "9", "kill_grace_seconds"),
+        ("BGREMOVER_QUALITY", "many", "quality"),
+        ("BGREMOVER_THREADS", "0", "threads"),
+        ("BGREMOVER_PNG_COMPRESS_LEVEL", "10", "png_compress_level"),
+        ("BGREMOVER_WEBP_METHOD", "7", "webp_method"),
+        ("BGREMOVER_AVIF_SPEED", "fast", "avif_speed"),
+        ("BGREMOVER_MAX_MEGAPIXELS", "0", "max_megapixels"),
+        ("BGREMOVER_LARGE_IMAGES", "shrink", "large_images"),
+        ("BGREMOVER_PROVIDERS", "", "providers"),
+    ],
+)
 def test_a_bad_setting_stops_start_up_with_one_line_naming_it(tmp_path, variable, value, setting):
     result = cli("run", "--root", tmp_path / "root", env={variable: value})
     assert result.returncode == 2
@@ -85,7 +89,9 @@ def test_a_damaged_model_stops_run_with_a_clear_sha256_message(tmp_path, damaged
     assert result.returncode == 2, result.stderr
     line = one_error_line(result)
     assert "sha256" in line and "damaged" in line, line
-    assert str(damaged_install / "bgremover" / "models" / "bundled" / "u2netp.onnx") in line, "the message names the copy's model"
+    assert str(damaged_install / "bgremover" / "models" / "bundled" / "u2netp.onnx") in line, (
+        "the message names the copy's model"
+    )
     assert not (root / "inbox").exists(), "the daemon must not start when the model is damaged"
 
 
@@ -173,12 +179,15 @@ def test_retry_of_a_session_touches_every_failed_item(root):
     assert markers(root, "retry") == {"report/b.jpg", "report/c.jpg"}
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (("report", "nosuch.jpg"), "session 'report' has no item named 'nosuch.jpg'"),
-    (("nosuch", "b.jpg"), "no session named 'nosuch'"),
-    (("report", "a.jpg"), "nothing to retry: only failed or cancelled items can be retried"),
-    (("other",), "nothing to retry: only failed or cancelled items can be retried"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("report", "nosuch.jpg"), "session 'report' has no item named 'nosuch.jpg'"),
+        (("nosuch", "b.jpg"), "no session named 'nosuch'"),
+        (("report", "a.jpg"), "nothing to retry: only failed or cancelled items can be retried"),
+        (("other",), "nothing to retry: only failed or cancelled items can be retried"),
+    ],
+)
 def test_retry_of_something_that_cannot_be_retried_fails_and_touches_nothing(root, args, message):
     result = cli("retry", "--root", root, *args)
     assert result.returncode == 1

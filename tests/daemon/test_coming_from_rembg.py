@@ -67,8 +67,9 @@ def test_each_rembg_spelling_in_the_readme_runs_and_agrees_with_the_daemon(tmp_p
     (tmp_path / "in").mkdir()
     shutil.copy(photo(PHOTO), tmp_path / "in" / "in.jpg")
     env = {key: value for key, value in os.environ.items() if not key.startswith("BGREMOVER_")}
-    env.update(PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
-               BGREMOVER_ROOT=str(tmp_path / "root"))
+    env.update(
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}", BGREMOVER_ROOT=str(tmp_path / "root")
+    )
     result = subprocess.run(["bash", "-c", ours], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, f"{ours}: {result.stderr}"
     out = tmp_path / ("out/in.png" if " -o out" in ours else "out.png")

@@ -13,7 +13,6 @@ from tests.support.harness import Daemon
 from tests.support.images import encoded, iou, shape_on_texture
 from tests.support.onnxgraphs import manifest_entry, redness_model, write_manifest
 
-
 # ---------------------------------------------------------------- through the real daemon
 
 
@@ -55,8 +54,9 @@ def test_a_folder_whose_ticket_asks_for_decontamination_gets_it_and_one_without_
     from bgremover.bench import composites
 
     alpha, colour = composites.subject("fur ball", (400, 300))
-    image = encoded(Image.fromarray(composites.composite(alpha, colour, composites.background("green wall", (400, 300)))),
-                    "PNG")
+    image = encoded(
+        Image.fromarray(composites.composite(alpha, colour, composites.background("green wall", (400, 300)))), "PNG"
+    )
     root = tmp_path / "root"
     with Daemon(root, fake_jobs=False, session_idle_seconds=1) as daemon:
         for folder, ticket in (("plain", ""), ("decontaminated", "decontaminate = true\n")):
@@ -74,6 +74,8 @@ def test_a_folder_whose_ticket_asks_for_decontamination_gets_it_and_one_without_
     partial = (plain[..., 3] > 0) & (plain[..., 3] < 255)
     changed = (plain[..., :3] != cleaned[..., :3]).any(axis=2)
     assert changed.any() and not (changed & ~partial).any(), "only partial pixels change colour"
-    green = [(cutout[..., 1].astype(int) - cutout[..., 0] / 2 - cutout[..., 2] / 2)[partial].mean()
-             for cutout in (plain, cleaned)]
+    green = [
+        (cutout[..., 1].astype(int) - cutout[..., 0] / 2 - cutout[..., 2] / 2)[partial].mean()
+        for cutout in (plain, cleaned)
+    ]
     assert green[1] < green[0] - 5, green

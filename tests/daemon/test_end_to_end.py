@@ -121,8 +121,16 @@ def test_photos_and_a_known_shape_come_back_cut_out_in_each_format(root, fmt):
     assert status["counts"] == {"queued": 0, "processing": 0, "done": 4, "failed": 0, "cancelled": 0}
     for name in inputs:
         output = Path(name).stem + ext
-        assert items_by_name(status)[name] == {"name": name, "status": "done", "output": output, "mask": None,
-                                               "error": None, "note": None, "attempts": 1, "retry_marker": None}
+        assert items_by_name(status)[name] == {
+            "name": name,
+            "status": "done",
+            "output": output,
+            "mask": None,
+            "error": None,
+            "note": None,
+            "attempts": 1,
+            "retry_marker": None,
+        }
     assert set(members) == {Path(name).stem + ext for name in inputs}
 
     for name, data in inputs.items():
@@ -240,15 +248,21 @@ def test_without_keep_originals_only_failed_originals_stay_for_their_retry(root)
         status = daemon.wait_complete("lean", JOB_SECONDS)
         assert {i["name"]: i["status"] for i in status["items"]} == {"good.png": "done", "notes.png": "failed"}
         originals = root / "state" / "originals"
-        wait_for(lambda: contents(originals) == [b"not an image"], 10,
-                 what="only the failed original left in state/originals")
+        wait_for(
+            lambda: contents(originals) == [b"not an image"],
+            10,
+            what="only the failed original left in state/originals",
+        )
         assert not (root / "archive" / "lean").exists()
         assert set(daemon.zip_members("lean")) == {"good.png"}
 
         # Its original is still there, so a retry reads it again (and fails again, for the same reason).
         (root / items_by_name(status)["notes.png"]["retry_marker"]).touch()
-        wait_for(lambda: items_by_name(daemon.status("lean"))["notes.png"]["attempts"] == 2, JOB_SECONDS,
-                 what="the retry to run")
+        wait_for(
+            lambda: items_by_name(daemon.status("lean"))["notes.png"]["attempts"] == 2,
+            JOB_SECONDS,
+            what="the retry to run",
+        )
         retried = items_by_name(daemon.wait_complete("lean", JOB_SECONDS))["notes.png"]
         assert (retried["status"], retried["error"]) == ("failed", "the file is not an image Pillow can read")
         assert contents(originals) == [b"not an image"]

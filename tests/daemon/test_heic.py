@@ -28,7 +28,8 @@ def test_a_dropped_heic_comes_back_as_an_upright_cutout_with_its_profile(tmp_pat
         members = daemon.zip_members("phone")
 
     assert [(i["name"], i["status"], i["output"]) for i in status["items"]] == [
-        ("IMG_0001.HEIC", "done", "IMG_0001.png")]
+        ("IMG_0001.HEIC", "done", "IMG_0001.png")
+    ]
     cutout = Image.open(io.BytesIO(members["IMG_0001.png"]))
     assert (cutout.mode, cutout.size) == ("RGBA", (120, 160))
     assert cutout.info.get("icc_profile") == icc

@@ -265,8 +265,10 @@ def test_a_name_with_a_newline_keeps_the_log_one_json_object_per_line(root):
         assert (items[broken]["status"], items[broken]["retry_marker"]) == ("failed", f"retry/{session}/{broken}")
 
         (root / items[broken]["retry_marker"]).touch()
-        wait_for(lambda: {i["name"]: i["attempts"] for i in daemon.status(session)["items"]}[broken] == 2,
-                 what="the retry of the name with a newline")
+        wait_for(
+            lambda: {i["name"]: i["attempts"] for i in daemon.status(session)["items"]}[broken] == 2,
+            what="the retry of the name with a newline",
+        )
         status = complete(daemon, session)
         records, others = log_records(daemon)
 
@@ -290,12 +292,15 @@ def test_a_255_byte_name_is_done_and_a_failed_one_can_be_retried_through_its_mar
         assert (items[flaky]["status"], items[flaky]["retry_marker"]) == ("failed", f"retry/long/{flaky}")
 
         (root / items[flaky]["retry_marker"]).touch()
-        wait_for(lambda: {i["name"]: i["status"] for i in daemon.status("long")["items"]}[flaky] == "done",
-                 what="the retry")
+        wait_for(
+            lambda: {i["name"]: i["status"] for i in daemon.status("long")["items"]}[flaky] == "done", what="the retry"
+        )
         status = complete(daemon, "long")
 
     assert zip_matching_status(root, status) == {
-        "a" * 251 + ".png": b"cutout of ok", "b" * 251 + ".png": f"cutout of flaky {tmp_path / 'flag'}".encode()}
+        "a" * 251 + ".png": b"cutout of ok",
+        "b" * 251 + ".png": f"cutout of flaky {tmp_path / 'flag'}".encode(),
+    }
     assert sorted(p.name for p in (root / "archive" / "long").iterdir()) == [LONG, flaky]
     assert_nothing_outside_the_root(tmp_path, root, "flag")
 

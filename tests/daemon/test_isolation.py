@@ -115,8 +115,6 @@ def test_an_idle_daemon_lets_its_waiting_process_warm_up_and_a_busy_one_does_not
     assert "Traceback" not in daemon.log(), daemon.log()
 
 
-
-
 def test_every_job_runs_in_a_fresh_process_of_its_own_group_adopted_by_the_daemon(root, tmp_path):
     reports = {name: tmp_path / f"{name}.whoami.json" for name in ("a", "b", "c")}
     with Daemon(root) as daemon:

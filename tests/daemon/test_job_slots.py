@@ -35,8 +35,9 @@ def items_by_name(status: dict) -> dict[str, dict]:
 
 def running_jobs(daemon: Daemon, count: int) -> list[dict]:
     """Wait until `count` jobs have started and none has finished; their job_started lines."""
-    return wait_for(lambda: len(started := daemon.events("job_started")) >= count and started, 20,
-                    what=f"{count} jobs running")
+    return wait_for(
+        lambda: len(started := daemon.events("job_started")) >= count and started, 20, what=f"{count} jobs running"
+    )
 
 
 def processing(root: Path) -> list[str]:
@@ -86,13 +87,17 @@ def test_cancel_stops_every_running_job_of_the_session_and_no_other(root):
         status = daemon.wait_complete("shoot", 20)
         assert {i["name"]: (i["status"], i["error"]) for i in status["items"]} == {
             **{f"{n}.jpg": ("cancelled", "cancelled while processing") for n in range(3)},
-            "queued.jpg": ("cancelled", "cancelled")} or status
+            "queued.jpg": ("cancelled", "cancelled"),
+        } or status
         for event in started:
             if event["session"] == "shoot":
-                wait_for(lambda: not alive(event["pid"]), 10, what=f"job {event['pid']} gone")
+                wait_for(lambda pid=event["pid"]: not alive(pid), 10, what=f"job {event['pid']} gone")
         assert "keep.jpg" in processing(root), "another session's job was stopped"
-        wait_for(lambda: items_by_name(daemon.status("other"))["keep.jpg"]["status"] == "done", 20,
-                 what="the other session's job done")
+        wait_for(
+            lambda: items_by_name(daemon.status("other"))["keep.jpg"]["status"] == "done",
+            20,
+            what="the other session's job done",
+        )
 
 
 def test_a_timeout_and_a_memory_kill_fail_their_own_items_while_the_other_slots_finish(root):
@@ -104,8 +109,9 @@ def test_a_timeout_and_a_memory_kill_fail_their_own_items_while_the_other_slots_
         status = daemon.wait_complete("mixed", 40)
         items = items_by_name(status)
         assert items["hang.jpg"]["error"] == "the job took longer than 2 s (job_timeout_seconds) and was killed"
-        assert items["hog.jpg"]["error"] == ("the job used more than the memory limit of 150 MB "
-                                             "(job_memory_limit_mb) and was stopped")
+        assert items["hog.jpg"]["error"] == (
+            "the job used more than the memory limit of 150 MB (job_memory_limit_mb) and was stopped"
+        )
         assert [items[f"fine-{n}.jpg"]["status"] for n in range(4)] == ["done"] * 4
         assert set(daemon.zip_members("mixed")) == {f"fine-{n}.png" for n in range(4)}
         # The fine ones did not wait for the hung one: they ran beside it.
@@ -125,7 +131,9 @@ def test_sigterm_with_three_in_flight_requeues_them_all_within_ten_seconds_and_a
     assert processing(root) == []
     status = daemon.status("shoot")
     assert {i["name"]: (i["status"], i["error"], i["attempts"]) for i in status["items"]} == {
-        **{f"{n}.jpg": ("queued", None, 1) for n in range(3)}, "later.jpg": ("queued", None, 0)}
+        **{f"{n}.jpg": ("queued", None, 1) for n in range(3)},
+        "later.jpg": ("queued", None, 0),
+    }
     assert not any(alive(e["pid"]) for e in started), "a job outlived its daemon"
     # The next life runs them again, now with a timeout that ends them.
     again = Daemon(root, job_slots=SLOTS, session_idle_seconds=0.5, job_timeout_seconds=1.5).start()
@@ -170,12 +178,21 @@ def test_status_metrics_and_the_log_say_how_many_jobs_run(root):
             drop(root / "inbox", f"shoot/{n}.jpg", "sleep")
         running_jobs(daemon, SLOTS)
         env = {key: value for key, value in os.environ.items() if not key.startswith("BGREMOVER_")}
-        text = subprocess.run([sys.executable, "-m", "bgremover", "status", "--root", str(root)], cwd=REPO,
-                              env={**env, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, check=True)
+        text = subprocess.run(
+            [sys.executable, "-m", "bgremover", "status", "--root", str(root)],
+            cwd=REPO,
+            env={**env, "PYTHONPATH": str(REPO)},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         first = text.stdout.splitlines()[0]
         assert first.startswith(f"daemon: running (pid {daemon.process.pid}, 3 job slots); 1 queued, 3 processing")
-        samples = wait_for(lambda: (s := scrape(port)) and value(s, "bgremover_jobs_running") == 3 and s, 10,
-                           what="the metrics to show 3 jobs")
+        samples = wait_for(
+            lambda: (s := scrape(port)) and value(s, "bgremover_jobs_running") == 3 and s,
+            10,
+            what="the metrics to show 3 jobs",
+        )
         assert value(samples, "bgremover_job_slots") == 3
         assert all(0 < value(samples, "bgremover_job_slot_busy_ratio", slot=str(n)) <= 1 for n in range(3))
         (root / "cancel" / "shoot").touch()

@@ -16,7 +16,6 @@ from tests.support.harness import Daemon, drop, wait_for
 from tests.support.images import photo
 from tests.support.large_images import COFFEE, assert_fits, assert_note
 
-
 # ---------------------------------------------------------------- end to end
 
 

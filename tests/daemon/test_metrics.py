@@ -39,13 +39,17 @@ def test_a_scrape_shows_items_failures_by_reason_job_durations_and_the_start_tim
         for name, body in drops.items():
             drop(root / "inbox", f"catalog/{name}", body)
         daemon.wait_complete("catalog")
-        samples = wait_for(lambda: (s := scrape(port)) and value(s, "bgremover_sessions", state="complete") == 1 and s,
-                           what="the complete session in a scrape")
+        samples = wait_for(
+            lambda: (s := scrape(port)) and value(s, "bgremover_sessions", state="complete") == 1 and s,
+            what="the complete session in a scrape",
+        )
         [started] = daemon.events("metrics_started")
 
     assert started["url"] == f"http://127.0.0.1:{port}/metrics"
-    assert {status: value(samples, "bgremover_items", status=status) for status in labels_of(samples, "bgremover_items",
-            "status")} == {"queued": 0, "processing": 0, "done": 2, "failed": 3, "cancelled": 0}
+    assert {
+        status: value(samples, "bgremover_items", status=status)
+        for status in labels_of(samples, "bgremover_items", "status")
+    } == {"queued": 0, "processing": 0, "done": 2, "failed": 3, "cancelled": 0}
     assert value(samples, "bgremover_queue_depth") == 0
     assert value(samples, "bgremover_sessions", state="open") == 0
     assert value(samples, "bgremover_jobs_total", status="done") == 2
@@ -66,8 +70,10 @@ def test_the_real_job_reports_every_stage_and_what_isolation_added(tmp_path):
     with Daemon(root, fake_jobs=False, metrics_port=port, threads=1) as daemon:
         drop(root / "inbox", "shoot/astronaut.jpg", photo("astronaut").read_bytes())
         daemon.wait_complete("shoot", timeout=120)
-        samples = wait_for(lambda: (s := scrape(port)) and value(s, "bgremover_items", status="done") == 1 and s,
-                           what="the done item in a scrape")
+        samples = wait_for(
+            lambda: (s := scrape(port)) and value(s, "bgremover_items", status="done") == 1 and s,
+            what="the done item in a scrape",
+        )
 
     for stage in ALL_STAGES:
         assert value(samples, "bgremover_job_stage_seconds_count", stage=stage) == 1, stage
@@ -83,8 +89,10 @@ def test_the_daemon_keeps_a_textfile_for_node_exporter_current_and_writes_it_las
         drop(root / "inbox", "catalog/a.jpg", "ok")
         drop(root / "inbox", "catalog/b.jpg", "exit 3")
         daemon.wait_complete("catalog")
-        wait_for(lambda: value(parse(textfile.read_text()), "bgremover_sessions", state="complete") == 1,
-                 what="the textfile to show the complete session")
+        wait_for(
+            lambda: value(parse(textfile.read_text()), "bgremover_sessions", state="complete") == 1,
+            what="the textfile to show the complete session",
+        )
         assert daemon.stop() == 0
 
     samples = parse(textfile.read_text())
@@ -100,10 +108,19 @@ def test_a_metrics_port_in_use_stops_the_daemon_with_one_line_and_exit_code_2(tm
         holder.listen()
         port = holder.getsockname()[1]
         env = Daemon(root, metrics_port=port).env
-        result = subprocess.run([sys.executable, "-m", "bgremover", "run", "--root", str(root)], cwd=REPO, env=env,
-                                stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+        result = subprocess.run(
+            [sys.executable, "-m", "bgremover", "run", "--root", str(root)],
+            cwd=REPO,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
     said = [line for line in result.stderr.splitlines() if not line.startswith("{")]  # the rest is the JSON log
     assert result.returncode == 2, result.stderr
-    assert said == [f"bgremover: cannot serve metrics on 127.0.0.1:{port} (metrics_port): Address already in use; "
-                    "stop what uses it or choose another port"]
+    assert said == [
+        f"bgremover: cannot serve metrics on 127.0.0.1:{port} (metrics_port): Address already in use; "
+        "stop what uses it or choose another port"
+    ]

@@ -15,10 +15,10 @@ from PIL import Image
 from tests.support.cli import cli
 from tests.support.harness import Daemon, drop
 from tests.support.images import encoded, shape_on_texture
-from tests.support.models import iou
-from tests.support.models import folder  # noqa: F401 - a fixture: pytest finds it by name
+from tests.support.models import (
+    iou,
+)
 from tests.support.onnxgraphs import manifest_entry, redness_model, write_manifest
-
 
 # ---------------------------------------------------------------- the daemon
 
@@ -40,10 +40,13 @@ def test_the_daemon_runs_a_model_from_its_models_folder(tmp_path):
     assert iou(np.asarray(cutout.getchannel("A")) >= 128, truth) >= 0.9
 
 
-@pytest.mark.parametrize(("damage", "says"), [
-    ("checksum", "sha256"),
-    ("shape", "takes input [1, 3, 32, 32], but the manifest says one RGB image of 64×48"),
-])
+@pytest.mark.parametrize(
+    ("damage", "says"),
+    [
+        ("checksum", "sha256"),
+        ("shape", "takes input [1, 3, 32, 32], but the manifest says one RGB image of 64×48"),
+    ],
+)
 def test_a_wrong_checksum_or_shape_stops_start_up_in_one_line(folder, tmp_path, damage, says):
     if damage == "checksum":
         (folder / "redness.onnx").write_bytes((folder / "redness.onnx").read_bytes() + b"\0")

@@ -14,8 +14,9 @@ import signal
 import time
 
 from tests.support.harness import Daemon, drop, wait_for
-from tests.support.notify import STATUS_LINE
-from tests.support.notify import manager  # noqa: F401 - a fixture: pytest finds it by name
+from tests.support.notify import (
+    STATUS_LINE,
+)
 
 WATCHDOG_SECONDS = 4.0  # the idle loop wakes once a second and pings every half of this: gaps up to about 3 s
 
@@ -51,8 +52,11 @@ def test_the_daemon_reports_ready_progress_and_pings_and_a_watchdog_notices_when
         os.kill(daemon.process.pid, signal.SIGSTOP)  # the loop wedges
         stopped_at = time.monotonic()
         try:
-            wait_for(lambda: manager.listen(0.1) is not None and manager.wedged(WATCHDOG_SECONDS),
-                     timeout=WATCHDOG_SECONDS + 1, what="the watchdog to notice")
+            wait_for(
+                lambda: manager.listen(0.1) is not None and manager.wedged(WATCHDOG_SECONDS),
+                timeout=WATCHDOG_SECONDS + 1,
+                what="the watchdog to notice",
+            )
             assert time.monotonic() - stopped_at <= WATCHDOG_SECONDS + 0.5
         finally:
             os.kill(daemon.process.pid, signal.SIGCONT)

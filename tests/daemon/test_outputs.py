@@ -7,8 +7,8 @@ import io
 import numpy as np
 from PIL import Image
 
-from bgremover.outbox import zips as outbox
 from bgremover.intake.tickets import TICKET_NAME
+from bgremover.outbox import zips as outbox
 from tests.support.harness import Daemon
 from tests.support.images import encoded, shape_on_texture
 
@@ -28,8 +28,9 @@ def test_both_and_mask_through_the_real_daemon(tmp_path):
     with Daemon(root, fake_jobs=False, session_idle_seconds=1, output_format="webp") as daemon:
         drop_folder(root, "both", 'output = "both"\noutput_format = "png"', {"p.png": image, "p.mask.png": image})
         drop_folder(root, "masks", 'output = "mask"', {"p.png": image})
-        drop_folder(root, "framed", 'output = "both"\noutput_format = "png"\ncrop = "square"\nsize = 128',
-                    {"p.png": image})
+        drop_folder(
+            root, "framed", 'output = "both"\noutput_format = "png"\ncrop = "square"\nsize = 128', {"p.png": image}
+        )
         statuses = {name: daemon.wait_complete(name, timeout=120) for name in ("both", "masks", "framed")}
         both, masks, framed = (daemon.zip_members(name) for name in ("both", "masks", "framed"))
 

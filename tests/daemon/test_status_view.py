@@ -42,8 +42,11 @@ def assert_text_shows_progress(text: subprocess.CompletedProcess, root: Path, pi
     """Part way through `live` (7 items: 1 failed, at least 2 done, some left), as `status` prints it."""
     assert text.returncode == 0, text.stderr
     lines = text.stdout.splitlines()
-    assert re.fullmatch(rf"daemon: running \(pid {pid}, 1 job slot\); \d+ queued, [01] processing;"
-                        r" rate [\d.]+/(s|min), ETA \d+(m\d\d)?s", lines[0]), lines[0]
+    assert re.fullmatch(
+        rf"daemon: running \(pid {pid}, 1 job slot\); \d+ queued, [01] processing;"
+        r" rate [\d.]+/(s|min), ETA \d+(m\d\d)?s",
+        lines[0],
+    ), lines[0]
     live = session_line(text.stdout, "live")
     finished = int(live["finished"])
     assert live["total"] == "7" and 3 <= finished < 7
@@ -62,8 +65,9 @@ def assert_json_shows_progress(doc: dict, pid: int) -> None:
     (session,) = doc["sessions"]
     assert session["name"] == "live" and session["total"] == 7 and sum(session["counts"].values()) == 7
     assert session["finished"] == 7 - session["counts"]["queued"] - session["counts"]["processing"]
-    assert session["failed"] == [{"name": "broken.jpg", "error": BAD_INPUT_ERROR,
-                                  "retry_marker": "retry/live/broken.jpg"}]
+    assert session["failed"] == [
+        {"name": "broken.jpg", "error": BAD_INPUT_ERROR, "retry_marker": "retry/live/broken.jpg"}
+    ]
     assert session["rate_per_s"] > 0 and session["eta_s"] > 0 and doc["rate_per_s"] > 0
 
 
@@ -73,8 +77,10 @@ def test_beside_a_running_daemon_status_shows_progress_and_following_never_holds
         drop(root / "inbox", "live/broken.jpg", "bad-input")
         for n in range(6):
             drop(root / "inbox", f"live/photo{n}.jpg", "sleep 1")
-        wait_for(lambda: (s := daemon.status("live")) and s["counts"]["failed"] == 1 and s["counts"]["done"] >= 2,
-                 what="one failure and two done")
+        wait_for(
+            lambda: (s := daemon.status("live")) and s["counts"]["failed"] == 1 and s["counts"]["done"] >= 2,
+            what="one failure and two done",
+        )
 
         # Once, as text and as JSON: bars, counts, rate, ETA, and the failure with its retry marker.
         assert_text_shows_progress(status(root), root, daemon.process.pid)
@@ -83,7 +89,9 @@ def test_beside_a_running_daemon_status_shows_progress_and_following_never_holds
         # Followed: frame after frame while the daemon goes on finishing items; Ctrl-C ends it, exit 0.
         follower = start_following(root, "--interval", "0.2")
         try:
-            frames = follow_until(follower, lambda f: len(f) >= 2 and finished_in(f[-1], "live") > finished_in(f[0], "live"))
+            frames = follow_until(
+                follower, lambda f: len(f) >= 2 and finished_in(f[-1], "live") > finished_in(f[0], "live")
+            )
         finally:
             code, stderr = interrupt(follower)
         assert code == 0 and stderr == ""
@@ -100,8 +108,10 @@ def test_after_the_daemon_stopped_status_reads_the_same_database_and_promises_no
         drop(root / "inbox", "halted/broken.jpg", "bad-input")
         for n in range(5):
             drop(root / "inbox", f"halted/photo{n}.jpg", "sleep 1")
-        wait_for(lambda: (s := daemon.status("halted")) and s["counts"]["failed"] == 1 and s["counts"]["done"] >= 1,
-                 what="one failure and one done")
+        wait_for(
+            lambda: (s := daemon.status("halted")) and s["counts"]["failed"] == 1 and s["counts"]["done"] >= 1,
+            what="one failure and one done",
+        )
         assert daemon.stop() == 0  # the image in flight goes back to the queue
     database = root / "state" / "bgremover.sqlite3"
     before = database_and_log(database)
@@ -111,18 +121,25 @@ def test_after_the_daemon_stopped_status_reads_the_same_database_and_promises_no
     assert re.fullmatch(r"daemon: not running; \d+ queued, 0 processing; rate \S+, ETA —", text.stdout.splitlines()[0])
     halted = session_line(text.stdout, "halted")
     assert halted["eta"] == "—" and int(halted["finished"]) < 6
-    assert f"  failed     broken.jpg: {BAD_INPUT_ERROR} (retry: touch {root / 'retry' / 'halted' / 'broken.jpg'})" \
+    assert (
+        f"  failed     broken.jpg: {BAD_INPUT_ERROR} (retry: touch {root / 'retry' / 'halted' / 'broken.jpg'})"
         in text.stdout.splitlines()
+    )
 
     doc = status_json(root)
-    assert doc["daemon"] == {"running": False, "pid": None, "job_slots": None} and doc["processing"] == 0 and doc["eta_s"] is None
+    assert (
+        doc["daemon"] == {"running": False, "pid": None, "job_slots": None}
+        and doc["processing"] == 0
+        and doc["eta_s"] is None
+    )
     assert as_the_database_fixes(doc) == sessions_in_database(root)
     assert doc["queued"] == doc["sessions"][0]["counts"]["queued"] > 0
 
     one = status_json(root, "halted")["sessions"][0]
     with closing_store(database) as store:
         assert [(i["name"], i["status"]) for i in one["items"]] == [
-            (i.name, i.status.value) for i in store.items("halted")]
+            (i.name, i.status.value) for i in store.items("halted")
+        ]
     assert database_and_log(database) == before, "status only reads"
 
 
@@ -150,9 +167,14 @@ def sessions_in_database(root: Path) -> list[dict]:
     with closing_store(root / "state" / "bgremover.sqlite3") as store:
         return [
             {
-                "name": s.name, "state": s.state.value, "total": store.count(s.name), "counts": store.counts(s.name),
-                "failed": [{"name": i.name, "error": i.error, "retry_marker": f"retry/{s.name}/{i.name}"}
-                           for i in store.items(s.name, Status.FAILED)],
+                "name": s.name,
+                "state": s.state.value,
+                "total": store.count(s.name),
+                "counts": store.counts(s.name),
+                "failed": [
+                    {"name": i.name, "error": i.error, "retry_marker": f"retry/{s.name}/{i.name}"}
+                    for i in store.items(s.name, Status.FAILED)
+                ],
             }
             for s in store.sessions()
         ]

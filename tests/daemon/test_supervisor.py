@@ -21,8 +21,20 @@ from bgremover.queue.store import Store
 from tests.support.harness import Daemon, drop, wait_for
 
 ITEM_FIELDS = {"name", "status", "output", "mask", "error", "note", "attempts", "retry_marker"}
-SESSION_FIELDS = {"session", "state", "format", "model", "created_at", "updated_at", "total", "counts", "zip", "error",
-                  "ticket", "items"}
+SESSION_FIELDS = {
+    "session",
+    "state",
+    "format",
+    "model",
+    "created_at",
+    "updated_at",
+    "total",
+    "counts",
+    "zip",
+    "error",
+    "ticket",
+    "items",
+}
 
 
 @pytest.fixture(autouse=True, params=[1, 2, 3], ids=["1-slot", "2-slots", "3-slots"])
@@ -62,12 +74,25 @@ def test_a_loose_file_becomes_a_session_and_comes_back_in_its_zip(root):
         status = daemon.wait_complete(session)
         assert session.startswith("batch-") and len(session) == len("batch-YYYYmmdd-HHMMSS")
         assert set(status) == SESSION_FIELDS
-        assert (status["state"], status["format"], status["total"], status["zip"]) == ("complete", "png", 1, f"{session}.zip")
+        assert (status["state"], status["format"], status["total"], status["zip"]) == (
+            "complete",
+            "png",
+            1,
+            f"{session}.zip",
+        )
         assert status["counts"] == {"queued": 0, "processing": 0, "done": 1, "failed": 0, "cancelled": 0}
         item = status["items"][0]
         assert set(item) == ITEM_FIELDS
-        assert item == {"name": "shoe.jpg", "status": "done", "output": "shoe.png", "mask": None, "error": None,
-                        "note": None, "attempts": 1, "retry_marker": None}
+        assert item == {
+            "name": "shoe.jpg",
+            "status": "done",
+            "output": "shoe.png",
+            "mask": None,
+            "error": None,
+            "note": None,
+            "attempts": 1,
+            "retry_marker": None,
+        }
         assert daemon.zip_members(session) == {"shoe.png": b"cutout of ok"}
         assert list((root / "inbox").iterdir()) == []
         assert (root / "archive" / session / "shoe.jpg").read_bytes() == b"ok"
@@ -80,7 +105,10 @@ def test_a_dropped_folder_is_one_session_and_nested_names_keep_their_path(root):
         drop(root / "inbox", "catalog/shoes/deep/blue.webp")
         status = daemon.wait_complete("catalog")
         assert {i["name"]: i["output"] for i in status["items"]} == {
-            "top.jpg": "top.png", "shoes/red.PNG": "shoes/red.png", "shoes/deep/blue.webp": "shoes/deep/blue.png"}
+            "top.jpg": "top.png",
+            "shoes/red.PNG": "shoes/red.png",
+            "shoes/deep/blue.webp": "shoes/deep/blue.png",
+        }
         assert set(daemon.zip_members("catalog")) == {"top.png", "shoes/red.png", "shoes/deep/blue.png"}
         wait_for(lambda: not (root / "inbox" / "catalog").exists(), what="the emptied folder to go")
 
@@ -173,7 +201,10 @@ def test_cancel_stops_the_job_in_flight_cancels_the_queue_and_keeps_what_is_done
         (root / "cancel" / "shoot").touch()
         status = daemon.wait_complete("shoot", 20)
         assert {i["name"]: i["status"] for i in status["items"]} == {
-            "1.jpg": "done", **dict.fromkeys(sleepers(job_slots), "cancelled"), "3.jpg": "cancelled"}
+            "1.jpg": "done",
+            **dict.fromkeys(sleepers(job_slots), "cancelled"),
+            "3.jpg": "cancelled",
+        }
         assert set(daemon.zip_members("shoot")) == {"1.png"}
         assert not (root / "cancel" / "shoot").exists()
 
@@ -206,7 +237,8 @@ def test_a_job_over_its_memory_limit_fails_alone(root):
         status = daemon.wait_complete("heavy", 30)
         items = items_by_name(status)
         assert items["hog.jpg"]["error"] == (
-            "the job used more than the memory limit of 200 MB (job_memory_limit_mb) and was stopped")
+            "the job used more than the memory limit of 200 MB (job_memory_limit_mb) and was stopped"
+        )
         assert items["light.jpg"]["status"] == "done"
 
 
@@ -240,7 +272,9 @@ def runs_a_job_of_the_past(pid: int, daemon: Daemon) -> bool:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
-    return stat[0] not in ("Z", "X") and b"bgremover.runners.forkserver" in cmdline and int(stat[1]) != daemon.process.pid
+    return (
+        stat[0] not in ("Z", "X") and b"bgremover.runners.forkserver" in cmdline and int(stat[1]) != daemon.process.pid
+    )
 
 
 def test_a_daemon_killed_mid_session_finishes_every_item_exactly_once(root):
@@ -302,7 +336,9 @@ def test_new_files_and_markers_are_handled_while_a_job_runs(root, job_slots):
         for name in sleepers(job_slots):
             job_pid(daemon, name)
         drop(root / "inbox", "busy/next.jpg")
-        wait_for(lambda: daemon.status("busy")["total"] == job_slots + 1, 10, what="the new file queued during the jobs")
+        wait_for(
+            lambda: daemon.status("busy")["total"] == job_slots + 1, 10, what="the new file queued during the jobs"
+        )
         (root / "cancel" / "busy").touch()
         status = daemon.wait_complete("busy", 15)
         assert status["counts"]["cancelled"] == job_slots + 1

@@ -11,7 +11,6 @@ from bgremover.intake.tickets import TICKET_NAME
 from tests.support.harness import Daemon, wait_for
 from tests.support.images import encoded, shape_on_texture
 
-
 # -- through the real daemon and model ------------------------------------------------
 
 
@@ -37,14 +36,19 @@ def test_a_ticket_applies_to_its_folder_only(tmp_path):
         drop_folder(root, "plain", None)
         ticketed, plain = daemon.wait_complete("marketplace"), daemon.wait_complete("plain")
         webp, png = daemon.zip_members("marketplace"), daemon.zip_members("plain")
-    assert (ticketed["format"], ticketed["ticket"], ticketed["error"]) == ("webp", {"output_format": "webp", "quality": 50}, None)
+    assert (ticketed["format"], ticketed["ticket"], ticketed["error"]) == (
+        "webp",
+        {"output_format": "webp", "quality": 50},
+        None,
+    )
     assert (plain["format"], plain["ticket"]) == ("png", None)
     assert sorted(webp) == ["p0.webp", "p1.webp"] and sorted(png) == ["p0.png", "p1.png"]
     for data, fmt in [*((d, "WEBP") for d in webp.values()), *((d, "PNG") for d in png.values())]:
         image = Image.open(io.BytesIO(data))
         assert (image.format, image.mode) == (fmt, "RGBA")
     assert [e["ticket"] for e in daemon.events("session_opened") if e["session"] == "marketplace"] == [
-        {"output_format": "webp", "quality": 50}]
+        {"output_format": "webp", "quality": 50}
+    ]
     assert (root / "inbox" / "marketplace" / TICKET_NAME).exists()  # never taken: it stays with its folder
     assert not daemon.events("file_ignored")
 
@@ -54,8 +58,10 @@ def test_an_invalid_ticket_fails_its_folder_and_a_fixed_one_runs_on_retry(tmp_pa
     with Daemon(root, fake_jobs=False, session_idle_seconds=1) as daemon:
         drop_folder(root, "shop", 'output_format = "webp"\nquality = 500\n')
         status = daemon.wait_complete("shop")
-        error = ("the job ticket bgremover.toml is invalid: bad setting 'quality': "
-                 "Input should be less than or equal to 100 (got 500)")
+        error = (
+            "the job ticket bgremover.toml is invalid: bad setting 'quality': "
+            "Input should be less than or equal to 100 (got 500)"
+        )
         assert status["error"] == error
         assert [(i["status"], i["error"]) for i in status["items"]] == [("failed", error)] * 2
         assert not (root / "outbox" / "shop.zip").exists() or daemon.zip_members("shop") == {}

@@ -60,8 +60,16 @@ def source_version() -> str:
 def shell(command: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
     unset = ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")
     env = {key: value for key, value in os.environ.items() if key not in unset and not key.startswith("BGREMOVER_")}
-    return subprocess.run(["bash", "-c", command], check=False, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-                          capture_output=True, text=True, timeout=INSTALL_TIMEOUT)
+    return subprocess.run(
+        ["bash", "-c", command],
+        check=False,
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=INSTALL_TIMEOUT,
+    )
 
 
 @dataclass
@@ -96,8 +104,10 @@ def test_the_readme_installs_the_service_into_a_venv_of_its_own_where_the_unit_l
 
 
 def test_the_documented_commands_install_bgremover_into_the_venv_and_it_reports_its_version(installed, tmp_path):
-    where = installed.python("import bgremover, importlib.metadata as m; print(bgremover.__file__); "
-                             "print(m.version('bgremover'))", cwd=tmp_path)
+    where = installed.python(
+        "import bgremover, importlib.metadata as m; print(bgremover.__file__); print(m.version('bgremover'))",
+        cwd=tmp_path,
+    )
     assert where.returncode == 0, where.stderr
     module_file, distribution_version = where.stdout.splitlines()
     assert Path(module_file).is_relative_to(installed.prefix), "bgremover must come from the venv, not the checkout"
@@ -120,24 +130,36 @@ def unit_at(prefix: Path, folder: Path) -> Path:
 
 
 def test_the_unit_verifies_against_the_bgremover_the_commands_installed(installed, tmp_path):
-    verified = subprocess.run([systemd_analyze(), "verify", unit_at(installed.prefix, tmp_path)], check=False,
-                              capture_output=True, text=True, timeout=60)
+    verified = subprocess.run(
+        [systemd_analyze(), "verify", unit_at(installed.prefix, tmp_path)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert (verified.returncode, verified.stderr, verified.stdout) == (0, "", "")
 
 
 def test_systemd_analyze_verify_refuses_the_unit_where_nothing_is_installed(tmp_path):
     # What makes the test above mean something: verify does look for the program.
     nowhere = tmp_path / "not-installed"
-    refused = subprocess.run([systemd_analyze(), "verify", unit_at(nowhere, tmp_path)], check=False,
-                             capture_output=True, text=True, timeout=60)
+    refused = subprocess.run(
+        [systemd_analyze(), "verify", unit_at(nowhere, tmp_path)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert refused.returncode != 0
     assert f"{nowhere}/bin/bgremover is not executable" in refused.stderr, refused.stderr
 
 
 def test_the_avif_hint_installs_the_plugin_of_the_avif_extra_into_the_venv(installed, tmp_path):
-    metadata = installed.python("import importlib.metadata as m, json; d = m.metadata('bgremover'); "
-                                "print(json.dumps([d.get_all('Provides-Extra'), m.requires('bgremover')]))",
-                                cwd=tmp_path)
+    metadata = installed.python(
+        "import importlib.metadata as m, json; d = m.metadata('bgremover'); "
+        "print(json.dumps([d.get_all('Provides-Extra'), m.requires('bgremover')]))",
+        cwd=tmp_path,
+    )
     assert metadata.returncode == 0, metadata.stderr
     extras, requires = json.loads(metadata.stdout)
     assert "avif" in extras
@@ -145,8 +167,9 @@ def test_the_avif_hint_installs_the_plugin_of_the_avif_extra_into_the_venv(insta
     for_avif = [r for r in requirements if r.marker and r.marker.evaluate({"extra": "avif"})]
     assert [(r.name, str(r.specifier)) for r in for_avif] == [("pillow-avif-plugin", ">=1.4")]
 
-    hint = installed.python("from bgremover.imaging.matting import avif_unavailable; print(avif_unavailable())",
-                            cwd=tmp_path)
+    hint = installed.python(
+        "from bgremover.imaging.matting import avif_unavailable; print(avif_unavailable())", cwd=tmp_path
+    )
     assert hint.returncode == 0, hint.stderr
     command = hint.stdout.strip().rsplit("(", 1)[1].removesuffix(")")
     assert command == f"{shlex.quote(str(installed.prefix / 'bin' / 'python'))} -m pip install pillow-avif-plugin"

@@ -25,8 +25,15 @@ MAX_EXPOSURE = 2.0
 
 
 def run(*args: str | Path, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([*map(str, args)], check=False, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                          timeout=timeout, **kwargs)
+    return subprocess.run(
+        [*map(str, args)],
+        check=False,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **kwargs,
+    )
 
 
 def installed_env(site: Path) -> dict[str, str]:
@@ -52,7 +59,9 @@ def test_the_wheel_carries_the_model_its_manifest_and_every_module(wheel):
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
         assert archive.read("bgremover/models/bundled/u2netp.onnx") == (REPO / "models" / "u2netp.onnx").read_bytes()
-        assert archive.read("bgremover/models/bundled/manifest.json") == (REPO / "models" / "manifest.json").read_bytes()
+        assert (
+            archive.read("bgremover/models/bundled/manifest.json") == (REPO / "models" / "manifest.json").read_bytes()
+        )
         for photo in ("astronaut.jpg", "coffee.jpg", "chelsea.jpg", "LICENSE.md"):  # the bench's corpus sources
             assert archive.read(f"bgremover/bench/photos/{photo}") == (PHOTOS / photo).read_bytes()
     package = REPO / "daemon"
@@ -67,13 +76,19 @@ def test_the_wheel_carries_the_model_its_manifest_and_every_module(wheel):
 def test_the_installed_wheel_removes_a_background_from_any_folder(wheel, tmp_path):
     site, elsewhere = tmp_path / "site", tmp_path / "elsewhere"
     elsewhere.mkdir()
-    result = run(sys.executable, "-m", "pip", "install", "--no-deps", "--quiet", "--no-compile",
-                 "--target", site, wheel)
+    result = run(
+        sys.executable, "-m", "pip", "install", "--no-deps", "--quiet", "--no-compile", "--target", site, wheel
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     env = installed_env(site)
 
-    where = run(sys.executable, "-c", "import bgremover, bgremover.imaging.matting as m; print(bgremover.__file__); print(m.models_dir())",
-                cwd=elsewhere, env=env)
+    where = run(
+        sys.executable,
+        "-c",
+        "import bgremover, bgremover.imaging.matting as m; print(bgremover.__file__); print(m.models_dir())",
+        cwd=elsewhere,
+        env=env,
+    )
     assert where.returncode == 0, where.stderr
     module_file, models = map(Path, where.stdout.splitlines())
     assert module_file == site / "bgremover" / "__init__.py", "bgremover must come from the installed wheel"
@@ -93,14 +108,19 @@ def test_the_installed_wheel_removes_a_background_from_any_folder(wheel, tmp_pat
 def systemd_analyze() -> str:
     found = shutil.which(SYSTEMD_ANALYZE)
     if found is None:
-        pytest.fail("systemd-analyze is not installed; it checks the unit file: "
-                    "install the Debian package 'systemd' (apt-get install systemd)")
+        pytest.fail(
+            "systemd-analyze is not installed; it checks the unit file: "
+            "install the Debian package 'systemd' (apt-get install systemd)"
+        )
     return found
 
 
 def unit_lines() -> list[str]:
-    return [line.strip() for line in UNIT.read_text().splitlines()
-            if line.strip() and not line.lstrip().startswith(("#", ";"))]
+    return [
+        line.strip()
+        for line in UNIT.read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith(("#", ";"))
+    ]
 
 
 def runnable_copy(unit: Path, tmp_path: Path, command: str) -> Path:
@@ -122,8 +142,9 @@ def runnable_copy(unit: Path, tmp_path: Path, command: str) -> Path:
 
 def exposure_of(copy: Path) -> float:
     """systemd-analyze security's overall exposure level for the unit file `copy`."""
-    result = run(systemd_analyze(), "security", "--offline=true", "--no-pager", copy,
-                 env={**os.environ, "SYSTEMD_COLORS": "0"})
+    result = run(
+        systemd_analyze(), "security", "--offline=true", "--no-pager", copy, env={**os.environ, "SYSTEMD_COLORS": "0"}
+    )
     assert result.returncode == 0, result.stderr
     found = re.search(r"Overall exposure level for \S+: (\d+(?:\.\d+)?)", result.stdout)
     assert found, result.stdout[-2000:]
@@ -155,9 +176,16 @@ def test_the_unit_runs_the_daemon_on_its_state_directory_with_the_hardening_the_
     assert settings["ExecStart"] == "/opt/bgremover/bin/bgremover run --root /var/lib/bgremover"
     assert settings.get("StateDirectory") == "bgremover", "the root must be the service's StateDirectory"
     assert settings.get("KillSignal", "SIGTERM") == "SIGTERM"
-    for hardening in ("DynamicUser=yes", "NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=yes",
-                      "PrivateTmp=yes", "PrivateDevices=yes", "RestrictAddressFamilies=AF_UNIX",
-                      "SystemCallFilter=@system-service"):
+    for hardening in (
+        "DynamicUser=yes",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "ProtectHome=yes",
+        "PrivateTmp=yes",
+        "PrivateDevices=yes",
+        "RestrictAddressFamilies=AF_UNIX",
+        "SystemCallFilter=@system-service",
+    ):
         assert hardening in lines, hardening
     assert "MemoryMax" in settings
 
@@ -175,9 +203,15 @@ def test_the_unit_waits_for_ready_and_restarts_a_daemon_that_stops_pinging_the_w
 def test_the_readme_shows_how_to_install_enable_and_share_the_unit():
     text = (REPO / "README.md").read_text()
     section = text.split("## Running it under systemd", 1)[1].split("\n## ", 1)[0]
-    for step in ("cp systemd/bgremover.service /etc/systemd/system/", "systemctl daemon-reload",
-                 "systemctl enable --now bgremover", "/var/lib/bgremover/inbox", "/var/lib/bgremover/outbox",
-                 "ReadWritePaths=", "--root"):
+    for step in (
+        "cp systemd/bgremover.service /etc/systemd/system/",
+        "systemctl daemon-reload",
+        "systemctl enable --now bgremover",
+        "/var/lib/bgremover/inbox",
+        "/var/lib/bgremover/outbox",
+        "ReadWritePaths=",
+        "--root",
+    ):
         assert step in section, step
 
 
@@ -236,7 +270,9 @@ def worker_unit_copy(tmp_path) -> Path:
 
 def test_the_worker_unit_runs_the_worker_on_the_shared_root_writing_only_results():
     settings = every_value(WORKER_UNIT)
-    assert settings["ExecStart"] == ["/opt/bgremover/bin/bgremover worker --root /srv/bgremover --slots ${WORKER_SLOTS}"]
+    assert settings["ExecStart"] == [
+        "/opt/bgremover/bin/bgremover worker --root /srv/bgremover --slots ${WORKER_SLOTS}"
+    ]
     assert settings["RequiresMountsFor"] == ["/srv/bgremover"]
     assert settings["User"] == ["bgremover"] and "DynamicUser" not in settings, "one uid on every host of the share"
     assert settings["ReadOnlyPaths"] == ["/srv/bgremover"]

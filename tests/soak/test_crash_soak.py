@@ -410,9 +410,13 @@ class Soak:
                 self.retried.add(key)
                 self.tally.failures[item["error"]] += 1
                 if item["error"] not in (KILLED_ERROR, TIMEOUT_ERROR):
-                    self.unexpected.append(f"{doc['session']}/{item['name']} attempt {item['attempts']}: {item['error']}")
+                    self.unexpected.append(
+                        f"{doc['session']}/{item['name']} attempt {item['attempts']}: {item['error']}"
+                    )
                 if item["attempts"] >= MAX_ATTEMPTS:
-                    self.unexpected.append(f"{doc['session']}/{item['name']} failed {item['attempts']} times; left failed")
+                    self.unexpected.append(
+                        f"{doc['session']}/{item['name']} failed {item['attempts']} times; left failed"
+                    )
                     continue
                 marker = self.root / item["retry_marker"]
                 marker.parent.mkdir(parents=True, exist_ok=True)
@@ -496,7 +500,8 @@ class Soak:
             assert time.monotonic() < deadline, f"the SIGSTOPped job of {session}/{name} was never timed out"
             time.sleep(0.1)
         assert item["status"] == "failed" and "job_timeout_seconds" in (item["error"] or ""), (
-            f"the SIGSTOPped job of {session}/{name}: {item}")
+            f"the SIGSTOPped job of {session}/{name}: {item}"
+        )
         deadline = time.monotonic() + 10
         while process_state(pid) is not None:
             assert time.monotonic() < deadline, f"the SIGSTOPped job {pid} was timed out but still exists"
@@ -521,7 +526,8 @@ class Soak:
             assert time.monotonic() < deadline, (
                 f"not all done: {done} of {self.opts.images} done, incomplete sessions "
                 f"{[name for name, doc in statuses.items() if doc['state'] != 'complete']}, "
-                f"inbox files {inbox_files[:5]}")
+                f"inbox files {inbox_files[:5]}"
+            )
             time.sleep(0.2)
 
     def clean_up(self) -> None:
@@ -587,7 +593,8 @@ class Soak:
         for name, doc in statuses.items():
             counts = doc["counts"]
             if (doc["state"], doc["zip"], counts["done"]) != ("complete", f"{name}.zip", doc["total"]) or any(
-                    counts[s] for s in ("queued", "processing", "failed", "cancelled")):
+                counts[s] for s in ("queued", "processing", "failed", "cancelled")
+            ):
                 problems.append(f"session {name}: {doc['state']}, zip {doc['zip']}, total {doc['total']}, {counts}")
             if not (self.outbox / f"{name}.zip").is_file():
                 problems.append(f"session {name} has no ZIP")
@@ -598,13 +605,16 @@ class Soak:
             "files in state/results": list((root / "state" / "results").rglob("*")),
             "files in the inbox": [p for p in self.inbox.rglob("*") if not p.is_dir()],
             "files in archive/ (keep_originals is false)": [p for p in (root / "archive").rglob("*") if not p.is_dir()],
-            "markers in retry/ and cancel/": [p for d in ("retry", "cancel") for p in (root / d).rglob("*")
-                                              if not p.is_dir()],
+            "markers in retry/ and cancel/": [
+                p for d in ("retry", "cancel") for p in (root / d).rglob("*") if not p.is_dir()
+            ],
         }
         for what, paths in left.items():
             if paths:
-                problems.append(f"left behind, {what}: {[str(p.relative_to(root)) for p in sorted(paths)[:12]]}"
-                                f"{f' and {len(paths) - 12} more' if len(paths) > 12 else ''}")
+                problems.append(
+                    f"left behind, {what}: {[str(p.relative_to(root)) for p in sorted(paths)[:12]]}"
+                    f"{f' and {len(paths) - 12} more' if len(paths) > 12 else ''}"
+                )
 
         if self.tally.json_reads == 0:
             problems.append("the status JSONs were never read")
@@ -624,8 +634,10 @@ class Soak:
         events, torn = log_events(self.daemon.log_path)
         errors = Counter(e["event"] for e in events if e.get("level") in ("error", "critical"))
         if errors:
-            problems.append(f"error lines in the daemon's log: {dict(errors)}; first: "
-                            f"{next(e for e in events if e.get('level') in ('error', 'critical'))}")
+            problems.append(
+                f"error lines in the daemon's log: {dict(errors)}; first: "
+                f"{next(e for e in events if e.get('level') in ('error', 'critical'))}"
+            )
         self.log_digest = (
             f"log: {len(events)} events, {torn} torn lines, "
             f"leftover_job_killed={sum(e['event'] == 'leftover_job_killed' for e in events)}, "

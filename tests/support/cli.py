@@ -13,14 +13,21 @@ import pytest
 from tests.conftest import REPO
 
 
-def cli(*args: str | Path, env: dict[str, str] | None = None, cwd: Path = REPO,
-        pythonpath: Path = REPO) -> subprocess.CompletedProcess:
+def cli(
+    *args: str | Path, env: dict[str, str] | None = None, cwd: Path = REPO, pythonpath: Path = REPO
+) -> subprocess.CompletedProcess:
     """`bgremover ARGS` as a child process; `env` adds BGREMOVER_* variables to a clean environment."""
     clean = {key: value for key, value in os.environ.items() if not key.startswith("BGREMOVER_")}
     clean.update(PYTHONPATH=str(pythonpath), **(env or {}))
     return subprocess.run(
-        [sys.executable, "-m", "bgremover", *map(str, args)], check=False,
-        cwd=cwd, env=clean, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120,
+        [sys.executable, "-m", "bgremover", *map(str, args)],
+        check=False,
+        cwd=cwd,
+        env=clean,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -29,8 +36,13 @@ def cli_piped(*args: str | Path, stdin: bytes, env: dict[str, str] | None = None
     clean = {key: value for key, value in os.environ.items() if not key.startswith("BGREMOVER_")}
     clean.update(PYTHONPATH=str(REPO), **(env or {}))
     result = subprocess.run(
-        [sys.executable, "-m", "bgremover", *map(str, args)], check=False,
-        cwd=REPO, env=clean, input=stdin, capture_output=True, timeout=120,
+        [sys.executable, "-m", "bgremover", *map(str, args)],
+        check=False,
+        cwd=REPO,
+        env=clean,
+        input=stdin,
+        capture_output=True,
+        timeout=120,
     )
     return subprocess.CompletedProcess(result.args, result.returncode, result.stdout, result.stderr.decode())
 

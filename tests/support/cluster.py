@@ -35,14 +35,30 @@ class Redis:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self) -> "Redis":
+    def start(self) -> Redis:
         self.folder.mkdir(parents=True, exist_ok=True)
         binary = shutil.which("redis-server")
         assert binary, "redis-server is not installed (apt-get install redis-server; .ci/run does)"
         self.process = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--maxmemory-policy", "noeviction", "--dir", str(self.folder)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--maxmemory-policy",
+                "noeviction",
+                "--dir",
+                str(self.folder),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+        )
         client = self.client()
         wait_for(lambda: self.answers(client), what="redis-server to answer")
         return self
@@ -62,7 +78,7 @@ class Redis:
             self.process.terminate()
             self.process.wait(10)
 
-    def __enter__(self) -> "Redis":
+    def __enter__(self) -> Redis:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -72,8 +88,16 @@ class Redis:
 class Worker:
     """`bgremover worker` as a child process, with the fake job bodies unless told otherwise."""
 
-    def __init__(self, root: Path, broker: str, name: str, slots: int = 1, fake_jobs: bool = True,
-                 providers: str | None = None, **settings) -> None:
+    def __init__(
+        self,
+        root: Path,
+        broker: str,
+        name: str,
+        slots: int = 1,
+        fake_jobs: bool = True,
+        providers: str | None = None,
+        **settings,
+    ) -> None:
         self.root, self.broker, self.name, self.slots, self.providers = root, broker, name, slots, providers
         self.env = {**os.environ, **FAST, "PYTHONPATH": str(REPO)}
         self.env.pop("BGREMOVER_CONFIG", None)
@@ -84,14 +108,33 @@ class Worker:
         self.process: subprocess.Popen | None = None
 
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "bgremover", "worker", "--broker", self.broker, "--root", str(self.root),
-                "--slots", str(self.slots), "--name", self.name,
-                *(["--providers", self.providers] if self.providers else [])]
+        return [
+            sys.executable,
+            "-m",
+            "bgremover",
+            "worker",
+            "--broker",
+            self.broker,
+            "--root",
+            str(self.root),
+            "--slots",
+            str(self.slots),
+            "--name",
+            self.name,
+            *(["--providers", self.providers] if self.providers else []),
+        ]
 
-    def start(self) -> "Worker":
-        self.log_file = open(self.log_path, "ab")
-        self.process = subprocess.Popen(self.command(), cwd=REPO, env=self.env, stdin=subprocess.DEVNULL,
-                                        stdout=self.log_file, stderr=self.log_file, start_new_session=True)
+    def start(self) -> Worker:
+        self.log_file = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the process; closed when it is stopped
+        self.process = subprocess.Popen(
+            self.command(),
+            cwd=REPO,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=self.log_file,
+            stderr=self.log_file,
+            start_new_session=True,
+        )
         wait_for(lambda: "ready." in self.log() or self.process.poll() is not None, what=f"worker {self.name} ready")
         assert self.process.poll() is None, self.log()
         return self
@@ -110,7 +153,7 @@ class Worker:
         self.log_file.close()
         end_group(self.process.pid)
 
-    def __enter__(self) -> "Worker":
+    def __enter__(self) -> Worker:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -66,6 +66,8 @@ def set_read_only(folder: Path, read_only: bool) -> None:
 
 def set_immutable(folders: list[Path], immutable: bool) -> None:
     """chattr +i: no file can be made, renamed or removed in these folders, not even by root (EPERM)."""
-    result = subprocess.run(["chattr", "+i" if immutable else "-i", *map(str, folders)], capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        ["chattr", "+i" if immutable else "-i", *map(str, folders)], capture_output=True, text=True, check=False
+    )
     if result.returncode != 0:
         raise RuntimeError(f"these tests need chattr on their temporary folder: {result.stderr}")

@@ -58,8 +58,11 @@ class FakeRunner(JobRunner):
 
     def end(self, handle: JobHandle, returncode: int, peak_rss_kb: int = 0) -> None:
         """The test's word: this job has ended with `returncode` (negative: killed by that signal)."""
-        self.exits[handle.pid] = (JobExit(signal=-returncode, peak_rss_kb=peak_rss_kb) if returncode < 0
-                                  else JobExit(exit_code=returncode, peak_rss_kb=peak_rss_kb))
+        self.exits[handle.pid] = (
+            JobExit(signal=-returncode, peak_rss_kb=peak_rss_kb)
+            if returncode < 0
+            else JobExit(exit_code=returncode, peak_rss_kb=peak_rss_kb)
+        )
         self.wake()
 
     def poll(self, handle: JobHandle) -> JobExit | None:

@@ -53,16 +53,22 @@ class Daemon:
         for name in ("inbox", "outbox", "retry", "cancel"):
             (root / name).mkdir(parents=True, exist_ok=True)
 
-    def start(self) -> "Daemon":
+    def start(self) -> Daemon:
         # Several lives of a daemon share one log; each start waits for its own daemon_ready.
         ready_before = len(self.events("daemon_ready"))
-        self.log_file = open(self.log_path, "ab")
+        self.log_file = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the process; closed when it is stopped
         self.process = subprocess.Popen(
             [sys.executable, "-m", "bgremover", "run", "--root", str(self.root)],
-            cwd=REPO, env=self.env, stdin=subprocess.DEVNULL, stdout=self.log_file, stderr=self.log_file,
+            cwd=REPO,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=self.log_file,
+            stderr=self.log_file,
         )
-        wait_for(lambda: len(self.events("daemon_ready")) > ready_before or self.process.poll() is not None,
-                 what="daemon_ready")
+        wait_for(
+            lambda: len(self.events("daemon_ready")) > ready_before or self.process.poll() is not None,
+            what="daemon_ready",
+        )
         assert self.process.poll() is None, self.log()
         return self
 
@@ -77,7 +83,7 @@ class Daemon:
         self.process.wait()
         self.log_file.close()
 
-    def __enter__(self) -> "Daemon":
+    def __enter__(self) -> Daemon:
         return self.start()
 
     def __exit__(self, *exc) -> None:

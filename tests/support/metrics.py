@@ -19,8 +19,11 @@ def free_port() -> int:
 
 def parse(text: str) -> dict[tuple[str, frozenset], float]:
     """Every sample of an exposition, keyed by its name and labels."""
-    return {(sample.name, frozenset(sample.labels.items())): sample.value
-            for family in text_string_to_metric_families(text) for sample in family.samples}
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
 
 
 def scrape(port: int) -> dict[tuple[str, frozenset], float]:

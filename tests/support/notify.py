@@ -11,8 +11,10 @@ import time
 
 import pytest
 
-STATUS_LINE = re.compile(r"idle, \d+ sessions? complete|"
-                         r"(\S+ \d+/\d+(, \d+ failed)?; )*\S+ \d+/\d+(, \d+ failed)?, \d+ queued(, \d+/\d+ jobs running)?")
+STATUS_LINE = re.compile(
+    r"idle, \d+ sessions? complete|"
+    r"(\S+ \d+/\d+(, \d+ failed)?; )*\S+ \d+/\d+(, \d+ failed)?, \d+ queued(, \d+/\d+ jobs running)?"
+)
 
 
 class ServiceManager:
@@ -61,8 +63,12 @@ class ServiceManager:
         raise AssertionError(f"no {what} within {timeout} s; got {[m for _, m in self.messages]}")
 
     def statuses(self) -> list[str]:
-        return [line[len("STATUS="):] for _, message in self.messages for line in message.split("\n")
-                if line.startswith("STATUS=")]
+        return [
+            line[len("STATUS=") :]
+            for _, message in self.messages
+            for line in message.split("\n")
+            if line.startswith("STATUS=")
+        ]
 
     def pings(self) -> list[float]:
         return [at for at, message in self.messages if message == "WATCHDOG=1"]

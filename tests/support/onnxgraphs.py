@@ -19,8 +19,9 @@ from onnx import TensorProto, helper, numpy_helper
 REDNESS = np.array([1.0, -0.5, -0.5], dtype=np.float32).reshape(1, 3, 1, 1)
 
 
-def redness_model(path: Path, input_size: tuple[int, int] = (64, 48), decoy_first: bool = True,
-                  channels: int = 3) -> Path:
+def redness_model(
+    path: Path, input_size: tuple[int, int] = (64, 48), decoy_first: bool = True, channels: int = 3
+) -> Path:
     """Write a model taking [1, channels, height, width]; its outputs are (decoy, mask) or just (mask).
 
     The decoy is the mask negated: a daemon reading the wrong output index
@@ -34,9 +35,11 @@ def redness_model(path: Path, input_size: tuple[int, int] = (64, 48), decoy_firs
         nodes.append(helper.make_node("Neg", ["mask"], ["decoy"]))
         outputs.insert(0, helper.make_tensor_value_info("decoy", TensorProto.FLOAT, [1, 1, height, width]))
     graph = helper.make_graph(
-        nodes, "redness",
+        nodes,
+        "redness",
         [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, channels, height, width])],
-        outputs, initializer=[numpy_helper.from_array(weights, "weights")],
+        outputs,
+        initializer=[numpy_helper.from_array(weights, "weights")],
     )
     # IR 8 and opset 13 load in every onnxruntime the project accepts (1.17 and later).
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
@@ -53,9 +56,14 @@ def sha256(path: Path) -> str:
 def manifest_entry(path: Path, **fields) -> dict:
     """A complete, correct entry for a redness model at `path`; `fields` override any part."""
     entry = {
-        "file": path.name, "sha256": sha256(path), "input_size": [64, 48],
-        "mean": [0.5, 0.5, 0.5], "std": [1.0, 1.0, 1.0], "output_index": 1,
-        "licence": "CC0-1.0", "source": "built by the test that uses it",
+        "file": path.name,
+        "sha256": sha256(path),
+        "input_size": [64, 48],
+        "mean": [0.5, 0.5, 0.5],
+        "std": [1.0, 1.0, 1.0],
+        "output_index": 1,
+        "licence": "CC0-1.0",
+        "source": "built by the test that uses it",
     }
     return {**entry, **fields}
 

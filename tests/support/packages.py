@@ -16,12 +16,14 @@ CHUNK_BYTES = 40  # small chunks, so each model spans several
 def package_parts(models: dict[str, bytes]) -> tuple[dict, dict[str, bytes]]:
     """resources.json's content and the other members, as the real package lays them out."""
     index: dict = {}
-    members = {"package/package.json": json.dumps({"name": PACKAGE, "version": "1.4.5"}).encode(),
-               "package/LICENSE.md": b"GNU AFFERO GENERAL PUBLIC LICENSE\nVersion 3, 19 November 2007\n"}
+    members = {
+        "package/package.json": json.dumps({"name": PACKAGE, "version": "1.4.5"}).encode(),
+        "package/LICENSE.md": b"GNU AFFERO GENERAL PUBLIC LICENSE\nVersion 3, 19 November 2007\n",
+    }
     for resource, data in models.items():
         chunks = []
         for start in range(0, len(data), CHUNK_BYTES):
-            piece = data[start:start + CHUNK_BYTES]
+            piece = data[start : start + CHUNK_BYTES]
             digest = hashlib.sha256(piece).hexdigest()
             members[f"package/dist/{digest}"] = piece
             chunks.append({"hash": digest, "offsets": [start, start + len(piece)]})

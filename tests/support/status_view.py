@@ -41,8 +41,12 @@ def start_following(root: Path, *args: str) -> subprocess.Popen:
     clean = {key: value for key, value in os.environ.items() if not key.startswith("BGREMOVER_")}
     return subprocess.Popen(
         [sys.executable, "-m", "bgremover", "status", "--root", str(root), "--follow", *args],
-        cwd=REPO, env={**clean, "PYTHONPATH": str(REPO)}, stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=as_from_a_terminal,
+        cwd=REPO,
+        env={**clean, "PYTHONPATH": str(REPO)},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=as_from_a_terminal,
     )
 
 

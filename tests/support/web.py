@@ -33,12 +33,20 @@ class WebPage:
         self.url = ""
 
     def start(self) -> WebPage:
-        self.log_file = open(self.log_path, "ab")
+        self.log_file = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the process; closed when it is stopped
         self.process = subprocess.Popen(
             [sys.executable, "-m", "bgremover", "web", "--root", str(self.root), "--listen", self.listen],
-            cwd=REPO, env=self.env, stdin=subprocess.DEVNULL, stdout=self.log_file, stderr=self.log_file)
-        found = wait_for(lambda: re.search(r"the web page is at (\S+)", self.log()) or self.process.poll() is not None,
-                         timeout=30, what="the web page's address")
+            cwd=REPO,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=self.log_file,
+            stderr=self.log_file,
+        )
+        found = wait_for(
+            lambda: re.search(r"the web page is at (\S+)", self.log()) or self.process.poll() is not None,
+            timeout=30,
+            what="the web page's address",
+        )
         assert self.process.poll() is None, self.log()
         self.url = found.group(1).rstrip("/")
         return self
@@ -65,8 +73,9 @@ class WebPage:
 
     # -- requests ---------------------------------------------------------------------
 
-    def request(self, method: str, path: str, body: bytes = b"", headers: dict | None = None,
-                host: str | None = None) -> tuple[int, dict, bytes]:
+    def request(
+        self, method: str, path: str, body: bytes = b"", headers: dict | None = None, host: str | None = None
+    ) -> tuple[int, dict, bytes]:
         """One real HTTP request on a fresh connection: (status, headers in lower case, body)."""
         connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
         try:
@@ -96,8 +105,12 @@ class WebPage:
 
     def same_origin(self) -> dict:
         """What a browser sends with a request from the page itself."""
-        return {"Origin": f"http://127.0.0.1:{self.port}", "Sec-Fetch-Site": "same-origin",
-                "Accept": "application/json", "X-CSRF-Token": self.csrf()}
+        return {
+            "Origin": f"http://127.0.0.1:{self.port}",
+            "Sec-Fetch-Site": "same-origin",
+            "Accept": "application/json",
+            "X-CSRF-Token": self.csrf(),
+        }
 
 
 def multipart(files: list[tuple[str, bytes]], fields: dict[str, str] | None = None) -> tuple[bytes, str]:
@@ -108,8 +121,10 @@ def multipart(files: list[tuple[str, bytes]], fields: dict[str, str] | None = No
         parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode())
     for filename, data in files:
         quoted = filename.replace('"', "%22").replace("\r", "%0D").replace("\n", "%0A")
-        head = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{quoted}"\r\n'
-                "Content-Type: application/octet-stream\r\n\r\n")
+        head = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{quoted}"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n"
+        )
         parts.append(head.encode("utf-8", "surrogateescape") + data + b"\r\n")
     parts.append(f"--{boundary}--\r\n".encode())
     return b"".join(parts), f"multipart/form-data; boundary={boundary}"

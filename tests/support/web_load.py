@@ -172,8 +172,11 @@ def one_round(images: list[Path], loaded: bool, every: float, job_slots: str) ->
                 drop(root / "inbox", f"round/{image.name}", image.read_bytes())
             daemon.wait_complete("round", timeout=600)
             elapsed = time.monotonic() - started
-            cpu = {"page_cpu_s": cpu_seconds(web.process.pid) - web_cpu, "clients_cpu_s": time.process_time() - own_cpu,
-                   "elapsed_s": elapsed}
+            cpu = {
+                "page_cpu_s": cpu_seconds(web.process.pid) - web_cpu,
+                "clients_cpu_s": time.process_time() - own_cpu,
+                "elapsed_s": elapsed,
+            }
             stop.set()
             if loaded:
                 clients.join()
@@ -205,17 +208,26 @@ def main() -> None:
                 rate, outcomes, cpu = one_round(images, loaded, args.every, args.job_slots)
                 rates[loaded].append(rate)
                 failed.update({k: v for k, v in outcomes.items() if k != 200})
-                shares = (f"; CPU over {cpu['elapsed_s']:.1f} s: the page {cpu['page_cpu_s']:.2f} s, "
-                          f"the clients {cpu['clients_cpu_s']:.2f} s")
-                print(f"round {n + 1} {'with' if loaded else 'without'} {CLIENTS} clients: {rate:.3f} images/s"
-                      + (f", {sum(outcomes.values())} requests, {dict(outcomes)}" if loaded else "") + shares, flush=True)
+                shares = (
+                    f"; CPU over {cpu['elapsed_s']:.1f} s: the page {cpu['page_cpu_s']:.2f} s, "
+                    f"the clients {cpu['clients_cpu_s']:.2f} s"
+                )
+                print(
+                    f"round {n + 1} {'with' if loaded else 'without'} {CLIENTS} clients: {rate:.3f} images/s"
+                    + (f", {sum(outcomes.values())} requests, {dict(outcomes)}" if loaded else "")
+                    + shares,
+                    flush=True,
+                )
     quiet, busy = statistics.median(rates[False]), statistics.median(rates[True])
     # The noise to judge the change by: how far apart the quiet rounds alone fall, and each round's own change.
     spread = (max(rates[False]) - min(rates[False])) / quiet * 100
     paired = statistics.median(b / q - 1 for q, b in zip(rates[False], rates[True])) * 100
-    print(f"median without clients {quiet:.3f} images/s, with {CLIENTS} clients {busy:.3f} images/s "
-          f"({(busy / quiet - 1) * 100:+.1f} %; round by round {paired:+.1f} %); the quiet rounds alone spread over "
-          f"{spread:.1f} % of their median; failed requests: {dict(failed) or 'none'}")
+    print(
+        f"median without clients {quiet:.3f} images/s, with {CLIENTS} clients {busy:.3f} images/s "
+        f"({(busy / quiet - 1) * 100:+.1f} %; round by round {paired:+.1f} %); the quiet rounds alone spread over "
+        f"{spread:.1f} % of their median; failed requests: {dict(failed) or 'none'}"
+    )
+
 
 if __name__ == "__main__":
     main()

@@ -61,8 +61,13 @@ def shot(page, tmp_path: Path, name: str) -> Path:
     path.parent.mkdir(exist_ok=True)
     page.evaluate("document.activeElement && document.activeElement.blur(); window.scrollTo(0, 0)")
     # Polled from here: wait_for_function evaluates a string in the page, which its own CSP forbids.
-    wait_for(lambda: page.evaluate("Array.from(document.images).filter(i => i.getBoundingClientRect().top < innerHeight)"
-                                   ".every(i => i.complete && i.naturalWidth > 0)"), what="pictures in view loaded")
+    wait_for(
+        lambda: page.evaluate(
+            "Array.from(document.images).filter(i => i.getBoundingClientRect().top < innerHeight)"
+            ".every(i => i.complete && i.naturalWidth > 0)"
+        ),
+        what="pictures in view loaded",
+    )
     page.screenshot(path=str(path), full_page=False)
     with Image.open(path) as image:
         assert image.format == "PNG" and image.width >= 300
@@ -122,9 +127,14 @@ def test_a_colleague_uploads_follows_fixes_retries_downloads_and_cancels(tmp_pat
         page.locator(f"#retry-{item_id}").focus()
         page.keyboard.press("Enter")
         wait_for(lambda: broken.get_attribute("data-status") == "done", timeout=60, what="broken.jpg done")
-        wait_for(lambda: session.get_attribute("data-state") == "complete" and
-                 session.locator("summary").get_attribute("data-counts").count('"done": 6'), timeout=60,
-                 what="catalog complete again")
+        wait_for(
+            lambda: (
+                session.get_attribute("data-state") == "complete"
+                and session.locator("summary").get_attribute("data-counts").count('"done": 6')
+            ),
+            timeout=60,
+            what="catalog complete again",
+        )
         wait_for(lambda: broken.locator("img.after").count() == 1, what="its cutout shown")
 
         # -- the ZIP ----------------------------------------------------------------------
@@ -144,8 +154,11 @@ def test_a_colleague_uploads_follows_fixes_retries_downloads_and_cancels(tmp_pat
         page.set_input_files("#choose-folder", str(second))
         running = page.locator('article[data-name="lookbook"]')
         wait_for(lambda: running.locator("#cancel-lookbook").count() == 1, timeout=60, what="lookbook's Cancel")
-        wait_for(lambda: running.locator('li[data-status="done"], li[data-status="processing"]').count() >= 1,
-                 timeout=60, what="lookbook under way")
+        wait_for(
+            lambda: running.locator('li[data-status="done"], li[data-status="processing"]').count() >= 1,
+            timeout=60,
+            what="lookbook under way",
+        )
         page.set_viewport_size(PHONE)
         shot(page, tmp_path, "web-phone")
         page.once("dialog", lambda dialog: dialog.accept())
@@ -155,5 +168,7 @@ def test_a_colleague_uploads_follows_fixes_retries_downloads_and_cancels(tmp_pat
         assert statuses.count("cancelled") >= 6, statuses
         assert set(statuses) <= {"done", "cancelled"}, statuses
         assert running.locator("#cancel-lookbook").count() == 0
-        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), "no sideways scrolling on a phone"
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), (
+            "no sideways scrolling on a phone"
+        )
         assert page.evaluate("window.loadedOnce") is True

@@ -18,9 +18,14 @@ from tests.support.web import WebPage
 
 
 def cli_status(root) -> dict:
-    result = subprocess.run([sys.executable, "-m", "bgremover", "status", "--json", "--root", str(root)],
-                            capture_output=True, text=True, timeout=60, cwd=REPO,
-                            env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    result = subprocess.run(
+        [sys.executable, "-m", "bgremover", "status", "--json", "--root", str(root)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+    )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
@@ -33,10 +38,15 @@ def page_figures(fragment: str, session: str) -> dict:
     def attribute(text: str, name: str):
         return json.loads(html.unescape(re.search(rf'{name}="([^"]*)"', text).group(1)))
 
-    return {"total": attribute(head, "data-total"), "finished": attribute(head, "data-finished"),
-            "counts": attribute(head, "data-counts"), "rate_per_s": attribute(head, "data-rate-per-s"),
-            "eta_s": attribute(head, "data-eta-s"), "queued": attribute(daemon, "data-queued"),
-            "processing": attribute(daemon, "data-processing")}
+    return {
+        "total": attribute(head, "data-total"),
+        "finished": attribute(head, "data-finished"),
+        "counts": attribute(head, "data-counts"),
+        "rate_per_s": attribute(head, "data-rate-per-s"),
+        "eta_s": attribute(head, "data-eta-s"),
+        "queued": attribute(daemon, "data-queued"),
+        "processing": attribute(daemon, "data-processing"),
+    }
 
 
 def between(value: float, a: float, b: float, slack: float) -> bool:
@@ -48,8 +58,11 @@ def test_the_pages_figures_equal_bgremover_status_json_for_the_same_moment(tmp_p
     with Daemon(root) as daemon, WebPage(root) as web:
         for n in range(10):
             drop(root / "inbox", f"catalog/{n:02d}.jpg", "sleep 1.5")
-        wait_for(lambda: (cli_status(root)["sessions"] or [{}])[0].get("finished", 0) >= 2, timeout=60,
-                 what="two items finished, so there is a rate")
+        wait_for(
+            lambda: (cli_status(root)["sessions"] or [{}])[0].get("finished", 0) >= 2,
+            timeout=60,
+            what="two items finished, so there is a rate",
+        )
         compared = 0
         for _ in range(10):
             # The page's look is taken between the two commands' looks; with no item finished
@@ -58,11 +71,13 @@ def test_the_pages_figures_equal_bgremover_status_json_for_the_same_moment(tmp_p
             if before["sessions"][0]["counts"] != after["sessions"][0]["counts"]:
                 continue
             cli, figures = before["sessions"][0], page_figures(fragment, "catalog")
-            assert {k: figures[k] for k in ("total", "finished", "counts")} == \
-                {k: cli[k] for k in ("total", "finished", "counts")}
+            assert {k: figures[k] for k in ("total", "finished", "counts")} == {
+                k: cli[k] for k in ("total", "finished", "counts")
+            }
             assert (figures["queued"], figures["processing"]) == (before["queued"], before["processing"])
-            assert between(figures["rate_per_s"], before["sessions"][0]["rate_per_s"],
-                           after["sessions"][0]["rate_per_s"], 1e-4)
+            assert between(
+                figures["rate_per_s"], before["sessions"][0]["rate_per_s"], after["sessions"][0]["rate_per_s"], 1e-4
+            )
             assert between(figures["eta_s"], before["sessions"][0]["eta_s"], after["sessions"][0]["eta_s"], 0.05)
             # The status document the page serves is the command's, by the same code.
             served = web.status()

@@ -22,6 +22,7 @@ class Looks:
     def ask(self, times: int) -> list[int]:
         async def run() -> list[int]:
             return [await self.shared.get("status", self.compute) for _ in range(times)]
+
         return asyncio.run(run())
 
 

@@ -22,8 +22,9 @@ CHANGES = [
 def outside_the_page_folder(root):
     """Everything under the root but the page's own folder (its signing key, its pictures) and SQLite's
     shared-memory index, which any reader of a WAL database (`bgremover status` too) may create."""
-    return [path for path in files_under(root)
-            if not path.startswith("state/web") and not path.endswith(("-shm", "-wal"))]
+    return [
+        path for path in files_under(root) if not path.startswith("state/web") and not path.endswith(("-shm", "-wal"))
+    ]
 
 
 def post(web: WebPage, path: str, body_and_type: tuple[bytes, str], headers: dict):
@@ -36,11 +37,19 @@ def post(web: WebPage, path: str, body_and_type: tuple[bytes, str], headers: dic
 
 def test_on_a_lan_address_without_a_token_the_page_refuses_to_start_in_one_line_with_exit_code_2(tmp_path):
     env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}
-    for listen, extra, words in [("0.0.0.0:0", {}, "set web_token"),
-                                 ("0.0.0.0:0", {"BGREMOVER_WEB_TOKEN": "short"}, "at least 16 characters"),
-                                 ("nonsense", {}, "expected HOST:PORT")]:
-        result = subprocess.run([sys.executable, "-m", "bgremover", "web", "--root", str(tmp_path), "--listen", listen],
-                                env={**env, **extra}, capture_output=True, text=True, timeout=60, cwd=REPO)
+    for listen, extra, words in [
+        ("0.0.0.0:0", {}, "set web_token"),
+        ("0.0.0.0:0", {"BGREMOVER_WEB_TOKEN": "short"}, "at least 16 characters"),
+        ("nonsense", {}, "expected HOST:PORT"),
+    ]:
+        result = subprocess.run(
+            [sys.executable, "-m", "bgremover", "web", "--root", str(tmp_path), "--listen", listen],
+            env={**env, **extra},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=REPO,
+        )
         assert result.returncode == 2, result.stderr
         assert len(result.stderr.strip().splitlines()) == 1 and words in result.stderr, result.stderr
     assert not (tmp_path / "inbox").exists()
@@ -49,9 +58,13 @@ def test_on_a_lan_address_without_a_token_the_page_refuses_to_start_in_one_line_
 def test_a_missing_or_wrong_token_on_a_lan_listener_is_401_and_changes_nothing_on_disk(root):
     with WebPage(root, "0.0.0.0:0", web_token=TOKEN) as web:
         before = outside_the_page_folder(root)
-        for credentials in [{}, {"Authorization": "Bearer wrong-token-0123456789"},
-                            {"Authorization": f"Basic {TOKEN}"}, {"Cookie": "bgremover_signed_in=forged"},
-                            {"Cookie": f"bgremover_signed_in={TOKEN}"}]:
+        for credentials in [
+            {},
+            {"Authorization": "Bearer wrong-token-0123456789"},
+            {"Authorization": f"Basic {TOKEN}"},
+            {"Cookie": "bgremover_signed_in=forged"},
+            {"Cookie": f"bgremover_signed_in={TOKEN}"},
+        ]:
             for path, body in CHANGES:
                 code, _, answer = post(web, path, body, {"Accept": "application/json", **credentials})
                 assert code == 401, (path, credentials, answer)
@@ -60,11 +73,19 @@ def test_a_missing_or_wrong_token_on_a_lan_listener_is_401_and_changes_nothing_o
         assert outside_the_page_folder(root) == before
 
         # The same request with the token does change things: the refusals above were the guard's.
-        code, _, answer = post(web, "/cancel", form({"session": "shoot"}),
-                               {"Authorization": f"Bearer {TOKEN}", "Accept": "application/json"})
+        code, _, answer = post(
+            web,
+            "/cancel",
+            form({"session": "shoot"}),
+            {"Authorization": f"Bearer {TOKEN}", "Accept": "application/json"},
+        )
         assert code == 409 and b"complete already" in answer  # checked against the queue, past the guard
-        code, _, answer = post(web, "/retry", form({"session": "shoot", "name": "broken.jpg"}),
-                               {"Authorization": f"Bearer {TOKEN}", "Accept": "application/json"})
+        code, _, answer = post(
+            web,
+            "/retry",
+            form({"session": "shoot", "name": "broken.jpg"}),
+            {"Authorization": f"Bearer {TOKEN}", "Accept": "application/json"},
+        )
         assert code == 200, answer
         assert (root / "retry" / "shoot" / "broken.jpg").is_file()
 
@@ -77,7 +98,11 @@ def test_signing_in_with_the_token_sets_a_cookie_that_opens_the_page(root):
         assert code == 401
         body, kind = form({"token": TOKEN})
         code, headers, _ = web.request("POST", "/login", body, {**origin, "Content-Type": kind})
-        assert code == 303 and "httponly" in headers["set-cookie"].lower() and "samesite=strict" in headers["set-cookie"].lower()
+        assert (
+            code == 303
+            and "httponly" in headers["set-cookie"].lower()
+            and "samesite=strict" in headers["set-cookie"].lower()
+        )
         assert TOKEN not in headers["set-cookie"], "the cookie must not carry the token itself"
         cookie = headers["set-cookie"].split(";", 1)[0]
         code, _, page = web.get("/", headers={"Cookie": cookie})
@@ -119,8 +144,9 @@ def test_a_signed_in_browser_is_still_refused_a_cross_site_post(root):
         _, headers, _ = web.request("POST", "/login", body, {"Content-Type": kind})
         cookie = {"Cookie": headers["set-cookie"].split(";", 1)[0]}
         csrf = web.csrf(cookie)
-        code, _, _ = post(web, "/retry", form({"session": "shoot"}),
-                          {**cookie, "Origin": "http://evil.example", "X-CSRF-Token": csrf})
+        code, _, _ = post(
+            web, "/retry", form({"session": "shoot"}), {**cookie, "Origin": "http://evil.example", "X-CSRF-Token": csrf}
+        )
         assert code == 403
         code, _, _ = post(web, "/retry", form({"session": "shoot"}), {**cookie})  # no CSRF token
         assert code == 403
@@ -131,13 +157,29 @@ def test_a_signed_in_browser_is_still_refused_a_cross_site_post(root):
 
 
 TRAVERSALS = [
-    "/download/..", "/download/..%2F..%2Fetc%2Fpasswd", "/download/%2e%2e%2f%2e%2e%2fetc%2fpasswd",
-    "/download/../state/bgremover.sqlite3", "/download//etc/passwd", "/download/%2Fetc%2Fpasswd",
-    "/download/shoot%00", "/download/shoot%2F..%2F..%2Fstate", "/download/%252e%252e",
-    "/static/..%2Fapp.py", "/static/%2e%2e%2fapp.py", "/static/../app.py", "/static/..", "/static/%2Fetc%2Fpasswd",
-    "/static/page.js%00.txt", "/static/__init__.py",
-    "/thumbnails/1/..%2F..%2Fstate", "/thumbnails/..%2F1/before", "/thumbnails/-1/before", "/thumbnails/1/../before",
-    "/thumbnails/1/%2e%2e", "/thumbnails/99999/before", "/thumbnails/1/before%2F..%2F..",
+    "/download/..",
+    "/download/..%2F..%2Fetc%2Fpasswd",
+    "/download/%2e%2e%2f%2e%2e%2fetc%2fpasswd",
+    "/download/../state/bgremover.sqlite3",
+    "/download//etc/passwd",
+    "/download/%2Fetc%2Fpasswd",
+    "/download/shoot%00",
+    "/download/shoot%2F..%2F..%2Fstate",
+    "/download/%252e%252e",
+    "/static/..%2Fapp.py",
+    "/static/%2e%2e%2fapp.py",
+    "/static/../app.py",
+    "/static/..",
+    "/static/%2Fetc%2Fpasswd",
+    "/static/page.js%00.txt",
+    "/static/__init__.py",
+    "/thumbnails/1/..%2F..%2Fstate",
+    "/thumbnails/..%2F1/before",
+    "/thumbnails/-1/before",
+    "/thumbnails/1/../before",
+    "/thumbnails/1/%2e%2e",
+    "/thumbnails/99999/before",
+    "/thumbnails/1/before%2F..%2F..",
 ]
 
 
@@ -170,9 +212,13 @@ def test_a_symlink_where_a_zip_or_an_original_should_be_is_404(root, tmp_path):
 def test_marker_names_sent_in_a_form_never_leave_the_marker_folders(root):
     with WebPage(root) as web:
         before = outside_the_page_folder(root)
-        for fields in [{"session": "../inbox", "name": "x.jpg"}, {"session": "shoot", "name": "../../inbox/x.jpg"},
-                       {"session": "/etc", "name": "passwd"}, {"session": "shoot/../../inbox"},
-                       {"session": "shoot", "name": "%2e%2e/%2e%2e/x.jpg"}]:
+        for fields in [
+            {"session": "../inbox", "name": "x.jpg"},
+            {"session": "shoot", "name": "../../inbox/x.jpg"},
+            {"session": "/etc", "name": "passwd"},
+            {"session": "shoot/../../inbox"},
+            {"session": "shoot", "name": "%2e%2e/%2e%2e/x.jpg"},
+        ]:
             for path in ("/retry", "/cancel") if fields["session"] != "shoot" else ("/retry",):
                 code, _, answer = post(web, path, form(fields), web.same_origin())
                 assert code == 404, (path, fields, answer)
@@ -211,8 +257,13 @@ def chunked_post(web: WebPage, path: str, body_and_type: tuple[bytes, str]) -> i
     connection = http.client.HTTPConnection("127.0.0.1", web.port, timeout=30)
     try:
         headers = {**web.same_origin(), "Content-Type": content_type}
-        connection.request("POST", path, body=iter([body[i:i + 4096] for i in range(0, len(body), 4096)]),
-                           headers=headers, encode_chunked=True)
+        connection.request(
+            "POST",
+            path,
+            body=iter([body[i : i + 4096] for i in range(0, len(body), 4096)]),
+            headers=headers,
+            encode_chunked=True,
+        )
         return connection.getresponse().status
     except (BrokenPipeError, ConnectionResetError):
         pytest.fail("the page closed the connection instead of answering 413")
@@ -221,9 +272,20 @@ def chunked_post(web: WebPage, path: str, body_and_type: tuple[bytes, str]) -> i
 
 
 HOSTILE = [
-    "../../escaped.jpg", "/etc/cron.d/absolute.jpg", "..\\..\\windows.jpg", ".hidden.jpg", "~$lock.jpg",
-    "shoot/../../../climb.jpg", "C:\\Users\\me\\drive.jpg", "%2e%2e%2fencoded.jpg", "new\nline.jpg",
-    "a" * 300 + ".jpg", "..", "./dot/./name.jpg", "tab\there.jpg", "quote\".jpg",
+    "../../escaped.jpg",
+    "/etc/cron.d/absolute.jpg",
+    "..\\..\\windows.jpg",
+    ".hidden.jpg",
+    "~$lock.jpg",
+    "shoot/../../../climb.jpg",
+    "C:\\Users\\me\\drive.jpg",
+    "%2e%2e%2fencoded.jpg",
+    "new\nline.jpg",
+    "a" * 300 + ".jpg",
+    "..",
+    "./dot/./name.jpg",
+    "tab\there.jpg",
+    'quote".jpg',
 ]
 
 
@@ -257,7 +319,9 @@ def test_every_response_carries_a_content_security_policy(root):
         for path in ("/", "/sessions", "/api/status", "/static/page.js", "/download/shoot", "/nowhere", "/login"):
             _, headers, _ = web.get(path)
             policy = headers.get("content-security-policy", "")
-            assert "default-src 'none'" in policy and "script-src 'self'" in policy and "frame-ancestors 'none'" in policy, path
+            assert (
+                "default-src 'none'" in policy and "script-src 'self'" in policy and "frame-ancestors 'none'" in policy
+            ), path
             assert headers.get("x-content-type-options") == "nosniff"
         _, headers, _ = post(web, "/cancel", form({"session": "shoot"}), {"Origin": "http://evil.example"})
         assert "default-src 'none'" in headers.get("content-security-policy", "")

@@ -36,8 +36,11 @@ LOCAL_ENVIRONMENT = {"BGREMOVER_JOB_SLOTS": "1"}
 
 def cluster_environment(broker: str, workers: int) -> dict[str, str]:
     """The supervisor's settings for the run through the workers."""
-    return {"BGREMOVER_RUNNER": "celery", "BGREMOVER_BROKER_URL": broker,
-            "BGREMOVER_JOB_SLOTS": str(workers + WORKERS_SPARE)}
+    return {
+        "BGREMOVER_RUNNER": "celery",
+        "BGREMOVER_BROKER_URL": broker,
+        "BGREMOVER_JOB_SLOTS": str(workers + WORKERS_SPARE),
+    }
 
 
 def worker_environment(env: dict[str, str], workers: int, cores: int, threads_given: bool) -> dict[str, str]:
@@ -55,9 +58,26 @@ def workers_on(root: Path, broker: str, count: int, env: dict[str, str], logs: P
             log_path = logs / f"worker-{n}.log"
             with open(log_path, "ab") as log_file:
                 process = subprocess.Popen(
-                    [sys.executable, "-m", "bgremover", "worker", "--broker", broker, "--root", str(root),
-                     "--slots", "1", "--name", f"bench{n}"],
-                    env=env, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, start_new_session=True)
+                    [
+                        sys.executable,
+                        "-m",
+                        "bgremover",
+                        "worker",
+                        "--broker",
+                        broker,
+                        "--root",
+                        str(root),
+                        "--slots",
+                        "1",
+                        "--name",
+                        f"bench{n}",
+                    ],
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log_file,
+                    stderr=log_file,
+                    start_new_session=True,
+                )
             started.append((process, log_path))
         for process, log_path in started:
             wait_ready(process, log_path)
@@ -71,7 +91,9 @@ def wait_ready(process: subprocess.Popen, log_path: Path) -> None:
     give_up = time.monotonic() + WORKER_READY_SECONDS
     while b"ready." not in log_path.read_bytes():
         if process.poll() is not None:
-            raise BenchError(f"a worker exited with code {process.returncode} before it was ready; its log is {log_path}")
+            raise BenchError(
+                f"a worker exited with code {process.returncode} before it was ready; its log is {log_path}"
+            )
         if time.monotonic() > give_up:
             raise BenchError(f"a worker was not ready within {WORKER_READY_SECONDS:.0f} s; its log is {log_path}")
         time.sleep(0.1)

@@ -133,7 +133,12 @@ def composites(size: tuple[int, int] = SIZE):
     for subject_name in SUBJECTS:
         alpha, colour = subject(subject_name, size)
         for back_name in BACKGROUNDS:
-            yield f"{subject_name} over {back_name}", alpha, colour, composite(alpha, colour, background(back_name, size))
+            yield (
+                f"{subject_name} over {back_name}",
+                alpha,
+                colour,
+                composite(alpha, colour, background(back_name, size)),
+            )
 
 
 # ---------------------------------------------------------------- the measures
@@ -152,12 +157,15 @@ def over_white(alpha: np.ndarray, colour: np.ndarray) -> np.ndarray:
 def gradient_error(found: np.ndarray, truth: np.ndarray, where: np.ndarray) -> float:
     from scipy import ndimage
 
-    magnitudes = [ndimage.gaussian_gradient_magnitude(a.astype(np.float32) / 255, GRADIENT_SIGMA) for a in (found, truth)]
+    magnitudes = [
+        ndimage.gaussian_gradient_magnitude(a.astype(np.float32) / 255, GRADIENT_SIGMA) for a in (found, truth)
+    ]
     return float(((magnitudes[0] - magnitudes[1])[where] ** 2).mean() * 1000)
 
 
-def measures(alpha: np.ndarray, colour: np.ndarray, truth_alpha: np.ndarray, truth_colour: np.ndarray,
-             band: np.ndarray) -> dict:
+def measures(
+    alpha: np.ndarray, colour: np.ndarray, truth_alpha: np.ndarray, truth_colour: np.ndarray, band: np.ndarray
+) -> dict:
     """The alpha and colour errors of one cutout (alpha, colour) against the truth."""
     error = np.abs(alpha.astype(np.int16) - truth_alpha.astype(np.int16))
     every = np.ones_like(band)
@@ -175,20 +183,30 @@ def measure_model(spec, session, size: tuple[int, int] = SIZE) -> list[dict]:
     """Every composite through the model, each edges mode, decontamination off and on: one row each."""
     rows = []
     for name, truth_alpha, truth_colour, image in composites(size):
-        raw = np.asarray(matting.postprocess(matting.infer(session, matting.preprocess(Image.fromarray(image), spec),
-                                                           spec), image.shape[1::-1], spec))
+        raw = np.asarray(
+            matting.postprocess(
+                matting.infer(session, matting.preprocess(Image.fromarray(image), spec), spec), image.shape[1::-1], spec
+            )
+        )
         band = truth_band(truth_alpha)
         for mode in edges.MODES:
             alpha = edges.apply(mode, raw, image)
             for decontaminated in (False, True):
                 colour = foreground.decontaminate(image, alpha) if decontaminated else image
-                rows.append({"composite": name, "edges": mode, "decontaminate": decontaminated,
-                             **measures(alpha, colour, truth_alpha, truth_colour, band)})
+                rows.append(
+                    {
+                        "composite": name,
+                        "edges": mode,
+                        "decontaminate": decontaminated,
+                        **measures(alpha, colour, truth_alpha, truth_colour, band),
+                    }
+                )
     return rows
 
 
 def summary(rows: list[dict]) -> dict:
     """Means per (edges, decontaminate), and the shares of composites where refine and decontamination helped."""
+
     def pick(mode: str, decontaminated: bool) -> list[dict]:
         return [row for row in rows if row["edges"] == mode and row["decontaminate"] == decontaminated]
 
@@ -198,13 +216,16 @@ def summary(rows: list[dict]) -> dict:
             chosen = pick(mode, decontaminated)
             found[f"{mode}, decontaminate {'on' if decontaminated else 'off'}"] = {
                 key: round(statistics.fmean(row[key] for row in chosen), 3)
-                for key in ("band_mae", "mae", "band_gradient", "gradient", "white_error")}
+                for key in ("band_mae", "mae", "band_gradient", "gradient", "white_error")
+            }
     raw, refined = pick("raw", False), pick("refine", False)
     found["refine lowers band MAE, % of composites"] = round(
-        100 * statistics.fmean(r["band_mae"] < b["band_mae"] for r, b in zip(refined, raw)), 1)
+        100 * statistics.fmean(r["band_mae"] < b["band_mae"] for r, b in zip(refined, raw)), 1
+    )
     for mode in edges.MODES:
         helped = [on["white_error"] < off["white_error"] for off, on in zip(pick(mode, False), pick(mode, True))]
         found[f"decontaminate lowers colour error over white, % of composites, {mode}"] = round(
-            100 * statistics.fmean(helped), 1)
+            100 * statistics.fmean(helped), 1
+        )
     found["composites"] = len(raw)
     return found

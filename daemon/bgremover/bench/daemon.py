@@ -147,8 +147,9 @@ def daemon_environment(settings: Settings, fmt: str) -> dict[str, str]:
     env = dict(os.environ)
     env.pop("BGREMOVER_CONFIG", None)  # what it said is already in `settings`
     for name, value in settings.model_dump().items():
-        if name in NOT_FOR_THE_BENCH_DAEMON or (name in DERIVED_UNLESS_GIVEN and
-                                                 not getattr(settings, DERIVED_UNLESS_GIVEN[name])):
+        if name in NOT_FOR_THE_BENCH_DAEMON or (
+            name in DERIVED_UNLESS_GIVEN and not getattr(settings, DERIVED_UNLESS_GIVEN[name])
+        ):
             env.pop(f"BGREMOVER_{name.upper()}", None)
         elif value is not None:  # None is "not set", which no variable can say
             env[f"BGREMOVER_{name.upper()}"] = environment_value(value)
@@ -253,10 +254,15 @@ def stage(files: list[Path], folder: Path) -> Path:
     return folder
 
 
-def run_daemon(settings: Settings, fmt: str, corpus: list[Path], workdir: Path, probes: list[Path],
-               environment: dict[str, str] | None = None,
-               beside: Callable[[Path, dict[str, str]], contextlib.AbstractContextManager] | None = None,
-               ) -> tuple[dict, dict]:
+def run_daemon(
+    settings: Settings,
+    fmt: str,
+    corpus: list[Path],
+    workdir: Path,
+    probes: list[Path],
+    environment: dict[str, str] | None = None,
+    beside: Callable[[Path, dict[str, str]], contextlib.AbstractContextManager] | None = None,
+) -> tuple[dict, dict]:
     """The corpus through the real daemon: throughput, per-job time, memory, and the enqueue latency of `probes`.
 
     `environment`: settings for this daemon only, as BGREMOVER_* variables over the user's.
@@ -365,7 +371,9 @@ def isolation_overheads_ms(finished: list[dict]) -> list[float]:
     for event in finished:
         timings, duration = event.get("timings_ms"), event.get("duration_ms")
         if isinstance(timings, dict) and timings and isinstance(duration, (int, float)):
-            found.append(max(0.0, duration - sum(value for value in timings.values() if isinstance(value, (int, float)))))
+            found.append(
+                max(0.0, duration - sum(value for value in timings.values() if isinstance(value, (int, float))))
+            )
     return found
 
 

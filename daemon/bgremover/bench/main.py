@@ -29,6 +29,11 @@ import numpy as np
 import onnxruntime
 from PIL import Image, ImageOps
 
+from bgremover.bench import cluster as clusterbench
+from bgremover.bench import composites
+from bgremover.bench import models as modelbench
+from bgremover.bench import options as optionbench
+from bgremover.bench import slots as slotbench
 from bgremover.bench.daemon import (
     DAEMON_LOG,
     RunningDaemon,
@@ -40,15 +45,10 @@ from bgremover.bench.daemon import (
     session_counts,
 )
 from bgremover.bench.figures import BenchError, difference, ms, percent, ratio, stage_medians
-from bgremover.runners import forkserver
-from bgremover.imaging import matting
-from bgremover.bench import models as modelbench
-from bgremover.bench import composites
-from bgremover.bench import options as optionbench
-from bgremover.bench import cluster as clusterbench
-from bgremover.bench import slots as slotbench
 from bgremover.cli.common import EXIT_FAILED, EXIT_OK, fail
+from bgremover.imaging import matting
 from bgremover.intake.watcher import is_image_name, is_temporary_name
+from bgremover.runners import forkserver
 from bgremover.settings import Settings, usable_cores
 
 DEFAULT_SIZE = (2000, 1500)
@@ -151,9 +151,14 @@ EDGE_MODELS = ("u2netp", "isnet-small")
 
 def edge_quality(settings: Settings) -> dict:
     """Alpha and colour errors on the project's composites, per model that is installed (bench/composites.py)."""
-    document = {"machine": machine(settings.threads),
-                "composites": {"size": "x".join(map(str, composites.SIZE)), "subjects": ", ".join(composites.SUBJECTS),
-                               "backgrounds": ", ".join(composites.BACKGROUNDS)}}
+    document = {
+        "machine": machine(settings.threads),
+        "composites": {
+            "size": "x".join(map(str, composites.SIZE)),
+            "subjects": ", ".join(composites.SUBJECTS),
+            "backgrounds": ", ".join(composites.BACKGROUNDS),
+        },
+    }
     for name in EDGE_MODELS:
         try:
             spec = matting.find_model_spec(name, settings.models_folder)
@@ -177,8 +182,9 @@ def per_slot_count(settings: Settings, args: argparse.Namespace, workdir: Path) 
     runs = {}
     for count in args.slots:
         (workdir / f"slots-{count}").mkdir()
-        sections, ready = run_daemon(settings, fmt, corpus, workdir / f"slots-{count}", probes=[],
-                                     environment=slotbench.environment(count))
+        sections, ready = run_daemon(
+            settings, fmt, corpus, workdir / f"slots-{count}", probes=[], environment=slotbench.environment(count)
+        )
         runs[count] = slotbench.slot_run(sections, ready)
     document["slots"] = slotbench.compare(runs, document["in_process"])
     return document
@@ -200,15 +206,21 @@ def per_worker_count(settings: Settings, args: argparse.Namespace, workdir: Path
         threads = int(env["BGREMOVER_THREADS"]) if "BGREMOVER_THREADS" in env else settings.threads
         return clusterbench.workers_on(root, broker, args.workers, env, workdir / "celery" / "workers")
 
-    for label, environment, beside in (("local", clusterbench.LOCAL_ENVIRONMENT, None),
-                                       ("local-n", clusterbench.local_slots_environment(args.workers), None),
-                                       ("celery", clusterbench.cluster_environment(broker, args.workers), workers)):
+    for label, environment, beside in (
+        ("local", clusterbench.LOCAL_ENVIRONMENT, None),
+        ("local-n", clusterbench.local_slots_environment(args.workers), None),
+        ("celery", clusterbench.cluster_environment(broker, args.workers), workers),
+    ):
         (workdir / label).mkdir()
-        sections, ready = run_daemon(settings, fmt, corpus, workdir / label, probes=[], environment=environment,
-                                     beside=beside)
+        sections, ready = run_daemon(
+            settings, fmt, corpus, workdir / label, probes=[], environment=environment, beside=beside
+        )
         runs[label] = slotbench.slot_run(sections, ready)
-    return {"machine": machine(settings.threads), "corpus": describe_corpus(corpus, args),
-            "workers": clusterbench.compare(runs["local"], runs["local-n"], runs["celery"], args.workers, threads)}
+    return {
+        "machine": machine(settings.threads),
+        "corpus": describe_corpus(corpus, args),
+        "workers": clusterbench.compare(runs["local"], runs["local-n"], runs["celery"], args.workers, threads),
+    }
 
 
 def per_option(settings: Settings, args: argparse.Namespace, workdir: Path) -> dict:
@@ -228,8 +240,10 @@ def per_option(settings: Settings, args: argparse.Namespace, workdir: Path) -> d
 def per_model(settings: Settings, args: argparse.Namespace, workdir: Path) -> dict:
     """Model NAME beside the bundled u2netp: time, memory per job, mask agreement (bench/models.py)."""
     if args.model == modelbench.BASELINE:
-        raise BenchError(f"--model compares a model with the bundled {modelbench.BASELINE}; name another model "
-                         "(see `bgremover models list`)")
+        raise BenchError(
+            f"--model compares a model with the bundled {modelbench.BASELINE}; name another model "
+            "(see `bgremover models list`)"
+        )
     fmt = args.format or settings.output_format
     matting.ensure_encoder(fmt)
     specs = modelbench.model_specs(args.model, settings.models_folder)
@@ -602,7 +616,7 @@ SECTION_TITLES = {
     "enqueue_latency": "enqueue latency",
     "slots": "the daemon at each slot count, beside the in-process loop (medians; memory: peaks)",
     "workers": "one local job slot, as many local slots, then celery workers of one slot each on this machine "
-               "(medians; memory: peaks)",
+    "(medians; memory: peaks)",
     "options": "each output option, whole pipeline in this process",
     "edges": "edges against the raw mask (alpha levels of 255; band = pixels near the contour)",
     "models": "each model: session, model alone, whole pipeline in this process (medians), one job's peak memory",

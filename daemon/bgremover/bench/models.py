@@ -21,8 +21,8 @@ import numpy as np
 from PIL import Image
 
 import bgremover
-from bgremover.runners import forkserver
 from bgremover.imaging import matting
+from bgremover.runners import forkserver
 
 BASELINE = "u2netp"  # the bundled model every other one is compared with
 MODEL_IMAGES = 10  # the corpus --model makes unless --count says otherwise
@@ -217,6 +217,7 @@ def iou(first: np.ndarray, second: np.ndarray) -> float:
 
 def largest_image(corpus: list[Path]) -> Path:
     """The image with the most pixels: the one a memory limit has to allow for."""
+
     def pixels(path: Path) -> int:
         with Image.open(path) as image:
             return image.width * image.height
@@ -232,8 +233,16 @@ def one_job(spec, image: Path, settings, folder: Path) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     log_path, result_path = folder / "remove.log", folder / "exit-and-peak.txt"
     # Absolute: the child works in `folder`, and --images may have been given relative to ours.
-    command = [sys.executable, "-m", "bgremover", "remove", "--root", str(folder / "root"),
-               str(image.absolute()), str(folder / "cutout.png")]
+    command = [
+        sys.executable,
+        "-m",
+        "bgremover",
+        "remove",
+        "--root",
+        str(folder / "root"),
+        str(image.absolute()),
+        str(folder / "cutout.png"),
+    ]
     doing = f"`bgremover remove` with model {spec.name}"
     if not run_measured(command, result_path, log_path, job_environment(spec, settings), settings.job_timeout_seconds):
         raise JobFailed(f"{doing} did not finish within job_timeout_seconds = {settings.job_timeout_seconds:g}")
@@ -245,8 +254,11 @@ def one_job(spec, image: Path, settings, folder: Path) -> dict:
         raise JobFailed(f"{doing} was killed by signal {-code}, perhaps for want of memory")
     if code != 0:
         raise JobFailed(f"{doing} exited with code {code}: {last_line(log_path)}")
-    return {"image": image.name, "peak_rss_mb": round(peak_kb / 1024, 1),
-            "job_memory_limit_mb": settings.job_memory_limit_mb}
+    return {
+        "image": image.name,
+        "peak_rss_mb": round(peak_kb / 1024, 1),
+        "job_memory_limit_mb": settings.job_memory_limit_mb,
+    }
 
 
 def job_environment(spec, settings) -> dict[str, str]:
@@ -268,14 +280,17 @@ def job_environment(spec, settings) -> dict[str, str]:
     return env
 
 
-def run_measured(command: list[str], result_path: Path, log_path: Path, env: dict[str, str],
-                 limit_s: float) -> bool:
+def run_measured(command: list[str], result_path: Path, log_path: Path, env: dict[str, str], limit_s: float) -> bool:
     """Run `command` under LAUNCHER, output to log_path; False if it ran past limit_s and was killed."""
     # The child keeps its own copy of the descriptor; ours can close at once.
     with open(log_path, "wb") as log_file:
         launcher = subprocess.Popen(
             [sys.executable, "-I", "-S", "-c", LAUNCHER, str(result_path), *command],
-            cwd=log_path.parent, env=env, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
+            cwd=log_path.parent,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=log_file,
             process_group=0,  # one group for the launcher and the job: one kill stops both
         )
     try:

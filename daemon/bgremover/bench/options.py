@@ -16,8 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bgremover.imaging import edges
-from bgremover.imaging import matting
+from bgremover.imaging import edges, matting
 
 OPTION_IMAGES = 10  # the corpus --options makes unless --count says otherwise
 # Each variant is the daemon's defaults with these settings changed; the first is the baseline.
@@ -44,11 +43,19 @@ def options_section(corpus: list[Path], base: matting.Options, spec, session, fo
     another, so a slow minute on a shared machine lands on all of them alike.
     """
     folder.mkdir(parents=True, exist_ok=True)
-    base = dataclasses.replace(base, format="png", background="transparent", output="cutout", crop="none",
-                               size=None, edges="raw", decontaminate=False)
+    base = dataclasses.replace(
+        base,
+        format="png",
+        background="transparent",
+        output="cutout",
+        crop="none",
+        size=None,
+        edges="raw",
+        decontaminate=False,
+    )
     variants = {name: dataclasses.replace(base, **change) for name, change in VARIANTS.items()}
     runs: dict[str, list[dict]] = {name: [] for name in variants}
-    for name, options in variants.items():
+    for options in variants.values():
         one_run(corpus[0], options, spec, session, folder)  # warm-up: first allocations, first imports
     for path in corpus:
         for name, options in variants.items():
@@ -73,8 +80,9 @@ def one_run(path: Path, options: matting.Options, spec, session, folder: Path) -
 
 
 def medians(rows: list[dict]) -> dict:
-    return {key: None if rows[0][key] is None else round(statistics.median(row[key] for row in rows), 1)
-            for key in rows[0]}
+    return {
+        key: None if rows[0][key] is None else round(statistics.median(row[key] for row in rows), 1) for key in rows[0]
+    }
 
 
 def edges_section(corpus: list[Path], spec, session) -> dict:
@@ -82,16 +90,19 @@ def edges_section(corpus: list[Path], spec, session) -> dict:
     per_mode: dict[str, list[dict]] = {"clean": [], "refine": []}
     for path in corpus:
         image, _, _ = matting.decode(path)
-        raw = np.asarray(matting.postprocess(matting.infer(session, matting.preprocess(image, spec), spec),
-                                             image.size, spec))
+        raw = np.asarray(
+            matting.postprocess(matting.infer(session, matting.preprocess(image, spec), spec), image.size, spec)
+        )
         rgb = np.asarray(image.convert("RGB"))
         boundary = edges.band(raw, edges.band_width(raw.shape))
         for mode, found in per_mode.items():
             start = time.perf_counter()
             treated = edges.apply(mode, raw, rgb)
             found.append({"ms": (time.perf_counter() - start) * 1000, **alpha_change(raw, treated, boundary)})
-    return {mode: {key: round(statistics.median(row[key] for row in rows), 3) for key in rows[0]}
-            for mode, rows in per_mode.items()}
+    return {
+        mode: {key: round(statistics.median(row[key] for row in rows), 3) for key in rows[0]}
+        for mode, rows in per_mode.items()
+    }
 
 
 def alpha_change(raw: np.ndarray, treated: np.ndarray, boundary: np.ndarray) -> dict:

@@ -22,8 +22,9 @@ def slot_counts_argument(text: str) -> list[str]:
     counts = [part.strip().lower() for part in text.split(",")]
     for count in counts:
         if count != AUTO and not (count.isdigit() and int(count) >= 1):
-            raise argparse.ArgumentTypeError(f"expected slot counts such as 1,2,auto (whole numbers of at least 1, "
-                                             f"or auto), got {text!r}")
+            raise argparse.ArgumentTypeError(
+                f"expected slot counts such as 1,2,auto (whole numbers of at least 1, or auto), got {text!r}"
+            )
     if len(set(counts)) != len(counts):
         raise argparse.ArgumentTypeError(f"each slot count once, got {text!r}")
     return counts
@@ -60,16 +61,18 @@ def slot_run(sections: dict, ready: dict) -> dict:
 def compare(runs: dict[str, dict], local: dict) -> dict:
     """Every run beside the in-process loop, and which slot count did best."""
     reference = local["images_per_s"]
-    compared = {label: {**run, "over_in_process_ratio": ratio(run["images_per_s"], reference)}
-                for label, run in runs.items()}
+    compared = {
+        label: {**run, "over_in_process_ratio": ratio(run["images_per_s"], reference)} for label, run in runs.items()
+    }
     one = runs.get("1")
-    for label, run in compared.items():
+    for run in compared.values():
         if one is not None:
             run["over_1_slot_ratio"] = ratio(run["images_per_s"], one["images_per_s"])
             # The running jobs together against as many jobs' peak at one slot.
             run["memory"]["jobs_sum_over_slots_x_1_slot_peak_ratio"] = ratio(
                 run["memory"]["jobs_rss_mb_sum_max"],
-                (run["job_slots"] or 1) * (one["memory"]["job_peak_rss_mb_max"] or 0))
+                (run["job_slots"] or 1) * (one["memory"]["job_peak_rss_mb_max"] or 0),
+            )
     best = max(compared, key=lambda label: compared[label]["images_per_s"] or 0)
     return {
         "in_process_images_per_s": reference,

@@ -49,8 +49,9 @@ def images_under(folder: Path, leave_out: Path) -> list[Path]:
     """The images in `folder` and its subfolders, sorted; `leave_out` (the output folder, if inside) is not walked."""
     found = []
     for top, folders, files in os.walk(folder):
-        folders[:] = [name for name in folders
-                      if not name.startswith(".") and (Path(top) / name).resolve() != leave_out]
+        folders[:] = [
+            name for name in folders if not name.startswith(".") and (Path(top) / name).resolve() != leave_out
+        ]
         found += [Path(top) / name for name in files if is_image_name(name) and not is_temporary_name(name)]
     return sorted(found)
 
@@ -104,8 +105,11 @@ class Progress:
         self.draw(now)
 
     def draw(self, now: float) -> None:
-        self.stream.write("\r" + progress_line(len(self.finished_at), self.total, self.failed,
-                                               [self.started, *self.finished_at], now) + "\x1b[K")
+        self.stream.write(
+            "\r"
+            + progress_line(len(self.finished_at), self.total, self.failed, [self.started, *self.finished_at], now)
+            + "\x1b[K"
+        )
         self.stream.flush()
         self.drawn = True
 
@@ -127,8 +131,10 @@ def progress_line(finished: int, total: int, failed: int, moments: list[float], 
     rate = progress.rate_per_second(moments, now)
     eta = progress.eta_seconds(total - finished, rate)
     failures = f"  {failed} failed" if failed else ""
-    return (f"{progress.bar(finished, total)}  {finished}/{total}{failures}  rate {progress.rate_text(rate)}  "
-            f"ETA {progress.duration_text(eta)}")
+    return (
+        f"{progress.bar(finished, total)}  {finished}/{total}{failures}  rate {progress.rate_text(rate)}  "
+        f"ETA {progress.duration_text(eta)}"
+    )
 
 
 def remove_all(settings: Settings, paths: list[Path], outdir: Path, in_process: bool) -> int:
@@ -158,8 +164,10 @@ def remove_all(settings: Settings, paths: list[Path], outdir: Path, in_process: 
         return fail("interrupted; the images not yet cut out were left as they are", EXIT_FAILED)
     finally:
         jobs.close()
-    print(f"{len(planned) - failed} of {len(planned)} images cut out into {outdir}"
-          + (f"; {failed} failed" if failed else ""))
+    print(
+        f"{len(planned) - failed} of {len(planned)} images cut out into {outdir}"
+        + (f"; {failed} failed" if failed else "")
+    )
     return EXIT_FAILED if failed or missing else EXIT_OK
 
 

@@ -19,17 +19,17 @@ from pathlib import Path
 from bgremover import durable
 from bgremover.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, fail
 from bgremover.cli.flags import given
-from bgremover.settings import Settings
 from bgremover.queue.states import RETRYABLE
 from bgremover.queue.store import Store
+from bgremover.settings import Settings
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
     # Only light modules here: the supervisor never imports numpy or onnxruntime
     # itself (the fork server does), which keeps its own memory small.
+    from bgremover.models.manifest import ModelError, find_model_spec
     from bgremover.runners.api import RunnerError
     from bgremover.service.metrics import MetricsUnavailable
-    from bgremover.models.manifest import ModelError, find_model_spec
     from bgremover.service.rootlock import RootLocked
     from bgremover.supervisor.loop import Supervisor
 
@@ -37,6 +37,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         model = find_model_spec(settings.model, settings.models_folder)
     except ModelError as exc:
         return fail(str(exc), EXIT_USAGE)
+
     def say_where() -> None:
         print(f"bgremover: drop images into {settings.inbox}; results appear in {settings.outbox}", file=sys.stderr)
 
@@ -68,8 +69,14 @@ def status(settings: Settings, args: argparse.Namespace) -> int:
             return EXIT_OK
         # JSON lines are a stream for scripts: never redrawn, one document per line.
         redraw = sys.stdout.isatty() and not args.json
-        statusview.follow(frame, sys.stdout, args.interval, redraw=redraw, separator="" if args.json else "\n",
-                          screen=shutil.get_terminal_size)
+        statusview.follow(
+            frame,
+            sys.stdout,
+            args.interval,
+            redraw=redraw,
+            separator="" if args.json else "\n",
+            screen=shutil.get_terminal_size,
+        )
     except statusview.UnknownSession as exc:
         return fail(str(exc), EXIT_FAILED)
     except sqlite3.Error as exc:
@@ -140,8 +147,11 @@ def remove(settings: Settings, args: argparse.Namespace) -> int:
 
         with contextlib.suppress(ValueError):  # an unknown extension is refused below, as always
             if format_for_path(target) != settings.output_format:
-                return fail(f"-f {settings.output_format} and OUTPUT {target} name different formats: "
-                            "OUTPUT's extension picks the format of one image", EXIT_USAGE)
+                return fail(
+                    f"-f {settings.output_format} and OUTPUT {target} name different formats: "
+                    "OUTPUT's extension picks the format of one image",
+                    EXIT_USAGE,
+                )
     return remove_one(settings, Path(source), Path(target))
 
 
@@ -245,8 +255,10 @@ def models(settings: Settings, args: argparse.Namespace) -> int:
         else:
             fetch.remove(args.name, folder)
             if settings.model == args.name:
-                print(f"note: the model setting still names {args.name}; choose another model before the daemon "
-                      "next starts, or fetch this one again")
+                print(
+                    f"note: the model setting still names {args.name}; choose another model before the daemon "
+                    "next starts, or fetch this one again"
+                )
     except ModelError as exc:  # an unknown or bundled name, a broken manifest: the user's to fix
         return fail(str(exc), EXIT_USAGE)
     except fetch.FetchError as exc:

@@ -55,27 +55,43 @@ class SettingFlag:
 SETTING_FLAGS = (
     SettingFlag(("-m", "--model"), "model", "the model, by its name in `bgremover models list`", metavar="NAME"),
     SettingFlag(("-om", "--only-mask"), "output", "the mask alone, as a grey PNG (output = mask)", switch="mask"),
-    SettingFlag(("-bgc",), "background", "a background colour: A=255 that colour, opaque; A=0 transparent "
-                "(no other alpha)", metavar=("R", "G", "B", "A"), nargs=4, value=rgba_background),
-    SettingFlag(("--background",), "background", 'a background colour ("white", "#ffffff") or "transparent"',
-                metavar="COLOUR"),
+    SettingFlag(
+        ("-bgc",),
+        "background",
+        "a background colour: A=255 that colour, opaque; A=0 transparent (no other alpha)",
+        metavar=("R", "G", "B", "A"),
+        nargs=4,
+        value=rgba_background,
+    ),
+    SettingFlag(
+        ("--background",), "background", 'a background colour ("white", "#ffffff") or "transparent"', metavar="COLOUR"
+    ),
     SettingFlag(("-f", "--format"), "output_format", "png, webp, avif or jpeg", metavar="FORMAT"),
     SettingFlag(("--edges",), "edges", "the mask's edge: raw, clean or refine", metavar="EDGES"),
-    SettingFlag(("--decontaminate",), "decontaminate", "true: the subject's own colour at partial alpha, "
-                "no rim of the old background; false: the photo's colours", metavar="BOOL"),
+    SettingFlag(
+        ("--decontaminate",),
+        "decontaminate",
+        "true: the subject's own colour at partial alpha, no rim of the old background; false: the photo's colours",
+        metavar="BOOL",
+    ),
     SettingFlag(("--crop",), "crop", "framing: none, subject or square", metavar="CROP"),
     SettingFlag(("--quality",), "quality", "WebP, AVIF and JPEG quality, 1 to 100", metavar="Q"),
 )
 # Settings of the daemon alone: flags of `run` only.
 DAEMON_FLAGS = (
-    SettingFlag(("--job-slots",), "job_slots", "how many jobs run at once, each a fresh process: a whole number "
-                "or auto", metavar="N"),
+    SettingFlag(
+        ("--job-slots",),
+        "job_slots",
+        "how many jobs run at once, each a fresh process: a whole number or auto",
+        metavar="N",
+    ),
 )
 EXCLUSIVE = {"background"}  # two flags give it: only one may be used at a time
 
 
-def add_setting_flags(parser: argparse.ArgumentParser, spelled_otherwise: set[str] = frozenset(),
-                      daemon: bool = False) -> None:
+def add_setting_flags(
+    parser: argparse.ArgumentParser, spelled_otherwise: set[str] = frozenset(), daemon: bool = False
+) -> None:
     """The table's flags, less those whose spelling this command already uses; with `daemon`, the daemon's too."""
     group = parser.add_argument_group("settings", "each over its BGREMOVER_ variable and the config file")
     exclusive = {name: group.add_mutually_exclusive_group() for name in EXCLUSIVE}
@@ -84,11 +100,21 @@ def add_setting_flags(parser: argparse.ArgumentParser, spelled_otherwise: set[st
             continue
         where = exclusive.get(flag.setting, group)
         if flag.switch is not None:
-            where.add_argument(*flag.names, dest=flag.dest, action="store_const", const=flag.switch,
-                               help=f"{flag.help} (setting: {flag.setting})")
+            where.add_argument(
+                *flag.names,
+                dest=flag.dest,
+                action="store_const",
+                const=flag.switch,
+                help=f"{flag.help} (setting: {flag.setting})",
+            )
         else:
-            where.add_argument(*flag.names, dest=flag.dest, metavar=flag.metavar, nargs=flag.nargs,
-                               help=f"{flag.help} (setting: {flag.setting})")
+            where.add_argument(
+                *flag.names,
+                dest=flag.dest,
+                metavar=flag.metavar,
+                nargs=flag.nargs,
+                help=f"{flag.help} (setting: {flag.setting})",
+            )
 
 
 def flag_settings(args: argparse.Namespace) -> dict:

@@ -39,8 +39,14 @@ class Ended:
 
 def start_config(settings: Settings, model: dict) -> dict:
     """What the job module's preload is given, as the local runner gives it."""
-    return {"root": str(settings.root), "model": model["model"], "models_dir": model["models_dir"],
-            "threads": settings.threads, "providers": list(settings.providers), "format": settings.output_format}
+    return {
+        "root": str(settings.root),
+        "model": model["model"],
+        "models_dir": model["models_dir"],
+        "threads": settings.threads,
+        "providers": list(settings.providers),
+        "format": settings.output_format,
+    }
 
 
 class IsolatedJobs:
@@ -168,4 +174,3 @@ def failure(ended: Ended, spec: JobSpec, report: dict, settings: Settings) -> st
         hint = " (perhaps out of memory)" if -code == signal.SIGKILL else ""
         return f"the job was killed by {signal.Signals(-code).name}{hint}"
     return f"the job crashed with exit code {code}"
-

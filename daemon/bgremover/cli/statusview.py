@@ -18,14 +18,15 @@ from pathlib import Path
 from typing import TextIO
 
 from bgremover.cli import progress
-from bgremover.cli.workers import lines as worker_lines, seen as seen_workers
+from bgremover.cli.workers import lines as worker_lines
+from bgremover.cli.workers import seen as seen_workers
+from bgremover.intake.tickets import makes_masks
 from bgremover.outbox.status import item_documents, retry_marker, status_counts
+from bgremover.queue.states import RETRYABLE, Status
+from bgremover.queue.store import Item, Session, Store, iso
 from bgremover.service.facts import read_facts
 from bgremover.service.rootlock import LOCK_NAME
 from bgremover.settings import Settings
-from bgremover.queue.states import RETRYABLE, Status
-from bgremover.queue.store import Item, Session, Store, iso
-from bgremover.intake.tickets import makes_masks
 
 RATE_STATUSES = (Status.DONE, Status.FAILED)  # work the daemon did; a cancel finishes many items at once
 PENDING = (Status.QUEUED, Status.PROCESSING)
@@ -128,12 +129,24 @@ def read(settings: Settings, now: float, only: str | None = None) -> View | None
     by_session: dict[str, list[Item]] = {s.name: [] for s in sessions}
     for item in items:
         by_session.get(item.session, []).append(item)
-    views = [session_view(s, by_session[s.name], now, pending, rate if running else None,
-                          makes_masks(settings, s.ticket)) for s in sessions]
+    views = [
+        session_view(s, by_session[s.name], now, pending, rate if running else None, makes_masks(settings, s.ticket))
+        for s in sessions
+    ]
     eta = progress.eta_seconds(len(pending), rate if running else None)
     slots = read_facts(settings.state_dir, pid).get("job_slots")
-    return View(settings.root, now, pid, known, len(pending) - processing, processing, rate, eta, views,
-                slots if isinstance(slots, int) else None)
+    return View(
+        settings.root,
+        now,
+        pid,
+        known,
+        len(pending) - processing,
+        processing,
+        rate,
+        eta,
+        views,
+        slots if isinstance(slots, int) else None,
+    )
 
 
 def read_records(database: Path) -> tuple[list[Session], list[Item]] | None:
@@ -157,15 +170,26 @@ def finish_times(items: list[Item]) -> list[float]:
     return [item.updated_at for item in items if item.status in RATE_STATUSES]
 
 
-def session_view(session: Session, items: list[Item], now: float, pending: list[int], daemon_rate: float | None,
-                 with_masks: bool = False) -> SessionView:
+def session_view(
+    session: Session,
+    items: list[Item],
+    now: float,
+    pending: list[int],
+    daemon_rate: float | None,
+    with_masks: bool = False,
+) -> SessionView:
     """`daemon_rate` is None when the daemon is stopped: it finishes nothing, so no ETA can be kept."""
     own = [item.id for item in items if item.status in PENDING]
     # One image at a time, lowest id first: this session is finished once every
     # pending item up to its own last one is, whichever session those belong to.
     to_finish = progress.pending_up_to(pending, max(own)) if own else 0
-    return SessionView(session, items, progress.rate_per_second(finish_times(items), now),
-                       progress.eta_seconds(to_finish, daemon_rate), with_masks)
+    return SessionView(
+        session,
+        items,
+        progress.rate_per_second(finish_times(items), now),
+        progress.eta_seconds(to_finish, daemon_rate),
+        with_masks,
+    )
 
 
 def daemon_pid(lock: Path) -> tuple[int | None, bool]:
@@ -264,8 +288,11 @@ def render_json(view: View | None, root: Path, now: float, every_item: bool = Fa
     return {
         "root": str(root),
         "at": iso(now),
-        "daemon": {"running": (view.daemon_pid is not None) if view.daemon_known else None, "pid": view.daemon_pid,
-                   "job_slots": view.job_slots},
+        "daemon": {
+            "running": (view.daemon_pid is not None) if view.daemon_known else None,
+            "pid": view.daemon_pid,
+            "job_slots": view.job_slots,
+        },
         "queued": view.queued,
         "processing": view.processing,
         "rate_per_s": rounded(view.rate_per_s, 4),
@@ -304,8 +331,16 @@ def session_document(view: SessionView, every_item: bool) -> dict:
 # -- following -------------------------------------------------------------------
 
 
-def follow(frame: Callable[[], str], out: TextIO, interval: float, *, redraw: bool, separator: str = "\n",
-           screen: Callable[[], os.terminal_size] = lambda: os.terminal_size((80, 24)), sleep: Callable[[float], None] = time.sleep) -> None:
+def follow(
+    frame: Callable[[], str],
+    out: TextIO,
+    interval: float,
+    *,
+    redraw: bool,
+    separator: str = "\n",
+    screen: Callable[[], os.terminal_size] = lambda: os.terminal_size((80, 24)),
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
     """Write a fresh frame every `interval` seconds until interrupted (KeyboardInterrupt propagates).
 
     With `redraw` (a terminal) each frame is drawn over the last: cursor home,

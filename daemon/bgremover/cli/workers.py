@@ -23,8 +23,10 @@ def seen(settings: Settings) -> tuple[list[dict], str | None] | None:
     except Exception as exc:  # noqa: BLE001 - redis raises several kinds; status shows what it can
         return [], f"cannot reach the broker at {settings.broker_url}: {exc}"
     now = time.time()
-    return [{"name": name, "slots": facts.get("slots"), "seen_s_ago": round(max(0.0, now - facts.get("seen", now)), 1)}
-            for name, facts in sorted(found.items())], None
+    return [
+        {"name": name, "slots": facts.get("slots"), "seen_s_ago": round(max(0.0, now - facts.get("seen", now)), 1)}
+        for name, facts in sorted(found.items())
+    ], None
 
 
 def lines(workers: list[dict], problem: str | None) -> list[str]:
@@ -34,6 +36,9 @@ def lines(workers: list[dict], problem: str | None) -> list[str]:
     if not workers:
         return ["workers: none heard of in the last 30 s (start `bgremover worker` on the worker hosts)"]
     slots = sum(worker["slots"] or 0 for worker in workers)
-    each = ", ".join(f"{worker['name']} ({worker['slots']} slot{'' if worker['slots'] == 1 else 's'}, "
-                     f"{worker['seen_s_ago']:g} s ago)" for worker in workers)
+    each = ", ".join(
+        f"{worker['name']} ({worker['slots']} slot{'' if worker['slots'] == 1 else 's'}, "
+        f"{worker['seen_s_ago']:g} s ago)"
+        for worker in workers
+    )
     return [f"workers: {len(workers)}, {slots} slot{'' if slots == 1 else 's'}: {each}"]

@@ -25,7 +25,8 @@ def make_app(settings) -> Celery:
     """The app for `settings` (broker_url, the job limits, broker_visibility_timeout_seconds)."""
     app = Celery("bgremover", broker=settings.broker_url, backend=settings.broker_url)
     visibility = settings.broker_visibility_timeout_seconds or (
-        settings.job_timeout_seconds + settings.kill_grace_seconds + VISIBILITY_MARGIN_SECONDS)
+        settings.job_timeout_seconds + settings.kill_grace_seconds + VISIBILITY_MARGIN_SECONDS
+    )
     app.conf.update(
         task_serializer="json", result_serializer="json", accept_content=["json"], result_accept_content=["json"],
         task_acks_late=True, task_reject_on_worker_lost=False, worker_prefetch_multiplier=1,

@@ -68,8 +68,13 @@ class Fences:
         if answer is None:
             return
         swept = [path.name for path in fenced.files if remove(path)]
-        log.warning("late_answer_refused", task=task, worker=answer.get("worker") if isinstance(answer, dict) else None,
-                    files_removed=swept, note="its item's outcome was recorded without it")
+        log.warning(
+            "late_answer_refused",
+            task=task,
+            worker=answer.get("worker") if isinstance(answer, dict) else None,
+            files_removed=swept,
+            note="its item's outcome was recorded without it",
+        )
 
 
 def remove(path: Path) -> bool:

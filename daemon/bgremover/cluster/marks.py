@@ -88,9 +88,17 @@ class Marks:
         previous = self.root()
         replaced = previous is not None and previous != identity
         if replaced:
-            stale = [key for pattern in (f"{PREFIX}concluded:*", f"{PREFIX}cancel:*", f"{PREFIX}lease:*",
-                                         f"{PREFIX}fenced:*", "celery-task-meta-bgremover-*")
-                     for key in self.client.scan_iter(pattern)]
+            stale = [
+                key
+                for pattern in (
+                    f"{PREFIX}concluded:*",
+                    f"{PREFIX}cancel:*",
+                    f"{PREFIX}lease:*",
+                    f"{PREFIX}fenced:*",
+                    "celery-task-meta-bgremover-*",
+                )
+                for key in self.client.scan_iter(pattern)
+            ]
             self.client.delete(queue, "unacked", "unacked_index", *stale)
         self.client.set(f"{PREFIX}root", identity)
         return replaced
@@ -100,8 +108,9 @@ class Marks:
         return value.decode() if value else None
 
     def heartbeat(self, worker: str, slots: int) -> None:
-        self.client.set(f"{PREFIX}worker:{worker}", json.dumps({"slots": slots, "seen": time.time()}),
-                        ex=HEARTBEAT_SECONDS)
+        self.client.set(
+            f"{PREFIX}worker:{worker}", json.dumps({"slots": slots, "seen": time.time()}), ex=HEARTBEAT_SECONDS
+        )
 
     def workers(self) -> dict[str, dict]:
         """The workers heard of recently: name -> {"slots", "seen"}."""

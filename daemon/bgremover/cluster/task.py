@@ -57,22 +57,39 @@ def run_job(task, message: dict) -> dict:
     marks = SLOT.marks
     refusal = refused(marks, task_id, worker)
     if refusal:
-        log.warning("task_refused", task=task_id, item=message.get("item"), attempt=message.get("attempt"),
-                    worker=worker, reason=refusal)
+        log.warning(
+            "task_refused",
+            task=task_id,
+            item=message.get("item"),
+            attempt=message.get("attempt"),
+            worker=worker,
+            reason=refusal,
+        )
         raise Ignore()
     limits = {**message["limits"], "job_slots": 1}
     jobs, model_dir = jobs_for(message["spec"]["model"], settings, limits)
     # The providers are this host's (a GPU host runs CUDA, its neighbour the CPU), not the supervisor's.
     spec = dataclasses.replace(spec_from(message, settings.root, model_dir), providers=tuple(settings.providers))
-    log.info("task_started", task=task_id, item=message["item"], attempt=message["attempt"], worker=worker,
-             pid=os.getpid())
+    log.info(
+        "task_started", task=task_id, item=message["item"], attempt=message["attempt"], worker=worker, pid=os.getpid()
+    )
     # The lease is left to lapse, not deleted: the answer is stored after we return, and until it
     # is, the supervisor must not take the missing lease for a lost worker.
     ended = jobs.run(spec, cancelled=Watch(marks, task_id, worker).cancelled)
-    log.info("task_finished", task=task_id, item=message["item"], returncode=ended.returncode,
-             stop_reason=ended.stop_reason, worker=worker)
-    return {"returncode": ended.returncode, "stop_reason": ended.stop_reason, "peak_rss_kb": ended.peak_rss_kb,
-            "worker": worker}
+    log.info(
+        "task_finished",
+        task=task_id,
+        item=message["item"],
+        returncode=ended.returncode,
+        stop_reason=ended.stop_reason,
+        worker=worker,
+    )
+    return {
+        "returncode": ended.returncode,
+        "stop_reason": ended.stop_reason,
+        "peak_rss_kb": ended.peak_rss_kb,
+        "worker": worker,
+    }
 
 
 def refused(marks: Marks, task_id: str, worker: str) -> str | None:

@@ -13,7 +13,7 @@ import threading
 import structlog
 
 from bgremover.cluster import task
-from bgremover.cluster.app import TASK_NAME, QUEUE, make_app
+from bgremover.cluster.app import QUEUE, TASK_NAME, make_app
 from bgremover.cluster.marks import HEARTBEAT_SECONDS, Marks
 from bgremover.cluster.message import root_identity
 from bgremover.settings import Settings, usable_cores
@@ -36,8 +36,10 @@ def check(settings: Settings) -> Marks:
     if published is None:
         raise WorkerRefused("no supervisor has published its root on this broker yet: start `bgremover run` first")
     if ours != published:
-        raise WorkerRefused(f"{settings.root} is not the supervisor's root (its state/root-id differs, or is "
-                            "missing): mount the supervisor's root there")
+        raise WorkerRefused(
+            f"{settings.root} is not the supervisor's root (its state/root-id differs, or is "
+            "missing): mount the supervisor's root there"
+        )
     return marks
 
 
@@ -50,11 +52,29 @@ def serve(settings: Settings, slots: int, name: str | None) -> None:
     app.task(name=TASK_NAME, bind=True, acks_late=True)(task.run_job)
     task.configure(settings)
     threading.Thread(target=beat, args=(marks, hostname, slots), name="heartbeat", daemon=True).start()
-    log.info("worker_ready", worker=hostname, slots=slots, threads_per_job=settings.threads,
-             providers=list(settings.providers), root=str(settings.root))
-    app.worker_main(["worker", "--pool=prefork", f"--concurrency={slots}", f"--hostname={hostname}", "-Q", QUEUE,
-                     "--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel=INFO",
-                     "--prefetch-multiplier=1"])
+    log.info(
+        "worker_ready",
+        worker=hostname,
+        slots=slots,
+        threads_per_job=settings.threads,
+        providers=list(settings.providers),
+        root=str(settings.root),
+    )
+    app.worker_main(
+        [
+            "worker",
+            "--pool=prefork",
+            f"--concurrency={slots}",
+            f"--hostname={hostname}",
+            "-Q",
+            QUEUE,
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "--loglevel=INFO",
+            "--prefetch-multiplier=1",
+        ]
+    )
 
 
 def beat(marks: Marks, hostname: str, slots: int) -> None:

@@ -374,4 +374,4 @@ def _row_window_sum(values: np.ndarray, radius: int, dtype: type | None = None) 
     padding = [(0, 0)] * (values.ndim - 1) + [(radius + 1, radius)]
     running = np.cumsum(np.pad(values, padding), axis=-1, dtype=dtype or values.dtype)
     span = 2 * radius + 1
-    return running[..., span:span + length] - running[..., :length]
+    return running[..., span : span + length] - running[..., :length]

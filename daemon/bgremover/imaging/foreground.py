@@ -70,7 +70,7 @@ def estimates(rgb: np.ndarray, alpha: np.ndarray):
 
     means, scale = _means(rgb, alpha, ndimage)
     for start in range(0, rows.size, CHUNK):
-        where = rows[start:start + CHUNK], cols[start:start + CHUNK]
+        where = rows[start : start + CHUNK], cols[start : start + CHUNK]
         yield where, _estimated(rgb[where], alpha[where], means, scale, where)
 
 
@@ -86,8 +86,10 @@ def _reduced(rgb: np.ndarray, alpha: np.ndarray, side: int) -> tuple[np.ndarray,
     height, width = alpha.shape
     scale = min(1.0, side / max(height, width))
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    colours = np.asarray(Image.fromarray(np.ascontiguousarray(rgb)).resize(size, Image.Resampling.BOX),
-                         dtype=np.float32) / 255
+    colours = (
+        np.asarray(Image.fromarray(np.ascontiguousarray(rgb)).resize(size, Image.Resampling.BOX), dtype=np.float32)
+        / 255
+    )
     coverage = np.asarray(Image.fromarray(alpha).resize(size, Image.Resampling.BOX), dtype=np.float32) / 255
     return colours, coverage[..., np.newaxis], size[0] / width
 
@@ -137,8 +139,9 @@ def _estimated(colours: np.ndarray, levels: np.ndarray, means: np.ndarray, scale
     """
     rows, cols = where
     height, width, planes = means.shape
-    at = np.minimum((rows * scale).astype(np.intp), height - 1) * width + np.minimum((cols * scale).astype(np.intp),
-                                                                                      width - 1)
+    at = np.minimum((rows * scale).astype(np.intp), height - 1) * width + np.minimum(
+        (cols * scale).astype(np.intp), width - 1
+    )
     local = np.take(means.reshape(height * width, planes), at, axis=0)
     mean_b, across, reach = local[:, :3], local[:, 3:6], local[:, 6:]
     image = colours.astype(np.float32) * np.float32(1 / 255)

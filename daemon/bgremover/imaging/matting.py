@@ -14,9 +14,9 @@ import shlex
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable
 from typing import BinaryIO, ClassVar, NamedTuple
 
 import numpy as np
@@ -25,10 +25,7 @@ import pillow_heif
 from PIL import ExifTags, Image, ImageChops, ImageCms, ImageColor, ImageOps, UnidentifiedImageError, features
 
 from bgremover.contract import SETTING_OPTIONS, TICKET_OPTIONS
-from bgremover.imaging import edges
-from bgremover.imaging import foreground
-from bgremover.imaging import png
-from bgremover.imaging import resample
+from bgremover.imaging import edges, foreground, png, resample
 from bgremover.imaging.formats import FORMAT_EXTENSIONS, format_for_path  # noqa: F401 - part of this module's interface
 from bgremover.models.manifest import ModelError, ModelSpec, find_model_spec, load_model_spec, models_dir  # noqa: F401 - likewise
 
@@ -75,8 +72,12 @@ class Options:
     @classmethod
     def from_settings(cls, settings, fmt: str | None = None) -> Options:
         """The options a bgremover.settings.Settings asks for; `fmt` overrides its output_format."""
-        return cls(format=fmt or settings.output_format, output=settings.output, threads=settings.threads,
-                   **{name: getattr(settings, name) for name in cls.TRAVELLING})
+        return cls(
+            format=fmt or settings.output_format,
+            output=settings.output,
+            threads=settings.threads,
+            **{name: getattr(settings, name) for name in cls.TRAVELLING},
+        )
 
 
 @dataclass
@@ -114,7 +115,7 @@ def optimize(spec: ModelSpec, providers: tuple[str, ...] | list[str], target: Pa
     options.optimized_model_filepath = str(target)
     try:
         onnxruntime.InferenceSession(str(spec.path), options, providers=list(providers))
-    except Exception as exc:  # onnxruntime raises its own classes for bad protobufs, bad graphs, ...
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own classes for bad protobufs, bad graphs, ...
         raise ModelError(f"model file {spec.path} cannot be loaded by onnxruntime: {exc}") from None
 
 
@@ -137,7 +138,9 @@ def _session_options(threads: int | None) -> onnxruntime.SessionOptions:
 
 
 def create_session(
-    spec: ModelSpec, threads: int | None = None, providers: tuple[str, ...] | list[str] = (CPU,),
+    spec: ModelSpec,
+    threads: int | None = None,
+    providers: tuple[str, ...] | list[str] = (CPU,),
     optimized: bytes | None = None,
 ) -> onnxruntime.InferenceSession:
     """A session for the model on exactly the providers asked for; threads=None lets onnxruntime pick.
@@ -153,7 +156,7 @@ def create_session(
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
     try:
         session = onnxruntime.InferenceSession(optimized or str(spec.path), options, providers=list(providers))
-    except Exception as exc:  # onnxruntime raises its own classes for bad protobufs, bad graphs, ...
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own classes for bad protobufs, bad graphs, ...
         raise ModelError(f"model file {spec.path} cannot be loaded by onnxruntime: {exc}") from None
     active = session.get_providers()
     if any(name not in active for name in providers):
@@ -176,12 +179,16 @@ def check_shapes(session: onnxruntime.InferenceSession, spec: ModelSpec) -> None
             f"says one RGB image of {width}×{height} ([1, 3, {height}, {width}]): fix input_size or the model"
         )
     if spec.output_index >= len(outputs):
-        raise ModelError(f"model file {spec.path} has {len(outputs)} output(s), "
-                         f"so the manifest's output_index {spec.output_index} does not exist")
+        raise ModelError(
+            f"model file {spec.path} has {len(outputs)} output(s), "
+            f"so the manifest's output_index {spec.output_index} does not exist"
+        )
     mask_shape = outputs[spec.output_index].shape
     if len(mask_shape) < 2 or any(isinstance(n, int) and n != 1 for n in mask_shape[:-2]):
-        raise ModelError(f"model file {spec.path} gives output {spec.output_index} the shape {mask_shape}, "
-                         "which is not one mask (…, height, width)")
+        raise ModelError(
+            f"model file {spec.path} gives output {spec.output_index} the shape {mask_shape}, "
+            "which is not one mask (…, height, width)"
+        )
 
 
 # ---------------------------------------------------------------- decode
@@ -254,8 +261,10 @@ def _settled(image: Image.Image, original_size: tuple[int, int], max_megapixels:
         return Decoded(image, icc)
     image = _fit(image, max_megapixels)
     width, height = original_size
-    note = (f"reduced from {width}×{height} to {image.width}×{image.height} pixels "
-            f"to stay within max_megapixels = {max_megapixels:g}")
+    note = (
+        f"reduced from {width}×{height} to {image.width}×{image.height} pixels "
+        f"to stay within max_megapixels = {max_megapixels:g}"
+    )
     return Decoded(image, icc, note)
 
 
@@ -263,7 +272,7 @@ def _upright_size(image: Image.Image) -> tuple[int, int]:
     """The size as the image is shown: EXIF orientations 5 to 8 turn it a quarter."""
     try:
         turned = image.getexif().get(ExifTags.Base.Orientation) in (5, 6, 7, 8)
-    except Exception:  # a broken EXIF block: _upright ignores it too
+    except Exception:  # noqa: BLE001 - a broken EXIF block: _upright ignores it too
         turned = False
     return (image.height, image.width) if turned else image.size
 
@@ -280,7 +289,7 @@ def _refuse_or_draft(image: Image.Image, max_megapixels: float, large_images: st
         shown = f"{megapixels:.1f}" if round(megapixels, 1) > max_megapixels else f"{megapixels:.3f}"
         raise BadInput(
             f"the image has {shown} megapixels ({shown_width}×{shown_height}), more than "
-            f"max_megapixels = {max_megapixels:g}; raise that setting or set large_images = \"reduce\""
+            f'max_megapixels = {max_megapixels:g}; raise that setting or set large_images = "reduce"'
         )
     width, height = image.size
     if image.format == "JPEG":
@@ -310,7 +319,7 @@ def _bomb_sentence(exc: Exception) -> str:
 def _upright(image: Image.Image) -> Image.Image:
     try:
         return ImageOps.exif_transpose(image)
-    except Exception:  # a broken EXIF block should not cost the user an otherwise good image
+    except Exception:  # noqa: BLE001 - a broken EXIF block should not cost the user an otherwise good image
         return image
 
 
@@ -491,8 +500,10 @@ def avif_unavailable() -> str:
     which only resolves where this bgremover is already installed.
     """
     install = f"{shlex.quote(sys.executable)} -m pip install {AVIF_PLUGIN}"
-    return ("this Pillow cannot write AVIF: upgrade to Pillow ≥ 11.3 built with libavif, "
-            f"or install the optional plugin ({install})")
+    return (
+        "this Pillow cannot write AVIF: upgrade to Pillow ≥ 11.3 built with libavif, "
+        f"or install the optional plugin ({install})"
+    )
 
 
 SUBJECT_ALPHA = 128  # a pixel at least half opaque belongs to the subject's box
@@ -515,8 +526,9 @@ def framed(rgba: Image.Image, options: Options) -> Image.Image:
     if options.crop == "subject":
         left, top, right, bottom = box
         pad = round(max(right - left, bottom - top) * options.margin / 100)
-        return rgba.crop((max(0, left - pad), max(0, top - pad),
-                          min(rgba.width, right + pad), min(rgba.height, bottom + pad)))
+        return rgba.crop(
+            (max(0, left - pad), max(0, top - pad), min(rgba.width, right + pad), min(rgba.height, bottom + pad))
+        )
     return on_square(rgba.crop(box), options)
 
 
@@ -530,8 +542,9 @@ def on_square(subject: Image.Image, options: Options) -> Image.Image:
     if options.size:
         side = options.size
         scale = side * options.fill / 100 / longer
-        subject = subject.resize((max(1, round(subject.width * scale)), max(1, round(subject.height * scale))),
-                                 Image.Resampling.LANCZOS)
+        subject = subject.resize(
+            (max(1, round(subject.width * scale)), max(1, round(subject.height * scale))), Image.Resampling.LANCZOS
+        )
     else:
         side = max(longer, round(longer * 100 / options.fill))
     canvas = Image.new("RGBA", (side, side), (0, 0, 0, 0))  # the background colour, if any, comes at encode
@@ -561,8 +574,9 @@ def encode(rgba: Image.Image, path: Path | BinaryIO, icc_profile: bytes | None, 
     if fmt == "png":
         # Our own writer: the same lossless PNG as Pillow's at a low level, but
         # the deflate runs on every core (see imaging/png.py).
-        png.write_png(path, np.asarray(rgba), icc_profile=icc_profile,
-                      level=options.png_compress_level, threads=options.threads)
+        png.write_png(
+            path, np.asarray(rgba), icc_profile=icc_profile, level=options.png_compress_level, threads=options.threads
+        )
         return
     # Always pass the profile: b"" means none, where None would let Pillow fall back to rgba.info.
     extra: dict = {"icc_profile": icc_profile or b"", "quality": options.quality}
@@ -582,7 +596,11 @@ def encode(rgba: Image.Image, path: Path | BinaryIO, icc_profile: bytes | None, 
 
 
 def remove_background(
-    src: Path, dst: Path, session: onnxruntime.InferenceSession, spec: ModelSpec, options: Options = Options(),
+    src: Path,
+    dst: Path,
+    session: onnxruntime.InferenceSession,
+    spec: ModelSpec,
+    options: Options = Options(),
     mask_dst: Path | None = None,
 ) -> Outcome:
     """Cut the subject of `src` out into `dst` (and its mask into `mask_dst` with output "both").
@@ -615,7 +633,10 @@ def timed() -> tuple[Outcome, Callable[[str], None]]:
 
 
 def matte(
-    image: Image.Image, session: onnxruntime.InferenceSession, spec: ModelSpec, options: Options,
+    image: Image.Image,
+    session: onnxruntime.InferenceSession,
+    spec: ModelSpec,
+    options: Options,
     lap: Callable[[str], None] = lambda stage: None,
 ) -> Image.Image:
     """The decoded image's framed RGBA cutout: model input, inference, mask, edges, cutout, framing."""
@@ -633,7 +654,11 @@ def matte(
 
 
 def write_result(
-    rgba: Image.Image, icc: bytes | None, options: Options, dst: Path | BinaryIO, mask_dst: Path | BinaryIO | None,
+    rgba: Image.Image,
+    icc: bytes | None,
+    options: Options,
+    dst: Path | BinaryIO,
+    mask_dst: Path | BinaryIO | None,
 ) -> None:
     """What `output` asks for: the cutout into `dst`; or the mask into `dst`; or both, the mask into `mask_dst`."""
     if options.output in ("mask", "both"):

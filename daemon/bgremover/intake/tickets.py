@@ -17,8 +17,22 @@ from pydantic import ValidationError
 from bgremover.settings import Settings, describe
 
 TICKET_NAME = "bgremover.toml"
-TICKET_SETTINGS = ("output_format", "background", "output", "crop", "margin", "fill", "size", "edges",
-                   "decontaminate", "model", "quality", "png_compress_level", "webp_method", "avif_speed")
+TICKET_SETTINGS = (
+    "output_format",
+    "background",
+    "output",
+    "crop",
+    "margin",
+    "fill",
+    "size",
+    "edges",
+    "decontaminate",
+    "model",
+    "quality",
+    "png_compress_level",
+    "webp_method",
+    "avif_speed",
+)
 
 
 class TicketError(ValueError):
@@ -59,8 +73,10 @@ def validated(values: dict, base: dict | None = None) -> dict:
     """
     refused = sorted(set(values) - set(TICKET_SETTINGS))
     if refused:
-        raise TicketError(f"the job ticket {TICKET_NAME} sets {', '.join(map(repr, refused))}, which a ticket cannot "
-                          f"set; it may set {', '.join(TICKET_SETTINGS)}")
+        raise TicketError(
+            f"the job ticket {TICKET_NAME} sets {', '.join(map(repr, refused))}, which a ticket cannot "
+            f"set; it may set {', '.join(TICKET_SETTINGS)}"
+        )
     try:
         # model_validate checks the values alone: the environment and config file play no part.
         checked = Settings.model_validate({**(base or {}), **values})

@@ -34,8 +34,9 @@ log = structlog.get_logger()
 # Where watchdog reports that the kernel's inotify queue overflowed.
 WATCHDOG_INOTIFY_LOG = logging.getLogger("watchdog.observers.inotify_c")
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jfif", ".png", ".webp", ".avif", ".bmp", ".tif", ".tiff", ".gif",
-                              ".heic", ".heif"})
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".jfif", ".png", ".webp", ".avif", ".bmp", ".tif", ".tiff", ".gif", ".heic", ".heif"}
+)
 TEMPORARY_SUFFIXES = (".part", ".crdownload", ".tmp")
 
 # Opening or reading a file changes nothing in it, and our own jobs read inbox

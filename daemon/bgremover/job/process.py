@@ -27,9 +27,9 @@ from pathlib import Path
 import onnxruntime
 
 from bgremover import durable
-from bgremover.imaging import matting
 from bgremover.backoff import is_storage_error
 from bgremover.contract import ExitCode, JobSpec
+from bgremover.imaging import matting
 from bgremover.models.manifest import ModelSpec
 
 
@@ -74,8 +74,11 @@ class Prepared:
         if self.session is None:
             return {"error": self.error}
         options = self.session.get_session_options()
-        return {"providers": self.session.get_providers(), "intra_op_threads": options.intra_op_num_threads,
-                "onnxruntime": onnxruntime.__version__}
+        return {
+            "providers": self.session.get_providers(),
+            "intra_op_threads": options.intra_op_num_threads,
+            "onnxruntime": onnxruntime.__version__,
+        }
 
 
 def preload(config: dict, optimize: bool = True) -> Shared:
@@ -150,7 +153,6 @@ def warm(prepared: Prepared) -> None:
         matting.infer(prepared.session, matting.blank_input(spec), spec)
 
 
-
 # ---------------------------------------------------------------- the job
 
 
@@ -175,7 +177,7 @@ def main(argv: list[str] | None = None, prepared: Prepared | None = None) -> int
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGTERM)
         return ExitCode.BUG  # not reached
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - a bug of ours: shown, then one sentence and the BUG exit code
         traceback.print_exc()
         return finish(args.report, ExitCode.BUG, f"unexpected error: {type(exc).__name__}: {exc}", quiet=True)
     return finish(args.report, ExitCode.DONE, None, outcome)
@@ -185,14 +187,23 @@ def matching(prepared: Prepared | None, args: JobSpec) -> Prepared:
     """The prepared session if it fits this job's model, else one made now (a job run by hand)."""
     if prepared is not None and prepared.shared.spec.name == args.model:
         return prepared
-    config = {"model": args.model, "models_dir": args.models_dir, "threads": args.threads,
-              "providers": list(args.providers), "format": args.format}
+    config = {
+        "model": args.model,
+        "models_dir": args.models_dir,
+        "threads": args.threads,
+        "providers": list(args.providers),
+        "format": args.format,
+    }
     return prepare(preload(config, optimize=False))  # one session: optimizing first would only add time
 
 
 def options_from(spec: JobSpec) -> matting.Options:
-    return matting.Options(format=spec.format, output=spec.kind, threads=spec.threads or 1,
-                           **{name: getattr(spec, name) for name in matting.Options.TRAVELLING})
+    return matting.Options(
+        format=spec.format,
+        output=spec.kind,
+        threads=spec.threads or 1,
+        **{name: getattr(spec, name) for name in matting.Options.TRAVELLING},
+    )
 
 
 def run(args: JobSpec, prepared: Prepared) -> matting.Outcome:
@@ -204,8 +215,9 @@ def run(args: JobSpec, prepared: Prepared) -> matting.Outcome:
     mask = args.mask if args.kind == "both" else None
     mask_temp = durable.temp_path(mask) if mask else None
     try:
-        outcome = matting.remove_background(args.input, temp, prepared.session, prepared.shared.spec,
-                                            options_from(args), mask_temp)
+        outcome = matting.remove_background(
+            args.input, temp, prepared.session, prepared.shared.spec, options_from(args), mask_temp
+        )
         started = time.perf_counter()
         if mask:
             durable.publish(mask_temp, mask)

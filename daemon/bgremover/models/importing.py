@@ -42,8 +42,13 @@ class Recognised:
     trusted_name: bool  # imported on its name alone: its checksum is not the one rembg lists
 
 
-def import_files(paths: list[Path], folder: Path, trust_name: bool = False,
-                 say: Callable[[str], None] = print, refuse: Callable[[str], None] = print) -> int:
+def import_files(
+    paths: list[Path],
+    folder: Path,
+    trust_name: bool = False,
+    say: Callable[[str], None] = print,
+    refuse: Callable[[str], None] = print,
+) -> int:
     """Import each of `paths` into `folder`; each file refused gets one line through `refuse`. Returns how many."""
     manifest = read_manifest(folder, missing_ok=True)
     for other, entry in manifest.items():  # a broken manifest stops us before anything happens
@@ -73,16 +78,20 @@ def import_files(paths: list[Path], folder: Path, trust_name: bool = False,
         write_atomically(folder / "manifest.json", manifest_bytes({**manifest, **added}))
     for name in added:
         size = (folder / added[name]["file"]).stat().st_size
-        say(f'installed {name} ({size / 1e6:.1f} MB) in {folder}; '
-            f'select it with model = "{name}" in the settings or a job ticket')
+        say(
+            f"installed {name} ({size / 1e6:.1f} MB) in {folder}; "
+            f'select it with model = "{name}" in the settings or a job ticket'
+        )
     return refused
 
 
 def rembg_files(home: Path) -> list[Path]:
     """Every file in rembg's models folder, in name order (never its subfolders)."""
     if not home.is_dir():
-        raise ModelError(f"there is no rembg models folder at {home} (rembg uses $U2NET_HOME, "
-                         "else $XDG_DATA_HOME/.u2net, else ~/.u2net)")
+        raise ModelError(
+            f"there is no rembg models folder at {home} (rembg uses $U2NET_HOME, "
+            "else $XDG_DATA_HOME/.u2net, else ~/.u2net)"
+        )
     return sorted(path for path in home.iterdir() if path.is_file())
 
 
@@ -104,8 +113,10 @@ def recognise(path: Path, trust_name: bool) -> Recognised:
     if (model or named).refusal:
         raise Refused((model or named).refusal)
     if model is None and not trust_name:
-        raise Refused(f"unknown checksum: its md5 is {md5}, not the {named.md5} rembg lists for {named.name}; "
-                      "pass --trust-name to import it on its name")
+        raise Refused(
+            f"unknown checksum: its md5 is {md5}, not the {named.md5} rembg lists for {named.name}; "
+            "pass --trust-name to import it on its name"
+        )
     trusted_name = model is None
     model = model or named
     entry = {"file": model.file, "sha256": sha256, **model.entry_fields()}
@@ -139,8 +150,10 @@ def say_licence(found: Recognised, say: Callable[[str], None]) -> None:
     model = found.model
     say(f"{model.name}: {model.upstream}; licence: {model.licence}")
     if found.trusted_name:
-        say(f"{model.name}: {found.source} is not the file rembg lists (unknown checksum); "
-            "imported on the trust of its name, as --trust-name asks")
+        say(
+            f"{model.name}: {found.source} is not the file rembg lists (unknown checksum); "
+            "imported on the trust of its name, as --trust-name asks"
+        )
 
 
 # ---------------------------------------------------------------- writing

@@ -53,10 +53,16 @@ class RembgModel:
     def entry_fields(self) -> dict:
         """The manifest fields of this model, all but file and sha256 (which come from the file imported)."""
         return {
-            "input_size": [self.input_size, self.input_size], "mean": list(self.mean), "std": list(self.std),
-            "output_index": 0, "licence": self.licence,
+            "input_size": [self.input_size, self.input_size],
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "output_index": 0,
+            "licence": self.licence,
             "source": f"{self.upstream}; the ONNX export rembg downloads as {self.file}",
-            "scale": "max", "activation": self.activation, "resize": "lanczos", "mask_range": "stretch",
+            "scale": "max",
+            "activation": self.activation,
+            "resize": "lanczos",
+            "mask_range": "stretch",
         }
 
 
@@ -64,38 +70,74 @@ def _birefnet(name: str, md5: str) -> RembgModel:
     return RembgModel(name, md5, input_size=1024, activation="sigmoid", licence="MIT", upstream=BIREFNET)
 
 
-MODELS = {model.name: model for model in (
-    RembgModel("u2net", "60024c5c889badc19c04ad937298a77b", licence="Apache-2.0", upstream=U2NET),
-    RembgModel("u2netp", "8e83ca70e441ab06c318d82300c84806", licence="Apache-2.0", upstream=U2NET),
-    RembgModel("u2net_human_seg", "c09ddc2e0104f800e3e1bb4652583d1f", licence="Apache-2.0",
-               upstream=f"{U2NET} (its human segmentation weights)"),
-    # The silueta weights were shared by their author in U-2-Net's issue #295 with no licence of their own.
-    RembgModel("silueta", "55e59e0d8062d2f5d013f4725ee84782",
-               licence="not stated (a reduced U-2-Net; U-2-Net itself is Apache-2.0)",
-               upstream=f"silueta, a reduced {U2NET}, shared in its issue #295"),
-    RembgModel("isnet-general-use", "fc16ebd8b0c10d971d3513d564d01e29", input_size=1024,
-               mean=(0.5, 0.5, 0.5), std=(1.0, 1.0, 1.0), licence="Apache-2.0", upstream=ISNET),
-    RembgModel("isnet-anime", "6f184e756bb3bd901c8849220a83e38e", input_size=1024,
-               std=(1.0, 1.0, 1.0), licence="Apache-2.0", upstream=ANIME),
-    _birefnet("birefnet-general", "7a35a0141cbbc80de11d9c9a28f52697"),
-    _birefnet("birefnet-general-lite", "4fab47adc4ff364be1713e97b7e66334"),
-    _birefnet("birefnet-portrait", "c3a64a6abf20250d090cd055f12a3b67"),
-    _birefnet("birefnet-dis", "2d4d44102b446f33a4ebb2e56c051f2b"),
-    _birefnet("birefnet-hrsod", "c017ade5de8a50ff0fd74d790d268dda"),
-    _birefnet("birefnet-cod", "f6d0d21ca89d287f17e7afe9f5fd3b45"),
-    _birefnet("birefnet-massive", "33e726a2136a3d59eb0fdf613e31e3e9"),
-    RembgModel("bria-rmbg", None, sha256="5b486f08200f513f460da46dd701db5fbb47d79b4be4b708a19444bcd4e79958",
-               input_size=1024, licence="CC BY-NC 4.0", upstream="RMBG-2.0 by BRIA AI",
-               refusal="it is BRIA AI's RMBG-2.0, licensed CC BY-NC 4.0: non-commercial use only, commercial "
-                       "use needs an agreement with BRIA, so bgremover does not import it"),
-    RembgModel("u2net_cloth_seg", "2434d1f3cb744e0e49386c906e5a08bb", input_size=768, licence="MIT",
-               upstream="cloth-segmentation by levindabhi",
-               refusal="its output is three clothing masks (upper body, lower body, full body), "
-                       "which one manifest entry cannot express as one mask"),
-)}
+MODELS = {
+    model.name: model
+    for model in (
+        RembgModel("u2net", "60024c5c889badc19c04ad937298a77b", licence="Apache-2.0", upstream=U2NET),
+        RembgModel("u2netp", "8e83ca70e441ab06c318d82300c84806", licence="Apache-2.0", upstream=U2NET),
+        RembgModel(
+            "u2net_human_seg",
+            "c09ddc2e0104f800e3e1bb4652583d1f",
+            licence="Apache-2.0",
+            upstream=f"{U2NET} (its human segmentation weights)",
+        ),
+        # The silueta weights were shared by their author in U-2-Net's issue #295 with no licence of their own.
+        RembgModel(
+            "silueta",
+            "55e59e0d8062d2f5d013f4725ee84782",
+            licence="not stated (a reduced U-2-Net; U-2-Net itself is Apache-2.0)",
+            upstream=f"silueta, a reduced {U2NET}, shared in its issue #295",
+        ),
+        RembgModel(
+            "isnet-general-use",
+            "fc16ebd8b0c10d971d3513d564d01e29",
+            input_size=1024,
+            mean=(0.5, 0.5, 0.5),
+            std=(1.0, 1.0, 1.0),
+            licence="Apache-2.0",
+            upstream=ISNET,
+        ),
+        RembgModel(
+            "isnet-anime",
+            "6f184e756bb3bd901c8849220a83e38e",
+            input_size=1024,
+            std=(1.0, 1.0, 1.0),
+            licence="Apache-2.0",
+            upstream=ANIME,
+        ),
+        _birefnet("birefnet-general", "7a35a0141cbbc80de11d9c9a28f52697"),
+        _birefnet("birefnet-general-lite", "4fab47adc4ff364be1713e97b7e66334"),
+        _birefnet("birefnet-portrait", "c3a64a6abf20250d090cd055f12a3b67"),
+        _birefnet("birefnet-dis", "2d4d44102b446f33a4ebb2e56c051f2b"),
+        _birefnet("birefnet-hrsod", "c017ade5de8a50ff0fd74d790d268dda"),
+        _birefnet("birefnet-cod", "f6d0d21ca89d287f17e7afe9f5fd3b45"),
+        _birefnet("birefnet-massive", "33e726a2136a3d59eb0fdf613e31e3e9"),
+        RembgModel(
+            "bria-rmbg",
+            None,
+            sha256="5b486f08200f513f460da46dd701db5fbb47d79b4be4b708a19444bcd4e79958",
+            input_size=1024,
+            licence="CC BY-NC 4.0",
+            upstream="RMBG-2.0 by BRIA AI",
+            refusal="it is BRIA AI's RMBG-2.0, licensed CC BY-NC 4.0: non-commercial use only, commercial "
+            "use needs an agreement with BRIA, so bgremover does not import it",
+        ),
+        RembgModel(
+            "u2net_cloth_seg",
+            "2434d1f3cb744e0e49386c906e5a08bb",
+            input_size=768,
+            licence="MIT",
+            upstream="cloth-segmentation by levindabhi",
+            refusal="its output is three clothing masks (upper body, lower body, full body), "
+            "which one manifest entry cannot express as one mask",
+        ),
+    )
+}
 
-SAM_REFUSAL = ("it is part of a SAM model (an encoder and a decoder that need prompt points), "
-               "which one manifest entry cannot express")
+SAM_REFUSAL = (
+    "it is part of a SAM model (an encoder and a decoder that need prompt points), "
+    "which one manifest entry cannot express"
+)
 
 
 def by_file_name(file_name: str) -> RembgModel | None:

@@ -88,7 +88,7 @@ def member_with_mask(item_name: str, fmt_ext: str, taken: set[str]) -> str:
 
 
 def _stems(stem: str, ext: str, room: int) -> Iterator[str]:
-    """"a", "a-jpg", "a-jpg-2", "a-jpg-3", ... each at most `room` bytes (endless: the caller stops).
+    """ "a", "a-jpg", "a-jpg-2", "a-jpg-3", ... each at most `room` bytes (endless: the caller stops).
 
     A stem too long for its room loses characters from its end; the counter is
     never cut, so the candidates stay distinct.

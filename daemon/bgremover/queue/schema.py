@@ -132,4 +132,3 @@ def add_missing_columns(db: sqlite3.Connection) -> None:
     for column in ("options", "error"):
         if column not in columns:
             db.execute(f"ALTER TABLE sessions ADD COLUMN {column} TEXT")
-

@@ -27,7 +27,9 @@ TRANSITIONS: dict[Status, frozenset[Status]] = {
 
 TERMINAL: frozenset[Status] = frozenset({Status.DONE, Status.FAILED, Status.CANCELLED})
 # What a retry marker may send back to the queue: every way back to QUEUED but recovery's.
-RETRYABLE: frozenset[Status] = frozenset(src for src, dsts in TRANSITIONS.items() if Status.QUEUED in dsts and src is not Status.PROCESSING)
+RETRYABLE: frozenset[Status] = frozenset(
+    src for src, dsts in TRANSITIONS.items() if Status.QUEUED in dsts and src is not Status.PROCESSING
+)
 
 
 class SessionState(str, Enum):

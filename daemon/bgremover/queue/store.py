@@ -18,11 +18,12 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from bgremover.queue.schema import prepare
 from bgremover.queue.states import SessionState, Status, allowed
+
 
 class IllegalTransition(Exception):
     """A transition the table forbids, or one whose item was not in the expected status."""
@@ -66,7 +67,7 @@ class Item:
 
 
 def iso(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _session(row: sqlite3.Row) -> Session:
@@ -191,16 +192,16 @@ class ItemQueries(Database):
                 " VALUES (?, ?, ?, ?, ?, 'queued', ?, ?)",
                 (session, name, member, ext, source, now, now),
             )
-            self.db.execute(
-                "UPDATE sessions SET last_item_at = ?, updated_at = ? WHERE name = ?", (now, now, session)
-            )
+            self.db.execute("UPDATE sessions SET last_item_at = ?, updated_at = ? WHERE name = ?", (now, now, session))
             self._record(cursor.lastrowid, None, Status.QUEUED, now, "taken")
         return self.item(cursor.lastrowid)
 
     def withdraw(self, item_id: int) -> bool:
         """Undo add_item for a file that vanished before it could be taken (never started)."""
         with self.transaction():
-            cursor = self.db.execute("DELETE FROM items WHERE id = ? AND status = 'queued' AND attempts = 0", (item_id,))
+            cursor = self.db.execute(
+                "DELETE FROM items WHERE id = ? AND status = 'queued' AND attempts = 0", (item_id,)
+            )
             self.db.execute("DELETE FROM events WHERE item = ?", (item_id,))
         return cursor.rowcount == 1
 
@@ -236,8 +237,16 @@ class ItemQueries(Database):
         return counts
 
     def transition(
-        self, item_id: int, src: Status, dst: Status, now: float, error: str | None = None, reason: str | None = None,
-        note: str | None = None, attempt: int | None = None, worker: str | None = None,
+        self,
+        item_id: int,
+        src: Status,
+        dst: Status,
+        now: float,
+        error: str | None = None,
+        reason: str | None = None,
+        note: str | None = None,
+        attempt: int | None = None,
+        worker: str | None = None,
     ) -> Item:
         """Move one item from `src` to `dst`, or raise IllegalTransition and change nothing.
 

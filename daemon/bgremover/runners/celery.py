@@ -73,8 +73,10 @@ class CeleryRunner(JobRunner):
         except Exception as exc:  # noqa: BLE001 - redis raises several kinds; each means the same here
             raise RunnerError(f"cannot reach the broker at {settings.broker_url}: {exc}") from None
         if replaced:
-            log.warning("broker_root_replaced", note="the broker served another root before: its marks, answers "
-                                                      "and waiting tasks were removed")
+            log.warning(
+                "broker_root_replaced",
+                note="the broker served another root before: its marks, answers and waiting tasks were removed",
+            )
         return {"broker": settings.broker_url.split("@")[-1]}  # never its password
 
     def can_start(self, now: float, model: dict) -> bool:
@@ -124,8 +126,10 @@ class CeleryRunner(JobRunner):
     def sent_for(self, spec: JobSpec, check_at: float) -> Sent:
         item, attempt = key_of(spec.report)
         settings = self.settings
-        limits = {name: getattr(settings, name) for name in ("job_timeout_seconds", "job_memory_limit_mb",
-                                                             "kill_grace_seconds")}
+        limits = {
+            name: getattr(settings, name)
+            for name in ("job_timeout_seconds", "job_memory_limit_mb", "kill_grace_seconds")
+        }
         message = to_message(spec, settings.root, item, attempt, limits)
         # A backstop only: the worker's own deadline and kill come first.
         hard_limit = settings.job_timeout_seconds + settings.kill_grace_seconds + 30
@@ -133,8 +137,7 @@ class CeleryRunner(JobRunner):
         return Sent(task_id(item, attempt), message, hard_limit, check_at, files=files)
 
     def send(self, sent: Sent) -> None:
-        self.app.send_task(TASK_NAME, args=[sent.message], task_id=sent.task, time_limit=sent.time_limit,
-                           queue=QUEUE)
+        self.app.send_task(TASK_NAME, args=[sent.message], task_id=sent.task, time_limit=sent.time_limit, queue=QUEUE)
 
     def poll(self, handle: JobHandle) -> JobExit | None:
         sent = self.sent.get(handle.details["task_id"])
@@ -214,8 +217,12 @@ class CeleryRunner(JobRunner):
     def broker_failed(self, now: float, exc: Exception) -> None:
         self.broker_back_at = now + BROKER_RETRY_SECONDS
         if not self.broker_warned:
-            log.warning("broker_unreachable", broker=self.settings.broker_url.split("@")[-1], error=str(exc),
-                        note="jobs wait in queued until it is back")
+            log.warning(
+                "broker_unreachable",
+                broker=self.settings.broker_url.split("@")[-1],
+                error=str(exc),
+                note="jobs wait in queued until it is back",
+            )
         self.broker_warned = True
 
     def broker_back(self) -> None:

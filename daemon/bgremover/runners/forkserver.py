@@ -334,8 +334,11 @@ def run_standby(conn: socket.socket, module: ModuleType, shared: object, forked_
         prepare = getattr(module, "prepare", None)
         prepared = prepare(shared) if prepare else None
         # prepare_ms: the session alone; start_ms: from the fork to ready, the whole price of a fresh process.
-        ready = {"ready": True, "prepare_ms": round((time.perf_counter() - started) * 1000, 1),
-                 "start_ms": round((time.monotonic() - forked_at) * 1000, 1)}
+        ready = {
+            "ready": True,
+            "prepare_ms": round((time.perf_counter() - started) * 1000, 1),
+            "start_ms": round((time.monotonic() - forked_at) * 1000, 1),
+        }
         describe_prepared = getattr(prepared, "describe", None)
         if describe_prepared is not None:
             ready.update(describe_prepared())

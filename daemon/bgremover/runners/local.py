@@ -172,8 +172,9 @@ class LocalRunner(JobRunner):
         self.signal(handle.pid, signal.SIGKILL)  # no grandchild outlives its job
         self.strays.add(handle.pid)  # and any it left behind is reaped
         code = os.waitstatus_to_exitcode(status)
-        return JobExit(exit_code=code if code >= 0 else None, signal=-code if code < 0 else None,
-                       peak_rss_kb=usage.ru_maxrss)
+        return JobExit(
+            exit_code=code if code >= 0 else None, signal=-code if code < 0 else None, peak_rss_kb=usage.ru_maxrss
+        )
 
     def peak_rss_kb(self, handle: JobHandle) -> int:
         """VmHWM: the job's peak resident memory so far, 0 once it has exited."""

@@ -29,9 +29,9 @@ from prometheus_client import (
     write_to_textfile,
 )
 
-from bgremover.settings import Settings
 from bgremover.queue.states import SessionState, Status
 from bgremover.queue.store import Store
+from bgremover.settings import Settings
 
 if TYPE_CHECKING:
     from bgremover.supervisor.slots import Slots  # read only for its figures: no import at run time
@@ -50,8 +50,17 @@ READ_SHARE = 50
 # The stages a job reports in its timings_ms (imaging/matting.py, job/process.py), in order.
 STAGES = ("decode", "preprocess", "inference", "postprocess", "encode", "publish")
 ISOLATION_OVERHEAD = "isolation_overhead"  # a job's wall time that no stage accounts for
-FAILURE_REASONS = ("timeout", "memory", "killed", "crashed", "bad_input", "temporary", "no_result", "cancelled",
-                   "worker_lost")
+FAILURE_REASONS = (
+    "timeout",
+    "memory",
+    "killed",
+    "crashed",
+    "bad_input",
+    "temporary",
+    "no_result",
+    "cancelled",
+    "worker_lost",
+)
 JOB_OUTCOMES = (Status.DONE, Status.FAILED, Status.CANCELLED, Status.QUEUED)
 # From a few milliseconds (a stage of a small image) to job_timeout_seconds' default.
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
@@ -82,26 +91,49 @@ class Metrics:
         self.items = Gauge("bgremover_items", "Items in the database, by status", ["status"], registry=registry)
         self.queue_depth = Gauge("bgremover_queue_depth", "Items waiting for a job", registry=registry)
         self.sessions = Gauge("bgremover_sessions", "Sessions in the database, by state", ["state"], registry=registry)
-        self.jobs = Counter("bgremover_jobs", "Jobs ended, by the status they left their item in", ["status"],
-                            registry=registry)
-        self.failures = Counter("bgremover_job_failures", "Jobs that failed or were cancelled, by reason", ["reason"],
-                                registry=registry)
-        self.duration = Histogram("bgremover_job_duration_seconds", "A job's wall time, from hand-over to exit",
-                                  buckets=BUCKETS, registry=registry)
-        self.stages = Histogram("bgremover_job_stage_seconds", "A done job's time in each stage, and what isolation "
-                                "added", ["stage"], buckets=BUCKETS, registry=registry)
-        self.worker_jobs = Counter("bgremover_worker_jobs", "Jobs ended on each worker host (the celery runner), by "
-                                   "the status they left their item in", ["worker", "status"], registry=registry)
-        self.start_time = Gauge("bgremover_start_time_seconds", "When the daemon started, seconds since the epoch",
-                                registry=registry)
+        self.jobs = Counter(
+            "bgremover_jobs", "Jobs ended, by the status they left their item in", ["status"], registry=registry
+        )
+        self.failures = Counter(
+            "bgremover_job_failures", "Jobs that failed or were cancelled, by reason", ["reason"], registry=registry
+        )
+        self.duration = Histogram(
+            "bgremover_job_duration_seconds",
+            "A job's wall time, from hand-over to exit",
+            buckets=BUCKETS,
+            registry=registry,
+        )
+        self.stages = Histogram(
+            "bgremover_job_stage_seconds",
+            "A done job's time in each stage, and what isolation added",
+            ["stage"],
+            buckets=BUCKETS,
+            registry=registry,
+        )
+        self.worker_jobs = Counter(
+            "bgremover_worker_jobs",
+            "Jobs ended on each worker host (the celery runner), by the status they left their item in",
+            ["worker", "status"],
+            registry=registry,
+        )
+        self.start_time = Gauge(
+            "bgremover_start_time_seconds", "When the daemon started, seconds since the epoch", registry=registry
+        )
         self.job_slots = Gauge("bgremover_job_slots", "How many jobs may run at once (job_slots)", registry=registry)
         self.jobs_running = Gauge("bgremover_jobs_running", "Jobs running now", registry=registry)
-        self.slot_busy = Gauge("bgremover_job_slot_busy_ratio", "Each job slot's share of the time since start-up "
-                               "spent running a job", ["slot"], registry=registry)
+        self.slot_busy = Gauge(
+            "bgremover_job_slot_busy_ratio",
+            "Each job slot's share of the time since start-up spent running a job",
+            ["slot"],
+            registry=registry,
+        )
         # Every label value shows from the first scrape, as 0: a series that
         # appears only with its first event makes rate() miss that event.
-        for metric, values in ((self.jobs, [s.value for s in JOB_OUTCOMES]), (self.failures, FAILURE_REASONS),
-                               (self.stages, (*STAGES, ISOLATION_OVERHEAD))):
+        for metric, values in (
+            (self.jobs, [s.value for s in JOB_OUTCOMES]),
+            (self.failures, FAILURE_REASONS),
+            (self.stages, (*STAGES, ISOLATION_OVERHEAD)),
+        ):
             for value in values:
                 metric.labels(value)
         self.start_time.set(time.time())
@@ -118,11 +150,13 @@ class Metrics:
         if self.textfile is not None:
             self.write_first_textfile()
         self.next_refresh = time.monotonic() + REFRESH_SECONDS
-        log.info("metrics_started", url=f"http://{ADDRESS}:{self.port}/metrics" if self.port else None,
-                 textfile=str(self.textfile) if self.textfile else None)
+        log.info(
+            "metrics_started",
+            url=f"http://{ADDRESS}:{self.port}/metrics" if self.port else None,
+            textfile=str(self.textfile) if self.textfile else None,
+        )
 
-    def job_concluded(self, job, status: Status, reason: str | None, timings_ms: dict | None,
-                      now: float) -> None:
+    def job_concluded(self, job, status: Status, reason: str | None, timings_ms: dict | None, now: float) -> None:
         """Count one job's outcome (job: the dispatch's RunningJob); `now` is on the same clock as job.started."""
         if not self.enabled:
             return
@@ -132,7 +166,7 @@ class Metrics:
             worker = job.handle.details.get("worker") if job.handle is not None else None
             if worker:  # only a runner of other hosts names one
                 self.worker_jobs.labels(worker, status.value).inc()
-        except Exception:  # noqa: BLE001 - a metric is never worth an item
+        except Exception:  # a metric is never worth an item
             log.exception("metrics_not_recorded", status=status.value)
 
     def count_job(self, status: Status, reason: str | None, timings_ms: dict | None, seconds: float) -> None:
@@ -178,15 +212,18 @@ class Metrics:
         try:
             self.server, self.thread = start_http_server(port, addr=ADDRESS, registry=self.registry)
         except OSError as exc:
-            raise MetricsUnavailable(f"cannot serve metrics on {ADDRESS}:{port} (metrics_port): "
-                                     f"{exc.strerror or exc}; stop what uses it or choose another port") from None
+            raise MetricsUnavailable(
+                f"cannot serve metrics on {ADDRESS}:{port} (metrics_port): "
+                f"{exc.strerror or exc}; stop what uses it or choose another port"
+            ) from None
 
     def write_first_textfile(self) -> None:
         try:
             write_to_textfile(str(self.textfile), self.registry)
         except OSError as exc:
-            raise MetricsUnavailable(f"cannot write the metrics textfile {self.textfile} (metrics_textfile): "
-                                     f"{exc.strerror or exc}") from None
+            raise MetricsUnavailable(
+                f"cannot write the metrics textfile {self.textfile} (metrics_textfile): {exc.strerror or exc}"
+            ) from None
         self.writing_textfile = True
 
     def read(self, store: Store) -> None:
@@ -212,8 +249,9 @@ class Metrics:
 
     def observe_stages(self, timings_ms: dict, seconds: float) -> None:
         # Unknown keys are ignored, so a new stage in the job cannot add series unannounced.
-        stages = {stage: timings_ms[stage] / 1000 for stage in STAGES
-                  if isinstance(timings_ms.get(stage), (int, float))}
+        stages = {
+            stage: timings_ms[stage] / 1000 for stage in STAGES if isinstance(timings_ms.get(stage), (int, float))
+        }
         for stage, spent in stages.items():
             self.stages.labels(stage).observe(spent)
         # What a fresh process per image costs: hand-over, start of the stages, exit and reaping.

@@ -34,8 +34,9 @@ NAME_CHARS = 40  # a session name may be 255 bytes; the status line stays one sh
 class Notifier:
     """sd_notify for one process; silent when systemd did not ask for notifications."""
 
-    def __init__(self, address: str | None, watchdog_seconds: float | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, address: str | None, watchdog_seconds: float | None = None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.address = address
         self.watchdog_seconds = watchdog_seconds
         self.clock = clock
@@ -116,8 +117,9 @@ class Notifier:
     def failed_once(self, event: str, exc: BaseException) -> None:
         if event not in self.reported:
             self.reported.add(event)
-            log.warning(event, socket=printable(self.address or ""), error=str(exc),
-                        note="further failures are not logged")
+            log.warning(
+                event, socket=printable(self.address or ""), error=str(exc), note="further failures are not logged"
+            )
 
 
 def socket_address(value: str) -> str | None:

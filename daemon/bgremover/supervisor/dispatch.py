@@ -38,10 +38,20 @@ from bgremover.supervisor.verdict import tail, verdict
 
 log = structlog.get_logger()
 
+
 class Dispatch:
-    def __init__(self, settings: Settings, store: Store, spool: Spool, runner: JobRunner, moves: ItemMoves,
-                 metrics: Metrics, stopping: Callable[[], bool], follows_workers: bool = False,
-                 on_slots: Callable[[int], None] = lambda count: None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        spool: Spool,
+        runner: JobRunner,
+        moves: ItemMoves,
+        metrics: Metrics,
+        stopping: Callable[[], bool],
+        follows_workers: bool = False,
+        on_slots: Callable[[int], None] = lambda count: None,
+    ) -> None:
         self.settings = settings
         self.store = store
         self.spool = spool
@@ -135,8 +145,17 @@ class Dispatch:
             except Exception as exc:  # noqa: BLE001 - the job runs already; only a restart's clean-up needs the pid
                 log.warning("job_pid_not_recorded", session=item.session, item=item.name, error=str(exc))
         slot = self.slots.take(now)
-        log.info("job_started", session=item.session, item=item.name, model=model.name, pid=handle.pid,
-                 attempt=item.attempts, slot=slot, jobs_running=self.slots.in_use, **handle.details)
+        log.info(
+            "job_started",
+            session=item.session,
+            item=item.name,
+            model=model.name,
+            pid=handle.pid,
+            attempt=item.attempts,
+            slot=slot,
+            jobs_running=self.slots.in_use,
+            **handle.details,
+        )
         return RunningJob(item, handle, now, now + self.settings.job_timeout_seconds, slot=slot)
 
     # -- a previous life's jobs -----------------------------------------------------
@@ -173,8 +192,15 @@ class Dispatch:
         if handle is None:
             return None
         slot = self.slots.take(now)
-        log.info("job_adopted", session=item.session, item=item.name, attempt=item.attempts, slot=slot,
-                 note="started by the previous life of the supervisor", **handle.details)
+        log.info(
+            "job_adopted",
+            session=item.session,
+            item=item.name,
+            attempt=item.attempts,
+            slot=slot,
+            note="started by the previous life of the supervisor",
+            **handle.details,
+        )
         return RunningJob(item, handle, now, now + self.settings.job_timeout_seconds, slot=slot)
 
     # -- limits and stops -----------------------------------------------------------
@@ -194,9 +220,13 @@ class Dispatch:
         total_kb = sum(job.peak_rss_kb for job in self.jobs.values() if job.returncode is None)
         over = total_kb > self.slots.count * limit_kb
         if over and not self.memory_warned:
-            log.warning("jobs_memory_high", jobs_running=len(self.jobs), peak_rss_mb_sum=round(total_kb / 1024),
-                        limit_mb=self.slots.count * self.settings.job_memory_limit_mb,
-                        note="the running jobs together passed job_slots x job_memory_limit_mb")
+            log.warning(
+                "jobs_memory_high",
+                jobs_running=len(self.jobs),
+                peak_rss_mb_sum=round(total_kb / 1024),
+                limit_mb=self.slots.count * self.settings.job_memory_limit_mb,
+                note="the running jobs together passed job_slots x job_memory_limit_mb",
+            )
         self.memory_warned = over
 
     def stop_job(self, job: RunningJob, reason: str, grace: float, now: float) -> None:
@@ -238,31 +268,56 @@ class Dispatch:
     def conclude(self, job: RunningJob, now: float) -> None:
         item, code = job.item, job.returncode
         session = self.store.session(item.session)
-        result, report, job_log = (self.spool.result(item, FORMAT_EXTENSIONS[session.format]), self.spool.report(item),
-                                   self.spool.job_log(item))
+        result, report, job_log = (
+            self.spool.result(item, FORMAT_EXTENSIONS[session.format]),
+            self.spool.report(item),
+            self.spool.job_log(item),
+        )
         mask = self.spool.mask_result(item)
         job_report = read_report(report)
-        status, error, reason = (lost_verdict(self.store, item, job.lost) if job.stop_reason == WORKER_LOST
-                                 else verdict(job, result, job_report, self.settings))
+        status, error, reason = (
+            lost_verdict(self.store, item, job.lost)
+            if job.stop_reason == WORKER_LOST
+            else verdict(job, result, job_report, self.settings)
+        )
         if status is Status.DONE and self.options.with_masks(session) and not mask.is_file():
             status, error, reason = Status.FAILED, "the job exited without writing the mask", "no_result"
         stderr = tail(job_log)  # bounded: what a job says goes on its item's log line, whatever the outcome
         note = job_report.get("note") if status is Status.DONE else None
         could_not_write = status is Status.QUEUED and code == ExitCode.CANT_WRITE
         if could_not_write:
-            note = (f"waiting: the state folder refused this item's result ({job_report.get('error') or 'no space'}); "
-                    "it runs again once the folder takes writes")
-        extra = {key: value for key, value in (("stderr", stderr), ("timings_ms", job_report.get("timings_ms")),
-                                               ("worker", job.handle.details.get("worker"))) if value}
+            note = (
+                f"waiting: the state folder refused this item's result ({job_report.get('error') or 'no space'}); "
+                "it runs again once the folder takes writes"
+            )
+        extra = {
+            key: value
+            for key, value in (
+                ("stderr", stderr),
+                ("timings_ms", job_report.get("timings_ms")),
+                ("worker", job.handle.details.get("worker")),
+            )
+            if value
+        }
         # Guarded by the attempt too: only this attempt's job decides this attempt's outcome.
-        self.moves.finish(item, status, error, note=note, reason=job.stop_reason or "exited", exit_code=code,
-                          attempt=item.attempts,
-                          pid=job.handle.pid, duration_ms=round((now - job.started) * 1000),
-                          peak_rss_mb=round(job.peak_rss_kb / 1024, 1), **extra)
+        self.moves.finish(
+            item,
+            status,
+            error,
+            note=note,
+            reason=job.stop_reason or "exited",
+            exit_code=code,
+            attempt=item.attempts,
+            pid=job.handle.pid,
+            duration_ms=round((now - job.started) * 1000),
+            peak_rss_mb=round(job.peak_rss_kb / 1024, 1),
+            **extra,
+        )
         self.metrics.job_concluded(job, status, reason, job_report.get("timings_ms"), now)
         if could_not_write:
-            self.refusals.state_refused(OSError(errno.ENOSPC, job_report.get("error") or
-                                                "the job could not write its result"), now)
+            self.refusals.state_refused(
+                OSError(errno.ENOSPC, job_report.get("error") or "the job could not write its result"), now
+            )
         # Only after the outcome is recorded: until then these files are its evidence.
         with contextlib.suppress(OSError):
             if status is not Status.DONE:

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import structlog
 
-from bgremover.backoff import describe
 from bgremover import durable
+from bgremover.backoff import describe
 from bgremover.runners.groups import ProcessGroups
 from bgremover.settings import Settings
 
@@ -64,8 +64,9 @@ class RunningHook:
             code = self.process.wait()
         if code is None:
             return None
-        return HookResult(None if self.timed_out else code, self.timed_out,
-                          round((now - self.started) * 1000), self._output_tail())
+        return HookResult(
+            None if self.timed_out else code, self.timed_out, round((now - self.started) * 1000), self._output_tail()
+        )
 
     def kill(self) -> None:
         with contextlib.suppress(ProcessLookupError):
@@ -85,8 +86,12 @@ class RunningHook:
 
 def session_environment(zip_path: Path, status_path: Path, session: str) -> dict[str, str]:
     """What a hook is told: the daemon's own environment plus the session's ZIP, status JSON and name."""
-    return {**os.environ, "BGREMOVER_ZIP": str(zip_path), "BGREMOVER_STATUS": str(status_path),
-            "BGREMOVER_SESSION": session}
+    return {
+        **os.environ,
+        "BGREMOVER_ZIP": str(zip_path),
+        "BGREMOVER_STATUS": str(status_path),
+        "BGREMOVER_SESSION": session,
+    }
 
 
 class Hooks:
@@ -104,8 +109,9 @@ class Hooks:
         if not command:
             return
         self.started += 1
-        environment = session_environment(self.settings.outbox / zip_name, self.settings.outbox / f"{session}.json",
-                                          session)
+        environment = session_environment(
+            self.settings.outbox / zip_name, self.settings.outbox / f"{session}.json", session
+        )
         output = self.scratch / f"{durable.TEMP_PREFIX}hook-{self.started}.log"
         try:
             hook = RunningHook(command, environment, self.settings.hook_timeout_seconds, output)
@@ -123,15 +129,36 @@ class Hooks:
             self.running.remove((session, hook))
             self.groups.add(hook.pid)
             if result.timed_out:
-                log.error("hook_failed", session=session, item=None, error=(
-                    f"the hook ran longer than {self.settings.hook_timeout_seconds:g} s (hook_timeout_seconds) "
-                    "and was killed"), duration_ms=result.duration_ms, output=result.output)
+                log.error(
+                    "hook_failed",
+                    session=session,
+                    item=None,
+                    error=(
+                        f"the hook ran longer than {self.settings.hook_timeout_seconds:g} s (hook_timeout_seconds) "
+                        "and was killed"
+                    ),
+                    duration_ms=result.duration_ms,
+                    output=result.output,
+                )
             elif result.exit_code != 0:
-                log.error("hook_failed", session=session, item=None, error=f"the hook exited with {result.exit_code}",
-                          exit_code=result.exit_code, duration_ms=result.duration_ms, output=result.output)
+                log.error(
+                    "hook_failed",
+                    session=session,
+                    item=None,
+                    error=f"the hook exited with {result.exit_code}",
+                    exit_code=result.exit_code,
+                    duration_ms=result.duration_ms,
+                    output=result.output,
+                )
             else:
-                log.info("hook_finished", session=session, item=None, exit_code=0, duration_ms=result.duration_ms,
-                         output=result.output)
+                log.info(
+                    "hook_finished",
+                    session=session,
+                    item=None,
+                    exit_code=0,
+                    duration_ms=result.duration_ms,
+                    output=result.output,
+                )
         self.groups.reap()
 
     def stop_hooks(self) -> None:
@@ -140,7 +167,12 @@ class Hooks:
             hook.kill()
             hook.process.wait()
             self.groups.add(hook.pid)
-            log.warning("hook_interrupted", session=session, item=None, pid=hook.pid,
-                        error="the daemon stopped while the hook ran; it was killed")
+            log.warning(
+                "hook_interrupted",
+                session=session,
+                item=None,
+                pid=hook.pid,
+                error="the daemon stopped while the hook ran; it was killed",
+            )
         self.running.clear()
         self.groups.settle()

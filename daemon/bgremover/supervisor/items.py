@@ -22,32 +22,62 @@ class ItemMoves:
         self.sessions = sessions
         self.publisher = sessions.publisher
 
-    def move(self, item: Item, dst: Status, reason: str, error: str | None = None, note: str | None = None,
-             attempt: int | None = None, worker: str | None = None) -> Item:
+    def move(
+        self,
+        item: Item,
+        dst: Status,
+        reason: str,
+        error: str | None = None,
+        note: str | None = None,
+        attempt: int | None = None,
+        worker: str | None = None,
+    ) -> Item:
         """The one place the supervisor changes an item's status; every change is logged.
 
         `attempt`: only if the item is still at this attempt (a job's outcome is its own attempt's).
         """
         now = time.time()
         try:
-            moved = self.store.transition(item.id, item.status, dst, now, error=error, reason=reason, note=note,
-                                          attempt=attempt, worker=worker)
+            moved = self.store.transition(
+                item.id, item.status, dst, now, error=error, reason=reason, note=note, attempt=attempt, worker=worker
+            )
         except IllegalTransition as exc:
             log.error("transition_refused", session=item.session, item=item.name, error=str(exc))
             raise
-        log.info("item_transition", session=item.session, item=item.name, status=dst.value,
-                 previous=item.status.value, reason=reason, duration_ms=round((now - item.updated_at) * 1000))
+        log.info(
+            "item_transition",
+            session=item.session,
+            item=item.name,
+            status=dst.value,
+            previous=item.status.value,
+            reason=reason,
+            duration_ms=round((now - item.updated_at) * 1000),
+        )
         return moved
 
     def finish(self, item: Item, status: Status, error: str | None, note: str | None = None, **fields) -> None:
         # PROCESSING -> DONE | FAILED | CANCELLED, or -> QUEUED when the daemon is stopping
-        item = self.move(item, status, fields.get("reason", "finished"), error, note, attempt=fields.get("attempt"),
-                         worker=fields.get("worker"))
+        item = self.move(
+            item,
+            status,
+            fields.get("reason", "finished"),
+            error,
+            note,
+            attempt=fields.get("attempt"),
+            worker=fields.get("worker"),
+        )
         if status in RETRYABLE:
             self.ensure_retry_folder(item)
         level = log.info if status in (Status.DONE, Status.QUEUED) else log.warning
-        level("job_finished", session=item.session, item=item.name, status=status.value, error=error,
-              attempts=item.attempts, **fields)
+        level(
+            "job_finished",
+            session=item.session,
+            item=item.name,
+            status=status.value,
+            error=error,
+            attempts=item.attempts,
+            **fields,
+        )
         self.sessions.unfinished.add(item.session)
         self.publisher.publish(item.session)
 

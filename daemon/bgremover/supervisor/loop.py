@@ -31,6 +31,7 @@ from bgremover.service.metrics import Metrics
 from bgremover.service.notify import Notifier, progress_summary
 from bgremover.service.rootlock import lock_root
 from bgremover.settings import Settings
+from bgremover.supervisor import slots
 from bgremover.supervisor.dispatch import Dispatch, variant_request
 from bgremover.supervisor.hooks import Hooks
 from bgremover.supervisor.items import ItemMoves
@@ -39,7 +40,6 @@ from bgremover.supervisor.options import SessionOptions
 from bgremover.supervisor.publishing import Publisher
 from bgremover.supervisor.recovery import Recovery
 from bgremover.supervisor.refusals import Refusals
-from bgremover.supervisor import slots
 from bgremover.supervisor.sessions import Sessions
 from bgremover.supervisor.taking import Taking
 
@@ -47,8 +47,19 @@ log = structlog.get_logger()
 
 RESCAN_SECONDS = 30.0  # a full inbox walk now and then catches events inotify dropped
 # The loop's steps, in the order each pass runs them.
-UPKEEP = ("reap", "take_ready_files", "read_markers", "enforce_limits", "close_idle_sessions", "finish_sessions",
-          "flush_outbox", "start_next", "watch_hooks", "reap_strays", "rescan")
+UPKEEP = (
+    "reap",
+    "take_ready_files",
+    "read_markers",
+    "enforce_limits",
+    "close_idle_sessions",
+    "finish_sessions",
+    "flush_outbox",
+    "start_next",
+    "watch_hooks",
+    "reap_strays",
+    "rescan",
+)
 UPKEEP_WITHOUT_STATE = frozenset({"reap", "enforce_limits", "flush_outbox", "watch_hooks", "reap_strays"})
 
 
@@ -87,8 +98,17 @@ class Supervisor:
         self.sessions = Sessions(settings, store, self.spool, self.options, self.publisher, self.hooks)
         self.moves = ItemMoves(settings, store, self.sessions)
         self.taking = Taking(settings, store, self.spool, self.intake, self.sessions, stopping)
-        self.dispatch = Dispatch(settings, store, self.spool, self.runner, self.moves, self.metrics, stopping,
-                                 follows_workers=self.slot_choice.follows_workers, on_slots=self.write_facts)
+        self.dispatch = Dispatch(
+            settings,
+            store,
+            self.spool,
+            self.runner,
+            self.moves,
+            self.metrics,
+            stopping,
+            follows_workers=self.slot_choice.follows_workers,
+            on_slots=self.write_facts,
+        )
         self.markers = Markers(settings, store, self.sessions, self.moves, self.taking, self.dispatch)
         self.recovery = Recovery(self.runner, self.taking, self.markers)
         self.steps = {
@@ -149,7 +169,7 @@ class Supervisor:
                 continue
             try:
                 self.steps[name](now)
-            except Exception as exc:  # noqa: BLE001 - the loop must outlive any one step's failure
+            except Exception as exc:  # the loop must outlive any one step's failure
                 if is_storage_error(exc):
                     self.refusals.state_refused(exc, now)
                 else:
@@ -188,8 +208,12 @@ class Supervisor:
         self.lock_fd = lock_root(self.settings.root, self.settings.state_dir)  # before anything else runs
         runs_on = self.runner.start(variant_request(self.model))
         # Once jobs can run at all: a set-up that cannot run them says only that, in one line.
-        log.info("job_slots_chosen", slots=self.slot_choice.slots, threads_per_job=self.slot_choice.threads,
-                 reason=self.slot_choice.reason)
+        log.info(
+            "job_slots_chosen",
+            slots=self.slot_choice.slots,
+            threads_per_job=self.slot_choice.threads,
+            reason=self.slot_choice.reason,
+        )
         if self.slot_warning:
             log.warning("job_slots_memory", warning=self.slot_warning)
         self.open_folders()
@@ -199,14 +223,22 @@ class Supervisor:
         self.metrics.start(self.store)  # a port in use stops start-up here, before anything is taken
         self.intake.rescan()
         self.intake.start()
-        log.info("daemon_ready", root=str(self.settings.root), inbox=str(self.settings.inbox),
-                 model=self.model.name, format=self.settings.output_format, job_slots=self.settings.job_slots,
-                 **runs_on)
+        log.info(
+            "daemon_ready",
+            root=str(self.settings.root),
+            inbox=str(self.settings.inbox),
+            model=self.model.name,
+            format=self.settings.output_format,
+            job_slots=self.settings.job_slots,
+            **runs_on,
+        )
 
     def write_facts(self, job_slots: int) -> None:
         """What `bgremover status` reads of the running daemon: its pid and how many jobs it runs at once."""
-        write_facts(self.settings.state_dir, {"pid": os.getpid(), "job_slots": job_slots,
-                                              "threads_per_job": self.settings.threads})
+        write_facts(
+            self.settings.state_dir,
+            {"pid": os.getpid(), "job_slots": job_slots, "threads_per_job": self.settings.threads},
+        )
 
     def open_folders(self) -> None:
         settings = self.settings
@@ -218,8 +250,11 @@ class Supervisor:
     def rescan(self, now: float) -> None:
         lost = self.intake.events_lost()
         if lost:
-            log.warning("inbox_events_lost", reason="the kernel's inotify queue overflowed (fs.inotify.max_queued_events)",
-                        action="walking the inbox again")
+            log.warning(
+                "inbox_events_lost",
+                reason="the kernel's inotify queue overflowed (fs.inotify.max_queued_events)",
+                action="walking the inbox again",
+            )
         if lost or now >= self.next_rescan:
             self.next_rescan = now + RESCAN_SECONDS
             self.intake.rescan()

@@ -29,5 +29,8 @@ def lost_verdict(store: Store, item: Item, why: str | None) -> LostVerdict:
     losses = 1 + sum(1 for event in store.events(item.id) if event["reason"] == WORKER_LOST)
     if losses < WORKER_LOST_BUDGET:
         return LostVerdict(Status.QUEUED, None, None)
-    return LostVerdict(Status.FAILED, f"worker lost: {why or 'its host stopped answering'} "
-                                      f"({losses} attempts lost with their worker)", WORKER_LOST)
+    return LostVerdict(
+        Status.FAILED,
+        f"worker lost: {why or 'its host stopped answering'} ({losses} attempts lost with their worker)",
+        WORKER_LOST,
+    )

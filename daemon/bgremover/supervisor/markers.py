@@ -29,8 +29,9 @@ log = structlog.get_logger()
 
 
 class Markers:
-    def __init__(self, settings: Settings, store: Store, sessions: Sessions, moves: ItemMoves, taking: Taking,
-                 dispatch: Dispatch) -> None:
+    def __init__(
+        self, settings: Settings, store: Store, sessions: Sessions, moves: ItemMoves, taking: Taking, dispatch: Dispatch
+    ) -> None:
         self.settings = settings
         self.store = store
         self.sessions = sessions

@@ -13,8 +13,8 @@ import time
 
 import structlog
 
-from bgremover.imaging.formats import FORMAT_EXTENSIONS
 from bgremover import durable
+from bgremover.imaging.formats import FORMAT_EXTENSIONS
 from bgremover.queue.states import SessionState, Status
 from bgremover.runners.api import JobRunner
 from bgremover.supervisor.markers import Markers
@@ -39,15 +39,21 @@ class Recovery:
                 log.warning("leftover_job_killed", session=item.session, item=item.name, pid=item.job_pid)
             log.warning("item_recovered", session=item.session, item=item.name, status="queued")
         for pid in self.runner.forget_unrecorded():
-            log.warning("leftover_process_killed", pid=pid, note="forked for this root by the previous life; its pid was not recorded")
+            log.warning(
+                "leftover_process_killed",
+                pid=pid,
+                note="forked for this root by the previous life; its pid was not recorded",
+            )
         for item in self.store.items(None, Status.QUEUED):
             self.taking.finish_take(item)
         self.markers.ensure_marker_folders()
         # The adopted jobs' files are named after their attempt; they may be writing them now.
-        running = frozenset(self.spool.job_stem(item) for item in self.store.items(None, Status.PROCESSING)
-                            if item.id in adopted)
-        removed = (durable.remove_temp_files(self.settings.outbox)
-                   + durable.remove_temp_files(self.spool.results, spare=running))
+        running = frozenset(
+            self.spool.job_stem(item) for item in self.store.items(None, Status.PROCESSING) if item.id in adopted
+        )
+        removed = durable.remove_temp_files(self.settings.outbox) + durable.remove_temp_files(
+            self.spool.results, spare=running
+        )
         if removed:
             log.info("temp_files_removed", count=removed)
         self.sweep_results(running)
@@ -72,8 +78,11 @@ class Recovery:
             ext = FORMAT_EXTENSIONS[session.format]
             for item in self.store.items(session.name, Status.DONE):
                 waiting |= {self.spool.result(item, ext).name, self.spool.mask_result(item).name}
-        swept = [path for path in self.spool.results.iterdir()
-                 if path.is_file() and path.name not in waiting and path.name.split(".", 1)[0] not in running]
+        swept = [
+            path
+            for path in self.spool.results.iterdir()
+            if path.is_file() and path.name not in waiting and path.name.split(".", 1)[0] not in running
+        ]
         self.spool.discard(*swept)
         if swept:
             log.info("job_files_removed", count=len(swept), reason="left by a previous life")

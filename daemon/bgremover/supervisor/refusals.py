@@ -12,8 +12,8 @@ from pathlib import Path
 
 import structlog
 
-from bgremover.backoff import Backoff, describe
 from bgremover import durable
+from bgremover.backoff import Backoff, describe
 from bgremover.queue.spool import Spool
 from bgremover.settings import Settings
 
@@ -31,9 +31,15 @@ class Refusals:
 
     def state_refused(self, exc: BaseException, now: float) -> None:
         """The state folder refused a write: hold everything that writes there, and say so once."""
-        refused(self.state, "state", self.settings.state_dir, "the state folder", exc, now,
-                "nothing new is taken or started until it takes writes again, and nothing is lost or failed "
-                "meanwhile")
+        refused(
+            self.state,
+            "state",
+            self.settings.state_dir,
+            "the state folder",
+            exc,
+            now,
+            "nothing new is taken or started until it takes writes again, and nothing is lost or failed meanwhile",
+        )
 
     def state_accepted(self, now: float) -> None:
         accepted(self.state, "state", self.settings.state_dir, now)
@@ -48,19 +54,31 @@ class Refusals:
             self.state_refused(exc, now)
 
     def outbox_refused(self, exc: BaseException, now: float) -> None:
-        refused(self.outbox, "outbox", self.settings.outbox, "the outbox", exc, now,
-                "status files and ZIPs are written as soon as it takes writes again, and no item is failed for it")
+        refused(
+            self.outbox,
+            "outbox",
+            self.settings.outbox,
+            "the outbox",
+            exc,
+            now,
+            "status files and ZIPs are written as soon as it takes writes again, and no item is failed for it",
+        )
 
     def outbox_accepted(self, now: float) -> None:
         accepted(self.outbox, "outbox", self.settings.outbox, now)
 
 
-def refused(backoff: Backoff, area: str, folder: Path, called: str, exc: BaseException, now: float,
-            meanwhile: str) -> None:
+def refused(
+    backoff: Backoff, area: str, folder: Path, called: str, exc: BaseException, now: float, meanwhile: str
+) -> None:
     """One error line when a folder starts refusing writes; its retries after that stay at debug level."""
     if backoff.failed(now):
-        log.error(f"{area}_unwritable", folder=str(folder), retry_in_s=backoff.delay,
-                  error=f"{called} refused a write ({describe(exc)}); {meanwhile}")
+        log.error(
+            f"{area}_unwritable",
+            folder=str(folder),
+            retry_in_s=backoff.delay,
+            error=f"{called} refused a write ({describe(exc)}); {meanwhile}",
+        )
     else:
         log.debug(f"{area}_still_unwritable", error=describe(exc), retry_in_s=backoff.delay)
 

@@ -28,8 +28,15 @@ log = structlog.get_logger()
 
 
 class Sessions:
-    def __init__(self, settings: Settings, store: Store, spool: Spool, options: SessionOptions, publisher: Publisher,
-                 hooks: Hooks) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        spool: Spool,
+        options: SessionOptions,
+        publisher: Publisher,
+        hooks: Hooks,
+    ) -> None:
         self.settings = settings
         self.store = store
         self.spool = spool
@@ -92,8 +99,9 @@ class Sessions:
                 self.refusals.outbox_refused(exc, now)
             else:  # a ZIP we cannot build (a result gone missing): tried again after the same waits
                 self.refusals.outbox.failed(now)
-                log.error("zip_write_failed", session=session.name, error=str(exc),
-                          retry_in_s=self.refusals.outbox.delay)
+                log.error(
+                    "zip_write_failed", session=session.name, error=str(exc), retry_in_s=self.refusals.outbox.delay
+                )
             self.unfinished.add(session.name)
             return
         self.refusals.outbox_accepted(now)
@@ -101,7 +109,9 @@ class Sessions:
         # A crash in between is safe: the next life rewrites the ZIP from the previous one.
         self.settle(session)
         # PROCESSING -> COMPLETE: every item terminal and the ZIP current.
-        self.store.set_session_state(session.name, {SessionState.PROCESSING}, SessionState.COMPLETE, time.time(), zip_name)
+        self.store.set_session_state(
+            session.name, {SessionState.PROCESSING}, SessionState.COMPLETE, time.time(), zip_name
+        )
         counts = self.store.counts(session.name)
         log.info("session_complete", session=session.name, zip=zip_name, **counts)
         self.publisher.publish(session.name)

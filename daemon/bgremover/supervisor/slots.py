@@ -37,8 +37,14 @@ class SlotChoice:
     follows_workers: bool = False  # the count follows the workers' slots (auto under a runner of other hosts)
 
 
-def choose(requested: int | str, cores: int, available_mb: int | None, job_memory_limit_mb: int,
-           threads: int | None = None, elsewhere: bool = False) -> SlotChoice:
+def choose(
+    requested: int | str,
+    cores: int,
+    available_mb: int | None,
+    job_memory_limit_mb: int,
+    threads: int | None = None,
+    elsewhere: bool = False,
+) -> SlotChoice:
     """The slots and threads per job, from what was asked, the usable cores and the memory available.
 
     `threads` is the threads setting where one was given; otherwise each job
@@ -48,13 +54,19 @@ def choose(requested: int | str, cores: int, available_mb: int | None, job_memor
     """
     cores = max(1, cores)
     if requested == "auto" and elsewhere:
-        return SlotChoice(WORKERS_SPARE, threads or AUTO_THREADS_PER_JOB,
-                          f"job_slots = auto: the slots the workers report, plus {WORKERS_SPARE} waiting in the "
-                          "broker, followed as workers come and go", follows_workers=True)
+        return SlotChoice(
+            WORKERS_SPARE,
+            threads or AUTO_THREADS_PER_JOB,
+            f"job_slots = auto: the slots the workers report, plus {WORKERS_SPARE} waiting in the "
+            "broker, followed as workers come and go",
+            follows_workers=True,
+        )
     if requested != "auto":
         slots = int(requested)
         per_job = threads or max(1, cores // slots)
-        return SlotChoice(slots, per_job, f"job_slots = {slots}, {thread_words(per_job, threads, 'its share of the cores')}")
+        return SlotChoice(
+            slots, per_job, f"job_slots = {slots}, {thread_words(per_job, threads, 'its share of the cores')}"
+        )
     per_job = threads or AUTO_THREADS_PER_JOB
     by_cores = max(1, cores // per_job)
     by_memory = None if available_mb is None else max(1, (available_mb - AUTO_MEMORY_RESERVE_MB) // job_memory_limit_mb)
@@ -63,8 +75,10 @@ def choose(requested: int | str, cores: int, available_mb: int | None, job_memor
     if by_memory is None:
         why.append("the memory available could not be read")
     else:
-        why.append(f"{available_mb} MB available, less {AUTO_MEMORY_RESERVE_MB} MB kept free, holds {by_memory} "
-                   f"job{plural(by_memory)} of {job_memory_limit_mb} MB (job_memory_limit_mb)")
+        why.append(
+            f"{available_mb} MB available, less {AUTO_MEMORY_RESERVE_MB} MB kept free, holds {by_memory} "
+            f"job{plural(by_memory)} of {job_memory_limit_mb} MB (job_memory_limit_mb)"
+        )
     words = thread_words(per_job, threads, "the most images per second")
     return SlotChoice(slots, per_job, f"job_slots = auto: {slots}, {words}; " + "; ".join(why))
 
@@ -83,16 +97,24 @@ def oversubscribed(choice: SlotChoice, available_mb: int | None, job_memory_limi
     needed = choice.slots * job_memory_limit_mb
     if available_mb is None or needed <= available_mb:
         return None
-    return (f"{choice.slots} job slots of up to {job_memory_limit_mb} MB each may need {needed} MB, more than the "
-            f"{available_mb} MB available: lower job_slots or job_memory_limit_mb, or the kernel may kill a job")
+    return (
+        f"{choice.slots} job slots of up to {job_memory_limit_mb} MB each may need {needed} MB, more than the "
+        f"{available_mb} MB available: lower job_slots or job_memory_limit_mb, or the kernel may kill a job"
+    )
 
 
 def resolve(settings: Settings) -> tuple[Settings, SlotChoice, str | None]:
     """The settings the daemon runs with (job_slots a number, threads per job), why, and any warning."""
     available = available_memory_mb()
     elsewhere = settings.runner != "local"
-    choice = choose(settings.job_slots, usable_cores(), available, settings.job_memory_limit_mb,
-                    settings.threads if settings.threads_given else None, elsewhere)
+    choice = choose(
+        settings.job_slots,
+        usable_cores(),
+        available,
+        settings.job_memory_limit_mb,
+        settings.threads if settings.threads_given else None,
+        elsewhere,
+    )
     # This machine's memory bounds only the jobs it runs itself.
     warning = None if elsewhere else oversubscribed(choice, available, settings.job_memory_limit_mb)
     return settings.model_copy(update={"job_slots": choice.slots, "threads": choice.threads}), choice, warning
@@ -103,8 +125,11 @@ def resolve(settings: Settings) -> tuple[Settings, SlotChoice, str | None]:
 
 def available_memory_mb(proc: Path = Path("/proc"), cgroups: Path = Path("/sys/fs/cgroup")) -> int | None:
     """What the kernel says is available (MemAvailable), less where this process's cgroup allows less; None if unknown."""
-    figures = [mb for mb in (meminfo_available_mb(proc / "meminfo"), cgroup_room_mb(proc / "self/cgroup", cgroups))
-               if mb is not None]
+    figures = [
+        mb
+        for mb in (meminfo_available_mb(proc / "meminfo"), cgroup_room_mb(proc / "self/cgroup", cgroups))
+        if mb is not None
+    ]
     return min(figures) if figures else None
 
 
@@ -170,5 +195,7 @@ class Slots:
         elapsed = now - self.since
         if elapsed <= 0:
             return [0.0] * self.count
-        return [min(1.0, (self.busy_seconds[slot] + now - self.busy_since.get(slot, now)) / elapsed)
-                for slot in range(self.count)]
+        return [
+            min(1.0, (self.busy_seconds[slot] + now - self.busy_since.get(slot, now)) / elapsed)
+            for slot in range(self.count)
+        ]

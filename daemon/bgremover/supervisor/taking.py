@@ -14,7 +14,7 @@ import json
 import os
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import structlog
@@ -35,8 +35,15 @@ log = structlog.get_logger()
 
 
 class Taking:
-    def __init__(self, settings: Settings, store: Store, spool: Spool, intake: Intake, sessions: Sessions,
-                 stopping: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        spool: Spool,
+        intake: Intake,
+        sessions: Sessions,
+        stopping: Callable[[], bool],
+    ) -> None:
         self.settings = settings
         self.store = store
         self.spool = spool
@@ -55,7 +62,7 @@ class Taking:
                     return
                 try:
                     touched.add(self.take(path))
-                except Exception as exc:  # noqa: BLE001 - one odd file must not hold back the others
+                except Exception as exc:  # one odd file must not hold back the others
                     if is_storage_error(exc):
                         self.intake.watch_again(ready[index:])  # still in the inbox: taken once the state works
                         raise
@@ -75,7 +82,9 @@ class Taking:
         name = unused_name(fitted_path("/".join(parts[1:] if source else parts)), names)
         member = self.member(session, name, members)
         ext = path.suffix.lower()
-        item = self.store.add_item(session.name, name, member, ext, os.fsencode(path.relative_to(self.settings.root)), now)
+        item = self.store.add_item(
+            session.name, name, member, ext, os.fsencode(path.relative_to(self.settings.root)), now
+        )
         try:
             self.spool.take(path, item)
         except OSError as exc:
@@ -97,7 +106,7 @@ class Taking:
             return session
         if session is not None:
             self.sessions.close_session(session, "full")
-        base = source or "batch-" + datetime.fromtimestamp(now, timezone.utc).strftime("%Y%m%d-%H%M%S")
+        base = source or "batch-" + datetime.fromtimestamp(now, UTC).strftime("%Y%m%d-%H%M%S")
         n = 1
         while self.store.session(name := session_name(base, n)) or (self.settings.outbox / f"{name}.json").exists():
             n += 1

@@ -36,11 +36,18 @@ def verdict(job: RunningJob, result: Path, report: dict, limits: Settings) -> Ve
     if job.stop_reason == "cancel":
         return Verdict(Status.CANCELLED, "cancelled while processing", "cancelled")
     if job.stop_reason == "memory" or job.peak_rss_kb > limits.job_memory_limit_mb * 1024:
-        return Verdict(Status.FAILED, f"the job used more than the memory limit of {limits.job_memory_limit_mb} MB "
-                                      "(job_memory_limit_mb) and was stopped", "memory")
+        return Verdict(
+            Status.FAILED,
+            f"the job used more than the memory limit of {limits.job_memory_limit_mb} MB "
+            "(job_memory_limit_mb) and was stopped",
+            "memory",
+        )
     if job.stop_reason == "timeout":
-        return Verdict(Status.FAILED, f"the job took longer than {limits.job_timeout_seconds:g} s "
-                                      "(job_timeout_seconds) and was killed", "timeout")
+        return Verdict(
+            Status.FAILED,
+            f"the job took longer than {limits.job_timeout_seconds:g} s (job_timeout_seconds) and was killed",
+            "timeout",
+        )
     if code == ExitCode.DONE:
         if result.is_file():
             return Verdict(Status.DONE, None, None)

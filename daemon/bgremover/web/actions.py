@@ -31,8 +31,9 @@ async def upload(web: Web, request: Request) -> Response:
     web.settings.inbox.mkdir(parents=True, exist_ok=True)
     staging = Staging(web.settings.inbox)
     try:
-        await read_form(request.headers.get("content-type", ""), request.stream(), staging.open, web.limits,
-                        content_length(request))
+        await read_form(
+            request.headers.get("content-type", ""), request.stream(), staging.open, web.limits, content_length(request)
+        )
         if not staging.files:
             raise FormRefused(400, "choose at least one photo to upload")
         placed = staging.place()
@@ -85,8 +86,9 @@ async def retry_form(web: Web, request: Request) -> tuple[dict | Response, Repla
         return staged[0].open(field, sent)
 
     try:
-        fields = await read_form(request.headers.get("content-type", ""), request.stream(), open_file, web.limits,
-                                 content_length(request))
+        fields = await read_form(
+            request.headers.get("content-type", ""), request.stream(), open_file, web.limits, content_length(request)
+        )
     except FormRefused as refused:
         for replacement in staged:
             replacement.discard()

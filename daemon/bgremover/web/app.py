@@ -33,13 +33,21 @@ def web_folder(settings: Settings):
 def build(settings: Settings, listen: Listen, token: str | None) -> tuple[Starlette, Guard]:
     guard = Guard(listen, token, load_secret(web_folder(settings)))
     env = templates()
-    web = Web(settings, guard, None, Thumbnails(web_folder(settings) / "thumbnails"), env,  # type: ignore[arg-type]
-              Limits.in_mb(settings.web_upload_file_mb, settings.web_upload_request_mb), Spool(settings.root))
+    web = Web(
+        settings,
+        guard,
+        None,
+        Thumbnails(web_folder(settings) / "thumbnails"),
+        env,  # type: ignore[arg-type]
+        Limits.in_mb(settings.web_upload_file_mb, settings.web_upload_request_mb),
+        Spool(settings.root),
+    )
     web.reader = Reader(settings, env, web.common)
 
     def bound(handler):
         async def endpoint(request: Request) -> Response:
             return await handler(web, request)
+
         return endpoint
 
     app = Starlette(
@@ -109,8 +117,9 @@ class GuardMiddleware:
     def refusal(self, request: Request) -> Response | None:
         guard, web, headers = self.web.guard, self.web, request.headers
         if not guard.host_allowed(headers.get("host")):
-            return Response("this page answers only to the loopback address it listens on\n", 421,
-                            media_type="text/plain")
+            return Response(
+                "this page answers only to the loopback address it listens on\n", 421, media_type="text/plain"
+            )
         path, changing = request.url.path, request.method in CHANGES
         if changing and guard.cross_site(headers.get("origin"), headers.get("sec-fetch-site"), headers.get("host")):
             return web.message(request, 403, "Refused", "refused: this request was sent by another site")
@@ -123,6 +132,10 @@ class GuardMiddleware:
         if changing and not guard.bearer(headers.get("authorization")):
             given = headers.get(CSRF_HEADER) or request.query_params.get("csrf")
             if not guard.csrf_matches(given):
-                return web.message(request, 403, "Refused",
-                                   "refused: the page is out of date or the request did not come from it; reload the page")
+                return web.message(
+                    request,
+                    403,
+                    "Refused",
+                    "refused: the page is out of date or the request did not come from it; reload the page",
+                )
         return None

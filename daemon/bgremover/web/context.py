@@ -8,6 +8,7 @@ from jinja2 import Environment
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
+from bgremover.intake.watcher import IMAGE_EXTENSIONS
 from bgremover.queue.spool import Spool
 from bgremover.settings import Settings
 from bgremover.web.forms import Limits
@@ -15,7 +16,6 @@ from bgremover.web.reading import Reader
 from bgremover.web.security import Guard
 from bgremover.web.thumbnails import Thumbnails
 from bgremover.web.uploads import accepted_extensions
-from bgremover.intake.watcher import IMAGE_EXTENSIONS
 
 
 @dataclass
@@ -30,16 +30,21 @@ class Web:
 
     def common(self) -> dict:
         """What every template is given."""
-        return {"csrf": self.guard.csrf_token, "limits": self.limits,
-                "extensions": ",".join(sorted(IMAGE_EXTENSIONS)), "extensions_text": accepted_extensions()}
+        return {
+            "csrf": self.guard.csrf_token,
+            "limits": self.limits,
+            "extensions": ",".join(sorted(IMAGE_EXTENSIONS)),
+            "extensions_text": accepted_extensions(),
+        }
 
     def message(self, request: Request, status: int, title: str, message: str, login: bool = False) -> Response:
         """One sentence, as JSON for the page's script and as a small page for a browser without it."""
         if wants_json(request):
             key = "message" if status < 400 else "error"
             return JSONResponse({key: message}, status)
-        html = self.env.get_template("message.html").render(title=title, message=message, login=login,
-                                                            failed=status >= 400)
+        html = self.env.get_template("message.html").render(
+            title=title, message=message, login=login, failed=status >= 400
+        )
         return HTMLResponse(html, status)
 
 

@@ -57,9 +57,15 @@ class _Parts:
         self.buffer = bytearray()
 
     def callbacks(self) -> dict:
-        return {"on_part_begin": self.begin, "on_header_field": self.header_field,
-                "on_header_value": self.header_value, "on_header_end": self.header_end,
-                "on_headers_finished": self.headers_finished, "on_part_data": self.data, "on_part_end": self.end}
+        return {
+            "on_part_begin": self.begin,
+            "on_header_field": self.header_field,
+            "on_header_value": self.header_value,
+            "on_header_end": self.header_end,
+            "on_headers_finished": self.headers_finished,
+            "on_part_data": self.data,
+            "on_part_end": self.end,
+        }
 
     def begin(self) -> None:
         self.headers, self.out, self.size, self.buffer = {}, None, 0, bytearray()
@@ -91,8 +97,11 @@ class _Parts:
             self.buffer += chunk
             return
         if self.size > self.limits.file_bytes:
-            raise FormRefused(413, f"{self.filename} is over the limit of {size_text(self.limits.file_bytes)} "
-                                   "per file; nothing was uploaded")
+            raise FormRefused(
+                413,
+                f"{self.filename} is over the limit of {size_text(self.limits.file_bytes)} "
+                "per file; nothing was uploaded",
+            )
         self.out.write(chunk)
 
     def end(self) -> None:
@@ -103,12 +112,18 @@ class _Parts:
             self.out = None
 
 
-async def read_form(content_type: str, body: AsyncIterator[bytes], open_file: OpenFile, limits: Limits,
-                    content_length: int | None = None) -> dict[str, str]:
+async def read_form(
+    content_type: str,
+    body: AsyncIterator[bytes],
+    open_file: OpenFile,
+    limits: Limits,
+    content_length: int | None = None,
+) -> dict[str, str]:
     """The form's plain fields; its files went to `open_file`'s writers. FormRefused when it cannot be taken."""
     if content_length is not None and content_length > limits.request_bytes:
-        raise FormRefused(413, f"the upload is over the limit of {size_text(limits.request_bytes)} per request; "
-                               "nothing was uploaded")
+        raise FormRefused(
+            413, f"the upload is over the limit of {size_text(limits.request_bytes)} per request; nothing was uploaded"
+        )
     kind, params = parse_options_header(content_type)
     if kind != b"multipart/form-data" or not params.get(b"boundary"):
         raise FormRefused(400, "expected a multipart/form-data form")
@@ -119,8 +134,11 @@ async def read_form(content_type: str, body: AsyncIterator[bytes], open_file: Op
         async for chunk in body:
             received += len(chunk)
             if received > limits.request_bytes:
-                raise FormRefused(413, f"the upload is over the limit of {size_text(limits.request_bytes)} "
-                                       "per request; nothing was uploaded")
+                raise FormRefused(
+                    413,
+                    f"the upload is over the limit of {size_text(limits.request_bytes)} "
+                    "per request; nothing was uploaded",
+                )
             parser.write(chunk)
         parser.finalize()
     except MultipartParseError:

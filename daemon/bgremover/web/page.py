@@ -77,8 +77,14 @@ def daemon(view: View | None) -> Daemon:
     if view is None:
         return Daemon(False, None, 0, 0, progress.UNKNOWN, progress.UNKNOWN)
     running = (view.daemon_pid is not None) if view.daemon_known else None
-    return Daemon(running, view.daemon_pid, view.queued, view.processing, progress.rate_text(view.rate_per_s),
-                  progress.duration_text(view.eta_s))
+    return Daemon(
+        running,
+        view.daemon_pid,
+        view.queued,
+        view.processing,
+        progress.rate_text(view.rate_per_s),
+        progress.duration_text(view.eta_s),
+    )
 
 
 def session_cards(view: View | None, spool: Spool, outbox: Path) -> tuple[list[SessionCard], int]:
@@ -93,11 +99,18 @@ def session_card(view: SessionView, spool: Spool, outbox: Path) -> SessionCard:
     session, total = view.session, len(view.items)
     zip_name = session.zip if session.zip and regular_file(outbox / session.zip) else None
     return SessionCard(
-        name=session.name, state=session.state.value, total=total, finished=view.finished, counts=view.counts,
+        name=session.name,
+        state=session.state.value,
+        total=total,
+        finished=view.finished,
+        counts=view.counts,
         percent=view.finished * 100 // total if total else 0,
-        rate_per_s=view.rate_per_s, eta_s=view.eta_s,
-        rate=progress.rate_text(view.rate_per_s), eta=progress.duration_text(view.eta_s),
-        zip=zip_name, error=session.error,
+        rate_per_s=view.rate_per_s,
+        eta_s=view.eta_s,
+        rate=progress.rate_text(view.rate_per_s),
+        eta=progress.duration_text(view.eta_s),
+        zip=zip_name,
+        error=session.error,
         cancellable=session.state is not SessionState.COMPLETE and view.remaining > 0,
         retryable=sum(1 for item in view.items if item.status in RETRYABLE),
         # By name, as a folder shows them; the daemon's own order (oldest first) is in `bgremover status`.
@@ -107,9 +120,19 @@ def session_card(view: SessionView, spool: Spool, outbox: Path) -> SessionCard:
 
 def item_card(item: Item, session: Session, spool: Spool, outbox: Path) -> ItemCard:
     before, after = sources(item, session, spool, outbox)
-    return ItemCard(item.id, item.name, item.status.value, item.error, item.note,
-                    item.member if item.status is Status.DONE else None, item.attempts, item.status in RETRYABLE,
-                    item.ext, any(regular_file(s.path) for s in before), any(regular_file(s.path) for s in after))
+    return ItemCard(
+        item.id,
+        item.name,
+        item.status.value,
+        item.error,
+        item.note,
+        item.member if item.status is Status.DONE else None,
+        item.attempts,
+        item.status in RETRYABLE,
+        item.ext,
+        any(regular_file(s.path) for s in before),
+        any(regular_file(s.path) for s in after),
+    )
 
 
 def sources(item: Item, session: Session, spool: Spool, outbox: Path) -> tuple[list[Source], list[Source]]:

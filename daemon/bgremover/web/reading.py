@@ -31,14 +31,23 @@ from bgremover.settings import Settings
 from bgremover.web import page
 
 TEMPLATES = Path(__file__).parent / "templates"
-STATUS_WORDS = {"queued": "Waiting", "processing": "Working on it", "done": "Done", "failed": "Failed",
-                "cancelled": "Cancelled"}
+STATUS_WORDS = {
+    "queued": "Waiting",
+    "processing": "Working on it",
+    "done": "Done",
+    "failed": "Failed",
+    "cancelled": "Cancelled",
+}
 STATE_WORDS = {"open": "Receiving files", "processing": "In progress", "complete": "Complete"}
 
 
 def templates() -> Environment:
-    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(default=True),
-                      trim_blocks=True, lstrip_blocks=True)
+    env = Environment(
+        loader=FileSystemLoader(TEMPLATES),
+        autoescape=select_autoescape(default=True),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
     env.filters["q"] = lambda text: quote(text, safe="")
     env.globals.update(status_words=STATUS_WORDS, state_words=STATE_WORDS)
     return env
@@ -105,8 +114,14 @@ class Reader:
         view, problem = self.look()
         sessions, hidden = page.session_cards(view, self.spool, self.settings.outbox)
         return self.env.get_template("sessions.html").render(
-            daemon=page.daemon(view), sessions=sessions, hidden=hidden, problem=problem,
-            waiting=files_waiting(self.settings.inbox), at=view.at if view else time.time(), **self.context())
+            daemon=page.daemon(view),
+            sessions=sessions,
+            hidden=hidden,
+            problem=problem,
+            waiting=files_waiting(self.settings.inbox),
+            at=view.at if view else time.time(),
+            **self.context(),
+        )
 
     def status_now(self) -> str:
         now = time.time()

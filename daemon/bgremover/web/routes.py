@@ -23,8 +23,11 @@ from bgremover.web.context import Web
 from bgremover.web.thumbnails import MEDIA_TYPE
 
 STATIC = Path(__file__).parent / "static"
-STATIC_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8",
-                ".txt": "text/plain; charset=utf-8"}
+STATIC_TYPES = {
+    ".css": "text/css; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".txt": "text/plain; charset=utf-8",
+}
 NO_STORE = {"cache-control": "no-store"}
 KINDS = ("before", "after")
 CHUNK = 256 * 1024
@@ -32,14 +35,18 @@ CHUNK = 256 * 1024
 
 def static_files() -> dict[str, tuple[bytes, str]]:
     """Read once at start: only these names are ever served, so no path can be asked for."""
-    return {path.name: (path.read_bytes(), STATIC_TYPES[path.suffix])
-            for path in sorted(STATIC.iterdir()) if path.suffix in STATIC_TYPES}
+    return {
+        path.name: (path.read_bytes(), STATIC_TYPES[path.suffix])
+        for path in sorted(STATIC.iterdir())
+        if path.suffix in STATIC_TYPES
+    }
 
 
 async def index(web: Web, request: Request) -> Response:
     fragment = await web.reader.fragment()
-    html = web.env.get_template("page.html").render(live=fragment, signed_in_with_token=web.guard.token is not None,
-                                                    **web.common())
+    html = web.env.get_template("page.html").render(
+        live=fragment, signed_in_with_token=web.guard.token is not None, **web.common()
+    )
     return HTMLResponse(html, headers=NO_STORE)
 
 
@@ -69,8 +76,9 @@ async def thumbnail(web: Web, request: Request) -> Response:
         for source in before if kind == "before" else after:
             picture = await web.thumbnails.picture(source)
             if picture is not None:
-                return Response(picture.read_bytes(), media_type=MEDIA_TYPE,
-                                headers={"cache-control": "private, max-age=3600"})
+                return Response(
+                    picture.read_bytes(), media_type=MEDIA_TYPE, headers={"cache-control": "private, max-age=3600"}
+                )
     return not_found()
 
 
@@ -106,9 +114,11 @@ async def download(web: Web, request: Request) -> Response:
         os.close(fd)
         return not_found()
     disposition = f"attachment; filename*=UTF-8''{quote(session.zip, safe='')}"
-    return StreamingResponse(chunks(fd), media_type="application/zip",
-                             headers={"content-disposition": disposition, "content-length": str(info.st_size),
-                                      **NO_STORE})
+    return StreamingResponse(
+        chunks(fd),
+        media_type="application/zip",
+        headers={"content-disposition": disposition, "content-length": str(info.st_size), **NO_STORE},
+    )
 
 
 async def chunks(fd: int):

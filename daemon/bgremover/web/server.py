@@ -22,11 +22,15 @@ PRIORITY = 5  # nice: the daemon's jobs come before the page
 def refusal(listen: Listen, token: str | None) -> str | None:
     """Why the page must not start on this address with this token, or None."""
     if token is not None and len(token) < TOKEN_MIN:
-        return (f"web_token must be at least {TOKEN_MIN} characters; make one with "
-                "python3 -c 'import secrets; print(secrets.token_urlsafe(24))'")
+        return (
+            f"web_token must be at least {TOKEN_MIN} characters; make one with "
+            "python3 -c 'import secrets; print(secrets.token_urlsafe(24))'"
+        )
     if token is None and not listen.loopback:
-        return (f"listening on {listen.host} lets other machines in: set web_token "
-                "(BGREMOVER_WEB_TOKEN) first, or listen on 127.0.0.1")
+        return (
+            f"listening on {listen.host} lets other machines in: set web_token "
+            "(BGREMOVER_WEB_TOKEN) first, or listen on 127.0.0.1"
+        )
     return None
 
 
@@ -67,10 +71,16 @@ def serve(settings: Settings, listen_text: str | None) -> int:
     app, guard = build(settings, listen, token)
     guard.port = sock.getsockname()[1]
     os.nice(PRIORITY)
-    print(f"bgremover: the web page is at {listen.url(guard.port)} (root {settings.root})", file=sys.stderr,
-          flush=True)
+    print(f"bgremover: the web page is at {listen.url(guard.port)} (root {settings.root})", file=sys.stderr, flush=True)
     # proxy_headers off: the page trusts no X-Forwarded-For (a proxy in front passes Host, which is checked).
-    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=5,
-                            server_header=False, proxy_headers=False)
+    config = uvicorn.Config(
+        app,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+        server_header=False,
+        proxy_headers=False,
+    )
     uvicorn.Server(config).run(sockets=[sock])
     return EXIT_OK

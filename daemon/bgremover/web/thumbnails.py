@@ -115,6 +115,7 @@ class Thumbnails:
 
 def prune(cache: Path, limit: int) -> None:
     """Keep the `limit` most recently made pictures."""
+
     def made_at(path: Path) -> float:
         try:
             return path.stat().st_mtime

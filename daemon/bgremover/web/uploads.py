@@ -52,8 +52,9 @@ def safe_name(sent: str) -> str:
     if not parts:
         raise FormRefused(400, f"'{display(sent)}' leaves no name to store the file under")
     if not is_image_name(parts[-1]):
-        raise FormRefused(415, f"{parts[-1]} is not an image bgremover takes ({accepted_extensions()}); "
-                               "nothing was uploaded")
+        raise FormRefused(
+            415, f"{parts[-1]} is not an image bgremover takes ({accepted_extensions()}); nothing was uploaded"
+        )
     return "/".join(parts)
 
 
@@ -173,8 +174,9 @@ class Replacement:
             raise FormRefused(400, f"a retry takes at most one file, sent as '{FILE_FIELD}'")
         name = safe_name(sent)
         if Path(name).suffix.lower() != self.ext.lower():
-            raise FormRefused(415, f"the fixed file must be a {self.ext} file, as the one it replaces; "
-                                   f"{Path(name).name} is not")
+            raise FormRefused(
+                415, f"the fixed file must be a {self.ext} file, as the one it replaces; {Path(name).name} is not"
+            )
         self.marker.parent.mkdir(parents=True, exist_ok=True)
         self.out = _SyncedFile(self.temp)
         return self.out
@@ -189,4 +191,3 @@ class Replacement:
 
     def discard(self) -> None:
         self.temp.unlink(missing_ok=True)
-
