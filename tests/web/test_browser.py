@@ -82,6 +82,13 @@ def item(page, session: str, name: str):
     return page.locator(f'article[data-name="{session}"] li[data-name="{name}"]')
 
 
+# A batch's (finished count, state) as the page shows them at one moment; null before it appears.
+SESSION_PROGRESS = """name => {
+    const batch = document.querySelector(`article[data-name="${name}"]`);
+    return batch && [batch.querySelector("summary").getAttribute("data-finished"), batch.getAttribute("data-state")];
+}"""
+
+
 def test_a_colleague_uploads_follows_fixes_retries_downloads_and_cancels(tmp_path, browser):
     root = tmp_path / "root"
     shoot = tmp_path / "upload" / "catalog"
@@ -101,10 +108,12 @@ def test_a_colleague_uploads_follows_fixes_retries_downloads_and_cancels(tmp_pat
         seen = set()
 
         def complete() -> bool:
-            if session.count():
-                head = session.locator("summary")
-                seen.add((head.get_attribute("data-finished"), session.get_attribute("data-state")))
-            return session.count() and session.get_attribute("data-state") == "complete"
+            # Both attributes from one look at the page: read in two calls, an update
+            # between them could pair a count with a later state and hide a step.
+            now = page.evaluate(SESSION_PROGRESS, "catalog")
+            if now is not None:
+                seen.add(tuple(now))
+            return now is not None and now[1] == "complete"
 
         wait_for(complete, timeout=120, interval=0.1, what="catalog complete on the page")
         assert len(seen) >= 2, f"the page never showed the batch advancing: {seen}"
