@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 # Fixtures shared by several test folders, found by name: a model folder, a damaged install, a notify socket.
 pytest_plugins = ["tests.support.models", "tests.support.cli", "tests.support.notify"]
@@ -67,6 +68,16 @@ def no_leaks(request, tmp_path):
     assert not threads, f"test leaked threads: {threads}"
     assert not children, f"test leaked child processes: {children}"
     assert not strays, f"test left processes working on its folder: {strays}"
+
+
+# -- how hard the property tests look ---------------------------------------------------
+# "quick", the default, draws few sequences per run: each run draws new ones, and the
+# replays in tests/contracts/test_queue_properties.py keep every sequence found so far.
+# "thorough" is for the soak tier and for a change to the queue:
+#   pytest --hypothesis-profile=thorough tests/contracts/test_queue_properties.py
+hypothesis_settings.register_profile("quick", max_examples=30)
+hypothesis_settings.register_profile("thorough", max_examples=100)
+hypothesis_settings.load_profile("quick")
 
 
 # -- the crash soak's options (tests/soak/test_crash_soak.py) ----------------------------

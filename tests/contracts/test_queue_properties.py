@@ -57,6 +57,7 @@ from hypothesis.stateful import (
 
 from bgremover.imaging.formats import FORMAT_EXTENSIONS
 from bgremover.models.manifest import load_model_spec
+from bgremover.outbox import zips
 from bgremover.queue.spool import Spool
 from bgremover.queue.states import TERMINAL, TRANSITIONS, SessionState, Status
 from bgremover.queue.store import Item, Session, Store
@@ -78,8 +79,8 @@ NAMES = ("x.jpg", "X.JPG", "x.png", "x (2).jpg", "y.webp", "sub/x.jpg")
 EXIT_CODES = (0, 2, 3, 75, -9, -15)
 UNKNOWN_SESSION = "no-such-session"
 
+# As many sequences as the profile says (tests/conftest.py: quick by default, thorough in the soak tier).
 EXAMPLES = settings(
-    max_examples=100,
     stateful_step_count=40,
     deadline=None,  # each step fsyncs; a slow disk must not count as a failure
     database=None,  # nothing written into the checkout; a failure prints its steps instead
@@ -733,3 +734,16 @@ def test_a_session_forgotten_after_a_kill_leaves_no_status_file_behind():
         machine.then(machine.a_user_drops_a_file, "shoot", "x.jpg")
         machine.then(machine.the_loop_runs_its_upkeep)
         assert [session.name for session in machine.daemon.store.sessions()] == ["shoot"]
+
+
+# -- the quick profile still finds what the machine is for ----------------------------------
+
+
+def test_the_quick_profile_finds_a_planted_bug(monkeypatch):
+    """A bug of the kind the machine exists to find, planted: a session's ZIP written without its last done
+    item's cutout, whose original (keep_originals false) is then deleted. The quick profile's few sequences
+    find it; they are drawn in a fixed order here, so the proof does not rest on a lucky draw."""
+    honest = zips.write_zip
+    monkeypatch.setattr(zips, "write_zip", lambda path, members, previous=None: honest(path, members[:-1], previous))
+    with pytest.raises(AssertionError, match="original lost|ZIP"):
+        run_state_machine_as_test(lambda: QueueMachine(False, 1), settings=settings(EXAMPLES, derandomize=True))
