@@ -29,13 +29,14 @@ SECTIONS = [
     "model",
     "in_process",
     "encoders",
+    "api",
     "daemon",
     "isolation",
     "ratios",
     "memory",
     "enqueue_latency",
 ]
-TIMED_SECTIONS = ("model", "in_process", "encoders", "daemon", "isolation", "enqueue_latency")
+TIMED_SECTIONS = ("model", "in_process", "encoders", "api", "daemon", "isolation", "enqueue_latency")
 STAGES = ("decode", "preprocess", "inference", "postprocess", "encode")
 
 
@@ -198,6 +199,9 @@ def test_a_small_bench_reports_every_section_and_the_work(tmp_path, settings, ca
     assert all(f"{stage}_ms" in document["in_process"] for stage in STAGES)
     # WebP and AVIF depend on how Pillow was built; PNG is always there.
     assert document["encoders"]["png"]["available"] is True
+    api = document["api"]
+    assert api["images"] == bench.PROBES and api["session_load_ms"] > 0
+    assert api["one_shot_over_reused_ratio"] == round(api["one_shot_ms"] / api["reused_ms"], 2)
 
     daemon = document["daemon"]
     assert (daemon["format"], daemon["images"]) == ("png", 3)
@@ -220,7 +224,15 @@ def test_a_small_bench_reports_every_section_and_the_work(tmp_path, settings, ca
     assert latency["max_ms"] >= latency["median_ms"] >= latency["stable_seconds"] * 1000
 
     table = bench.render_table(document)
-    titles = ["machine", "corpus", "model", "in-process stages", "encoders", "daemon"]
+    titles = [
+        "machine",
+        "corpus",
+        "model",
+        "in-process stages",
+        "encoders",
+        "the Python API's session, reused against one-shot calls",
+        "daemon",
+    ]
     for title in [*titles, "ratios", "memory", "enqueue latency"]:
         assert f"\n{title}\n" in f"\n{table}"
 

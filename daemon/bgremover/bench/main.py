@@ -29,6 +29,7 @@ import numpy as np
 import onnxruntime
 from PIL import Image, ImageOps
 
+from bgremover.bench import api as apibench
 from bgremover.bench import cluster as clusterbench
 from bgremover.bench import composites
 from bgremover.bench import models as modelbench
@@ -141,6 +142,7 @@ def bench(settings: Settings, args: argparse.Namespace, workdir: Path) -> dict:
     probes = make_corpus(workdir / "probes", PROBES, PROBE_SIZE, seed=1)
     sections, ready = run_daemon(settings, fmt, corpus, workdir, probes)
     document.update(sections)
+    document["api"] = apibench.session_reuse(settings.model, probes)
     document["machine"].update(ready_fields(ready))
     document["ratios"] = ratios(document["in_process"], document["daemon"])
     return reorder(document)
@@ -263,6 +265,7 @@ def reorder(document: dict) -> dict:
         "model",
         "in_process",
         "encoders",
+        "api",
         "daemon",
         "isolation",
         "ratios",
@@ -613,6 +616,7 @@ SECTION_TITLES = {
     "u2netp": "u2netp on the composites (errors: mean over them; alpha in levels of 255, gradient ×1000)",
     "isnet-small": "isnet-small on the composites (errors: mean over them; alpha in levels of 255, gradient ×1000)",
     "in_process": "in-process stages",
+    "api": "the Python API's session, reused against one-shot calls",
     "enqueue_latency": "enqueue latency",
     "slots": "the daemon at each slot count, beside the in-process loop (medians; memory: peaks)",
     "workers": "one local job slot, as many local slots, then celery workers of one slot each on this machine "
