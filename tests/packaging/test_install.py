@@ -104,7 +104,7 @@ def test_the_documented_commands_install_bgremover_into_the_venv_and_it_reports_
     assert installed.results[version_command].stdout == f"bgremover {distribution_version}\n"
     assert distribution_version == source_version()
     (comment,) = [without_comment(line)[1] for line in documented_block() if version_command in line]
-    assert comment == f"bgremover {source_version()}", "the README shows what --version prints"
+    assert comment == f"bgremover {source_version()}", "the systemd page shows what --version prints"
 
 
 def unit_at(prefix: Path, folder: Path) -> Path:
