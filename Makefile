@@ -40,7 +40,7 @@ lint: $(VENV)/.test-installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# The README's Outputs and Models pictures, drawn by the real pipeline from shipped photos
+# The pictures of docs/outputs.md and docs/models.md, drawn by the real pipeline from shipped photos
 # (the Models picture once ./data/models holds isnet-small: bgremover models fetch isnet-small --root data).
 pictures: $(VENV)/.installed
 	$(BIN)/python docs/make_pictures.py

@@ -1,4 +1,4 @@
-"""Draw the pictures of the README's "Outputs" and "Models" sections from photos the project ships.
+"""Draw the pictures of docs/outputs.md and docs/models.md from photos the project ships.
 
     .venv/bin/python docs/make_pictures.py [--models-dir DIR]      (or: make pictures)
 

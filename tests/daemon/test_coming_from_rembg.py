@@ -21,17 +21,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import REPO
+from tests.support import docs
 from tests.support.harness import Daemon
 from tests.support.images import iou, photo
 
-README = REPO / "README.md"
 PHOTO = "chelsea"
 
 
 def table_rows() -> list[tuple[str, str]]:
     """(rembg, bgremover) command lines from the section's table, in order."""
-    section = README.read_text("utf-8").split("## Coming from rembg", 1)[1].split("\n## ", 1)[0]
+    section = docs.section("Coming from rembg")
     rows = re.findall(r"^\| `(rembg [^`]+)` \| `(bgremover [^`]+)` \|$", section, flags=re.M)
     assert len(rows) >= 5, "the table lost its rows"
     return rows

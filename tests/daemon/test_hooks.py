@@ -12,7 +12,7 @@ from tests.support.harness import Daemon, drop, wait_for
 def test_the_hook_gets_the_zip_the_status_and_the_session_and_can_copy_the_zip(tmp_path):
     root, shipped = tmp_path / "root", tmp_path / "shipped"
     shipped.mkdir()
-    # The one-line example from the README: copy each finished ZIP elsewhere.
+    # The one-line example of docs/hooks.md: copy each finished ZIP elsewhere.
     command = f'cp "$BGREMOVER_ZIP" {shlex.quote(str(shipped))}/ && echo "$BGREMOVER_SESSION $BGREMOVER_STATUS"'
     with Daemon(root, on_session_complete=command) as daemon:
         drop(root / "inbox", "catalog/a.jpg", "ok")

@@ -1,6 +1,6 @@
-"""The README's service install, run as written, into a folder of the test's own instead of /opt/bgremover.
+"""The documented service install, run as written, into a folder of the test's own instead of /opt/bgremover.
 
-The commands are read out of the README's systemd section, so the text a user
+The commands are read out of the systemd section (docs/systemd.md), so the text a user
 copies and the commands tested are the same: every line of that block naming
 /opt/bgremover runs in a shell from the checkout, with /opt/bgremover swapped
 for a temporary folder and `sudo` dropped. Nothing else is changed: the venv is
@@ -14,7 +14,6 @@ is executable.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 import subprocess
@@ -26,16 +25,16 @@ from packaging.requirements import Requirement
 
 from tests.conftest import REPO
 from tests.packaging.test_packaging import UNIT, systemd_analyze, unit_settings
+from tests.support import docs
 
 PREFIX = "/opt/bgremover"
-SECTION = "## Running it under systemd"
+SECTION = "Running it under systemd"
 INSTALL_TIMEOUT = 600  # seconds for one command; building and installing takes about half a minute with a warm cache
 
 
 def documented_block() -> list[str]:
-    """The lines of the first ```sh block of the README's systemd section."""
-    section = (REPO / "README.md").read_text().split(SECTION, 1)[1].split("\n## ", 1)[0]
-    return section.split("```sh\n", 1)[1].split("```", 1)[0].splitlines()
+    """The lines of the first ```sh block of the systemd section."""
+    return docs.code_blocks(docs.section(SECTION))[0].lines
 
 
 def without_comment(line: str) -> tuple[str, str]:
@@ -58,18 +57,7 @@ def source_version() -> str:
 
 
 def shell(command: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
-    unset = ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")
-    env = {key: value for key, value in os.environ.items() if key not in unset and not key.startswith("BGREMOVER_")}
-    return subprocess.run(
-        ["bash", "-c", command],
-        check=False,
-        cwd=cwd,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=INSTALL_TIMEOUT,
-    )
+    return docs.shell(command, cwd, timeout=INSTALL_TIMEOUT)
 
 
 @dataclass
@@ -116,7 +104,7 @@ def test_the_documented_commands_install_bgremover_into_the_venv_and_it_reports_
     assert installed.results[version_command].stdout == f"bgremover {distribution_version}\n"
     assert distribution_version == source_version()
     (comment,) = [without_comment(line)[1] for line in documented_block() if version_command in line]
-    assert comment == f"bgremover {source_version()}", "the README shows what --version prints"
+    assert comment == f"bgremover {source_version()}", "the systemd page shows what --version prints"
 
 
 def unit_at(prefix: Path, folder: Path) -> Path:

@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import PHOTOS, REPO
+from tests.support import docs
 
 SYSTEMD_ANALYZE = "systemd-analyze"
 UNIT = REPO / "systemd" / "bgremover.service"
@@ -200,9 +201,8 @@ def test_the_unit_waits_for_ready_and_restarts_a_daemon_that_stops_pinging_the_w
     assert settings["Restart"] in ("on-failure", "on-watchdog", "always"), "a watchdog kill must restart it"
 
 
-def test_the_readme_shows_how_to_install_enable_and_share_the_unit():
-    text = (REPO / "README.md").read_text()
-    section = text.split("## Running it under systemd", 1)[1].split("\n## ", 1)[0]
+def test_the_docs_show_how_to_install_enable_and_share_the_unit():
+    section = docs.section("Running it under systemd")
     for step in (
         "cp systemd/bgremover.service /etc/systemd/system/",
         "systemctl daemon-reload",

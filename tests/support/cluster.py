@@ -24,7 +24,7 @@ def free_port() -> int:
 
 
 class Redis:
-    """Debian's redis-server on 127.0.0.1 and a free port, persistence off, as the README runs it (noeviction)."""
+    """Debian's redis-server on 127.0.0.1 and a free port, persistence off, as docs/several-machines.md runs it (noeviction)."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder

@@ -4,7 +4,7 @@ One colleague's afternoon, start to finish: a folder of five photos and a
 broken file dropped on the page, the batch followed live to the end, the
 broken file's reason read, a good file given in its place and retried with
 the keyboard, the ZIP downloaded and opened; then a second batch cancelled
-while it runs. Screenshots are taken on the way (for the README, with
+while it runs. Screenshots are taken on the way (for docs/web.md, with
 BGREMOVER_TEST_SCREENSHOTS=docs/web).
 """
 
@@ -72,7 +72,7 @@ def shot(page, tmp_path: Path, name: str) -> Path:
     with Image.open(path) as image:
         assert image.format == "PNG" and image.width >= 300
         keep = os.environ.get("BGREMOVER_TEST_SCREENSHOTS")
-        if keep:  # for the README: 64 colours keep a screenshot small
+        if keep:  # for docs/web.md: 64 colours keep a screenshot small
             Path(keep).mkdir(parents=True, exist_ok=True)
             image.convert("RGB").quantize(64).save(Path(keep) / path.name, optimize=True)
     return path

@@ -10,7 +10,7 @@ Why one thread per job under `auto`: a job is partly single-threaded (decode,
 resizing the mask, the encoders' own work), and onnxruntime's intra-op threads
 scale well under 2x from one thread to two on a 320x320 model. Two jobs of one
 thread keep two cores busier than one job of two threads, which the bench's
-`--slots` run measures (README, Several jobs at once).
+`--slots` run measures (docs/several-jobs.md).
 """
 
 from __future__ import annotations
