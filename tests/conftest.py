@@ -72,9 +72,9 @@ def no_leaks(request, tmp_path):
 
 # -- how hard the property tests look ---------------------------------------------------
 # "quick", the default, draws few sequences per run: each run draws new ones, and the
-# replays in tests/contracts/test_queue_properties.py keep every sequence found so far.
+# replays in tests/unit/test_queue_properties.py keep every sequence found so far.
 # "thorough" is for the soak tier and for a change to the queue:
-#   pytest --hypothesis-profile=thorough tests/contracts/test_queue_properties.py
+#   pytest --hypothesis-profile=thorough tests/unit/test_queue_properties.py
 hypothesis_settings.register_profile("quick", max_examples=30)
 hypothesis_settings.register_profile("thorough", max_examples=100)
 hypothesis_settings.load_profile("quick")

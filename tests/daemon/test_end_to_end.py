@@ -33,7 +33,7 @@ from tests.support.images import (
 JOB_SECONDS = 120  # a real job is ~1 s (fresh python, model load); leave room for a loaded machine
 EXTENSIONS = {"png": ".png", "webp": ".webp", "avif": ".avif"}
 # (x, y) points kept / removed in each photo once scaled to 320 px on the long side
-# (tests/contracts/test_matting.py measured them at 400 px: these are the same points × 0.8).
+# (tests/unit/test_matting.py measured them at 400 px: these are the same points × 0.8).
 SUBJECT_AND_BACKGROUND = {
     "astronaut": ((140, 64), (304, 16)),  # her face; the dark top-right corner
     "coffee": ((160, 120), (8, 8)),  # the cup; the table's corner
@@ -145,7 +145,7 @@ def test_photos_and_a_known_shape_come_back_cut_out_in_each_format(root, fmt):
         assert alpha[background[1], background[0]] <= 50, f"{name}: the background was kept"
 
     alpha = alpha_of(decode_member(members["shape" + ext], fmt))
-    assert iou(alpha >= 128, truth) >= 0.9  # tests/contracts/test_matting.py measured 0.995-1.0
+    assert iou(alpha >= 128, truth) >= 0.9  # tests/unit/test_matting.py measured 0.995-1.0
     height, width = truth.shape
     assert alpha[height // 2, width // 2] >= 250 and alpha[0, 0] <= 5  # subject opaque, corner transparent
     if fmt == "png":

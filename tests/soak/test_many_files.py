@@ -2,7 +2,7 @@
 
 One folder with 10,000 files takes one inotify watch, so the watch limit
 (fs.inotify.max_user_watches) is not what a big drop meets first; the kernel's
-event queue (fs.inotify.max_queued_events) is, and tests/contracts/test_intake.py shows
+event queue (fs.inotify.max_queued_events) is, and tests/unit/test_intake.py shows
 a lost event is noticed and the inbox walked again. Here the real daemon takes
 them all; the jobs are fake and the first one sleeps, so only the taking runs.
 """

@@ -1,6 +1,6 @@
 """What framing tests read off a cutout.
 
-Shared by tests/contracts/test_framing.py and tests/daemon/test_framing.py.
+Shared by tests/unit/test_framing.py and tests/daemon/test_framing.py.
 """
 
 from __future__ import annotations

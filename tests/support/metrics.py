@@ -1,6 +1,6 @@
 """A free port and a Prometheus scrape, read as samples.
 
-Shared by tests/contracts/test_metrics.py and tests/daemon/test_metrics.py.
+Shared by tests/unit/test_metrics.py and tests/daemon/test_metrics.py.
 """
 
 from __future__ import annotations

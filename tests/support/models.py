@@ -1,6 +1,6 @@
 """A user's models folder holding one tiny model, and how close two masks are.
 
-Shared by tests/contracts/test_models.py and tests/daemon/test_models.py.
+Shared by tests/unit/test_models.py and tests/daemon/test_models.py.
 """
 
 from __future__ import annotations

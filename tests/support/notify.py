@@ -1,6 +1,6 @@
 """A fake service manager on a NOTIFY_SOCKET, and the status line it must be sent.
 
-Shared by tests/contracts/test_notify.py and tests/daemon/test_notify.py.
+Shared by tests/unit/test_notify.py and tests/daemon/test_notify.py.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """`bgremover status` and `status --follow` as child processes, and their frames.
 
-Shared by tests/contracts/test_status_view.py and tests/daemon/test_status_view.py.
+Shared by tests/unit/test_status_view.py and tests/daemon/test_status_view.py.
 """
 
 from __future__ import annotations

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 from PIL import Image
 
 from bgremover.imaging import edges
-from tests.conftest import REPO
 from tests.support.images import iou
 
 HEIGHT, WIDTH = 200, 300
@@ -236,9 +232,3 @@ def test_apply_refuses_a_mask_and_photo_of_different_sizes_in_every_mode(mode):
     mask = as_mask(disc(60))
     with pytest.raises(ValueError, match="the mask is 300×200 pixels but the image is 200×300"):
         edges.apply(mode, mask, np.zeros((WIDTH, HEIGHT, 3), dtype=np.uint8))
-
-
-def test_importing_edges_does_not_import_scipy():
-    code = "import sys, bgremover.imaging.edges; print('scipy' in sys.modules)"
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
-    assert result.stdout.strip() == "False"

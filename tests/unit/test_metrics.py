@@ -9,8 +9,6 @@ parsing both with prometheus_client's own parser.
 from __future__ import annotations
 
 import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -23,7 +21,6 @@ from bgremover.runners.api import JobHandle
 from bgremover.service.metrics import FAILURE_REASONS, STAGES, Metrics, MetricsUnavailable
 from bgremover.settings import SettingsError, load_settings
 from bgremover.supervisor.dispatch import RunningJob, verdict
-from tests.conftest import REPO
 from tests.support.metrics import free_port, parse, scrape, value
 
 # ---------------------------------------------------------------- helpers
@@ -278,12 +275,6 @@ def test_a_bad_metrics_setting_stops_start_up_with_one_line(tmp_path, setting, g
     with pytest.raises(SettingsError) as bad:
         load_settings(root=tmp_path, **{setting: given})
     assert complaint in str(bad.value) and setting in str(bad.value) and "\n" not in str(bad.value)
-
-
-def test_metrics_keep_the_supervisor_free_of_numpy_and_onnxruntime():
-    code = "import sys, bgremover.supervisor.loop, bgremover.service.metrics; print(sorted({'numpy', 'onnxruntime'} & set(sys.modules)))"
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
-    assert result.stdout.strip() == "[]", result.stderr
 
 
 def test_the_bench_daemon_neither_takes_the_metrics_port_nor_overwrites_the_textfile(tmp_path, monkeypatch):

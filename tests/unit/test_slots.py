@@ -7,7 +7,6 @@ import pytest
 from bgremover.settings import load_settings
 from bgremover.supervisor import slots
 from bgremover.supervisor.slots import AUTO_MEMORY_RESERVE_MB, Slots, choose, oversubscribed
-from tests.support.cli import cli, one_error_line
 
 LIMIT_MB = 3072  # job_memory_limit_mb's default
 
@@ -147,24 +146,3 @@ def test_slots_are_taken_lowest_first_and_their_busy_time_is_kept():
 
 
 # ---------------------------------------------------------------- refused at start-up
-
-
-@pytest.mark.parametrize("bad", ["0", "-1", "many", "2.5"])
-@pytest.mark.parametrize("how", ["flag", "environment", "file"])
-def test_a_bad_job_slots_stops_the_daemon_at_start_in_one_line_with_exit_code_2(tmp_path, bad, how):
-    root = tmp_path / "root"
-    args, env = ["run", "--root", root], {}
-    if how == "flag":
-        args += ["--job-slots", bad]
-    elif how == "environment":
-        env["BGREMOVER_JOB_SLOTS"] = bad
-    else:
-        (tmp_path / "bgremover.toml").write_text(f'job_slots = "{bad}"\n')
-        args += ["--config", tmp_path / "bgremover.toml"]
-    result = cli(*args, env=env)
-    assert result.returncode == 2
-    assert one_error_line(result) == (
-        f"bgremover: bad setting 'job_slots': Value error, must be a whole number of "
-        f"at least 1, or \"auto\" (got '{bad}')"
-    )
-    assert not root.exists(), "a refused daemon made its folders"

@@ -5,12 +5,14 @@ u2netp.onnx rembg downloads (its md5 is the one rembg lists). The others are
 tiny graphs (tests/support/onnxgraphs.py) saved under rembg's file names with
 rembg's input shapes: their checksums are not rembg's, so they are refused as
 unknown unless the user passes --trust-name.
+
+These start a process (a `bgremover` command, a job, a mount); the tests of the
+same contract that run in the test process are in tests/unit/test_models_import.py.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import shutil
 
@@ -19,13 +21,10 @@ import pytest
 from PIL import Image
 
 from bgremover import Session, remove
-from bgremover.models import rembg
-from bgremover.models.manifest import models_dir, spec_from_entry
 from tests.support.cli import cli
 from tests.support.images import shape_on_texture
 from tests.support.onnxgraphs import redness_model
-
-BUNDLED = models_dir() / "u2netp.onnx"
+from tests.unit.test_models_import import BUNDLED, manifest
 
 
 @pytest.fixture
@@ -48,27 +47,12 @@ def importing(tmp_path, home, *args):
     return cli("models", "import", *args, env={"U2NET_HOME": str(home), "BGREMOVER_ROOT": str(tmp_path / "root")})
 
 
-def manifest(tmp_path) -> dict:
-    return json.loads((tmp_path / "root" / "models" / "manifest.json").read_text())
-
-
 def refusals(result) -> dict[str, str]:
     """Each refused file's name and its one line (`bgremover: PATH: why`)."""
     assert "Traceback" not in result.stderr, result.stderr
     lines = result.stderr.strip().splitlines()
     assert all(line.startswith("bgremover: ") for line in lines), result.stderr
     return {line.split(": ")[1].rsplit("/", 1)[-1]: line for line in lines}
-
-
-# ---------------------------------------------------------------- the scenario: a rembg user's ~/.u2net
-
-
-def test_the_bundled_u2netp_is_the_file_rembg_lists():
-    assert (
-        hashlib.md5(BUNDLED.read_bytes()).hexdigest()
-        == rembg.MODELS["u2netp"].md5
-        == "8e83ca70e441ab06c318d82300c84806"
-    )
 
 
 def test_from_rembg_imports_what_it_recognises_refuses_the_rest_in_one_line_each_and_leaves_u2net_home_alone(
@@ -154,9 +138,6 @@ def test_an_imported_model_runs_in_bgremover_remove_with_its_recipe(tmp_path, ho
     assert Image.open(tmp_path / "out.png").size == (160, 120)
 
 
-# ---------------------------------------------------------------- recognition
-
-
 def test_a_file_is_recognised_by_its_checksum_whatever_it_is_called(tmp_path):
     download = tmp_path / "downloads" / "from-rembg-releases.onnx"
     download.parent.mkdir()
@@ -207,27 +188,3 @@ def test_without_files_or_a_rembg_folder_it_says_what_it_needs(tmp_path):
     missing = importing(tmp_path, tmp_path / "absent", "--from-rembg")
     assert missing.returncode == 2
     assert missing.stderr.startswith(f"bgremover: there is no rembg models folder at {tmp_path / 'absent'} ")
-
-
-def test_rembgs_folder_is_found_by_rembgs_own_rule(monkeypatch, tmp_path):
-    monkeypatch.setenv("HOME", str(tmp_path))
-    monkeypatch.delenv("U2NET_HOME", raising=False)
-    monkeypatch.delenv("XDG_DATA_HOME", raising=False)
-    assert rembg.home() == tmp_path / ".u2net"
-    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
-    assert rembg.home() == tmp_path / "data" / ".u2net"
-    monkeypatch.setenv("U2NET_HOME", str(tmp_path / "models"))
-    assert rembg.home() == tmp_path / "models"
-
-
-# ---------------------------------------------------------------- the table
-
-
-@pytest.mark.parametrize(
-    "model", [model for model in rembg.MODELS.values() if model.refusal is None], ids=lambda model: model.name
-)
-def test_every_importable_recipe_is_a_valid_manifest_entry(tmp_path, model):
-    spec = spec_from_entry(model.name, {"file": model.file, "sha256": "0" * 64, **model.entry_fields()}, tmp_path)
-    assert (spec.scale, spec.resize, spec.mask_range, spec.output_index) == ("max", "lanczos", "stretch", 0)
-    assert spec.activation == ("sigmoid" if model.name.startswith("birefnet") else "none")
-    assert len(model.md5) == 32
