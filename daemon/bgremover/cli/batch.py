@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from bgremover.cli import progress
 from bgremover.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, fail
 from bgremover.cli.jobs import Ended, InProcessJobs, IsolatedJobs, failure
 from bgremover.contract import SETTING_OPTIONS, TICKET_OPTIONS, JobSpec, read_report
@@ -29,6 +28,7 @@ from bgremover.models.manifest import ModelError, ModelSpec, find_model_spec
 from bgremover.outbox.zips import mask_member, member_name, member_with_mask
 from bgremover.runners.api import RunnerError
 from bgremover.settings import Settings
+from bgremover.status import progress
 
 
 @dataclass(frozen=True)

@@ -58,7 +58,7 @@ def open_store(settings: Settings) -> Store | None:
 
 
 def status(settings: Settings, args: argparse.Namespace) -> int:
-    from bgremover.cli import statusview
+    from bgremover.status import view as statusview
 
     def frame() -> str:
         return statusview.frame(settings, args.session, args.json, args.interval if args.follow else None, time.time())
