@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from bgremover.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, fail
 from bgremover.cli.jobs import Ended, InProcessJobs, IsolatedJobs, failure
 from bgremover.contract import SETTING_OPTIONS, TICKET_OPTIONS, JobSpec, read_report
+from bgremover.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE, fail
 from bgremover.imaging.formats import FORMAT_EXTENSIONS
 from bgremover.intake.watcher import is_image_name, is_temporary_name
 from bgremover.models.manifest import ModelError, ModelSpec, find_model_spec

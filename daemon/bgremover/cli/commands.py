@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 
 from bgremover import durable
-from bgremover.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, fail
 from bgremover.cli.flags import given
+from bgremover.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE, fail
 from bgremover.queue.states import RETRYABLE
 from bgremover.queue.store import Store
 from bgremover.settings import Settings

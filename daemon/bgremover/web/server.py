@@ -11,7 +11,7 @@ import os
 import socket
 import sys
 
-from bgremover.cli.common import EXIT_OK, EXIT_USAGE, fail
+from bgremover.exits import EXIT_OK, EXIT_USAGE, fail
 from bgremover.settings import Settings
 from bgremover.web.address import Listen, parse_listen
 
