@@ -19,9 +19,9 @@ from pathlib import Path
 from bgremover import durable
 from bgremover.cli.flags import given
 from bgremover.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE, fail
-from bgremover.queue.states import RETRYABLE
 from bgremover.queue.store import Store
 from bgremover.settings import Settings
+from bgremover.status.markers import cancel_marker, retry_marker, retry_targets, touch
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
@@ -94,22 +94,17 @@ def retry(settings: Settings, args: argparse.Namespace) -> int:
     if store is None:
         return fail(f"no sessions yet under {settings.root}", EXIT_FAILED)
     try:
-        if store.session(args.session) is None:
-            return fail(f"no session named '{args.session}'", EXIT_FAILED)
-        if args.name is not None:
-            item = store.item_named(args.session, args.name)
-            if item is None:
-                return fail(f"session '{args.session}' has no item named '{args.name}'", EXIT_FAILED)
-            items = [item]
-        else:
-            items = store.items(args.session, *RETRYABLE)
+        session, items = retry_targets(store, args.session, args.name)
     finally:
         store.close()
-    retryable = [item for item in items if item.status in RETRYABLE]
-    if not retryable:
+    if session is None:
+        return fail(f"no session named '{args.session}'", EXIT_FAILED)
+    if items is None:
+        return fail(f"session '{args.session}' has no item named '{args.name}'", EXIT_FAILED)
+    if not items:
         return fail("nothing to retry: only failed or cancelled items can be retried", EXIT_FAILED)
-    for item in retryable:
-        touch(settings.retry_dir / item.session / item.name)
+    for item in items:
+        touch(retry_marker(settings, item))
         print(f"retry requested: {item.session}/{item.name}")
     return EXIT_OK
 
@@ -121,14 +116,9 @@ def cancel(settings: Settings, args: argparse.Namespace) -> int:
         store.close()
     if not known:
         return fail(f"no session named '{args.session}'", EXIT_FAILED)
-    touch(settings.cancel_dir / args.session)
+    touch(cancel_marker(settings, args.session))
     print(f"cancel requested: {args.session}")
     return EXIT_OK
-
-
-def touch(path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.touch()
 
 
 def remove(settings: Settings, args: argparse.Namespace) -> int:
