@@ -268,7 +268,7 @@ def worker(settings: Settings, args: argparse.Namespace) -> int:
     if not settings.broker_url:
         return fail("bgremover worker needs --broker URL (or broker_url), say redis://host:6379/0", EXIT_USAGE)
     try:
-        from bgremover.cluster.worker import WorkerRefused, serve
+        from bgremover.runners.celery.worker import WorkerRefused, serve
     except ImportError as exc:
         return fail(f"bgremover worker needs Celery: pip install 'bgremover[cluster]' ({exc})", EXIT_USAGE)
     try:

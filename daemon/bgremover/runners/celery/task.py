@@ -23,8 +23,8 @@ from pathlib import Path
 import structlog
 from celery.exceptions import Ignore
 
-from bgremover.cluster.marks import Marks
-from bgremover.cluster.message import spec_from
+from bgremover.runners.celery.marks import Marks
+from bgremover.runners.celery.message import spec_from
 from bgremover.settings import Settings
 
 log = structlog.get_logger()
