@@ -22,7 +22,7 @@ from typing import TextIO
 from bgremover.cli.jobs import InProcessJobs, failure
 from bgremover.contract import SETTING_OPTIONS, TICKET_OPTIONS, JobSpec, read_report
 from bgremover.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE, fail
-from bgremover.imaging.formats import FORMAT_EXTENSIONS
+from bgremover.formats import FORMAT_EXTENSIONS
 from bgremover.intake.watcher import is_image_name, is_temporary_name
 from bgremover.models.manifest import ModelError, ModelSpec, find_model_spec
 from bgremover.outbox.zips import mask_member, member_name, member_with_mask

@@ -133,7 +133,7 @@ def remove(settings: Settings, args: argparse.Namespace) -> int:
     if "-" in (source, target):
         return remove_streamed(settings, source, target)
     if given(args, "output_format"):
-        from bgremover.imaging.formats import format_for_path
+        from bgremover.formats import format_for_path
 
         with contextlib.suppress(ValueError):  # an unknown extension is refused below, as always
             if format_for_path(target) != settings.output_format:
@@ -148,7 +148,7 @@ def remove(settings: Settings, args: argparse.Namespace) -> int:
 def remove_streamed(settings: Settings, source: str, target: str) -> int:
     """`remove - -` and the like: the image from stdin, or the cutout to stdout (a PNG unless -f says otherwise)."""
     from bgremover.cli.batch import output_format
-    from bgremover.imaging.formats import FORMAT_EXTENSIONS
+    from bgremover.formats import FORMAT_EXTENSIONS
 
     if target == "-" and settings.output == "both":
         return fail("output both writes two files, which stdout cannot hold: give OUTPUT a file name", EXIT_USAGE)

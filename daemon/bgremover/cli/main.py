@@ -9,7 +9,7 @@ from pathlib import Path
 from bgremover import __version__, logs
 from bgremover.cli.flags import add_setting_flags, flag_settings
 from bgremover.exits import EXIT_USAGE, fail
-from bgremover.imaging.formats import FORMAT_EXTENSIONS
+from bgremover.formats import FORMAT_EXTENSIONS
 from bgremover.settings import SettingsError, load_settings, unknown_variables
 
 

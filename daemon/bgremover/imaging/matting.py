@@ -25,8 +25,8 @@ import pillow_heif
 from PIL import ExifTags, Image, ImageChops, ImageCms, ImageColor, ImageOps, UnidentifiedImageError, features
 
 from bgremover.contract import SETTING_OPTIONS, TICKET_OPTIONS
+from bgremover.formats import FORMAT_EXTENSIONS, format_for_path  # noqa: F401 - part of this module's interface
 from bgremover.imaging import edges, foreground, png, resample
-from bgremover.imaging.formats import FORMAT_EXTENSIONS, format_for_path  # noqa: F401 - part of this module's interface
 from bgremover.models.manifest import ModelError, ModelSpec, find_model_spec, load_model_spec, models_dir  # noqa: F401 - likewise
 from bgremover.models.runtime import CPU, check_providers, check_shapes, create_session, optimize  # noqa: F401 - likewise
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import structlog
 
 from bgremover.contract import SETTING_OPTIONS, TICKET_OPTIONS, ExitCode, JobSpec, read_report
-from bgremover.imaging.formats import FORMAT_EXTENSIONS
+from bgremover.formats import FORMAT_EXTENSIONS
 from bgremover.models.manifest import ModelError, ModelSpec
 from bgremover.queue.spool import Spool
 from bgremover.queue.states import Status

@@ -14,7 +14,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from bgremover.imaging.formats import FORMAT_EXTENSIONS
+from bgremover.formats import FORMAT_EXTENSIONS
 from bgremover.queue.spool import Spool
 from bgremover.queue.states import RETRYABLE, SessionState, Status
 from bgremover.queue.store import Item, Session
