@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bgremover.imaging.formats import FORMAT_EXTENSIONS
+from bgremover.formats import FORMAT_EXTENSIONS
 
 
 class ExitCode(enum.IntEnum):

@@ -192,7 +192,7 @@ class Settings(BaseSettings):
     @field_validator("web_listen")
     @classmethod
     def _an_address(cls, value: str) -> str:
-        from bgremover.web.address import parse_listen  # standard library only
+        from bgremover.address import parse_listen  # standard library only
 
         parse_listen(value)
         return value

@@ -16,11 +16,12 @@ from contextlib import closing
 
 import pytest
 
-from bgremover.cli import progress, statusview
 from bgremover.queue.states import SessionState, Status
 from bgremover.queue.store import Item, Session, Store
 from bgremover.service.rootlock import lock_root
 from bgremover.settings import load_settings
+from bgremover.status import progress
+from bgremover.status import view as statusview
 from tests.support.cli import one_error_line
 from tests.support.status_view import BAD_INPUT_ERROR, follow_until, interrupt, start_following, status, status_json
 

@@ -45,7 +45,7 @@ from bgremover.bench.daemon import (
     session_counts,
 )
 from bgremover.bench.figures import BenchError, difference, ms, percent, ratio, stage_medians
-from bgremover.cli.common import EXIT_FAILED, EXIT_OK, fail
+from bgremover.exits import EXIT_FAILED, EXIT_OK, fail
 from bgremover.imaging import matting
 from bgremover.intake.watcher import is_image_name, is_temporary_name
 from bgremover.runners import forkserver

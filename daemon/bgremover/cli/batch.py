@@ -4,7 +4,7 @@ A folder is walked recursively, as the inbox is (images by their extension;
 dot-folders and temporary names skipped), and each image keeps its path
 relative to the folder named: photos/a/b.jpg -> OUTDIR/a/b.png. Outputs are
 named as the daemon names its ZIP members (outbox/zips.py), so two inputs
-never write one output. Each image runs as a JobSpec (cli/jobs.py): in a fresh
+never write one output. Each image runs as a JobSpec (runners/isolated.py, cli/jobs.py): in a fresh
 process by default, or all in this process. A failure is one line naming the
 image and why; the others go on, and the exit code is 1 if any failed.
 """
@@ -19,16 +19,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from bgremover.cli import progress
-from bgremover.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, fail
-from bgremover.cli.jobs import Ended, InProcessJobs, IsolatedJobs, failure
+from bgremover.cli.jobs import InProcessJobs, failure
 from bgremover.contract import SETTING_OPTIONS, TICKET_OPTIONS, JobSpec, read_report
-from bgremover.imaging.formats import FORMAT_EXTENSIONS
+from bgremover.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE, fail
+from bgremover.formats import FORMAT_EXTENSIONS
 from bgremover.intake.watcher import is_image_name, is_temporary_name
 from bgremover.models.manifest import ModelError, ModelSpec, find_model_spec
 from bgremover.outbox.zips import mask_member, member_name, member_with_mask
 from bgremover.runners.api import RunnerError
+from bgremover.runners.isolated import Ended, IsolatedJobs
 from bgremover.settings import Settings
+from bgremover.status import progress
 
 
 @dataclass(frozen=True)

@@ -22,12 +22,13 @@ from pathlib import Path
 import structlog
 
 from bgremover.contract import SETTING_OPTIONS, TICKET_OPTIONS, ExitCode, JobSpec, read_report
-from bgremover.imaging.formats import FORMAT_EXTENSIONS
+from bgremover.formats import FORMAT_EXTENSIONS
 from bgremover.models.manifest import ModelError, ModelSpec
 from bgremover.queue.spool import Spool
 from bgremover.queue.states import Status
 from bgremover.queue.store import Item, Session, Store
 from bgremover.runners.api import JobNotStarted, JobRunner
+from bgremover.runners.isolated import over_limit, stop_grace
 from bgremover.service.metrics import Metrics
 from bgremover.settings import Settings
 from bgremover.supervisor.items import ItemMoves
@@ -209,10 +210,9 @@ class Dispatch:
         limit_kb = self.settings.job_memory_limit_mb * 1024
         for job in self.running:
             job.peak_rss_kb = max(job.peak_rss_kb, self.runner.peak_rss_kb(job.handle))
-            if job.stop_reason is None and job.peak_rss_kb > limit_kb:
-                self.stop_job(job, "memory", grace=0, now=now)
-            elif job.stop_reason is None and now >= job.deadline:
-                self.stop_job(job, "timeout", grace=self.settings.kill_grace_seconds, now=now)
+            passed = over_limit(job.peak_rss_kb, now, job.deadline, self.settings)
+            if job.stop_reason is None and passed:
+                self.stop_job(job, passed, grace=stop_grace(passed, self.settings), now=now)
         self.watch_memory_sum(limit_kb)
 
     def watch_memory_sum(self, limit_kb: int) -> None:
