@@ -21,6 +21,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from bgremover.options import settings_model
+
 ENV_PREFIX = "BGREMOVER_"
 CONFIG_ENV = "BGREMOVER_CONFIG"
 # BGREMOVER_ variables that are not settings but mean something all the same: the
@@ -30,38 +32,16 @@ NOT_SETTINGS = frozenset({CONFIG_ENV, "BGREMOVER_ZIP", "BGREMOVER_STATUS", "BGRE
 RESERVED_PREFIXES = ("BGREMOVER_TEST_",)
 
 
-TRANSPARENT = "transparent"
-
-
 class SettingsError(Exception):
     """A bad setting; the message is one line per problem, naming the setting."""
 
 
-class Settings(BaseSettings):
+class Settings(settings_model(), BaseSettings):
+    """The daemon's settings: the image options (bgremover/options.py) and the daemon's own."""
+
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", validate_default=True)
 
     root: Path = Path("./data")
-    output_format: Literal["png", "webp", "avif", "jpeg"] = "png"
-    # "transparent" keeps the alpha; a colour ("white", "#ffffff") is composited under the cutout.
-    background: str = "transparent"
-    # What each image gives: "cutout", "mask" (its alpha alone, 8-bit grey PNG) or
-    # "both" (NAME.png and NAME.mask.png side by side in the ZIP).
-    output: Literal["cutout", "mask", "both"] = "cutout"
-    # Framing: "none"; "subject" crops to the subject's box plus `margin` percent of
-    # its longer side; "square" centres the subject on a square canvas of the
-    # background, its longer side `fill` percent of the canvas, resized to `size` px if set.
-    crop: Literal["none", "subject", "square"] = "none"
-    margin: float = Field(5.0, ge=0, le=100)
-    fill: float = Field(85.0, gt=0, le=100)
-    size: int | None = Field(None, ge=16, le=20000)
-    # The mask's edge: "raw" as the model gives it; "clean" drops specks and small
-    # holes and smooths the contour; "refine" follows the photo near the boundary.
-    edges: Literal["raw", "clean", "refine"] = "raw"
-    # Where alpha is partial (hair, fur, antialiased contours), estimate the
-    # subject's own colour (imaging/foreground.py) instead of keeping the mix
-    # with the old background, which shows as a dark or green rim on white.
-    decontaminate: bool = False
-    quality: int = Field(90, ge=1, le=100, description="WebP/AVIF quality; PNG ignores it")
     max_session_items: int = Field(100, ge=1)
     session_idle_seconds: float = Field(30.0, gt=0)
     stable_seconds: float = Field(2.0, ge=0)
@@ -69,9 +49,6 @@ class Settings(BaseSettings):
     # IS-Net medium peaks at about 2.2 GB on a 40-megapixel photo; U²-Net-p at about 1.1 GB.
     job_memory_limit_mb: int = Field(3072, gt=0)
     kill_grace_seconds: float = Field(3.0, gt=0, le=5)
-    # The ONNX model, by its name in a manifest: the user's models folder
-    # (models_dir, by default <root>/models) is searched first, then the bundled one.
-    model: str = "u2netp"
     models_dir: Path | None = None
     keep_originals: bool = True
     # Speed. `job_slots` is how many jobs run at once, each a fresh process with
@@ -82,14 +59,6 @@ class Settings(BaseSettings):
     job_slots: int | Literal["auto"] = "auto"
     threads: int = Field(default_factory=lambda: usable_cores(), ge=1, le=1024)
     providers: Annotated[tuple[str, ...], NoDecode] = ("CPUExecutionProvider",)
-    png_compress_level: int = Field(
-        1, ge=0, le=9, description="zlib level; 1 is fast, 6 is ~25% smaller and ~4x slower"
-    )
-    webp_method: int = Field(4, ge=0, le=6, description="libwebp effort: 0 fastest, 6 smallest")
-    avif_speed: int = Field(8, ge=0, le=10, description="libavif speed: 10 fastest, 0 smallest")
-    # Images above max_megapixels are reduced to fit (the item's status says so) or refused.
-    max_megapixels: float = Field(40.0, gt=0)
-    large_images: Literal["reduce", "refuse"] = "reduce"
     # A shell command run after each session's ZIP is written, with BGREMOVER_ZIP,
     # BGREMOVER_STATUS and BGREMOVER_SESSION in its environment.
     on_session_complete: str | None = None
@@ -149,27 +118,6 @@ class Settings(BaseSettings):
     def threads_given(self) -> bool:
         """Whether `threads` was set (flag, variable or file) rather than left to its default."""
         return "threads" in self.model_fields_set
-
-    @field_validator("background")
-    @classmethod
-    def _a_colour(cls, value: str) -> str:
-        if value.strip().lower() == TRANSPARENT:
-            return TRANSPARENT
-        from PIL import ImageColor  # only when a colour is set: the supervisor needs no Pillow otherwise
-
-        try:
-            red, green, blue = ImageColor.getrgb(value.strip())[:3]
-        except ValueError:
-            raise ValueError('must be "transparent" or a colour such as "white" or "#ffffff"') from None
-        return f"#{red:02x}{green:02x}{blue:02x}"
-
-    @model_validator(mode="after")
-    def _jpeg_needs_a_background(self) -> Settings:
-        if self.output_format == "jpeg" and self.background == TRANSPARENT and self.output != "mask":
-            raise ValueError(
-                'output_format "jpeg" cannot keep transparency: set background to a colour, e.g. background = "white"'
-            )
-        return self
 
     @field_validator("metrics_textfile")
     @classmethod
