@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import os
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
@@ -145,24 +145,6 @@ class Settings(settings_model(), BaseSettings):
         parse_listen(value)
         return value
 
-    # Set by load_settings() before construction; a class attribute because
-    # pydantic-settings builds its sources from the class.
-    _toml_file: ClassVar[Path | None] = None
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        if cls._toml_file is not None:
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cls._toml_file))
-        return tuple(sources)
-
     # Folders under the root; each has one job in the folder contract.
     @property
     def inbox(self) -> Path:
@@ -207,6 +189,30 @@ def usable_cores() -> int:
     return count or 1
 
 
+def reading(toml_file: Path | None) -> type[Settings]:
+    """Settings whose sources are the flags (init values), the environment and `toml_file`, highest first.
+
+    A class made for each load, because pydantic-settings builds its sources
+    from the class: a file named on the class itself would be shared by every load.
+    """
+
+    class FromSources(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            if toml_file is None:
+                return init_settings, env_settings
+            return init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=toml_file)
+
+    return FromSources
+
+
 def load_settings(config: Path | str | None = None, **overrides: Any) -> Settings:
     """Build Settings from flags, environment and file, or raise SettingsError."""
     path = config or os.environ.get(CONFIG_ENV) or None
@@ -214,15 +220,13 @@ def load_settings(config: Path | str | None = None, **overrides: Any) -> Setting
     if toml_file is not None and not toml_file.is_file():
         raise SettingsError(f"config file {toml_file} does not exist")
     flags = {key: value for key, value in overrides.items() if value is not None}
-    Settings._toml_file = toml_file
     try:
-        settings = Settings(**flags)
+        settings = reading(toml_file)(**flags)
     except ValidationError as exc:
         raise SettingsError(describe(exc)) from None
     except ValueError as exc:  # a TOML syntax error surfaces as a ValueError subclass
         raise SettingsError(f"config file {toml_file}: {exc}") from None
-    finally:
-        Settings._toml_file = None
+    settings = Settings.model_construct(settings.model_fields_set, **dict(settings))  # validated already
     models_dir = settings.models_dir.expanduser().absolute() if settings.models_dir else None
     return settings.model_copy(update={"root": settings.root.expanduser().absolute(), "models_dir": models_dir})
 
