@@ -35,12 +35,17 @@ def option(
     flags: tuple[str, ...] = (),
     metavar: str | None = None,
     job_flag: str | None = None,
+    doc: str | None = None,
+    shown: str | None = None,
+    example: str | None = None,
 ) -> dict:
     """One option's declaration beyond its name, type and default.
 
     `ticket`: whether a job ticket may set it (else only the settings do);
     `flags`: how `run`, `remove` and `bench` spell it, if at all; `job_flag`:
-    how the job's command line spells it, where that differs from --NAME.
+    how the job's command line spells it, where that differs from --NAME;
+    `doc`, `shown`, `example`: its entry in docs/settings.md and the example
+    config, as bgremover.settings.doc describes them (`doc` defaults to `help`).
     """
     return {
         "help": help,
@@ -49,6 +54,7 @@ def option(
         "flags": flags,
         "metavar": metavar,
         "job_flag": job_flag,
+        "docs": {"doc": doc or help, "shown": shown, "example": example, "internal": False},
     }
 
 
@@ -62,30 +68,96 @@ class ImageOptions:
 
     output_format: Literal["png", "webp", "avif", "jpeg"] = field(
         default="png",
-        metadata=option("png, webp, avif or jpeg", flags=("-f", "--format"), metavar="FORMAT", job_flag="--format"),
+        metadata=option(
+            "png, webp, avif or jpeg",
+            flags=("-f", "--format"),
+            metavar="FORMAT",
+            job_flag="--format",
+            doc="`png`, `webp`, `avif` or `jpeg`, for every image of a session; `jpeg` needs a `background` colour",
+        ),
     )
     background: str = field(
         default=TRANSPARENT,
-        metadata=option('a background colour ("white", "#ffffff") or "transparent"', flags=("--background",), metavar="COLOUR"),
-    )  # fmt: skip
+        metadata=option(
+            'a background colour ("white", "#ffffff") or "transparent"',
+            flags=("--background",),
+            metavar="COLOUR",
+            doc=(
+                "`transparent` keeps the alpha; a colour (`white`, `#ffffff`, `rgb(240,240,240)`) is put behind the "
+                "subject: exactly that colour wherever the cutout was transparent, and the output has no alpha. "
+                "`jpeg` with `transparent` stops start-up with one line"
+            ),
+        ),
+    )
     # The job's --output is the file it writes, so this one travels as --kind.
     output: Literal["cutout", "mask", "both"] = field(
-        default="cutout", metadata=option("what each image gives: cutout, mask or both", job_flag="--kind")
+        default="cutout",
+        metadata=option(
+            "what each image gives: cutout, mask or both",
+            job_flag="--kind",
+            doc=(
+                "`mask` gives each image's alpha alone, as an 8-bit grey PNG (always PNG: a matte must be lossless); "
+                "`both` puts the cutout and its mask side by side in the ZIP (`shoes/red.png` and "
+                "`shoes/red.mask.png`), framed alike"
+            ),
+        ),
     )
     crop: Literal["none", "subject", "square"] = field(
-        default="none", metadata=option("framing: none, subject or square", flags=("--crop",), metavar="CROP")
+        default="none",
+        metadata=option(
+            "framing: none, subject or square",
+            flags=("--crop",),
+            metavar="CROP",
+            doc=(
+                "`subject` crops each cutout to its subject (the pixels at least half opaque) plus `margin`; `square`"
+                " centres the subject on a square canvas of the background, spanning `fill` of its side; an image "
+                "where no subject was found is left uncropped"
+            ),
+        ),
     )
     margin: float = field(
-        default=5.0, metadata=option("percent of the subject's longer side kept around it (crop subject)", ge=0, le=100)
+        default=5.0,
+        metadata=option(
+            "percent of the subject's longer side kept around it (crop subject)",
+            ge=0,
+            le=100,
+            doc='percent of the subject\'s longer side kept around it, with `crop = "subject"`',
+        ),
     )
     fill: float = field(
-        default=85.0, metadata=option("percent of the square the subject's longer side spans (crop square)", gt=0, le=100)
-    )  # fmt: skip
+        default=85.0,
+        metadata=option(
+            "percent of the square the subject's longer side spans (crop square)",
+            gt=0,
+            le=100,
+            doc="percent of the square's side the subject's longer side spans, with `crop = \"square\"`",
+        ),
+    )
     size: int | None = field(
-        default=None, metadata=option("the square's side in pixels (crop square)", ge=16, le=20000)
+        default=None,
+        metadata=option(
+            "the square's side in pixels (crop square)",
+            ge=16,
+            le=20000,
+            doc=(
+                'with `crop = "square"`, the square\'s side in pixels (e.g. `2000`); otherwise the subject keeps its '
+                "own size"
+            ),
+            example="2000",
+        ),
     )
     edges: Literal["raw", "clean", "refine"] = field(
-        default="raw", metadata=option("the mask's edge: raw, clean or refine", flags=("--edges",), metavar="EDGES")
+        default="raw",
+        metadata=option(
+            "the mask's edge: raw, clean or refine",
+            flags=("--edges",),
+            metavar="EDGES",
+            doc=(
+                "`raw` keeps the model's mask as it is; `clean` removes specks and small holes and gives a smooth, "
+                "crisp contour; `refine` lets a band around the contour follow the photo (hair, soft edges) and "
+                "leaves the rest untouched; see [Outputs](../README.md#outputs)"
+            ),
+        ),
     )
     decontaminate: bool = field(
         default=False,
@@ -93,26 +165,80 @@ class ImageOptions:
             "true: the subject's own colour at partial alpha, no rim of the old background; false: the photo's colours",
             flags=("--decontaminate",),
             metavar="BOOL",
+            doc=(
+                "`true` gives partial-alpha pixels (hair, fur, antialiased contours) the subject's own colour, "
+                "estimated from the photo (blur-fusion), so no rim of the old background shows on a new one; opaque "
+                "pixels keep their colours exactly; also a ticket key and `--decontaminate true|false`; see "
+                "[Outputs](../README.md#outputs)"
+            ),
         ),
     )
     model: str = field(
         default="u2netp",
-        metadata=option("the model, by its name in `bgremover models list`", flags=("-m", "--model"), metavar="NAME"),
+        metadata=option(
+            "the model, by its name in `bgremover models list`",
+            flags=("-m", "--model"),
+            metavar="NAME",
+            doc=(
+                "the model, by its name in a manifest: the models folder's first, then the bundled one; see "
+                "[Models](../README.md#models)"
+            ),
+        ),
     )
     quality: int = field(
         default=90,
-        metadata=option("WebP, AVIF and JPEG quality, 1 to 100", ge=1, le=100, flags=("--quality",), metavar="Q"),
+        metadata=option(
+            "WebP, AVIF and JPEG quality, 1 to 100",
+            ge=1,
+            le=100,
+            flags=("--quality",),
+            metavar="Q",
+            doc="WebP, AVIF and JPEG quality, 1–100 (WebP keeps its alpha lossless)",
+        ),
     )
     png_compress_level: int = field(
-        default=1, metadata=option("zlib level; 1 is fast, 6 is ~25% smaller and ~4x slower", ge=0, le=9)
+        default=1,
+        metadata=option(
+            "zlib level; 1 is fast, 6 is ~25% smaller and ~4x slower",
+            ge=0,
+            le=9,
+            doc="zlib level 0–9; 6 makes files about 24 % smaller and encodes about 3.4× slower",
+        ),
     )
-    webp_method: int = field(default=4, metadata=option("libwebp effort: 0 fastest, 6 smallest", ge=0, le=6))
-    avif_speed: int = field(default=8, metadata=option("libavif speed: 10 fastest, 0 smallest", ge=0, le=10))
+    webp_method: int = field(
+        default=4,
+        metadata=option(
+            "libwebp effort: 0 fastest, 6 smallest",
+            ge=0,
+            le=6,
+            doc="libwebp effort 0–6: 0 is about 2.5× faster than 4 and 37 % larger",
+        ),
+    )
+    avif_speed: int = field(
+        default=8,
+        metadata=option(
+            "libavif speed: 10 fastest, 0 smallest",
+            ge=0,
+            le=10,
+            doc="libavif speed 0–10: 6 is 3× slower and 17 % smaller, 10 is 1.8× faster and the same size",
+        ),
+    )
     max_megapixels: float = field(
-        default=40.0, metadata=option("images above this are reduced to fit or refused", ticket=False, gt=0)
+        default=40.0,
+        metadata=option(
+            "images above this are reduced to fit or refused",
+            ticket=False,
+            gt=0,
+            doc="images above this are reduced to fit or refused (`large_images`)",
+        ),
     )
     large_images: Literal["reduce", "refuse"] = field(
-        default="reduce", metadata=option("what happens above max_megapixels: reduce or refuse", ticket=False)
+        default="reduce",
+        metadata=option(
+            "what happens above max_megapixels: reduce or refuse",
+            ticket=False,
+            doc="`reduce` (the item's `note` says so) or `refuse` (the item fails)",
+        ),
     )
 
 
@@ -129,6 +255,7 @@ class Declared:
     flags: tuple[str, ...]
     metavar: str | None
     job_flag: str
+    docs: dict
 
     @property
     def choices(self) -> tuple[str, ...] | None:
@@ -142,7 +269,7 @@ class Declared:
         return next(arg for arg in (typing.get_args(self.annotation) or (self.annotation,)) if arg is not type(None))
 
     def pydantic_field(self) -> tuple[Any, Any]:
-        return self.annotation, Field(self.default, description=self.help, **self.bounds)
+        return self.annotation, Field(self.default, description=self.help, json_schema_extra=self.docs, **self.bounds)
 
 
 @cache
