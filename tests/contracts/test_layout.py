@@ -23,13 +23,13 @@ PACKAGE = REPO / "daemon" / "bgremover"
 # The layers, lowest first. A unit is a folder of the package (cli, queue, ...) or a module
 # at its root (settings, contract, ...); a unit may import only units of its own layer or below.
 LAYERS = [
-    ("leaves", {"logs", "durable", "exits", "backoff", "address", "formats", "states"}),
+    ("leaves", {"logs", "durable", "exits", "backoff", "address", "formats", "states", "options"}),
     ("the contract", {"contract", "runners base"}),
     ("settings", {"settings"}),
     ("stores and steps", {"queue", "intake", "imaging", "models", "outbox", "service"}),
     ("jobs", {"job", "runners"}),
     ("the supervisor", {"supervisor"}),
-    ("what the clients share", {"status", "api", "bgremover"}),
+    ("what the clients share", {"status", "api", "bgremover", "settingsdocs"}),
     ("clients", {"cli", "web", "bench"}),
     ("the entry point", {"__main__"}),
 ]

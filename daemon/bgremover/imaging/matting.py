@@ -17,18 +17,18 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, ClassVar, NamedTuple
+from typing import BinaryIO, NamedTuple
 
 import numpy as np
 import onnxruntime
 import pillow_heif
 from PIL import ExifTags, Image, ImageChops, ImageCms, ImageColor, ImageOps, UnidentifiedImageError, features
 
-from bgremover.contract import SETTING_OPTIONS, TICKET_OPTIONS
 from bgremover.formats import FORMAT_EXTENSIONS, format_for_path  # noqa: F401 - part of this module's interface
 from bgremover.imaging import edges, foreground, png, resample
 from bgremover.models.manifest import ModelError, ModelSpec, find_model_spec, load_model_spec, models_dir  # noqa: F401 - likewise
 from bgremover.models.runtime import CPU, check_providers, check_shapes, create_session, optimize  # noqa: F401 - likewise
+from bgremover.options import ImageOptions, values_of
 
 # HEIC/HEIF, what phones shoot by default, opens like any other image. libheif
 # applies the file's rotation while decoding (and reports EXIF orientation 1),
@@ -45,38 +45,16 @@ class EncoderUnavailable(Exception):
 
 
 @dataclass(frozen=True)
-class Options:
-    """What a job does with an image beyond the model itself; each field is a setting."""
+class Options(ImageOptions):
+    """What a job does with an image beyond the model itself: the image options (bgremover/options.py), and threads."""
 
-    format: str = "png"
-    background: str = "transparent"  # or "#rrggbb", composited under the cutout
-    output: str = "cutout"  # or "mask" (the alpha alone, a grey PNG), "both" (the cutout, and the mask beside it)
-    crop: str = "none"  # or "subject", "square"
-    margin: float = 5.0  # percent of the subject's longer side, around it ("subject")
-    fill: float = 85.0  # percent of the square canvas the subject's longer side spans ("square")
-    size: int | None = None  # the square canvas resized to this many pixels a side
-    edges: str = "raw"  # or "clean", "refine" (see imaging/edges.py)
-    decontaminate: bool = False  # the subject's own colour where alpha is partial (see imaging/foreground.py)
-    quality: int = 90  # WebP, AVIF and JPEG
-    png_compress_level: int = 1
-    webp_method: int = 4
-    avif_speed: int = 8
     threads: int = 1  # for the PNG encoder's parallel deflate
-    max_megapixels: float = 40.0
-    large_images: str = "reduce"  # or "refuse"
-
-    # The options named alike here, in the settings and in the job's JobSpec.
-    TRAVELLING: ClassVar[tuple[str, ...]] = TICKET_OPTIONS + SETTING_OPTIONS
 
     @classmethod
     def from_settings(cls, settings, fmt: str | None = None) -> Options:
         """The options a bgremover.settings.Settings asks for; `fmt` overrides its output_format."""
-        return cls(
-            format=fmt or settings.output_format,
-            output=settings.output,
-            threads=settings.threads,
-            **{name: getattr(settings, name) for name in cls.TRAVELLING},
-        )
+        values = values_of(settings)
+        return cls(**{**values, "output_format": fmt or values["output_format"]}, threads=settings.threads)
 
 
 @dataclass
@@ -459,7 +437,7 @@ def on_background(rgba: Image.Image, colour: str) -> Image.Image:
 
 def encode(rgba: Image.Image, path: Path | BinaryIO, icc_profile: bytes | None, options: Options) -> None:
     """Write `rgba` to exactly `path` (the caller renames it into place), on the background if one is set."""
-    fmt = options.format
+    fmt = options.output_format
     ensure_encoder(fmt)
     if options.background != "transparent":
         rgba = on_background(rgba, options.background)

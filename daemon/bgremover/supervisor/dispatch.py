@@ -21,9 +21,10 @@ from pathlib import Path
 
 import structlog
 
-from bgremover.contract import SETTING_OPTIONS, TICKET_OPTIONS, ExitCode, JobSpec, read_report
+from bgremover.contract import ExitCode, JobSpec, read_report
 from bgremover.formats import FORMAT_EXTENSIONS
 from bgremover.models.manifest import ModelError, ModelSpec
+from bgremover.options import ImageOptions, values_of
 from bgremover.queue.spool import Spool
 from bgremover.queue.states import Status
 from bgremover.queue.store import Item, Session, Store
@@ -122,15 +123,15 @@ class Dispatch:
         return True
 
     def job_spec(self, item: Item, original: Path, session: Session, model: ModelSpec) -> JobSpec:
-        options = self.options.options_for(session.ticket)
         settings = self.settings
+        # The settings' options, its ticket's over them, in the format and with the model the session was given.
+        chosen = {**values_of(settings), **self.options.options_for(session.ticket)}
+        options = ImageOptions(**{**chosen, "output_format": session.format, "model": model.name})
         return JobSpec(
             input=original, output=self.spool.result(item, FORMAT_EXTENSIONS[session.format]),
-            report=self.spool.report(item), log=self.spool.job_log(item), format=session.format,
-            kind=options["output"], mask=self.spool.mask_result(item) if options["output"] == "both" else None,
-            model=model.name, models_dir=model.path.parent, threads=settings.threads,
-            providers=tuple(settings.providers), **{name: options[name] for name in TICKET_OPTIONS},
-            **{name: getattr(settings, name) for name in SETTING_OPTIONS},
+            report=self.spool.report(item), log=self.spool.job_log(item), options=options,
+            mask=self.spool.mask_result(item) if options.output == "both" else None,
+            models_dir=model.path.parent, threads=settings.threads, providers=tuple(settings.providers),
         )  # fmt: skip
 
     def launch(self, spec: JobSpec, item: Item, model: ModelSpec, now: float) -> RunningJob | None:
