@@ -26,6 +26,7 @@ give the same cutout.
 
 from __future__ import annotations
 
+import inspect
 import io
 from pathlib import Path
 
@@ -35,11 +36,10 @@ from pydantic import ValidationError
 
 from bgremover.imaging import matting
 from bgremover.imaging.matting import BadInput, EncoderUnavailable, ModelError  # noqa: F401 - raised to callers
-from bgremover.settings import Settings, describe, load_settings
+from bgremover.options import ImageOptions, names, settings_model, values_of
+from bgremover.settings import describe, load_settings, usable_cores
 
 DEFAULT_MODEL = "u2netp"
-# The options `remove` takes beyond its named ones: those a job ticket or the settings may set for an image.
-MORE_OPTIONS = tuple(name for name in matting.Options.TRAVELLING if name not in ("background", "edges", "crop"))
 
 
 class Session:
@@ -128,18 +128,24 @@ def _kind_of(data) -> str:
 
 def _options(output: str, background: str, edges: str, crop: str, fmt: str, more: dict) -> matting.Options:
     """The options, checked by the settings' own rules (and nothing read from the environment or a file)."""
-    unknown = sorted(set(more) - set(MORE_OPTIONS))
+    others = more_options()
+    unknown = sorted(set(more) - set(others))
     if unknown:
         raise TypeError(
-            f"remove() got unknown option {', '.join(unknown)} "
-            f"(besides its named ones it takes: {', '.join(MORE_OPTIONS)})"
+            f"remove() got unknown option {', '.join(unknown)} (besides its named ones it takes: {', '.join(others)})"
         )
     values = {"output": output, "background": background, "edges": edges, "crop": crop, "output_format": fmt, **more}
     try:
-        settings = Settings.model_validate(values)  # validation alone: unlike Settings(...), reads no sources
+        checked = settings_model().model_validate(values)  # the options' rules alone: no environment, no file
     except ValidationError as exc:
         raise ValueError(describe(exc).replace("bad setting", "bad option")) from None
-    return matting.Options.from_settings(settings, fmt)
+    return matting.Options(**values_of(checked), threads=usable_cores())
+
+
+def more_options(options: type[ImageOptions] = ImageOptions) -> tuple[str, ...]:
+    """The image options `remove` takes as further keywords: all but its named ones (format is output_format)."""
+    named = set(inspect.signature(remove).parameters) | {"output_format"}
+    return tuple(name for name in names(options) if name not in named)
 
 
 def _session_for(model: str | None, session: Session | None) -> Session:

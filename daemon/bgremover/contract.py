@@ -5,9 +5,9 @@ builds a JobSpec and a runner turns it into the job's command line; the job
 turns the command line back into the same JobSpec. The exit codes are the
 job's only answer besides its result file, so they are written here once.
 
-Nearly a leaf: it imports only the table of output formats, so the supervisor
-can use it without loading numpy or onnxruntime, and the job without loading
-the supervisor.
+Nearly a leaf: it imports only the declaration of the image options, so the
+supervisor can use it without loading numpy or onnxruntime, and the job
+without loading the supervisor.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bgremover.imaging.formats import FORMAT_EXTENSIONS
+from bgremover.options import Declared, ImageOptions, declared
 
 
 class ExitCode(enum.IntEnum):
@@ -66,28 +66,6 @@ def _providers(text: str) -> tuple[str, ...]:
     return tuple(text.split(","))
 
 
-FORMATS = tuple(sorted(FORMAT_EXTENSIONS))
-# The JobSpec fields named as a setting is: those a job ticket may set too, and those only the settings set.
-TICKET_OPTIONS = (
-    "background",
-    "crop",
-    "margin",
-    "fill",
-    "size",
-    "edges",
-    "decontaminate",
-    "quality",
-    "png_compress_level",
-    "webp_method",
-    "avif_speed",
-)
-SETTING_OPTIONS = ("max_megapixels", "large_images")
-KINDS = ("cutout", "mask", "both")
-CROPS = ("none", "subject", "square")
-EDGES = ("raw", "clean", "refine")
-LARGE_IMAGES = ("reduce", "refuse")
-
-
 @dataclass(frozen=True)
 class JobSpec:
     """One job: its input, its outputs, the options of its session and the model to run.
@@ -99,26 +77,11 @@ class JobSpec:
     input: Path = field(metadata=option("--input", Path))
     output: Path = field(metadata=option("--output", Path))
     report: Path = field(metadata=option("--report", Path))
-    format: str = field(metadata=option("--format", choices=FORMATS))
-    quality: int = field(metadata=option("--quality", whole(1, 100)))
-    model: str = field(metadata=option("--model"))
+    # What to do with the image: each option travels as its own flag (see option_argument).
+    options: ImageOptions = field(default_factory=ImageOptions, metadata=option())
     log: Path | None = field(default=None, metadata=option())  # the job's stdout and stderr, set up by the runner
-    background: str = field(default="transparent", metadata=option("--background", help='"transparent" or "#rrggbb"'))
-    kind: str = field(
-        default="cutout",
-        metadata=option("--kind", choices=KINDS, help="what OUT holds; with both, the mask goes to --mask"),
-    )
     mask: Path | None = field(
         default=None, metadata=option("--mask", Path, help="where the mask goes with --kind both")
-    )
-    crop: str = field(default="none", metadata=option("--crop", choices=CROPS))
-    margin: float = field(default=5.0, metadata=option("--margin", float))
-    fill: float = field(default=85.0, metadata=option("--fill", float))
-    size: int | None = field(default=None, metadata=option("--size", whole(16, 20000)))
-    edges: str = field(default="raw", metadata=option("--edges", choices=EDGES))
-    decontaminate: bool = field(
-        default=False,
-        metadata=option("--decontaminate", _yes_or_no, help="true: the subject's own colour where alpha is partial"),
     )
     models_dir: Path | None = field(default=None, metadata=option("--models-dir", Path))
     threads: int | None = field(default=None, metadata=option("--threads", whole(1, 1024)))
@@ -126,44 +89,59 @@ class JobSpec:
         default=("CPUExecutionProvider",),
         metadata=option("--providers", _providers, help="comma-separated onnxruntime execution providers"),
     )
-    png_compress_level: int = field(default=1, metadata=option("--png-compress-level", whole(0, 9)))
-    webp_method: int = field(default=4, metadata=option("--webp-method", whole(0, 6)))
-    avif_speed: int = field(default=8, metadata=option("--avif-speed", whole(0, 10)))
-    max_megapixels: float = field(default=40.0, metadata=option("--max-megapixels", float))
-    large_images: str = field(default="reduce", metadata=option("--large-images", choices=LARGE_IMAGES))
 
     def argv(self) -> list[str]:
-        """The job's command line; a field that is None is left out."""
+        """The job's command line; a field or option that is None is left out."""
         words: list[str] = []
         for spec_field in dataclasses.fields(self):
             flag, value = spec_field.metadata["flag"], getattr(self, spec_field.name)
-            if flag is None or value is None:
-                continue
-            words += [flag, ",".join(value) if isinstance(value, tuple) else str(value)]
+            if flag is not None and value is not None:
+                words += [flag, ",".join(value) if isinstance(value, tuple) else str(value)]
+        for one in declared(type(self.options)):
+            value = getattr(self.options, one.name)
+            if value is not None:
+                words += [one.job_flag, str(value)]
         return words
 
     @classmethod
-    def from_argv(cls, argv: list[str] | None, prog: str, description: str) -> JobSpec:
+    def from_argv(
+        cls, argv: list[str] | None, prog: str, description: str, options: type[ImageOptions] = ImageOptions
+    ) -> JobSpec:
         """The spec back from the job's command line; a bad one exits with ExitCode.BUG."""
         parser = _Parser(prog=prog, description=description)
         for spec_field in dataclasses.fields(cls):
-            meta = spec_field.metadata
-            if meta["flag"] is None:
-                continue
-            required = spec_field.default is dataclasses.MISSING
-            parser.add_argument(
-                meta["flag"],
-                dest=spec_field.name,
-                type=meta["parse"],
-                choices=meta["choices"],
-                help=meta["help"],
-                required=required,
-                **({} if required else {"default": spec_field.default}),
-            )
-        args = parser.parse_args(argv)
-        if args.kind == "both" and args.mask is None:
+            if spec_field.metadata["flag"] is not None:
+                parser.add_argument(spec_field.metadata["flag"], dest=spec_field.name, **_field_argument(spec_field))
+        group = parser.add_argument_group("image options", "as the settings of the same names")
+        for one in declared(options):
+            group.add_argument(one.job_flag, dest=OPTION_DEST + one.name, **option_argument(one))
+        values = vars(parser.parse_args(argv))
+        chosen = options(**{one.name: values.pop(OPTION_DEST + one.name) for one in declared(options)})
+        if chosen.output == "both" and values["mask"] is None:
             parser.error("--kind both needs --mask")
-        return cls(**vars(args))
+        return cls(**values, options=chosen)
+
+
+OPTION_DEST = "option_"  # the parser's names for the options, apart from the spec's own fields
+
+
+def _field_argument(spec_field: dataclasses.Field) -> dict:
+    meta, required = spec_field.metadata, spec_field.default is dataclasses.MISSING
+    default = {} if required else {"default": spec_field.default}
+    return {"type": meta["parse"], "choices": meta["choices"], "help": meta["help"], "required": required, **default}
+
+
+def option_argument(one: Declared) -> dict:
+    """How the job's parser reads an image option: its type and range as the declaration gives them."""
+    if one.choices is not None:
+        parse = None
+    elif one.kind is bool:
+        parse = _yes_or_no
+    elif one.kind is int and {"ge", "le"} <= one.bounds.keys():
+        parse = whole(int(one.bounds["ge"]), int(one.bounds["le"]))
+    else:
+        parse = one.kind
+    return {"type": parse, "choices": one.choices, "default": one.default, "help": one.help}
 
 
 def read_report(path: Path) -> dict:

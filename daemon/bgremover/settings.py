@@ -10,9 +10,9 @@ from __future__ import annotations
 import difflib
 import os
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -20,6 +20,8 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from bgremover.options import settings_model
 
 ENV_PREFIX = "BGREMOVER_"
 CONFIG_ENV = "BGREMOVER_CONFIG"
@@ -30,110 +32,87 @@ NOT_SETTINGS = frozenset({CONFIG_ENV, "BGREMOVER_ZIP", "BGREMOVER_STATUS", "BGRE
 RESERVED_PREFIXES = ("BGREMOVER_TEST_",)
 
 
-TRANSPARENT = "transparent"
-
-
 class SettingsError(Exception):
     """A bad setting; the message is one line per problem, naming the setting."""
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", validate_default=True)
+def doc(text: str, *, shown: str | None = None, example: str | None = None, internal: bool = False) -> dict:
+    """A setting's entry in docs/settings.md and config/bgremover.toml (python -m bgremover.settingsdocs writes both).
 
-    root: Path = Path("./data")
-    output_format: Literal["png", "webp", "avif", "jpeg"] = "png"
-    # "transparent" keeps the alpha; a colour ("white", "#ffffff") is composited under the cutout.
-    background: str = "transparent"
-    # What each image gives: "cutout", "mask" (its alpha alone, 8-bit grey PNG) or
-    # "both" (NAME.png and NAME.mask.png side by side in the ZIP).
-    output: Literal["cutout", "mask", "both"] = "cutout"
-    # Framing: "none"; "subject" crops to the subject's box plus `margin` percent of
-    # its longer side; "square" centres the subject on a square canvas of the
-    # background, its longer side `fill` percent of the canvas, resized to `size` px if set.
-    crop: Literal["none", "subject", "square"] = "none"
-    margin: float = Field(5.0, ge=0, le=100)
-    fill: float = Field(85.0, gt=0, le=100)
-    size: int | None = Field(None, ge=16, le=20000)
-    # The mask's edge: "raw" as the model gives it; "clean" drops specks and small
-    # holes and smooths the contour; "refine" follows the photo near the boundary.
-    edges: Literal["raw", "clean", "refine"] = "raw"
-    # Where alpha is partial (hair, fur, antialiased contours), estimate the
-    # subject's own colour (imaging/foreground.py) instead of keeping the mix
-    # with the old background, which shows as a dark or green rim on white.
-    decontaminate: bool = False
-    quality: int = Field(90, ge=1, le=100, description="WebP/AVIF quality; PNG ignores it")
-    max_session_items: int = Field(100, ge=1)
-    session_idle_seconds: float = Field(30.0, gt=0)
-    stable_seconds: float = Field(2.0, ge=0)
-    job_timeout_seconds: float = Field(300.0, gt=0)
-    # IS-Net medium peaks at about 2.2 GB on a 40-megapixel photo; U²-Net-p at about 1.1 GB.
-    job_memory_limit_mb: int = Field(3072, gt=0)
-    kill_grace_seconds: float = Field(3.0, gt=0, le=5)
-    # The ONNX model, by its name in a manifest: the user's models folder
-    # (models_dir, by default <root>/models) is searched first, then the bundled one.
-    model: str = "u2netp"
-    models_dir: Path | None = None
-    keep_originals: bool = True
-    # Speed. `job_slots` is how many jobs run at once, each a fresh process with
-    # its own timeout and memory cap: a whole number, or "auto" (supervisor/slots.py
-    # chooses from the cores and the memory). `threads` is onnxruntime's intra-op
-    # thread count per job and the PNG encoder's; left unset, the daemon gives each
-    # job its share of the usable cores (cores / slots), the in-process tools all of them.
-    job_slots: int | Literal["auto"] = "auto"
-    threads: int = Field(default_factory=lambda: usable_cores(), ge=1, le=1024)
-    providers: Annotated[tuple[str, ...], NoDecode] = ("CPUExecutionProvider",)
-    png_compress_level: int = Field(
-        1, ge=0, le=9, description="zlib level; 1 is fast, 6 is ~25% smaller and ~4x slower"
+    `shown`: its default as the docs say it, where the value alone would
+    mislead; `example`: a TOML value shown commented out where the default is
+    unset; `internal`: left out of both (for the test suite only).
+    """
+    return {"json_schema_extra": {"doc": text, "shown": shown, "example": example, "internal": internal}}
+
+
+class QueueSettings(BaseModel):
+    """Folders, sessions and originals."""
+
+    root: Path = Field(
+        Path("./data"),
+        **doc(
+            "the folder holding `inbox/`, `outbox/` and the other [folders](../README.md#the-folders)", shown="./data"
+        ),
     )
-    webp_method: int = Field(4, ge=0, le=6, description="libwebp effort: 0 fastest, 6 smallest")
-    avif_speed: int = Field(8, ge=0, le=10, description="libavif speed: 10 fastest, 0 smallest")
-    # Images above max_megapixels are reduced to fit (the item's status says so) or refused.
-    max_megapixels: float = Field(40.0, gt=0)
-    large_images: Literal["reduce", "refuse"] = "reduce"
-    # A shell command run after each session's ZIP is written, with BGREMOVER_ZIP,
-    # BGREMOVER_STATUS and BGREMOVER_SESSION in its environment.
-    on_session_complete: str | None = None
-    hook_timeout_seconds: float = Field(300.0, gt=0)
-    # Prometheus metrics, off unless one is set: an endpoint on 127.0.0.1:<port>/metrics,
-    # and/or a file for node_exporter's textfile collector (see README, Metrics).
-    metrics_port: int | None = Field(None, ge=1, le=65535)
-    metrics_textfile: Path | None = None
-    log_format: Literal["auto", "json", "console"] = "auto"
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
-    # How jobs are run, by a name in the table of bgremover/runners/__init__.py:
-    # "local", each job a fresh process on this machine; "celery", each job sent
-    # through a Redis broker to `bgremover worker` hosts that mount the same root.
-    runner: str = "local"
-    # The Redis broker of the celery runner, say redis://broker.lan:6379/0 (README, Several machines).
-    broker_url: str | None = None
-    # How long Redis waits for a delivered task's acknowledgement before it delivers it
-    # again; unset, job_timeout_seconds + kill_grace_seconds + 60 s (a lost worker costs that).
-    broker_visibility_timeout_seconds: float | None = Field(None, gt=0)
-    # The module run as `python -m <job_module>` for each job. Tests point it at
-    # fake job bodies; users have no reason to change it.
-    job_module: str = "bgremover.job.process"
-    # The web page (`bgremover web`, see README, Web page): the address it listens on,
-    # the token it asks for (required on any address but the loopback), and how
-    # large an upload may be, per file and per request.
-    web_listen: str = "127.0.0.1:8765"
-    web_token: SecretStr | None = None
-    web_upload_file_mb: float = Field(200.0, gt=0)
-    web_upload_request_mb: float = Field(2000.0, gt=0)
+    max_session_items: int = Field(100, ge=1, **doc("images per session before spilling into `NAME-2`"))
+    session_idle_seconds: float = Field(30.0, gt=0, **doc("a session closes after this long without a new file"))
+    stable_seconds: float = Field(2.0, ge=0, **doc("a file is taken once unchanged this long"))
+    keep_originals: bool = Field(
+        True,
+        **doc(
+            "archive originals of complete sessions; `false` deletes each original once its cutout is in the ZIP "
+            "(failed items keep theirs for a retry)"
+        ),
+    )
 
-    @field_validator("runner")
-    @classmethod
-    def _a_runner(cls, value: str) -> str:
-        from bgremover.runners import RUNNERS  # the table only: no runner is imported until one is chosen
 
-        if value not in RUNNERS:
-            raise ValueError(f"must be one of {', '.join(sorted(RUNNERS))}")
-        return value
+class JobsSettings(BaseModel):
+    """Each image's process: its limits, its model files and its speed."""
 
-    @model_validator(mode="after")
-    def _celery_needs_a_broker(self) -> Settings:
-        if self.runner == "celery" and not self.broker_url:
-            raise ValueError('runner = "celery" needs broker_url (BGREMOVER_BROKER_URL), say redis://host:6379/0')
-        return self
+    job_timeout_seconds: float = Field(300.0, gt=0, **doc("a job running longer is killed and its item fails"))
+    # IS-Net medium peaks at about 2.2 GB on a 40-megapixel photo; U²-Net-p at about 1.1 GB.
+    job_memory_limit_mb: int = Field(3072, gt=0, **doc("a job using more resident memory is killed and its item fails"))
+    kill_grace_seconds: float = Field(
+        3.0, gt=0, le=5, **doc("between asking a job to stop (SIGTERM) and killing it (at most 5)")
+    )
+    models_dir: Path | None = Field(
+        None,
+        **doc(
+            "the folder holding your own models and their `manifest.json`",
+            shown="ROOT/models",
+            example='"/srv/bgremover-models"',
+        ),
+    )
+    job_slots: int | Literal["auto"] = Field(
+        "auto",
+        **doc(
+            "how many jobs run at once, each a fresh process with its own `job_timeout_seconds` and "
+            "`job_memory_limit_mb`: a whole number of at least 1, or `auto` (one a usable core, no more than the "
+            "memory available at start-up holds at `job_memory_limit_mb` each, less 512 MB); `--job-slots` on "
+            "`run`; see [Several jobs at once](../README.md#several-jobs-at-once)"
+        ),
+    )
+    threads: int = Field(
+        default_factory=lambda: usable_cores(),
+        ge=1,
+        le=1024,
+        **doc(
+            "onnxruntime's threads per job, and the PNG encoder's; default: the cores this process may use divided "
+            "among the job slots (at least 1); `remove` and the bench's in-process loop use them all",
+            shown="cores ÷ slots",
+            example="2",
+        ),
+    )
+    providers: Annotated[tuple[str, ...], NoDecode] = Field(
+        ("CPUExecutionProvider",),
+        **doc(
+            "onnxruntime execution providers (`BGREMOVER_PROVIDERS=A,B`); one that cannot run here stops start-up, "
+            "never a silent fall-back"
+        ),
+    )
+    # The module run as `python -m <job_module>` for each job: tests point it at fake job bodies.
+    job_module: str = Field("bgremover.job.process", **doc("the job's module", internal=True))
 
     @field_validator("job_slots", mode="before")
     @classmethod
@@ -145,40 +124,6 @@ class Settings(BaseSettings):
             raise ValueError('must be a whole number of at least 1, or "auto"')
         return int(text)
 
-    @property
-    def threads_given(self) -> bool:
-        """Whether `threads` was set (flag, variable or file) rather than left to its default."""
-        return "threads" in self.model_fields_set
-
-    @field_validator("background")
-    @classmethod
-    def _a_colour(cls, value: str) -> str:
-        if value.strip().lower() == TRANSPARENT:
-            return TRANSPARENT
-        from PIL import ImageColor  # only when a colour is set: the supervisor needs no Pillow otherwise
-
-        try:
-            red, green, blue = ImageColor.getrgb(value.strip())[:3]
-        except ValueError:
-            raise ValueError('must be "transparent" or a colour such as "white" or "#ffffff"') from None
-        return f"#{red:02x}{green:02x}{blue:02x}"
-
-    @model_validator(mode="after")
-    def _jpeg_needs_a_background(self) -> Settings:
-        if self.output_format == "jpeg" and self.background == TRANSPARENT and self.output != "mask":
-            raise ValueError(
-                'output_format "jpeg" cannot keep transparency: set background to a colour, e.g. background = "white"'
-            )
-        return self
-
-    @field_validator("metrics_textfile")
-    @classmethod
-    def _prom_suffix(cls, value: Path | None) -> Path | None:
-        # node_exporter's textfile collector silently skips any other name.
-        if value is not None and value.suffix != ".prom":
-            raise ValueError("node_exporter's textfile collector reads only files ending in .prom")
-        return value
-
     @field_validator("providers", mode="before")
     @classmethod
     def _split_providers(cls, value: Any) -> Any:
@@ -189,31 +134,177 @@ class Settings(BaseSettings):
             raise ValueError("name at least one execution provider, e.g. CPUExecutionProvider")
         return value
 
+
+class HooksSettings(BaseModel):
+    """What runs when a session is complete."""
+
+    on_session_complete: str | None = Field(
+        None,
+        **doc(
+            "a shell command run after each session's ZIP is written, with `BGREMOVER_ZIP`, `BGREMOVER_STATUS` and "
+            "`BGREMOVER_SESSION` in its environment; see [Hooks](../README.md#hooks)",
+            example="'cp \"$BGREMOVER_ZIP\" /srv/shipped/'",
+        ),
+    )
+    hook_timeout_seconds: float = Field(
+        300.0, gt=0, **doc("a hook running longer is killed, with everything it started")
+    )
+
+
+class ObservabilitySettings(BaseModel):
+    """Metrics and logs."""
+
+    metrics_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        **doc(
+            "serve Prometheus metrics at `http://127.0.0.1:PORT/metrics` (1–65535); see [Metrics](../README.md#metrics)",
+            example="9101",
+        ),
+    )
+    metrics_textfile: Path | None = Field(
+        None,
+        **doc(
+            "a file ending in `.prom` for node_exporter's textfile collector, rewritten every second; "
+            "see [Metrics](../README.md#metrics)",
+            example='"/var/lib/node_exporter/textfile_collector/bgremover.prom"',
+        ),
+    )
+    log_format: Literal["auto", "json", "console"] = Field(
+        "auto", **doc("`json`, `console`, or `auto` (JSON unless stderr is a terminal)")
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", **doc("`debug`, `info`, `warning`, `error`")
+    )
+
+    @field_validator("metrics_textfile")
+    @classmethod
+    def _prom_suffix(cls, value: Path | None) -> Path | None:
+        # node_exporter's textfile collector silently skips any other name.
+        if value is not None and value.suffix != ".prom":
+            raise ValueError("node_exporter's textfile collector reads only files ending in .prom")
+        return value
+
+
+class RunnerSettings(BaseModel):
+    """How jobs are run: on this machine, or on worker hosts."""
+
+    runner: str = Field(
+        "local",
+        **doc(
+            "how jobs are run: `local`, each image in a fresh process on this machine, forked by the fork server; "
+            "`celery`, each image sent through a Redis broker to `bgremover worker` hosts on the same root (README, "
+            "Several machines; the table of runners is `daemon/bgremover/runners/__init__.py`)"
+        ),
+    )
+    broker_url: str | None = Field(
+        None,
+        **doc(
+            "the Redis broker of the `celery` runner, say `redis://broker.lan:6379/0`; required with it",
+            example='"redis://broker.lan:6379/0"',
+        ),
+    )
+    broker_visibility_timeout_seconds: float | None = Field(
+        None,
+        gt=0,
+        **doc(
+            "how long Redis waits for a delivered task's acknowledgement before it delivers the task again (to "
+            "another worker); the fence refuses the duplicate",
+            shown="job_timeout_seconds + kill_grace_seconds + 60",
+            example="180",
+        ),
+    )
+
+    @field_validator("runner")
+    @classmethod
+    def _a_runner(cls, value: str) -> str:
+        from bgremover.runners import RUNNERS  # the table only: no runner is imported until one is chosen
+
+        if value not in RUNNERS:
+            raise ValueError(f"must be one of {', '.join(sorted(RUNNERS))}")
+        return value
+
+    @model_validator(mode="after")
+    def _celery_needs_a_broker(self) -> RunnerSettings:
+        if self.runner == "celery" and not self.broker_url:
+            raise ValueError('runner = "celery" needs broker_url (BGREMOVER_BROKER_URL), say redis://host:6379/0')
+        return self
+
+
+class WebSettings(BaseModel):
+    """The web page, `bgremover web`."""
+
+    web_listen: str = Field(
+        "127.0.0.1:8765",
+        **doc(
+            "where `bgremover web` listens, as `HOST:PORT` (`[::1]:8765` for IPv6; port 0 picks a free one); any "
+            "address but the loopback needs `web_token`, else the page refuses to start (exit code 2); see "
+            "[Web page](../README.md#web-page)"
+        ),
+    )
+    web_token: SecretStr | None = Field(
+        None,
+        **doc(
+            "the access code of the web page, at least 16 characters; once set, every request needs it (the page's "
+            "sign-in form, or `Authorization: Bearer TOKEN`)",
+            example="\"paste the output of: python3 -c 'import secrets; print(secrets.token_urlsafe(24))'\"",
+        ),
+    )
+    web_upload_file_mb: float = Field(
+        200.0,
+        gt=0,
+        **doc(
+            "the largest file the web page takes, in MB; a larger one is refused (413) and nothing of that upload is kept"
+        ),
+    )
+    web_upload_request_mb: float = Field(
+        2000.0, gt=0, **doc("the most one upload may carry in all, in MB; likewise refused (413)")
+    )
+
     @field_validator("web_listen")
     @classmethod
     def _an_address(cls, value: str) -> str:
-        from bgremover.web.address import parse_listen  # standard library only
+        from bgremover.address import parse_listen  # standard library only
 
         parse_listen(value)
         return value
 
-    # Set by load_settings() before construction; a class attribute because
-    # pydantic-settings builds its sources from the class.
-    _toml_file: ClassVar[Path | None] = None
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        if cls._toml_file is not None:
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cls._toml_file))
-        return tuple(sources)
+# The sections, in the order the docs and the example config show them; each validates its own fields.
+ImageSettings = settings_model()
+SECTIONS = {
+    "Image options": ImageSettings,
+    "Queue": QueueSettings,
+    "Jobs": JobsSettings,
+    "Hooks": HooksSettings,
+    "Observability": ObservabilitySettings,
+    "Runner": RunnerSettings,
+    "Web": WebSettings,
+}
+
+
+class Settings(
+    WebSettings,
+    RunnerSettings,
+    ObservabilitySettings,
+    HooksSettings,
+    JobsSettings,
+    QueueSettings,
+    ImageSettings,
+    BaseSettings,
+):
+    """Every setting, flat: one BGREMOVER_<NAME> variable and one top-level TOML key each, whatever its section.
+
+    The sections are listed last to first, because pydantic puts the fields of the last base first.
+    """
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", validate_default=True)
+
+    @property
+    def threads_given(self) -> bool:
+        """Whether `threads` was set (flag, variable or file) rather than left to its default."""
+        return "threads" in self.model_fields_set
 
     # Folders under the root; each has one job in the folder contract.
     @property
@@ -259,6 +350,30 @@ def usable_cores() -> int:
     return count or 1
 
 
+def reading(toml_file: Path | None) -> type[Settings]:
+    """Settings whose sources are the flags (init values), the environment and `toml_file`, highest first.
+
+    A class made for each load, because pydantic-settings builds its sources
+    from the class: a file named on the class itself would be shared by every load.
+    """
+
+    class FromSources(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            if toml_file is None:
+                return init_settings, env_settings
+            return init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=toml_file)
+
+    return FromSources
+
+
 def load_settings(config: Path | str | None = None, **overrides: Any) -> Settings:
     """Build Settings from flags, environment and file, or raise SettingsError."""
     path = config or os.environ.get(CONFIG_ENV) or None
@@ -266,15 +381,13 @@ def load_settings(config: Path | str | None = None, **overrides: Any) -> Setting
     if toml_file is not None and not toml_file.is_file():
         raise SettingsError(f"config file {toml_file} does not exist")
     flags = {key: value for key, value in overrides.items() if value is not None}
-    Settings._toml_file = toml_file
     try:
-        settings = Settings(**flags)
+        settings = reading(toml_file)(**flags)
     except ValidationError as exc:
         raise SettingsError(describe(exc)) from None
     except ValueError as exc:  # a TOML syntax error surfaces as a ValueError subclass
         raise SettingsError(f"config file {toml_file}: {exc}") from None
-    finally:
-        Settings._toml_file = None
+    settings = Settings.model_construct(settings.model_fields_set, **dict(settings))  # validated already
     models_dir = settings.models_dir.expanduser().absolute() if settings.models_dir else None
     return settings.model_copy(update={"root": settings.root.expanduser().absolute(), "models_dir": models_dir})
 

@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from bgremover.cluster.app import TASK_NAME, make_app
+from bgremover.runners.celery.app import TASK_NAME, make_app
 from bgremover.settings import load_settings
 from tests.conftest import REPO
 from tests.support.cluster import Redis, Worker, celery_daemon, descendants, kill_host
@@ -287,7 +287,7 @@ def test_the_local_runner_imports_nothing_of_celery(tmp_path):
         "import sys; from bgremover.cli import main, commands; from bgremover.supervisor import loop; "
         "from bgremover.runners import runner_class; runner_class('local'); "
         "print(sorted(name for name in sys.modules if name.split('.')[0] in ('celery', 'kombu', 'redis') "
-        "or name.startswith('bgremover.cluster')))"
+        "or name.startswith('bgremover.runners.celery')))"
     )
     done = subprocess.run(
         [sys.executable, "-c", probe],

@@ -31,7 +31,7 @@ def test_a_colour_fills_exactly_where_the_cutout_was_transparent(tmp_path):
     rgba = Image.new("RGBA", (8, 4), (10, 120, 200, 0))
     rgba.paste((200, 40, 30, 255), (0, 0, 4, 4))  # left half: the subject, opaque
     out = tmp_path / "white.png"
-    matting.encode(rgba, out, None, matting.Options(format="png", background="#ffffff"))
+    matting.encode(rgba, out, None, matting.Options(output_format="png", background="#ffffff"))
     pixels = np.asarray(Image.open(out))
     assert pixels.shape == (4, 8, 3)  # no alpha channel left
     assert (pixels[:, 4:] == 255).all() and (pixels[:, :4] == (200, 40, 30)).all()
@@ -39,4 +39,4 @@ def test_a_colour_fills_exactly_where_the_cutout_was_transparent(tmp_path):
 
 def test_jpeg_cannot_be_asked_to_keep_transparency(tmp_path):
     with pytest.raises(matting.EncoderUnavailable, match="JPEG cannot keep transparency"):
-        matting.encode(Image.new("RGBA", (2, 2)), tmp_path / "a.jpg", None, matting.Options(format="jpeg"))
+        matting.encode(Image.new("RGBA", (2, 2)), tmp_path / "a.jpg", None, matting.Options(output_format="jpeg"))

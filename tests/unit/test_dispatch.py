@@ -119,7 +119,12 @@ def test_the_job_spec_carries_the_sessions_options_and_survives_the_trip_through
     drop(daemon, "a.jpg", folder="white", ticket='background = "white"\noutput = "both"\nedges = "clean"\n')
     daemon.dispatch.start_next(T0)
     spec = daemon.runner.submitted[0]
-    assert (spec.background, spec.kind, spec.edges, spec.model) == ("#ffffff", "both", "clean", "u2netp")
+    assert (spec.options.background, spec.options.output, spec.options.edges, spec.options.model) == (
+        "#ffffff",
+        "both",
+        "clean",
+        "u2netp",
+    )
     assert spec.mask is not None and spec.output.parent == spec.mask.parent == daemon.spool.results
     again = JobSpec.from_argv(spec.argv(), prog="job", description="")
     assert again == JobSpec(**{**vars(spec), "log": None}), "the log travels beside the argv, not in it"

@@ -1,4 +1,4 @@
-"""The package's shape: its modules import one another without a cycle.
+"""The package's shape: its modules import one another without a cycle, and its folders import downhill.
 
 Read from the source with ast, nothing imported: every import statement counts,
 the ones inside functions and under `if TYPE_CHECKING:` too, since each is a
@@ -10,12 +10,47 @@ __init__ holds nothing to depend on, so an import of it counts as nothing.
 from __future__ import annotations
 
 import ast
+import functools
 from collections import deque
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import REPO
 
 PACKAGE = REPO / "daemon" / "bgremover"
+
+# The layers, lowest first. A unit is a folder of the package (cli, queue, ...) or a module
+# at its root (settings, contract, ...); a unit may import only units of its own layer or below.
+LAYERS = [
+    ("leaves", {"logs", "durable", "exits", "backoff", "address", "formats", "states", "options"}),
+    ("the contract", {"contract", "runners base"}),
+    ("settings", {"settings"}),
+    ("stores and steps", {"queue", "intake", "imaging", "models", "outbox", "service"}),
+    ("jobs", {"job", "runners"}),
+    ("the supervisor", {"supervisor"}),
+    ("what the clients share", {"status", "api", "bgremover", "settingsdocs"}),
+    ("clients", {"cli", "web", "bench"}),
+    ("the entry point", {"__main__"}),
+]
+# Modules that are a unit apart from their folder: the item and session states are a leaf, and
+# the runners' table and seam (what the supervisor and the settings may know of any runner).
+MODULE_UNITS = {
+    "bgremover.queue.states": "states",
+    "bgremover.runners": "runners base",
+    "bgremover.runners.api": "runners base",
+}
+LEAVES = {"leaves"}
+CLIENTS = {"cli", "web", "bench"}
+# The command line is the one entry point: `bgremover web` and `bgremover bench` start the
+# other two clients there. Those command bodies are the only sibling imports, and run one way.
+ENTRY_POINTS = {
+    ("bgremover.cli.commands", "bgremover.web.server"),
+    ("bgremover.cli.commands", "bgremover.bench.main"),
+    ("bgremover.cli.main", "bgremover.bench.slots"),
+}
+# The ways of running jobs, as the runners' table names them, and the fork server the local one starts.
+CONCRETE_RUNNERS = ("bgremover.runners.local", "bgremover.runners.celery", "bgremover.runners.forkserver")
 
 
 def module_name(path: Path) -> str:
@@ -28,6 +63,7 @@ def modules() -> dict[str, Path]:
     return {module_name(path): path for path in sorted(PACKAGE.rglob("*.py"))}
 
 
+@functools.cache
 def is_empty(path: Path) -> bool:
     """A file with nothing in it but a docstring: it defines and imports nothing."""
     body = ast.parse(path.read_text()).body
@@ -54,6 +90,7 @@ def imported(node: ast.Import | ast.ImportFrom, name: str, path: Path, known: di
     return found
 
 
+@functools.cache  # read once per run; a test that plants an edge builds its own copy
 def import_graph() -> tuple[dict[str, set[str]], dict[tuple[str, str], str]]:
     """Each module's dependencies among the package's modules, and where each edge is written (file:line)."""
     known = modules()
@@ -129,3 +166,97 @@ def test_the_package_has_no_import_cycle():
             + (f"\n      and round with it: {', '.join(sorted(group - set(cycle)))}" if group - set(cycle) else "")
         )
     assert not groups, f"{len(groups)} import cycle(s) among the package's modules:\n    " + "\n    ".join(described)
+
+
+# ---------------------------------------------------------------- the layers
+
+
+def unit(module: str) -> str:
+    """The folder (or root module) a module belongs to, by the table's names."""
+    if module in MODULE_UNITS:
+        return MODULE_UNITS[module]
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
+def layer(name: str) -> int:
+    return next(index for index, (_, units) in enumerate(LAYERS) if name in units)
+
+
+def layering_faults(graph: dict[str, set[str]]) -> list[str]:
+    """Every import that breaks a layering rule, as `importer -> imported: which rule`."""
+    faults = []
+    units = {(unit(a), unit(b)) for a, targets in graph.items() for b in targets}
+    for importer, targets in sorted(graph.items()):
+        for imported in sorted(targets):
+            fault = edge_fault(importer, imported)
+            if fault:
+                faults.append(f"{importer} -> {imported}: {fault}")
+    for low, high in sorted(units):
+        if low < high and low != high and (high, low) in units:
+            faults.append(f"{low} and {high} import each other")
+    return faults
+
+
+def edge_fault(importer: str, imported: str) -> str | None:
+    """Which rule one import breaks, if any."""
+    source, target = unit(importer), unit(imported)
+    if source == target:
+        return None
+    if LAYERS[layer(source)][0] in LEAVES:
+        return f"{source} is a leaf: it imports nothing of ours"
+    if layer(target) > layer(source):
+        return f"{LAYERS[layer(source)][0]} ({source}) import upward, from {LAYERS[layer(target)][0]} ({target})"
+    if source in CLIENTS and target in CLIENTS and (importer, imported) not in ENTRY_POINTS:
+        return f"the clients are siblings: {source} imports nothing of {target}"
+    if source == "supervisor" and imported.startswith(CONCRETE_RUNNERS):
+        return "the supervisor knows runners only through runners/api.py and the runners' table"
+    return None
+
+
+def test_every_unit_of_the_package_has_a_layer():
+    graph, _ = import_graph()
+    for module in graph:
+        assert any(unit(module) in units for _, units in LAYERS), f"{module} ({unit(module)}) is in no layer"
+
+
+def test_the_folders_import_downhill():
+    graph, where = import_graph()
+    faults = layering_faults(graph)
+    written = {f"{a} -> {b}": at for (a, b), at in where.items()}
+    described = [f"{fault}\n      written at {written.get(fault.partition(':')[0], '?')}" for fault in faults]
+    assert not faults, f"{len(faults)} import(s) against the layers:\n    " + "\n    ".join(described)
+
+
+def test_the_entry_points_are_real_imports():
+    """An exception that no longer matches an import would quietly widen what is allowed."""
+    graph, _ = import_graph()
+    assert all(imported in graph[importer] for importer, imported in ENTRY_POINTS)
+
+
+@pytest.mark.parametrize(
+    ("importer", "imported", "rule"),
+    [
+        ("bgremover.queue.store", "bgremover.supervisor.loop", "import upward"),
+        ("bgremover.runners.local", "bgremover.cli.main", "import upward"),
+        ("bgremover.durable", "bgremover.settings", "is a leaf"),
+        ("bgremover.queue.states", "bgremover.durable", "is a leaf"),
+        ("bgremover.web.page", "bgremover.cli.batch", "the clients are siblings"),
+        ("bgremover.bench.main", "bgremover.web.server", "the clients are siblings"),
+        ("bgremover.cli.batch", "bgremover.bench.main", "the clients are siblings"),
+        ("bgremover.supervisor.dispatch", "bgremover.runners.forkserver", "the supervisor knows runners only"),
+        ("bgremover.supervisor.loop", "bgremover.runners.celery.runner", "the supervisor knows runners only"),
+    ],
+)
+def test_a_planted_import_against_the_layers_is_reported(importer, imported, rule):
+    graph, _ = import_graph()
+    assert imported not in graph[importer], "plant an edge the package does not have"
+    planted = {**graph, importer: graph[importer] | {imported}}
+    faults = layering_faults(planted)
+    assert [fault for fault in faults if fault.startswith(f"{importer} -> {imported}: ") and rule in fault], faults
+
+
+def test_a_planted_pair_importing_each_other_is_reported():
+    graph, _ = import_graph()
+    planted = {**graph, "bgremover.imaging.matting": graph["bgremover.imaging.matting"] | {"bgremover.job.process"}}
+    assert "imaging and job import each other" in layering_faults(planted)

@@ -48,7 +48,7 @@ def session(spec):
 
 
 def cut(src: Path, dst: Path, session, spec, fmt: str = "png", quality: int = 90) -> Image.Image:
-    outcome = matting.remove_background(src, dst, session, spec, matting.Options(format=fmt, quality=quality))
+    outcome = matting.remove_background(src, dst, session, spec, matting.Options(output_format=fmt, quality=quality))
     assert set(outcome.timings_ms) == STAGES and all(ms >= 0 for ms in outcome.timings_ms.values())
     assert outcome.note is None
     result = Image.open(dst)
@@ -410,5 +410,5 @@ def test_format_for_path_refuses_other_extensions():
 
 def test_encode_refuses_an_unknown_format(tmp_path):
     with pytest.raises(matting.EncoderUnavailable, match="unknown output format 'gif'"):
-        matting.encode(Image.new("RGBA", (2, 2)), tmp_path / "a.gif", None, matting.Options(format="gif"))
+        matting.encode(Image.new("RGBA", (2, 2)), tmp_path / "a.gif", None, matting.Options(output_format="gif"))
     assert not (tmp_path / "a.gif").exists()

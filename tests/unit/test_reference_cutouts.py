@@ -37,7 +37,7 @@ def cut(request, tmp_path_factory):
 
     def alpha_of(source: Path) -> np.ndarray:
         out = work / f"{source.stem}.png"
-        matting.remove_background(source, out, session, spec, matting.Options(format="png"))
+        matting.remove_background(source, out, session, spec, matting.Options(output_format="png"))
         with Image.open(out) as result:
             return np.asarray(result.getchannel("A"), dtype=np.float64)
 

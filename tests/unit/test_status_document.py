@@ -11,11 +11,11 @@ from contextlib import closing
 
 import pytest
 
-from bgremover.cli import statusview
 from bgremover.outbox.status import item_documents, session_document
 from bgremover.queue.states import Status
 from bgremover.queue.store import Store, iso
 from bgremover.settings import load_settings
+from bgremover.status import view as statusview
 
 BAD_INPUT_ERROR = "the file is not an image Pillow can read"
 DOCUMENT_FIELDS = [

@@ -12,11 +12,12 @@ import os
 
 import pytest
 
-from bgremover.cli import progress, statusview
 from bgremover.queue.states import SessionState, Status
 from bgremover.queue.store import Item, Session
 from bgremover.service.rootlock import lock_root
 from bgremover.settings import load_settings
+from bgremover.status import progress
+from bgremover.status import view as statusview
 from tests.support.status_view import BAD_INPUT_ERROR
 
 # ---------------------------------------------------------------- the arithmetic, with fixed times

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bgremover.web.address import parse_listen
+from bgremover.address import parse_listen
 from bgremover.web.forms import FormRefused
 from bgremover.web.security import Guard
 from bgremover.web.uploads import safe_name

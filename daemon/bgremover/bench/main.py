@@ -46,7 +46,7 @@ from bgremover.bench.daemon import (
     session_counts,
 )
 from bgremover.bench.figures import BenchError, difference, ms, percent, ratio, stage_medians
-from bgremover.cli.common import EXIT_FAILED, EXIT_OK, fail
+from bgremover.exits import EXIT_FAILED, EXIT_OK, fail
 from bgremover.imaging import matting
 from bgremover.intake.watcher import is_image_name, is_temporary_name
 from bgremover.runners import forkserver
@@ -395,7 +395,7 @@ def in_process(corpus: list[Path], options, spec, session, folder: Path) -> dict
     forkserver.tune_malloc_here()  # the heap settings every job gets, for a like-for-like floor
     folder.mkdir(parents=True, exist_ok=True)
     # One output file, overwritten each time: 40 big cutouts would fill a small disk.
-    output = folder / f"cutout{matting.FORMAT_EXTENSIONS[options.format]}"
+    output = folder / f"cutout{matting.FORMAT_EXTENSIONS[options.output_format]}"
     # A warm-up run: the first run's allocations are not the steady rate.
     cut_out(corpus[0], output, options, session, spec)
     walls, stages = [], []

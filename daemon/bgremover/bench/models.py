@@ -160,7 +160,7 @@ def in_turn(names: list[str], index: int) -> list[str]:
 
 def cut_out(path: Path, spec, session, options: matting.Options, folder: Path) -> dict[str, float]:
     """One image through remove_background: {"ms_per_image": wall, "decode_ms": ..., ...}."""
-    output = folder / f"{spec.name}{matting.FORMAT_EXTENSIONS[options.format]}"
+    output = folder / f"{spec.name}{matting.FORMAT_EXTENSIONS[options.output_format]}"
     start = time.perf_counter()
     outcome = matting.remove_background(path, output, session, spec, options, folder / f"{spec.name}.mask.png")
     wall = time.perf_counter() - start

@@ -23,7 +23,7 @@ OPTION_IMAGES = 10  # the corpus --options makes unless --count says otherwise
 VARIANTS: dict[str, dict] = {
     "cutout png (baseline)": {},
     "background white, png": {"background": "#ffffff"},
-    "background white, jpeg": {"background": "#ffffff", "format": "jpeg"},
+    "background white, jpeg": {"background": "#ffffff", "output_format": "jpeg"},
     "crop subject": {"crop": "subject"},
     "crop square": {"crop": "square"},
     "crop square, size 2000": {"crop": "square", "size": 2000},
@@ -45,7 +45,7 @@ def options_section(corpus: list[Path], base: matting.Options, spec, session, fo
     folder.mkdir(parents=True, exist_ok=True)
     base = dataclasses.replace(
         base,
-        format="png",
+        output_format="png",
         background="transparent",
         output="cutout",
         crop="none",
@@ -68,7 +68,7 @@ def options_section(corpus: list[Path], base: matting.Options, spec, session, fo
 
 
 def one_run(path: Path, options: matting.Options, spec, session, folder: Path) -> dict:
-    output = folder / f"out{matting.FORMAT_EXTENSIONS[options.format]}"
+    output = folder / f"out{matting.FORMAT_EXTENSIONS[options.output_format]}"
     start = time.perf_counter()
     timings = matting.remove_background(path, output, session, spec, options, folder / "out.mask.png").timings_ms
     return {

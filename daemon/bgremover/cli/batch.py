@@ -4,7 +4,7 @@ A folder is walked recursively, as the inbox is (images by their extension;
 dot-folders and temporary names skipped), and each image keeps its path
 relative to the folder named: photos/a/b.jpg -> OUTDIR/a/b.png. Outputs are
 named as the daemon names its ZIP members (outbox/zips.py), so two inputs
-never write one output. Each image runs as a JobSpec (cli/jobs.py): in a fresh
+never write one output. Each image runs as a JobSpec (runners/isolated.py, cli/jobs.py): in a fresh
 process by default, or all in this process. A failure is one line naming the
 image and why; the others go on, and the exit code is 1 if any failed.
 """
@@ -19,16 +19,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from bgremover.cli import progress
-from bgremover.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, fail
-from bgremover.cli.jobs import Ended, InProcessJobs, IsolatedJobs, failure
-from bgremover.contract import SETTING_OPTIONS, TICKET_OPTIONS, JobSpec, read_report
-from bgremover.imaging.formats import FORMAT_EXTENSIONS
+from bgremover.cli.jobs import InProcessJobs, failure
+from bgremover.contract import JobSpec, read_report
+from bgremover.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE, fail
+from bgremover.formats import FORMAT_EXTENSIONS
 from bgremover.intake.watcher import is_image_name, is_temporary_name
 from bgremover.models.manifest import ModelError, ModelSpec, find_model_spec
+from bgremover.options import ImageOptions, values_of
 from bgremover.outbox.zips import mask_member, member_name, member_with_mask
 from bgremover.runners.api import RunnerError
+from bgremover.runners.isolated import Ended, IsolatedJobs
 from bgremover.settings import Settings
+from bgremover.status import progress
 
 
 @dataclass(frozen=True)
@@ -81,12 +83,11 @@ def plan(images: list[tuple[Path, str]], outdir: Path, fmt: str, with_masks: boo
 
 
 def job_spec(settings: Settings, model: ModelSpec, item: Planned, fmt: str, work: Path, index: int) -> JobSpec:
+    options = ImageOptions(**{**values_of(settings), "output_format": fmt, "model": model.name})
     return JobSpec(
         input=item.source.absolute(), output=item.output.absolute(), report=work / f"{index}.json",
-        log=work / f"{index}.log", format=fmt, kind=settings.output,
-        mask=item.mask.absolute() if item.mask else None, model=model.name, models_dir=model.path.parent,
-        threads=settings.threads, providers=tuple(settings.providers),
-        **{name: getattr(settings, name) for name in TICKET_OPTIONS + SETTING_OPTIONS},
+        log=work / f"{index}.log", options=options, mask=item.mask.absolute() if item.mask else None,
+        models_dir=model.path.parent, threads=settings.threads, providers=tuple(settings.providers),
     )  # fmt: skip
 
 

@@ -17,11 +17,11 @@ import time
 from pathlib import Path
 
 from bgremover import durable
-from bgremover.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, fail
 from bgremover.cli.flags import given
-from bgremover.queue.states import RETRYABLE
+from bgremover.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE, fail
 from bgremover.queue.store import Store
 from bgremover.settings import Settings
+from bgremover.status.markers import cancel_marker, retry_marker, retry_targets, touch
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
@@ -58,7 +58,7 @@ def open_store(settings: Settings) -> Store | None:
 
 
 def status(settings: Settings, args: argparse.Namespace) -> int:
-    from bgremover.cli import statusview
+    from bgremover.status import view as statusview
 
     def frame() -> str:
         return statusview.frame(settings, args.session, args.json, args.interval if args.follow else None, time.time())
@@ -94,22 +94,17 @@ def retry(settings: Settings, args: argparse.Namespace) -> int:
     if store is None:
         return fail(f"no sessions yet under {settings.root}", EXIT_FAILED)
     try:
-        if store.session(args.session) is None:
-            return fail(f"no session named '{args.session}'", EXIT_FAILED)
-        if args.name is not None:
-            item = store.item_named(args.session, args.name)
-            if item is None:
-                return fail(f"session '{args.session}' has no item named '{args.name}'", EXIT_FAILED)
-            items = [item]
-        else:
-            items = store.items(args.session, *RETRYABLE)
+        session, items = retry_targets(store, args.session, args.name)
     finally:
         store.close()
-    retryable = [item for item in items if item.status in RETRYABLE]
-    if not retryable:
+    if session is None:
+        return fail(f"no session named '{args.session}'", EXIT_FAILED)
+    if items is None:
+        return fail(f"session '{args.session}' has no item named '{args.name}'", EXIT_FAILED)
+    if not items:
         return fail("nothing to retry: only failed or cancelled items can be retried", EXIT_FAILED)
-    for item in retryable:
-        touch(settings.retry_dir / item.session / item.name)
+    for item in items:
+        touch(retry_marker(settings, item))
         print(f"retry requested: {item.session}/{item.name}")
     return EXIT_OK
 
@@ -121,14 +116,9 @@ def cancel(settings: Settings, args: argparse.Namespace) -> int:
         store.close()
     if not known:
         return fail(f"no session named '{args.session}'", EXIT_FAILED)
-    touch(settings.cancel_dir / args.session)
+    touch(cancel_marker(settings, args.session))
     print(f"cancel requested: {args.session}")
     return EXIT_OK
-
-
-def touch(path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.touch()
 
 
 def remove(settings: Settings, args: argparse.Namespace) -> int:
@@ -143,7 +133,7 @@ def remove(settings: Settings, args: argparse.Namespace) -> int:
     if "-" in (source, target):
         return remove_streamed(settings, source, target)
     if given(args, "output_format"):
-        from bgremover.imaging.formats import format_for_path
+        from bgremover.formats import format_for_path
 
         with contextlib.suppress(ValueError):  # an unknown extension is refused below, as always
             if format_for_path(target) != settings.output_format:
@@ -158,7 +148,7 @@ def remove(settings: Settings, args: argparse.Namespace) -> int:
 def remove_streamed(settings: Settings, source: str, target: str) -> int:
     """`remove - -` and the like: the image from stdin, or the cutout to stdout (a PNG unless -f says otherwise)."""
     from bgremover.cli.batch import output_format
-    from bgremover.imaging.formats import FORMAT_EXTENSIONS
+    from bgremover.formats import FORMAT_EXTENSIONS
 
     if target == "-" and settings.output == "both":
         return fail("output both writes two files, which stdout cannot hold: give OUTPUT a file name", EXIT_USAGE)
@@ -278,7 +268,7 @@ def worker(settings: Settings, args: argparse.Namespace) -> int:
     if not settings.broker_url:
         return fail("bgremover worker needs --broker URL (or broker_url), say redis://host:6379/0", EXIT_USAGE)
     try:
-        from bgremover.cluster.worker import WorkerRefused, serve
+        from bgremover.runners.celery.worker import WorkerRefused, serve
     except ImportError as exc:
         return fail(f"bgremover worker needs Celery: pip install 'bgremover[cluster]' ({exc})", EXIT_USAGE)
     try:

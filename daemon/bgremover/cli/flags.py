@@ -11,7 +11,8 @@ import argparse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from bgremover.settings import TRANSPARENT, SettingsError
+from bgremover.options import TRANSPARENT, ImageOptions, declared
+from bgremover.settings import SettingsError
 
 OPAQUE, CLEAR = 255, 0
 
@@ -52,8 +53,8 @@ class SettingFlag:
         return "flag_" + self.names[-1].lstrip("-").replace("-", "_")
 
 
-SETTING_FLAGS = (
-    SettingFlag(("-m", "--model"), "model", "the model, by its name in `bgremover models list`", metavar="NAME"),
+# rembg's spellings, each another way to give an image option than the flags the option declares.
+REMBG_FLAGS = (
     SettingFlag(("-om", "--only-mask"), "output", "the mask alone, as a grey PNG (output = mask)", switch="mask"),
     SettingFlag(
         ("-bgc",),
@@ -63,20 +64,16 @@ SETTING_FLAGS = (
         nargs=4,
         value=rgba_background,
     ),
-    SettingFlag(
-        ("--background",), "background", 'a background colour ("white", "#ffffff") or "transparent"', metavar="COLOUR"
-    ),
-    SettingFlag(("-f", "--format"), "output_format", "png, webp, avif or jpeg", metavar="FORMAT"),
-    SettingFlag(("--edges",), "edges", "the mask's edge: raw, clean or refine", metavar="EDGES"),
-    SettingFlag(
-        ("--decontaminate",),
-        "decontaminate",
-        "true: the subject's own colour at partial alpha, no rim of the old background; false: the photo's colours",
-        metavar="BOOL",
-    ),
-    SettingFlag(("--crop",), "crop", "framing: none, subject or square", metavar="CROP"),
-    SettingFlag(("--quality",), "quality", "WebP, AVIF and JPEG quality, 1 to 100", metavar="Q"),
 )
+
+
+def setting_flags(options: type[ImageOptions] = ImageOptions) -> tuple[SettingFlag, ...]:
+    """rembg's spellings, then the flags each image option declares (bgremover/options.py)."""
+    declared_flags = (SettingFlag(one.flags, one.name, one.help, one.metavar) for one in declared(options) if one.flags)
+    return REMBG_FLAGS + tuple(declared_flags)
+
+
+SETTING_FLAGS = setting_flags()
 # Settings of the daemon alone: flags of `run` only.
 DAEMON_FLAGS = (
     SettingFlag(
@@ -90,12 +87,15 @@ EXCLUSIVE = {"background"}  # two flags give it: only one may be used at a time
 
 
 def add_setting_flags(
-    parser: argparse.ArgumentParser, spelled_otherwise: set[str] = frozenset(), daemon: bool = False
+    parser: argparse.ArgumentParser,
+    spelled_otherwise: set[str] = frozenset(),
+    daemon: bool = False,
+    options: type[ImageOptions] = ImageOptions,
 ) -> None:
     """The table's flags, less those whose spelling this command already uses; with `daemon`, the daemon's too."""
     group = parser.add_argument_group("settings", "each over its BGREMOVER_ variable and the config file")
     exclusive = {name: group.add_mutually_exclusive_group() for name in EXCLUSIVE}
-    for flag in SETTING_FLAGS + (DAEMON_FLAGS if daemon else ()):
+    for flag in setting_flags(options) + (DAEMON_FLAGS if daemon else ()):
         if set(flag.names) & spelled_otherwise:
             continue
         where = exclusive.get(flag.setting, group)
@@ -117,10 +117,10 @@ def add_setting_flags(
             )
 
 
-def flag_settings(args: argparse.Namespace) -> dict:
+def flag_settings(args: argparse.Namespace, options: type[ImageOptions] = ImageOptions) -> dict:
     """The settings the flags on this command line give, by setting name; raises SettingsError."""
     given = {}
-    for flag in SETTING_FLAGS + DAEMON_FLAGS:
+    for flag in setting_flags(options) + DAEMON_FLAGS:
         words = getattr(args, flag.dest, None)
         if words is not None:
             given[flag.setting] = flag.value(words)

@@ -1,4 +1,4 @@
-"""argv -> Settings -> logging -> the command; every command returns an exit code (cli/common.py lists them)."""
+"""argv -> Settings -> logging -> the command; every command returns an exit code (exits.py lists them)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import os
 from pathlib import Path
 
 from bgremover import __version__, logs
-from bgremover.cli.common import EXIT_USAGE, fail
 from bgremover.cli.flags import add_setting_flags, flag_settings
-from bgremover.imaging.formats import FORMAT_EXTENSIONS
+from bgremover.exits import EXIT_USAGE, fail
+from bgremover.formats import FORMAT_EXTENSIONS
 from bgremover.settings import SettingsError, load_settings, unknown_variables
 
 

@@ -14,25 +14,10 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from bgremover.options import ImageOptions, settings_model, ticket_names
 from bgremover.settings import Settings, describe
 
 TICKET_NAME = "bgremover.toml"
-TICKET_SETTINGS = (
-    "output_format",
-    "background",
-    "output",
-    "crop",
-    "margin",
-    "fill",
-    "size",
-    "edges",
-    "decontaminate",
-    "model",
-    "quality",
-    "png_compress_level",
-    "webp_method",
-    "avif_speed",
-)
 
 
 class TicketError(ValueError):
@@ -41,7 +26,7 @@ class TicketError(ValueError):
 
 def session_options(settings: Settings, ticket: dict | None) -> dict:
     """The output settings a session runs with: the daemon's, with its folder's ticket over them."""
-    return {**{name: getattr(settings, name) for name in TICKET_SETTINGS}, **(ticket or {})}
+    return {**{name: getattr(settings, name) for name in ticket_names()}, **(ticket or {})}
 
 
 def makes_masks(settings: Settings, ticket: dict | None) -> bool:
@@ -65,21 +50,22 @@ def read_ticket(folder: Path, base: dict | None = None) -> dict | None:
     return validated(values, base)
 
 
-def validated(values: dict, base: dict | None = None) -> dict:
+def validated(values: dict, base: dict | None = None, options: type[ImageOptions] = ImageOptions) -> dict:
     """The ticket's values checked against the same rules as the daemon's own settings.
 
     Checked together with `base`, the daemon's values for what the ticket leaves
     out: a ticket asking for JPEG is fine where the daemon's background is white.
     """
-    refused = sorted(set(values) - set(TICKET_SETTINGS))
+    allowed = ticket_names(options)
+    refused = sorted(set(values) - set(allowed))
     if refused:
         raise TicketError(
             f"the job ticket {TICKET_NAME} sets {', '.join(map(repr, refused))}, which a ticket cannot "
-            f"set; it may set {', '.join(TICKET_SETTINGS)}"
+            f"set; it may set {', '.join(allowed)}"
         )
     try:
-        # model_validate checks the values alone: the environment and config file play no part.
-        checked = Settings.model_validate({**(base or {}), **values})
+        # The image options' own rules, on the values alone: no environment, no config file.
+        checked = settings_model(options).model_validate({**(base or {}), **values})
     except ValidationError as exc:
         problems = describe(exc).replace("\n", "; ")
         raise TicketError(f"the job ticket {TICKET_NAME} is invalid: {problems}") from None

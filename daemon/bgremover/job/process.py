@@ -31,6 +31,7 @@ from bgremover.backoff import is_storage_error
 from bgremover.contract import ExitCode, JobSpec
 from bgremover.imaging import matting
 from bgremover.models.manifest import ModelSpec
+from bgremover.options import values_of
 
 
 class Terminated(BaseException):
@@ -185,25 +186,20 @@ def main(argv: list[str] | None = None, prepared: Prepared | None = None) -> int
 
 def matching(prepared: Prepared | None, args: JobSpec) -> Prepared:
     """The prepared session if it fits this job's model, else one made now (a job run by hand)."""
-    if prepared is not None and prepared.shared.spec.name == args.model:
+    if prepared is not None and prepared.shared.spec.name == args.options.model:
         return prepared
     config = {
-        "model": args.model,
+        "model": args.options.model,
         "models_dir": args.models_dir,
         "threads": args.threads,
         "providers": list(args.providers),
-        "format": args.format,
+        "format": args.options.output_format,
     }
     return prepare(preload(config, optimize=False))  # one session: optimizing first would only add time
 
 
 def options_from(spec: JobSpec) -> matting.Options:
-    return matting.Options(
-        format=spec.format,
-        output=spec.kind,
-        threads=spec.threads or 1,
-        **{name: getattr(spec, name) for name in matting.Options.TRAVELLING},
-    )
+    return matting.Options(**values_of(spec.options), threads=spec.threads or 1)
 
 
 def run(args: JobSpec, prepared: Prepared) -> matting.Outcome:
@@ -212,7 +208,7 @@ def run(args: JobSpec, prepared: Prepared) -> matting.Outcome:
     With --kind both the mask is published first: once OUT exists, so does its mask.
     """
     temp = durable.temp_path(args.output)
-    mask = args.mask if args.kind == "both" else None
+    mask = args.mask if args.options.output == "both" else None
     mask_temp = durable.temp_path(mask) if mask else None
     try:
         outcome = matting.remove_background(

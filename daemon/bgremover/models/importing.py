@@ -136,11 +136,11 @@ def checksums(path: Path) -> tuple[str, str]:
 
 def check_loads(found: Recognised) -> None:
     """onnxruntime loads the file where it lies, with the input and output the entry says; else Refused."""
-    from bgremover.imaging import matting  # numpy and onnxruntime: only for an import
+    from bgremover.models import runtime  # onnxruntime: only for an import
 
     spec = spec_from_entry(found.model.name, {**found.entry, "file": found.source.name}, found.source.parent)
     try:
-        matting.create_session(spec, threads=1)
+        runtime.create_session(spec, threads=1)
     except ModelError as exc:
         unknown = "unknown checksum, and it " if found.trusted_name else ""
         raise Refused(f"{unknown}does not fit rembg's recipe for {found.model.name}: {exc}") from None

@@ -12,7 +12,7 @@ import importlib
 
 RUNNERS = {
     "local": "bgremover.runners.local:LocalRunner",  # fresh processes on this machine, from the fork server
-    "celery": "bgremover.runners.celery:CeleryRunner",  # `bgremover worker` hosts, through a Redis broker
+    "celery": "bgremover.runners.celery.runner:CeleryRunner",  # `bgremover worker` hosts, through a Redis broker
 }
 
 

@@ -16,7 +16,7 @@ however many images pass through.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import structlog
 from prometheus_client import (
@@ -33,8 +33,17 @@ from bgremover.queue.states import SessionState, Status
 from bgremover.queue.store import Store
 from bgremover.settings import Settings
 
-if TYPE_CHECKING:
-    from bgremover.supervisor.slots import Slots  # read only for its figures: no import at run time
+
+class Slots(Protocol):
+    """The job slots as the metrics read them (supervisor/slots.py): figures only, so this stays below the supervisor."""
+
+    count: int
+
+    @property
+    def in_use(self) -> int: ...
+
+    def busy_ratios(self, now: float) -> list[float]: ...
+
 
 log = structlog.get_logger()
 # A `_created` series beside every counter and histogram doubles what is exposed for a

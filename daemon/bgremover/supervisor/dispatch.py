@@ -21,13 +21,15 @@ from pathlib import Path
 
 import structlog
 
-from bgremover.contract import SETTING_OPTIONS, TICKET_OPTIONS, ExitCode, JobSpec, read_report
-from bgremover.imaging.formats import FORMAT_EXTENSIONS
+from bgremover.contract import ExitCode, JobSpec, read_report
+from bgremover.formats import FORMAT_EXTENSIONS
 from bgremover.models.manifest import ModelError, ModelSpec
+from bgremover.options import ImageOptions, values_of
 from bgremover.queue.spool import Spool
 from bgremover.queue.states import Status
 from bgremover.queue.store import Item, Session, Store
 from bgremover.runners.api import JobNotStarted, JobRunner
+from bgremover.runners.isolated import over_limit, stop_grace
 from bgremover.service.metrics import Metrics
 from bgremover.settings import Settings
 from bgremover.supervisor.items import ItemMoves
@@ -121,15 +123,15 @@ class Dispatch:
         return True
 
     def job_spec(self, item: Item, original: Path, session: Session, model: ModelSpec) -> JobSpec:
-        options = self.options.options_for(session.ticket)
         settings = self.settings
+        # The settings' options, its ticket's over them, in the format and with the model the session was given.
+        chosen = {**values_of(settings), **self.options.options_for(session.ticket)}
+        options = ImageOptions(**{**chosen, "output_format": session.format, "model": model.name})
         return JobSpec(
             input=original, output=self.spool.result(item, FORMAT_EXTENSIONS[session.format]),
-            report=self.spool.report(item), log=self.spool.job_log(item), format=session.format,
-            kind=options["output"], mask=self.spool.mask_result(item) if options["output"] == "both" else None,
-            model=model.name, models_dir=model.path.parent, threads=settings.threads,
-            providers=tuple(settings.providers), **{name: options[name] for name in TICKET_OPTIONS},
-            **{name: getattr(settings, name) for name in SETTING_OPTIONS},
+            report=self.spool.report(item), log=self.spool.job_log(item), options=options,
+            mask=self.spool.mask_result(item) if options.output == "both" else None,
+            models_dir=model.path.parent, threads=settings.threads, providers=tuple(settings.providers),
         )  # fmt: skip
 
     def launch(self, spec: JobSpec, item: Item, model: ModelSpec, now: float) -> RunningJob | None:
@@ -209,10 +211,9 @@ class Dispatch:
         limit_kb = self.settings.job_memory_limit_mb * 1024
         for job in self.running:
             job.peak_rss_kb = max(job.peak_rss_kb, self.runner.peak_rss_kb(job.handle))
-            if job.stop_reason is None and job.peak_rss_kb > limit_kb:
-                self.stop_job(job, "memory", grace=0, now=now)
-            elif job.stop_reason is None and now >= job.deadline:
-                self.stop_job(job, "timeout", grace=self.settings.kill_grace_seconds, now=now)
+            passed = over_limit(job.peak_rss_kb, now, job.deadline, self.settings)
+            if job.stop_reason is None and passed:
+                self.stop_job(job, passed, grace=stop_grace(passed, self.settings), now=now)
         self.watch_memory_sum(limit_kb)
 
     def watch_memory_sum(self, limit_kb: int) -> None:

@@ -1,6 +1,6 @@
 """A job lost with its worker host: the item runs again, within a budget, then fails with "worker lost".
 
-Only a runner of other hosts loses jobs this way (runners/celery.py: the
+Only a runner of other hosts loses jobs this way (runners/celery/runner.py: the
 worker's lease lapsed with no answer, or its pool process vanished). Its image
 may be to blame (a poison image that takes the host down with it), so the item
 is not run again without end: each loss is an event of the item's history, and

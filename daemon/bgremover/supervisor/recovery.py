@@ -14,7 +14,7 @@ import time
 import structlog
 
 from bgremover import durable
-from bgremover.imaging.formats import FORMAT_EXTENSIONS
+from bgremover.formats import FORMAT_EXTENSIONS
 from bgremover.queue.states import SessionState, Status
 from bgremover.runners.api import JobRunner
 from bgremover.supervisor.markers import Markers

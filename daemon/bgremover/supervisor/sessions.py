@@ -14,7 +14,7 @@ from pathlib import Path
 import structlog
 
 from bgremover.backoff import is_storage_error
-from bgremover.imaging.formats import FORMAT_EXTENSIONS
+from bgremover.formats import FORMAT_EXTENSIONS
 from bgremover.outbox import zips
 from bgremover.queue.spool import Spool, remove_empty_dirs
 from bgremover.queue.states import TERMINAL, SessionState, Status

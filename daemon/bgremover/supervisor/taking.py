@@ -20,7 +20,7 @@ from pathlib import Path
 import structlog
 
 from bgremover.backoff import describe, is_storage_error
-from bgremover.imaging.formats import FORMAT_EXTENSIONS
+from bgremover.formats import FORMAT_EXTENSIONS
 from bgremover.intake.names import display, fitted_path, session_name, twin
 from bgremover.intake.tickets import TICKET_NAME, TicketError, read_ticket
 from bgremover.intake.watcher import Intake

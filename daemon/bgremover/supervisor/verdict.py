@@ -1,19 +1,19 @@
 """What a job's end means for its item: `verdict()`, a function of what was asked of the job, its exit and its result.
 
-The supervisor's one rule for the item's next status, kept apart from the
-mechanism that watches jobs (dispatch.py), so that it reads as a table and is
-tested on made-up exits.
+What a job's end means is read by the one rule every caller shares
+(runners/isolated.py: `outcome`); here each outcome becomes the item's next
+status and the sentence the daemon's users read, as a table, kept apart from
+the mechanism that watches jobs (dispatch.py) and tested on made-up exits.
 """
 
 from __future__ import annotations
 
 import os
-import signal
 from pathlib import Path
 from typing import NamedTuple
 
-from bgremover.contract import ExitCode
 from bgremover.queue.states import Status
+from bgremover.runners.isolated import outcome, signal_name
 from bgremover.settings import Settings
 from bgremover.supervisor.running import RunningJob
 
@@ -28,40 +28,55 @@ class Verdict(NamedTuple):
 
 def verdict(job: RunningJob, result: Path, report: dict, limits: Settings) -> Verdict:
     """The item's next status from what we asked of the job, its exit code and its result file."""
-    code = job.returncode
-    if job.stop_reason == "shutdown":
-        return Verdict(Status.QUEUED, None, None)
-    if job.stop_reason is None and code == ExitCode.CANT_WRITE:
-        return Verdict(Status.QUEUED, None, None)  # the disk's fault, not the image's: it runs again later
-    if job.stop_reason == "cancel":
-        return Verdict(Status.CANCELLED, "cancelled while processing", "cancelled")
-    if job.stop_reason == "memory" or job.peak_rss_kb > limits.job_memory_limit_mb * 1024:
-        return Verdict(
-            Status.FAILED,
-            f"the job used more than the memory limit of {limits.job_memory_limit_mb} MB "
-            "(job_memory_limit_mb) and was stopped",
-            "memory",
-        )
-    if job.stop_reason == "timeout":
-        return Verdict(
-            Status.FAILED,
-            f"the job took longer than {limits.job_timeout_seconds:g} s (job_timeout_seconds) and was killed",
-            "timeout",
-        )
-    if code == ExitCode.DONE:
-        if result.is_file():
-            return Verdict(Status.DONE, None, None)
-        return Verdict(Status.FAILED, "the job exited without writing its result", "no_result")
-    if code == ExitCode.BAD_INPUT:
-        return Verdict(Status.FAILED, report.get("error") or "the file could not be read as an image", "bad_input")
-    if code == ExitCode.TEMPORARY:
-        error = (report.get("error") or "a temporary failure") + "; touch the retry marker to try again"
-        return Verdict(Status.FAILED, error, "temporary")
-    if code < 0:
-        hint = " (perhaps out of memory)" if -code == signal.SIGKILL else ""
-        return Verdict(Status.FAILED, f"the job was killed by {signal.Signals(-code).name}{hint}", "killed")
+    meaning = outcome(job, result.is_file(), limits)
+    status, say = SAYINGS[meaning]
+    return Verdict(status, say(job.returncode, report, limits), REASONS.get(meaning, meaning))
+
+
+def memory_said(code: int, report: dict, limits: Settings) -> str:
+    return (
+        f"the job used more than the memory limit of {limits.job_memory_limit_mb} MB "
+        "(job_memory_limit_mb) and was stopped"
+    )
+
+
+def timeout_said(code: int, report: dict, limits: Settings) -> str:
+    return f"the job took longer than {limits.job_timeout_seconds:g} s (job_timeout_seconds) and was killed"
+
+
+def crash_said(code: int, report: dict, limits: Settings) -> str:
     detail = f": {report['error']}" if report.get("error") else ""
-    return Verdict(Status.FAILED, f"the job crashed with exit code {code}{detail}", "crashed")
+    return f"the job crashed with exit code {code}{detail}"
+
+
+def fixed(sentence: str | None):
+    return lambda code, report, limits: sentence
+
+
+# Each outcome (runners/isolated.py) as the item's next status and the sentence the user reads.
+SAYINGS = {
+    "shutdown": (Status.QUEUED, fixed(None)),
+    "cant_write": (Status.QUEUED, fixed(None)),  # the disk's fault, not the image's: it runs again later
+    "cancelled": (Status.CANCELLED, fixed("cancelled while processing")),
+    "memory": (Status.FAILED, memory_said),
+    "timeout": (Status.FAILED, timeout_said),
+    "done": (Status.DONE, fixed(None)),
+    "no_result": (Status.FAILED, fixed("the job exited without writing its result")),
+    "bad_input": (
+        Status.FAILED,
+        lambda code, report, limits: report.get("error") or "the file could not be read as an image",
+    ),
+    "temporary": (
+        Status.FAILED,
+        lambda code, report, limits: (
+            (report.get("error") or "a temporary failure") + "; touch the retry marker to try again"
+        ),
+    ),
+    "killed": (Status.FAILED, lambda code, report, limits: signal_name(code)),
+    "crashed": (Status.FAILED, crash_said),
+}
+# The failure reason metrics count (metrics.FAILURE_REASONS); None where the item did not fail.
+REASONS = {"shutdown": None, "cant_write": None, "done": None}
 
 
 def tail(path: Path, size: int = STDERR_TAIL_BYTES) -> str:

@@ -16,8 +16,9 @@ from urllib.parse import parse_qs
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from bgremover.queue.states import RETRYABLE, SessionState
+from bgremover.queue.states import SessionState
 from bgremover.queue.store import Item, Session
+from bgremover.status.markers import cancel_marker, retry_marker, retry_targets, touch
 from bgremover.web.context import Web, wants_json
 from bgremover.web.forms import FIELD_LIMIT, FormRefused, read_form
 from bgremover.web.routes import open_store
@@ -109,22 +110,16 @@ def look_up_retry(web: Web, session_name: str, name: str | None) -> tuple[Sessio
     if store is None:
         return None, "there are no batches yet"
     try:
-        session = store.session(session_name)
-        if session is None:
-            return None, f"there is no batch named '{session_name}'"
-        if name:
-            item = store.item_named(session_name, name)
-            if item is None:
-                return None, f"{session_name} has no photo named '{name}'"  # None: answered as not found
-            items = [item]
-        else:
-            items = store.items(session_name, *RETRYABLE)
+        session, items = retry_targets(store, session_name, name or None)  # an empty name field: the whole batch
     finally:
         store.close()
-    retryable = [item for item in items if item.status in RETRYABLE]
-    if not retryable:
+    if session is None:
+        return None, f"there is no batch named '{session_name}'"
+    if items is None:
+        return None, f"{session_name} has no photo named '{name}'"  # None: answered as not found
+    if not items:
         return session, "nothing to retry: only failed or cancelled photos can be retried"
-    return session, retryable
+    return session, items
 
 
 async def cancel(web: Web, request: Request) -> Response:
@@ -140,7 +135,7 @@ async def cancel(web: Web, request: Request) -> Response:
         return web.message(request, 404, "Cannot cancel", f"there is no batch named '{name}'")
     if session.state is SessionState.COMPLETE:
         return web.message(request, 409, "Cannot cancel", f"{name} is complete already: there is nothing to cancel")
-    touch(web.settings.cancel_dir / session.name)
+    touch(cancel_marker(web.settings, session.name))
     return done(web, request, f"Cancelling {session.name}: photos not finished yet will be left out.")
 
 
@@ -193,12 +188,7 @@ def content_length(request: Request) -> int | None:
 
 def marker_path(web: Web, item: Item) -> Path:
     """retry/SESSION/NAME from the queue's own names; no name the queue makes can leave the folder."""
-    marker = web.settings.retry_dir / item.session / item.name
+    marker = retry_marker(web.settings, item)
     if not marker.resolve().is_relative_to(web.settings.retry_dir.resolve()):
         raise FormRefused(404, "no such photo")
     return marker
-
-
-def touch(path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.touch()

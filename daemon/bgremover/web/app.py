@@ -12,10 +12,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from bgremover.address import Listen
 from bgremover.queue.spool import Spool
 from bgremover.settings import Settings
 from bgremover.web import actions, routes
-from bgremover.web.address import Listen
 from bgremover.web.context import Web, wants_json
 from bgremover.web.forms import Limits
 from bgremover.web.reading import Reader, templates

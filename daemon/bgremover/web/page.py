@@ -1,6 +1,6 @@
 """What the page shows, taken from the view `bgremover status` reads: the same figures, by the same code.
 
-statusview.read gives the sessions, their counts, rate and ETA; this module
+status.view.read gives the sessions, their counts, rate and ETA; this module
 only turns them into what a template needs (text for people, raw numbers in
 data- attributes for scripts and tests), newest session first, and finds the
 files each item's pictures are made from.
@@ -14,12 +14,12 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from bgremover.cli import progress
-from bgremover.cli.statusview import SessionView, View
-from bgremover.imaging.formats import FORMAT_EXTENSIONS
+from bgremover.formats import FORMAT_EXTENSIONS
 from bgremover.queue.spool import Spool
 from bgremover.queue.states import RETRYABLE, SessionState, Status
 from bgremover.queue.store import Item, Session
+from bgremover.status import progress
+from bgremover.status.view import SessionView, View
 from bgremover.web.thumbnails import Source
 
 SESSIONS_SHOWN = 30  # newest first; older ones stay in `bgremover status`

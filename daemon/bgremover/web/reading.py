@@ -23,11 +23,11 @@ from urllib.parse import quote
 import anyio.to_thread
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from bgremover.cli import statusview
 from bgremover.intake.watcher import is_image_name, is_temporary_name
 from bgremover.queue.spool import Spool
 from bgremover.queue.store import iso
 from bgremover.settings import Settings
+from bgremover.status import view as statusview
 from bgremover.web import page
 
 TEMPLATES = Path(__file__).parent / "templates"

@@ -23,7 +23,7 @@ import secrets
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from bgremover.web.address import Listen
+from bgremover.address import Listen
 
 COOKIE = "bgremover_signed_in"
 CSRF_HEADER = "x-csrf-token"

@@ -11,9 +11,9 @@ import os
 import socket
 import sys
 
-from bgremover.cli.common import EXIT_OK, EXIT_USAGE, fail
+from bgremover.address import Listen, parse_listen
+from bgremover.exits import EXIT_OK, EXIT_USAGE, fail
 from bgremover.settings import Settings
-from bgremover.web.address import Listen, parse_listen
 
 TOKEN_MIN = 16  # characters
 PRIORITY = 5  # nice: the daemon's jobs come before the page

@@ -2,7 +2,7 @@
 
 Celery on Redis delivers a task again when it is not acknowledged within the
 visibility timeout, so duplicates are normal; the fence against them is the
-supervisor's (runners/celery.py, cluster/marks.py), not Celery's. Hence:
+supervisor's (runner.py, marks.py), not Celery's. Hence:
 acks late (a task lost with its worker is delivered again), no reject on worker
 lost (that would requeue a poison image without end), one message fetched at a
 time, JSON only, and long tasks cancelled when the broker connection is lost

@@ -1,4 +1,4 @@
-"""What `bgremover status` shows: the database and the root's lock read into a view, and that view as text or JSON.
+"""What `bgremover status` and the web page show: the database and the lock read into a view, as text or JSON.
 
 Reading never gets in the daemon's way: the database is opened read-only and
 only for the moment of one read (in WAL mode a reader never blocks the writer),
@@ -17,9 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from bgremover.cli import progress
-from bgremover.cli.workers import lines as worker_lines
-from bgremover.cli.workers import seen as seen_workers
 from bgremover.intake.tickets import makes_masks
 from bgremover.outbox.status import item_documents, retry_marker, status_counts
 from bgremover.queue.states import RETRYABLE, Status
@@ -27,6 +24,9 @@ from bgremover.queue.store import Item, Session, Store, iso
 from bgremover.service.facts import read_facts
 from bgremover.service.rootlock import LOCK_NAME
 from bgremover.settings import Settings
+from bgremover.status import progress
+from bgremover.status.workers import lines as worker_lines
+from bgremover.status.workers import seen as seen_workers
 
 RATE_STATUSES = (Status.DONE, Status.FAILED)  # work the daemon did; a cancel finishes many items at once
 PENDING = (Status.QUEUED, Status.PROCESSING)

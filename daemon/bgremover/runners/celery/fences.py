@@ -18,7 +18,7 @@ from pathlib import Path
 
 import structlog
 
-from bgremover.cluster.marks import Marks
+from bgremover.runners.celery.marks import Marks
 
 log = structlog.get_logger()
 

@@ -12,10 +12,10 @@ import threading
 
 import structlog
 
-from bgremover.cluster import task
-from bgremover.cluster.app import QUEUE, TASK_NAME, make_app
-from bgremover.cluster.marks import HEARTBEAT_SECONDS, Marks
-from bgremover.cluster.message import root_identity
+from bgremover.runners.celery import task
+from bgremover.runners.celery.app import QUEUE, TASK_NAME, make_app
+from bgremover.runners.celery.marks import HEARTBEAT_SECONDS, Marks
+from bgremover.runners.celery.message import root_identity
 from bgremover.settings import Settings, usable_cores
 
 log = structlog.get_logger()

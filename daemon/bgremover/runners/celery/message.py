@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 
 from bgremover.contract import JobSpec
+from bgremover.options import ImageOptions
 
 # The JobSpec fields that are files under the root; models_dir is the worker's own.
 PATH_FIELDS = ("input", "output", "report", "log", "mask")
@@ -30,6 +31,8 @@ def to_message(spec: JobSpec, root: Path, item: int, attempt: int, limits: dict)
             continue
         elif isinstance(value, tuple):
             value = list(value)
+        elif isinstance(value, ImageOptions):
+            value = dataclasses.asdict(value)
         fields[spec_field.name] = value
     return {"item": item, "attempt": attempt, "spec": fields, "limits": {name: limits[name] for name in LIMITS}}
 
@@ -44,6 +47,7 @@ def spec_from(message: dict, root: Path, models_dir: Path) -> JobSpec:
                 raise ValueError(f"the message's {name} is not under the root")
             fields[name] = path
     fields["providers"] = tuple(fields.get("providers") or ("CPUExecutionProvider",))
+    fields["options"] = ImageOptions(**fields.get("options", {}))
     return JobSpec(**fields, models_dir=models_dir)
 
 

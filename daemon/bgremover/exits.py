@@ -3,9 +3,8 @@
 Exit codes: 0 success, 1 the work failed (say an unreadable image for `remove`),
 2 a usage or configuration problem (a bad setting, a damaged model file).
 
-A leaf: it imports nothing of bgremover's, so the parser (cli/main.py), the
-command bodies (cli/commands.py) and the bench (bench/) all import it without
-importing one another.
+A leaf: it imports nothing of bgremover's, so the three clients (cli/, web/,
+bench/) all import it without importing one another.
 """
 
 from __future__ import annotations

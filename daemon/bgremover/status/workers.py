@@ -1,6 +1,6 @@
 """The worker hosts a supervisor with runner = "celery" has heard of recently, for `bgremover status`.
 
-Each worker puts its name and slots in Redis every few seconds (cluster/marks.py);
+Each worker puts its name and slots in Redis every few seconds (runners/celery/marks.py);
 a worker silent for half a minute is no longer listed. Read only when the
 runner is celery, so a single machine's status never imports Redis.
 """
@@ -17,7 +17,7 @@ def seen(settings: Settings) -> tuple[list[dict], str | None] | None:
     if settings.runner != "celery":
         return None
     try:
-        from bgremover.cluster.marks import Marks
+        from bgremover.runners.celery.marks import Marks
 
         found = Marks(settings.broker_url).workers()
     except Exception as exc:  # noqa: BLE001 - redis raises several kinds; status shows what it can

@@ -23,8 +23,8 @@ from pathlib import Path
 import structlog
 from celery.exceptions import Ignore
 
-from bgremover.cluster.marks import Marks
-from bgremover.cluster.message import spec_from
+from bgremover.runners.celery.marks import Marks
+from bgremover.runners.celery.message import spec_from
 from bgremover.settings import Settings
 
 log = structlog.get_logger()
@@ -127,8 +127,8 @@ class Watch:
 
 def jobs_for(model_name: str, settings: Settings, limits: dict):
     """This slot's runner for the model, started on first use; and the model's folder on this host."""
-    from bgremover.cli.jobs import IsolatedJobs
     from bgremover.models.manifest import find_model_spec
+    from bgremover.runners.isolated import IsolatedJobs
 
     model = find_model_spec(model_name, settings.models_folder)
     request = {"model": model.name, "models_dir": str(model.path.parent), "sha256": model.sha256}

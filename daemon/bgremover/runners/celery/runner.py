@@ -21,12 +21,12 @@ from pathlib import Path
 
 import structlog
 
-from bgremover.cluster.app import QUEUE, TASK_NAME, make_app, task_id
-from bgremover.cluster.fences import Fences
-from bgremover.cluster.marks import Marks
-from bgremover.cluster.message import key_of, root_identity, to_message
 from bgremover.contract import JobSpec
 from bgremover.runners.api import JobExit, JobHandle, JobNotStarted, JobRunner, RunnerError
+from bgremover.runners.celery.app import QUEUE, TASK_NAME, make_app, task_id
+from bgremover.runners.celery.fences import Fences
+from bgremover.runners.celery.marks import Marks
+from bgremover.runners.celery.message import key_of, root_identity, to_message
 
 log = structlog.get_logger()
 
@@ -55,7 +55,7 @@ class CeleryRunner(JobRunner):
         self.app = None
         self.marks: Marks | None = None
         self.sent: dict[str, Sent] = {}  # by task id
-        self.fences: Fences | None = None  # tasks concluded without their answer (cluster/fences.py)
+        self.fences: Fences | None = None  # tasks concluded without their answer (fences.py)
         self.broker_back_at = 0.0
         self.broker_warned = False
         self.workers_slots: int | None = None  # the slots the workers last reported, all together
