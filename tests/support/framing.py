@@ -1,6 +1,6 @@
 """What framing tests read off a cutout.
 
-Shared by tests/unit/test_framing.py and tests/daemon/test_framing.py.
+Shared by tests/unit/test_framing.py and tests/model/test_option_trips.py.
 """
 
 from __future__ import annotations

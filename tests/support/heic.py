@@ -1,6 +1,6 @@
 """HEIC files made by the tests, with an orientation and a profile.
 
-Shared by tests/unit/test_heic.py and tests/daemon/test_heic.py.
+Shared by tests/unit/test_heic.py and tests/model/test_heic.py.
 """
 
 from __future__ import annotations

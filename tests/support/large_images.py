@@ -1,6 +1,6 @@
 """The sizes and notes an image over max_megapixels must come back with.
 
-Shared by tests/unit/test_large_images.py and tests/daemon/test_large_images.py.
+Shared by tests/unit/test_large_images.py and tests/model/test_large_images.py.
 """
 
 from __future__ import annotations

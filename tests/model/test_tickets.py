@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
-
-from PIL import Image
 
 from bgremover.intake.tickets import TICKET_NAME
 from tests.support.harness import Daemon, wait_for
@@ -27,30 +24,6 @@ def drop_folder(root: Path, folder: str, ticket: str | None, count: int = 2) -> 
     for n in range(count):
         (staging / f"p{n}.png").write_bytes(image_bytes(n))
     staging.rename(root / "inbox" / folder)
-
-
-def test_a_ticket_applies_to_its_folder_only(tmp_path):
-    root = tmp_path / "root"
-    with Daemon(root, fake_jobs=False, session_idle_seconds=1) as daemon:
-        drop_folder(root, "marketplace", 'output_format = "webp"\nquality = 50\n')
-        drop_folder(root, "plain", None)
-        ticketed, plain = daemon.wait_complete("marketplace"), daemon.wait_complete("plain")
-        webp, png = daemon.zip_members("marketplace"), daemon.zip_members("plain")
-    assert (ticketed["format"], ticketed["ticket"], ticketed["error"]) == (
-        "webp",
-        {"output_format": "webp", "quality": 50},
-        None,
-    )
-    assert (plain["format"], plain["ticket"]) == ("png", None)
-    assert sorted(webp) == ["p0.webp", "p1.webp"] and sorted(png) == ["p0.png", "p1.png"]
-    for data, fmt in [*((d, "WEBP") for d in webp.values()), *((d, "PNG") for d in png.values())]:
-        image = Image.open(io.BytesIO(data))
-        assert (image.format, image.mode) == (fmt, "RGBA")
-    assert [e["ticket"] for e in daemon.events("session_opened") if e["session"] == "marketplace"] == [
-        {"output_format": "webp", "quality": 50}
-    ]
-    assert (root / "inbox" / "marketplace" / TICKET_NAME).exists()  # never taken: it stays with its folder
-    assert not daemon.events("file_ignored")
 
 
 def test_an_invalid_ticket_fails_its_folder_and_a_fixed_one_runs_on_retry(tmp_path):

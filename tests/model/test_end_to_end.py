@@ -292,20 +292,3 @@ def test_a_jpg_and_a_png_of_one_name_become_two_distinct_members(root):
     assert from_png.size == (160, 120)
     assert iou(alpha_of(from_png) >= 128, truth) >= 0.9
     assert alpha_of(from_jpg).max() >= 250 and alpha_of(from_jpg).min() <= 5
-
-
-def test_a_folder_of_120_images_becomes_two_sessions_of_every_cutout(root):
-    image, _ = shape_on_texture((64, 48), "disc")
-    data = encoded(image, "PNG")
-    with Daemon(root, fake_jobs=False) as daemon:
-        for n in range(120):
-            drop(root / "inbox", f"catalog/{n:03}.png", data)
-        first = daemon.wait_complete("catalog", 600)
-        second = daemon.wait_complete("catalog-2", 600)
-        members = {**daemon.zip_members("catalog"), **daemon.zip_members("catalog-2")}
-    assert (first["total"], second["total"]) == (100, 20)
-    assert first["counts"]["done"] + second["counts"]["done"] == 120
-    assert sorted(members) == [f"{n:03}.png" for n in range(120)]
-    for blob in members.values():
-        cut = Image.open(io.BytesIO(blob))
-        assert (cut.mode, cut.size) == ("RGBA", (64, 48))
