@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 ROOT   ?= ./data
 
-.PHONY: run web test lint pictures clean
+.PHONY: run web test check soak lint pictures clean
 
 # Both targets install the working tree in editable mode into one venv, so they
 # never disagree about which code runs; the stamps re-install when
@@ -32,8 +32,21 @@ $(VENV)/.web-installed: pyproject.toml
 web: $(VENV)/.web-installed
 	$(BIN)/bgremover web --root $(ROOT)
 
+# Everything CI runs. The tiers, each a folder of tests/: unit (in the test process), commands
+# (a bgremover command or job process), daemon (a real daemon, fake jobs), model (a real daemon
+# and the real model), bench, web, cluster, packaging and soak.
 test: $(VENV)/.test-installed
 	$(BIN)/python -m pytest
+
+# The inner loop: lint, then the tests that start no process (tests/unit), in about 3 minutes.
+check: lint
+	$(BIN)/python -m pytest -q tests/unit
+
+# The long runs, by hand or nightly: the crash soak at its full size and the queue's property
+# test drawing many more sequences.
+soak: $(VENV)/.test-installed
+	$(BIN)/python -m pytest -q tests/soak tests/unit/test_queue_properties.py --hypothesis-profile=thorough \
+		--soak-images 1000 --soak-kills 50
 
 # The linter and the formatter, as CI runs them (`ruff format .` rewrites what --check refuses).
 lint: $(VENV)/.test-installed
