@@ -88,14 +88,14 @@ SOAK_DEFAULT_SEED = 20261127
 def pytest_addoption(parser):
     group = parser.getgroup("soak", "the crash soak (tests/soak/test_crash_soak.py)")
     group.addoption(
-        "--soak-images", type=int, default=200, metavar="N", help="images the crash soak drops (default 200)"
+        "--soak-images", type=int, default=60, metavar="N", help="images the crash soak drops (default 60)"
     )
     group.addoption(
         "--soak-kills",
         type=int,
-        default=10,
+        default=6,
         metavar="K",
-        help="the least number of times the crash soak kills the daemon with SIGKILL (default 10)",
+        help="the least number of times the crash soak kills the daemon with SIGKILL (default 6)",
     )
     group.addoption(
         "--soak-seed",
@@ -109,6 +109,6 @@ def pytest_addoption(parser):
 def pytest_configure(config):
     config.addinivalue_line(
         "markers",
-        "soak: the crash soak; part of the normal run, and longer by hand: "
+        "soak: the crash soak; part of the normal run at 60 images, and longer in `make soak` or by hand: "
         "pytest -m soak --soak-images 2000 --soak-kills 100",
     )

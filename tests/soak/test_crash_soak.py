@@ -1,9 +1,9 @@
 """Crash soak: the real daemon and model, killed at random moments, must lose and repeat nothing.
 
-With 1, 2 and 3 job slots: images (200 by default, small and each distinct: its own size, shape and noise)
+With 1, 2 and 3 job slots: images (60 by default, small and each distinct: its own size, shape and noise)
 are dropped in waves, loose and in a few folders (one with subfolders), while a
 seeded random.Random kills the daemon with SIGKILL at random moments (at least
---soak-kills times, 10 by default) and starts it again, kills the running job
+--soak-kills times, 6 by default) and starts it again, kills the running job
 process with SIGKILL now and then, and once freezes a running job with SIGSTOP,
 which must time out and be killed (its status JSON says job_timeout_seconds).
 Items failed by those job kills are retried through their retry markers, as a
@@ -17,7 +17,8 @@ is complete with done == total, and no temp file, original, result or inbox file
 is left (keep_originals = false, so state/originals must be empty).
 
 The kill moments are tied to progress (the number of finished items), so they
-spread over the whole run whatever the machine's speed. Run longer by hand:
+spread over the whole run whatever the machine's speed. `make soak` runs 1,000 images
+and 50 kills per slot count; longer by hand:
 
     pytest -m soak -s --soak-images 2000 --soak-kills 100 --soak-seed 7
 
