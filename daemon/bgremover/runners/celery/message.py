@@ -51,6 +51,11 @@ def spec_from(message: dict, root: Path, models_dir: Path) -> JobSpec:
     return JobSpec(**fields, models_dir=models_dir)
 
 
+def model_of(message: dict) -> str:
+    """The model a message's job runs: the worker prepares it before the job starts."""
+    return message["spec"]["options"]["model"]
+
+
 def key_of(report: Path) -> tuple[int, int]:
     """The item id and attempt a spool name carries (`<id>-<attempt>.report.json`)."""
     item, attempt = report.name.split(".", 1)[0].split("-")

@@ -24,7 +24,7 @@ import structlog
 from celery.exceptions import Ignore
 
 from bgremover.runners.celery.marks import Marks
-from bgremover.runners.celery.message import spec_from
+from bgremover.runners.celery.message import model_of, spec_from
 from bgremover.settings import Settings
 
 log = structlog.get_logger()
@@ -67,7 +67,7 @@ def run_job(task, message: dict) -> dict:
         )
         raise Ignore()
     limits = {**message["limits"], "job_slots": 1}
-    jobs, model_dir = jobs_for(message["spec"]["model"], settings, limits)
+    jobs, model_dir = jobs_for(model_of(message), settings, limits)
     # The providers are this host's (a GPU host runs CUDA, its neighbour the CPU), not the supervisor's.
     spec = dataclasses.replace(spec_from(message, settings.root, model_dir), providers=tuple(settings.providers))
     log.info(
