@@ -335,11 +335,8 @@ def _unsupported_variant(exc: Exception, image: Image.Image | None) -> str | Non
 
 def _to_rgb(image: Image.Image, icc: bytes | None) -> tuple[Image.Image, bytes | None]:
     """Convert any Pillow mode to RGB, or RGBA when the image carries transparency."""
-    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
-        # Pillow's own convert clips 16-bit values at 255 (all but black turns
-        # white); scale the 16-bit range down to 8 bits instead.
-        grey = np.asarray(image, dtype=np.float64) / 257.0
-        image = Image.fromarray(np.clip(np.rint(grey), 0, 255).astype(np.uint8))
+    if image.mode in WIDE_GREY_MODES:
+        image = _eight_bit(image)
     if icc is not None and _icc_colour_space(icc) != b"RGB ":
         # A CMYK or grey profile cannot describe our RGB output: convert the
         # colours to sRGB through it, and drop it (untagged output means sRGB).
@@ -350,6 +347,41 @@ def _to_rgb(image: Image.Image, icc: bytes | None) -> tuple[Image.Image, bytes |
         return image.convert(target), icc
     except ValueError:
         raise BadInput(f"the image uses colour mode {image.mode}, which cannot be converted to RGB") from None
+
+
+# Grey images of more than 8 bits. Pillow's own convert clips their values at
+# 255: a 16-bit or 32-bit image turns white but for its blacks, and a float
+# image, whose values are 0..1, turns black.
+WIDE_GREY_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+
+
+def _eight_bit(image: Image.Image) -> Image.Image:
+    """A wide grey image as 8-bit 'L', its black..white range (_black_and_white) spread over 0..255."""
+    values = np.asarray(image, dtype=np.float32)
+    black, white = _black_and_white(values, image.mode)
+    scaled = (values - black) * (255.0 / max(white - black, 1e-12))
+    scaled = np.nan_to_num(scaled, nan=0.0, posinf=255.0, neginf=0.0)  # values that are no number are black
+    return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8))
+
+
+def _black_and_white(values: np.ndarray, mode: str) -> tuple[float, float]:
+    """The values shown as black and as white.
+
+    16-bit samples span 0..65535 ("I;16", and "I", in which Pillow also holds
+    the 16-bit samples of some formats, while the values stay within 16 bits).
+    Float samples span 0..1 by convention (what Photoshop, GIMP and most tools
+    write), so a dim picture stays dim. Beyond those ranges (32-bit integers,
+    HDR or measured floats) no convention says where white lies, so the data's
+    own range is used, from 0 (or its lowest value, if below 0) to its highest:
+    the picture shows, and its black stays black.
+    """
+    finite = values[np.isfinite(values)]
+    low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+    if mode.startswith("I;16") or (mode == "I" and low >= 0 and high <= 65535):
+        return 0.0, 65535.0
+    if mode == "F" and low >= 0 and high <= 1:
+        return 0.0, 1.0
+    return min(low, 0.0), high
 
 
 def _icc_colour_space(icc: bytes) -> bytes:
