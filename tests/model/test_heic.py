@@ -22,9 +22,10 @@ def test_a_dropped_heic_or_canon_hif_comes_back_as_an_upright_cutout_with_its_pr
     root = tmp_path / "root"
     image, truth = shape_on_texture((160, 120))
     icc = srgb_icc_profile()
+    # Both in the inbox before the start, so both are taken into one session.
+    drop(root / "inbox", "phone/IMG_0001.HEIC", heic_bytes(image, orientation=6, icc=icc))
+    drop(root / "inbox", "phone/IMG_0002.HIF", heic_bytes(image, orientation=6, icc=icc))  # Canon's name
     with Daemon(root, fake_jobs=False) as daemon:
-        drop(root / "inbox", "phone/IMG_0001.HEIC", heic_bytes(image, orientation=6, icc=icc))
-        drop(root / "inbox", "phone/IMG_0002.HIF", heic_bytes(image, orientation=6, icc=icc))  # Canon's name
         status = daemon.wait_complete("phone", timeout=120)
         members = daemon.zip_members("phone")
 
