@@ -16,6 +16,7 @@ from PIL import Image
 from tests.conftest import REPO
 from tests.support.disks import fill, small_tmpfs
 from tests.support.images import photo, shape_on_texture, truncated_copy, write_decompression_bomb_png
+from tests.support.odd_images import png_with_cut_data_stream
 
 STAGES = {"decode", "preprocess", "inference", "postprocess", "encode", "publish"}
 
@@ -112,6 +113,10 @@ def write_truncated_png(job: Job) -> None:
     job.input.with_suffix(".png").unlink()
 
 
+def write_png_with_cut_data_stream(job: Job) -> None:
+    job.input.write_bytes(png_with_cut_data_stream())  # IDAT cut, IEND kept: opens, then fails to decode
+
+
 def write_bomb(job: Job) -> None:
     write_decompression_bomb_png(job.input)  # 200 M pixels under a .jpg name: content decides
 
@@ -123,9 +128,10 @@ def write_bomb(job: Job) -> None:
         (write_text, "the file is not an image Pillow can read"),
         (write_truncated_jpeg, "the image is truncated or corrupt"),
         (write_truncated_png, "the image is truncated or corrupt"),
-        (write_bomb, "the image has 200,000,000 pixels, over the decompression-bomb limit of 89,478,485"),
+        (write_png_with_cut_data_stream, "the image is truncated or corrupt"),
+        (write_bomb, "the image has 200,000,000 pixels, over the decompression-bomb limit of 160,000,000"),
     ],
-    ids=["empty", "text", "truncated-jpeg", "truncated-png", "decompression-bomb"],
+    ids=["empty", "text", "truncated-jpeg", "truncated-png", "png-data-stream-cut", "decompression-bomb"],
 )
 def test_bad_input_exits_2_with_one_sentence(tmp_path, make_input, error):
     job = Job(tmp_path)

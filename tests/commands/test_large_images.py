@@ -11,12 +11,14 @@ same contract that run in the test process are in tests/unit/test_large_images.p
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, ImageDraw
 
+from bgremover.settings import Settings
 from tests.conftest import REPO
 from tests.support.images import photo
 from tests.support.large_images import COFFEE, assert_fits, assert_note
@@ -51,3 +53,39 @@ def test_the_job_refuses_an_image_over_the_limit_with_exit_2(tmp_path):
     assert "0.1 megapixels (400×267)" in error and "max_megapixels = 0.05" in error, error
     assert result.stderr.strip() == error
     assert not output.exists()
+
+
+def run_job_measured(command: list[str]) -> tuple[int, int]:
+    """Run the job and wait for it with wait4, which gives that one process's own peak RSS: (exit code, MB)."""
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)  # reaped here; Popen must not wait for it again
+    process.stderr.close()
+    return process.returncode, usage.ru_maxrss // 1024  # ru_maxrss is in KiB on Linux
+
+
+def test_a_100_megapixel_photo_is_reduced_within_the_job_memory_limit(tmp_path):
+    # 12000×8400: a 100 MP camera's frame, over Pillow's own decompression-bomb limit (89.5 MP).
+    # Flat colour with a shape keeps the JPEG small on disk.
+    original = (12000, 8400)
+    big = Image.new("RGB", original, (40, 90, 160))
+    ImageDraw.Draw(big).ellipse((3000, 2000, 9000, 6400), fill=(230, 200, 60))
+    source = tmp_path / "camera.jpg"
+    big.save(source, "JPEG", quality=80)
+    del big
+    output, report = tmp_path / "out.png", tmp_path / "report.json"
+    command = [
+        sys.executable, "-m", "bgremover.job", "--input", str(source), "--output", str(output),
+        "--report", str(report), "--format", "png", "--png-compress-level", "1", "--model", "u2netp",
+    ]  # fmt: skip
+
+    code, peak_mb = run_job_measured(command)
+    print(f"peak RSS of the job: {peak_mb} MB")
+
+    assert code == 0, json.loads(report.read_text())["error"]
+    limit = Settings.model_fields["max_megapixels"].default
+    with Image.open(output) as cutout:
+        assert_fits(cutout.size, original, limit)
+        assert_note(json.loads(report.read_text())["note"], original, cutout.size, limit)
+    # The supervisor stops a job whose resident memory passes job_memory_limit_mb (supervisor/dispatch.py).
+    assert peak_mb < Settings.model_fields["job_memory_limit_mb"].default, f"peak RSS {peak_mb} MB"

@@ -18,19 +18,23 @@ from tests.support.heic import heic_bytes
 from tests.support.images import iou, shape_on_texture, srgb_icc_profile
 
 
-def test_a_dropped_heic_comes_back_as_an_upright_cutout_with_its_profile(tmp_path):
+def test_a_dropped_heic_or_canon_hif_comes_back_as_an_upright_cutout_with_its_profile(tmp_path):
     root = tmp_path / "root"
     image, truth = shape_on_texture((160, 120))
     icc = srgb_icc_profile()
+    # Both in the inbox before the start, so both are taken into one session.
+    drop(root / "inbox", "phone/IMG_0001.HEIC", heic_bytes(image, orientation=6, icc=icc))
+    drop(root / "inbox", "phone/IMG_0002.HIF", heic_bytes(image, orientation=6, icc=icc))  # Canon's name
     with Daemon(root, fake_jobs=False) as daemon:
-        drop(root / "inbox", "phone/IMG_0001.HEIC", heic_bytes(image, orientation=6, icc=icc))
         status = daemon.wait_complete("phone", timeout=120)
         members = daemon.zip_members("phone")
 
-    assert [(i["name"], i["status"], i["output"]) for i in status["items"]] == [
-        ("IMG_0001.HEIC", "done", "IMG_0001.png")
+    assert sorted((i["name"], i["status"], i["output"]) for i in status["items"]) == [
+        ("IMG_0001.HEIC", "done", "IMG_0001.png"),
+        ("IMG_0002.HIF", "done", "IMG_0002.png"),
     ]
-    cutout = Image.open(io.BytesIO(members["IMG_0001.png"]))
-    assert (cutout.mode, cutout.size) == ("RGBA", (120, 160))
-    assert cutout.info.get("icc_profile") == icc
-    assert iou(np.asarray(cutout)[..., 3] >= 128, np.rot90(truth, k=-1)) >= 0.9
+    for member in ("IMG_0001.png", "IMG_0002.png"):
+        cutout = Image.open(io.BytesIO(members[member]))
+        assert (cutout.mode, cutout.size) == ("RGBA", (120, 160))
+        assert cutout.info.get("icc_profile") == icc
+        assert iou(np.asarray(cutout)[..., 3] >= 128, np.rot90(truth, k=-1)) >= 0.9

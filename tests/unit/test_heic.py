@@ -18,8 +18,16 @@ from tests.support.heic import heic_bytes
 from tests.support.images import shape_on_texture, srgb_icc_profile
 
 
-def test_heic_and_heif_names_are_images():
-    assert is_image_name("IMG_0001.HEIC") and is_image_name("shot.heif")
+def test_heic_heif_and_canon_hif_names_are_images():
+    assert is_image_name("IMG_0001.HEIC") and is_image_name("shot.heif") and is_image_name("IMG_0001.HIF")
+
+
+def test_a_canon_hif_file_decodes_like_heic(tmp_path):
+    image, _ = shape_on_texture((160, 120))
+    path = tmp_path / "IMG_0001.HIF"
+    path.write_bytes(heic_bytes(image, orientation=6))
+
+    assert matting.decode(path).image.size == (120, 160)
 
 
 def test_a_heic_photo_decodes_upright_with_its_profile(tmp_path):

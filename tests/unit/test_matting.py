@@ -321,6 +321,31 @@ def test_sixteen_bit_grey_is_scaled_not_clipped(tmp_path):
     assert decoded.mode == "RGB" and decoded.getpixel((0, 0)) == (156, 156, 156)  # 40000/257
 
 
+def ramp(high: float, dtype: type) -> np.ndarray:
+    """A 16×16 ramp from 0 to `high` along the rows, in `dtype`."""
+    return (np.linspace(0.0, 1.0, 256).reshape(16, 16) * high).astype(dtype)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [ramp(1.0, np.float32), ramp(1000.0, np.float32), ramp(4e6, np.int32), ramp(65535, np.uint16)],
+    ids=["float-0-to-1", "float-0-to-1000", "int32-0-to-4e6", "uint16"],
+)
+def test_float_and_wide_integer_tiffs_span_the_eight_bit_range(tmp_path, values):
+    decoded, _ = decode_bytes(tmp_path, encoded(Image.fromarray(values), "TIFF"), "in.tif")
+    grey = np.asarray(decoded.convert("L"), dtype=float)
+    assert (grey.min(), grey.max()) == (0, 255), "black stays black and the highest value becomes white"
+    assert abs(grey.flat[128] - 128) <= 1, "the middle of the ramp is mid-grey"
+
+
+def test_a_float_tiff_with_nan_and_negative_values_is_scaled_from_its_lowest_value(tmp_path):
+    values = ramp(2.0, np.float32) - 1.0  # -1 .. 1
+    values[0, 0] = np.nan
+    decoded, _ = decode_bytes(tmp_path, encoded(Image.fromarray(values), "TIFF"), "in.tif")
+    grey = np.asarray(decoded.convert("L"), dtype=float)
+    assert grey[0, 0] == 0 and grey[0, 1] <= 1 and grey.max() == 255
+
+
 def test_cmyk_jpeg_becomes_rgb(tmp_path):
     decoded, _ = decode_bytes(tmp_path, encoded(Image.new("CMYK", (8, 8), (255, 0, 0, 0)), "JPEG", quality=95))
     assert decoded.mode == "RGB"

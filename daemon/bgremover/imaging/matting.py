@@ -12,6 +12,7 @@ import math
 import re
 import shlex
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -22,7 +23,17 @@ from typing import BinaryIO, NamedTuple
 import numpy as np
 import onnxruntime
 import pillow_heif
-from PIL import ExifTags, Image, ImageChops, ImageCms, ImageColor, ImageOps, UnidentifiedImageError, features
+from PIL import (
+    ExifTags,
+    Image,
+    ImageChops,
+    ImageCms,
+    ImageColor,
+    JpegImagePlugin,
+    PngImagePlugin,
+    UnidentifiedImageError,
+    features,
+)
 
 from bgremover.formats import FORMAT_EXTENSIONS, format_for_path  # noqa: F401 - part of this module's interface
 from bgremover.imaging import edges, foreground, png, resample
@@ -86,27 +97,28 @@ def decode_bytes(data: bytes, max_megapixels: float | None = None, large_images:
 
     An image above `max_megapixels` is refused, or reduced to fit (a JPEG is
     then decoded at reduced scale to begin with, so it never occupies its full
-    size in memory).
+    size in memory). The image is decoded whole before anything else reads it,
+    so a file that does not decode whole never yields a picture.
     """
     if not data:
         raise BadInput("the file is empty")
+    image = None
     # Pillow only warns between MAX_IMAGE_PIXELS and twice that; a warning would
     # let a huge image through to exhaust memory, so it is an error here too.
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            image = Image.open(io.BytesIO(data))
-            original_size = _upright_size(image)
-            if _too_large(original_size, max_megapixels):
-                _refuse_or_draft(image, max_megapixels, large_images)
+            image = _open(data)
+            stored_size = image.size
+            _check_size(image, max_megapixels, large_images)
             image.load()  # decode now (first frame of an animation), so truncation shows up here
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise BadInput(_bomb_sentence(exc)) from None
+            raise BadInput(_pillow_bomb_sentence(exc)) from None
         except UnidentifiedImageError:
             raise BadInput("the file is not an image Pillow can read") from None
-        except (OSError, SyntaxError, ValueError, EOFError):
-            raise BadInput("the image is truncated or corrupt") from None
-    return _settled(image, original_size, max_megapixels)
+        except (OSError, SyntaxError, ValueError, EOFError) as exc:
+            raise BadInput(_undecodable(exc, image)) from None
+    return _settled(image, stored_size, max_megapixels)
 
 
 def decode_image(image: Image.Image, max_megapixels: float | None = None, large_images: str = "reduce") -> Decoded:
@@ -117,22 +129,38 @@ def decode_image(image: Image.Image, max_megapixels: float | None = None, large_
     """
     try:
         image.load()  # an image opened lazily from a damaged file fails here, as decode_bytes would
-        original_size = _upright_size(image)
-        if _too_large(original_size, max_megapixels) and large_images == "refuse":
-            _refuse_or_draft(image, max_megapixels, large_images)  # "reduce" is _settled's: it is decoded already
-    except (OSError, SyntaxError, ValueError, EOFError):
-        raise BadInput("the image is truncated or corrupt") from None
-    return _settled(image, original_size, max_megapixels)
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise BadInput(_undecodable(exc, image)) from None
+    if large_images == "refuse" and _too_large(image.size, max_megapixels):
+        raise BadInput(_refusal(image, max_megapixels))  # "reduce" is _settled's: it is decoded already
+    return _settled(image, image.size, max_megapixels)
 
 
-def _settled(image: Image.Image, original_size: tuple[int, int], max_megapixels: float | None) -> Decoded:
+# Pillow's own decompression-bomb check reads this module global at open; it
+# is lifted only while a file is opened (headers, no pixels), and _check_size
+# applies the limit these settings call for instead. The lock keeps two
+# threads of one process from restoring each other's value.
+_OPEN_LOCK = threading.Lock()
+
+
+def _open(data: bytes) -> Image.Image:
+    with _OPEN_LOCK:
+        pillow_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            return Image.open(io.BytesIO(data))
+        finally:
+            Image.MAX_IMAGE_PIXELS = pillow_limit
+
+
+def _settled(image: Image.Image, stored_size: tuple[int, int], max_megapixels: float | None) -> Decoded:
     """The loaded image upright, in RGB or RGBA, reduced to fit max_megapixels if it is over."""
+    orientation = _orientation(image)
     icc = image.info.get("icc_profile") or None
-    image, icc = _to_rgb(_upright(image), icc)
-    if not _too_large(original_size, max_megapixels):
+    image, icc = _to_rgb(_upright(image, orientation), icc)
+    if not _too_large(stored_size, max_megapixels):
         return Decoded(image, icc)
     image = _fit(image, max_megapixels)
-    width, height = original_size
+    width, height = _shown_size(stored_size, orientation)
     note = (
         f"reduced from {width}×{height} to {image.width}×{image.height} pixels "
         f"to stay within max_megapixels = {max_megapixels:g}"
@@ -140,33 +168,107 @@ def _settled(image: Image.Image, original_size: tuple[int, int], max_megapixels:
     return Decoded(image, icc, note)
 
 
-def _upright_size(image: Image.Image) -> tuple[int, int]:
-    """The size as the image is shown: EXIF orientations 5 to 8 turn it a quarter."""
+# EXIF orientations 2 to 8 as the transposition that shows the image upright (as ImageOps.exif_transpose has them).
+_UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def _orientation(image: Image.Image) -> int:
+    """The EXIF orientation, 1 to 8; 1 when there is none or the EXIF block is broken.
+
+    Only the EXIF reading is guarded: a broken EXIF block should not cost the
+    user an otherwise good image. Call it on a decoded image (or one whose EXIF
+    precedes its pixels, see _exif_read_without_decoding): Pillow's PNG reader
+    decodes the whole image to look for an eXIf chunk after the pixel data, and
+    a failure there belongs to the image, not to its EXIF.
+    """
     try:
-        turned = image.getexif().get(ExifTags.Base.Orientation) in (5, 6, 7, 8)
-    except Exception:  # noqa: BLE001 - a broken EXIF block: _upright ignores it too
-        turned = False
-    return (image.height, image.width) if turned else image.size
+        orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+    except Exception:  # noqa: BLE001 - any parsing failure of the EXIF block alone
+        return 1
+    return orientation if orientation in _UPRIGHT else 1
+
+
+def _exif_read_without_decoding(image: Image.Image) -> bool:
+    return not (isinstance(image, PngImagePlugin.PngImageFile) and "exif" not in image.info)
+
+
+def _shown_size(size: tuple[int, int], orientation: int) -> tuple[int, int]:
+    """The size as the image is shown: EXIF orientations 5 to 8 turn it a quarter."""
+    return (size[1], size[0]) if orientation in (5, 6, 7, 8) else size
+
+
+def _upright(image: Image.Image, orientation: int) -> Image.Image:
+    method = _UPRIGHT.get(orientation)
+    return image if method is None else image.transpose(method)
 
 
 def _too_large(size: tuple[int, int], max_megapixels: float | None) -> bool:
     return max_megapixels is not None and size[0] * size[1] > max_megapixels * 1e6
 
 
-def _refuse_or_draft(image: Image.Image, max_megapixels: float, large_images: str) -> None:
-    if large_images == "refuse":
-        shown_width, shown_height = _upright_size(image)
-        megapixels = shown_width * shown_height / 1e6
-        # One decimal reads best, unless it rounds down onto the limit ("1.0, more than 1").
-        shown = f"{megapixels:.1f}" if round(megapixels, 1) > max_megapixels else f"{megapixels:.3f}"
-        raise BadInput(
-            f"the image has {shown} megapixels ({shown_width}×{shown_height}), more than "
-            f'max_megapixels = {max_megapixels:g}; raise that setting or set large_images = "reduce"'
-        )
-    width, height = image.size
-    if image.format == "JPEG":
+def _check_size(image: Image.Image, max_megapixels: float | None, large_images: str) -> None:
+    """Refuse an opened image over the limits, or set it to decode at reduced scale; no pixel is decoded yet."""
+    if large_images == "refuse" and _too_large(image.size, max_megapixels):
+        raise BadInput(_refusal(image, max_megapixels))
+    limit = _pixel_limit(image, max_megapixels)
+    if limit is not None and image.width * image.height > limit:
+        raise BadInput(_bomb_sentence(image.width * image.height, limit))
+    if _too_large(image.size, max_megapixels):
+        _draft(image, max_megapixels)
+
+
+# With large_images = "reduce", an image over max_megapixels is decoded, then
+# fitted. The decoded image may hold up to 4 × max_megapixels: a JPEG's reduced
+# decoding (draft) reaches up to that anyway (it scales by halves, so it can
+# land just under twice the size in each direction), and at 3 to 4 bytes a
+# pixel that is no more than the cutout of a max_megapixels image needs later
+# (docs/performance.md), so decoding does not set the job's peak memory. Never
+# less than Pillow's own limit: what decoded before stays decodable.
+DECODED_MEGAPIXELS_PER_LIMIT = 4
+JPEG_DRAFT_SHRINK = 64  # a JPEG decodes at 1/8 scale in each direction at the least
+
+
+def _pixel_limit(image: Image.Image, max_megapixels: float | None) -> int | None:
+    """The most pixels this image may have in the file; None for no limit.
+
+    With "refuse" (checked before this) nothing over max_megapixels gets here.
+    """
+    pillow = Image.MAX_IMAGE_PIXELS
+    if max_megapixels is None or pillow is None:
+        return pillow
+    decoded = max(pillow, int(DECODED_MEGAPIXELS_PER_LIMIT * max_megapixels * 1e6))
+    return decoded * JPEG_DRAFT_SHRINK if _is_jpeg(image) else decoded
+
+
+def _is_jpeg(image: Image.Image) -> bool:
+    return isinstance(image, JpegImagePlugin.JpegImageFile)  # cameras' MPO files are JPEGs too
+
+
+def _refusal(image: Image.Image, max_megapixels: float) -> str:
+    orientation = _orientation(image) if _exif_read_without_decoding(image) else 1
+    shown_width, shown_height = _shown_size(image.size, orientation)
+    megapixels = shown_width * shown_height / 1e6
+    # One decimal reads best, unless it rounds down onto the limit ("1.0, more than 1").
+    shown = f"{megapixels:.1f}" if round(megapixels, 1) > max_megapixels else f"{megapixels:.3f}"
+    return (
+        f"the image has {shown} megapixels ({shown_width}×{shown_height}), more than "
+        f'max_megapixels = {max_megapixels:g}; raise that setting or set large_images = "reduce"'
+    )
+
+
+def _draft(image: Image.Image, max_megapixels: float) -> None:
+    if _is_jpeg(image):
         # JPEG can decode at 1/2, 1/4 or 1/8 scale directly; draft picks the
         # smallest of those that is still at least the size we ask for.
+        width, height = image.size
         scale = math.sqrt(max_megapixels * 1e6 / (width * height))
         image.draft(image.mode, (max(1, int(width * scale)), max(1, int(height * scale))))
 
@@ -180,28 +282,61 @@ def _fit(image: Image.Image, max_megapixels: float) -> Image.Image:
     return image.resize(size, Image.Resampling.LANCZOS)
 
 
-def _bomb_sentence(exc: Exception) -> str:
-    limit = f"{Image.MAX_IMAGE_PIXELS:,}"
+def _bomb_sentence(pixels: int, limit: int) -> str:
+    return f"the image has {pixels:,} pixels, over the decompression-bomb limit of {limit:,}"
+
+
+def _pillow_bomb_sentence(exc: Exception) -> str:
+    """For the checks Pillow's readers make themselves while decoding (a GIF frame, an icon's sizes)."""
     found = re.search(r"\((\d+) pixels\)", str(exc))
     if found is None:
-        return f"the image has more pixels than the decompression-bomb limit of {limit}"
-    return f"the image has {int(found.group(1)):,} pixels, over the decompression-bomb limit of {limit}"
+        return f"the image has more pixels than the decompression-bomb limit of {Image.MAX_IMAGE_PIXELS:,}"
+    return _bomb_sentence(int(found.group(1)), Image.MAX_IMAGE_PIXELS)
 
 
-def _upright(image: Image.Image) -> Image.Image:
-    try:
-        return ImageOps.exif_transpose(image)
-    except Exception:  # noqa: BLE001 - a broken EXIF block should not cost the user an otherwise good image
-        return image
+# TIFF compressions that libtiff decodes only when built with their library:
+# a file using one is valid, and a build without it must say so rather than
+# call the file damaged. Pillow's wheels, for one, come without WebP.
+OPTIONAL_TIFF_COMPRESSIONS = {
+    "webp": "WebP",
+    "zstd": "Zstandard",
+    "lzma": "LZMA",
+    "tiff_sgilog": "SGI LogLuv",
+    "tiff_sgilog24": "SGI LogLuv",
+    "tiff_thunderscan": "ThunderScan",
+}
+
+
+def _undecodable(exc: Exception, image: Image.Image | None) -> str:
+    """One sentence for a file Pillow opened or began to, but could not decode."""
+    variant = _unsupported_variant(exc, image)
+    if variant is not None:
+        return f"the image uses a variant this build cannot decode: {variant}"
+    return "the image is truncated or corrupt"
+
+
+def _unsupported_variant(exc: Exception, image: Image.Image | None) -> str | None:
+    """What a file uses that this build lacks, or None if it looks damaged instead.
+
+    Pillow's readers say "Unsupported …" of a layout they know to be valid but
+    do not implement (BMP bitfields, a 2-bit BMP); libtiff's missing codecs
+    only show as a decoder error, so the file's own compression tells.
+    """
+    message = str(exc)
+    if message.lower().startswith("unsupported "):
+        return message[len("unsupported ") :]
+    if found := re.fullmatch(r"decoder (\S+) not available", message):
+        return f"no {found.group(1)} decoder"
+    compression = image.info.get("compression") if image is not None and image.format == "TIFF" else None
+    if compression in OPTIONAL_TIFF_COMPRESSIONS:
+        return f"TIFF compression ({OPTIONAL_TIFF_COMPRESSIONS[compression]})"
+    return None
 
 
 def _to_rgb(image: Image.Image, icc: bytes | None) -> tuple[Image.Image, bytes | None]:
     """Convert any Pillow mode to RGB, or RGBA when the image carries transparency."""
-    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
-        # Pillow's own convert clips 16-bit values at 255 (all but black turns
-        # white); scale the 16-bit range down to 8 bits instead.
-        grey = np.asarray(image, dtype=np.float64) / 257.0
-        image = Image.fromarray(np.clip(np.rint(grey), 0, 255).astype(np.uint8))
+    if image.mode in WIDE_GREY_MODES:
+        image = _eight_bit(image)
     if icc is not None and _icc_colour_space(icc) != b"RGB ":
         # A CMYK or grey profile cannot describe our RGB output: convert the
         # colours to sRGB through it, and drop it (untagged output means sRGB).
@@ -212,6 +347,41 @@ def _to_rgb(image: Image.Image, icc: bytes | None) -> tuple[Image.Image, bytes |
         return image.convert(target), icc
     except ValueError:
         raise BadInput(f"the image uses colour mode {image.mode}, which cannot be converted to RGB") from None
+
+
+# Grey images of more than 8 bits. Pillow's own convert clips their values at
+# 255: a 16-bit or 32-bit image turns white but for its blacks, and a float
+# image, whose values are 0..1, turns black.
+WIDE_GREY_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+
+
+def _eight_bit(image: Image.Image) -> Image.Image:
+    """A wide grey image as 8-bit 'L', its black..white range (_black_and_white) spread over 0..255."""
+    values = np.asarray(image, dtype=np.float32)
+    black, white = _black_and_white(values, image.mode)
+    scaled = (values - black) * (255.0 / max(white - black, 1e-12))
+    scaled = np.nan_to_num(scaled, nan=0.0, posinf=255.0, neginf=0.0)  # values that are no number are black
+    return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8))
+
+
+def _black_and_white(values: np.ndarray, mode: str) -> tuple[float, float]:
+    """The values shown as black and as white.
+
+    16-bit samples span 0..65535 ("I;16", and "I", in which Pillow also holds
+    the 16-bit samples of some formats, while the values stay within 16 bits).
+    Float samples span 0..1 by convention (what Photoshop, GIMP and most tools
+    write), so a dim picture stays dim. Beyond those ranges (32-bit integers,
+    HDR or measured floats) no convention says where white lies, so the data's
+    own range is used, from 0 (or its lowest value, if below 0) to its highest:
+    the picture shows, and its black stays black.
+    """
+    finite = values[np.isfinite(values)]
+    low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+    if mode.startswith("I;16") or (mode == "I" and low >= 0 and high <= 65535):
+        return 0.0, 65535.0
+    if mode == "F" and low >= 0 and high <= 1:
+        return 0.0, 1.0
+    return min(low, 0.0), high
 
 
 def _icc_colour_space(icc: bytes) -> bytes:

@@ -34,8 +34,11 @@ log = structlog.get_logger()
 # Where watchdog reports that the kernel's inotify queue overflowed.
 WATCHDOG_INOTIFY_LOG = logging.getLogger("watchdog.observers.inotify_c")
 
+# Content decides how a file is decoded; the name only decides whether it is
+# taken. ".hif" is what Canon's cameras name their HEIF files; pillow-heif
+# reads them like a phone's .heic.
 IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".jfif", ".png", ".webp", ".avif", ".bmp", ".tif", ".tiff", ".gif", ".heic", ".heif"}
+    {".jpg", ".jpeg", ".jfif", ".png", ".webp", ".avif", ".bmp", ".tif", ".tiff", ".gif", ".heic", ".heif", ".hif"}
 )
 TEMPORARY_SUFFIXES = (".part", ".crdownload", ".tmp")
 
