@@ -215,3 +215,15 @@ def test_by_default_the_daemon_chooses_its_slots_from_this_machine_and_says_why(
         for n in range(expected.slots + 1):
             drop(root / "inbox", f"shoot/{n}.jpg", "sleep 0.5")
         assert daemon.wait_complete("shoot", 30)["counts"]["done"] == expected.slots + 1
+
+
+def test_a_job_killed_by_a_real_time_signal_fails_its_item_by_name_while_the_other_slots_finish(root):
+    with Daemon(root, job_slots=SLOTS) as daemon:
+        drop(root / "inbox", "mixed/rt.jpg", f"signal {signal.SIGRTMIN + 3}")
+        for n in range(4):
+            drop(root / "inbox", f"mixed/fine-{n}.jpg", "sleep 0.5")
+        status = daemon.wait_complete("mixed", 40)
+        items = items_by_name(status)
+        assert (items["rt.jpg"]["status"], items["rt.jpg"]["error"]) == ("failed", "the job was killed by SIGRTMIN+3")
+        assert [items[f"fine-{n}.jpg"]["status"] for n in range(4)] == ["done"] * 4
+        assert not daemon.events("upkeep_failed"), daemon.events("upkeep_failed")

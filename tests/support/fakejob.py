@@ -2,7 +2,8 @@
 
 The dropped file's first line picks the behaviour, so a test chooses what each
 job does simply by what it drops: `ok`, `exit N`, `sleep [S]`, `flaky FLAGFILE`, `ignore-term`,
-`grandchild PIDFILE`, `sigkill`, `chatty N`, `memory MB`, `bad-input`, `whoami JSONFILE`, `orphan PIDFILE`.
+`grandchild PIDFILE`, `sigkill`,
+`signal N` (dies by signal N, real-time ones too), `chatty N`, `memory MB`, `bad-input`, `whoami JSONFILE`, `orphan PIDFILE`.
 Anything else is `ok`.
 """
 
@@ -79,6 +80,12 @@ def main(argv: list[str] | None = None) -> int:
         Path(rest[0]).write_text(str(child.pid))
     if verb == "sigkill":
         os.kill(os.getpid(), signal.SIGKILL)
+    if verb == "signal":  # its default action ends the process, as a real-time signal's does
+        number = int(rest[0])
+        signal.signal(number, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [number])
+        os.kill(os.getpid(), number)
+        time.sleep(10)  # the signal lands before this returns
     if verb == "chatty":  # N bytes of warnings on stderr, then a last line, then succeed
         sys.stderr.write("x" * int(rest[0]) + "\nlast words\n")
     if verb == "memory":
