@@ -102,6 +102,14 @@ class JobRunner(abc.ABC):
     def upkeep(self, now: float) -> None:
         """Every pass of the loop: escalate stops that are due, tidy up what ended jobs left."""
 
+    def children(self) -> set[int]:
+        """The pids of this daemon's children that the runner reaps itself; none by default.
+
+        Any other child of the daemon that has exited is reaped by the
+        supervisor (runners/groups.py: reap_orphans), so these must be named.
+        """
+        return set()
+
     @abc.abstractmethod
     def idle(self, now: float) -> None:
         """Nothing is queued: a good moment for what the runner does in advance."""

@@ -207,6 +207,11 @@ class LocalRunner(JobRunner):
                 self.signal(pid, signal.SIGKILL)
         self.strays.reap()
 
+    def children(self) -> set[int]:
+        # A standby and a job are reaped by their own wait4, the fork server by its Popen.
+        server = self.forkserver.process if self.forkserver else None
+        return {*self.jobs, *(standby.pid for standby in self.standbys), *([server.pid] if server else [])}
+
     def idle(self, now: float) -> None:
         for standby in self.standbys:
             if not standby.warmed:
