@@ -28,7 +28,7 @@ import structlog
 from bgremover.contract import JobSpec
 from bgremover.runners.api import JobExit, JobHandle, JobNotStarted, JobRunner, RunnerError
 from bgremover.runners.forkserver import ForkServer, ForkServerError, Standby, become_subreaper
-from bgremover.runners.groups import ProcessGroups
+from bgremover.runners.groups import ProcessGroups, start_time
 
 log = structlog.get_logger()
 
@@ -224,14 +224,20 @@ class LocalRunner(JobRunner):
 
     # -- a previous life, and the end -----------------------------------------------
 
-    def forget(self, pid: int) -> bool:
+    def started_at(self, pid: int) -> int | None:
+        return start_time(pid)
+
+    def forget(self, pid: int, started: int | None = None) -> bool:
         """A job of a previous life may still run (its own process group survived the kill -9)."""
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
             return False
-        # The pid may have been reused by an unrelated process: kill only our own job.
+        # The pid may have been reused since, even by another root's job (same command
+        # line): only a process that started when the recorded one did is our job.
         if self.settings.job_module.encode() not in cmdline:
+            return False
+        if started is not None and start_time(pid) != started:
             return False
         self.signal(pid, signal.SIGKILL)
         wait_until_gone(pid)  # so it cannot write a result after the spool is swept

@@ -144,7 +144,8 @@ class Dispatch:
             return None
         if handle.pid is not None:
             try:
-                self.store.set_job_pid(item.id, handle.pid)
+                # Read now, while the job is our unreaped child: its pid cannot have been reused yet.
+                self.store.set_job_pid(item.id, handle.pid, self.runner.started_at(handle.pid))
             except Exception as exc:  # noqa: BLE001 - the job runs already; only a restart's clean-up needs the pid
                 log.warning("job_pid_not_recorded", session=item.session, item=item.name, error=str(exc))
         slot = self.slots.take(now)
