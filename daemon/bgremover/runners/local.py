@@ -71,7 +71,7 @@ class LocalRunner(JobRunner):
             "providers": list(settings.providers), "format": settings.output_format,
         })  # fmt: skip
         try:
-            self.forkserver.start()
+            warn_if_threaded(self.forkserver.start())
             first = self.forkserver.spawn(model)
             self.standbys.append(first)
             ready = first.wait_ready(READY_TIMEOUT_SECONDS)
@@ -268,6 +268,15 @@ class LocalRunner(JobRunner):
         if self.forkserver is not None:
             self.forkserver.close()
         self.strays.settle()
+
+
+def warn_if_threaded(hello: dict) -> None:
+    """The fork server must fork from one thread: a library that started one of its own is named in the log."""
+    if hello.get("threads", 1) > 1:
+        log.warning(
+            "forkserver_threaded", threads=hello["threads"],
+            note="a module the job imports started threads in the fork server; forking it can deadlock a job",
+        )  # fmt: skip
 
 
 def wait_until_gone(pid: int, timeout: float = 2.0) -> None:
