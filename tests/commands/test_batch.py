@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import signal
 
 import pytest
 from PIL import Image
@@ -161,6 +162,18 @@ def test_a_job_that_dies_by_a_signal_fails_its_image_alone(tmp_path):
     assert failure_lines(result) == [
         f"bgremover: {folder / 'b.jpg'}: the job was killed by SIGKILL (perhaps out of memory)"
     ]
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["a.png", "c.png"]
+
+
+def test_a_job_killed_by_a_real_time_signal_is_named_by_it_and_the_rest_are_cut_out(tmp_path):
+    folder = tmp_path / "jobs"
+    folder.mkdir()
+    (folder / "a.jpg").write_text("ok\n")
+    (folder / "b.jpg").write_text(f"signal {signal.SIGRTMIN + 3}\n")
+    (folder / "c.jpg").write_text("ok\n")
+    result = cli("remove", folder, "-o", tmp_path / "out", env=FAKE_JOB)
+    assert result.returncode == 1
+    assert failure_lines(result) == [f"bgremover: {folder / 'b.jpg'}: the job was killed by SIGRTMIN+3"]
     assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["a.png", "c.png"]
 
 

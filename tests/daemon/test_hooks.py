@@ -73,3 +73,33 @@ def _runs(pid: str, text: str) -> bool:
         return text.encode() in Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
     except OSError:
         return False
+
+
+def zombie_children(pid: int) -> list[int]:
+    """The children of `pid` that have exited and wait to be reaped."""
+    zombies = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[0] == "Z" and int(fields[1]) == pid:
+                zombies.append(int(entry.name))
+    return zombies
+
+
+def test_a_hook_that_daemonizes_leaves_no_zombie_behind_however_often_it_runs(tmp_path):
+    root, ran = tmp_path / "root", tmp_path / "ran"
+    # Each run leaves a process in a session of its own, outside the hook's group,
+    # which outlives the hook and is re-parented to the daemon (a child subreaper).
+    command = f"setsid sh -c 'sleep 0.5; echo gone >> {shlex.quote(str(ran))}' > /dev/null 2>&1 &"
+    runs = 4
+    with Daemon(root, on_session_complete=command) as daemon:
+        for n in range(runs):
+            drop(root / "inbox", f"catalog-{n}/a.jpg", "ok")
+        for n in range(runs):
+            daemon.wait_complete(f"catalog-{n}")
+        wait_for(lambda: len(daemon.events("hook_finished")) == runs, what="every hook")
+        wait_for(lambda: ran.exists() and len(ran.read_text().split()) == runs, what="every daemonized process's end")
+        wait_for(lambda: not zombie_children(daemon.process.pid), 5, what="no zombie left under the daemon")

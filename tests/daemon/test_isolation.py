@@ -241,3 +241,18 @@ def test_after_sigterm_nothing_of_the_daemons_tree_remains(root, busy):
 
     assert [pid for pid in tree if stat_of(pid) is not None] == []
     assert processes_mentioning(str(root)) == []
+
+
+def test_the_fork_server_forks_from_one_thread_and_a_job_holds_only_its_own_descriptors(root, tmp_path):
+    record = tmp_path / "fds.json"
+    with Daemon(root) as daemon:
+        server = forkserver_of(daemon)
+        the_standby(daemon)  # forked already: what the server holds now, it held at that fork
+        threads = sorted(os.listdir(f"/proc/{server}/task"))
+        drop(root / "inbox", "a.jpg", f"fds {record}")
+        wait_for(lambda: daemon.events("job_finished"), what="the job")
+    assert len(threads) == 1, f"the fork server runs {len(threads)} threads"
+    held = json.loads(record.read_text())
+    # stdin from /dev/null, stdout and stderr to its own log, and nothing else.
+    assert sorted(held, key=int) == ["0", "1", "2"], held
+    assert held["0"] == "/dev/null" and held["1"] == held["2"] and held["1"].endswith(".log"), held

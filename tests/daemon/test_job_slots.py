@@ -215,3 +215,42 @@ def test_by_default_the_daemon_chooses_its_slots_from_this_machine_and_says_why(
         for n in range(expected.slots + 1):
             drop(root / "inbox", f"shoot/{n}.jpg", "sleep 0.5")
         assert daemon.wait_complete("shoot", 30)["counts"]["done"] == expected.slots + 1
+
+
+def test_a_job_killed_by_a_real_time_signal_fails_its_item_by_name_while_the_other_slots_finish(root):
+    with Daemon(root, job_slots=SLOTS) as daemon:
+        drop(root / "inbox", "mixed/rt.jpg", f"signal {signal.SIGRTMIN + 3}")
+        for n in range(4):
+            drop(root / "inbox", f"mixed/fine-{n}.jpg", "sleep 0.5")
+        status = daemon.wait_complete("mixed", 40)
+        items = items_by_name(status)
+        assert (items["rt.jpg"]["status"], items["rt.jpg"]["error"]) == ("failed", "the job was killed by SIGRTMIN+3")
+        assert [items[f"fine-{n}.jpg"]["status"] for n in range(4)] == ["done"] * 4
+        assert not daemon.events("upkeep_failed"), daemon.events("upkeep_failed")
+
+
+def test_a_restart_leaves_alive_a_process_that_took_over_a_recorded_jobs_pid(root):
+    daemon = Daemon(root, job_slots=1).start()
+    drop(root / "inbox", "shoot/0.jpg", "sleep")
+    [job] = running_jobs(daemon, 1)
+    daemon.kill()
+    # As if the job had ended and its pid had gone to another process since: another
+    # root's job, say, leading its own process group and naming the job module on its
+    # command line, so that only its start time tells them apart.
+    impostor = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)", "tests.support.fakejob"], process_group=0
+    )
+    try:
+        with sqlite3.connect(root / "state" / "bgremover.sqlite3") as db:
+            db.execute("UPDATE items SET job_pid = ? WHERE name = '0.jpg'", (impostor.pid,))
+        restarted = Daemon(root, job_slots=1, job_timeout_seconds=1).start()
+        try:
+            assert impostor.poll() is None, "a process that is not the recorded job was killed"
+            assert not restarted.events("leftover_job_killed")
+            assert not alive(job["pid"]), "the job itself, its pid no longer recorded, still runs"
+            restarted.wait_complete("shoot", 40)
+        finally:
+            restarted.stop()
+    finally:
+        impostor.kill()
+        impostor.wait()

@@ -2,7 +2,9 @@
 
 The dropped file's first line picks the behaviour, so a test chooses what each
 job does simply by what it drops: `ok`, `exit N`, `sleep [S]`, `flaky FLAGFILE`, `ignore-term`,
-`grandchild PIDFILE`, `sigkill`, `chatty N`, `memory MB`, `bad-input`, `whoami JSONFILE`, `orphan PIDFILE`.
+`grandchild PIDFILE`, `sigkill`,
+`signal N` (dies by signal N, real-time ones too), `chatty N`, `memory MB`, `bad-input`, `whoami JSONFILE`,
+`orphan PIDFILE`, `fds JSONFILE`.
 Anything else is `ok`.
 """
 
@@ -16,6 +18,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+# Imported at the top, as the real job imports it: the fork server then holds
+# whatever onnxruntime's import leaves in a process (threads, open files).
+import onnxruntime  # noqa: F401
 
 # Made once, when the fork server imports this module: every process forked from
 # it inherits them. `whoami` shows that a job runs in a fresh process (its count
@@ -77,8 +83,22 @@ def main(argv: list[str] | None = None) -> int:
         # PIDFILE on its command line: a leaked grandchild mentions the test's folder.
         child = subprocess.Popen([sys.executable, "-c", ignore_term, rest[0]])
         Path(rest[0]).write_text(str(child.pid))
+    if verb == "fds":  # the descriptors this job was given, by number and what each is; then succeed
+        found = {}
+        for name in os.listdir("/proc/self/fd"):
+            try:
+                found[name] = os.readlink(f"/proc/self/fd/{name}")
+            except FileNotFoundError:  # the listing's own descriptor, closed by now
+                pass
+        Path(rest[0]).write_text(json.dumps(found))
     if verb == "sigkill":
         os.kill(os.getpid(), signal.SIGKILL)
+    if verb == "signal":  # its default action ends the process, as a real-time signal's does
+        number = int(rest[0])
+        signal.signal(number, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [number])
+        os.kill(os.getpid(), number)
+        time.sleep(10)  # the signal lands before this returns
     if verb == "chatty":  # N bytes of warnings on stderr, then a last line, then succeed
         sys.stderr.write("x" * int(rest[0]) + "\nlast words\n")
     if verb == "memory":

@@ -86,7 +86,7 @@ class FakeRunner(JobRunner):
     def idle(self, now: float) -> None:
         self.idles += 1
 
-    def forget(self, pid: int) -> bool:
+    def forget(self, pid: int, started: int | None = None) -> bool:
         self.forgotten.append(pid)
         return pid in self.leftovers
 

@@ -9,6 +9,7 @@ by handing a step a later `now`, never by waiting.
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 
 import pytest
@@ -32,16 +33,18 @@ def make_daemon(root: Path, **settings) -> Supervisor:
     """A daemon's parts on a real root and a real SQLite file, recovered as at start-up, with the fake runner."""
     settings = load_settings(
         None,
-        root=root,
-        runner=fakerunner.NAME,
-        stable_seconds=0,
-        session_idle_seconds=3600,
-        threads=1,
-        job_slots=1,
-        job_timeout_seconds=TIMEOUT,
-        kill_grace_seconds=GRACE,
-        job_memory_limit_mb=LIMIT_MB,
-        **settings,
+        **{
+            "root": root,
+            "runner": fakerunner.NAME,
+            "stable_seconds": 0,
+            "session_idle_seconds": 3600,
+            "threads": 1,
+            "job_slots": 1,
+            "job_timeout_seconds": TIMEOUT,
+            "kill_grace_seconds": GRACE,
+            "job_memory_limit_mb": LIMIT_MB,
+            **settings,
+        },
     )
     daemon = Supervisor(settings, load_model_spec(settings.model, verify=False))
     daemon.open_folders()
@@ -165,6 +168,9 @@ def test_a_job_that_never_started_puts_its_item_back_in_the_queue(daemon):
     (ExitCode.TEMPORARY, False, {"error": "could not read the input: I/O error"}, Status.FAILED,
      "could not read the input: I/O error; touch the retry marker to try again"),
     (-9, False, None, Status.FAILED, "the job was killed by SIGKILL (perhaps out of memory)"),
+    (-(signal.SIGRTMIN + 3), False, None, Status.FAILED, "the job was killed by SIGRTMIN+3"),
+    (-signal.SIGRTMAX, False, None, Status.FAILED, "the job was killed by SIGRTMAX"),
+    (-(signal.SIGRTMIN - 1), False, None, Status.FAILED, f"the job was killed by signal {signal.SIGRTMIN - 1}"),
     (3, False, None, Status.FAILED, "the job crashed with exit code 3"),
     (ExitCode.CANT_WRITE, False, {"error": "could not write the result: No space left on device"}, Status.QUEUED,
      None),
@@ -175,6 +181,37 @@ def test_the_items_next_status_follows_the_jobs_exit(daemon, returncode, result,
     job_ends(daemon, returncode, T0 + 1, result=result, report=report)
     assert the_job(daemon) is None
     assert status_of(daemon, loose_session(daemon), "a.jpg") == (status, error)
+
+
+def test_one_jobs_conclusion_error_is_said_once_and_the_other_jobs_are_concluded_and_their_slots_freed(tmp_path):
+    daemon = make_daemon(tmp_path / "root", job_slots=3)
+    try:
+        drop(daemon, "a.jpg", "b.jpg", "c.jpg")
+        daemon.dispatch.start_next(T0)
+        jobs = {job.item.name: job for job in daemon.dispatch.running}
+        conclude = daemon.dispatch.conclude
+
+        def conclude_but_b(job, now):
+            if job.item.name == "b.jpg":
+                raise ValueError("its end cannot be read")
+            conclude(job, now)
+
+        daemon.dispatch.conclude = conclude_but_b
+        for job in jobs.values():
+            job.handle.spec.output.write_bytes(b"a cutout")
+            daemon.runner.end(job.handle, ExitCode.DONE)
+        with capture_logs() as logs:
+            daemon.dispatch.reap(T0 + 1)
+        assert daemon.dispatch.running == [] and daemon.dispatch.slots.in_use == 0
+        loose = loose_session(daemon)
+        assert status_of(daemon, loose, "a.jpg") == status_of(daemon, loose, "c.jpg") == (Status.DONE, None)
+        assert status_of(daemon, loose, "b.jpg") == (
+            Status.FAILED,
+            "the daemon could not conclude its job (exit code 0)",
+        )
+        assert [e["item"] for e in logs if e["event"] == "job_conclusion_failed"] == ["b.jpg"]
+    finally:
+        daemon.store.close()
 
 
 def test_a_job_past_its_deadline_is_stopped_with_the_grace_then_failed_for_its_time(daemon):

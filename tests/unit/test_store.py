@@ -87,13 +87,14 @@ def test_recover_requeues_what_a_previous_life_left_processing(tmp_path):
     path = tmp_path / "queue.sqlite3"
     first = Store(path)
     item = put_item_in(first, Status.PROCESSING)
-    first.set_job_pid(item.id, 4242)
+    first.set_job_pid(item.id, 4242, started=123456)
     first.db.close()  # the process dies without cleaning up
 
     second = Store(path)
     stranded = second.recover(NOW)
-    assert [(i.id, i.job_pid) for i in stranded] == [(item.id, 4242)]
+    assert [(i.id, i.job_pid, i.job_pid_start) for i in stranded] == [(item.id, 4242, 123456)]
     assert second.item(item.id).status is Status.QUEUED
+    assert (second.item(item.id).job_pid, second.item(item.id).job_pid_start) == (None, None)
     assert second.events(item.id)[-1]["reason"] == "recovered"
     second.close()
 

@@ -39,6 +39,7 @@ CREATE TABLE IF NOT EXISTS items (
     note       TEXT,                -- what the user should know about a result, e.g. it was reduced
     attempts   INTEGER NOT NULL DEFAULT 0,
     job_pid    INTEGER,
+    job_pid_start INTEGER,          -- when that pid's process started (clock ticks since boot): a reused pid is not the job
     worker     TEXT,                -- the worker host that made a done item's result (the celery runner)
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL,
@@ -128,6 +129,8 @@ def add_missing_columns(db: sqlite3.Connection) -> None:
     for column in ("note", "worker"):
         if column not in columns:
             db.execute(f"ALTER TABLE items ADD COLUMN {column} TEXT")
+    if "job_pid_start" not in columns:
+        db.execute("ALTER TABLE items ADD COLUMN job_pid_start INTEGER")
     columns = {row["name"] for row in db.execute("PRAGMA table_info(sessions)")}
     for column in ("options", "error"):
         if column not in columns:

@@ -64,6 +64,7 @@ class Item:
     created_at: float
     updated_at: float
     worker: str | None = None  # the worker host that ran its last job, where another host did
+    job_pid_start: int | None = None  # when job_pid's process started, to tell it from a later one with its pid
 
 
 def iso(timestamp: float) -> str:
@@ -259,7 +260,7 @@ class ItemQueries(Database):
         with self.transaction():
             cursor = self.db.execute(
                 "UPDATE items SET status = ?, error = ?, note = ?, worker = ?, updated_at = ?,"
-                " attempts = attempts + (? = 'processing'), job_pid = NULL"
+                " attempts = attempts + (? = 'processing'), job_pid = NULL, job_pid_start = NULL"
                 " WHERE id = ? AND status = ? AND (? IS NULL OR attempts = ?)",
                 (dst.value, error, note, worker, now, dst.value, item_id, src.value, attempt, attempt),
             )
@@ -282,9 +283,13 @@ class ItemQueries(Database):
             self.transition(item.id, Status.PROCESSING, Status.QUEUED, now, reason="recovered")
         return stranded
 
-    def set_job_pid(self, item_id: int, pid: int) -> None:
+    def set_job_pid(self, item_id: int, pid: int, started: int | None = None) -> None:
+        """The running job's pid and its process's start time, for the next start's recovery to end it by."""
         with self.transaction():
-            self.db.execute("UPDATE items SET job_pid = ? WHERE id = ? AND status = 'processing'", (pid, item_id))
+            self.db.execute(
+                "UPDATE items SET job_pid = ?, job_pid_start = ? WHERE id = ? AND status = 'processing'",
+                (pid, started, item_id),
+            )
 
     def events(self, item_id: int | None = None) -> list[sqlite3.Row]:
         if item_id is None:

@@ -102,6 +102,14 @@ class JobRunner(abc.ABC):
     def upkeep(self, now: float) -> None:
         """Every pass of the loop: escalate stops that are due, tidy up what ended jobs left."""
 
+    def children(self) -> set[int]:
+        """The pids of this daemon's children that the runner reaps itself; none by default.
+
+        Any other child of the daemon that has exited is reaped by the
+        supervisor (runners/groups.py: reap_orphans), so these must be named.
+        """
+        return set()
+
     @abc.abstractmethod
     def idle(self, now: float) -> None:
         """Nothing is queued: a good moment for what the runner does in advance."""
@@ -127,9 +135,18 @@ class JobRunner(abc.ABC):
         """
         return None
 
+    def started_at(self, pid: int) -> int | None:
+        """When this machine's process `pid` started, recorded beside its pid; None where the runner has no say."""
+        return None
+
     @abc.abstractmethod
-    def forget(self, pid: int) -> bool:
-        """At start-up: end a job a previous life of the daemon left running; True if one was ended."""
+    def forget(self, pid: int, started: int | None = None) -> bool:
+        """At start-up: end a job a previous life of the daemon left running; True if one was ended.
+
+        `started`: what `started_at` said of the job when it started (None if
+        nothing was recorded); a process with that pid but another start time
+        took the pid over since, and is not ours.
+        """
 
     def forget_unrecorded(self) -> list[int]:
         """At start-up, after `forget`: end the jobs of a previous life it can find by itself; their pids.

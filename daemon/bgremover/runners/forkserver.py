@@ -231,7 +231,10 @@ def preload_environment() -> dict[str, str]:
     """Environment for the fork server, and so for every job forked from it.
 
     OPENBLAS_NUM_THREADS=1: numpy's BLAS would otherwise start a thread pool
-    at import, and a parent that forks must not have threads. The glibc
+    at import, and a parent that forks must not have threads.
+    ORT_DISABLE_TELEMETRY=1: onnxruntime's import would otherwise start a
+    telemetry thread and open its own SQLite file (under ~/.cache/Microsoft),
+    which every job forked from here would inherit, the file's locks included. The glibc
     tunable lets malloc back big allocations with transparent huge pages
     (where the kernel allows it on request): a fresh process then faults in
     onnxruntime's working memory in far fewer, larger pieces, which is most of
@@ -241,7 +244,7 @@ def preload_environment() -> dict[str, str]:
     for tunable, value in MALLOC_TUNABLES.items():
         if tunable not in tunables:
             tunables = ":".join(filter(None, [tunables, f"{tunable}={value}"]))
-    return {"OPENBLAS_NUM_THREADS": "1", "GLIBC_TUNABLES": tunables}
+    return {"OPENBLAS_NUM_THREADS": "1", "ORT_DISABLE_TELEMETRY": "1", "GLIBC_TUNABLES": tunables}
 
 
 def tune_malloc_here() -> None:
@@ -270,7 +273,7 @@ def serve(sock: socket.socket, job_module: str, config: dict) -> int:
     except Exception as exc:  # noqa: BLE001 - any start-up failure becomes one sentence for the supervisor
         sock.send(json.dumps({"error": describe(exc)}).encode())
         return 1
-    sock.send(json.dumps({"ready": True, "pid": os.getpid()}).encode())
+    sock.send(json.dumps({"ready": True, "pid": os.getpid(), "threads": threads_here()}).encode())
     while True:
         try:
             data = sock.recv(MAX_MESSAGE)
@@ -308,6 +311,7 @@ def fork_standby(module: ModuleType, shared: object, server_sock: socket.socket)
                 os.close(pid_write)
                 ours.close()
                 server_sock.close()
+                close_inherited(keep=theirs.fileno())
                 run_standby(theirs, module, shared, forked_at)  # never returns
             os.setpgid(pid, pid)  # also done by the child: whichever runs first, no killpg misses it
             os.write(pid_write, str(pid).encode())
@@ -321,6 +325,25 @@ def fork_standby(module: ModuleType, shared: object, server_sock: socket.socket)
     if pid == 0:
         raise ForkServerError("forking a job process failed")
     return pid, ours
+
+
+def close_inherited(keep: int) -> None:
+    """In a fresh child: close every descriptor but stdin, stdout, stderr and `keep` (its socket to the supervisor).
+
+    Whatever a library opened in the server (a cache, a database, a log) would
+    otherwise be shared by every job: a SQLite file written from two processes
+    through one inherited descriptor corrupts, and its locks are the server's.
+    The server's own Python objects holding descriptors are closed above, so
+    none of these numbers is closed a second time once reused by the job.
+    """
+    os.closerange(3, keep)
+    os.closerange(keep + 1, os.sysconf("SC_OPEN_MAX"))
+
+
+def threads_here() -> int:
+    """How many threads this process runs; a process that forks must run one (the child gets only the forking
+    thread, and any lock another thread held stays locked in it forever)."""
+    return len(os.listdir("/proc/self/task"))
 
 
 def run_standby(conn: socket.socket, module: ModuleType, shared: object, forked_at: float) -> None:

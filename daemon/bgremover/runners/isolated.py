@@ -79,7 +79,22 @@ EXIT_OUTCOMES = {ExitCode.BAD_INPUT: "bad_input", ExitCode.TEMPORARY: "temporary
 def signal_name(returncode: int) -> str:
     """`the job was killed by SIGKILL (perhaps out of memory)` for a job ended by a signal."""
     hint = " (perhaps out of memory)" if -returncode == signal.SIGKILL else ""
-    return f"the job was killed by {signal.Signals(-returncode).name}{hint}"
+    return f"the job was killed by {name_of_signal(-returncode)}{hint}"
+
+
+def name_of_signal(number: int) -> str:
+    """SIGKILL, SIGRTMIN+3, or `signal 32`: any number names itself, and this never raises.
+
+    signal.Signals has no member for most real-time signals (SIGRTMIN+1 to
+    SIGRTMAX-1), nor for the two glibc keeps for itself below SIGRTMIN.
+    """
+    rtmin, rtmax = int(signal.SIGRTMIN), int(signal.SIGRTMAX)
+    if rtmin < number < rtmax:
+        return f"SIGRTMIN+{number - rtmin}"
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 class IsolatedJobs:

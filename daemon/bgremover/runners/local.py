@@ -28,7 +28,7 @@ import structlog
 from bgremover.contract import JobSpec
 from bgremover.runners.api import JobExit, JobHandle, JobNotStarted, JobRunner, RunnerError
 from bgremover.runners.forkserver import ForkServer, ForkServerError, Standby, become_subreaper
-from bgremover.runners.groups import ProcessGroups
+from bgremover.runners.groups import ProcessGroups, start_time
 
 log = structlog.get_logger()
 
@@ -71,7 +71,7 @@ class LocalRunner(JobRunner):
             "providers": list(settings.providers), "format": settings.output_format,
         })  # fmt: skip
         try:
-            self.forkserver.start()
+            warn_if_threaded(self.forkserver.start())
             first = self.forkserver.spawn(model)
             self.standbys.append(first)
             ready = first.wait_ready(READY_TIMEOUT_SECONDS)
@@ -207,6 +207,11 @@ class LocalRunner(JobRunner):
                 self.signal(pid, signal.SIGKILL)
         self.strays.reap()
 
+    def children(self) -> set[int]:
+        # A standby and a job are reaped by their own wait4, the fork server by its Popen.
+        server = self.forkserver.process if self.forkserver else None
+        return {*self.jobs, *(standby.pid for standby in self.standbys), *([server.pid] if server else [])}
+
     def idle(self, now: float) -> None:
         for standby in self.standbys:
             if not standby.warmed:
@@ -219,14 +224,20 @@ class LocalRunner(JobRunner):
 
     # -- a previous life, and the end -----------------------------------------------
 
-    def forget(self, pid: int) -> bool:
+    def started_at(self, pid: int) -> int | None:
+        return start_time(pid)
+
+    def forget(self, pid: int, started: int | None = None) -> bool:
         """A job of a previous life may still run (its own process group survived the kill -9)."""
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
             return False
-        # The pid may have been reused by an unrelated process: kill only our own job.
+        # The pid may have been reused since, even by another root's job (same command
+        # line): only a process that started when the recorded one did is our job.
         if self.settings.job_module.encode() not in cmdline:
+            return False
+        if started is not None and start_time(pid) != started:
             return False
         self.signal(pid, signal.SIGKILL)
         wait_until_gone(pid)  # so it cannot write a result after the spool is swept
@@ -257,6 +268,15 @@ class LocalRunner(JobRunner):
         if self.forkserver is not None:
             self.forkserver.close()
         self.strays.settle()
+
+
+def warn_if_threaded(hello: dict) -> None:
+    """The fork server must fork from one thread: a library that started one of its own is named in the log."""
+    if hello.get("threads", 1) > 1:
+        log.warning(
+            "forkserver_threaded", threads=hello["threads"],
+            note="a module the job imports started threads in the fork server; forking it can deadlock a job",
+        )  # fmt: skip
 
 
 def wait_until_gone(pid: int, timeout: float = 2.0) -> None:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import structlog
 
+from bgremover.backoff import is_storage_error
 from bgremover.contract import ExitCode, JobSpec, read_report
 from bgremover.formats import FORMAT_EXTENSIONS
 from bgremover.models.manifest import ModelError, ModelSpec
@@ -143,7 +144,8 @@ class Dispatch:
             return None
         if handle.pid is not None:
             try:
-                self.store.set_job_pid(item.id, handle.pid)
+                # Read now, while the job is our unreaped child: its pid cannot have been reused yet.
+                self.store.set_job_pid(item.id, handle.pid, self.runner.started_at(handle.pid))
             except Exception as exc:  # noqa: BLE001 - the job runs already; only a restart's clean-up needs the pid
                 log.warning("job_pid_not_recorded", session=item.session, item=item.name, error=str(exc))
         slot = self.slots.take(now)
@@ -249,6 +251,7 @@ class Dispatch:
     # -- the end of a job -----------------------------------------------------------
 
     def reap(self, now: float) -> None:
+        refused: Exception | None = None
         for job in self.running:
             if job.returncode is None:
                 ended = self.runner.poll(job.handle)
@@ -260,11 +263,46 @@ class Dispatch:
                     job.stop_reason, job.lost = WORKER_LOST, ended.lost
             if not self.refusals.state.due(now):
                 continue  # its outcome is recorded once the state folder takes writes again
-            # A refused write raises here before anything changed: the job stays, and
-            # the next pass concludes it again with the same files.
+            refused = self.conclude_alone(job, now) or refused
+        if refused is not None:
+            raise refused  # the loop's guard backs off the state folder; these jobs are concluded later
+
+    def conclude_alone(self, job: RunningJob, now: float) -> Exception | None:
+        """Conclude one job and free its slot, whatever any other job's conclusion does; a refused write, if any.
+
+        A refused write raises before anything changed: the job stays, and a
+        later pass concludes it again with the same files. Any other error
+        would raise again on every pass, so it is said once and the job lets
+        go of its slot: one job's end never keeps the others from theirs.
+        """
+        try:
             self.conclude(job, now)
-            del self.jobs[job.item.id]
-            self.slots.release(job.slot, now)
+        except Exception as exc:  # noqa: BLE001 - each job is concluded in its own guard
+            if is_storage_error(exc):
+                return exc
+            self.conclusion_failed(job, exc, now)
+        del self.jobs[job.item.id]
+        self.slots.release(job.slot, now)
+        return None
+
+    def conclusion_failed(self, job: RunningJob, exc: Exception, now: float) -> None:
+        """Said in one line; the item fails with a plain sentence, or stays for the next start's recovery to queue."""
+        item = job.item
+        log.error(
+            "job_conclusion_failed", session=item.session, item=item.name, pid=job.handle.pid,
+            exit_code=job.returncode, error=f"{type(exc).__name__}: {exc}",
+        )  # fmt: skip
+        try:
+            stored = self.store.item(item.id)
+            if stored is None or stored.status is not Status.PROCESSING or stored.attempts != item.attempts:
+                return  # its outcome was recorded before the error: nothing more to do
+            # PROCESSING -> FAILED (its end could not be read)
+            self.moves.finish(
+                item, Status.FAILED, f"the daemon could not conclude its job (exit code {job.returncode})",
+                reason="unconcluded", exit_code=job.returncode, attempt=item.attempts, pid=job.handle.pid,
+            )  # fmt: skip
+        except Exception as again:  # noqa: BLE001 - still processing: the next start's recovery queues it again
+            log.error("job_not_failed", session=item.session, item=item.name, error=f"{type(again).__name__}: {again}")
 
     def conclude(self, job: RunningJob, now: float) -> None:
         item, code = job.item, job.returncode

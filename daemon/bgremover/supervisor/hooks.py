@@ -161,6 +161,10 @@ class Hooks:
                 )
         self.groups.reap()
 
+    def children(self) -> set[int]:
+        """The hooks still running: each is reaped by its own Popen."""
+        return {hook.pid for _session, hook in self.running}
+
     def stop_hooks(self) -> None:
         """At exit: a hook still running is killed; the log says which, so its work can be redone."""
         for session, hook in self.running:

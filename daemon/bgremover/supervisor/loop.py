@@ -26,6 +26,7 @@ from bgremover.queue.spool import Spool
 from bgremover.queue.store import Store
 from bgremover.runners import runner_class
 from bgremover.runners.api import JobRunner
+from bgremover.runners.groups import reap_orphans
 from bgremover.service.facts import write_facts
 from bgremover.service.metrics import Metrics
 from bgremover.service.notify import Notifier, progress_summary
@@ -116,7 +117,7 @@ class Supervisor:
             "read_markers": self.markers.read_markers, "enforce_limits": self.dispatch.enforce_limits,
             "close_idle_sessions": self.sessions.close_idle_sessions, "finish_sessions": self.sessions.finish_sessions,
             "flush_outbox": self.publisher.flush_outbox, "start_next": self.dispatch.start_next,
-            "watch_hooks": self.hooks.watch_hooks, "reap_strays": self.runner.upkeep, "rescan": self.rescan,
+            "watch_hooks": self.hooks.watch_hooks, "reap_strays": self.reap_strays, "rescan": self.rescan,
         }  # fmt: skip
 
     # -- the loop -----------------------------------------------------------------
@@ -246,6 +247,11 @@ class Supervisor:
             folder.mkdir(parents=True, exist_ok=True)
         self.spool.prepare()
         self.assemble(Store(settings.database))
+
+    def reap_strays(self, now: float) -> None:
+        """What ended jobs left, then any other exited child: a hook's daemonized process re-parented to us."""
+        self.runner.upkeep(now)
+        reap_orphans(self.runner.children() | self.hooks.children())
 
     def rescan(self, now: float) -> None:
         lost = self.intake.events_lost()

@@ -35,7 +35,7 @@ class Recovery:
         """`adopted`: the items whose job was taken up again; they stay in processing, with their files."""
         now = time.time()
         for item in self.store.recover(now, keep=adopted):  # PROCESSING -> QUEUED
-            if item.job_pid and self.runner.forget(item.job_pid):
+            if item.job_pid and self.runner.forget(item.job_pid, item.job_pid_start):
                 log.warning("leftover_job_killed", session=item.session, item=item.name, pid=item.job_pid)
             log.warning("item_recovered", session=item.session, item=item.name, status="queued")
         for pid in self.runner.forget_unrecorded():

@@ -275,7 +275,7 @@ class CeleryRunner(JobRunner):
     def idle(self, now: float) -> None:
         pass
 
-    def forget(self, pid: int) -> bool:
+    def forget(self, pid: int, started: int | None = None) -> bool:
         return False  # its jobs run on other hosts; a task of a previous life is fenced by its attempt
 
     def close(self) -> None:
