@@ -14,21 +14,10 @@ from dataclasses import dataclass
 
 from bgremover.queue.states import SESSION_TRANSITIONS, TRANSITIONS, SessionState, Status
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS sessions (
-    name         TEXT PRIMARY KEY,
-    source       TEXT,              -- the inbox folder it came from; NULL for loose files
-    state        TEXT NOT NULL,
-    format       TEXT NOT NULL,
-    created_at   REAL NOT NULL,
-    updated_at   REAL NOT NULL,
-    last_item_at REAL NOT NULL,     -- drives the idle close
-    zip          TEXT,              -- the ZIP's file name once one was written
-    options      TEXT,              -- JSON: what the folder's job ticket set, if it had one
-    error        TEXT               -- why the whole session is refused (an invalid job ticket)
-);
-CREATE TABLE IF NOT EXISTS items (
-    id         INTEGER PRIMARY KEY,
+# The items table, under the name given: created under its own name, or beside an older
+# one that must be copied into it.
+ITEMS = """CREATE TABLE IF NOT EXISTS {name} (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,  -- never used twice: an id names files in state/
     session    TEXT NOT NULL REFERENCES sessions(name),
     name       TEXT NOT NULL,       -- relative name as dropped, valid UTF-8
     member     TEXT NOT NULL,       -- its name in the session's ZIP
@@ -45,7 +34,22 @@ CREATE TABLE IF NOT EXISTS items (
     updated_at REAL NOT NULL,
     UNIQUE (session, name),
     UNIQUE (session, member)
+);"""
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions (
+    name         TEXT PRIMARY KEY,
+    source       TEXT,              -- the inbox folder it came from; NULL for loose files
+    state        TEXT NOT NULL,
+    format       TEXT NOT NULL,
+    created_at   REAL NOT NULL,
+    updated_at   REAL NOT NULL,
+    last_item_at REAL NOT NULL,     -- drives the idle close
+    zip          TEXT,              -- the ZIP's file name once one was written
+    options      TEXT,              -- JSON: what the folder's job ticket set, if it had one
+    error        TEXT               -- why the whole session is refused (an invalid job ticket)
 );
+{items}
 CREATE INDEX IF NOT EXISTS items_by_status ON items (status, id);
 -- Every status change, old -> new, with its reason: an audit log of the queue.
 CREATE TABLE IF NOT EXISTS events (
@@ -56,6 +60,9 @@ CREATE TABLE IF NOT EXISTS events (
     at     REAL NOT NULL,
     reason TEXT
 );
+-- An item's history is read by its id (its last attempt, a retry's events): without this,
+-- every such read scans the whole log, which only grows.
+CREATE INDEX IF NOT EXISTS events_by_item ON events (item, id);
 """
 
 
@@ -100,7 +107,7 @@ BEGIN SELECT RAISE(ABORT, 'illegal {column} transition'); END;
 """
 
 
-SCHEMA += "".join(guards(machine) for machine in MACHINES)
+SCHEMA = SCHEMA.replace("{items}", ITEMS.format(name="items")) + "".join(guards(machine) for machine in MACHINES)
 
 
 def prepare(db: sqlite3.Connection, transaction: Callable[[], ContextManager]) -> None:
@@ -112,6 +119,9 @@ def prepare(db: sqlite3.Connection, transaction: Callable[[], ContextManager]) -
     # schema is idempotent (IF NOT EXISTS) and safe to replay on every start.
     db.executescript(SCHEMA)
     add_missing_columns(db)
+    if not never_reuses_ids(db):
+        number_items_once(db, transaction)
+        db.executescript(SCHEMA)  # the index and triggers went with the older table
     with transaction():
         for machine in MACHINES:
             # The database's copy is the table, exactly: a move dropped from states.py goes from here too.
@@ -135,3 +145,25 @@ def add_missing_columns(db: sqlite3.Connection) -> None:
     for column in ("options", "error"):
         if column not in columns:
             db.execute(f"ALTER TABLE sessions ADD COLUMN {column} TEXT")
+
+
+def never_reuses_ids(db: sqlite3.Connection) -> bool:
+    """Whether the items table hands out each id once (AUTOINCREMENT), as tables made by this version do."""
+    [sql] = db.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'items'").fetchone()
+    return "AUTOINCREMENT" in sql.upper()
+
+
+def number_items_once(db: sqlite3.Connection, transaction: Callable[[], ContextManager]) -> None:
+    """Copy an older items table into one that never reuses an id.
+
+    Without AUTOINCREMENT, SQLite gives a new row the highest id plus one, so
+    the id of a withdrawn last item came back, and with it the paths in state/
+    named by that id: a file left there would be overwritten by the next one.
+    SQLite cannot add AUTOINCREMENT to a table, so the rows move, once.
+    """
+    columns = ", ".join(row["name"] for row in db.execute("PRAGMA table_info(items)"))
+    with transaction():
+        db.execute(ITEMS.format(name="items_numbered"))
+        db.execute(f"INSERT INTO items_numbered ({columns}) SELECT {columns} FROM items")
+        db.execute("DROP TABLE items")
+        db.execute("ALTER TABLE items_numbered RENAME TO items")

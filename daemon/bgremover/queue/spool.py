@@ -24,6 +24,10 @@ class FileReplaced(OSError):
     """What the watcher saw is not what arrived: the file was swapped for another one."""
 
 
+class NotSynced(OSError):
+    """The file was moved, but the move may not survive a power cut: the take stands all the same."""
+
+
 def move(src: Path, dst: Path) -> None:
     """Rename src to dst (same filesystem), creating dst's folder; durable on return."""
     dst.parent.mkdir(parents=True, exist_ok=True)
@@ -78,17 +82,24 @@ class Spool:
 
         The watcher saw a regular file, but a link or a folder may take its name
         in the instant before the rename; a link moved in here would be followed
-        by the job, so the same inode must arrive, or it goes back.
+        by the job, so the same inode must arrive, or it goes back. Once the
+        rename has happened the file is the item's: a failure to make it durable
+        after that raises NotSynced, and the take stands.
         """
         seen = os.lstat(src)
         stored = self.stored(item)
-        move(src, stored)
+        stored.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(src, stored)
         arrived = os.lstat(stored)
-        if stat.S_ISREG(arrived.st_mode) and (arrived.st_dev, arrived.st_ino) == (seen.st_dev, seen.st_ino):
-            return
-        if not os.path.lexists(src):
-            os.rename(stored, src)  # back where the user left it
-        raise FileReplaced(f"{src} was replaced while it was being taken")
+        if not (stat.S_ISREG(arrived.st_mode) and (arrived.st_dev, arrived.st_ino) == (seen.st_dev, seen.st_ino)):
+            if not os.path.lexists(src):
+                os.rename(stored, src)  # back where the user left it
+            raise FileReplaced(f"{src} was replaced while it was being taken")
+        try:
+            fsync_folder(stored.parent)
+            fsync_folder(src.parent)
+        except OSError as exc:
+            raise NotSynced(exc.errno, f"{src} was taken, but its folders could not be synced: {exc}") from exc
 
     def replace_original(self, item: Item, fixed: Path) -> None:
         """The item's original becomes a copy of `fixed` (a file the user gave for its retry).

@@ -26,7 +26,7 @@ from bgremover.intake.tickets import TICKET_NAME, TicketError, read_ticket
 from bgremover.intake.watcher import Intake
 from bgremover.models.manifest import ModelError
 from bgremover.outbox import zips
-from bgremover.queue.spool import Spool
+from bgremover.queue.spool import NotSynced, Spool
 from bgremover.queue.store import Item, Session, Store
 from bgremover.settings import Settings
 from bgremover.supervisor.sessions import Sessions
@@ -87,6 +87,10 @@ class Taking:
         )
         try:
             self.spool.take(path, item)
+        except NotSynced as exc:
+            # The file has left the inbox: withdrawing the item now would lose it. If the
+            # move is undone by a power cut, the next start finds the record and takes it again.
+            log.warning("take_not_synced", session=session.name, item=name, reason=describe(exc))
         except OSError as exc:
             self.store.withdraw(item.id)
             self.sessions.forget_if_empty(session.name)  # opened for this file alone
@@ -157,7 +161,10 @@ class Taking:
             return
         dropped = self.spool.dropped(item)
         if dropped.is_file():
-            self.spool.take(dropped, item)
+            try:
+                self.spool.take(dropped, item)
+            except NotSynced as exc:  # moved all the same: the item keeps it
+                log.warning("take_not_synced", session=item.session, item=item.name, reason=describe(exc))
             log.info("take_completed", session=item.session, item=item.name)
         elif self.store.withdraw(item.id):
             self.sessions.forget_if_empty(item.session)

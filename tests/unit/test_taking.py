@@ -1,0 +1,118 @@
+"""Taking a dropped file: once it has left the inbox, it is the item's, whatever fails after the move.
+
+A real Supervisor on a real temporary root and SQLite file, driven step by step
+in this process (the jobs are the fake runner's, and none is started here).
+Faults are injected where the operating system would raise them.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+import structlog
+
+from bgremover.models.manifest import load_model_spec
+from bgremover.queue import spool as spoolmodule
+from bgremover.queue.schema import ITEMS
+from bgremover.queue.states import Status
+from bgremover.queue.store import IllegalTransition, Store
+from bgremover.settings import load_settings
+from bgremover.supervisor.loop import Supervisor
+from tests.support import fakerunner
+
+fakerunner.register()
+
+
+@pytest.fixture
+def daemon(tmp_path):
+    settings = load_settings(
+        None,
+        root=tmp_path / "root",
+        stable_seconds=0,
+        session_idle_seconds=3600,
+        job_module="tests.support.fakejob",
+        runner=fakerunner.NAME,
+        job_slots=1,
+    )
+    supervisor = Supervisor(settings, load_model_spec(settings.model, verify=False))
+    supervisor.open_folders()
+    supervisor.recovery.recover()
+    with structlog.testing.capture_logs():
+        yield supervisor
+    supervisor.store.close()
+
+
+def drop_and_take(daemon: Supervisor, name: str, content: bytes) -> None:
+    (daemon.settings.inbox / name).write_bytes(content)
+    daemon.intake.rescan()
+    daemon.taking.take_ready_files(time.monotonic())
+
+
+def failing_fsync_of(folder: Path, monkeypatch) -> None:
+    """fsync of `folder` fails with EIO, as a failing disk or a NAS that lost its server does."""
+    honest = spoolmodule.fsync_folder
+
+    def fsync_folder(path: Path) -> None:
+        if Path(path) == folder:
+            raise OSError(errno.EIO, os.strerror(errno.EIO), str(path))
+        honest(path)
+
+    monkeypatch.setattr(spoolmodule, "fsync_folder", fsync_folder)
+
+
+def test_a_take_whose_folder_fsync_fails_after_the_move_keeps_its_item_and_file(daemon, monkeypatch):
+    failing_fsync_of(daemon.spool.originals, monkeypatch)
+    drop_and_take(daemon, "first.jpg", b"the first photo")
+    monkeypatch.undo()
+
+    [item] = daemon.store.items()
+    assert item.status is Status.QUEUED, "the file has left the inbox: its item stays"
+    assert daemon.spool.original(item).read_bytes() == b"the first photo"
+    assert not (daemon.settings.inbox / "first.jpg").exists()
+
+
+def test_an_item_id_is_never_used_again_so_a_later_file_never_lands_on_an_earlier_ones(daemon):
+    drop_and_take(daemon, "first.jpg", b"the first photo")
+    [first] = daemon.store.items()
+    assert daemon.store.withdraw(first.id)  # as a take whose file vanished is undone
+    drop_and_take(daemon, "second.jpg", b"the second photo")
+    [second] = daemon.store.items()
+    assert second.id > first.id
+
+
+def test_a_queue_made_by_an_older_version_is_renumbered_once_and_keeps_its_items_and_rules(tmp_path):
+    path = tmp_path / "queue.db"
+    store = Store(path)
+    store.create_session("shoot", "shoot", "png", 1.0)
+    kept = store.add_item("shoot", "a.jpg", "a.png", ".jpg", b"inbox/shoot/a.jpg", 1.0)
+    last = store.add_item("shoot", "b.jpg", "b.png", ".jpg", b"inbox/shoot/b.jpg", 1.0)
+    store.close()
+    older_items_table(path)  # as versions before AUTOINCREMENT made it, rows and all
+
+    store = Store(path)
+    assert [item.name for item in store.items()] == ["a.jpg", "b.jpg"]
+    assert store.withdraw(last.id)
+    again = store.add_item("shoot", "c.jpg", "c.png", ".jpg", b"inbox/shoot/c.jpg", 2.0)
+    assert again.id > last.id, "the withdrawn last id came back"
+    with pytest.raises(IllegalTransition):
+        store.transition(kept.id, Status.QUEUED, Status.DONE, 3.0)  # the state table still holds
+    store.close()
+
+
+def older_items_table(path: Path) -> None:
+    """Rebuild the items table without AUTOINCREMENT, keeping its rows."""
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("BEGIN")
+    db.execute(ITEMS.format(name="items_old").replace(" AUTOINCREMENT", ""))
+    db.execute("INSERT INTO items_old SELECT * FROM items")
+    db.execute("DROP TABLE items")
+    db.execute("ALTER TABLE items_old RENAME TO items")
+    db.execute("COMMIT")
+    [sql] = db.execute("SELECT sql FROM sqlite_master WHERE name = 'items'").fetchone()
+    assert "AUTOINCREMENT" not in sql
+    db.close()
