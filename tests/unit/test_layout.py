@@ -23,8 +23,11 @@ PACKAGE = REPO / "daemon" / "bgremover"
 # The layers, lowest first. A unit is a folder of the package (cli, queue, ...) or a module
 # at its root (settings, contract, ...); a unit may import only units of its own layer or below.
 LAYERS = [
-    ("leaves", {"logs", "durable", "exits", "backoff", "address", "formats", "states", "options", "arguments"}),
-    ("the contract", {"contract", "runners base"}),
+    (
+        "leaves",
+        {"logs", "durable", "exits", "backoff", "address", "formats", "states", "options", "arguments", "runnertable"},
+    ),
+    ("the contract", {"contract"}),
     ("settings", {"settings"}),
     ("stores and steps", {"queue", "intake", "imaging", "models", "outbox", "service"}),
     ("jobs", {"job", "runners"}),
@@ -33,13 +36,8 @@ LAYERS = [
     ("clients", {"cli", "web", "bench"}),
     ("the entry point", {"main", "__main__"}),
 ]
-# Modules that are a unit apart from their folder: the item and session states are a leaf, and
-# the runners' table and seam (what the supervisor and the settings may know of any runner).
-MODULE_UNITS = {
-    "bgremover.queue.states": "states",
-    "bgremover.runners": "runners base",
-    "bgremover.runners.api": "runners base",
-}
+# Modules that are a unit apart from their folder: the item and session states are a leaf.
+MODULE_UNITS = {"bgremover.queue.states": "states"}
 LEAVES = {"leaves"}
 CLIENTS = {"cli", "web", "bench"}
 # The ways of running jobs, as the runners' table names them, and the fork server the local one starts.
@@ -227,6 +225,8 @@ def test_the_folders_import_downhill():
         ("bgremover.queue.store", "bgremover.supervisor.loop", "import upward"),
         ("bgremover.runners.local", "bgremover.cli.commands", "import upward"),
         ("bgremover.durable", "bgremover.settings", "is a leaf"),
+        ("bgremover.settings", "bgremover.runners", "import upward"),
+        ("bgremover.runnertable", "bgremover.runners.api", "is a leaf"),
         ("bgremover.queue.states", "bgremover.durable", "is a leaf"),
         ("bgremover.web.page", "bgremover.cli.batch", "the clients are siblings"),
         ("bgremover.bench.main", "bgremover.web.server", "the clients are siblings"),
