@@ -41,6 +41,7 @@ class JobExit:
     # The job was lost with the host that ran it (a runner of other hosts), not ended by
     # its image: why, in a few words. Its item may run again, within a budget.
     lost: str | None = None
+    worker: str | None = None  # the host that ran it, as a runner of other hosts names it; None on this machine
 
     @property
     def returncode(self) -> int:
