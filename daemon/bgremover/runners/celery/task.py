@@ -67,7 +67,7 @@ def run_job(task, message: dict) -> dict:
         )
         raise Ignore()
     limits = {**message["limits"], "job_slots": 1}
-    jobs, model_dir = jobs_for(message["spec"]["model"], settings, limits)
+    jobs, model_dir = jobs_for(message["spec"]["options"]["model"], settings, limits)
     # The providers are this host's (a GPU host runs CUDA, its neighbour the CPU), not the supervisor's.
     spec = dataclasses.replace(spec_from(message, settings.root, model_dir), providers=tuple(settings.providers))
     log.info(
