@@ -2,6 +2,6 @@
 
 import sys
 
-from bgremover.cli.main import main
+from bgremover.main import main
 
 sys.exit(main())

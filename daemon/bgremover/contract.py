@@ -89,6 +89,11 @@ class JobSpec:
         default=("CPUExecutionProvider",),
         metadata=option("--providers", _providers, help="comma-separated onnxruntime execution providers"),
     )
+    # Which item and attempt of the queue this job is, for a runner that names its jobs (the celery
+    # task's id); None for an image run outside the queue. They say whose job it is, not what it does,
+    # so the job's own command line leaves them out and two specs of the same work compare equal.
+    item: int | None = field(default=None, compare=False, metadata=option())
+    attempt: int | None = field(default=None, compare=False, metadata=option())
 
     def argv(self) -> list[str]:
         """The job's command line; a field or option that is None is left out."""

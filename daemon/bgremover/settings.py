@@ -22,6 +22,7 @@ from pydantic_settings import (
 )
 
 from bgremover.options import settings_model
+from bgremover.runnertable import RUNNERS
 
 ENV_PREFIX = "BGREMOVER_"
 CONFIG_ENV = "BGREMOVER_CONFIG"
@@ -195,7 +196,7 @@ class RunnerSettings(BaseModel):
         **doc(
             "how jobs are run: `local`, each image in a fresh process on this machine, forked by the fork server; "
             "`celery`, each image sent through a Redis broker to `bgremover worker` hosts on the same root (README, "
-            "Several machines; the table of runners is `daemon/bgremover/runners/__init__.py`)"
+            "Several machines; the table of runners is `daemon/bgremover/runnertable.py`)"
         ),
     )
     broker_url: str | None = Field(
@@ -219,8 +220,6 @@ class RunnerSettings(BaseModel):
     @field_validator("runner")
     @classmethod
     def _a_runner(cls, value: str) -> str:
-        from bgremover.runners import RUNNERS  # the table only: no runner is imported until one is chosen
-
         if value not in RUNNERS:
             raise ValueError(f"must be one of {', '.join(sorted(RUNNERS))}")
         return value

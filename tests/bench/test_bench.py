@@ -19,7 +19,7 @@ from PIL import Image
 from bgremover.bench import daemon as benchdaemon
 from bgremover.bench import main as bench
 from bgremover.bench import options as optionbench
-from bgremover.cli.main import add_bench_arguments
+from bgremover.bench.arguments import add_bench_arguments
 from bgremover.settings import Settings, load_settings
 from tests.support.images import shape_on_texture
 

@@ -284,7 +284,7 @@ def test_a_second_delivery_of_a_running_task_is_refused_by_the_other_worker(tmp_
 
 def test_the_local_runner_imports_nothing_of_celery(tmp_path):
     probe = (
-        "import sys; from bgremover.cli import main, commands; from bgremover.supervisor import loop; "
+        "import sys; from bgremover import main; from bgremover.cli import commands; from bgremover.supervisor import loop; "
         "from bgremover.runners import runner_class; runner_class('local'); "
         "print(sorted(name for name in sys.modules if name.split('.')[0] in ('celery', 'kombu', 'redis') "
         "or name.startswith('bgremover.runners.celery')))"

@@ -67,11 +67,11 @@ def test_the_wheel_carries_the_model_its_manifest_and_every_module(wheel):
             assert archive.read(f"bgremover/bench/photos/{photo}") == (PHOTOS / photo).read_bytes()
     package = REPO / "daemon"
     modules = {path.relative_to(package).as_posix() for path in (package / "bgremover").rglob("*.py")}
-    assert {"bgremover/__main__.py", "bgremover/cli/main.py", "bgremover/imaging/matting.py"} <= modules
+    assert {"bgremover/__main__.py", "bgremover/main.py", "bgremover/imaging/matting.py"} <= modules
     assert modules - names == set(), "modules missing from the wheel"
     entry_points = next(name for name in names if name.endswith(".dist-info/entry_points.txt"))
     with zipfile.ZipFile(wheel) as archive:
-        assert "bgremover = bgremover.cli.main:main" in archive.read(entry_points).decode()
+        assert "bgremover = bgremover.main:main" in archive.read(entry_points).decode()
 
 
 def test_the_installed_wheel_removes_a_background_from_any_folder(wheel, tmp_path):

@@ -56,12 +56,12 @@ class FakeRunner(JobRunner):
         self.running[handle.pid] = handle
         return handle
 
-    def end(self, handle: JobHandle, returncode: int, peak_rss_kb: int = 0) -> None:
-        """The test's word: this job has ended with `returncode` (negative: killed by that signal)."""
+    def end(self, handle: JobHandle, returncode: int, peak_rss_kb: int = 0, worker: str | None = None) -> None:
+        """The test's word: this job has ended with `returncode` (negative: killed by that signal), on `worker`."""
         self.exits[handle.pid] = (
-            JobExit(signal=-returncode, peak_rss_kb=peak_rss_kb)
+            JobExit(signal=-returncode, peak_rss_kb=peak_rss_kb, worker=worker)
             if returncode < 0
-            else JobExit(exit_code=returncode, peak_rss_kb=peak_rss_kb)
+            else JobExit(exit_code=returncode, peak_rss_kb=peak_rss_kb, worker=worker)
         )
         self.wake()
 

@@ -20,6 +20,8 @@ LIMITS = {"job_timeout_seconds": 60, "job_memory_limit_mb": 3072, "kill_grace_se
 def spec_under(root: Path, **options) -> JobSpec:
     state = root / "state"
     return JobSpec(
+        item=7,
+        attempt=2,
         input=state / "originals" / "7.jpg",
         output=state / "results" / "7-2.webp",
         report=state / "results" / "7-2.report.json",
@@ -31,19 +33,20 @@ def spec_under(root: Path, **options) -> JobSpec:
 
 def test_a_worker_with_the_root_elsewhere_runs_the_very_job_the_supervisor_sent(tmp_path):
     sent = spec_under(tmp_path / "here", model="isnet-medium", output_format="webp", edges="refine", quality=70)
-    message = json.loads(json.dumps(to_message(sent, tmp_path / "here", 7, 2, LIMITS)))
+    message = json.loads(json.dumps(to_message(sent, tmp_path / "here", LIMITS)))
 
     received = spec_from(message, tmp_path / "there", tmp_path / "models")
 
     assert (message["item"], message["attempt"]) == (7, 2)
     assert model_of(message) == "isnet-medium"
     assert received.options == sent.options
+    assert (received.item, received.attempt) == (7, 2)
     assert received.input == tmp_path / "there" / "state" / "originals" / "7.jpg"
     assert received.models_dir == tmp_path / "models"
 
 
 def test_a_message_naming_a_file_outside_the_root_is_refused(tmp_path):
-    message = json.loads(json.dumps(to_message(spec_under(tmp_path), tmp_path, 7, 2, LIMITS)))
+    message = json.loads(json.dumps(to_message(spec_under(tmp_path), tmp_path, LIMITS)))
     message["spec"]["input"] = "../../etc/passwd"
     with pytest.raises(ValueError, match="not under the root"):
         spec_from(message, tmp_path, tmp_path / "models")

@@ -133,6 +133,38 @@ def test_the_job_spec_carries_the_sessions_options_and_survives_the_trip_through
     assert again == JobSpec(**{**vars(spec), "log": None}), "the log travels beside the argv, not in it"
 
 
+def test_the_job_spec_carries_its_item_and_attempt_beside_the_argv(daemon):
+    drop(daemon, "a.jpg")
+    daemon.dispatch.start_next(T0)
+    spec, item = daemon.runner.submitted[0], the_job(daemon).item
+    assert (spec.item, spec.attempt) == (item.id, item.attempts) == (item.id, 1)
+    assert not {"--item", "--attempt"} & set(spec.argv()), "the job's own command line stays as it was"
+
+
+def test_the_worker_a_job_exit_names_is_recorded_with_its_item_and_its_line(daemon):
+    drop(daemon, "a.jpg")
+    daemon.dispatch.start_next(T0)
+    job = the_job(daemon)
+    job.handle.spec.output.write_bytes(b"a cutout")
+    daemon.runner.end(job.handle, ExitCode.DONE, worker="w1@host")
+    with capture_logs() as logs:
+        daemon.dispatch.reap(T0 + 1)
+    assert daemon.store.item_named(job.item.session, "a.jpg").worker == "w1@host"
+    assert [line.get("worker") for line in logs if line["event"] == "job_finished"] == ["w1@host"]
+
+
+def test_a_task_message_carries_the_item_and_attempt_beside_the_spec_and_gives_them_back(tmp_path):
+    from bgremover.runners.celery.message import spec_from, to_message
+
+    root = tmp_path / "root"
+    spec = JobSpec(input=root / "in.jpg", output=root / "out.png", report=root / "1-2.report.json", item=7, attempt=3)
+    limits = {"job_timeout_seconds": 30, "job_memory_limit_mb": 100, "kill_grace_seconds": 2}
+    message = to_message(spec, root, limits)
+    assert (message["item"], message["attempt"]) == (7, 3) and not {"item", "attempt"} & message["spec"].keys()
+    again = spec_from(message, root, tmp_path / "models")
+    assert (again.item, again.attempt) == (7, 3), "read from the message, not from a file's name"
+
+
 def test_with_nothing_queued_the_runner_is_told_it_is_idle(daemon):
     daemon.dispatch.start_next(T0)
     assert daemon.runner.idles == 1 and daemon.runner.submitted == [] and the_job(daemon) is None

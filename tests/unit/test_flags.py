@@ -17,7 +17,7 @@ import pytest
 from PIL import ImageColor
 
 from bgremover.cli.flags import flag_settings
-from bgremover.cli.main import build_parser
+from bgremover.main import build_parser
 from bgremover.options import TRANSPARENT
 from bgremover.settings import Settings, SettingsError, load_settings
 

@@ -163,7 +163,8 @@ def test_jobs_ended_on_worker_hosts_are_counted_by_worker_and_status(tmp_path):
 
     def on(worker: str | None, returncode: int = 0):
         ran = job(returncode=returncode)
-        ran.handle = JobHandle(None, None, {"task_id": "bgremover-1-1", **({"worker": worker} if worker else {})})
+        ran.handle = JobHandle(None, None, {"task_id": "bgremover-1-1"})
+        ran.worker = worker  # as the job's JobExit named it
         return ran
 
     metrics.job_concluded(on("w1@host"), Status.DONE, None, None, now=101.0)

@@ -1,4 +1,4 @@
-"""The bodies of the `bgremover` commands; cli/main.py parses, these act.
+"""The bodies of this client's `bgremover` commands; cli/arguments.py declares their arguments, these act.
 
 `retry` and `cancel` only touch the marker files the daemon watches, so they
 work the same whether the daemon runs now or starts later.
@@ -224,12 +224,6 @@ def import_models(folder: Path, args: argparse.Namespace) -> int:
     return EXIT_FAILED if refused else EXIT_OK
 
 
-def bench(settings: Settings, args: argparse.Namespace) -> int:
-    from bgremover.bench import main as bench
-
-    return bench.main(settings, args)
-
-
 def models(settings: Settings, args: argparse.Namespace) -> int:
     from bgremover.models import fetch
     from bgremover.models.manifest import ModelError
@@ -256,12 +250,6 @@ def models(settings: Settings, args: argparse.Namespace) -> int:
     except OSError as exc:  # the models folder cannot be written
         return fail(f"{exc.filename or folder}: {exc.strerror or exc}", EXIT_FAILED)
     return EXIT_OK
-
-
-def web(settings: Settings, args: argparse.Namespace) -> int:
-    from bgremover.web.server import serve
-
-    return serve(settings, args.listen)
 
 
 def worker(settings: Settings, args: argparse.Namespace) -> int:

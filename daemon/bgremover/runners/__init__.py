@@ -2,18 +2,18 @@
 
 Each is one class in one file of this folder, implementing runners.api.JobRunner,
 constructed as `Runner(settings, wake)` (wake: a callable that tells the
-supervisor's loop a job has ended). Named here as "module:Class" and imported
-only when chosen, so a runner's dependencies cost nothing to the others.
+supervisor's loop a job has ended). Named in the table of runnertable.py as
+"module:Class" and imported only when chosen, so a runner's dependencies cost
+nothing to the others.
 """
 
 from __future__ import annotations
 
 import importlib
 
-RUNNERS = {
-    "local": "bgremover.runners.local:LocalRunner",  # fresh processes on this machine, from the fork server
-    "celery": "bgremover.runners.celery.runner:CeleryRunner",  # `bgremover worker` hosts, through a Redis broker
-}
+from bgremover.runnertable import RUNNERS
+
+__all__ = ["RUNNERS", "runner_class"]
 
 
 def runner_class(name: str) -> type:

@@ -3,7 +3,7 @@
 The supervisor decides (which item next, when a job is over its time or its
 memory, what its exit means); a runner only starts, watches, stops and
 measures. A runner is one class in one file under runners/, named in the
-table in runners/__init__.py, and chosen by the `runner` setting.
+table of runnertable.py, and chosen by the `runner` setting.
 
 Standard library only, and nothing of bgremover's but the contract: a runner
 must not reach into the supervisor, and the supervisor needs no runner's
@@ -41,6 +41,7 @@ class JobExit:
     # The job was lost with the host that ran it (a runner of other hosts), not ended by
     # its image: why, in a few words. Its item may run again, within a budget.
     lost: str | None = None
+    worker: str | None = None  # the host that ran it, as a runner of other hosts names it; None on this machine
 
     @property
     def returncode(self) -> int:

@@ -172,9 +172,8 @@ class Metrics:
         # Called once the outcome is recorded: raising here would have the loop conclude the job again.
         try:
             self.count_job(status, reason, timings_ms, now - job.started)
-            worker = job.handle.details.get("worker") if job.handle is not None else None
-            if worker:  # only a runner of other hosts names one
-                self.worker_jobs.labels(worker, status.value).inc()
+            if job.worker:  # only a runner of other hosts names one
+                self.worker_jobs.labels(job.worker, status.value).inc()
         except Exception:  # a metric is never worth an item
             log.exception("metrics_not_recorded", status=status.value)
 

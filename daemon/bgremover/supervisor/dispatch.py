@@ -133,6 +133,7 @@ class Dispatch:
             report=self.spool.report(item), log=self.spool.job_log(item), options=options,
             mask=self.spool.mask_result(item) if options.output == "both" else None,
             models_dir=model.path.parent, threads=settings.threads, providers=tuple(settings.providers),
+            item=item.id, attempt=item.attempts,
         )  # fmt: skip
 
     def launch(self, spec: JobSpec, item: Item, model: ModelSpec, now: float) -> RunningJob | None:
@@ -259,6 +260,7 @@ class Dispatch:
                     continue
                 job.returncode = ended.returncode
                 job.peak_rss_kb = max(job.peak_rss_kb, ended.peak_rss_kb)
+                job.worker = ended.worker
                 if ended.lost and job.stop_reason is None:  # a stop we asked for says more than the loss
                     job.stop_reason, job.lost = WORKER_LOST, ended.lost
             if not self.refusals.state.due(now):
@@ -334,7 +336,7 @@ class Dispatch:
             for key, value in (
                 ("stderr", stderr),
                 ("timings_ms", job_report.get("timings_ms")),
-                ("worker", job.handle.details.get("worker")),
+                ("worker", job.worker),
             )
             if value
         }

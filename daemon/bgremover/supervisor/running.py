@@ -19,3 +19,4 @@ class RunningJob:
     returncode: int | None = None
     slot: int = 0  # which of the job slots it holds, from 0
     lost: str | None = None  # why its worker host was lost, where it was (see supervisor/lost.py)
+    worker: str | None = None  # the host that ran it, as its JobExit names it; None on this machine

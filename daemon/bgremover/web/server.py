@@ -7,6 +7,7 @@ of 0 is known before the address is printed.
 
 from __future__ import annotations
 
+import argparse
 import os
 import socket
 import sys
@@ -17,6 +18,20 @@ from bgremover.settings import Settings
 
 TOKEN_MIN = 16  # characters
 PRIORITY = 5  # nice: the daemon's jobs come before the page
+HELP = "serve the web page: batches, pictures, retry, upload"
+
+
+def add_web_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        help="the address to listen on (setting: web_listen, default 127.0.0.1:8765); any but the "
+        "loopback needs web_token",
+    )
+
+
+def start(settings: Settings, args: argparse.Namespace) -> int:
+    return serve(settings, args.listen)
 
 
 def refusal(listen: Listen, token: str | None) -> str | None:

@@ -17,24 +17,26 @@ from bgremover.options import ImageOptions
 
 # The JobSpec fields that are files under the root; models_dir is the worker's own.
 PATH_FIELDS = ("input", "output", "report", "log", "mask")
+KEY_FIELDS = ("item", "attempt")  # the message's own fields, beside the spec, as earlier messages carry them
 LIMITS = ("job_timeout_seconds", "job_memory_limit_mb", "kill_grace_seconds")
 ROOT_ID_FILE = "root-id"  # in the state folder: which root this is, so a worker on another one is refused
 
 
-def to_message(spec: JobSpec, root: Path, item: int, attempt: int, limits: dict) -> dict:
+def to_message(spec: JobSpec, root: Path, limits: dict) -> dict:
     fields = {}
     for spec_field in dataclasses.fields(spec):
         value = getattr(spec, spec_field.name)
         if spec_field.name in PATH_FIELDS and value is not None:
             value = str(Path(value).relative_to(root))
-        elif spec_field.name == "models_dir":
+        elif spec_field.name == "models_dir" or spec_field.name in KEY_FIELDS:
             continue
         elif isinstance(value, tuple):
             value = list(value)
         elif isinstance(value, ImageOptions):
             value = dataclasses.asdict(value)
         fields[spec_field.name] = value
-    return {"item": item, "attempt": attempt, "spec": fields, "limits": {name: limits[name] for name in LIMITS}}
+    limits = {name: limits[name] for name in LIMITS}
+    return {"item": spec.item, "attempt": spec.attempt, "spec": fields, "limits": limits}
 
 
 def spec_from(message: dict, root: Path, models_dir: Path) -> JobSpec:
@@ -48,18 +50,13 @@ def spec_from(message: dict, root: Path, models_dir: Path) -> JobSpec:
             fields[name] = path
     fields["providers"] = tuple(fields.get("providers") or ("CPUExecutionProvider",))
     fields["options"] = ImageOptions(**fields.get("options", {}))
-    return JobSpec(**fields, models_dir=models_dir)
+    keys = {name: message.get(name) for name in KEY_FIELDS}
+    return JobSpec(**fields, **keys, models_dir=models_dir)
 
 
 def model_of(message: dict) -> str:
     """The model a message's job runs: the worker prepares it before the job starts."""
     return message["spec"]["options"]["model"]
-
-
-def key_of(report: Path) -> tuple[int, int]:
-    """The item id and attempt a spool name carries (`<id>-<attempt>.report.json`)."""
-    item, attempt = report.name.split(".", 1)[0].split("-")
-    return int(item), int(attempt)
 
 
 def root_identity(state_dir: Path, create: bool) -> str | None:

@@ -26,7 +26,7 @@ from bgremover.runners.api import JobExit, JobHandle, JobNotStarted, JobRunner, 
 from bgremover.runners.celery.app import QUEUE, TASK_NAME, make_app, task_id
 from bgremover.runners.celery.fences import Fences
 from bgremover.runners.celery.marks import Marks
-from bgremover.runners.celery.message import key_of, root_identity, to_message
+from bgremover.runners.celery.message import root_identity, to_message
 
 log = structlog.get_logger()
 
@@ -124,17 +124,16 @@ class CeleryRunner(JobRunner):
         return JobHandle(spec, None, {"task_id": sent.task})
 
     def sent_for(self, spec: JobSpec, check_at: float) -> Sent:
-        item, attempt = key_of(spec.report)
         settings = self.settings
         limits = {
             name: getattr(settings, name)
             for name in ("job_timeout_seconds", "job_memory_limit_mb", "kill_grace_seconds")
         }
-        message = to_message(spec, settings.root, item, attempt, limits)
+        message = to_message(spec, settings.root, limits)
         # A backstop only: the worker's own deadline and kill come first.
         hard_limit = settings.job_timeout_seconds + settings.kill_grace_seconds + 30
         files = tuple(path for path in (spec.output, spec.mask, spec.report, spec.log) if path is not None)
-        return Sent(task_id(item, attempt), message, hard_limit, check_at, files=files)
+        return Sent(task_id(spec.item, spec.attempt), message, hard_limit, check_at, files=files)
 
     def send(self, sent: Sent) -> None:
         self.app.send_task(TASK_NAME, args=[sent.message], task_id=sent.task, time_limit=sent.time_limit, queue=QUEUE)
@@ -152,8 +151,8 @@ class CeleryRunner(JobRunner):
             return None
         self.broker_back()
         if state == "SUCCESS" and isinstance(value, dict):
-            handle.details["worker"] = value.get("worker")
-            return self.ended(sent, exit_of(value["returncode"], value.get("peak_rss_kb", 0)), answered=True)
+            ended = exit_of(value["returncode"], value.get("peak_rss_kb", 0), value.get("worker"))
+            return self.ended(sent, ended, answered=True)
         if state == "REVOKED":  # we never revoke: its worker cancelled it when the broker went away
             return self.send_again(sent, result, now)
         if state == "FAILURE" and type(value).__name__ == "WorkerLostError":  # its pool process vanished
@@ -283,7 +282,7 @@ class CeleryRunner(JobRunner):
             self.app.close()
 
 
-def exit_of(returncode: int, peak_rss_kb: int) -> JobExit:
+def exit_of(returncode: int, peak_rss_kb: int, worker: str | None) -> JobExit:
     if returncode < 0:
-        return JobExit(signal=-returncode, peak_rss_kb=peak_rss_kb)
-    return JobExit(exit_code=returncode, peak_rss_kb=peak_rss_kb)
+        return JobExit(signal=-returncode, peak_rss_kb=peak_rss_kb, worker=worker)
+    return JobExit(exit_code=returncode, peak_rss_kb=peak_rss_kb, worker=worker)
