@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import re
 from collections import deque
 from pathlib import Path
 
@@ -250,3 +251,13 @@ def test_a_planted_pair_importing_each_other_is_reported():
     graph, _ = import_graph()
     planted = {**graph, "bgremover.imaging.matting": graph["bgremover.imaging.matting"] | {"bgremover.job.process"}}
     assert "imaging and job import each other" in layering_faults(planted)
+
+
+def test_the_architecture_page_lists_every_module_and_no_other():
+    """docs/architecture.md's table of modules says what each one holds: it names each module that exists, once."""
+    table = re.findall(r"^\| `([^`]+\.py)` \|", (REPO / "docs" / "architecture.md").read_text(), re.M)
+    present = {str(path.relative_to(PACKAGE)) for path in modules().values() if not is_empty(path)}
+    assert table, "no table of modules found"
+    assert sorted(set(table) - present) == [], "the page names modules that are gone"
+    assert sorted(present - set(table)) == [], "modules the page does not name"
+    assert len(table) == len(set(table)), "a module is named twice"
