@@ -87,9 +87,7 @@ SOAK_DEFAULT_SEED = 20261127
 
 def pytest_addoption(parser):
     group = parser.getgroup("soak", "the crash soak (tests/soak/test_crash_soak.py)")
-    group.addoption(
-        "--soak-images", type=int, default=60, metavar="N", help="images the crash soak drops (default 60)"
-    )
+    group.addoption("--soak-images", type=int, default=60, metavar="N", help="images the crash soak drops (default 60)")
     group.addoption(
         "--soak-kills",
         type=int,
