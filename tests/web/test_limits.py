@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import io
+import os
+import re
+import shutil
+import signal
 import time
 import uuid
+from pathlib import Path
 
 from bgremover.address import parse_listen
 from bgremover.web.security import Guard
-from tests.support.web import TOKEN, WebPage, files_under, form
+from tests.support.harness import Daemon, wait_for
+from tests.support.heic import heic_bytes
+from tests.support.images import photo
+from tests.support.web import TOKEN, WebPage, files_under, form, multipart
 
 
 def raw_multipart(parts: list[bytes]) -> tuple[bytes, str]:
@@ -94,3 +103,60 @@ def test_a_new_token_signs_every_browser_out(root):
     with WebPage(root, "0.0.0.0:0", web_token=other) as web:
         assert web.get("/api/status", headers=cookie)[0] == 401, "a cookie of the old token opens the page"
         assert web.get("/api/status", headers=sign_in(web, other))[0] == 200
+
+
+# ---------------------------------------------------------------- the pictures' worker
+
+
+def picture_worker(web: WebPage) -> int:
+    """The pid of the page's picture worker: its child started by multiprocessing's spawn."""
+    pid = web.process.pid
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    workers = [int(c) for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+    assert len(workers) == 1, workers
+    return workers[0]
+
+
+def item_id(web: WebPage, name: str) -> str:
+    return (
+        re.search(rf'id="item-(\d+)" data-name="{re.escape(name)}"'.encode(), web.get("/sessions")[2]).group(1).decode()
+    )
+
+
+def test_a_picture_worker_killed_mid_life_is_replaced_and_pictures_still_come(root):
+    shutil.copy(photo("astronaut"), root / "archive" / "shoot" / "ok.jpg")
+    with WebPage(root) as web:
+        item = item_id(web, "ok.jpg")
+        assert web.get(f"/thumbnails/{item}/before")[0] == 200
+        first = picture_worker(web)
+        os.kill(first, signal.SIGKILL)
+        wait_for(
+            lambda: not Path(f"/proc/{first}").exists() or b"Z" in Path(f"/proc/{first}/stat").read_bytes().split()[2],
+            what="the worker gone",
+        )
+        for cached in (root / "state" / "web" / "thumbnails").glob("*.webp"):
+            cached.unlink()  # so the picture is made again, by a worker
+        code, headers, _ = web.get(f"/thumbnails/{item}/before")
+        assert code == 200 and headers["content-type"] == "image/webp", code
+        assert picture_worker(web) != first
+
+
+def test_a_heic_upload_gets_a_picture(tmp_path):
+    root = tmp_path / "root"
+    from PIL import Image
+
+    heic = heic_bytes(Image.open(photo("astronaut")).convert("RGB"))
+    with Daemon(root), WebPage(root) as web:
+        body, kind = multipart([("phone/IMG_0001.heic", heic)])
+        code, _, answer = web.request("POST", "/upload", body, {**web.same_origin(), "Content-Type": kind})
+        assert code == 200, answer
+        wait_for(lambda: b'data-name="IMG_0001.heic"' in web.get("/sessions")[2], timeout=60, what="the upload queued")
+        item = item_id(web, "IMG_0001.heic")
+        code, headers, picture = wait_for(
+            lambda: (answer := web.get(f"/thumbnails/{item}/before"))[0] == 200 and answer,
+            timeout=30,
+            what="a picture of the HEIC photo",
+        )
+        assert headers["content-type"] == "image/webp"
+    with Image.open(io.BytesIO(picture)) as made:
+        assert max(made.size) == 256
