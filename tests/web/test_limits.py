@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import http.client
 import io
 import os
 import re
+import resource
+import selectors
 import shutil
 import signal
+import socket
 import time
 import uuid
 from pathlib import Path
@@ -160,3 +164,75 @@ def test_a_heic_upload_gets_a_picture(tmp_path):
         assert headers["content-type"] == "image/webp"
     with Image.open(io.BytesIO(picture)) as made:
         assert max(made.size) == 256
+
+
+# ---------------------------------------------------------------- connections
+
+HEADER_SECONDS = 10  # the page's deadline for a request's headers (bgremover.web.connections)
+
+
+def answered_within(web: WebPage, seconds: float) -> int | None:
+    """The status of GET /login on a fresh connection, or None if it takes longer than `seconds`."""
+    connection = http.client.HTTPConnection("127.0.0.1", web.port, timeout=seconds)
+    try:
+        connection.request("GET", "/login", headers={"Host": f"127.0.0.1:{web.port}"})
+        return connection.getresponse().status
+    except OSError:
+        return None
+    finally:
+        connection.close()
+
+
+def closed_by_the_page(sockets: list[socket.socket], within: float) -> int:
+    """How many of `sockets` the page closed before `within` seconds passed."""
+    open_ones, deadline = set(sockets), time.monotonic() + within
+    with selectors.DefaultSelector() as selector:
+        for sock in sockets:
+            selector.register(sock, selectors.EVENT_READ)
+        while open_ones and time.monotonic() < deadline:
+            for key, _ in selector.select(timeout=0.5):
+                try:
+                    ended = key.fileobj.recv(4096) == b""
+                except OSError:
+                    ended = True
+                if ended:
+                    selector.unregister(key.fileobj)
+                    open_ones.discard(key.fileobj)
+    return len(sockets) - len(open_ones)
+
+
+def test_stalled_connections_neither_keep_others_out_nor_stay_open(root):
+    with WebPage(root, "0.0.0.0:0", web_token=TOKEN) as web:
+        _, hard = resource.prlimit(web.process.pid, resource.RLIMIT_NOFILE)
+        resource.prlimit(web.process.pid, resource.RLIMIT_NOFILE, (1024, hard))  # systemd's default soft limit
+        stalled = []
+        try:
+            for _ in range(1100):  # slowloris: half a request line each, then nothing
+                sock = socket.create_connection(("127.0.0.1", web.port))
+                sock.sendall(b"GET /api/sta")
+                stalled.append(sock)
+            started = time.monotonic()
+            assert answered_within(web, 5) == 200, "the page kept a client out while others stalled"
+            assert time.monotonic() - started < 5
+            assert closed_by_the_page(stalled, HEADER_SECONDS + 5) == len(stalled)
+        finally:
+            for sock in stalled:
+                sock.close()
+        assert answered_within(web, 5) == 200
+
+
+def test_headers_that_never_end_are_refused(root):
+    with WebPage(root) as web, socket.create_connection(("127.0.0.1", web.port)) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        answer = b""
+        try:
+            for n in range(2000):
+                sock.sendall(b"X-Padding-%d: %s\r\n" % (n, b"p" * 1000))
+        except OSError:
+            pass  # closed by the page: what it answered is read below
+        sock.settimeout(5)
+        try:
+            answer = sock.recv(4096)
+        except OSError:
+            pass
+        assert answer.startswith(b"HTTP/1.1 431"), answer[:200]
