@@ -250,6 +250,14 @@ class WebSettings(BaseModel):
             example="\"paste the output of: python3 -c 'import secrets; print(secrets.token_urlsafe(24))'\"",
         ),
     )
+    web_session_hours: float = Field(
+        168.0,
+        gt=0,
+        **doc(
+            "how long a sign-in on the page's form lasts, in hours; then the browser is asked for the access code "
+            "again. Changing `web_token` signs every browser out at once"
+        ),
+    )
     web_upload_file_mb: float = Field(
         200.0,
         gt=0,

@@ -147,7 +147,14 @@ async def login(web: Web, request: Request) -> Response:
         await asyncio.sleep(WRONG_TOKEN_PAUSE)
         return web.message(request, 401, "Sign in", "That access code is not right.", login=True)
     response = RedirectResponse("/", 303)
-    response.set_cookie(COOKIE, web.guard.cookie_value(), httponly=True, samesite="strict", path="/")
+    response.set_cookie(
+        COOKIE,
+        web.guard.cookie_value(),
+        max_age=int(web.guard.session_seconds),  # the browser forgets it when the page would refuse it
+        httponly=True,
+        samesite="strict",
+        path="/",
+    )
     return response
 
 

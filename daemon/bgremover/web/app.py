@@ -31,7 +31,8 @@ def web_folder(settings: Settings):
 
 
 def build(settings: Settings, listen: Listen, token: str | None) -> tuple[Starlette, Guard]:
-    guard = Guard(listen, token, load_secret(web_folder(settings)))
+    session_seconds = settings.web_session_hours * 3600
+    guard = Guard(listen, token, load_secret(web_folder(settings)), session_seconds)
     env = templates()
     web = Web(
         settings,

@@ -11,7 +11,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from bgremover.intake.watcher import IMAGE_EXTENSIONS
 from bgremover.queue.spool import Spool
 from bgremover.settings import Settings
-from bgremover.web.forms import Limits
+from bgremover.web.forms import FILES_LIMIT, Limits
 from bgremover.web.reading import Reader
 from bgremover.web.security import Guard
 from bgremover.web.thumbnails import Thumbnails
@@ -33,6 +33,7 @@ class Web:
         return {
             "csrf": self.guard.csrf_token,
             "limits": self.limits,
+            "files_limit": FILES_LIMIT,
             "extensions": ",".join(sorted(IMAGE_EXTENSIONS)),
             "extensions_text": accepted_extensions(),
         }

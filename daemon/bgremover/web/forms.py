@@ -14,7 +14,17 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 FIELD_LIMIT = 64 * 1024  # bytes in a field that is not a file: a name, a session's name
+# Each part costs a little memory and work whatever its size, so their number is bounded as the bytes are:
+# a folder of more files than this goes in several uploads (the page says so), and no form of ours has
+# more than a handful of plain fields.
+FILES_LIMIT = 1000
+FIELDS_LIMIT = 50
+PART_HEADERS_LIMIT = 8  # a browser sends two: Content-Disposition and Content-Type
+PART_HEADER_BYTES = 4096  # a part's headers in all; a file name is at most a few hundred bytes
 MB = 1024 * 1024
+
+
+HEADERS_REFUSED = "the headers of a part of the form are too many or too large"
 
 
 class FormRefused(Exception):
@@ -55,6 +65,9 @@ class _Parts:
         self.out: BinaryIO | None = None
         self.size = 0
         self.buffer = bytearray()
+        self.in_headers = False
+        self.header_bytes = 0
+        self.files = self.plain = 0
 
     def callbacks(self) -> dict:
         return {
@@ -69,24 +82,51 @@ class _Parts:
 
     def begin(self) -> None:
         self.headers, self.out, self.size, self.buffer = {}, None, 0, bytearray()
+        self.in_headers, self.header_bytes = True, 0
 
     def header_field(self, data: bytes, start: int, end: int) -> None:
+        self.count_header_bytes(end - start)
         self.header += data[start:end]
 
     def header_value(self, data: bytes, start: int, end: int) -> None:
+        self.count_header_bytes(end - start)
         self.value += data[start:end]
+
+    def count_header_bytes(self, size: int) -> None:
+        # Counted as they arrive: a header that never ends is refused at the limit, not once it is whole.
+        self.header_bytes += size
+        if self.header_bytes > PART_HEADER_BYTES:
+            raise FormRefused(413, f"{HEADERS_REFUSED}: over {PART_HEADER_BYTES // 1024} KB; nothing was uploaded")
 
     def header_end(self) -> None:
         self.headers[self.header.lower()] = self.value
         self.header = self.value = b""
+        if len(self.headers) > PART_HEADERS_LIMIT:
+            raise FormRefused(413, f"{HEADERS_REFUSED}: over {PART_HEADERS_LIMIT} of them; nothing was uploaded")
 
     def headers_finished(self) -> None:
+        self.in_headers = False
         _, params = parse_options_header(self.headers.get(b"content-disposition", b""))
         self.name = params.get(b"name", b"").decode("utf-8", "replace")
         if b"filename" in params:
             # Browsers send the name as UTF-8; a byte that is not stays itself, shown later as %XX.
             self.filename = params[b"filename"].decode("utf-8", "surrogateescape")
+            self.count_part(file=True)
             self.out = self.open_file(self.name, self.filename, self.fields)
+        else:
+            self.count_part(file=False)
+
+    def count_part(self, file: bool) -> None:
+        if file:
+            self.files += 1
+            if self.files > FILES_LIMIT:
+                raise FormRefused(
+                    413, f"the upload holds over {FILES_LIMIT} files; nothing was uploaded: send fewer at a time"
+                )
+            return
+        self.plain += 1
+        if self.plain > FIELDS_LIMIT:
+            raise FormRefused(413, f"the form holds over {FIELDS_LIMIT} fields; nothing was uploaded")
 
     def data(self, data: bytes, start: int, end: int) -> None:
         chunk = data[start:end]
@@ -142,6 +182,12 @@ async def read_form(
             parser.write(chunk)
         parser.finalize()
     except MultipartParseError:
+        if parts.in_headers:  # newer python-multipart bounds a part's headers itself, tighter than we do
+            raise FormRefused(
+                413,
+                f"{HEADERS_REFUSED}, or malformed: at most {PART_HEADERS_LIMIT} of them, "
+                f"{PART_HEADER_BYTES // 1024} KB in all; nothing was uploaded",
+            ) from None
         raise FormRefused(400, "the form could not be read: its multipart body is malformed") from None
     finally:
         if parts.out is not None:

@@ -20,6 +20,7 @@ import hashlib
 import hmac
 import os
 import secrets
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -39,6 +40,7 @@ RESPONSE_HEADERS = [
     # same-origin, not no-referrer: with no-referrer Chrome sends "Origin: null" on a form's POST.
     (b"referrer-policy", b"same-origin"),
 ]
+CLOCK_SKEW_SECONDS = 300  # a cookie issued this far ahead of our clock is still taken (an NTP step back)
 SAME_SITE_FETCHES = frozenset({"same-origin", "none"})  # "none": typed or bookmarked, not sent by another page
 
 
@@ -62,10 +64,11 @@ def load_secret(folder: Path) -> bytes:
 
 
 class Guard:
-    def __init__(self, listen: Listen, token: str | None, secret: bytes) -> None:
+    def __init__(self, listen: Listen, token: str | None, secret: bytes, session_seconds: float = 7 * 86400) -> None:
         self.listen = listen
         self.token = token
         self.secret = secret
+        self.session_seconds = session_seconds
         self.port = listen.port  # the bound port, once known (listen.port may be 0)
 
     def sign(self, purpose: bytes) -> str:
@@ -75,9 +78,28 @@ class Guard:
     def csrf_token(self) -> str:
         return self.sign(b"csrf")
 
-    def cookie_value(self) -> str:
-        # Never the token itself: a cookie may end up in a place the token must not.
-        return self.sign(b"signed in with " + (self.token or "").encode())
+    def cookie_value(self, now: float | None = None) -> str:
+        """ISSUED.SIGNATURE: when the sign-in happened, signed with the token it was made with.
+
+        Never the token itself: a cookie may end up in a place the token must not.
+        The signature covers the issue time, so it cannot be moved forward, and
+        the token, so a new token refuses every cookie made with the old one.
+        """
+        issued = int(time.time() if now is None else now)
+        return f"{issued}.{self.cookie_signature(issued)}"
+
+    def cookie_signature(self, issued: int) -> str:
+        return self.sign(b"signed in with " + (self.token or "").encode() + b" at " + str(issued).encode())
+
+    def cookie_valid(self, cookie: str, now: float | None = None) -> bool:
+        issued_text, _, signature = cookie.partition(".")
+        if not issued_text.isdigit() or len(issued_text) > 12:
+            return False
+        issued = int(issued_text)
+        if not hmac.compare_digest(signature.encode(), self.cookie_signature(issued).encode()):
+            return False
+        age = (time.time() if now is None else now) - issued
+        return -CLOCK_SKEW_SECONDS <= age <= self.session_seconds
 
     def host_allowed(self, host: str | None) -> bool:
         if not self.listen.loopback:
@@ -98,12 +120,12 @@ class Guard:
         scheme, _, value = (authorization or "").partition(" ")
         return scheme.lower() == "bearer" and self.token_matches(value.strip())
 
-    def signed_in(self, cookie: str | None, authorization: str | None) -> bool:
+    def signed_in(self, cookie: str | None, authorization: str | None, now: float | None = None) -> bool:
         if self.token is None:
             return True
         if self.bearer(authorization):
             return True
-        return cookie is not None and hmac.compare_digest(cookie.encode(), self.cookie_value().encode())
+        return cookie is not None and self.cookie_valid(cookie, now)
 
     def cross_site(self, origin: str | None, fetch_site: str | None, host: str | None) -> bool:
         """Whether a browser says this request was sent by another site's page."""

@@ -69,6 +69,7 @@ def serve(settings: Settings, listen_text: str | None) -> int:
         import uvicorn
 
         from bgremover.web.app import build
+        from bgremover.web.connections import KEEP_ALIVE_SECONDS, REQUESTS_LIMIT, GuardedHttp
     except ImportError as exc:
         return fail(f"bgremover web needs its extra ({exc.name} is missing): pip install 'bgremover[web]'", EXIT_USAGE)
     try:
@@ -96,6 +97,9 @@ def serve(settings: Settings, listen_text: str | None) -> int:
         timeout_graceful_shutdown=5,
         server_header=False,
         proxy_headers=False,
+        http=GuardedHttp,  # httptools, with a deadline for headers and room made for new connections
+        limit_concurrency=REQUESTS_LIMIT,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
     )
     uvicorn.Server(config).run(sockets=[sock])
     return EXIT_OK

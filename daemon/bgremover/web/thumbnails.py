@@ -1,11 +1,15 @@
 """Small pictures of an item, before and after, made on demand by one worker process and cached under state/.
 
 The page never decodes an image itself: a photo of 40 megapixels would hold
-up every other request for a second. One worker, at the lowest CPU priority,
-makes each picture once; the cache is keyed by what the picture was made
+up every other request for a second. One worker, at the lowest CPU priority
+and with a cap on its memory, makes each picture once; the cache is keyed by what the picture was made
 from (its path, size and modification time, or the ZIP and its member), so a
 retried item's new cutout gets a new picture, and a file that is gone
 (swept, removed) simply has none.
+
+A decoder can crash the worker (a segfault in a codec, the kernel's OOM
+killer): the pool then breaks, and is replaced by a fresh one; a picture that
+breaks the fresh one as well is not asked for again.
 """
 
 from __future__ import annotations
@@ -15,15 +19,21 @@ import hashlib
 import io
 import multiprocessing
 import os
+import resource
 import stat
 import zipfile
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import NamedTuple
 
 SIDE = 256  # pixels on the longer side
 CACHE_LIMIT = 5000  # pictures kept; the oldest go first
 MEDIA_TYPE = "image/webp"
+# Address space, not resident memory: a codec's thread stacks and arenas count, so this is well above what a
+# 100-megapixel picture needs, and a bomb that slips past Pillow's pixel limit fails with MemoryError.
+WORKER_MEMORY_BYTES = 1536 * 1024 * 1024
+CRASHED_LIMIT = 1000  # sources remembered as killing the worker; past it the oldest are tried again
 
 
 class Source(NamedTuple):
@@ -68,7 +78,15 @@ def make(source: Source, target: Path) -> bool:
             image.save(temp, "WEBP", quality=80, method=4)
             os.replace(temp, target)
         return True
-    except (OSError, KeyError, ValueError, UnidentifiedImageError, zipfile.BadZipFile, Image.DecompressionBombError):
+    except (
+        OSError,
+        KeyError,
+        ValueError,
+        MemoryError,
+        UnidentifiedImageError,
+        zipfile.BadZipFile,
+        Image.DecompressionBombError,
+    ):
         return False
 
 
@@ -76,25 +94,58 @@ def has_alpha(image) -> bool:
     return image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info)
 
 
-def lower_priority() -> None:
+def prepare_worker() -> None:
+    """Run in the worker before its first picture."""
     os.nice(19)  # the daemon's jobs come first; a picture can wait
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    cap = WORKER_MEMORY_BYTES if hard == resource.RLIM_INFINITY else min(WORKER_MEMORY_BYTES, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()  # phones' HEIC photos, as the job reads them
+
+
+def new_pool() -> ProcessPoolExecutor:
+    # spawn, not fork: the server's threads and event loop must not be copied into the worker.
+    return ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=prepare_worker)
 
 
 class Thumbnails:
     def __init__(self, cache: Path) -> None:
         self.cache = cache
-        self.pool: Executor | None = None
+        self.pool: ProcessPoolExecutor | None = None
         self.made = 0
+        self.crashed: dict[str, None] = {}  # keys whose source killed a fresh worker, oldest first
 
     def start(self) -> None:
         self.cache.mkdir(parents=True, exist_ok=True)
-        # spawn, not fork: the server's threads and event loop must not be copied into the worker.
-        self.pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=lower_priority)
+        self.pool = new_pool()
 
     def close(self) -> None:
         if self.pool is not None:
             self.pool.shutdown(wait=True, cancel_futures=True)
             self.pool = None
+
+    def replace(self, broken: ProcessPoolExecutor) -> None:
+        """A fresh pool for a broken one; requests that saw the same break replace it only once."""
+        if self.pool is broken:
+            broken.shutdown(wait=False, cancel_futures=True)
+            self.pool = new_pool()
+
+    async def made_in_worker(self, name: str, source: Source, target: Path) -> bool:
+        """`make` in the worker; a worker that died on the way is replaced and the picture asked of the next."""
+        loop = asyncio.get_running_loop()
+        for _ in range(2):
+            pool = self.pool
+            try:
+                return await loop.run_in_executor(pool, make, source, target)
+            except BrokenProcessPool:
+                self.replace(pool)
+        # Twice a dead worker: this picture is what kills it, so it is not asked for again.
+        self.crashed[name] = None
+        if len(self.crashed) > CRASHED_LIMIT:
+            del self.crashed[next(iter(self.crashed))]
+        return False
 
     async def picture(self, source: Source) -> Path | None:
         """The cached picture of `source`, made now if need be; None when there is none to show."""
@@ -104,12 +155,11 @@ class Thumbnails:
         target = self.cache / f"{name}.webp"
         if target.is_file():
             return target
-        loop = asyncio.get_running_loop()
-        if not await loop.run_in_executor(self.pool, make, source, target):
+        if name in self.crashed or not await self.made_in_worker(name, source, target):
             return None
         self.made += 1
         if self.made % 100 == 0:
-            await loop.run_in_executor(None, prune, self.cache, CACHE_LIMIT)
+            await asyncio.get_running_loop().run_in_executor(None, prune, self.cache, CACHE_LIMIT)
         return target
 
 

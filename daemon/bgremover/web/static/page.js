@@ -7,6 +7,7 @@ const body = document.body;
 const csrf = body.dataset.csrf;
 const fileLimit = Number(body.dataset.fileLimit);
 const requestLimit = Number(body.dataset.requestLimit);
+const filesLimit = Number(body.dataset.filesLimit);
 const extensions = new Set(body.dataset.extensions.split(","));
 const seen = new Map(); // id -> the server's last HTML for that element, to tell what changed
 
@@ -129,6 +130,7 @@ function upload(entries) {
   const total = taken.reduce((sum, [file]) => sum + file.size, 0);
   if (!taken.length) return say("Nothing to upload: no photos among " + (skipped.map(([, n]) => n).join(", ") || "them") + ".", "upload-status");
   if (tooLarge.length) return say(tooLarge[0][1] + " is " + megabytes(tooLarge[0][0].size) + ", over the limit of " + megabytes(fileLimit) + " per file; nothing was uploaded.", "upload-status");
+  if (taken.length > filesLimit) return say(taken.length + " photos are over the limit of " + filesLimit + " at once; send fewer at a time.", "upload-status");
   if (total > requestLimit) return say("These photos add up to " + megabytes(total) + ", over the limit of " + megabytes(requestLimit) + " at once; send fewer at a time.", "upload-status");
   const form = new FormData();
   for (const [file, name] of taken) form.append("file", file, name);
