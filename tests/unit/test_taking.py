@@ -116,3 +116,9 @@ def older_items_table(path: Path) -> None:
     [sql] = db.execute("SELECT sql FROM sqlite_master WHERE name = 'items'").fetchone()
     assert "AUTOINCREMENT" not in sql
     db.close()
+
+
+def test_a_name_windows_cannot_extract_keeps_its_name_and_gets_a_member_it_can(daemon):
+    drop_and_take(daemon, "CON.jpg", b"a photo")
+    [item] = daemon.store.items()
+    assert (item.name, item.member) == ("CON.jpg", "CON_.png")
