@@ -19,7 +19,7 @@ import structlog
 from bgremover.models.manifest import load_model_spec
 from bgremover.queue import spool as spoolmodule
 from bgremover.queue.schema import ITEMS
-from bgremover.queue.states import Status
+from bgremover.queue.states import SessionState, Status
 from bgremover.queue.store import IllegalTransition, Store
 from bgremover.settings import load_settings
 from bgremover.supervisor.loop import Supervisor
@@ -48,7 +48,9 @@ def daemon(tmp_path):
 
 
 def drop_and_take(daemon: Supervisor, name: str, content: bytes) -> None:
-    (daemon.settings.inbox / name).write_bytes(content)
+    path = daemon.settings.inbox / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
     daemon.intake.rescan()
     daemon.taking.take_ready_files(time.monotonic())
 
@@ -122,3 +124,16 @@ def test_a_name_windows_cannot_extract_keeps_its_name_and_gets_a_member_it_can(d
     drop_and_take(daemon, "CON.jpg", b"a photo")
     [item] = daemon.store.items()
     assert (item.name, item.member) == ("CON.jpg", "CON_.png")
+
+
+def test_a_wall_clock_step_closes_no_open_session(daemon, monkeypatch):
+    drop_and_take(daemon, "shoot/a.jpg", b"a photo")
+    [session] = daemon.store.sessions(SessionState.OPEN)
+    stepped = time.time() + 10 * 3600  # NTP steps the wall clock hours ahead; the monotonic clock does not move
+    monkeypatch.setattr(time, "time", lambda: stepped)
+
+    daemon.sessions.close_idle_sessions(time.monotonic())
+    assert daemon.store.session(session.name).state is SessionState.OPEN
+
+    daemon.sessions.close_idle_sessions(time.monotonic() + daemon.settings.session_idle_seconds)
+    assert daemon.store.session(session.name).state is SessionState.PROCESSING

@@ -45,21 +45,41 @@ class Sessions:
         self.refusals = publisher.refusals
         self.hooks = hooks
         self.unfinished: set[str] = set()  # sessions that may be ready for their ZIP
+        # Each open session's last take, on the monotonic clock: an NTP step of the
+        # wall clock must not make every open session look idle at once.
+        self.last_taken: dict[str, float] = {}
 
     def close_session(self, session: Session, reason: str) -> None:
         # OPEN -> PROCESSING: no new files join it from now on.
         if self.store.set_session_state(session.name, {SessionState.OPEN}, SessionState.PROCESSING, time.time()):
             log.info("session_closed", session=session.name, reason=reason)
+            self.last_taken.pop(session.name, None)
             self.unfinished.add(session.name)
             self.publisher.publish(session.name)
             if session.source is not None and reason != "full":
                 remove_empty_dirs(self.settings.inbox / session.source, self.settings.inbox)
 
+    def item_taken(self, name: str, now: float) -> None:
+        """A file joined the open session `name` at `now` (monotonic): its idle wait starts over."""
+        self.last_taken[name] = now
+
     def close_idle_sessions(self, now: float) -> None:
-        wall = time.time()
         for session in self.store.sessions(SessionState.OPEN):
-            if wall - session.last_item_at >= self.settings.session_idle_seconds:
+            if now - self.taken_last(session, now) >= self.settings.session_idle_seconds:
                 self.close_session(session, "idle")
+
+    def taken_last(self, session: Session, now: float) -> float:
+        """When the session last took a file, on the monotonic clock.
+
+        A session left open by a previous life has only its stored wall-clock
+        time: its age is read from it once, and never counted as more than the
+        idle wait, so a clock that moved while the daemon was down closes it at
+        once at worst, and never keeps it open longer.
+        """
+        if session.name not in self.last_taken:
+            age = min(max(time.time() - session.last_item_at, 0.0), self.settings.session_idle_seconds)
+            self.last_taken[session.name] = now - age
+        return self.last_taken[session.name]
 
     def forget_if_empty(self, name: str) -> None:
         """Drop a session that never kept an item, and the status JSON it may have shown already."""
@@ -67,6 +87,7 @@ class Sessions:
             (self.settings.outbox / f"{name}.json").unlink(missing_ok=True)
             self.publisher.stale.discard(name)
             self.unfinished.discard(name)
+            self.last_taken.pop(name, None)
 
     def finish_sessions(self, now: float) -> None:
         for name in sorted(self.unfinished):

@@ -85,6 +85,7 @@ class Taking:
         item = self.store.add_item(
             session.name, name, member, ext, os.fsencode(path.relative_to(self.settings.root)), now
         )
+        self.sessions.item_taken(session.name, time.monotonic())
         try:
             self.spool.take(path, item)
         except NotSynced as exc:
