@@ -137,3 +137,18 @@ def test_a_wall_clock_step_closes_no_open_session(daemon, monkeypatch):
 
     daemon.sessions.close_idle_sessions(time.monotonic() + daemon.settings.session_idle_seconds)
     assert daemon.store.session(session.name).state is SessionState.PROCESSING
+
+
+def test_a_file_that_changed_after_it_was_seen_stable_is_not_taken_until_it_holds_still_again(daemon):
+    path = daemon.settings.inbox / "growing.jpg"
+    path.write_bytes(b"first half")
+    daemon.intake.rescan()
+    [ready] = daemon.intake.ready(time.monotonic())
+    with open(path, "ab") as out:
+        out.write(b", second half")
+
+    assert daemon.taking.take(ready) is None
+    assert path.exists() and daemon.store.items() == []
+    daemon.taking.take_ready_files(time.monotonic())
+    [item] = daemon.store.items()
+    assert daemon.spool.original(item).read_bytes() == b"first half, second half"
