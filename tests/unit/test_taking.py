@@ -152,3 +152,32 @@ def test_a_file_that_changed_after_it_was_seen_stable_is_not_taken_until_it_hold
     daemon.taking.take_ready_files(time.monotonic())
     [item] = daemon.store.items()
     assert daemon.spool.original(item).read_bytes() == b"first half, second half"
+
+
+def test_empty_folders_a_copy_made_after_the_last_take_are_kept_until_it_fills_them(daemon, monkeypatch):
+    inbox = daemon.settings.inbox
+    drop_and_take(daemon, "shoot/a.jpg", b"a photo")
+    time.sleep(1.2)  # a copy (rsync) makes its folders first, after the files taken so far, then stalls
+    (inbox / "shoot" / "day2" / "raw").mkdir(parents=True)
+    idle = daemon.settings.session_idle_seconds
+    daemon.sessions.close_idle_sessions(time.monotonic() + idle)
+    assert daemon.store.sessions(SessionState.OPEN) == []
+    later = time.time() + 3600
+    monkeypatch.setattr(time, "time", lambda: later)
+    daemon.sessions.close_idle_sessions(time.monotonic() + idle)
+    monkeypatch.undo()
+
+    assert (inbox / "shoot" / "day2" / "raw").is_dir(), "a folder the copy is about to fill was removed"
+    drop_and_take(daemon, "shoot/day2/raw/b.jpg", b"the photo the copy wrote later")
+    [_, item] = daemon.store.items()
+    assert daemon.spool.original(item).read_bytes() == b"the photo the copy wrote later"
+
+
+def test_a_folder_emptied_by_its_takes_is_removed_once_quiet(daemon, monkeypatch):
+    inbox = daemon.settings.inbox
+    drop_and_take(daemon, "album/x/a.jpg", b"a photo")
+    daemon.sessions.close_idle_sessions(time.monotonic() + daemon.settings.session_idle_seconds)
+    later = time.time() + 60
+    monkeypatch.setattr(time, "time", lambda: later)
+    daemon.sessions.close_idle_sessions(time.monotonic())
+    assert not (inbox / "album").exists()

@@ -26,6 +26,11 @@ from bgremover.supervisor.publishing import Publisher
 
 log = structlog.get_logger()
 
+# An empty inbox folder is left alone this long past stable_seconds: a copy may be about to write into it.
+FOLDER_QUIET_SECONDS = 5.0
+# A take records its time, then moves the file: the folder's mtime lands a moment later than the record.
+TAKE_SLACK_SECONDS = 1.0
+
 
 class Sessions:
     def __init__(
@@ -48,6 +53,7 @@ class Sessions:
         # Each open session's last take, on the monotonic clock: an NTP step of the
         # wall clock must not make every open session look idle at once.
         self.last_taken: dict[str, float] = {}
+        self.to_tidy: dict[str, float] = {}  # closed sessions' inbox folders -> their last take (wall clock)
 
     def close_session(self, session: Session, reason: str) -> None:
         # OPEN -> PROCESSING: no new files join it from now on.
@@ -57,7 +63,8 @@ class Sessions:
             self.unfinished.add(session.name)
             self.publisher.publish(session.name)
             if session.source is not None and reason != "full":
-                remove_empty_dirs(self.settings.inbox / session.source, self.settings.inbox)
+                self.to_tidy[session.source] = session.last_item_at
+                self.tidy_inbox()
 
     def item_taken(self, name: str, now: float) -> None:
         """A file joined the open session `name` at `now` (monotonic): its idle wait starts over."""
@@ -67,6 +74,26 @@ class Sessions:
         for session in self.store.sessions(SessionState.OPEN):
             if now - self.taken_last(session, now) >= self.settings.session_idle_seconds:
                 self.close_session(session, "idle")
+        self.tidy_inbox()
+
+    def tidy_inbox(self) -> None:
+        """Remove the empty folders closed sessions left in the inbox, once no writer can still be using them.
+
+        A folder is removed only when it is empty, unchanged since the
+        session's last take (one changed later was made by a copy still under
+        way) and quiet for stable_seconds plus a margin, and never under a
+        session that is open. A source is forgotten once its quiet time has
+        passed its last take: nothing in it can become removable later.
+        """
+        wall = time.time()
+        quiet_by = wall - self.settings.stable_seconds - FOLDER_QUIET_SECONDS
+        for source, last_take in list(self.to_tidy.items()):
+            if self.store.open_session(source) is not None:
+                continue  # its own close tidies it again
+            settled_by = last_take + TAKE_SLACK_SECONDS
+            remove_empty_dirs(self.settings.inbox / source, self.settings.inbox, min(settled_by, quiet_by))
+            if quiet_by >= settled_by:
+                del self.to_tidy[source]
 
     def taken_last(self, session: Session, now: float) -> float:
         """When the session last took a file, on the monotonic clock.
