@@ -248,3 +248,17 @@ def test_thousands_of_files_in_one_tick(intake, inbox):
     assert intake.pending() == len(paths)
     # A little past STABLE: (t + 0.3) - t can round to just under 0.3 in floating point.
     assert intake.ready(started + STABLE + 0.01) == sorted(paths)
+
+
+def test_a_writer_pausing_longer_than_stable_seconds_is_taken_only_after_it_closes_the_file(watching, inbox):
+    # An SMB client that preallocates, a Wi-Fi stall, a card reader: size and mtime hold
+    # still while the writer still has the file open.
+    path = inbox / "stalled.jpg"
+    with open(path, "wb") as out:
+        out.write(JPEG)
+        out.flush()
+        assert collect(watching, seconds=4 * STABLE) == [], "taken half-written while its writer held it open"
+        out.write(JPEG)
+    returned = collect(watching, until={path})
+    assert returned == [path]
+    assert path.read_bytes() == 2 * JPEG

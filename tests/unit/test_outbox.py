@@ -141,6 +141,32 @@ def test_member_names_for_a_session_are_distinct_and_deterministic():
     assert names == ["a-PNG-2.webp", "a-png.webp", "a-webp.webp", "a.webp", "sub/a.webp"]
 
 
+@pytest.mark.parametrize(
+    "item, expected",
+    [
+        ('a<b>c:d"e|f?g*h.jpg', "a_b_c_d_e_f_g_h.png"),
+        ("tab\there\x1b[31m\x7f.jpg", "tab_here_[31m_.png"),
+        ("CON.jpg", "CON_.png"),
+        ("nul.tar.jpg", "nul_.tar.png"),
+        ("Com1", "Com1_.png"),
+        ("lpt9 .jpg", "lpt9_ .png"),
+        ("aux/prn/x.jpg", "aux_/prn_/x.png"),
+        ("console.jpg", "console.png"),
+        ("com10.jpg", "com10.png"),
+        ("shoot./take .jpg", "shoot_/take .png"),
+        ("a. ./b.jpg", "a___/b.png"),
+    ],
+)
+def test_member_names_can_be_extracted_on_windows(item, expected):
+    assert member_name(item, ".png", set()) == expected
+
+
+def test_a_windows_safe_member_keeps_the_collision_rules():
+    taken = {member_name("CON.jpg", ".png", set())}
+    assert member_name("con.png", ".png", taken) == "con_-png.png"
+    assert member_name("a?.jpg", ".png", {"A_.png"}) == "a_-jpg.png"
+
+
 def test_member_name_with_nothing_usable_is_refused():
     with pytest.raises(ValueError):
         member_name("../..", ".png", set())

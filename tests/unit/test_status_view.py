@@ -8,12 +8,13 @@ after that daemon stopped, and on a root with no database at all.
 from __future__ import annotations
 
 import io
+import json
 import os
 
 import pytest
 
 from bgremover.queue.states import SessionState, Status
-from bgremover.queue.store import Item, Session
+from bgremover.queue.store import Item, Session, Store
 from bgremover.service.rootlock import lock_root
 from bgremover.settings import load_settings
 from bgremover.status import progress
@@ -231,3 +232,21 @@ def test_the_daemon_is_seen_by_its_lock_without_taking_it(tmp_path):
 
 
 # ---------------------------------------------------------------- the command, as a real process
+
+
+def test_a_name_with_control_characters_is_escaped_in_text_and_exact_in_json(tmp_path):
+    settings = load_settings(root=tmp_path / "root")
+    settings.state_dir.mkdir(parents=True)
+    store = Store(settings.database)
+    store.create_session("shoot", "shoot", "png", 1.0)
+    hostile = "\x1b[31mred\x1b]0;owned\x07\x9b2J\x7f.jpg"
+    added = store.add_item("shoot", hostile, "red.png", ".jpg", b"inbox/shoot/red.jpg", 1.0)
+    store.transition(added.id, Status.QUEUED, Status.PROCESSING, 2.0)
+    store.transition(added.id, Status.PROCESSING, Status.FAILED, 3.0, error="bad input")
+    store.close()
+
+    text = statusview.frame(settings, None, False, None, 4.0)
+    assert "\\x1b[31mred\\x1b]0;owned\\x07\\x9b2J\\x7f.jpg: bad input" in text
+    assert not any(ord(c) < 0x20 and c != "\n" or 0x7F <= ord(c) <= 0x9F for c in text)
+    document = json.loads(statusview.frame(settings, None, True, None, 4.0))
+    assert document["sessions"][0]["failed"][0]["name"] == hostile

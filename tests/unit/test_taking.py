@@ -19,7 +19,7 @@ import structlog
 from bgremover.models.manifest import load_model_spec
 from bgremover.queue import spool as spoolmodule
 from bgremover.queue.schema import ITEMS
-from bgremover.queue.states import Status
+from bgremover.queue.states import SessionState, Status
 from bgremover.queue.store import IllegalTransition, Store
 from bgremover.settings import load_settings
 from bgremover.supervisor.loop import Supervisor
@@ -48,7 +48,9 @@ def daemon(tmp_path):
 
 
 def drop_and_take(daemon: Supervisor, name: str, content: bytes) -> None:
-    (daemon.settings.inbox / name).write_bytes(content)
+    path = daemon.settings.inbox / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
     daemon.intake.rescan()
     daemon.taking.take_ready_files(time.monotonic())
 
@@ -116,3 +118,66 @@ def older_items_table(path: Path) -> None:
     [sql] = db.execute("SELECT sql FROM sqlite_master WHERE name = 'items'").fetchone()
     assert "AUTOINCREMENT" not in sql
     db.close()
+
+
+def test_a_name_windows_cannot_extract_keeps_its_name_and_gets_a_member_it_can(daemon):
+    drop_and_take(daemon, "CON.jpg", b"a photo")
+    [item] = daemon.store.items()
+    assert (item.name, item.member) == ("CON.jpg", "CON_.png")
+
+
+def test_a_wall_clock_step_closes_no_open_session(daemon, monkeypatch):
+    drop_and_take(daemon, "shoot/a.jpg", b"a photo")
+    [session] = daemon.store.sessions(SessionState.OPEN)
+    stepped = time.time() + 10 * 3600  # NTP steps the wall clock hours ahead; the monotonic clock does not move
+    monkeypatch.setattr(time, "time", lambda: stepped)
+
+    daemon.sessions.close_idle_sessions(time.monotonic())
+    assert daemon.store.session(session.name).state is SessionState.OPEN
+
+    daemon.sessions.close_idle_sessions(time.monotonic() + daemon.settings.session_idle_seconds)
+    assert daemon.store.session(session.name).state is SessionState.PROCESSING
+
+
+def test_a_file_that_changed_after_it_was_seen_stable_is_not_taken_until_it_holds_still_again(daemon):
+    path = daemon.settings.inbox / "growing.jpg"
+    path.write_bytes(b"first half")
+    daemon.intake.rescan()
+    [ready] = daemon.intake.ready(time.monotonic())
+    with open(path, "ab") as out:
+        out.write(b", second half")
+
+    assert daemon.taking.take(ready) is None
+    assert path.exists() and daemon.store.items() == []
+    daemon.taking.take_ready_files(time.monotonic())
+    [item] = daemon.store.items()
+    assert daemon.spool.original(item).read_bytes() == b"first half, second half"
+
+
+def test_empty_folders_a_copy_made_after_the_last_take_are_kept_until_it_fills_them(daemon, monkeypatch):
+    inbox = daemon.settings.inbox
+    drop_and_take(daemon, "shoot/a.jpg", b"a photo")
+    time.sleep(1.2)  # a copy (rsync) makes its folders first, after the files taken so far, then stalls
+    (inbox / "shoot" / "day2" / "raw").mkdir(parents=True)
+    idle = daemon.settings.session_idle_seconds
+    daemon.sessions.close_idle_sessions(time.monotonic() + idle)
+    assert daemon.store.sessions(SessionState.OPEN) == []
+    later = time.time() + 3600
+    monkeypatch.setattr(time, "time", lambda: later)
+    daemon.sessions.close_idle_sessions(time.monotonic() + idle)
+    monkeypatch.undo()
+
+    assert (inbox / "shoot" / "day2" / "raw").is_dir(), "a folder the copy is about to fill was removed"
+    drop_and_take(daemon, "shoot/day2/raw/b.jpg", b"the photo the copy wrote later")
+    [_, item] = daemon.store.items()
+    assert daemon.spool.original(item).read_bytes() == b"the photo the copy wrote later"
+
+
+def test_a_folder_emptied_by_its_takes_is_removed_once_quiet(daemon, monkeypatch):
+    inbox = daemon.settings.inbox
+    drop_and_take(daemon, "album/x/a.jpg", b"a photo")
+    daemon.sessions.close_idle_sessions(time.monotonic() + daemon.settings.session_idle_seconds)
+    later = time.time() + 60
+    monkeypatch.setattr(time, "time", lambda: later)
+    daemon.sessions.close_idle_sessions(time.monotonic())
+    assert not (inbox / "album").exists()

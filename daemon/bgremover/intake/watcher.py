@@ -4,14 +4,22 @@ Watchdog runs its handlers on the observer's thread, so the handler here only
 records paths and calls wake(). The supervisor's loop calls ready(now), which
 turns those records into files that have stopped changing. A `created` event
 fires before the file is written (watchdog issue #586), so no event is taken to
-mean "complete": only a size and mtime that hold still for stable_seconds are.
+mean "complete": only a size and mtime that hold still for stable_seconds, in a
+file that no process holds open for writing, are. A writer may pause longer
+than stable_seconds (an SMB client that preallocates, a Wi-Fi stall), so the
+open file is asked for a read lease, which the kernel refuses while anyone has
+it open for writing; and the (inode, size, mtime) seen stable is checked again
+at the take.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import logging
 import math
 import os
+import signal
 import stat
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -55,6 +63,39 @@ def is_temporary_name(name: str) -> bool:
 
 def is_image_name(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+# A lease held for the instant of a probe can still be broken by a writer opening
+# the file then; the kernel signals the holder, with SIGIO (which kills) unless
+# told otherwise. SIGURG is ignored by default and this daemon has no other use for it.
+F_SETSIG = getattr(fcntl, "F_SETSIG", 10)
+LEASE_BREAK_SIGNAL = signal.SIGURG
+
+
+def open_for_writing(path: Path) -> bool:
+    """Whether some process holds the file open for writing, as far as the kernel's leases tell.
+
+    A read lease is refused (EAGAIN) while any process has the file open for
+    writing. Where leases cannot be had (a network filesystem, a file of
+    another user without CAP_LEASE) the answer is False: only stability counts.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        return exc.errno == errno.EWOULDBLOCK  # another holder's lease: someone is working on it
+    try:
+        fcntl.fcntl(fd, F_SETSIG, LEASE_BREAK_SIGNAL)
+        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_RDLCK)
+        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
+    except OSError as exc:
+        return exc.errno == errno.EAGAIN
+    finally:
+        os.close(fd)  # releases a lease still held
+    return False
+
+
+def _identity(info: os.stat_result) -> tuple[int, int, int, int]:
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
 
 
 class _Candidate(NamedTuple):
@@ -134,6 +175,7 @@ class Intake:
         self._recorded: set[Path] = set()
         self._candidates: dict[Path, _Candidate] = {}
         self._reported: set[Path] = set()  # paths already warned about, so a rescan stays quiet
+        self._seen_stable: dict[Path, tuple[int, int, int, int]] = {}  # ready() returned them as these
         self._observer: Observer | None = None
         self._overflowed = threading.Event()
         self._alarm = _OverflowAlarm(self._overflowed, wake)
@@ -192,6 +234,23 @@ class Intake:
             except OSError:
                 continue
             self._candidates[path] = _Candidate(info.st_size, info.st_mtime_ns, -math.inf)  # stable already
+
+    def still_as_seen(self, path: Path) -> bool:
+        """Whether a file ready() returned is still the one seen stable, and closed by its writer.
+
+        Checked right before the take: a writer may have come back since. A
+        file that changed is watched again from the start; one that is gone is
+        left to the take to report.
+        """
+        seen = self._seen_stable.pop(path, None)
+        try:
+            info = os.lstat(path)
+        except OSError:
+            return True
+        if seen is None or (_identity(info) == seen and not open_for_writing(path)):
+            return True
+        self._record(path)
+        return False
 
     def pending(self) -> int:
         return len(self._candidates)
@@ -263,8 +322,13 @@ class Intake:
                 self._report(path, _refusal(path, info) or "not a regular file")
             elif (info.st_size, info.st_mtime_ns) != (seen.size, seen.mtime_ns):
                 self._candidates[path] = _Candidate(info.st_size, info.st_mtime_ns, now)
-            elif now - seen.since >= self.stable_seconds:
+            elif now - seen.since < self.stable_seconds:
+                continue
+            elif open_for_writing(path):  # a writer paused: asked again a stable_seconds later
+                self._candidates[path] = seen._replace(since=now)
+            else:
                 del self._candidates[path]
+                self._seen_stable[path] = _identity(info)
                 settled.append(path)
         return sorted(settled)
 

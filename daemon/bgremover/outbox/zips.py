@@ -12,6 +12,7 @@ import contextlib
 import itertools
 import json
 import posixpath
+import re
 import shutil
 import zipfile
 from collections.abc import Iterator, Sequence
@@ -39,8 +40,9 @@ def member_name(item_name: str, fmt_ext: str, taken: set[str]) -> str:
 
     The item's relative name is normalised: backslashes become "/" (Windows
     extractors treat them as separators), and "", "." and ".." parts are dropped,
-    not resolved, so no name can climb out of the extraction folder. Colons
-    become "_": on Windows "C:" names a drive and "a:b" a hidden stream of "a".
+    not resolved, so no name can climb out of the extraction folder. Each part
+    is then made one that Windows can create (windows_part): for instance colons
+    become "_", as on Windows "C:" names a drive and "a:b" a hidden stream of "a".
     The extension is then replaced by fmt_ext: "a/b/c.jpg" -> "a/b/c.png".
     No part is longer than 255 bytes (intake/names.py), or no extractor on
     Linux could create it.
@@ -53,15 +55,44 @@ def member_name(item_name: str, fmt_ext: str, taken: set[str]) -> str:
     arguments, so callers get stable names by naming items in a stable order.
     `taken` is not modified.
     """
-    parts = [part for part in item_name.replace("\\", "/").replace(":", "_").split("/") if part not in ("", ".", "..")]
+    parts = [part for part in item_name.replace("\\", "/").split("/") if part not in ("", ".", "..")]
     if not parts:
         raise ValueError(f"item name {item_name!r} has no usable part")
-    folder = "/".join(fitted(part) for part in parts[:-1])
-    stem, ext = posixpath.splitext(parts[-1])
+    folder = "/".join(_no_trailing_dots(fitted(windows_part(part))) for part in parts[:-1])
+    stem, ext = posixpath.splitext(windows_part(parts[-1]))
     folded = {name.casefold() for name in taken}
     room = NAME_MAX - len(fmt_ext.encode())
     names = (posixpath.join(folder, candidate + fmt_ext) for candidate in _stems(stem, ext, room))
     return next(name for name in names if name.casefold() not in folded)
+
+
+# What Windows refuses in a name: these characters, and C0 controls (C1 and DEL go too: no extractor shows them well).
+WINDOWS_REFUSED = re.compile(r'[<>:"|?*\x00-\x1f\x7f-\x9f]')
+# Device names, reserved in any case and with any extension ("nul.tar.png" opens the null device).
+WINDOWS_DEVICES = frozenset(
+    {"con", "prn", "aux", "nul", "conin$", "conout$"}
+    | {f"{port}{n}" for port in ("com", "lpt") for n in [*"0123456789", "\u00b9", "\u00b2", "\u00b3"]}
+)
+
+
+def windows_part(part: str) -> str:
+    """One path part as Windows can extract it: refused characters become "_", a device name gets a "_".
+
+    The device rule looks at what comes before the first dot, less trailing
+    spaces, as Windows does: "CON.jpg" -> "CON_.jpg", "lpt1 .x.jpg" -> "lpt1_ .x.jpg".
+    """
+    part = WINDOWS_REFUSED.sub("_", part)
+    device, dot, rest = part.partition(".")
+    if device.rstrip(" ").casefold() in WINDOWS_DEVICES:
+        stripped = device.rstrip(" ")
+        part = stripped + "_" + device[len(stripped) :] + dot + rest
+    return part
+
+
+def _no_trailing_dots(part: str) -> str:
+    """A folder name ending in dots or spaces: Windows drops them, so "a." would land in "a"; they become "_"."""
+    kept = part.rstrip(". ")
+    return kept + "_" * (len(part) - len(kept))
 
 
 MASK_SUFFIX = ".mask.png"

@@ -36,17 +36,35 @@ def move(src: Path, dst: Path) -> None:
     fsync_folder(src.parent)
 
 
-def remove_empty_dirs(folder: Path, stop: Path) -> None:
-    """Remove `folder` and its empty parents up to, not including, `stop`."""
-    for path in sorted((p for p in folder.rglob("*") if p.is_dir() and not p.is_symlink()), reverse=True):
-        with contextlib.suppress(OSError):
-            path.rmdir()
-    while folder != stop and stop in folder.parents:
+def remove_empty_dirs(folder: Path, stop: Path, changed_before: float) -> None:
+    """Remove empty folders in `folder`, then it and its empty parents up to, not including, `stop`.
+
+    Only folders last changed before `changed_before` (wall-clock seconds, as
+    mtimes are): a newer empty folder may be one a copy (rsync) has just made
+    and is about to fill. Ages are read before anything is removed, since
+    removing a child changes its parent's mtime.
+    """
+    inside = sorted((p for p in folder.rglob("*") if p.is_dir() and not p.is_symlink()), reverse=True)
+    parents = [folder, *(p for p in folder.parents if stop in p.parents)] if stop in folder.parents else []
+    settled = {path for path in inside + parents if _changed_before(path, changed_before)}
+    for path in inside:
+        if path in settled:
+            with contextlib.suppress(OSError):
+                path.rmdir()
+    for path in parents:
         try:
-            folder.rmdir()
+            if path not in settled:
+                return
+            path.rmdir()
         except OSError:
             return
-        folder = folder.parent
+
+
+def _changed_before(path: Path, moment: float) -> bool:
+    try:
+        return os.lstat(path).st_mtime < moment
+    except OSError:
+        return False
 
 
 class Spool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import time
 from collections.abc import Callable
@@ -33,6 +34,7 @@ PENDING = (Status.QUEUED, Status.PROCESSING)
 STATE_WIDTH = len("processing")
 # On a terminal: cursor home, clear the screen, clear to the end of a line, clear below the cursor.
 HOME, CLEAR_SCREEN, CLEAR_LINE, CLEAR_BELOW = "\x1b[H", "\x1b[2J", "\x1b[K", "\x1b[J"
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0 (ESC among them), DEL and C1
 
 
 class UnknownSession(LookupError):
@@ -93,7 +95,7 @@ def frame(settings: Settings, only: str | None, as_json: bool, every: float | No
         problem = f"cannot read {settings.database}: {exc}; trying again"
         if as_json:
             return json.dumps({"root": str(settings.root), "at": iso(now), "error": problem}) + "\n"
-        return f"{iso(now)}  {problem}\n"
+        return printable(f"{iso(now)}  {problem}") + "\n"
     every_item = only is not None
     workers = seen_workers(settings)  # past one machine only (runner = "celery")
     if as_json:
@@ -106,7 +108,17 @@ def frame(settings: Settings, only: str | None, as_json: bool, every: float | No
         lines[1:1] = worker_lines(*workers)
     if every is not None:
         lines.insert(0, f"{iso(now)}  every {every:g} s; Ctrl-C stops")
-    return "\n".join(lines) + "\n"
+    return "\n".join(printable(line) for line in lines) + "\n"
+
+
+def printable(text: str) -> str:
+    """Text with every control character shown as an escape ("\\x1b"), never sent to the terminal.
+
+    File names and error texts come from users: an ANSI sequence in one would
+    recolour, move or retitle the reader's terminal (C1's CSI \\x9b too). The
+    JSON form keeps them exact; only the text form is escaped.
+    """
+    return CONTROL.sub(lambda found: f"\\x{ord(found.group()):02x}", text)
 
 
 # -- reading -----------------------------------------------------------------------

@@ -26,6 +26,11 @@ from bgremover.supervisor.publishing import Publisher
 
 log = structlog.get_logger()
 
+# An empty inbox folder is left alone this long past stable_seconds: a copy may be about to write into it.
+FOLDER_QUIET_SECONDS = 5.0
+# A take records its time, then moves the file: the folder's mtime lands a moment later than the record.
+TAKE_SLACK_SECONDS = 1.0
+
 
 class Sessions:
     def __init__(
@@ -45,21 +50,63 @@ class Sessions:
         self.refusals = publisher.refusals
         self.hooks = hooks
         self.unfinished: set[str] = set()  # sessions that may be ready for their ZIP
+        # Each open session's last take, on the monotonic clock: an NTP step of the
+        # wall clock must not make every open session look idle at once.
+        self.last_taken: dict[str, float] = {}
+        self.to_tidy: dict[str, float] = {}  # closed sessions' inbox folders -> their last take (wall clock)
 
     def close_session(self, session: Session, reason: str) -> None:
         # OPEN -> PROCESSING: no new files join it from now on.
         if self.store.set_session_state(session.name, {SessionState.OPEN}, SessionState.PROCESSING, time.time()):
             log.info("session_closed", session=session.name, reason=reason)
+            self.last_taken.pop(session.name, None)
             self.unfinished.add(session.name)
             self.publisher.publish(session.name)
             if session.source is not None and reason != "full":
-                remove_empty_dirs(self.settings.inbox / session.source, self.settings.inbox)
+                self.to_tidy[session.source] = session.last_item_at
+                self.tidy_inbox()
+
+    def item_taken(self, name: str, now: float) -> None:
+        """A file joined the open session `name` at `now` (monotonic): its idle wait starts over."""
+        self.last_taken[name] = now
 
     def close_idle_sessions(self, now: float) -> None:
-        wall = time.time()
         for session in self.store.sessions(SessionState.OPEN):
-            if wall - session.last_item_at >= self.settings.session_idle_seconds:
+            if now - self.taken_last(session, now) >= self.settings.session_idle_seconds:
                 self.close_session(session, "idle")
+        self.tidy_inbox()
+
+    def tidy_inbox(self) -> None:
+        """Remove the empty folders closed sessions left in the inbox, once no writer can still be using them.
+
+        A folder is removed only when it is empty, unchanged since the
+        session's last take (one changed later was made by a copy still under
+        way) and quiet for stable_seconds plus a margin, and never under a
+        session that is open. A source is forgotten once its quiet time has
+        passed its last take: nothing in it can become removable later.
+        """
+        wall = time.time()
+        quiet_by = wall - self.settings.stable_seconds - FOLDER_QUIET_SECONDS
+        for source, last_take in list(self.to_tidy.items()):
+            if self.store.open_session(source) is not None:
+                continue  # its own close tidies it again
+            settled_by = last_take + TAKE_SLACK_SECONDS
+            remove_empty_dirs(self.settings.inbox / source, self.settings.inbox, min(settled_by, quiet_by))
+            if quiet_by >= settled_by:
+                del self.to_tidy[source]
+
+    def taken_last(self, session: Session, now: float) -> float:
+        """When the session last took a file, on the monotonic clock.
+
+        A session left open by a previous life has only its stored wall-clock
+        time: its age is read from it once, and never counted as more than the
+        idle wait, so a clock that moved while the daemon was down closes it at
+        once at worst, and never keeps it open longer.
+        """
+        if session.name not in self.last_taken:
+            age = min(max(time.time() - session.last_item_at, 0.0), self.settings.session_idle_seconds)
+            self.last_taken[session.name] = now - age
+        return self.last_taken[session.name]
 
     def forget_if_empty(self, name: str) -> None:
         """Drop a session that never kept an item, and the status JSON it may have shown already."""
@@ -67,6 +114,7 @@ class Sessions:
             (self.settings.outbox / f"{name}.json").unlink(missing_ok=True)
             self.publisher.stale.discard(name)
             self.unfinished.discard(name)
+            self.last_taken.pop(name, None)
 
     def finish_sessions(self, now: float) -> None:
         for name in sorted(self.unfinished):

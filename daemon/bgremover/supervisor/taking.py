@@ -73,6 +73,9 @@ class Taking:
 
     def take(self, path: Path) -> str | None:
         """Record and move one dropped file; the session it joined, or None if it was skipped."""
+        if not self.intake.still_as_seen(path):
+            log.debug("file_still_changing", path=str(path))
+            return None  # watched again: taken once it holds still
         now = time.time()
         relative = path.relative_to(self.settings.inbox)
         parts = [display(part) for part in relative.parts]
@@ -85,6 +88,7 @@ class Taking:
         item = self.store.add_item(
             session.name, name, member, ext, os.fsencode(path.relative_to(self.settings.root)), now
         )
+        self.sessions.item_taken(session.name, time.monotonic())
         try:
             self.spool.take(path, item)
         except NotSynced as exc:
