@@ -41,6 +41,7 @@ class Session:
     zip: str | None
     options: str | None = None
     error: str | None = None
+    finish_error: str | None = None  # why its ZIP or archive step failed last, while it is retried
 
     @property
     def ticket(self) -> dict:
@@ -181,6 +182,10 @@ class SessionQueries(Database):
                 (dst.value, now, zip_name, name, *[s.value for s in src]),
             )
         return cursor.rowcount == 1
+
+    def set_finish_error(self, name: str, error: str | None) -> None:
+        with self.transaction():
+            self.db.execute("UPDATE sessions SET finish_error = ? WHERE name = ?", (error, name))
 
 
 class ItemQueries(Database):

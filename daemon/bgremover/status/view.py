@@ -319,6 +319,7 @@ def session_document(view: SessionView, every_item: bool) -> dict:
         "eta_s": rounded(view.eta_s, 1),
         "zip": session.zip,
         "error": session.error,  # why the whole session was refused (an invalid job ticket)
+        "finish_error": session.finish_error,  # why its ZIP or archive is not done yet; tried again later
         "failed": [
             {"name": item.name, "error": item.error, "retry_marker": retry_marker(item)} for item in view.failed
         ],
