@@ -7,6 +7,7 @@ names is made by the user's own drops, as it happens in a shared inbox.
 
 from __future__ import annotations
 
+import shutil
 from datetime import datetime
 
 from tests.support.disks import small_tmpfs
@@ -60,3 +61,19 @@ def test_a_session_whose_archive_fails_waits_alone_says_why_and_is_tried_again_l
         assert gaps[2] > gaps[0] + 1.5, f"the tries are spaced ever wider, not made every pass: {gaps}"
         # Nothing the user dropped is lost: y.jpg is still the daemon's, in its store.
         assert len(list((root / "state" / "originals").iterdir())) == 1
+
+
+def test_a_session_whose_zip_was_moved_away_completes_again_after_a_retry(tmp_path):
+    root = tmp_path / "root"
+    flag = tmp_path / "flaky-flag"
+    with Daemon(root) as daemon:
+        drop(root / "inbox", "moved/good.jpg", "ok")
+        drop(root / "inbox", "moved/flaky.jpg", f"flaky {flag}")
+        status = daemon.wait_complete("moved")
+        assert items_by_name(status)["flaky.jpg"]["status"] == "failed"
+        shutil.move(root / "outbox" / "moved.zip", tmp_path / "collected.zip")  # the user collected it
+
+        (root / items_by_name(status)["flaky.jpg"]["retry_marker"]).touch()
+        wait_for(lambda: items_by_name(daemon.status("moved"))["flaky.jpg"]["status"] == "done", what="retry")
+        daemon.wait_complete("moved", timeout=15)
+        assert set(daemon.zip_members("moved")) == {"good.png", "flaky.png"}

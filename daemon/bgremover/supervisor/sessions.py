@@ -20,7 +20,7 @@ from bgremover.backoff import Backoff, describe, is_storage_error
 from bgremover.formats import FORMAT_EXTENSIONS
 from bgremover.outbox import zips
 from bgremover.queue.spool import Spool, remove_empty_dirs
-from bgremover.queue.states import TERMINAL, SessionState, Status
+from bgremover.queue.states import RETRYABLE, TERMINAL, SessionState, Status
 from bgremover.queue.store import Item, Session, Store
 from bgremover.settings import Settings
 from bgremover.supervisor.hooks import Hooks
@@ -158,10 +158,17 @@ class Sessions:
             raise FinishFailed("its originals could not be moved to the archive", exc) from exc
 
     def settle_files(self, session: Session) -> None:
-        """After the ZIP is safely written: results leave the spool, originals go to the archive."""
+        """After the ZIP is safely written: results leave the spool, originals go to the archive.
+
+        While an item can still be retried, the ZIP will be written again, and
+        the user may have moved the last one away: the done items' results stay
+        until the session has none left to retry, so the ZIP can always be rebuilt.
+        """
         ext = FORMAT_EXTENSIONS[session.format]
-        for item in self.store.items(session.name):
-            if item.status is Status.DONE:
+        items = self.store.items(session.name)
+        final = not may_rebuild(items)
+        for item in items:
+            if item.status is Status.DONE and final:
                 self.spool.discard(self.spool.result(item, ext), self.spool.mask_result(item))
             if self.settings.keep_originals:
                 self.spool.archive_original(item)
@@ -177,6 +184,11 @@ class FinishFailed(Exception):
         super().__init__(step)
         self.step = step
         self.cause = f"{describe(exc)}: {exc.filename}" if isinstance(exc, OSError) and exc.filename else str(exc)
+
+
+def may_rebuild(items: list[Item]) -> bool:
+    """Whether the session's ZIP may be written again: some item can still be retried."""
+    return any(item.status in RETRYABLE for item in items)
 
 
 def existing(path: Path) -> Path | None:
