@@ -116,3 +116,30 @@ def older_items_table(path: Path) -> None:
     [sql] = db.execute("SELECT sql FROM sqlite_master WHERE name = 'items'").fetchone()
     assert "AUTOINCREMENT" not in sql
     db.close()
+
+
+def supervisor_with(root: Path, **settings) -> Supervisor:
+    settings = load_settings(
+        None, root=root, stable_seconds=0, session_idle_seconds=3600, runner=fakerunner.NAME, **settings
+    )
+    supervisor = Supervisor(settings, load_model_spec(settings.model, verify=False))
+    supervisor.open_folders()
+    supervisor.recovery.recover()
+    return supervisor
+
+
+def test_an_open_session_keeps_the_output_it_started_with_when_the_setting_changes_across_a_restart(tmp_path):
+    root = tmp_path / "root"
+    with structlog.testing.capture_logs():
+        before = supervisor_with(root, output="both")
+        drop_and_take(before, "first.jpg", b"the first photo")
+        before.store.close()
+
+        after = supervisor_with(root, output="cutout")
+        [session] = after.store.sessions()
+        assert after.options.with_masks(session), "its first item was named with a mask beside it"
+        [item] = after.store.items()
+        model = after.options.model_of(session)
+        spec = after.dispatch.job_spec(item, after.spool.stored(item), session, model)
+        assert spec.options.output == "both" and spec.mask is not None, "its job makes the mask its ZIP expects"
+        after.store.close()

@@ -32,7 +32,7 @@ def session_document(session: Session, items: list[Item], settings: Settings) ->
         "error": session.error,  # why the whole session was refused (an invalid job ticket)
         "finish_error": session.finish_error,  # why its ZIP or archive is not done yet; tried again later
         "ticket": session.ticket or None,
-        "items": item_documents(items, makes_masks(settings, session.ticket)),
+        "items": item_documents(items, makes_masks(settings, session.ticket, session.output)),
     }
 
 

@@ -130,7 +130,9 @@ def read(settings: Settings, now: float, only: str | None = None) -> View | None
     for item in items:
         by_session.get(item.session, []).append(item)
     views = [
-        session_view(s, by_session[s.name], now, pending, rate if running else None, makes_masks(settings, s.ticket))
+        session_view(
+            s, by_session[s.name], now, pending, rate if running else None, makes_masks(settings, s.ticket, s.output)
+        )
         for s in sessions
     ]
     eta = progress.eta_seconds(len(pending), rate if running else None)

@@ -115,7 +115,8 @@ class Taking:
         while self.store.session(name := session_name(base, n)) or (self.settings.outbox / f"{name}.json").exists():
             n += 1
         ticket, error = self.read_ticket(folder)
-        session = self.store.create_session(name, source, self.options.format_for(ticket), now, ticket, error)
+        fmt, output = self.options.format_for(ticket), self.options.output_for(ticket)
+        session = self.store.create_session(name, source, fmt, now, ticket, error, output)
         log.info("session_opened", session=name, **({"ticket": ticket} if ticket else {}))
         if error:
             log.error("ticket_refused", session=name, error=error)
@@ -147,12 +148,14 @@ class Taking:
         ticket, error = self.read_ticket(self.settings.inbox / session.source if session.source else None)
         if error:
             return
-        fmt = self.options.format_for(ticket)
-        renamed = dataclasses.replace(session, format=fmt, options=json.dumps(ticket) if ticket else None)
+        fmt, output = self.options.format_for(ticket), self.options.output_for(ticket)
+        renamed = dataclasses.replace(
+            session, format=fmt, output=output, options=json.dumps(ticket) if ticket else None
+        )
         members: dict[int, str] = {}
         for item in self.store.items(session.name):
             members[item.id] = self.member(renamed, item.name, set(members.values()))
-        self.store.set_ticket(session.name, fmt, ticket, None, members)
+        self.store.set_ticket(session.name, fmt, output, ticket, None, members)
         log.info("ticket_applied", session=session.name, ticket=ticket)
 
     def finish_take(self, item: Item) -> None:
