@@ -32,6 +32,7 @@ SESSION_FIELDS = {
     "counts",
     "zip",
     "error",
+    "finish_error",
     "ticket",
     "items",
 }

@@ -59,7 +59,7 @@ from bgremover.formats import FORMAT_EXTENSIONS
 from bgremover.models.manifest import load_model_spec
 from bgremover.outbox import zips
 from bgremover.queue.spool import Spool
-from bgremover.queue.states import TERMINAL, TRANSITIONS, SessionState, Status
+from bgremover.queue.states import RETRYABLE, TERMINAL, TRANSITIONS, SessionState, Status
 from bgremover.queue.store import Item, Session, Store
 from bgremover.settings import Settings, load_settings
 from bgremover.supervisor.loop import UPKEEP, Supervisor
@@ -298,13 +298,16 @@ def zips_hold_exactly_the_cutouts_of_done_items(world: World, cutouts: dict[int,
 
 
 def the_spool_keeps_only_results_still_to_zip(world: World, settings: Settings) -> None:
-    """A job's result waits in state/results only while its done item is still to be zipped;
+    """A job's result waits in state/results only while its done item is still to be zipped, or its
+    session's ZIP may be rebuilt (an item of it can be retried, and the last ZIP may have been moved away);
     its report and log, and the files of attempts that did not succeed, are gone once it is concluded."""
     spool = Spool(settings.root)
+    retryable = {item.session for item in world.items if item.status in RETRYABLE}
     wanted = {
         spool.result(item, FORMAT_EXTENSIONS[world.sessions[item.session].format])
         for item in world.items
-        if item.status is Status.DONE and world.sessions[item.session].state is not SessionState.COMPLETE
+        if item.status is Status.DONE
+        and (world.sessions[item.session].state is not SessionState.COMPLETE or item.session in retryable)
     }
     left = sorted(path.name for path in world.results - wanted)
     assert not left, f"state/results keeps files nobody will read: {left}"

@@ -29,6 +29,7 @@ DOCUMENT_FIELDS = [
     "counts",
     "zip",
     "error",
+    "finish_error",
     "ticket",
     "items",
 ]
@@ -73,6 +74,7 @@ def test_a_sessions_document_has_every_field_and_counts_each_status(settings):
         "counts": {"queued": 1, "processing": 1, "done": 1, "failed": 1, "cancelled": 1},
         "zip": None,
         "error": None,
+        "finish_error": None,
         "ticket": None,
     }
     assert doc["items"] == [

@@ -181,3 +181,47 @@ def test_a_folder_emptied_by_its_takes_is_removed_once_quiet(daemon, monkeypatch
     monkeypatch.setattr(time, "time", lambda: later)
     daemon.sessions.close_idle_sessions(time.monotonic())
     assert not (inbox / "album").exists()
+
+
+def supervisor_with(root: Path, **settings) -> Supervisor:
+    settings = load_settings(
+        None, root=root, stable_seconds=0, session_idle_seconds=3600, runner=fakerunner.NAME, **settings
+    )
+    supervisor = Supervisor(settings, load_model_spec(settings.model, verify=False))
+    supervisor.open_folders()
+    supervisor.recovery.recover()
+    return supervisor
+
+
+def test_an_open_session_keeps_the_output_it_started_with_when_the_setting_changes_across_a_restart(tmp_path):
+    root = tmp_path / "root"
+    with structlog.testing.capture_logs():
+        before = supervisor_with(root, output="both")
+        drop_and_take(before, "first.jpg", b"the first photo")
+        before.store.close()
+
+        after = supervisor_with(root, output="cutout")
+        [session] = after.store.sessions()
+        assert after.options.with_masks(session), "its first item was named with a mask beside it"
+        [item] = after.store.items()
+        model = after.options.model_of(session)
+        spec = after.dispatch.job_spec(item, after.spool.stored(item), session, model)
+        assert spec.options.output == "both" and spec.mask is not None, "its job makes the mask its ZIP expects"
+        after.store.close()
+
+
+def test_a_file_whose_archive_path_would_pass_path_max_is_refused_at_take_and_stays_in_the_inbox(daemon):
+    # Each byte that is not UTF-8 is named %XX (three bytes) in the archive, so a path that
+    # fits in the inbox can be three times longer there.
+    folder = os.path.join(os.fsencode(daemon.settings.inbox), b"deep", *[b"\xe9" * 80] * 17)
+    os.makedirs(folder)
+    dropped = os.path.join(folder, b"photo.jpg")
+    Path(os.fsdecode(dropped)).write_bytes(b"a photo")
+    with structlog.testing.capture_logs() as logs:
+        daemon.intake.rescan()
+        daemon.taking.take_ready_files(time.monotonic())
+
+    assert daemon.store.items() == [], "nothing is recorded that could not be archived"
+    assert Path(os.fsdecode(dropped)).read_bytes() == b"a photo", "the file stays where the user left it"
+    [refusal] = [line for line in logs if line["event"] == "file_refused"]
+    assert "4096" in refusal["reason"]

@@ -29,9 +29,13 @@ def session_options(settings: Settings, ticket: dict | None) -> dict:
     return {**{name: getattr(settings, name) for name in ticket_names()}, **(ticket or {})}
 
 
-def makes_masks(settings: Settings, ticket: dict | None) -> bool:
-    """Whether a session's items each get a mask member beside the cutout (output "both")."""
-    return session_options(settings, ticket)["output"] == "both"
+def makes_masks(settings: Settings, ticket: dict | None, output: str | None = None) -> bool:
+    """Whether a session's items each get a mask member beside the cutout (output "both").
+
+    `output` is what the session stored when it opened: a later change of the
+    setting must not give its done items masks they never had, nor take them away.
+    """
+    return (output or session_options(settings, ticket)["output"]) == "both"
 
 
 def read_ticket(folder: Path, base: dict | None = None) -> dict | None:

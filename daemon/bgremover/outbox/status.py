@@ -30,8 +30,9 @@ def session_document(session: Session, items: list[Item], settings: Settings) ->
         "counts": status_counts(items),
         "zip": session.zip,
         "error": session.error,  # why the whole session was refused (an invalid job ticket)
+        "finish_error": session.finish_error,  # why its ZIP or archive is not done yet; tried again later
         "ticket": session.ticket or None,
-        "items": item_documents(items, makes_masks(settings, session.ticket)),
+        "items": item_documents(items, makes_masks(settings, session.ticket, session.output)),
     }
 
 

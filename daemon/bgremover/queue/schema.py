@@ -42,12 +42,14 @@ CREATE TABLE IF NOT EXISTS sessions (
     source       TEXT,              -- the inbox folder it came from; NULL for loose files
     state        TEXT NOT NULL,
     format       TEXT NOT NULL,
+    output       TEXT,              -- cutout, mask or both, as it started (NULL in older rows: the setting's)
     created_at   REAL NOT NULL,
     updated_at   REAL NOT NULL,
     last_item_at REAL NOT NULL,     -- drives the idle close
     zip          TEXT,              -- the ZIP's file name once one was written
     options      TEXT,              -- JSON: what the folder's job ticket set, if it had one
-    error        TEXT               -- why the whole session is refused (an invalid job ticket)
+    error        TEXT,              -- why the whole session is refused (an invalid job ticket)
+    finish_error TEXT               -- why its ZIP or archive step failed last; tried again after a wait
 );
 {items}
 CREATE INDEX IF NOT EXISTS items_by_status ON items (status, id);
@@ -142,7 +144,7 @@ def add_missing_columns(db: sqlite3.Connection) -> None:
     if "job_pid_start" not in columns:
         db.execute("ALTER TABLE items ADD COLUMN job_pid_start INTEGER")
     columns = {row["name"] for row in db.execute("PRAGMA table_info(sessions)")}
-    for column in ("options", "error"):
+    for column in ("options", "error", "finish_error", "output"):
         if column not in columns:
             db.execute(f"ALTER TABLE sessions ADD COLUMN {column} TEXT")
 

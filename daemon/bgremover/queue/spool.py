@@ -4,12 +4,14 @@ Where each file of an item lives is derived from the item itself (its id, its
 attempt, its session and name), so no path is stored that could go stale: after
 a crash the truth is simply what exists on disk. Every move is a rename within
 one filesystem followed by an fsync of the folders involved, so a taken file is
-always in exactly one place.
+always in exactly one place (a move to another filesystem copies first
+and unlinks last, so it is in two places for a moment, never in none).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import stat
@@ -29,10 +31,30 @@ class NotSynced(OSError):
 
 
 def move(src: Path, dst: Path) -> None:
-    """Rename src to dst (same filesystem), creating dst's folder; durable on return."""
+    """Rename src to dst, creating dst's folder; durable on return. Across filesystems: copied, then unlinked."""
     dst.parent.mkdir(parents=True, exist_ok=True)
-    os.rename(src, dst)
+    try:
+        os.rename(src, dst)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:  # the archive may be another disk or a NAS mount
+            raise
+        copy_then_unlink(src, dst)
+        return
     fsync_folder(dst.parent)
+    fsync_folder(src.parent)
+
+
+def copy_then_unlink(src: Path, dst: Path) -> None:
+    """The move a rename cannot make: dst appears whole by its own rename before src goes.
+
+    A kill at any instant leaves the file in src, or in both places, never in
+    neither: the copy is a temp beside dst, fsynced and renamed into place, and
+    only then is src unlinked. A second try just copies it again.
+    """
+    with open(src, "rb") as source, durable.replacing(dst) as out:
+        shutil.copyfileobj(source, out, 1024 * 1024)
+    shutil.copystat(src, dst)  # the user's file keeps its times in the archive
+    os.unlink(src)
     fsync_folder(src.parent)
 
 

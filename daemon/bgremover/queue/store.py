@@ -41,6 +41,8 @@ class Session:
     zip: str | None
     options: str | None = None
     error: str | None = None
+    output: str | None = None  # cutout, mask or both, fixed when it opened, like its format
+    finish_error: str | None = None  # why its ZIP or archive step failed last, while it is retried
 
     @property
     def ticket(self) -> dict:
@@ -114,22 +116,32 @@ class SessionQueries(Database):
     """The queries on sessions: opening, finding, closing and completing them."""
 
     def create_session(
-        self, name: str, source: str | None, fmt: str, now: float, ticket: dict | None = None, error: str | None = None
+        self,
+        name: str,
+        source: str | None,
+        fmt: str,
+        now: float,
+        ticket: dict | None = None,
+        error: str | None = None,
+        output: str | None = None,
     ) -> Session:
         with self.transaction():
             self.db.execute(
-                "INSERT INTO sessions (name, source, state, format, created_at, updated_at, last_item_at, options, error)"
-                " VALUES (?, ?, 'open', ?, ?, ?, ?, ?, ?)",
-                (name, source, fmt, now, now, now, json.dumps(ticket) if ticket else None, error),
+                "INSERT INTO sessions"
+                " (name, source, state, format, output, created_at, updated_at, last_item_at, options, error)"
+                " VALUES (?, ?, 'open', ?, ?, ?, ?, ?, ?, ?)",
+                (name, source, fmt, output, now, now, now, json.dumps(ticket) if ticket else None, error),
             )
         return self.session(name)
 
-    def set_ticket(self, name: str, fmt: str, ticket: dict | None, error: str | None, members: dict[int, str]) -> None:
-        """A session's job ticket read again: its format, options and error, and its items' ZIP names with them."""
+    def set_ticket(
+        self, name: str, fmt: str, output: str, ticket: dict | None, error: str | None, members: dict[int, str]
+    ) -> None:
+        """A session's job ticket read again: its format, output, options and error, and its items' ZIP names."""
         with self.transaction():
             self.db.execute(
-                "UPDATE sessions SET format = ?, options = ?, error = ? WHERE name = ?",
-                (fmt, json.dumps(ticket) if ticket else None, error, name),
+                "UPDATE sessions SET format = ?, output = ?, options = ?, error = ? WHERE name = ?",
+                (fmt, output, json.dumps(ticket) if ticket else None, error, name),
             )
             # Two steps, so no name is briefly held twice under UNIQUE (session, member).
             self.db.executemany("UPDATE items SET member = '#' || id WHERE id = ?", [(i,) for i in members])
@@ -181,6 +193,10 @@ class SessionQueries(Database):
                 (dst.value, now, zip_name, name, *[s.value for s in src]),
             )
         return cursor.rowcount == 1
+
+    def set_finish_error(self, name: str, error: str | None) -> None:
+        with self.transaction():
+            self.db.execute("UPDATE sessions SET finish_error = ? WHERE name = ?", (error, name))
 
 
 class ItemQueries(Database):

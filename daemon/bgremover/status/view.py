@@ -142,7 +142,9 @@ def read(settings: Settings, now: float, only: str | None = None) -> View | None
     for item in items:
         by_session.get(item.session, []).append(item)
     views = [
-        session_view(s, by_session[s.name], now, pending, rate if running else None, makes_masks(settings, s.ticket))
+        session_view(
+            s, by_session[s.name], now, pending, rate if running else None, makes_masks(settings, s.ticket, s.output)
+        )
         for s in sessions
     ]
     eta = progress.eta_seconds(len(pending), rate if running else None)
@@ -331,6 +333,7 @@ def session_document(view: SessionView, every_item: bool) -> dict:
         "eta_s": rounded(view.eta_s, 1),
         "zip": session.zip,
         "error": session.error,  # why the whole session was refused (an invalid job ticket)
+        "finish_error": session.finish_error,  # why its ZIP or archive is not done yet; tried again later
         "failed": [
             {"name": item.name, "error": item.error, "retry_marker": retry_marker(item)} for item in view.failed
         ],

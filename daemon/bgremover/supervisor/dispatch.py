@@ -125,9 +125,10 @@ class Dispatch:
 
     def job_spec(self, item: Item, original: Path, session: Session, model: ModelSpec) -> JobSpec:
         settings = self.settings
-        # The settings' options, its ticket's over them, in the format and with the model the session was given.
+        # The settings' options, its ticket's over them, in the format, output and model the session was given.
         chosen = {**values_of(settings), **self.options.options_for(session.ticket)}
-        options = ImageOptions(**{**chosen, "output_format": session.format, "model": model.name})
+        given = {"output_format": session.format, "output": self.options.output_of(session), "model": model.name}
+        options = ImageOptions(**{**chosen, **given})
         return JobSpec(
             input=original, output=self.spool.result(item, FORMAT_EXTENSIONS[session.format]),
             report=self.spool.report(item), log=self.spool.job_log(item), options=options,

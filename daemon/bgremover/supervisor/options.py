@@ -25,8 +25,15 @@ class SessionOptions:
         options = self.options_for(ticket)
         return "png" if options["output"] == "mask" else options["output_format"]
 
+    def output_for(self, ticket: dict | None) -> str:
+        return self.options_for(ticket)["output"]
+
+    def output_of(self, session: Session) -> str:
+        """cutout, mask or both: as stored when it opened (older sessions: as the settings say now)."""
+        return session.output or self.output_for(session.ticket)
+
     def with_masks(self, session: Session) -> bool:
-        return makes_masks(self.settings, session.ticket)
+        return makes_masks(self.settings, session.ticket, session.output)
 
     def model_named(self, name: str) -> ModelSpec:
         """The model by its manifest name as the manifests say now; its checksum verified whenever its entry changes.

@@ -18,6 +18,7 @@ from bgremover.formats import FORMAT_EXTENSIONS
 from bgremover.queue.states import SessionState, Status
 from bgremover.runners.api import JobRunner
 from bgremover.supervisor.markers import Markers
+from bgremover.supervisor.sessions import may_rebuild
 from bgremover.supervisor.taking import Taking
 
 log = structlog.get_logger()
@@ -65,18 +66,22 @@ class Recovery:
             self.sessions.publisher.publish_if_stale(session)
 
     def sweep_results(self, running: frozenset[str] = frozenset()) -> None:
-        """At start-up, before any job but the adopted: keep only the cutouts still waiting for their ZIP.
+        """At start-up, before any job but the adopted: keep only the cutouts a ZIP may still need.
 
         A kill can leave a job's files behind at several points: a job that
         finished after its daemon died (its item runs again as a new attempt), or
         a verdict recorded just before its files were removed. No later step reads
-        them, so whatever is not a done item's cutout for an unfinished session,
+        them, so whatever is not a done item's cutout for an unfinished session
+        or for a complete one that may be rebuilt after a retry (Sessions.settle),
         nor a file of a job still `running` (by its stem, see Spool.job_stem), goes.
         """
         waiting = set()
-        for session in self.store.sessions(SessionState.OPEN, SessionState.PROCESSING):
+        for session in self.store.sessions():
+            items = self.store.items(session.name)
+            if session.state is SessionState.COMPLETE and not may_rebuild(items):
+                continue
             ext = FORMAT_EXTENSIONS[session.format]
-            for item in self.store.items(session.name, Status.DONE):
+            for item in (item for item in items if item.status is Status.DONE):
                 waiting |= {self.spool.result(item, ext).name, self.spool.mask_result(item).name}
         swept = [
             path

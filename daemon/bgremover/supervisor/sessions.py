@@ -3,22 +3,25 @@
 A session closes when it is full, idle or cancelled (OPEN -> PROCESSING); once
 every item is terminal its ZIP is written, its results leave the spool and its
 originals go to the archive, and only then is it complete (PROCESSING ->
-COMPLETE) and its hook started.
+COMPLETE) and its hook started. A ZIP or archive step that fails holds back
+only its own session, which is tried again after a growing wait and says why
+in its status JSON (`finish_error`); a full or read-only outbox holds back all.
 """
 
 from __future__ import annotations
 
 import time
+import zipfile
 from pathlib import Path
 
 import structlog
 
-from bgremover.backoff import is_storage_error
+from bgremover.backoff import Backoff, describe, is_storage_error
 from bgremover.formats import FORMAT_EXTENSIONS
 from bgremover.outbox import zips
 from bgremover.queue.spool import Spool, remove_empty_dirs
-from bgremover.queue.states import TERMINAL, SessionState, Status
-from bgremover.queue.store import Session, Store
+from bgremover.queue.states import RETRYABLE, TERMINAL, SessionState, Status
+from bgremover.queue.store import Item, Session, Store
 from bgremover.settings import Settings
 from bgremover.supervisor.hooks import Hooks
 from bgremover.supervisor.options import SessionOptions
@@ -54,6 +57,7 @@ class Sessions:
         # wall clock must not make every open session look idle at once.
         self.last_taken: dict[str, float] = {}
         self.to_tidy: dict[str, float] = {}  # closed sessions' inbox folders -> their last take (wall clock)
+        self.waits: dict[str, Backoff] = {}  # sessions whose own ZIP or archive step failed, until it works
 
     def close_session(self, session: Session, reason: str) -> None:
         # OPEN -> PROCESSING: no new files join it from now on.
@@ -120,9 +124,11 @@ class Sessions:
         for name in sorted(self.unfinished):
             if not self.refusals.outbox.due(now):
                 return  # the outbox refused the last write: wait before the next ZIP
-            self.unfinished.discard(name)  # complete() puts it back if its ZIP must wait
+            if name in self.waits and not self.waits[name].due(now):
+                continue  # this session's own last try failed: only it waits
+            self.unfinished.discard(name)  # put back if its ZIP must wait
             session = self.store.session(name)
-            if session.state is SessionState.PROCESSING:
+            if session is not None and session.state is SessionState.PROCESSING:
                 try:
                     self.complete(session, now)
                 except BaseException:
@@ -134,28 +140,17 @@ class Sessions:
         if any(item.status not in TERMINAL for item in items):
             return
         zip_name = f"{session.name}.zip"
-        ext = FORMAT_EXTENSIONS[session.format]
-        done = [item for item in items if item.status is Status.DONE]
-        members = [(item.member, existing(self.spool.result(item, ext))) for item in done]
-        if self.options.with_masks(session):
-            members += [(zips.mask_member(item.member), existing(self.spool.mask_result(item))) for item in done]
-        previous = self.settings.outbox / zip_name
         try:
-            zips.write_zip(previous, members, previous if previous.exists() else None)
-        except OSError as exc:
-            if is_storage_error(exc):
-                self.refusals.outbox_refused(exc, now)
-            else:  # a ZIP we cannot build (a result gone missing): tried again after the same waits
-                self.refusals.outbox.failed(now)
-                log.error(
-                    "zip_write_failed", session=session.name, error=str(exc), retry_in_s=self.refusals.outbox.delay
-                )
-            self.unfinished.add(session.name)
+            if not self.write_zip(session, items, now):
+                self.unfinished.add(session.name)
+                return
+            # Tidy up before saying "complete", so a reader who sees it finds the archive in place.
+            # A crash in between is safe: the next life rewrites the ZIP from the previous one.
+            self.settle(session)
+        except FinishFailed as failure:
+            self.finish_failed(session, failure, now)
             return
-        self.refusals.outbox_accepted(now)
-        # Tidy up before saying "complete", so a reader who sees it finds the archive in place.
-        # A crash in between is safe: the next life rewrites the ZIP from the previous one.
-        self.settle(session)
+        self.finish_succeeded(session)
         # PROCESSING -> COMPLETE: every item terminal and the ZIP current.
         self.store.set_session_state(
             session.name, {SessionState.PROCESSING}, SessionState.COMPLETE, time.time(), zip_name
@@ -165,17 +160,83 @@ class Sessions:
         self.publisher.publish(session.name)
         self.hooks.start_hook(session.name, zip_name)
 
-    def settle(self, session: Session) -> None:
-        """After the ZIP is safely written: results leave the spool, originals go to the archive."""
+    def write_zip(self, session: Session, items: list[Item], now: float) -> bool:
+        """The session's ZIP, current; False when the outbox as a whole refused it (its shared wait)."""
         ext = FORMAT_EXTENSIONS[session.format]
-        for item in self.store.items(session.name):
-            if item.status is Status.DONE:
+        done = [item for item in items if item.status is Status.DONE]
+        members = [(item.member, existing(self.spool.result(item, ext))) for item in done]
+        if self.options.with_masks(session):
+            members += [(zips.mask_member(item.member), existing(self.spool.mask_result(item))) for item in done]
+        previous = self.settings.outbox / f"{session.name}.zip"
+        try:
+            zips.write_zip(previous, members, previous if previous.exists() else None)
+        except OSError as exc:
+            if not is_storage_error(exc):
+                raise FinishFailed("its ZIP could not be written", exc) from exc
+            self.refusals.outbox_refused(exc, now)  # a full or read-only outbox: every session waits
+            return False
+        except (ValueError, zipfile.BadZipFile) as exc:  # a previous ZIP that is not one any more
+            raise FinishFailed("its ZIP could not be written", exc) from exc
+        self.refusals.outbox_accepted(now)
+        return True
+
+    def finish_failed(self, session: Session, failure: FinishFailed, now: float) -> None:
+        """This session alone waits, ever longer, with the reason in its status JSON; others go on."""
+        wait = self.waits.setdefault(session.name, Backoff())
+        wait.failed(now)
+        self.unfinished.add(session.name)
+        reason = f"{failure.step} ({failure.cause}); it is tried again after a growing wait"
+        if reason == session.finish_error:
+            log.debug("session_finish_retry_failed", session=session.name, retry_in_s=wait.delay)
+            return
+        log.error("session_finish_failed", session=session.name, error=reason, retry_in_s=wait.delay)
+        self.store.set_finish_error(session.name, reason)
+        self.publisher.publish(session.name)
+
+    def finish_succeeded(self, session: Session) -> None:
+        self.waits.pop(session.name, None)
+        if session.finish_error is not None:
+            self.store.set_finish_error(session.name, None)
+            log.info("session_finish_recovered", session=session.name)
+
+    def settle(self, session: Session) -> None:
+        try:
+            self.settle_files(session)
+        except OSError as exc:
+            raise FinishFailed("its originals could not be moved to the archive", exc) from exc
+
+    def settle_files(self, session: Session) -> None:
+        """After the ZIP is safely written: results leave the spool, originals go to the archive.
+
+        While an item can still be retried, the ZIP will be written again, and
+        the user may have moved the last one away: the done items' results stay
+        until the session has none left to retry, so the ZIP can always be rebuilt.
+        """
+        ext = FORMAT_EXTENSIONS[session.format]
+        items = self.store.items(session.name)
+        final = not may_rebuild(items)
+        for item in items:
+            if item.status is Status.DONE and final:
                 self.spool.discard(self.spool.result(item, ext), self.spool.mask_result(item))
             if self.settings.keep_originals:
                 self.spool.archive_original(item)
             elif item.status is Status.DONE:
                 # Only now that its cutout is in the ZIP; failed ones stay for their retry.
                 self.spool.delete_original(item)
+
+
+class FinishFailed(Exception):
+    """A session's ZIP or archive step failed for this session alone: `step` says which, `cause` why."""
+
+    def __init__(self, step: str, exc: BaseException) -> None:
+        super().__init__(step)
+        self.step = step
+        self.cause = f"{describe(exc)}: {exc.filename}" if isinstance(exc, OSError) and exc.filename else str(exc)
+
+
+def may_rebuild(items: list[Item]) -> bool:
+    """Whether the session's ZIP may be written again: some item can still be retried."""
+    return any(item.status in RETRYABLE for item in items)
 
 
 def existing(path: Path) -> Path | None:

@@ -33,6 +33,8 @@ from bgremover.supervisor.sessions import Sessions
 
 log = structlog.get_logger()
 
+PATH_MAX = 4096  # bytes in a whole path on Linux, its closing NUL included
+
 
 class Taking:
     def __init__(
@@ -83,6 +85,11 @@ class Taking:
         session = self.session_for(source, now, self.settings.inbox / relative.parts[0] if source else None)
         names, members = self.store.names(session.name)
         name = unused_name(fitted_path("/".join(parts[1:] if source else parts)), names)
+        too_long = self.path_too_long(session.name, name)
+        if too_long is not None:
+            self.sessions.forget_if_empty(session.name)  # opened for this file alone
+            log.warning("file_refused", path=str(path), reason=too_long)
+            return None
         member = self.member(session, name, members)
         ext = path.suffix.lower()
         item = self.store.add_item(
@@ -107,6 +114,23 @@ class Taking:
             self.sessions.close_session(session, "full")
         return session.name
 
+    def path_too_long(self, session: str, name: str) -> str | None:
+        """Why the item's archive or retry path could never be made, or None.
+
+        Checked before the take, not when the session is archived: there the
+        file could only wait forever. Its name parts are fitted to 255 bytes
+        already; the whole path grows with every %XX shown for a byte that is
+        not UTF-8, so a path that fits in the inbox may not fit in the archive.
+        """
+        root = self.settings.root
+        for path in (root / "archive" / session / name, self.settings.retry_dir / session / name):
+            if len(os.fsencode(path)) >= PATH_MAX:
+                return (
+                    f"its path in {path.relative_to(root).parts[0]}/ would be {len(os.fsencode(path))} bytes, "
+                    f"over the {PATH_MAX}-byte limit: move it to a shorter folder, or rename it, and drop it again"
+                )
+        return None
+
     def session_for(self, source: str | None, now: float, folder: Path | None = None) -> Session:
         """The open session for this source with room left, or a new one (with the folder's job ticket)."""
         session = self.store.open_session(source)
@@ -119,7 +143,8 @@ class Taking:
         while self.store.session(name := session_name(base, n)) or (self.settings.outbox / f"{name}.json").exists():
             n += 1
         ticket, error = self.read_ticket(folder)
-        session = self.store.create_session(name, source, self.options.format_for(ticket), now, ticket, error)
+        fmt, output = self.options.format_for(ticket), self.options.output_for(ticket)
+        session = self.store.create_session(name, source, fmt, now, ticket, error, output)
         log.info("session_opened", session=name, **({"ticket": ticket} if ticket else {}))
         if error:
             log.error("ticket_refused", session=name, error=error)
@@ -151,12 +176,14 @@ class Taking:
         ticket, error = self.read_ticket(self.settings.inbox / session.source if session.source else None)
         if error:
             return
-        fmt = self.options.format_for(ticket)
-        renamed = dataclasses.replace(session, format=fmt, options=json.dumps(ticket) if ticket else None)
+        fmt, output = self.options.format_for(ticket), self.options.output_for(ticket)
+        renamed = dataclasses.replace(
+            session, format=fmt, output=output, options=json.dumps(ticket) if ticket else None
+        )
         members: dict[int, str] = {}
         for item in self.store.items(session.name):
             members[item.id] = self.member(renamed, item.name, set(members.values()))
-        self.store.set_ticket(session.name, fmt, ticket, None, members)
+        self.store.set_ticket(session.name, fmt, output, ticket, None, members)
         log.info("ticket_applied", session=session.name, ticket=ticket)
 
     def finish_take(self, item: Item) -> None:
