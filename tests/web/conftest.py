@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.harness import Daemon, drop
+from tests.support.harness import Daemon, drop, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -18,6 +18,8 @@ def worked_root(tmp_path_factory) -> Path:
         drop(root / "inbox", "shoot/ok.jpg", "ok")
         drop(root / "inbox", "shoot/broken.jpg", "bad-input")
         daemon.wait_complete("shoot")
+        # The emptied folder goes once it has been quiet for a while (a copy may still be filling it).
+        wait_for(lambda: not (root / "inbox" / "shoot").exists(), timeout=60, what="the emptied shoot folder removed")
     return root
 
 
