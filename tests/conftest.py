@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from hypothesis import settings as hypothesis_settings
 
-# Fixtures shared by several test folders, found by name: a model folder, a damaged install, a notify socket.
-pytest_plugins = ["tests.support.models", "tests.support.cli", "tests.support.notify"]
+# Fixtures shared by several test folders, found by name: a model folder, a damaged install, a notify socket,
+# an inbox and its wake() callback.
+pytest_plugins = ["tests.support.models", "tests.support.cli", "tests.support.notify", "tests.support.intake"]
 
 REPO = Path(__file__).resolve().parent.parent
 PHOTOS = Path(__file__).resolve().parent.parent / "daemon" / "bgremover" / "bench" / "photos"

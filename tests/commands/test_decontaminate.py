@@ -18,15 +18,12 @@ from PIL import Image
 from bgremover.bench import composites
 from bgremover.imaging import edges
 from tests.support.cli import cli, one_error_line
+from tests.support.images import fur_over_green
 
 
 @pytest.fixture(scope="module")
 def over_green(tmp_path_factory):
-    """The fur ball over the green wall as a PNG file, with its true alpha and colour."""
-    alpha, colour = composites.subject("fur ball")
-    path = tmp_path_factory.mktemp("green") / "fur.png"
-    Image.fromarray(composites.composite(alpha, colour, composites.background("green wall"))).save(path)
-    return path, alpha, colour
+    return fur_over_green(tmp_path_factory.mktemp("green"))
 
 
 def removed(path, out, *flags: str) -> np.ndarray:

@@ -14,19 +14,7 @@ from pathlib import Path
 import pytest
 
 from bgremover.intake.watcher import Intake
-from tests.unit.test_intake import STABLE, Wakes, collect
-
-
-@pytest.fixture
-def inbox(tmp_path: Path) -> Path:
-    folder = tmp_path / "inbox"
-    folder.mkdir()
-    return folder
-
-
-@pytest.fixture
-def wakes() -> Wakes:
-    return Wakes()
+from tests.unit.test_intake import STABLE, collect
 
 
 @pytest.fixture

@@ -133,3 +133,13 @@ def encoded(image: Image.Image, fmt: str, **options) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, fmt, **options)
     return buffer.getvalue()
+
+
+def fur_over_green(folder: Path) -> tuple[Path, np.ndarray, np.ndarray]:
+    """The fur ball over the green wall (bench/composites.py) as a PNG file, with its true alpha and colour."""
+    from bgremover.bench import composites
+
+    alpha, colour = composites.subject("fur ball")
+    path = folder / "fur.png"
+    Image.fromarray(composites.composite(alpha, colour, composites.background("green wall"))).save(path)
+    return path, alpha, colour

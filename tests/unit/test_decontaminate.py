@@ -14,15 +14,12 @@ from PIL import Image
 
 from bgremover.bench import composites
 from bgremover.imaging import foreground
+from tests.support.images import fur_over_green
 
 
 @pytest.fixture(scope="module")
 def over_green(tmp_path_factory):
-    """The fur ball over the green wall as a PNG file, with its true alpha and colour."""
-    alpha, colour = composites.subject("fur ball")
-    path = tmp_path_factory.mktemp("green") / "fur.png"
-    Image.fromarray(composites.composite(alpha, colour, composites.background("green wall"))).save(path)
-    return path, alpha, colour
+    return fur_over_green(tmp_path_factory.mktemp("green"))
 
 
 # ---------------------------------------------------------------- real outputs

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import threading
 import time
 from pathlib import Path
 
@@ -11,33 +10,10 @@ import pytest
 from structlog.testing import capture_logs
 
 from bgremover.intake.watcher import Intake, is_image_name, is_temporary_name
+from tests.support.intake import Wakes
 
 STABLE = 0.3
 JPEG = b"\xff\xd8\xff\xe0" + b"x" * 64
-
-
-class Wakes:
-    """A wake() callback that counts calls and lets a test wait for one."""
-
-    def __init__(self) -> None:
-        self.event = threading.Event()
-        self.count = 0
-
-    def __call__(self) -> None:
-        self.count += 1
-        self.event.set()
-
-
-@pytest.fixture
-def inbox(tmp_path: Path) -> Path:
-    folder = tmp_path / "inbox"
-    folder.mkdir()
-    return folder
-
-
-@pytest.fixture
-def wakes() -> Wakes:
-    return Wakes()
 
 
 @pytest.fixture
