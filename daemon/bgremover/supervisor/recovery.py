@@ -65,6 +65,28 @@ class Recovery:
                 self.sessions.settle(session)
             self.sessions.publisher.publish_if_stale(session)
 
+    def still_needed(self, ids: set[str]) -> set[str]:
+        """The result names a ZIP may still need, among the items the files left in state/results name.
+
+        Read from the files that are there, not from every session ever: a start-up
+        costs what the spool holds, however long the history behind it.
+        """
+        needed, sessions = set(), {}
+        for item in filter(None, (self.store.item(int(id_)) for id_ in ids if id_.isdigit())):
+            if item.session not in sessions:
+                sessions[item.session] = self.needs_results(item.session)
+            if sessions[item.session] and item.status is Status.DONE:
+                ext = FORMAT_EXTENSIONS[self.store.session(item.session).format]
+                needed |= {self.spool.result(item, ext).name, self.spool.mask_result(item).name}
+        return needed
+
+    def needs_results(self, name: str) -> bool:
+        """An unfinished session, or a complete one whose ZIP a retry may write again (Sessions.settle)."""
+        session = self.store.session(name)
+        if session is None:
+            return False
+        return session.state is not SessionState.COMPLETE or may_rebuild(self.store.items(name))
+
     def sweep_results(self, running: frozenset[str] = frozenset()) -> None:
         """At start-up, before any job but the adopted: keep only the cutouts a ZIP may still need.
 
@@ -75,19 +97,9 @@ class Recovery:
         or for a complete one that may be rebuilt after a retry (Sessions.settle),
         nor a file of a job still `running` (by its stem, see Spool.job_stem), goes.
         """
-        waiting = set()
-        for session in self.store.sessions():
-            items = self.store.items(session.name)
-            if session.state is SessionState.COMPLETE and not may_rebuild(items):
-                continue
-            ext = FORMAT_EXTENSIONS[session.format]
-            for item in (item for item in items if item.status is Status.DONE):
-                waiting |= {self.spool.result(item, ext).name, self.spool.mask_result(item).name}
-        swept = [
-            path
-            for path in self.spool.results.iterdir()
-            if path.is_file() and path.name not in waiting and path.name.split(".", 1)[0] not in running
-        ]
+        files = [path for path in self.spool.results.iterdir() if path.is_file()]
+        waiting = self.still_needed({stem.split("-", 1)[0] for stem in (path.name.split(".", 1)[0] for path in files)})
+        swept = [path for path in files if path.name not in waiting and path.name.split(".", 1)[0] not in running]
         self.spool.discard(*swept)
         if swept:
             log.info("job_files_removed", count=len(swept), reason="left by a previous life")
