@@ -35,12 +35,17 @@ web: $(VENV)/.web-installed
 # Everything CI runs. The tiers, each a folder of tests/: unit (in the test process), commands
 # (a bgremover command or job process), daemon (a real daemon, fake jobs), model (a real daemon
 # and the real model), bench, web, cluster, packaging and soak.
+#
+# Most tests wait on processes (a daemon's idle close, a job's sleep, a broker), so TEST_WORKERS pytest
+# processes share the cores, each running whole files (a file's module fixtures are built once);
+# tests/conftest.py hands out the longest tiers first. TEST_WORKERS=0 runs everything in one process.
+TEST_WORKERS ?= 3
 test: $(VENV)/.test-installed
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # The inner loop: lint, then the tests that start no process (tests/unit), in about 3 minutes.
 check: lint
-	$(BIN)/python -m pytest -q tests/unit
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests/unit
 
 # The long runs, by hand or nightly: the crash soak at its full size and the queue's property
 # test drawing many more sequences.

@@ -48,6 +48,20 @@ def _processes_mentioning(text: str) -> list[int]:
     return found
 
 
+# The tiers in the order a run starts them: the longest first, so that with several workers
+# (make test) the short files fill in around them instead of one long file running last, alone.
+TIER_ORDER = ("soak", "cluster", "bench", "packaging", "web", "model", "daemon", "commands", "unit")
+
+
+def tier_rank(item: pytest.Item) -> int:
+    parts = Path(str(item.path)).relative_to(REPO / "tests").parts
+    return TIER_ORDER.index(parts[0]) if parts[0] in TIER_ORDER else len(TIER_ORDER)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=tier_rank)  # stable: within a tier, files and tests keep their order
+
+
 @pytest.fixture(autouse=True)
 def no_leaks(request, tmp_path):
     """Fail a test that leaves a thread, a child process, or any process working on its tmp_path."""

@@ -71,12 +71,24 @@ def assert_json_shows_progress(doc: dict, pid: int) -> None:
     assert session["rate_per_s"] > 0 and session["eta_s"] > 0 and doc["rate_per_s"] > 0
 
 
+def gate_opened_after_first(frames: list[str], gate: Path) -> bool:
+    """Once the follower has shown its first frame, the gated items may finish."""
+    if frames:
+        gate.touch()
+    return bool(frames)
+
+
+def moved_on(frames: list[str]) -> bool:
+    return len(frames) >= 2 and finished_in(frames[-1], "live") > finished_in(frames[0], "live")
+
+
 def test_beside_a_running_daemon_status_shows_progress_and_following_never_holds_it_up(tmp_path):
     root = tmp_path / "root"
     with Daemon(root) as daemon:
+        gate = tmp_path / "gate"  # the last four wait for it: the follower below must see them finish
         drop(root / "inbox", "live/broken.jpg", "bad-input")
         for n in range(6):
-            drop(root / "inbox", f"live/photo{n}.jpg", "sleep 1")
+            drop(root / "inbox", f"live/photo{n}.jpg", "sleep 1" if n < 2 else f"gate {gate}")
         wait_for(
             lambda: (s := daemon.status("live")) and s["counts"]["failed"] == 1 and s["counts"]["done"] >= 2,
             what="one failure and two done",
@@ -89,9 +101,7 @@ def test_beside_a_running_daemon_status_shows_progress_and_following_never_holds
         # Followed: frame after frame while the daemon goes on finishing items; Ctrl-C ends it, exit 0.
         follower = start_following(root, "--interval", "0.2")
         try:
-            frames = follow_until(
-                follower, lambda f: len(f) >= 2 and finished_in(f[-1], "live") > finished_in(f[0], "live")
-            )
+            frames = follow_until(follower, lambda f: gate_opened_after_first(f, gate) and moved_on(f))
         finally:
             code, stderr = interrupt(follower)
         assert code == 0 and stderr == ""

@@ -4,7 +4,7 @@ The dropped file's first line picks the behaviour, so a test chooses what each
 job does simply by what it drops: `ok`, `exit N`, `sleep [S]`, `flaky FLAGFILE`, `ignore-term`,
 `grandchild PIDFILE`, `sigkill`,
 `signal N` (dies by signal N, real-time ones too), `chatty N`, `memory MB`, `bad-input`, `whoami JSONFILE`,
-`orphan PIDFILE`, `fds JSONFILE`.
+`orphan PIDFILE`, `fds JSONFILE`, `gate FILE` (waits until FILE exists, then succeeds).
 Anything else is `ok`.
 """
 
@@ -54,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if verb == "sleep":
         time.sleep(float(rest[0]) if rest else 3600)
+    if verb == "gate":  # the test decides when it ends, however slow the machine is
+        while not Path(rest[0]).exists():
+            time.sleep(0.05)
     if verb == "flaky":  # fails the first time, works on the retry
         flag = Path(rest[0])
         if not flag.exists():
