@@ -74,7 +74,7 @@ class QueueSettings(BaseModel):
             "a complete session is forgotten this many days after it completed: its rows leave the database and its "
             "files leave `state/`; a failed or cancelled item's original is moved to `archive/SESSION/` first, and its "
             "retry marker no longer works. `0` keeps every session forever; see "
-            "[How long things are kept](../README.md#how-long-things-are-kept)"
+            "[How long things are kept](folders-and-markers.md#how-long-things-are-kept)"
         ),
     )
     keep_outbox_days: float = Field(
