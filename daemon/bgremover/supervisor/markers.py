@@ -44,10 +44,13 @@ class Markers:
         self.dispatch = dispatch
         self.publisher = sessions.publisher
         self.next_walk = 0.0  # monotonic: when all of retry/ is walked next; the first pass walks it
+        self.watched = True  # whether the watcher still watches the retry/ it was started on
 
     def read_markers(self, now: float) -> None:
         if not (self.settings.cancel_dir.is_dir() and self.settings.retry_dir.is_dir()):
             self.ensure_marker_folders()  # someone removed them: put back what users rely on
+            # The watcher's watch went with the old folder: from now on only a walk sees a marker.
+            self.watched = False
         for marker in sorted(self.settings.cancel_dir.iterdir()):
             if marker.is_file() or marker.is_symlink():
                 self.cancel_session(display(marker.name))
@@ -67,7 +70,7 @@ class Markers:
         """
         retry_dir = Path(os.path.abspath(self.settings.retry_dir))
         changed = self.taking.intake.changed_in_watched()
-        if now >= self.next_walk:
+        if now >= self.next_walk or not self.watched:
             self.next_walk = now + MARKER_WALK_SECONDS
             folders = [retry_dir]
         else:
