@@ -98,6 +98,7 @@ hypothesis_settings.load_profile("quick")
 # -- the crash soak's options (tests/soak/test_crash_soak.py) ----------------------------
 
 SOAK_DEFAULT_SEED = 20261127
+RETENTION_DEFAULT_SESSIONS = 300
 
 
 def pytest_addoption(parser):
@@ -116,6 +117,15 @@ def pytest_addoption(parser):
         default=SOAK_DEFAULT_SEED,
         metavar="S",
         help=f"seed of the crash soak's random choices (default {SOAK_DEFAULT_SEED})",
+    )
+
+    group = parser.getgroup("retention", "the retention stream (tests/daemon/test_retention.py)")
+    group.addoption(
+        "--retention-sessions",
+        type=int,
+        default=RETENTION_DEFAULT_SESSIONS,
+        metavar="N",
+        help=f"one-file sessions the retention stream drops (default {RETENTION_DEFAULT_SESSIONS}; the issue's 2000 by hand)",
     )
 
 

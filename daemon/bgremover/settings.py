@@ -66,6 +66,26 @@ class QueueSettings(BaseModel):
             "(failed items keep theirs for a retry)"
         ),
     )
+    # Days, but fractions count: a test or a tight disk can ask for seconds-scale history.
+    keep_sessions_days: float = Field(
+        30.0,
+        ge=0,
+        **doc(
+            "a complete session is forgotten this many days after it completed: its rows leave the database and its "
+            "files leave `state/`; a failed or cancelled item's original is moved to `archive/SESSION/` first, and its "
+            "retry marker no longer works. `0` keeps every session forever; see "
+            "[How long things are kept](folders-and-markers.md#how-long-things-are-kept)"
+        ),
+    )
+    keep_outbox_days: float = Field(
+        0.0,
+        ge=0,
+        **doc(
+            "a complete session's `SESSION.zip` and `SESSION.json` in `outbox/`, and its `archive/SESSION/` folder, "
+            "are deleted this many days after they were last written, never while one of its items can still be "
+            "retried. `0` (the default) never deletes them: the daemon cannot tell whether a user has collected them"
+        ),
+    )
 
 
 class JobsSettings(BaseModel):

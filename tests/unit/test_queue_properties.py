@@ -493,7 +493,7 @@ class QueueMachine(RuleBasedStateMachine):
         queued = {item.id for item in self.daemon.store.items(name, Status.QUEUED)}
         running, since, others = self.running(), self.last_event(), self.markers_left()
         (self.settings.cancel_dir / name).touch()
-        if not self.survives(lambda: self.daemon.markers.read_markers(time.monotonic())) or others:
+        if not self.survives(self.read_markers) or others:
             return
         cancelled = {item for item, src, dst in self.moves_since(since) if (src, dst) == ("queued", "cancelled")}
         assert cancelled == queued, "the cancel marker left queued items, or cancelled others"
@@ -505,6 +505,11 @@ class QueueMachine(RuleBasedStateMachine):
         session = self.daemon.store.session(name)
         assert session is None or session.state is not SessionState.OPEN, "a cancelled session still takes files"
 
+    def read_markers(self) -> None:
+        # No watcher runs here to name the folders a marker changed: every pass walks all of retry/, as a first does.
+        self.daemon.markers.next_walk = 0.0
+        self.daemon.markers.read_markers(time.monotonic())
+
     @rule(data=st.data())
     def a_user_touches_a_retry_marker(self, data) -> None:
         """Only a failed or cancelled item goes back to queued; a marker for any other is ignored."""
@@ -514,7 +519,7 @@ class QueueMachine(RuleBasedStateMachine):
         marker = self.settings.retry_dir / session / name
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.touch()
-        if not self.survives(lambda: self.daemon.markers.read_markers(time.monotonic())) or others:
+        if not self.survives(self.read_markers) or others:
             return
         moves = self.moves_since(since)
         if item is not None and item.status in (Status.FAILED, Status.CANCELLED):

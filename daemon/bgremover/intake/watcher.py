@@ -123,13 +123,15 @@ class _Recorder(FileSystemEventHandler):
 
 
 class _Waker(FileSystemEventHandler):
-    """For the marker folders: any change there only wakes the loop, which reads them itself."""
+    """For the marker folders: a change there is noted by its path and wakes the loop, which reads the markers itself."""
 
-    def __init__(self, wake: Callable[[], None]) -> None:
+    def __init__(self, note: Callable[..., None], wake: Callable[[], None]) -> None:
+        self._note = note
         self._wake = wake
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         if event.event_type not in READ_ONLY_EVENTS:
+            self._note(event.src_path, event.dest_path)
             self._wake()
 
 
@@ -173,6 +175,7 @@ class Intake:
         self._also_watch = [Path(os.path.abspath(folder)) for folder in also_watch]
         self._lock = threading.Lock()
         self._recorded: set[Path] = set()
+        self._noted: set[Path] = set()  # paths changed in the also-watched folders, under the same lock
         self._candidates: dict[Path, _Candidate] = {}
         self._reported: set[Path] = set()  # paths already warned about, so a rescan stays quiet
         self._seen_stable: dict[Path, tuple[int, int, int, int]] = {}  # ready() returned them as these
@@ -186,7 +189,7 @@ class Intake:
         WATCHDOG_INOTIFY_LOG.addHandler(self._alarm)
         observer = Observer()
         observer.schedule(_Recorder(self._record, self._wake), str(self.inbox), recursive=True)
-        waker = _Waker(self._wake)
+        waker = _Waker(self._note, self._wake)
         for folder in self._also_watch:
             observer.schedule(waker, str(folder), recursive=True)
         try:
@@ -214,6 +217,12 @@ class Intake:
         lost = self._overflowed.is_set()
         self._overflowed.clear()
         return lost
+
+    def changed_in_watched(self) -> set[Path]:
+        """The paths in the also-watched folders that events named since the last call."""
+        with self._lock:
+            noted, self._noted = self._noted, set()
+        return noted
 
     def ready(self, now: float) -> list[Path]:
         """Files unchanged for stable_seconds, sorted; each is returned once and then forgotten."""
@@ -269,6 +278,11 @@ class Intake:
         found = {Path(os.fsdecode(path)) for path in paths if path}
         with self._lock:
             self._recorded |= found
+
+    def _note(self, *paths: str | bytes | Path) -> None:
+        found = {Path(os.fsdecode(path)) for path in paths if path}
+        with self._lock:
+            self._noted |= found
 
     def _drain(self) -> set[Path]:
         with self._lock:

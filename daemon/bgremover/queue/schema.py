@@ -65,6 +65,9 @@ CREATE TABLE IF NOT EXISTS events (
 -- An item's history is read by its id (its last attempt, a retry's events): without this,
 -- every such read scans the whole log, which only grows.
 CREATE INDEX IF NOT EXISTS events_by_item ON events (item, id);
+-- Retention reads the oldest complete sessions first, a few at a time: without this,
+-- each of its steps would scan every session ever kept.
+CREATE INDEX IF NOT EXISTS sessions_by_state ON sessions (state, updated_at);
 """
 
 

@@ -198,6 +198,47 @@ class SessionQueries(Database):
         with self.transaction():
             self.db.execute("UPDATE sessions SET finish_error = ? WHERE name = ?", (error, name))
 
+    # -- retention (supervisor/retention.py) --
+
+    def complete_before(self, before: float, limit: int) -> list[Session]:
+        """The oldest sessions complete since before `before`, at most `limit` of them (index sessions_by_state)."""
+        rows = self.db.execute(
+            "SELECT * FROM sessions WHERE state = 'complete' AND updated_at < ? ORDER BY updated_at, name LIMIT ?",
+            (before, limit),
+        )
+        return [_session(row) for row in rows]
+
+    def holding_files(self, names: list[str]) -> set[str]:
+        """Those of `names` whose outbox and archive files a session still needs: unfinished, or with a retry left."""
+        held = set()
+        for name in names:  # one indexed look-up each: the callers pass a bounded few
+            row = self.db.execute(
+                "SELECT state != 'complete' OR EXISTS (SELECT 1 FROM items WHERE session = sessions.name"
+                " AND status IN ('failed', 'cancelled')) FROM sessions WHERE name = ?",
+                (name,),
+            ).fetchone()
+            if row is not None and row[0]:
+                held.add(name)
+        return held
+
+    def forget_session(self, name: str) -> int | None:
+        """Delete a complete session with its items and their events, in one transaction.
+
+        None when it is not complete (a retry reopened it meanwhile): then nothing changes.
+        Otherwise the number of items it had.
+        """
+        with self.transaction():
+            if (
+                self.db.execute("SELECT 1 FROM sessions WHERE name = ? AND state = 'complete'", (name,)).fetchone()
+                is None
+            ):
+                return None
+            # The rows that point at others go first, so no foreign key is ever left dangling.
+            self.db.execute("DELETE FROM events WHERE item IN (SELECT id FROM items WHERE session = ?)", (name,))
+            count = self.db.execute("DELETE FROM items WHERE session = ?", (name,)).rowcount
+            self.db.execute("DELETE FROM sessions WHERE name = ?", (name,))
+        return count
+
 
 class ItemQueries(Database):
     """The queries on items: adding them, finding them, their guarded transitions and the event log."""
@@ -311,6 +352,16 @@ class ItemQueries(Database):
         if item_id is None:
             return self.db.execute("SELECT * FROM events ORDER BY id").fetchall()
         return self.db.execute("SELECT * FROM events WHERE item = ? ORDER BY id", (item_id,)).fetchall()
+
+    def retryable_since(self, since: float) -> list[Item]:
+        """The failed and cancelled items of unfinished sessions and of those complete since `since`: what retention keeps."""
+        rows = self.db.execute(
+            "SELECT items.* FROM items JOIN sessions ON sessions.name = items.session"
+            " WHERE items.status IN ('failed', 'cancelled') AND (sessions.state != 'complete' OR sessions.updated_at >= ?)"
+            " ORDER BY items.id",
+            (since,),
+        )
+        return [_item(row) for row in rows]
 
     def _record(self, item_id: int, src: Status | None, dst: Status, now: float, reason: str | None) -> None:
         self.db.execute(

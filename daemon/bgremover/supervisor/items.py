@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 
 import structlog
 
@@ -68,6 +70,8 @@ class ItemMoves:
         )
         if status in RETRYABLE:
             self.ensure_retry_folder(item)
+        elif status is Status.DONE:
+            self.drop_retry_folder_if_unused(item.session)
         level = log.info if status in (Status.DONE, Status.QUEUED) else log.warning
         level(
             "job_finished",
@@ -87,3 +91,35 @@ class ItemMoves:
             (self.settings.retry_dir / item.session / item.name).parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             log.warning("retry_folder_not_made", session=item.session, item=item.name, error=describe(exc))
+
+    def drop_retry_folder_if_unused(self, session: str) -> None:
+        """A retried item is done: its session's retry folder goes once none of its items can be retried."""
+        # The stat first: most sessions never had a retry folder, and then no query is made.
+        if (self.settings.retry_dir / session).is_dir():
+            counts = self.store.counts(session)
+            if not any(counts[status.value] for status in RETRYABLE):
+                self.drop_retry_folder(session)
+
+    def drop_retry_folder(self, session: str) -> None:
+        """retry/SESSION/ and its empty subfolders; a marker a user left there keeps them (and is reported)."""
+        folder = self.settings.retry_dir / session
+        if not remove_empty_tree(folder):
+            log.warning("retry_folder_kept", session=session, reason="it holds files nothing can be retried by")
+
+
+def remove_empty_tree(folder: Path) -> bool:
+    """Remove `folder` and the folders below it, deepest first, by rmdir alone: a file anywhere keeps its parents.
+
+    Never unlinks: a file is a user's, and rmdir refuses a folder that still
+    holds one, even one written an instant ago. True when nothing is left.
+    """
+    if not folder.is_dir() or folder.is_symlink():
+        return not folder.exists()
+    for parent, _, _ in sorted(os.walk(folder), key=lambda entry: entry[0].count(os.sep), reverse=True):
+        try:
+            os.rmdir(parent)
+        except FileNotFoundError:
+            pass
+        except OSError:
+            continue
+    return not folder.exists()

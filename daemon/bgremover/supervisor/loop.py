@@ -41,6 +41,7 @@ from bgremover.supervisor.options import SessionOptions
 from bgremover.supervisor.publishing import Publisher
 from bgremover.supervisor.recovery import Recovery
 from bgremover.supervisor.refusals import Refusals
+from bgremover.supervisor.retention import Retention
 from bgremover.supervisor.sessions import Sessions
 from bgremover.supervisor.taking import Taking
 
@@ -60,6 +61,7 @@ UPKEEP = (
     "watch_hooks",
     "reap_strays",
     "rescan",
+    "prune",
 )
 UPKEEP_WITHOUT_STATE = frozenset({"reap", "enforce_limits", "flush_outbox", "watch_hooks", "reap_strays"})
 
@@ -118,6 +120,7 @@ class Supervisor:
             "close_idle_sessions": self.sessions.close_idle_sessions, "finish_sessions": self.sessions.finish_sessions,
             "flush_outbox": self.publisher.flush_outbox, "start_next": self.dispatch.start_next,
             "watch_hooks": self.hooks.watch_hooks, "reap_strays": self.reap_strays, "rescan": self.rescan,
+            "prune": Retention(settings, store, self.spool, self.sessions, self.moves).prune,
         }  # fmt: skip
 
     # -- the loop -----------------------------------------------------------------

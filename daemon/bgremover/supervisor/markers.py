@@ -9,6 +9,7 @@ with one: intake never takes such a file), and is left for a later pass.
 
 from __future__ import annotations
 
+import os
 import stat
 import time
 from pathlib import Path
@@ -22,10 +23,13 @@ from bgremover.queue.store import Item, Store
 from bgremover.settings import Settings
 from bgremover.supervisor.dispatch import Dispatch
 from bgremover.supervisor.items import ItemMoves
+from bgremover.supervisor.retention import kept_since
 from bgremover.supervisor.sessions import Sessions
 from bgremover.supervisor.taking import Taking
 
 log = structlog.get_logger()
+
+MARKER_WALK_SECONDS = 30.0  # as the inbox's rescan: catches what no event told of
 
 
 class Markers:
@@ -39,20 +43,42 @@ class Markers:
         self.taking = taking
         self.dispatch = dispatch
         self.publisher = sessions.publisher
+        self.next_walk = 0.0  # monotonic: when all of retry/ is walked next; the first pass walks it
+        self.watched = True  # whether the watcher still watches the retry/ it was started on
 
     def read_markers(self, now: float) -> None:
         if not (self.settings.cancel_dir.is_dir() and self.settings.retry_dir.is_dir()):
             self.ensure_marker_folders()  # someone removed them: put back what users rely on
+            # The watcher's watch went with the old folder: from now on only a walk sees a marker.
+            self.watched = False
         for marker in sorted(self.settings.cancel_dir.iterdir()):
             if marker.is_file() or marker.is_symlink():
                 self.cancel_session(display(marker.name))
                 marker.unlink(missing_ok=True)
-        for marker in sorted(p for p in self.settings.retry_dir.rglob("*") if p.is_file() or p.is_symlink()):
-            if marker.name.startswith("."):
-                continue
+        for marker in self.retry_markers(now):
             relative = marker.relative_to(self.settings.retry_dir)
             self.retry_item(display(relative.parts[0]), display("/".join(relative.parts[1:])), fixed_file(marker))
             marker.unlink(missing_ok=True)
+
+    def retry_markers(self, now: float) -> list[Path]:
+        """The retry markers to act on this pass, without walking every session's folder on every pass.
+
+        Only the session folders the watcher saw change are read; all of
+        retry/ is walked at the first pass (markers touched while the daemon
+        was down) and every MARKER_WALK_SECONDS after, for changes no event
+        told of (a lost inotify event, a network filesystem's remote writes).
+        """
+        retry_dir = Path(os.path.abspath(self.settings.retry_dir))
+        changed = self.taking.intake.changed_in_watched()
+        if now >= self.next_walk or not self.watched:
+            self.next_walk = now + MARKER_WALK_SECONDS
+            folders = [retry_dir]
+        else:
+            # The session's folder, below retry/, of each path an event named.
+            below = [path.relative_to(retry_dir).parts for path in changed if path.is_relative_to(retry_dir)]
+            folders = sorted({retry_dir / parts[0] for parts in below if parts})
+        found = [marker for folder in folders for marker in markers_in(folder)]
+        return [self.settings.retry_dir / marker.relative_to(retry_dir) for marker in sorted(found)]
 
     def cancel_session(self, name: str) -> None:
         session = self.store.session(name)
@@ -100,10 +126,30 @@ class Markers:
         return True
 
     def ensure_marker_folders(self) -> None:
+        """cancel/, retry/, and the retry folder of each item that can be retried.
+
+        Only of the sessions retention keeps: an older one's folder would name
+        items about to be forgotten (keep_sessions_days 0 keeps them all).
+        """
         self.settings.cancel_dir.mkdir(parents=True, exist_ok=True)
-        for item in self.store.items(None, *RETRYABLE):
+        for item in self.store.retryable_since(kept_since(self.settings, time.time())):
             self.moves.ensure_retry_folder(item)
         self.settings.retry_dir.mkdir(parents=True, exist_ok=True)
+
+
+def markers_in(folder: Path) -> list[Path]:
+    """The files and links under `folder`, at any depth, but those whose name starts with a dot (still being written).
+
+    os.walk, not rglob: one scandir per folder and no stat per entry, since
+    retry/ holds a folder for every session with an item to retry.
+    """
+    if not folder.is_dir() or folder.is_symlink():  # a marker itself, or gone: never followed
+        return [folder] if os.path.lexists(folder) and not folder.name.startswith(".") else []
+    found = []
+    for parent, folders, files in os.walk(folder):
+        links = [name for name in folders if os.path.islink(os.path.join(parent, name))]
+        found += [Path(parent, name) for name in files + links if not name.startswith(".")]
+    return found
 
 
 def fixed_file(marker: Path) -> Path | None:

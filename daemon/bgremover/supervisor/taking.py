@@ -140,7 +140,7 @@ class Taking:
             self.sessions.close_session(session, "full")
         base = source or "batch-" + datetime.fromtimestamp(now, UTC).strftime("%Y%m%d-%H%M%S")
         n = 1
-        while self.store.session(name := session_name(base, n)) or (self.settings.outbox / f"{name}.json").exists():
+        while self.store.session(name := session_name(base, n)) or left_files(self.settings, name):
             n += 1
         ticket, error = self.read_ticket(folder)
         fmt, output = self.options.format_for(ticket), self.options.output_for(ticket)
@@ -200,6 +200,12 @@ class Taking:
         elif self.store.withdraw(item.id):
             self.sessions.forget_if_empty(item.session)
             log.warning("file_vanished", session=item.session, item=item.name)
+
+
+def left_files(settings: Settings, name: str) -> bool:
+    """Whether a session of this name left files a new one would mix with; its rows may be forgotten already."""
+    paths = (settings.outbox / f"{name}.json", settings.outbox / f"{name}.zip", settings.archive_dir / name)
+    return any(os.path.lexists(path) for path in (*paths, settings.retry_dir / name))
 
 
 def unused_name(name: str, names: set[str]) -> str:
