@@ -8,6 +8,7 @@ store's own moves, at a time in the past the test chooses.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 
@@ -300,3 +301,23 @@ def test_between_walks_only_the_retry_folders_the_watcher_saw_change_are_read(ma
     assert not requeued("quiet") and unseen.exists(), "a folder no event named is not read between walks"
     daemon.markers.read_markers(start + MARKER_WALK_SECONDS)
     assert requeued("quiet") and not unseen.exists(), "the periodic walk finds what no event told of"
+
+
+def test_a_forgotten_sessions_json_names_no_retry_marker_and_says_where_each_original_went(make):
+    daemon = make(keep_sessions_days=30)
+    complete_session(daemon, "old", 31, good=Status.DONE, bad=Status.FAILED, stopped=Status.CANCELLED)
+    daemon.publisher.publish("old")
+    before = json.loads((daemon.settings.outbox / "old.json").read_text())
+    assert {item["name"]: item["retry_marker"] for item in before["items"]} == {
+        "good.jpg": None,
+        "bad.jpg": "retry/old/bad.jpg",
+        "stopped.jpg": "retry/old/stopped.jpg",
+    }
+    step(daemon)
+
+    after = json.loads((daemon.settings.outbox / "old.json").read_text())
+    assert after["forgotten"] is True and after["counts"] == before["counts"]
+    assert [item["retry_marker"] for item in after["items"]] == [None, None, None]
+    originals = {item["name"]: item.get("original") for item in after["items"]}
+    assert originals == {"good.jpg": None, "bad.jpg": "archive/old/bad.jpg", "stopped.jpg": "archive/old/stopped.jpg"}
+    assert all((daemon.settings.root / path).is_file() for path in originals.values() if path)

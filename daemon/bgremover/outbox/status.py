@@ -36,6 +36,23 @@ def session_document(session: Session, items: list[Item], settings: Settings) ->
     }
 
 
+def forgotten_document(document: dict, archived: set[str]) -> dict:
+    """A session's status JSON as it stays once the session is forgotten: no retry marker names anything.
+
+    Each item in `archived` (its original moved to archive/SESSION/NAME) says where its original is now.
+    """
+    session = document["session"]
+    items = [
+        {
+            **item,
+            "retry_marker": None,
+            **({"original": f"archive/{session}/{item['name']}"} if item["name"] in archived else {}),
+        }
+        for item in document["items"]
+    ]
+    return {**document, "forgotten": True, "items": items}
+
+
 def status_counts(items: list[Item]) -> dict[str, int]:
     """How many items are in each status, every status named (zero included), in the table's order."""
     found = Counter(item.status for item in items)

@@ -34,6 +34,8 @@ import structlog
 
 from bgremover.backoff import describe
 from bgremover.formats import FORMAT_EXTENSIONS
+from bgremover.outbox import zips
+from bgremover.outbox.status import forgotten_document
 from bgremover.queue.spool import Spool
 from bgremover.queue.store import Session, Store, iso
 from bgremover.settings import Settings
@@ -89,7 +91,8 @@ class Retention:
     def forget(self, session: Session, wall: float) -> None:
         """Files first, rows last: see the module's docstring for why this order survives a kill."""
         try:
-            self.clear_state(session)
+            archived = self.clear_state(session)
+            self.publish_forgotten(session, archived)
         except OSError as exc:
             self.refused[session.name] = wall + REFUSED_WAIT_SECONDS
             log.warning(
@@ -105,12 +108,17 @@ class Retention:
         if items is not None:
             log.info("session_forgotten", session=session.name, items=items, completed_at=iso(session.updated_at))
 
-    def clear_state(self, session: Session) -> None:
-        """A session's files in state/: originals to the archive (never deleted), job files removed."""
+    def clear_state(self, session: Session) -> set[str]:
+        """A session's files in state/: originals to the archive (never deleted), job files removed.
+
+        Returns the names of the items whose original is now in the archive.
+        """
         ext = FORMAT_EXTENSIONS[session.format]
+        archived = set()
         for item in self.store.items(session.name):
             if self.spool.stored(item).is_file():
                 self.spool.archive_original(item)
+                archived.add(item.name)
                 log.info(
                     "original_archived",
                     session=item.session,
@@ -120,6 +128,17 @@ class Retention:
                 )
             spool = self.spool
             spool.discard(spool.result(item, ext), spool.mask_result(item), spool.report(item), spool.job_log(item))
+        return archived
+
+    def publish_forgotten(self, session: Session, archived: set[str]) -> None:
+        """Its status JSON, where still delivered, stops naming retry markers that will mean nothing.
+
+        Written before the rows go: a kill in between leaves a session the next step forgets again.
+        """
+        path = self.settings.outbox / f"{session.name}.json"
+        if path.is_file():
+            document = self.publisher.status_document(session)
+            zips.write_status(path, forgotten_document(document, archived))
 
     # -- outbox/ and archive/ ---------------------------------------------------------
 
