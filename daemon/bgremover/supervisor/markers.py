@@ -101,7 +101,14 @@ class Markers:
 
     def ensure_marker_folders(self) -> None:
         self.settings.cancel_dir.mkdir(parents=True, exist_ok=True)
-        for item in self.store.items(None, *RETRYABLE):
+        if self.settings.retry_dir.is_dir():
+            # Only an unsettled session can lack an item's folder (a kill between its failure and the
+            # folder): a start must not cost a check per item that ever failed.
+            unsettled = [session.name for session in self.store.unsettled_sessions()]
+            retryable = self.store.items_of(unsettled, *RETRYABLE)
+        else:
+            retryable = self.store.items(None, *RETRYABLE)  # someone removed retry/: every folder comes back, once
+        for item in retryable:
             self.moves.ensure_retry_folder(item)
         self.settings.retry_dir.mkdir(parents=True, exist_ok=True)
 
