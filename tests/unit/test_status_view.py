@@ -250,3 +250,56 @@ def test_a_name_with_control_characters_is_escaped_in_text_and_exact_in_json(tmp
     assert not any(ord(c) < 0x20 and c != "\n" or 0x7F <= ord(c) <= 0x9F for c in text)
     document = json.loads(statusview.frame(settings, None, True, None, 4.0))
     assert document["sessions"][0]["failed"][0]["name"] == hostile
+
+
+# ---------------------------------------------------------------- what a look reads: the work under way and one page
+
+
+def history_of(settings, settled: int) -> None:
+    """`settled` complete, settled sessions (old-0 the oldest), each one item done, then one open session."""
+    settings.state_dir.mkdir(parents=True)
+    store = Store(settings.database)
+    for n in range(settled):
+        name, at = f"old-{n:02d}", 10.0 + n
+        store.create_session(name, name, "png", at)
+        item = store.add_item(name, "a.jpg", "a.png", ".jpg", b"a.jpg", at)
+        store.transition(item.id, Status.QUEUED, Status.PROCESSING, at)
+        store.transition(item.id, Status.PROCESSING, Status.DONE, at)
+        store.set_session_state(name, {SessionState.OPEN}, SessionState.PROCESSING, at)
+        store.set_session_state(name, {SessionState.PROCESSING}, SessionState.COMPLETE, at, f"{name}.zip")
+        store.mark_settled(name, at)
+    store.create_session("now", "now", "png", 1.0)  # the oldest of all, but still open
+    store.add_item("now", "b.jpg", "b.png", ".jpg", b"b.jpg", 1.0)
+    store.close()
+
+
+def test_a_look_shows_the_sessions_under_way_and_the_newest_page_of_settled_ones(tmp_path):
+    settings = load_settings(root=tmp_path / "root")
+    history_of(settings, statusview.PAGE_SIZE + 5)
+    view = statusview.read(settings, 100.0)
+    names = [s.session.name for s in view.sessions]
+    assert names == ["now"] + [f"old-{n:02d}" for n in range(5, 25)], "oldest first, as ever"
+    assert view.older == 5 and view.queued == 1
+    assert view.sessions[1].counts["done"] == 1 and view.sessions[1].total == 1
+    assert view.sessions[1].items == [], "without every item asked for, only failed items are read"
+    text = statusview.frame(settings, None, False, None, 100.0)
+    assert "5 older complete sessions not shown; `bgremover status --page 1` shows the next 5" in text
+    document = json.loads(statusview.frame(settings, None, True, None, 100.0))
+    assert (document["page"], document["page_size"], document["older_sessions"]) == (0, statusview.PAGE_SIZE, 5)
+
+
+def test_an_older_page_shows_the_sessions_before_and_the_sessions_under_way_still(tmp_path):
+    settings = load_settings(root=tmp_path / "root")
+    history_of(settings, statusview.PAGE_SIZE + 5)
+    view = statusview.read(settings, 100.0, page=1, every_item=True)
+    assert [s.session.name for s in view.sessions] == ["now"] + [f"old-{n:02d}" for n in range(5)]
+    assert view.older == 0 and [i.name for i in view.sessions[1].items] == ["a.jpg"]
+    assert statusview.read(settings, 100.0, page=2).sessions[0].session.name == "now"
+
+
+def test_one_session_named_is_shown_whole_however_old(tmp_path):
+    settings = load_settings(root=tmp_path / "root")
+    history_of(settings, statusview.PAGE_SIZE + 5)
+    document = json.loads(statusview.frame(settings, "old-00", True, None, 100.0))
+    [shown] = document["sessions"]
+    assert shown["name"] == "old-00" and [item["name"] for item in shown["items"]] == ["a.jpg"]

@@ -143,3 +143,104 @@ def test_only_a_session_without_items_can_be_forgotten(store):
     assert not store.forget_empty_session("s")
     assert store.forget_empty_session("empty")
     assert [session.name for session in store.sessions()] == ["s"]
+
+
+# -------------------------------------------------------------- settled sessions, and history read a page at a time
+
+
+def complete(store: Store, name: str, at: float) -> None:
+    store.create_session(name, None, "png", at)
+    store.set_session_state(name, {SessionState.OPEN}, SessionState.PROCESSING, at)
+    store.set_session_state(name, {SessionState.PROCESSING}, SessionState.COMPLETE, at, f"{name}.zip")
+
+
+def test_a_complete_session_is_remembered_as_settled_until_it_leaves_complete(store):
+    complete(store, "s", NOW)
+    assert [s.name for s in store.unsettled_sessions()] == ["s"]
+    assert store.mark_settled("s", NOW + 1)
+    assert store.session("s").settled_at == NOW + 1 and store.unsettled_sessions() == []
+    assert not store.mark_settled("s", NOW + 2), "settled once"
+    # COMPLETE -> PROCESSING (a retry marker): the next start looks at it again.
+    store.set_session_state("s", {SessionState.COMPLETE}, SessionState.PROCESSING, NOW + 3)
+    assert store.session("s").settled_at is None and [s.name for s in store.unsettled_sessions()] == ["s"]
+    assert not store.mark_settled("s", NOW + 4), "only a complete session is settled"
+
+
+def test_settled_sessions_are_read_a_page_at_a_time_newest_first(store):
+    for n in range(5):
+        complete(store, f"s{n}", NOW + n)
+        store.mark_settled(f"s{n}", NOW + n)
+    store.create_session("open", None, "png", NOW - 10)
+    assert [s.name for s in store.settled_sessions(2)] == ["s4", "s3"]
+    assert [s.name for s in store.settled_sessions(2, 4)] == ["s0"]
+    assert store.settled_count() == 5
+    assert [s.name for s in store.unsettled_sessions()] == ["open"]
+
+
+def test_counts_and_items_are_read_for_the_named_sessions_only(store):
+    put_item_in(store, Status.DONE, "a.jpg")
+    put_item_in(store, Status.FAILED, "b.jpg")
+    store.create_session("other", None, "png", NOW)
+    store.add_item("other", "c.jpg", "c.png", ".jpg", b"c.jpg", NOW)
+    assert store.counts_of(["s"])["s"] == {"queued": 0, "processing": 0, "done": 1, "failed": 1, "cancelled": 0}
+    assert [i.name for i in store.items_of(["s"], Status.FAILED)] == ["b.jpg"]
+    assert [(row["session"], row["status"]) for row in store.pending()] == [("other", "queued")]
+    assert [row["session"] for row in store.finished_since(NOW)] == ["s", "s"]
+    assert store.finished_since(NOW + 1) == []
+
+
+def test_a_database_of_an_older_version_gains_the_settled_column_with_every_session_unsettled(tmp_path):
+    path = tmp_path / "queue.sqlite3"
+    Store(path).close()
+    older = sqlite3.connect(path)
+    older.executescript(
+        "DROP INDEX sessions_unsettled; DROP INDEX sessions_settled; ALTER TABLE sessions DROP COLUMN settled_at;"
+        "INSERT INTO sessions (name, state, format, created_at, updated_at, last_item_at)"
+        " VALUES ('old', 'open', 'png', 1, 1, 1);"
+    )
+    older.close()
+    store = Store(path)
+    try:
+        assert store.session("old").settled_at is None
+        assert [s.name for s in store.unsettled_sessions()] == ["old"], "looked at once more by the next start"
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize(
+    "query,args,index",
+    [
+        ("SELECT * FROM sessions WHERE settled_at IS NULL ORDER BY created_at, name", (), "sessions_unsettled"),
+        (
+            "SELECT * FROM sessions WHERE settled_at IS NOT NULL ORDER BY created_at DESC, name DESC LIMIT 20",
+            (),
+            "sessions_settled",
+        ),
+        ("SELECT * FROM sessions WHERE state IN (?) ORDER BY created_at, name", ("open",), "sessions_by_state"),
+        (
+            "SELECT session, updated_at FROM items WHERE status IN ('done', 'failed') AND updated_at >= ?",
+            (NOW,),
+            "items_by_finish",
+        ),
+        (
+            "SELECT id, session, status FROM items WHERE status IN ('queued', 'processing') ORDER BY id",
+            (),
+            "items_by_",  # by status: either index that starts with it
+        ),
+        (
+            "SELECT session, status, COUNT(*) FROM items WHERE session IN (SELECT value FROM json_each(?))"
+            " GROUP BY session, status",
+            ('["s"]',),
+            "sqlite_autoindex_items_",  # UNIQUE (session, name) or (session, member): both lead with the session
+        ),
+    ],
+)
+def test_each_read_that_must_not_grow_with_history_has_its_index(store, query, args, index):
+    """SQLite's plan names the index: none of these reads walks the sessions or items of every day ever.
+
+    A partial index holds only what its query wants (the unsettled sessions), so walking it is no walk of history.
+    """
+    plan = [row["detail"] for row in store.db.execute(f"EXPLAIN QUERY PLAN {query}", args)]
+    assert any(f"INDEX {index}" in step for step in plan), plan
+    whole_tables = [step for step in plan if step in ("SCAN items", "SCAN sessions")]
+    assert not whole_tables, plan

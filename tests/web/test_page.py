@@ -101,6 +101,20 @@ def test_the_page_works_without_a_daemon_and_says_so(tmp_path):
     assert not (root / "state" / "bgremover.sqlite3").exists(), "the page must never create the queue"
 
 
+def test_older_complete_batches_are_a_page_away_and_a_page_must_be_a_number(root):
+    """The worked root's one batch is complete and settled: it is on the newest page, and on no older one."""
+    with WebPage(root) as web:
+        newest = web.status()
+        assert [s["name"] for s in newest["sessions"]] == ["shoot"] and newest["older_sessions"] == 0
+        code, _, body = web.get("/api/status?page=1")
+        assert code == 200 and json.loads(body)["sessions"] == [] and json.loads(body)["page"] == 1
+        code, _, body = web.get("/sessions?page=1")
+        assert code == 200 and b'data-name="shoot"' not in body and b'href="?page=0"' in body
+        for bad in ("-1", "x", "1e3", "9" * 12):
+            assert web.get(f"/api/status?page={bad}")[0] == 400, bad
+            assert web.get(f"/?page={bad}")[0] == 400, bad
+
+
 def test_an_item_whose_files_are_gone_shows_its_status_without_a_picture(root):
     shutil.rmtree(root / "archive")
     (root / "outbox" / "shoot.zip").unlink()

@@ -34,6 +34,19 @@ def add_status(commands: Commands, common: argparse.ArgumentParser) -> None:
     status.add_argument(
         "--json", action="store_true", help="print one JSON document (with --follow, one per line per frame)"
     )
+    status.add_argument(
+        "--page",
+        type=page_argument,
+        default=0,
+        metavar="N",
+        help="which complete sessions to show beside those under way, newest first: 0 the newest (default), 1 those before",
+    )
+
+
+def page_argument(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 0, got {text!r}")
+    return int(text)
 
 
 def add_retry(commands: Commands, common: argparse.ArgumentParser) -> None:

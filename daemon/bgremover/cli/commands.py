@@ -61,7 +61,8 @@ def status(settings: Settings, args: argparse.Namespace) -> int:
     from bgremover.status import view as statusview
 
     def frame() -> str:
-        return statusview.frame(settings, args.session, args.json, args.interval if args.follow else None, time.time())
+        every = args.interval if args.follow else None
+        return statusview.frame(settings, args.session, args.json, every, time.time(), args.page)
 
     try:
         if not args.follow:

@@ -49,7 +49,8 @@ CREATE TABLE IF NOT EXISTS sessions (
     zip          TEXT,              -- the ZIP's file name once one was written
     options      TEXT,              -- JSON: what the folder's job ticket set, if it had one
     error        TEXT,              -- why the whole session is refused (an invalid job ticket)
-    finish_error TEXT               -- why its ZIP or archive step failed last; tried again after a wait
+    finish_error TEXT,              -- why its ZIP or archive step failed last; tried again after a wait
+    settled_at   REAL               -- when, complete, its files were settled and its JSON published; NULL otherwise
 );
 {items}
 CREATE INDEX IF NOT EXISTS items_by_status ON items (status, id);
@@ -68,6 +69,19 @@ CREATE INDEX IF NOT EXISTS events_by_item ON events (item, id);
 -- Retention reads the oldest complete sessions first, a few at a time: without this,
 -- each of its steps would scan every session ever kept.
 CREATE INDEX IF NOT EXISTS sessions_by_state ON sessions (state, updated_at);
+"""
+
+# Made after the columns they name, which a file of an older version gains only in add_missing_columns.
+# One index per query shape, so that a start, a pass or a read costs the work under way, not the history:
+INDEXES = """
+-- the sessions a start still has to look at, and a reader shows whatever their age (Store.unsettled_sessions)
+CREATE INDEX IF NOT EXISTS sessions_unsettled ON sessions (created_at, name) WHERE settled_at IS NULL;
+-- the pages of settled sessions, newest first (Store.settled_sessions)
+CREATE INDEX IF NOT EXISTS sessions_settled ON sessions (created_at, name) WHERE settled_at IS NOT NULL;
+-- the open sessions every pass looks at for the idle close (Store.sessions with states)
+CREATE INDEX IF NOT EXISTS sessions_by_state ON sessions (state, created_at, name);
+-- the items finished in the last minutes, from which a rate is figured (Store.finished_since)
+CREATE INDEX IF NOT EXISTS items_by_finish ON items (status, updated_at);
 """
 
 
@@ -127,6 +141,7 @@ def prepare(db: sqlite3.Connection, transaction: Callable[[], ContextManager]) -
     if not never_reuses_ids(db):
         number_items_once(db, transaction)
         db.executescript(SCHEMA)  # the index and triggers went with the older table
+    db.executescript(INDEXES)
     with transaction():
         for machine in MACHINES:
             # The database's copy is the table, exactly: a move dropped from states.py goes from here too.
@@ -150,6 +165,9 @@ def add_missing_columns(db: sqlite3.Connection) -> None:
     for column in ("options", "error", "finish_error", "output"):
         if column not in columns:
             db.execute(f"ALTER TABLE sessions ADD COLUMN {column} TEXT")
+    if "settled_at" not in columns:
+        # NULL for every session: the first start of this version settles each complete one once more, and remembers.
+        db.execute("ALTER TABLE sessions ADD COLUMN settled_at REAL")
 
 
 def never_reuses_ids(db: sqlite3.Connection) -> bool:

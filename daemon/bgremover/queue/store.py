@@ -43,6 +43,7 @@ class Session:
     error: str | None = None
     output: str | None = None  # cutout, mask or both, fixed when it opened, like its format
     finish_error: str | None = None  # why its ZIP or archive step failed last, while it is retried
+    settled_at: float | None = None  # complete, its files settled and its JSON published: a start passes it by
 
     @property
     def ticket(self) -> dict:
@@ -111,6 +112,15 @@ class Database:
             raise
         self.db.execute("COMMIT")
 
+    @contextmanager
+    def snapshot(self) -> Iterator[sqlite3.Connection]:
+        """Several reads that see one moment of the queue: a commit between them cannot make them disagree."""
+        self.db.execute("BEGIN DEFERRED")
+        try:
+            yield self.db
+        finally:
+            self.db.execute("COMMIT")
+
 
 class SessionQueries(Database):
     """The queries on sessions: opening, finding, closing and completing them."""
@@ -167,6 +177,41 @@ class SessionQueries(Database):
         rows = self.db.execute(sql + " ORDER BY created_at, name", [s.value for s in states])
         return [_session(row) for row in rows]
 
+    def unsettled_sessions(self) -> list[Session]:
+        """Every session not yet remembered as settled: the open, the processing, and the complete not yet settled.
+
+        Only these can need anything of a start, and a reader shows them whatever
+        their age; the rest is history, read a page at a time (settled_sessions).
+        """
+        rows = self.db.execute("SELECT * FROM sessions WHERE settled_at IS NULL ORDER BY created_at, name")
+        return [_session(row) for row in rows]
+
+    def settled_sessions(self, limit: int, offset: int = 0) -> list[Session]:
+        """One page of the settled sessions, newest first: `offset` newer ones are passed over."""
+        rows = self.db.execute(
+            "SELECT * FROM sessions WHERE settled_at IS NOT NULL ORDER BY created_at DESC, name DESC LIMIT ? OFFSET ?",
+            (limit, offset),
+        )
+        return [_session(row) for row in rows]
+
+    def settled_count(self) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM sessions WHERE settled_at IS NOT NULL").fetchone()[0]
+
+    def sessions_in_each_state(self) -> dict[str, int]:
+        """How many sessions are in each state (zero included), counted on the state index."""
+        counts = {state.value: 0 for state in SessionState}
+        counts.update({state: n for state, n in self.db.execute("SELECT state, COUNT(*) FROM sessions GROUP BY state")})
+        return counts
+
+    def mark_settled(self, name: str, now: float) -> bool:
+        """Remember a complete session as settled; False if it is not complete (a retry reopened it meanwhile)."""
+        with self.transaction():
+            cursor = self.db.execute(
+                "UPDATE sessions SET settled_at = ? WHERE name = ? AND state = 'complete' AND settled_at IS NULL",
+                (now, name),
+            )
+        return cursor.rowcount == 1
+
     def open_session(self, source: str | None) -> Session | None:
         """The newest session still taking files from this source (None: loose files)."""
         row = self.db.execute(
@@ -181,14 +226,16 @@ class SessionQueries(Database):
         """Guarded like item transitions; False when the session was not in one of `src`.
 
         Every move from `src` to `dst` must be in SESSION_TRANSITIONS: asking for
-        another is a programming error, refused before anything changes.
+        another is a programming error, refused before anything changes. A move
+        forgets that the session was settled: whatever it reaches, the next start
+        looks at it again until it is complete and settled anew (mark_settled).
         """
         refused = sorted(state.value for state in src if not allowed(state, dst))
         if refused:
             raise IllegalTransition(f"session {name}: {'|'.join(refused)} -> {dst.value} is not an allowed transition")
         with self.transaction():
             cursor = self.db.execute(
-                f"UPDATE sessions SET state = ?, updated_at = ?, zip = COALESCE(?, zip)"
+                f"UPDATE sessions SET state = ?, updated_at = ?, zip = COALESCE(?, zip), settled_at = NULL"
                 f" WHERE name = ? AND state IN ({','.join('?' * len(src))})",
                 (dst.value, now, zip_name, name, *[s.value for s in src]),
             )
@@ -293,6 +340,47 @@ class ItemQueries(Database):
         rows = self.db.execute("SELECT status, COUNT(*) FROM items WHERE session = ? GROUP BY status", (session,))
         counts.update({status: n for status, n in rows})
         return counts
+
+    def counts_of(self, sessions: list[str]) -> dict[str, dict[str, int]]:
+        """Each named session's items in each status (zero included), counted by SQLite, not read."""
+        counts = {name: {status.value: 0 for status in Status} for name in sessions}
+        rows = self.db.execute(
+            "SELECT session, status, COUNT(*) FROM items WHERE session IN (SELECT value FROM json_each(?))"
+            " GROUP BY session, status",
+            (json.dumps(sessions),),
+        )
+        for session, status, n in rows:
+            counts[session][status] = n
+        return counts
+
+    def items_in_each_status(self) -> dict[str, int]:
+        """The whole queue's items in each status (zero included), counted on the status index, not read."""
+        counts = {status.value: 0 for status in Status}
+        counts.update(
+            {status: n for status, n in self.db.execute("SELECT status, COUNT(*) FROM items GROUP BY status")}
+        )
+        return counts
+
+    def items_of(self, sessions: list[str], *statuses: Status) -> list[Item]:
+        """The items of the named sessions (of `statuses` only, if given), oldest first."""
+        sql = "SELECT * FROM items WHERE session IN (SELECT value FROM json_each(?))"
+        args: list = [json.dumps(sessions)]
+        if statuses:
+            sql += f" AND status IN ({','.join('?' * len(statuses))})"
+            args += [s.value for s in statuses]
+        return [_item(row) for row in self.db.execute(sql + " ORDER BY id", args)]
+
+    def pending(self) -> list[sqlite3.Row]:
+        """(id, session, status) of every queued or processing item, lowest id first: the work under way."""
+        return self.db.execute(
+            "SELECT id, session, status FROM items WHERE status IN ('queued', 'processing') ORDER BY id"
+        ).fetchall()
+
+    def finished_since(self, since: float) -> list[sqlite3.Row]:
+        """(session, updated_at) of the items done or failed at `since` or later: the work of the last minutes."""
+        return self.db.execute(
+            "SELECT session, updated_at FROM items WHERE status IN ('done', 'failed') AND updated_at >= ?", (since,)
+        ).fetchall()
 
     def transition(
         self,

@@ -160,7 +160,7 @@ def progress_summary(store: Store, job_slots: int | None = None) -> str:
     """
     active = store.sessions(SessionState.OPEN, SessionState.PROCESSING)
     if not active:
-        complete = len(store.sessions(SessionState.COMPLETE))
+        complete = store.sessions_in_each_state()[SessionState.COMPLETE.value]  # counted: there may be a year of them
         return f"idle, {complete} session{'' if complete == 1 else 's'} complete"
     parts, queued, running = [], 0, 0
     for index, session in enumerate(active):

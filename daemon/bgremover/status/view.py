@@ -4,6 +4,13 @@ Reading never gets in the daemon's way: the database is opened read-only and
 only for the moment of one read (in WAL mode a reader never blocks the writer),
 and whether a daemon runs is read from the kernel's lock table, never by trying
 the lock, which would make a daemon starting at that instant refuse to run.
+
+A read costs the work under way, not the history behind it: it shows the
+sessions not yet settled (open, processing, complete but not yet settled) and
+one page of the settled ones, newest first; SQLite counts their items, and the
+rate comes from the items finished in the last minutes. Items themselves are
+read only for the sessions shown, and only the failed ones unless every item
+is asked for. `status SESSION` shows that one session whole, whatever its age.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ import re
 import sqlite3
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
@@ -26,11 +33,13 @@ from bgremover.service.facts import read_facts
 from bgremover.service.rootlock import LOCK_NAME
 from bgremover.settings import Settings
 from bgremover.status import progress
+from bgremover.status.progress import RATE_WINDOW_SECONDS
 from bgremover.status.workers import lines as worker_lines
 from bgremover.status.workers import seen as seen_workers
 
 RATE_STATUSES = (Status.DONE, Status.FAILED)  # work the daemon did; a cancel finishes many items at once
 PENDING = (Status.QUEUED, Status.PROCESSING)
+PAGE_SIZE = 20  # settled sessions a read shows, newest first; `--page` and `?page=` go further back
 STATE_WIDTH = len("processing")
 # On a terminal: cursor home, clear the screen, clear to the end of a line, clear below the cursor.
 HOME, CLEAR_SCREEN, CLEAR_LINE, CLEAR_BELOW = "\x1b[H", "\x1b[2J", "\x1b[K", "\x1b[J"
@@ -42,16 +51,31 @@ class UnknownSession(LookupError):
 
 
 @dataclass(frozen=True)
+class Figures:
+    """What SQLite counted of one session, so that its items need not all be read."""
+
+    counts: dict[str, int]  # its items in each status
+    finished_at: list[float]  # when its recently finished items finished (the rate's window)
+    pending: list[int]  # the ids of its queued and processing items
+
+    @classmethod
+    def of(cls, items: list[Item]) -> Figures:
+        """The same figures from every item of the session, read."""
+        return cls(status_counts(items), finish_times(items), [item.id for item in items if item.status in PENDING])
+
+
+@dataclass(frozen=True)
 class SessionView:
     session: Session
-    items: list[Item]
+    items: list[Item]  # those read: every item of the session when asked for, else its failed ones
     rate_per_s: float | None
     eta_s: float | None
     with_masks: bool = False  # output "both": each done item has a mask member beside its cutout
+    counts: dict[str, int] = field(default_factory=dict)  # every status named, zero included
 
     @property
-    def counts(self) -> dict[str, int]:
-        return status_counts(self.items)
+    def total(self) -> int:
+        return sum(self.counts.values())
 
     @property
     def finished(self) -> int:
@@ -60,7 +84,7 @@ class SessionView:
 
     @property
     def remaining(self) -> int:
-        return len(self.items) - self.finished
+        return self.total - self.finished
 
     @property
     def failed(self) -> list[Item]:
@@ -79,16 +103,18 @@ class View:
     eta_s: float | None  # until the whole queue is finished
     sessions: list[SessionView]
     job_slots: int | None = None  # the running daemon's, from state/daemon.json
+    page: int = 0  # which page of the settled sessions is shown: 0 the newest
+    older: int = 0  # settled sessions older than the page shown, left for the pages after it
 
 
-def frame(settings: Settings, only: str | None, as_json: bool, every: float | None, now: float) -> str:
+def frame(settings: Settings, only: str | None, as_json: bool, every: float | None, now: float, page: int = 0) -> str:
     """One look at the database as text or one JSON document; `every` (seconds) when following.
 
     Following, a read that fails (a disk error, a lock held past the busy timeout)
     is shown in the frame and the next frame tries again; once, it raises.
     """
     try:
-        view = read(settings, now, only)
+        view = read(settings, now, only, page)
     except sqlite3.Error as exc:
         if every is None:
             raise
@@ -124,28 +150,47 @@ def printable(text: str) -> str:
 # -- reading -----------------------------------------------------------------------
 
 
-def read(settings: Settings, now: float, only: str | None = None) -> View | None:
-    """The view at `now`; None while there is no database yet (no daemon ever ran, or one is creating it)."""
-    records = read_records(settings.database)
+@dataclass(frozen=True)
+class Records:
+    """What one read took from the database, all at one moment of it."""
+
+    sessions: list[Session]  # those shown, oldest first
+    counts: dict[str, dict[str, int]]  # each shown session's items in each status
+    items: list[Item]  # of the sessions shown: every one, or only the failed
+    pending: list[tuple[int, str, str]]  # (id, session, status) of the whole queue's queued and processing items
+    finished: list[tuple[str, float]]  # (session, when) of the items finished within the rate's window
+    older: int  # settled sessions older than the page shown
+
+
+def read(
+    settings: Settings, now: float, only: str | None = None, page: int = 0, every_item: bool = False
+) -> View | None:
+    """The view at `now`; None while there is no database yet (no daemon ever ran, or one is creating it).
+
+    `page` picks which settled sessions are shown beside the unsettled ones;
+    `every_item` reads every item of the sessions shown, not only the failed.
+    """
+    records = read_records(settings.database, now, only, page, every_item or only is not None)
     if records is None:
         return None
-    sessions, items = records
-    sessions = [s for s in sessions if only in (None, s.name)]
-    if only is not None and not sessions:
+    if only is not None and not records.sessions:
         raise UnknownSession(f"no session named '{only}'")
     pid, known = daemon_pid(settings.state_dir / LOCK_NAME)
     running = pid is not None or not known  # where nobody can tell, assume the work goes on
-    rate = progress.rate_per_second(finish_times(items), now)
-    pending = sorted(item.id for item in items if item.status in PENDING)
-    processing = sum(1 for item in items if item.status is Status.PROCESSING)
-    by_session: dict[str, list[Item]] = {s.name: [] for s in sessions}
-    for item in items:
-        by_session.get(item.session, []).append(item)
+    rate = progress.rate_per_second([at for _, at in records.finished], now)
+    pending = [item_id for item_id, _, _ in records.pending]
+    processing = sum(1 for _, _, status in records.pending if status == Status.PROCESSING.value)
     views = [
         session_view(
-            s, by_session[s.name], now, pending, rate if running else None, makes_masks(settings, s.ticket, s.output)
+            s,
+            [item for item in records.items if item.session == s.name],
+            now,
+            pending,
+            rate if running else None,
+            makes_masks(settings, s.ticket, s.output),
+            figures(records, s.name),
         )
-        for s in sessions
+        for s in records.sessions
     ]
     eta = progress.eta_seconds(len(pending), rate if running else None)
     slots = read_facts(settings.state_dir, pid).get("job_slots")
@@ -160,24 +205,55 @@ def read(settings: Settings, now: float, only: str | None = None) -> View | None
         eta,
         views,
         slots if isinstance(slots, int) else None,
+        page,
+        records.older,
     )
 
 
-def read_records(database: Path) -> tuple[list[Session], list[Item]] | None:
+def figures(records: Records, name: str) -> Figures:
+    return Figures(
+        records.counts[name],
+        [at for session, at in records.finished if session == name],
+        [item_id for item_id, session, _ in records.pending if session == name],
+    )
+
+
+def read_records(database: Path, now: float, only: str | None, page: int, every_item: bool) -> Records | None:
     # Checked first because a read-only open of a missing file fails anyway,
     # and a read must never create the database the daemon is about to.
     if not database.exists():
         return None
     store = Store(database, readonly=True)
     try:
-        # Every item, not only those of the sessions shown: an ETA counts the items queued ahead.
-        return store.sessions(), store.items()
+        with store.snapshot():
+            return take_records(store, now, only, page, every_item)
     except sqlite3.OperationalError as exc:
         if "no such table" in str(exc):  # the daemon created the file and has not written the schema yet
             return None
         raise
     finally:
         store.close()
+
+
+def take_records(store: Store, now: float, only: str | None, page: int, every_item: bool) -> Records:
+    if only is not None:
+        sessions, older = [s for s in [store.session(only)] if s is not None], 0
+    else:
+        settled = store.settled_sessions(PAGE_SIZE, page * PAGE_SIZE)
+        sessions = sorted(store.unsettled_sessions() + settled, key=lambda s: (s.created_at, s.name))
+        older = max(0, store.settled_count() - (page + 1) * PAGE_SIZE)
+    names = [s.name for s in sessions]
+    items = store.items_of(names) if every_item else store.items_of(names, Status.FAILED)
+    return Records(
+        sessions,
+        store.counts_of(names),
+        items,
+        [
+            tuple(row) for row in store.pending()
+        ],  # every pending item, whichever sessions are shown: an ETA counts those ahead
+        [tuple(row) for row in store.finished_since(now - RATE_WINDOW_SECONDS)],
+        older,
+    )
 
 
 def finish_times(items: list[Item]) -> list[float]:
@@ -191,18 +267,23 @@ def session_view(
     pending: list[int],
     daemon_rate: float | None,
     with_masks: bool = False,
+    counted: Figures | None = None,
 ) -> SessionView:
-    """`daemon_rate` is None when the daemon is stopped: it finishes nothing, so no ETA can be kept."""
-    own = [item.id for item in items if item.status in PENDING]
+    """`daemon_rate` is None when the daemon is stopped: it finishes nothing, so no ETA can be kept.
+
+    `counted`: the session's figures as SQLite counted them; without, `items` is every item and they come from it.
+    """
+    counted = counted or Figures.of(items)
     # One image at a time, lowest id first: this session is finished once every
     # pending item up to its own last one is, whichever session those belong to.
-    to_finish = progress.pending_up_to(pending, max(own)) if own else 0
+    to_finish = progress.pending_up_to(pending, max(counted.pending)) if counted.pending else 0
     return SessionView(
         session,
         items,
-        progress.rate_per_second(finish_times(items), now),
+        progress.rate_per_second(counted.finished_at, now),
         progress.eta_seconds(to_finish, daemon_rate),
         with_masks,
+        counted.counts,
     )
 
 
@@ -242,7 +323,16 @@ def render_text(view: View, settings: Settings, every_item: bool = False) -> lis
             lines.append(f"  refused: {error}")
         shown = session.items if every_item else session.failed
         lines += ["  " + item_line(settings, item) for item in shown]
+    if view.older:
+        lines.append(older_line(view))
     return lines
+
+
+def older_line(view: View) -> str:
+    return (
+        f"{view.older} older complete session{'' if view.older == 1 else 's'} not shown;"
+        f" `bgremover status --page {view.page + 1}` shows the next {min(view.older, PAGE_SIZE)}"
+    )
 
 
 def daemon_line(view: View) -> str:
@@ -259,7 +349,7 @@ def daemon_line(view: View) -> str:
 
 
 def session_line(view: SessionView, width: int) -> str:
-    total = len(view.items)
+    total = view.total
     counts = view.counts
     parts = [f"{counts['done']} done"] + [
         f"{counts[s]} {s}" for s in ("failed", "cancelled", "processing", "queued") if counts[s]
@@ -312,6 +402,10 @@ def render_json(view: View | None, root: Path, now: float, every_item: bool = Fa
         "rate_per_s": rounded(view.rate_per_s, 4),
         "eta_s": rounded(view.eta_s, 1),
         "sessions": [session_document(s, every_item) for s in view.sessions],
+        # The settled sessions are shown a page at a time, newest first; the unsettled always.
+        "page": view.page,
+        "page_size": PAGE_SIZE,
+        "older_sessions": view.older,
     }
 
 
@@ -326,7 +420,7 @@ def session_document(view: SessionView, every_item: bool) -> dict:
         "state": session.state.value,
         "format": session.format,
         "created_at": iso(session.created_at),
-        "total": len(view.items),
+        "total": view.total,
         "finished": view.finished,
         "counts": view.counts,
         "rate_per_s": rounded(view.rate_per_s, 4),

@@ -126,13 +126,21 @@ class Markers:
         return True
 
     def ensure_marker_folders(self) -> None:
-        """cancel/, retry/, and the retry folder of each item that can be retried.
+        """cancel/, retry/, and the retry folder of each item of an unsettled session that can be retried.
 
-        Only of the sessions retention keeps: an older one's folder would name
-        items about to be forgotten (keep_sessions_days 0 keeps them all).
+        Where retry/ itself was removed, of every session retention keeps: an
+        older one's folder would name items about to be forgotten.
         """
         self.settings.cancel_dir.mkdir(parents=True, exist_ok=True)
-        for item in self.store.retryable_since(kept_since(self.settings, time.time())):
+        if self.settings.retry_dir.is_dir():
+            # Only an unsettled session can lack an item's folder (a kill between its failure and the
+            # folder): a start must not cost a check per item that ever failed.
+            unsettled = [session.name for session in self.store.unsettled_sessions()]
+            retryable = self.store.items_of(unsettled, *RETRYABLE)
+        else:
+            # Someone removed retry/: every folder retention keeps comes back, once.
+            retryable = self.store.retryable_since(kept_since(self.settings, time.time()))
+        for item in retryable:
             self.moves.ensure_retry_folder(item)
         self.settings.retry_dir.mkdir(parents=True, exist_ok=True)
 

@@ -2,6 +2,8 @@
 
 A write the outbox refuses is not lost: the session is marked stale and written
 again once the outbox takes writes (flush_outbox), after the refusals' wait.
+A complete session whose JSON is current is remembered as settled (a session
+becomes complete only once its files are settled), so later starts pass it by.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import time
 
 from bgremover.outbox import zips
 from bgremover.outbox.status import session_document
+from bgremover.queue.states import SessionState
 from bgremover.queue.store import Session, Store
 from bgremover.settings import Settings
 from bgremover.supervisor.refusals import Refusals
@@ -41,15 +44,22 @@ class Publisher:
             return
         self.stale.discard(name)
         self.refusals.outbox_accepted(now)
+        self.remember_settled(session)
 
     def publish_if_stale(self, session: Session) -> None:
         path = self.settings.outbox / f"{session.name}.json"
         try:
             if json.loads(path.read_text("utf-8")) == self.status_document(session):
+                self.remember_settled(session)
                 return
         except (OSError, ValueError):
             pass
         self.publish(session.name)
+
+    def remember_settled(self, session: Session) -> None:
+        """Its JSON is current: a complete session needs nothing more of a start until it leaves complete."""
+        if session.state is SessionState.COMPLETE and session.settled_at is None:
+            self.store.mark_settled(session.name, time.time())
 
     def flush_outbox(self, now: float) -> None:
         """Write the status JSONs the outbox refused before, once the wait is over."""

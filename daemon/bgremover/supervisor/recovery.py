@@ -4,7 +4,10 @@ Run once, before the watcher starts and before any job: items a previous life
 was processing go back to the queue (their job, if it still runs, is ended
 first), half-finished takes are finished, temp files and results no step will
 read are removed, and every session is brought to where it belongs, its
-status JSON current.
+status JSON current. A complete session remembered as settled (its files
+settled and its JSON published, see Publisher.remember_settled) needs none of
+this, so a start looks only at the sessions that are not: its cost follows the
+work under way, not the history behind it.
 """
 
 from __future__ import annotations
@@ -58,7 +61,7 @@ class Recovery:
         if removed:
             log.info("temp_files_removed", count=removed)
         self.sweep_results(running)
-        for session in self.store.sessions():
+        for session in self.store.unsettled_sessions():
             if session.state is SessionState.PROCESSING:
                 self.sessions.unfinished.add(session.name)
             elif session.state is SessionState.COMPLETE:

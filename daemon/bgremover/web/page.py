@@ -22,8 +22,6 @@ from bgremover.status import progress
 from bgremover.status.view import SessionView, View
 from bgremover.web.thumbnails import Source
 
-SESSIONS_SHOWN = 30  # newest first; older ones stay in `bgremover status`
-
 
 @dataclass(frozen=True)
 class ItemCard:
@@ -87,16 +85,16 @@ def daemon(view: View | None) -> Daemon:
     )
 
 
-def session_cards(view: View | None, spool: Spool, outbox: Path) -> tuple[list[SessionCard], int]:
-    """The newest sessions' cards, and how many older ones are not shown."""
+def session_cards(view: View | None, spool: Spool, outbox: Path) -> list[SessionCard]:
+    """The cards of the sessions the view shows (those under way and one page of the settled), newest first."""
     if view is None:
-        return [], 0
+        return []
     newest = sorted(view.sessions, key=lambda s: (s.session.created_at, s.session.name), reverse=True)
-    return [session_card(s, spool, outbox) for s in newest[:SESSIONS_SHOWN]], max(0, len(newest) - SESSIONS_SHOWN)
+    return [session_card(s, spool, outbox) for s in newest]
 
 
 def session_card(view: SessionView, spool: Spool, outbox: Path) -> SessionCard:
-    session, total = view.session, len(view.items)
+    session, total = view.session, view.total
     zip_name = session.zip if session.zip and regular_file(outbox / session.zip) else None
     return SessionCard(
         name=session.name,
@@ -112,7 +110,7 @@ def session_card(view: SessionView, spool: Spool, outbox: Path) -> SessionCard:
         zip=zip_name,
         error=session.error,
         cancellable=session.state is not SessionState.COMPLETE and view.remaining > 0,
-        retryable=sum(1 for item in view.items if item.status in RETRYABLE),
+        retryable=sum(view.counts[status.value] for status in RETRYABLE),
         # By name, as a folder shows them; the daemon's own order (oldest first) is in `bgremover status`.
         items=[item_card(item, session, spool, outbox) for item in sorted(view.items, key=lambda i: natural(i.name))],
     )

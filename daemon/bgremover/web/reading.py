@@ -79,6 +79,9 @@ class SharedLooks:
 
     def finished(self, kind: str, done: asyncio.Future, started: float, stamp: object) -> None:
         self.under_way.pop(kind, None)
+        # Looks past their reuse go, so that asking for every page in turn does not keep every page.
+        now = time.monotonic()
+        self.kept = {k: kept for k, kept in self.kept.items() if now - kept[0] < REUSE_S}
         if not done.cancelled() and done.exception() is None:
             self.kept[kind] = (started, stamp, done.result())
 
@@ -103,38 +106,41 @@ class Reader:
         self.context = context  # what every rendering needs: the CSRF token, the limits
         self.shared = SharedLooks(lambda: database_stamp(settings.database))
 
-    def look(self) -> tuple[statusview.View | None, str | None]:
-        """The view now, or the sentence saying why the database cannot be read."""
+    def look(self, page_number: int) -> tuple[statusview.View | None, str | None]:
+        """The view now, with every item of the sessions shown, or the sentence saying why the database cannot be read.
+
+        `page_number` picks the settled sessions shown beside those under way (0: the newest).
+        """
         try:
-            return statusview.read(self.settings, time.time()), None
+            return statusview.read(self.settings, time.time(), page=page_number, every_item=True), None
         except sqlite3.Error as exc:
             return None, f"cannot read the queue ({exc}); trying again"
 
-    def fragment_now(self) -> str:
-        view, problem = self.look()
-        sessions, hidden = page.session_cards(view, self.spool, self.settings.outbox)
+    def fragment_now(self, page_number: int = 0) -> str:
+        view, problem = self.look(page_number)
         return self.env.get_template("sessions.html").render(
             daemon=page.daemon(view),
-            sessions=sessions,
-            hidden=hidden,
+            sessions=page.session_cards(view, self.spool, self.settings.outbox),
+            older=view.older if view else 0,
+            page=page_number,
             problem=problem,
             waiting=files_waiting(self.settings.inbox),
             at=view.at if view else time.time(),
             **self.context(),
         )
 
-    def status_now(self) -> str:
+    def status_now(self, page_number: int = 0) -> str:
         now = time.time()
-        view, problem = self.look()
+        view, problem = self.look(page_number)
         if problem:
             return json.dumps({"root": str(self.settings.root), "at": iso(now), "error": problem})
         return json.dumps(statusview.render_json(view, self.settings.root, now, every_item=True))
 
-    async def fragment(self) -> str:
-        return await self.shared.get("fragment", self.fragment_now)
+    async def fragment(self, page_number: int = 0) -> str:
+        return await self.shared.get(f"fragment {page_number}", lambda: self.fragment_now(page_number))
 
-    async def status(self) -> str:
-        return await self.shared.get("status", self.status_now)
+    async def status(self, page_number: int = 0) -> str:
+        return await self.shared.get(f"status {page_number}", lambda: self.status_now(page_number))
 
 
 def files_waiting(inbox: Path, most: int = 10000) -> int:

@@ -42,8 +42,24 @@ def static_files() -> dict[str, tuple[bytes, str]]:
     }
 
 
+# More digits than this is no page a root can have; refused before it reaches SQLite's OFFSET.
+PAGE_DIGITS = 9
+
+
+def page_asked(request: Request) -> int | None:
+    """`?page=N`: which settled sessions to show beside those under way (0, the newest, by default); None if not a number."""
+    text = request.query_params.get("page", "0")
+    return int(text) if text.isdigit() and len(text) <= PAGE_DIGITS else None
+
+
+def bad_page() -> Response:
+    return Response("page must be a whole number of at least 0\n", 400, media_type="text/plain")
+
+
 async def index(web: Web, request: Request) -> Response:
-    fragment = await web.reader.fragment()
+    if (number := page_asked(request)) is None:
+        return bad_page()
+    fragment = await web.reader.fragment(number)
     html = web.env.get_template("page.html").render(
         live=fragment, signed_in_with_token=web.guard.token is not None, **web.common()
     )
@@ -51,11 +67,15 @@ async def index(web: Web, request: Request) -> Response:
 
 
 async def sessions(web: Web, request: Request) -> Response:
-    return HTMLResponse(await web.reader.fragment(), headers=NO_STORE)
+    if (number := page_asked(request)) is None:
+        return bad_page()
+    return HTMLResponse(await web.reader.fragment(number), headers=NO_STORE)
 
 
 async def status(web: Web, request: Request) -> Response:
-    return Response(await web.reader.status(), media_type="application/json", headers=NO_STORE)
+    if (number := page_asked(request)) is None:
+        return bad_page()
+    return Response(await web.reader.status(number), media_type="application/json", headers=NO_STORE)
 
 
 def not_found() -> Response:

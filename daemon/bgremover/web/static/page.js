@@ -62,7 +62,7 @@ function keepDetailsOpen(old, fresh) {
 
 async function refresh() {
   try {
-    const response = await fetch("/sessions", { headers: { Accept: "text/html" }, cache: "no-store" });
+    const response = await fetch("/sessions" + location.search, { headers: { Accept: "text/html" }, cache: "no-store" });
     if (response.status === 401) { location.href = "/login"; return; }
     if (!response.ok) throw new Error(response.statusText);
     const fresh = document.createElement("div");
