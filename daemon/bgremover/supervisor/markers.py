@@ -19,7 +19,7 @@ import structlog
 from bgremover.backoff import describe, is_storage_error
 from bgremover.intake.names import display
 from bgremover.queue.states import RETRYABLE, SessionState, Status
-from bgremover.queue.store import Item, Store
+from bgremover.queue.store import Item, Session, Store
 from bgremover.settings import Settings
 from bgremover.supervisor.dispatch import Dispatch
 from bgremover.supervisor.items import ItemMoves
@@ -132,17 +132,23 @@ class Markers:
         older one's folder would name items about to be forgotten.
         """
         self.settings.cancel_dir.mkdir(parents=True, exist_ok=True)
+        kept = kept_since(self.settings, time.time())
         if self.settings.retry_dir.is_dir():
             # Only an unsettled session can lack an item's folder (a kill between its failure and the
             # folder): a start must not cost a check per item that ever failed.
-            unsettled = [session.name for session in self.store.unsettled_sessions()]
+            unsettled = [s.name for s in self.store.unsettled_sessions() if kept_by_retention(s, kept)]
             retryable = self.store.items_of(unsettled, *RETRYABLE)
         else:
             # Someone removed retry/: every folder retention keeps comes back, once.
-            retryable = self.store.retryable_since(kept_since(self.settings, time.time()))
+            retryable = self.store.retryable_since(kept)
         for item in retryable:
             self.moves.ensure_retry_folder(item)
         self.settings.retry_dir.mkdir(parents=True, exist_ok=True)
+
+
+def kept_by_retention(session: Session, kept: float) -> bool:
+    """Unfinished, or complete since `kept` (see retention.kept_since)."""
+    return session.state is not SessionState.COMPLETE or session.updated_at >= kept
 
 
 def markers_in(folder: Path) -> list[Path]:
