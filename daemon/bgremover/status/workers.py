@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 
+from bgremover.brokerurl import shown
 from bgremover.settings import Settings
 
 
@@ -19,9 +20,9 @@ def seen(settings: Settings) -> tuple[list[dict], str | None] | None:
     try:
         from bgremover.runners.celery.marks import Marks
 
-        found = Marks(settings.broker_url).workers()
+        found = Marks(settings.broker_url.get_secret_value()).workers()
     except Exception as exc:  # noqa: BLE001 - redis raises several kinds; status shows what it can
-        return [], f"cannot reach the broker at {settings.broker_url}: {exc}"
+        return [], f"cannot reach the broker at {shown(settings.broker_url.get_secret_value())}: {exc}"
     now = time.time()
     return [
         {"name": name, "slots": facts.get("slots"), "seen_s_ago": round(max(0.0, now - facts.get("seen", now)), 1)}

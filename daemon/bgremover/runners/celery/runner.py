@@ -21,6 +21,7 @@ from pathlib import Path
 
 import structlog
 
+from bgremover.brokerurl import shown
 from bgremover.contract import JobSpec
 from bgremover.runners.api import JobExit, JobHandle, JobNotStarted, JobRunner, RunnerError
 from bgremover.runners.celery.app import QUEUE, TASK_NAME, make_app, task_id
@@ -52,6 +53,7 @@ class Sent:
 class CeleryRunner(JobRunner):
     def __init__(self, settings, wake) -> None:
         self.settings = settings
+        self.broker = shown(settings.broker_url.get_secret_value())  # what logs say of it: never its password
         self.app = None
         self.marks: Marks | None = None
         self.sent: dict[str, Sent] = {}  # by task id
@@ -65,19 +67,19 @@ class CeleryRunner(JobRunner):
         settings = self.settings
         try:
             self.app = make_app(settings)
-            self.marks = Marks(settings.broker_url)
+            self.marks = Marks(settings.broker_url.get_secret_value())
             self.marks.ping()
             replaced = self.marks.claim_root(root_identity(settings.state_dir, create=True), QUEUE)
             self.fences = Fences(self.marks, settings.root)
             self.fences.load()  # set by a previous life, for answers that may still come
         except Exception as exc:  # noqa: BLE001 - redis raises several kinds; each means the same here
-            raise RunnerError(f"cannot reach the broker at {settings.broker_url}: {exc}") from None
+            raise RunnerError(f"cannot reach the broker at {self.broker}: {exc}") from None
         if replaced:
             log.warning(
                 "broker_root_replaced",
                 note="the broker served another root before: its marks, answers and waiting tasks were removed",
             )
-        return {"broker": settings.broker_url.split("@")[-1]}  # never its password
+        return {"broker": self.broker}
 
     def can_start(self, now: float, model: dict) -> bool:
         return now >= self.broker_back_at
@@ -218,7 +220,7 @@ class CeleryRunner(JobRunner):
         if not self.broker_warned:
             log.warning(
                 "broker_unreachable",
-                broker=self.settings.broker_url.split("@")[-1],
+                broker=self.broker,
                 error=str(exc),
                 note="jobs wait in queued until it is back",
             )

@@ -53,7 +53,7 @@ def configure(settings: Settings) -> None:
 def run_job(task, message: dict) -> dict:
     settings, worker, task_id = SLOT.settings, task.request.hostname, task.request.id
     if SLOT.marks is None:
-        SLOT.marks = Marks(settings.broker_url)
+        SLOT.marks = Marks(settings.broker_url.get_secret_value())
     marks = SLOT.marks
     refusal = refused(marks, task_id, worker)
     if refusal:

@@ -12,6 +12,7 @@ import threading
 
 import structlog
 
+from bgremover.brokerurl import shown
 from bgremover.runners.celery import task
 from bgremover.runners.celery.app import QUEUE, TASK_NAME, make_app
 from bgremover.runners.celery.marks import HEARTBEAT_SECONDS, Marks
@@ -27,11 +28,13 @@ class WorkerRefused(Exception):
 
 def check(settings: Settings) -> Marks:
     try:
-        marks = Marks(settings.broker_url)
+        marks = Marks(settings.broker_url.get_secret_value())
         marks.ping()
         published = marks.root()
     except Exception as exc:  # noqa: BLE001 - redis raises several kinds; each means the same here
-        raise WorkerRefused(f"cannot reach the broker at {settings.broker_url}: {exc}") from None
+        raise WorkerRefused(
+            f"cannot reach the broker at {shown(settings.broker_url.get_secret_value())}: {exc}"
+        ) from None
     ours = root_identity(settings.state_dir, create=False)
     if published is None:
         raise WorkerRefused("no supervisor has published its root on this broker yet: start `bgremover run` first")
