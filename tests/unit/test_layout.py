@@ -33,6 +33,7 @@ LAYERS = [
             "backoff",
             "address",
             "brokerurl",
+            "version",
             "formats",
             "states",
             "options",

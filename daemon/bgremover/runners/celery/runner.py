@@ -28,6 +28,7 @@ from bgremover.runners.celery.app import QUEUE, TASK_NAME, make_app, task_id
 from bgremover.runners.celery.fences import Fences
 from bgremover.runners.celery.marks import Marks
 from bgremover.runners.celery.message import root_identity, to_message
+from bgremover.version import __version__
 
 log = structlog.get_logger()
 
@@ -36,6 +37,7 @@ BROKER_RETRY_SECONDS = 2.0  # after the broker failed us: no call to it before t
 UNANSWERED_SECONDS = 10.0
 TRANSIT_CHECK_SECONDS = 5.0  # how often a task with no answer yet is looked for in the broker
 CAPACITY_CHECK_SECONDS = 5.0  # how often the workers' slots are read from their heartbeats
+PUBLISH_CHECK_SECONDS = 5.0  # how often the root and the supervisor's facts are looked for in the broker
 
 
 @dataclass
@@ -62,6 +64,8 @@ class CeleryRunner(JobRunner):
         self.broker_warned = False
         self.workers_slots: int | None = None  # the slots the workers last reported, all together
         self.capacity_check_at = 0.0
+        self.identity, self.facts = "", {}  # the root's identity and what workers must match, as published
+        self.publish_check_at = 0.0
 
     def start(self, model: dict) -> dict:
         settings = self.settings
@@ -69,7 +73,11 @@ class CeleryRunner(JobRunner):
             self.app = make_app(settings)
             self.marks = Marks(settings.broker_url.get_secret_value())
             self.marks.ping()
-            replaced = self.marks.claim_root(root_identity(settings.state_dir, create=True), QUEUE)
+            self.identity = root_identity(settings.state_dir, create=True)
+            # What a worker must match before it takes any work (fitness.py): this bgremover and this model.
+            self.facts = {"version": __version__, "model": model["model"], "sha256": model["sha256"]}
+            replaced = self.marks.claim_root(self.identity, QUEUE)
+            self.marks.publish_supervisor(self.facts)
             self.fences = Fences(self.marks, settings.root)
             self.fences.load()  # set by a previous life, for answers that may still come
         except Exception as exc:  # noqa: BLE001 - redis raises several kinds; each means the same here
@@ -90,7 +98,10 @@ class CeleryRunner(JobRunner):
         if now >= self.capacity_check_at and now >= self.broker_back_at:
             self.capacity_check_at = now + CAPACITY_CHECK_SECONDS
             try:
-                self.workers_slots = sum(int(worker.get("slots", 0)) for worker in self.marks.workers().values())
+                # A worker that says it cannot do the work (fitness.py) takes none: its slots count for nothing.
+                self.workers_slots = sum(
+                    int(worker.get("slots", 0)) for worker in self.marks.workers().values() if not worker.get("problem")
+                )
             except Exception as exc:  # noqa: BLE001 - read again once the broker is back
                 self.broker_failed(now, exc)
         return self.workers_slots
@@ -183,8 +194,13 @@ class CeleryRunner(JobRunner):
                 sent.leased = True
                 return None
             if sent.leased and self.app.AsyncResult(sent.task).state not in ("SUCCESS", "FAILURE"):
-                log.warning("worker_lost", task=sent.task, note="its lease lapsed with no answer")
-                return self.ended(sent, JobExit(signal=signal.SIGKILL, lost="its lease lapsed with no answer"))
+                given = self.marks.handed_back(sent.task)
+                if given is None:
+                    log.warning("worker_lost", task=sent.task, note="its lease lapsed with no answer")
+                    return self.ended(sent, JobExit(signal=signal.SIGKILL, lost="its lease lapsed with no answer"))
+                # Its worker could not do it, and gave it back: the same attempt waits for another, at no cost.
+                log.warning("task_handed_back", task=sent.task, worker=given["worker"], reason=given["reason"])
+                sent.leased = False
             if self.marks.in_transit(sent.task, QUEUE):
                 return None
             self.send(sent)
@@ -253,6 +269,7 @@ class CeleryRunner(JobRunner):
         time.sleep(min(timeout, 0.2))
 
     def upkeep(self, now: float) -> None:
+        self.republish(now)
         for sent in list(self.sent.values()):
             if sent.cancel_pending and now >= self.broker_back_at:
                 sent.kill_at = now + self.settings.kill_grace_seconds
@@ -264,6 +281,20 @@ class CeleryRunner(JobRunner):
                 except Exception as exc:  # noqa: BLE001 - looked at again once the broker is back
                     self.broker_failed(now, exc)
                     return
+
+    def republish(self, now: float) -> None:
+        """The root and the facts published again when the broker lost them (a restart without persistence),
+        so that workers started since can check themselves against them."""
+        if now < self.publish_check_at or now < self.broker_back_at:
+            return
+        self.publish_check_at = now + PUBLISH_CHECK_SECONDS
+        try:
+            if self.marks.root() is None or self.marks.supervisor() is None:
+                self.marks.claim_root(self.identity, QUEUE)
+                self.marks.publish_supervisor(self.facts)
+                log.info("broker_root_published", note="the broker had lost the root and the supervisor's facts")
+        except Exception as exc:  # noqa: BLE001 - published again once the broker is back
+            self.broker_failed(now, exc)
 
     def late_answer(self, task: str) -> object:
         """A concluded task's answer, if one came after all (and then forgotten by the broker); else None."""
