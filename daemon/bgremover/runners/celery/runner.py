@@ -92,6 +92,13 @@ class CeleryRunner(JobRunner):
     def can_start(self, now: float, model: dict) -> bool:
         return now >= self.broker_back_at
 
+    def waiting(self, handle: JobHandle) -> bool:
+        """No worker has been seen running the task yet (its lease, looked for every few seconds): its time
+        has not begun. The worker's own deadline counts from its start; the supervisor's follows a few seconds
+        later, as the backstop it is."""
+        sent = self.sent.get(handle.details["task_id"])
+        return sent is not None and not sent.leased
+
     def capacity(self, now: float) -> int | None:
         """The slots of the workers heard of recently (their heartbeats), read every few seconds; the last
         figure while the broker cannot be asked."""
@@ -164,7 +171,9 @@ class CeleryRunner(JobRunner):
             return None
         self.broker_back()
         if state == "SUCCESS" and isinstance(value, dict):
-            ended = exit_of(value["returncode"], value.get("peak_rss_kb", 0), value.get("worker"))
+            ended = exit_of(
+                value["returncode"], value.get("peak_rss_kb", 0), value.get("worker"), value.get("stop_reason")
+            )
             return self.ended(sent, ended, answered=True)
         if state == "REVOKED":  # we never revoke: its worker cancelled it when the broker went away
             return self.send_again(sent, result, now)
@@ -315,7 +324,9 @@ class CeleryRunner(JobRunner):
             self.app.close()
 
 
-def exit_of(returncode: int, peak_rss_kb: int, worker: str | None) -> JobExit:
+def exit_of(returncode: int, peak_rss_kb: int, worker: str | None, stop_reason: str | None = None) -> JobExit:
+    """The worker's answer as a JobExit; a limit it stopped the job for is kept (a cancel is ours already)."""
+    stopped = stop_reason if stop_reason in ("timeout", "memory") else None
     if returncode < 0:
-        return JobExit(signal=-returncode, peak_rss_kb=peak_rss_kb, worker=worker)
-    return JobExit(exit_code=returncode, peak_rss_kb=peak_rss_kb, worker=worker)
+        return JobExit(signal=-returncode, peak_rss_kb=peak_rss_kb, worker=worker, stopped=stopped)
+    return JobExit(exit_code=returncode, peak_rss_kb=peak_rss_kb, worker=worker, stopped=stopped)

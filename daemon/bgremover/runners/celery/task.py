@@ -40,6 +40,7 @@ log = structlog.get_logger()
 
 LEASE_SECONDS = 15  # a running task's lease; renewed while it runs, so a lost worker's lapses
 CHECK_SECONDS = 1.0  # how often a running job's cancel mark is read and its lease renewed
+HAND_BACK_PAUSE_SECONDS = 2.0  # before a task is given back for a model this host cannot run
 
 
 @dataclass
@@ -81,6 +82,9 @@ def run_job(task, message: dict) -> dict:
     try:
         jobs, model_dir = jobs_for(model_of(message), settings, limits)
     except (ModelError, RunnerError) as exc:  # this host lacks the model, or cannot run it: not the image's doing
+        # A model a session's ticket asks for is not among the checks the gate follows, so this worker may be
+        # given the task again at once: the pause keeps such a round from spinning while no worker has it.
+        time.sleep(HAND_BACK_PAUSE_SECONDS)
         hand_back(marks, task_id, message, worker, one_line(exc), job_failed=False)
     # The providers are this host's (a GPU host runs CUDA, its neighbour the CPU), not the supervisor's.
     spec = dataclasses.replace(spec_from(message, settings.root, model_dir), providers=tuple(settings.providers))
@@ -130,7 +134,10 @@ def refused(marks: Marks, task_id: str, message: dict, worker: str) -> str | Non
 
 def own_problem(marks: Marks) -> str | None:
     """What keeps this worker from the work now (fitness.py), with the supervisor's facts read again."""
-    SLOT.published = SLOT.published.updated(marks.root(), marks.supervisor())
+    try:
+        SLOT.published = SLOT.published.updated(marks.root(), marks.supervisor())
+    except Exception:  # noqa: BLE001 - the broker away: the checks are this host's own, against the last facts
+        pass
     return SLOT.fitness.problem(SLOT.published.root, SLOT.published.supervisor)
 
 
