@@ -5,9 +5,9 @@ Both are imported on first use, so importing bgremover, or any of its daemon
 modules, never loads numpy or onnxruntime: the supervisor stays small.
 """
 
-# The one place the version is written: the build reads it from here
-# (pyproject.toml's [tool.hatch.version]), and so does `bgremover --version`.
-__version__ = "0.1.0"
+from bgremover.version import __version__  # written once, in version.py
+
+__all__ = ["__version__"]
 
 _API = ("remove", "Session")
 

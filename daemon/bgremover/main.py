@@ -14,6 +14,7 @@ from pathlib import Path
 
 from bgremover import __version__, logs
 from bgremover.bench import arguments as bench
+from bgremover.brokerurl import secrets
 from bgremover.cli import arguments as cli
 from bgremover.cli.flags import add_setting_flags, flag_settings
 from bgremover.exits import EXIT_USAGE, fail
@@ -72,6 +73,16 @@ def warn_of_unknown_variables() -> None:
         )
 
 
+def warn_of_a_password_in_arguments() -> None:
+    """--broker with a password: any user of this host reads it in `ps` for as long as the process runs."""
+    import structlog
+
+    structlog.get_logger().warning(
+        "broker_password_in_arguments",
+        note="any user of this host can read --broker in ps: give the URL by broker_url_file or BGREMOVER_BROKER_URL",
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -81,6 +92,10 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings(args.config, root=args.root, **flag_settings(args), **broker)
     except SettingsError as exc:
         return fail(str(exc), EXIT_USAGE)
-    logs.configure(settings.log_format, settings.log_level)
+    given = getattr(args, "broker", None) or ""  # bench's --broker is not a setting, and may differ
+    hidden = secrets(settings.broker_url.get_secret_value() if settings.broker_url else "") + secrets(given)
+    logs.configure(settings.log_format, settings.log_level, hidden=hidden)
+    if secrets(given):
+        warn_of_a_password_in_arguments()
     warn_of_unknown_variables()
     return start(settings, args)

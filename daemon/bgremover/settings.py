@@ -219,11 +219,21 @@ class RunnerSettings(BaseModel):
             "Several machines; the table of runners is `daemon/bgremover/runnertable.py`)"
         ),
     )
-    broker_url: str | None = Field(
+    broker_url: SecretStr | None = Field(
         None,
         **doc(
-            "the Redis broker of the `celery` runner, say `redis://broker.lan:6379/0`; required with it",
+            "the Redis broker of the `celery` runner, say `redis://:SECRET@broker.lan:6379/0`; required with it "
+            "(or `broker_url_file`). Its password is never shown: logs and `bgremover status` print `***`",
             example='"redis://broker.lan:6379/0"',
+        ),
+    )
+    broker_url_file: Path | None = Field(
+        None,
+        **doc(
+            "a file whose first line is `broker_url`, so the password stays out of the config, the environment and "
+            "`ps`: say `/etc/bgremover/broker-url`, mode 0600, or `%d/broker-url` with systemd's `LoadCredential=`; "
+            "not both",
+            example='"/etc/bgremover/broker-url"',
         ),
     )
     broker_visibility_timeout_seconds: float | None = Field(
@@ -246,8 +256,16 @@ class RunnerSettings(BaseModel):
 
     @model_validator(mode="after")
     def _celery_needs_a_broker(self) -> RunnerSettings:
+        if self.broker_url_file is not None:
+            if self.broker_url is not None:
+                raise ValueError("broker_url and broker_url_file are both set: keep one")
+            from bgremover.brokerurl import read  # standard library only
+
+            self.broker_url = SecretStr(read(self.broker_url_file))
         if self.runner == "celery" and not self.broker_url:
-            raise ValueError('runner = "celery" needs broker_url (BGREMOVER_BROKER_URL), say redis://host:6379/0')
+            raise ValueError(
+                'runner = "celery" needs broker_url (BGREMOVER_BROKER_URL) or broker_url_file, say redis://host:6379/0'
+            )
         return self
 
 

@@ -18,8 +18,16 @@ import pytest
 from bgremover.runners.celery.app import TASK_NAME, make_app
 from bgremover.settings import load_settings
 from tests.conftest import REPO
-from tests.support.cluster import Redis, Worker, celery_daemon, descendants, kill_host
-from tests.support.harness import FAST, drop, wait_for
+from tests.support.cluster import (
+    Redis,
+    Worker,
+    celery_daemon,
+    descendants,
+    kill_host,
+    run_bgremover,
+    worker_events,
+)
+from tests.support.harness import drop, wait_for
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -28,33 +36,6 @@ pytestmark = pytest.mark.timeout(240)
 def broker(tmp_path):
     with Redis(tmp_path / "redis") as server:
         yield server
-
-
-def worker_events(worker: Worker, name: str) -> list[dict]:
-    return [
-        record
-        for line in worker.log().splitlines()
-        if line.startswith("{")
-        for record in [json.loads(line)]
-        if record.get("event") == name
-    ]
-
-
-def run_bgremover(tmp_path, *words, **settings) -> subprocess.CompletedProcess:
-    env = {
-        **FAST,
-        "PYTHONPATH": str(REPO),
-        "PATH": "/usr/bin:/bin",
-        **{f"BGREMOVER_{key.upper()}": str(value) for key, value in settings.items()},
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "bgremover", *words, "--root", str(tmp_path / "root")],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def test_a_session_is_done_through_two_workers_and_each_item_names_its_worker(tmp_path, broker):
@@ -132,7 +113,7 @@ def test_runner_celery_without_a_broker_is_refused_in_one_line(tmp_path):
     done = run_bgremover(tmp_path, "run", runner="celery")
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
-        'bgremover: runner = "celery" needs broker_url (BGREMOVER_BROKER_URL), say redis://host:6379/0'
+        'bgremover: runner = "celery" needs broker_url (BGREMOVER_BROKER_URL) or broker_url_file, say redis://host:6379/0'
     ]
 
 

@@ -50,8 +50,8 @@ def install_commands() -> list[str]:
 
 
 def source_version() -> str:
-    """__version__ as written in daemon/bgremover/__init__.py, the one place it is written."""
-    text = (REPO / "daemon" / "bgremover" / "__init__.py").read_text()
+    """__version__ as written in daemon/bgremover/version.py, the one place it is written."""
+    text = (REPO / "daemon" / "bgremover" / "version.py").read_text()
     (version,) = re.findall(r'^__version__ = "([^"]+)"$', text, re.MULTILINE)
     return version
 

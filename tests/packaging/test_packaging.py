@@ -282,6 +282,14 @@ def test_the_worker_unit_runs_the_worker_on_the_shared_root_writing_only_results
     assert settings["RestrictAddressFamilies"] == ["AF_UNIX AF_INET AF_INET6"], "the broker is on the network"
 
 
+def test_the_worker_unit_reads_the_brokers_url_from_a_credential_never_from_its_text_or_command_line():
+    settings = every_value(WORKER_UNIT)
+    assert settings["LoadCredential"] == ["broker-url:/etc/bgremover/broker-url"]
+    assert "BGREMOVER_BROKER_URL_FILE=%d/broker-url" in settings["Environment"]
+    assert "--broker" not in settings["ExecStart"][0]
+    assert not [line for line in WORKER_UNIT.read_text().splitlines() if "BGREMOVER_BROKER_URL=" in line]
+
+
 def test_the_worker_unit_passes_systemd_analyze_verify(worker_unit_copy):
     result = run(systemd_analyze(), "verify", worker_unit_copy)
     assert (result.returncode, result.stderr, result.stdout) == (0, "", "")

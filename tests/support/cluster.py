@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -26,14 +27,14 @@ def free_port() -> int:
 class Redis:
     """Debian's redis-server on 127.0.0.1 and a free port, persistence off, as docs/several-machines.md runs it (noeviction)."""
 
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
+    def __init__(self, folder: Path, password: str | None = None) -> None:
+        self.folder, self.password = folder, password
         self.port = free_port()
         self.process: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://{f':{self.password}@' if self.password else ''}127.0.0.1:{self.port}/0"
 
     def start(self) -> Redis:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -54,6 +55,7 @@ class Redis:
                 "noeviction",
                 "--dir",
                 str(self.folder),
+                *(["--requirepass", self.password] if self.password else []),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -86,12 +88,16 @@ class Redis:
 
 
 class Worker:
-    """`bgremover worker` as a child process, with the fake job bodies unless told otherwise."""
+    """`bgremover worker` as a child process, with the fake job bodies unless told otherwise.
+
+    The broker's URL goes in its environment, as the README gives it, never on its command line; None
+    leaves it to the settings (say broker_url_file).
+    """
 
     def __init__(
         self,
         root: Path,
-        broker: str,
+        broker: str | None,
         name: str,
         slots: int = 1,
         fake_jobs: bool = True,
@@ -101,6 +107,8 @@ class Worker:
         self.root, self.broker, self.name, self.slots, self.providers = root, broker, name, slots, providers
         self.env = {**os.environ, **FAST, "PYTHONPATH": str(REPO)}
         self.env.pop("BGREMOVER_CONFIG", None)
+        if broker is not None:
+            self.env["BGREMOVER_BROKER_URL"] = broker
         if fake_jobs:
             self.env["BGREMOVER_JOB_MODULE"] = "tests.support.fakejob"
         self.env.update({f"BGREMOVER_{key.upper()}": str(value) for key, value in settings.items()})
@@ -113,8 +121,6 @@ class Worker:
             "-m",
             "bgremover",
             "worker",
-            "--broker",
-            self.broker,
             "--root",
             str(self.root),
             "--slots",
@@ -175,8 +181,9 @@ def end_group(group: int) -> None:
         time.sleep(0.05)
 
 
-def celery_daemon(root: Path, broker: str, **settings) -> Daemon:
-    return Daemon(root, runner="celery", broker_url=broker, **settings)
+def celery_daemon(root: Path, broker: str | None, **settings) -> Daemon:
+    """The supervisor with the celery runner; broker None leaves the URL to the settings (say broker_url_file)."""
+    return Daemon(root, runner="celery", **({"broker_url": broker} if broker else {}), **settings)
 
 
 def descendants(pid: int) -> list[int]:
@@ -199,3 +206,31 @@ def kill_host(worker: Worker) -> None:
         except ProcessLookupError:
             pass
     worker.process.wait()
+
+
+def worker_events(worker: Worker, name: str) -> list[dict]:
+    return [
+        record
+        for line in worker.log().splitlines()
+        if line.startswith("{")
+        for record in [json.loads(line)]
+        if record.get("event") == name
+    ]
+
+
+def run_bgremover(tmp_path: Path, *words: str, **settings) -> subprocess.CompletedProcess:
+    """`bgremover WORDS --root tmp_path/root` to its end, `settings` as BGREMOVER_* variables."""
+    env = {
+        **FAST,
+        "PYTHONPATH": str(REPO),
+        "PATH": "/usr/bin:/bin",
+        **{f"BGREMOVER_{key.upper()}": str(value) for key, value in settings.items()},
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "bgremover", *words, "--root", str(tmp_path / "root")],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )

@@ -26,7 +26,20 @@ PACKAGE = REPO / "daemon" / "bgremover"
 LAYERS = [
     (
         "leaves",
-        {"logs", "durable", "exits", "backoff", "address", "formats", "states", "options", "arguments", "runnertable"},
+        {
+            "logs",
+            "durable",
+            "exits",
+            "backoff",
+            "address",
+            "brokerurl",
+            "version",
+            "formats",
+            "states",
+            "options",
+            "arguments",
+            "runnertable",
+        },
     ),
     ("the contract", {"contract"}),
     ("settings", {"settings"}),

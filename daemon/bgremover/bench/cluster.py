@@ -63,8 +63,6 @@ def workers_on(root: Path, broker: str, count: int, env: dict[str, str], logs: P
                         "-m",
                         "bgremover",
                         "worker",
-                        "--broker",
-                        broker,
                         "--root",
                         str(root),
                         "--slots",
@@ -72,7 +70,8 @@ def workers_on(root: Path, broker: str, count: int, env: dict[str, str], logs: P
                         "--name",
                         f"bench{n}",
                     ],
-                    env=env,
+                    # The URL in the environment, not the command line, where `ps` would show its password.
+                    env={**env, "BGREMOVER_BROKER_URL": broker},
                     stdin=subprocess.DEVNULL,
                     stdout=log_file,
                     stderr=log_file,

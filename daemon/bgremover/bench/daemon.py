@@ -24,6 +24,8 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
+from pydantic import SecretStr
+
 import bgremover
 from bgremover.bench.figures import BenchError, difference, median_of, ms, stage_medians
 from bgremover.settings import Settings
@@ -46,7 +48,8 @@ BENCH_ENVIRONMENT = {
 }
 # --root names the bench's own root; its daemon must run no hook, and neither take the running
 # daemon's metrics port nor overwrite its metrics textfile.
-NOT_FOR_THE_BENCH_DAEMON = {"root", "metrics_port", "metrics_textfile", "on_session_complete"}
+# broker_url_file: the URL it names is passed on as broker_url, which the two together would refuse.
+NOT_FOR_THE_BENCH_DAEMON = {"root", "metrics_port", "metrics_textfile", "on_session_complete", "broker_url_file"}
 READY_FIELDS_SKIPPED = {"event", "level", "timestamp", "root", "inbox"}
 DAEMON_LOG = "daemon.log"
 PROBE_INTERVAL_SECONDS = 1.0
@@ -167,6 +170,8 @@ def environment_value(value: object) -> str:
         return "true" if value else "false"
     if isinstance(value, (list, tuple)):
         return ",".join(map(str, value))  # the providers setting's form: A,B
+    if isinstance(value, SecretStr):  # str() of it is asterisks
+        return value.get_secret_value()
     return str(value)
 
 

@@ -194,7 +194,7 @@ def per_slot_count(settings: Settings, args: argparse.Namespace, workdir: Path) 
 
 def per_worker_count(settings: Settings, args: argparse.Namespace, workdir: Path) -> dict:
     """One local job slot, N local slots, then N celery workers of one slot each on this machine, on the same images."""
-    broker = args.broker or settings.broker_url
+    broker = args.broker or (settings.broker_url.get_secret_value() if settings.broker_url else None)
     if not broker:
         raise BenchError("--workers needs a broker: --broker redis://127.0.0.1:6379/0 (a redis-server of yours)")
     fmt = args.format or settings.output_format

@@ -129,7 +129,12 @@ def add_worker(commands: Commands, common: argparse.ArgumentParser) -> None:
     worker = commands.add_parser(
         "worker", parents=[common], help='run the jobs of a supervisor with runner = "celery" on this host'
     )
-    worker.add_argument("--broker", metavar="URL", help="the supervisor's Redis broker (setting: broker_url)")
+    worker.add_argument(
+        "--broker",
+        metavar="URL",
+        help="the supervisor's Redis broker (setting: broker_url); one with a password belongs in broker_url_file, "
+        "since ps shows a command line to every user",
+    )
     worker.add_argument("--slots", type=positive_argument, default=1, help="jobs at once on this host (default 1)")
     worker.add_argument("--name", help="this worker's name in status and logs (default bgremover)")
     worker.add_argument(

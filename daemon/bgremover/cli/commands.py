@@ -255,7 +255,11 @@ def models(settings: Settings, args: argparse.Namespace) -> int:
 
 def worker(settings: Settings, args: argparse.Namespace) -> int:
     if not settings.broker_url:
-        return fail("bgremover worker needs --broker URL (or broker_url), say redis://host:6379/0", EXIT_USAGE)
+        return fail(
+            "bgremover worker needs the broker: broker_url_file, BGREMOVER_BROKER_URL or --broker URL, "
+            "say redis://host:6379/0",
+            EXIT_USAGE,
+        )
     try:
         from bgremover.runners.celery.worker import WorkerRefused, serve
     except ImportError as exc:

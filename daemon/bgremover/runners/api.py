@@ -42,6 +42,9 @@ class JobExit:
     # its image: why, in a few words. Its item may run again, within a budget.
     lost: str | None = None
     worker: str | None = None  # the host that ran it, as a runner of other hosts names it; None on this machine
+    # The limit its host stopped it for ("timeout", "memory"), where the host holds the job to the limits
+    # itself and may do so first: the supervisor's own clock starts only once it learns the job runs.
+    stopped: str | None = None
 
     @property
     def returncode(self) -> int:
@@ -114,6 +117,16 @@ class JobRunner(abc.ABC):
     @abc.abstractmethod
     def idle(self, now: float) -> None:
         """Nothing is queued: a good moment for what the runner does in advance."""
+
+    def waiting(self, handle: JobHandle) -> bool:
+        """Whether the job still waits for a host to take it; False (the default) once it runs.
+
+        A job's time limit runs only while it does not wait: a runner of other
+        hosts may hold a job until a worker is free (or back), and that wait is
+        never the image's doing. A runner of this machine's processes starts
+        each job as it is submitted.
+        """
+        return False
 
     def capacity(self, now: float) -> int | None:
         """How many jobs the hosts this runner sends jobs to can run at once now; None: it has no say.

@@ -1,7 +1,9 @@
 """The worker hosts a supervisor with runner = "celery" has heard of recently, for `bgremover status`.
 
-Each worker puts its name and slots in Redis every few seconds (runners/celery/marks.py);
-a worker silent for half a minute is no longer listed. Read only when the
+Each worker puts its name, slots, version and what keeps it from taking work
+(if anything) in Redis every few seconds (runners/celery/marks.py); a worker
+silent for half a minute is no longer listed. A worker that takes no work is
+listed with why, and its slots are not counted. Read only when the
 runner is celery, so a single machine's status never imports Redis.
 """
 
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import time
 
+from bgremover.brokerurl import shown
 from bgremover.settings import Settings
 
 
@@ -19,26 +22,34 @@ def seen(settings: Settings) -> tuple[list[dict], str | None] | None:
     try:
         from bgremover.runners.celery.marks import Marks
 
-        found = Marks(settings.broker_url).workers()
+        found = Marks(settings.broker_url.get_secret_value()).workers()
     except Exception as exc:  # noqa: BLE001 - redis raises several kinds; status shows what it can
-        return [], f"cannot reach the broker at {settings.broker_url}: {exc}"
+        return [], f"cannot reach the broker at {shown(settings.broker_url.get_secret_value())}: {exc}"
     now = time.time()
     return [
-        {"name": name, "slots": facts.get("slots"), "seen_s_ago": round(max(0.0, now - facts.get("seen", now)), 1)}
+        {
+            "name": name,
+            "slots": facts.get("slots"),
+            "seen_s_ago": round(max(0.0, now - facts.get("seen", now)), 1),
+            "version": facts.get("version"),
+            "problem": facts.get("problem"),
+        }
         for name, facts in sorted(found.items())
     ], None
 
 
 def lines(workers: list[dict], problem: str | None) -> list[str]:
-    """`workers: 2, 5 slots: w1@host-a (4 slots, 3 s ago), w2@host-b (1 slot, 1 s ago)`."""
+    """`workers: 2, 5 slots: w1@host-a (4 slots, 3 s ago), w2@host-b (1 slot, 1 s ago)`, then a line for each
+    worker that takes no work, saying why (its slots are not counted)."""
     if problem:
         return [f"workers: {problem}"]
     if not workers:
         return ["workers: none heard of in the last 30 s (start `bgremover worker` on the worker hosts)"]
-    slots = sum(worker["slots"] or 0 for worker in workers)
+    slots = sum(worker["slots"] or 0 for worker in workers if not worker.get("problem"))
     each = ", ".join(
         f"{worker['name']} ({worker['slots']} slot{'' if worker['slots'] == 1 else 's'}, "
-        f"{worker['seen_s_ago']:g} s ago)"
+        f"{worker['seen_s_ago']:g} s ago{', takes no work' if worker.get('problem') else ''})"
         for worker in workers
     )
-    return [f"workers: {len(workers)}, {slots} slot{'' if slots == 1 else 's'}: {each}"]
+    unfit = [f"  {worker['name']} takes no work: {worker['problem']}" for worker in workers if worker.get("problem")]
+    return [f"workers: {len(workers)}, {slots} slot{'' if slots == 1 else 's'}: {each}", *unfit]

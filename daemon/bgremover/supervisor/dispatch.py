@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,7 +30,7 @@ from bgremover.options import ImageOptions, values_of
 from bgremover.queue.spool import Spool
 from bgremover.queue.states import Status
 from bgremover.queue.store import Item, Session, Store
-from bgremover.runners.api import JobNotStarted, JobRunner
+from bgremover.runners.api import JobHandle, JobNotStarted, JobRunner
 from bgremover.runners.isolated import over_limit, stop_grace
 from bgremover.service.metrics import Metrics
 from bgremover.settings import Settings
@@ -162,7 +163,11 @@ class Dispatch:
             jobs_running=self.slots.in_use,
             **handle.details,
         )
-        return RunningJob(item, handle, now, now + self.settings.job_timeout_seconds, slot=slot)
+        return RunningJob(item, handle, now, self.deadline_from(handle, now), slot=slot)
+
+    def deadline_from(self, handle: JobHandle, now: float) -> float | None:
+        """A job's time runs from when a host takes it: none while it only waits for one (see follow_deadline)."""
+        return None if self.runner.waiting(handle) else now + self.settings.job_timeout_seconds
 
     # -- a previous life's jobs -----------------------------------------------------
 
@@ -207,7 +212,7 @@ class Dispatch:
             note="started by the previous life of the supervisor",
             **handle.details,
         )
-        return RunningJob(item, handle, now, now + self.settings.job_timeout_seconds, slot=slot)
+        return RunningJob(item, handle, now, self.deadline_from(handle, now), slot=slot)
 
     # -- limits and stops -----------------------------------------------------------
 
@@ -215,10 +220,21 @@ class Dispatch:
         limit_kb = self.settings.job_memory_limit_mb * 1024
         for job in self.running:
             job.peak_rss_kb = max(job.peak_rss_kb, self.runner.peak_rss_kb(job.handle))
-            passed = over_limit(job.peak_rss_kb, now, job.deadline, self.settings)
+            self.follow_deadline(job, now)
+            passed = over_limit(job.peak_rss_kb, now, math.inf if job.deadline is None else job.deadline, self.settings)
             if job.stop_reason is None and passed:
                 self.stop_job(job, passed, grace=stop_grace(passed, self.settings), now=now)
         self.watch_memory_sum(limit_kb)
+
+    def follow_deadline(self, job: RunningJob, now: float) -> None:
+        """The deadline set once a host takes the job, and cleared while it waits again (handed back, or sent
+        again after the broker lost it): a task that only waits in the broker is never over its time."""
+        if job.stop_reason is not None:
+            return  # being stopped already: its stop, not its time, decides now
+        if self.runner.waiting(job.handle):
+            job.deadline = None
+        elif job.deadline is None:
+            job.deadline = now + self.settings.job_timeout_seconds
 
     def watch_memory_sum(self, limit_kb: int) -> None:
         """Each job is capped on its own; their sum past slots x limit is said in the log, never left to the OOM killer."""
@@ -264,6 +280,8 @@ class Dispatch:
                 job.worker = ended.worker
                 if ended.lost and job.stop_reason is None:  # a stop we asked for says more than the loss
                     job.stop_reason, job.lost = WORKER_LOST, ended.lost
+                elif ended.stopped in ("timeout", "memory") and job.stop_reason is None:
+                    job.stop_reason = ended.stopped  # its host held it to the limit before we did
             if not self.refusals.state.due(now):
                 continue  # its outcome is recorded once the state folder takes writes again
             refused = self.conclude_alone(job, now) or refused

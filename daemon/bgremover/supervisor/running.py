@@ -13,7 +13,7 @@ class RunningJob:
     item: Item
     handle: JobHandle  # the runner's job; its pid, where it has one, is also its process group
     started: float
-    deadline: float
+    deadline: float | None  # when it is over its time; None while it waits for a host to take it
     stop_reason: str | None = None  # why we are stopping it: timeout, memory, cancel, shutdown
     peak_rss_kb: int = 0
     returncode: int | None = None

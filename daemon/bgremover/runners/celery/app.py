@@ -23,7 +23,8 @@ CONNECT_TIMEOUT_SECONDS = 3.0
 
 def make_app(settings) -> Celery:
     """The app for `settings` (broker_url, the job limits, broker_visibility_timeout_seconds)."""
-    app = Celery("bgremover", broker=settings.broker_url, backend=settings.broker_url)
+    url = settings.broker_url.get_secret_value()
+    app = Celery("bgremover", broker=url, backend=url)
     visibility = settings.broker_visibility_timeout_seconds or (
         settings.job_timeout_seconds + settings.kill_grace_seconds + VISIBILITY_MARGIN_SECONDS
     )

@@ -8,8 +8,13 @@
 - a fence per task concluded without its answer (its worker lost, or silent),
   naming the files its job would write: an answer may still come, and the
   supervisor, restarted or not, refuses it and sweeps those files;
-- the root's identity, so a worker pointed at another root is refused;
-- each worker's heartbeat, with its slots, for `bgremover status`.
+- a hand-back per task a worker gave back unrun, or whose job failed for the
+  worker's own reason: the same attempt waits for another worker, and the
+  supervisor does not take the lapsed lease for a lost worker;
+- the root's identity, so a worker pointed at another root is refused, and the
+  supervisor's version and model, which a worker must match before it takes work;
+- each worker's heartbeat, with its slots, version and what keeps it from
+  taking work (if anything), for `bgremover status` and the `auto` job slots.
 """
 
 from __future__ import annotations
@@ -58,6 +63,20 @@ class Marks:
                 found[key.decode().removeprefix(f"{PREFIX}fenced:")] = (json.loads(value), left)
         return found
 
+    def hand_back(self, task: str, worker: str, reason: str) -> None:
+        """`task` given back to the broker unrun by `worker`: the mark first, then the lease, so the
+        supervisor never sees the lease gone without the mark."""
+        self.client.set(f"{PREFIX}handback:{task}", json.dumps({"worker": worker, "reason": reason}), ex=MARK_SECONDS)
+        self.client.delete(f"{PREFIX}lease:{task}")
+
+    def handed_back(self, task: str) -> dict | None:
+        value = self.client.get(f"{PREFIX}handback:{task}")
+        return json.loads(value) if value else None
+
+    def taken_over(self, task: str) -> None:
+        """A worker took up a handed-back task: its next lapsed lease means a lost worker again."""
+        self.client.delete(f"{PREFIX}handback:{task}")
+
     def leased(self, task: str) -> bool:
         """Whether a worker runs the task now (it renews the lease while the job runs)."""
         return bool(self.client.exists(f"{PREFIX}lease:{task}"))
@@ -95,6 +114,7 @@ class Marks:
                     f"{PREFIX}cancel:*",
                     f"{PREFIX}lease:*",
                     f"{PREFIX}fenced:*",
+                    f"{PREFIX}handback:*",
                     "celery-task-meta-bgremover-*",
                 )
                 for key in self.client.scan_iter(pattern)
@@ -107,13 +127,21 @@ class Marks:
         value = self.client.get(f"{PREFIX}root")
         return value.decode() if value else None
 
-    def heartbeat(self, worker: str, slots: int) -> None:
-        self.client.set(
-            f"{PREFIX}worker:{worker}", json.dumps({"slots": slots, "seen": time.time()}), ex=HEARTBEAT_SECONDS
-        )
+    def publish_supervisor(self, facts: dict) -> None:
+        """What a worker must match before it takes work: {"version", "model", "sha256"}."""
+        self.client.set(f"{PREFIX}supervisor", json.dumps(facts))
+
+    def supervisor(self) -> dict | None:
+        value = self.client.get(f"{PREFIX}supervisor")
+        return json.loads(value) if value else None
+
+    def heartbeat(self, worker: str, slots: int, version: str, problem: str | None) -> None:
+        """`problem`: why the worker takes no work now (None: it does); its slots then count for nothing."""
+        facts = {"slots": slots, "seen": time.time(), "version": version, "problem": problem}
+        self.client.set(f"{PREFIX}worker:{worker}", json.dumps(facts), ex=HEARTBEAT_SECONDS)
 
     def workers(self) -> dict[str, dict]:
-        """The workers heard of recently: name -> {"slots", "seen"}."""
+        """The workers heard of recently: name -> {"slots", "seen", "version", "problem"}."""
         found = {}
         for key in self.client.scan_iter(f"{PREFIX}worker:*"):
             value = self.client.get(key)

@@ -44,9 +44,11 @@ def spec_from(message: dict, root: Path, models_dir: Path) -> JobSpec:
     fields = dict(message["spec"])
     for name in PATH_FIELDS:
         if fields.get(name) is not None:
-            path = (root / fields[name]).resolve()
-            if root.resolve() not in path.parents:
+            path = root / fields[name]
+            if root.resolve() not in path.resolve().parents:
                 raise ValueError(f"the message's {name} is not under the root")
+            # Passed on unresolved: each use looks it up through the mount point again, so a root lost
+            # mid-job fails the job here (and the worker hands the task back), never writes elsewhere.
             fields[name] = path
     fields["providers"] = tuple(fields.get("providers") or ("CPUExecutionProvider",))
     fields["options"] = ImageOptions(**fields.get("options", {}))

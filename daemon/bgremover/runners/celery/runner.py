@@ -21,12 +21,14 @@ from pathlib import Path
 
 import structlog
 
+from bgremover.brokerurl import shown
 from bgremover.contract import JobSpec
 from bgremover.runners.api import JobExit, JobHandle, JobNotStarted, JobRunner, RunnerError
 from bgremover.runners.celery.app import QUEUE, TASK_NAME, make_app, task_id
 from bgremover.runners.celery.fences import Fences
 from bgremover.runners.celery.marks import Marks
 from bgremover.runners.celery.message import root_identity, to_message
+from bgremover.version import __version__
 
 log = structlog.get_logger()
 
@@ -35,6 +37,7 @@ BROKER_RETRY_SECONDS = 2.0  # after the broker failed us: no call to it before t
 UNANSWERED_SECONDS = 10.0
 TRANSIT_CHECK_SECONDS = 5.0  # how often a task with no answer yet is looked for in the broker
 CAPACITY_CHECK_SECONDS = 5.0  # how often the workers' slots are read from their heartbeats
+PUBLISH_CHECK_SECONDS = 5.0  # how often the root and the supervisor's facts are looked for in the broker
 
 
 @dataclass
@@ -52,6 +55,7 @@ class Sent:
 class CeleryRunner(JobRunner):
     def __init__(self, settings, wake) -> None:
         self.settings = settings
+        self.broker = shown(settings.broker_url.get_secret_value())  # what logs say of it: never its password
         self.app = None
         self.marks: Marks | None = None
         self.sent: dict[str, Sent] = {}  # by task id
@@ -60,27 +64,40 @@ class CeleryRunner(JobRunner):
         self.broker_warned = False
         self.workers_slots: int | None = None  # the slots the workers last reported, all together
         self.capacity_check_at = 0.0
+        self.identity, self.facts = "", {}  # the root's identity and what workers must match, as published
+        self.publish_check_at = 0.0
 
     def start(self, model: dict) -> dict:
         settings = self.settings
         try:
             self.app = make_app(settings)
-            self.marks = Marks(settings.broker_url)
+            self.marks = Marks(settings.broker_url.get_secret_value())
             self.marks.ping()
-            replaced = self.marks.claim_root(root_identity(settings.state_dir, create=True), QUEUE)
+            self.identity = root_identity(settings.state_dir, create=True)
+            # What a worker must match before it takes any work (fitness.py): this bgremover and this model.
+            self.facts = {"version": __version__, "model": model["model"], "sha256": model["sha256"]}
+            replaced = self.marks.claim_root(self.identity, QUEUE)
+            self.marks.publish_supervisor(self.facts)
             self.fences = Fences(self.marks, settings.root)
             self.fences.load()  # set by a previous life, for answers that may still come
         except Exception as exc:  # noqa: BLE001 - redis raises several kinds; each means the same here
-            raise RunnerError(f"cannot reach the broker at {settings.broker_url}: {exc}") from None
+            raise RunnerError(f"cannot reach the broker at {self.broker}: {exc}") from None
         if replaced:
             log.warning(
                 "broker_root_replaced",
                 note="the broker served another root before: its marks, answers and waiting tasks were removed",
             )
-        return {"broker": settings.broker_url.split("@")[-1]}  # never its password
+        return {"broker": self.broker}
 
     def can_start(self, now: float, model: dict) -> bool:
         return now >= self.broker_back_at
+
+    def waiting(self, handle: JobHandle) -> bool:
+        """No worker has been seen running the task yet (its lease, looked for every few seconds): its time
+        has not begun. The worker's own deadline counts from its start; the supervisor's follows a few seconds
+        later, as the backstop it is."""
+        sent = self.sent.get(handle.details["task_id"])
+        return sent is not None and not sent.leased
 
     def capacity(self, now: float) -> int | None:
         """The slots of the workers heard of recently (their heartbeats), read every few seconds; the last
@@ -88,7 +105,10 @@ class CeleryRunner(JobRunner):
         if now >= self.capacity_check_at and now >= self.broker_back_at:
             self.capacity_check_at = now + CAPACITY_CHECK_SECONDS
             try:
-                self.workers_slots = sum(int(worker.get("slots", 0)) for worker in self.marks.workers().values())
+                # A worker that says it cannot do the work (fitness.py) takes none: its slots count for nothing.
+                self.workers_slots = sum(
+                    int(worker.get("slots", 0)) for worker in self.marks.workers().values() if not worker.get("problem")
+                )
             except Exception as exc:  # noqa: BLE001 - read again once the broker is back
                 self.broker_failed(now, exc)
         return self.workers_slots
@@ -151,7 +171,9 @@ class CeleryRunner(JobRunner):
             return None
         self.broker_back()
         if state == "SUCCESS" and isinstance(value, dict):
-            ended = exit_of(value["returncode"], value.get("peak_rss_kb", 0), value.get("worker"))
+            ended = exit_of(
+                value["returncode"], value.get("peak_rss_kb", 0), value.get("worker"), value.get("stop_reason")
+            )
             return self.ended(sent, ended, answered=True)
         if state == "REVOKED":  # we never revoke: its worker cancelled it when the broker went away
             return self.send_again(sent, result, now)
@@ -181,8 +203,13 @@ class CeleryRunner(JobRunner):
                 sent.leased = True
                 return None
             if sent.leased and self.app.AsyncResult(sent.task).state not in ("SUCCESS", "FAILURE"):
-                log.warning("worker_lost", task=sent.task, note="its lease lapsed with no answer")
-                return self.ended(sent, JobExit(signal=signal.SIGKILL, lost="its lease lapsed with no answer"))
+                given = self.marks.handed_back(sent.task)
+                if given is None:
+                    log.warning("worker_lost", task=sent.task, note="its lease lapsed with no answer")
+                    return self.ended(sent, JobExit(signal=signal.SIGKILL, lost="its lease lapsed with no answer"))
+                # Its worker could not do it, and gave it back: the same attempt waits for another, at no cost.
+                log.warning("task_handed_back", task=sent.task, worker=given["worker"], reason=given["reason"])
+                sent.leased = False
             if self.marks.in_transit(sent.task, QUEUE):
                 return None
             self.send(sent)
@@ -218,7 +245,7 @@ class CeleryRunner(JobRunner):
         if not self.broker_warned:
             log.warning(
                 "broker_unreachable",
-                broker=self.settings.broker_url.split("@")[-1],
+                broker=self.broker,
                 error=str(exc),
                 note="jobs wait in queued until it is back",
             )
@@ -251,6 +278,7 @@ class CeleryRunner(JobRunner):
         time.sleep(min(timeout, 0.2))
 
     def upkeep(self, now: float) -> None:
+        self.republish(now)
         for sent in list(self.sent.values()):
             if sent.cancel_pending and now >= self.broker_back_at:
                 sent.kill_at = now + self.settings.kill_grace_seconds
@@ -262,6 +290,20 @@ class CeleryRunner(JobRunner):
                 except Exception as exc:  # noqa: BLE001 - looked at again once the broker is back
                     self.broker_failed(now, exc)
                     return
+
+    def republish(self, now: float) -> None:
+        """The root and the facts published again when the broker lost them (a restart without persistence),
+        so that workers started since can check themselves against them."""
+        if now < self.publish_check_at or now < self.broker_back_at:
+            return
+        self.publish_check_at = now + PUBLISH_CHECK_SECONDS
+        try:
+            if self.marks.root() is None or self.marks.supervisor() is None:
+                self.marks.claim_root(self.identity, QUEUE)
+                self.marks.publish_supervisor(self.facts)
+                log.info("broker_root_published", note="the broker had lost the root and the supervisor's facts")
+        except Exception as exc:  # noqa: BLE001 - published again once the broker is back
+            self.broker_failed(now, exc)
 
     def late_answer(self, task: str) -> object:
         """A concluded task's answer, if one came after all (and then forgotten by the broker); else None."""
@@ -282,7 +324,9 @@ class CeleryRunner(JobRunner):
             self.app.close()
 
 
-def exit_of(returncode: int, peak_rss_kb: int, worker: str | None) -> JobExit:
+def exit_of(returncode: int, peak_rss_kb: int, worker: str | None, stop_reason: str | None = None) -> JobExit:
+    """The worker's answer as a JobExit; a limit it stopped the job for is kept (a cancel is ours already)."""
+    stopped = stop_reason if stop_reason in ("timeout", "memory") else None
     if returncode < 0:
-        return JobExit(signal=-returncode, peak_rss_kb=peak_rss_kb, worker=worker)
-    return JobExit(exit_code=returncode, peak_rss_kb=peak_rss_kb, worker=worker)
+        return JobExit(signal=-returncode, peak_rss_kb=peak_rss_kb, worker=worker, stopped=stopped)
+    return JobExit(exit_code=returncode, peak_rss_kb=peak_rss_kb, worker=worker, stopped=stopped)

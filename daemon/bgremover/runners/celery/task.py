@@ -10,6 +10,12 @@ Two fences run before a job: a task the supervisor has concluded or cancelled
 is refused, and so is a second delivery of a task another worker still runs
 (its lease in Redis is alive). A refused task is ignored by Celery: no state is
 stored that could hide the running one's answer.
+
+A task this worker cannot do (fitness.py: it lost the shared root, lacks the
+model, ...) is handed back to the broker unrun, for another worker, and so is
+one whose job failed while such a check fails: that failure is the worker's,
+not the image's, and costs the image nothing. The hand-back is marked in Redis
+before the lease goes, so the supervisor never takes it for a lost worker.
 """
 
 from __future__ import annotations
@@ -21,8 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
-from celery.exceptions import Ignore
+from celery.exceptions import Ignore, Reject
 
+from bgremover.models.manifest import ModelError, find_model_spec
+from bgremover.runners.api import RunnerError
+from bgremover.runners.celery.fitness import Fitness, Published, one_line
 from bgremover.runners.celery.marks import Marks
 from bgremover.runners.celery.message import model_of, spec_from
 from bgremover.settings import Settings
@@ -31,6 +40,7 @@ log = structlog.get_logger()
 
 LEASE_SECONDS = 15  # a running task's lease; renewed while it runs, so a lost worker's lapses
 CHECK_SECONDS = 1.0  # how often a running job's cancel mark is read and its lease renewed
+HAND_BACK_PAUSE_SECONDS = 2.0  # before a task is given back for a model this host cannot run
 
 
 @dataclass
@@ -39,23 +49,25 @@ class Slot:
 
     settings: Settings | None = None
     marks: Marks | None = None
+    published: Published = Published(None, None)
+    fitness: Fitness | None = None
     jobs: dict = field(default_factory=dict)  # model request (as a tuple) -> IsolatedJobs
 
 
 SLOT = Slot()
 
 
-def configure(settings: Settings) -> None:
+def configure(settings: Settings, published: Published) -> None:
     """In the worker's main process, before the pool forks: what every slot inherits."""
-    SLOT.settings = settings
+    SLOT.settings, SLOT.published, SLOT.fitness = settings, published, Fitness(settings)
 
 
 def run_job(task, message: dict) -> dict:
     settings, worker, task_id = SLOT.settings, task.request.hostname, task.request.id
     if SLOT.marks is None:
-        SLOT.marks = Marks(settings.broker_url)
+        SLOT.marks = Marks(settings.broker_url.get_secret_value())
     marks = SLOT.marks
-    refusal = refused(marks, task_id, worker)
+    refusal = refused(marks, task_id, message, worker)
     if refusal:
         log.warning(
             "task_refused",
@@ -67,7 +79,13 @@ def run_job(task, message: dict) -> dict:
         )
         raise Ignore()
     limits = {**message["limits"], "job_slots": 1}
-    jobs, model_dir = jobs_for(model_of(message), settings, limits)
+    try:
+        jobs, model_dir = jobs_for(model_of(message), settings, limits)
+    except (ModelError, RunnerError) as exc:  # this host lacks the model, or cannot run it: not the image's doing
+        # A model a session's ticket asks for is not among the checks the gate follows, so this worker may be
+        # given the task again at once: the pause keeps such a round from spinning while no worker has it.
+        time.sleep(HAND_BACK_PAUSE_SECONDS)
+        hand_back(marks, task_id, message, worker, one_line(exc), job_failed=False)
     # The providers are this host's (a GPU host runs CUDA, its neighbour the CPU), not the supervisor's.
     spec = dataclasses.replace(spec_from(message, settings.root, model_dir), providers=tuple(settings.providers))
     log.info(
@@ -76,6 +94,10 @@ def run_job(task, message: dict) -> dict:
     # The lease is left to lapse, not deleted: the answer is stored after we return, and until it
     # is, the supervisor must not take the missing lease for a lost worker.
     ended = jobs.run(spec, cancelled=Watch(marks, task_id, worker).cancelled)
+    if ended.returncode != 0 and ended.stop_reason is None:
+        problem = own_problem(marks)  # a job that failed by itself: the image's doing, unless this worker is unfit
+        if problem:
+            hand_back(marks, task_id, message, worker, problem, job_failed=True)
     log.info(
         "task_finished",
         task=task_id,
@@ -92,16 +114,50 @@ def run_job(task, message: dict) -> dict:
     }
 
 
-def refused(marks: Marks, task_id: str, worker: str) -> str | None:
-    """Why this delivery must not run, or None (and then its lease is taken)."""
+def refused(marks: Marks, task_id: str, message: dict, worker: str) -> str | None:
+    """Why this delivery must not run, or None (and then its lease is taken); one this worker cannot do is
+    handed back (Reject), before it takes the lease."""
     if marks.concluded(task_id):
         return "its outcome is recorded already"
     if marks.cancelled(task_id):
         return "it was cancelled"
+    problem = own_problem(marks)
+    if problem:  # before its lease: no other worker is kept from it, and nothing is marked
+        said(task_id, message, worker, problem, job_failed=False)
+        raise Reject(problem, requeue=True)
     if not marks.client.set(f"bgremover:lease:{task_id}", worker, nx=True, ex=LEASE_SECONDS):
         holder = marks.client.get(f"bgremover:lease:{task_id}")
         return f"a duplicate delivery: {holder.decode() if holder else 'another worker'} runs it"
+    marks.taken_over(task_id)
     return None
+
+
+def own_problem(marks: Marks) -> str | None:
+    """What keeps this worker from the work now (fitness.py), with the supervisor's facts read again."""
+    try:
+        SLOT.published = SLOT.published.updated(marks.root(), marks.supervisor())
+    except Exception:  # noqa: BLE001 - the broker away: the checks are this host's own, against the last facts
+        pass
+    return SLOT.fitness.problem(SLOT.published.root, SLOT.published.supervisor)
+
+
+def hand_back(marks: Marks, task_id: str, message: dict, worker: str, reason: str, job_failed: bool) -> None:
+    """The task back to the broker for another worker, the same attempt: its failure here was this worker's."""
+    marks.hand_back(task_id, worker, reason)
+    said(task_id, message, worker, reason, job_failed)
+    raise Reject(reason, requeue=True)
+
+
+def said(task_id: str, message: dict, worker: str, reason: str, job_failed: bool) -> None:
+    log.warning(
+        "task_handed_back",
+        task=task_id,
+        item=message.get("item"),
+        attempt=message.get("attempt"),
+        worker=worker,
+        reason=reason,
+        job_failed=job_failed,
+    )
 
 
 class Watch:
@@ -127,7 +183,6 @@ class Watch:
 
 def jobs_for(model_name: str, settings: Settings, limits: dict):
     """This slot's runner for the model, started on first use; and the model's folder on this host."""
-    from bgremover.models.manifest import find_model_spec
     from bgremover.runners.isolated import IsolatedJobs
 
     model = find_model_spec(model_name, settings.models_folder)

@@ -1,8 +1,13 @@
 """`bgremover worker`: a Celery worker on this host that runs the supervisor's jobs from a shared root.
 
-It is refused at once, in one line, when the broker cannot be reached or its
-root is not the supervisor's (the root's identity file must match the one the
-supervisor published). Each of its `--slots` pool processes is one job slot.
+It is refused at once, in one line, when the broker cannot be reached or it
+cannot do the supervisor's work (fitness.py: another version, the model
+missing, another root, a root it cannot read or write, a provider this host
+lacks); the line is also put in its heartbeat, so `bgremover status` lists it.
+Once running, it checks itself again every few seconds: while a check fails it
+stops taking tasks (the gate below), says why in its log and heartbeat, and
+the supervisor stops counting its slots; it takes tasks again once all pass.
+Each of its `--slots` pool processes is one job slot.
 """
 
 from __future__ import annotations
@@ -11,51 +16,72 @@ import socket
 import threading
 
 import structlog
+from celery import bootsteps
 
+from bgremover.brokerurl import shown
 from bgremover.runners.celery import task
 from bgremover.runners.celery.app import QUEUE, TASK_NAME, make_app
-from bgremover.runners.celery.marks import HEARTBEAT_SECONDS, Marks
-from bgremover.runners.celery.message import root_identity
+from bgremover.runners.celery.fitness import Fitness, Published, missing_providers
+from bgremover.runners.celery.marks import Marks
 from bgremover.settings import Settings, usable_cores
+from bgremover.version import __version__
 
 log = structlog.get_logger()
+
+CHECK_SECONDS = 2.0  # how often the worker checks itself and says so in its heartbeat
+GATE_SECONDS = 1.0  # how often the consumer's loop follows the last check
 
 
 class WorkerRefused(Exception):
     """The worker cannot serve this supervisor; one sentence why."""
 
 
-def check(settings: Settings) -> Marks:
+class Health:
+    """The last check's verdict, written by the heartbeat thread and read by the gate on the consumer's loop."""
+
+    def __init__(self, published: Published) -> None:
+        self.problem: str | None = None
+        self.published = published  # the supervisor's root and facts, as last read from the broker
+
+
+def check(settings: Settings, hostname: str, slots: int) -> tuple[Marks, Health]:
+    url = settings.broker_url.get_secret_value()
     try:
-        marks = Marks(settings.broker_url)
+        marks = Marks(url)
         marks.ping()
-        published = marks.root()
+        published = Published(marks.root(), marks.supervisor())
     except Exception as exc:  # noqa: BLE001 - redis raises several kinds; each means the same here
-        raise WorkerRefused(f"cannot reach the broker at {settings.broker_url}: {exc}") from None
-    ours = root_identity(settings.state_dir, create=False)
-    if published is None:
-        raise WorkerRefused("no supervisor has published its root on this broker yet: start `bgremover run` first")
-    if ours != published:
-        raise WorkerRefused(
-            f"{settings.root} is not the supervisor's root (its state/root-id differs, or is "
-            "missing): mount the supervisor's root there"
-        )
-    return marks
+        raise WorkerRefused(f"cannot reach the broker at {shown(url)}: {exc}") from None
+    problem = Fitness(settings).problem(published.root, published.supervisor) or missing_providers(
+        tuple(settings.providers)
+    )
+    if problem:
+        try:  # listed by `bgremover status` until its heartbeat lapses; systemd starts it again meanwhile
+            marks.heartbeat(hostname, slots, __version__, problem)
+        except Exception:  # noqa: BLE001 - the refusal itself is what matters
+            pass
+        raise WorkerRefused(problem)
+    return marks, Health(published)
 
 
 def serve(settings: Settings, slots: int, name: str | None) -> None:
-    marks = check(settings)
+    hostname = f"{name or 'bgremover'}@{socket.gethostname()}"
+    marks, health = check(settings, hostname, slots)
     if not settings.threads_given:  # each slot its share of this host's cores, as job_slots on one machine
         settings = settings.model_copy(update={"threads": max(1, usable_cores() // slots)})
-    hostname = f"{name or 'bgremover'}@{socket.gethostname()}"
     app = make_app(settings)
     app.task(name=TASK_NAME, bind=True, acks_late=True)(task.run_job)
-    task.configure(settings)
-    threading.Thread(target=beat, args=(marks, hostname, slots), name="heartbeat", daemon=True).start()
+    task.configure(settings, health.published)
+    Gate.health = health
+    app.steps["consumer"].add(Gate)
+    threading.Thread(
+        target=beat, args=(marks, Fitness(settings), health, hostname, slots), name="heartbeat", daemon=True
+    ).start()
     log.info(
         "worker_ready",
         worker=hostname,
         slots=slots,
+        version=__version__,
         threads_per_job=settings.threads,
         providers=list(settings.providers),
         root=str(settings.root),
@@ -77,12 +103,57 @@ def serve(settings: Settings, slots: int, name: str | None) -> None:
     )
 
 
-def beat(marks: Marks, hostname: str, slots: int) -> None:
-    """The worker's name and slots in Redis every few seconds, for `bgremover status`."""
+def beat(marks: Marks, fitness: Fitness, health: Health, hostname: str, slots: int) -> None:
+    """Every few seconds: the checks again, their verdict for the gate, and the heartbeat that tells status."""
     pause = threading.Event()
+    broker_warned = False
     while True:
         try:
-            marks.heartbeat(hostname, slots)
-        except Exception as exc:  # noqa: BLE001 - the broker away: said, and tried again
-            log.warning("heartbeat_failed", error=str(exc))
-        pause.wait(HEARTBEAT_SECONDS / 3)
+            health.published = health.published.updated(marks.root(), marks.supervisor())
+            follow(health, fitness.problem(health.published.root, health.published.supervisor), hostname)
+            marks.heartbeat(hostname, slots, __version__, health.problem)
+            broker_warned = False
+        except Exception as exc:  # noqa: BLE001 - the broker away: said once, and tried again
+            if not broker_warned:
+                log.warning("heartbeat_failed", error=str(exc))
+            broker_warned = True
+        pause.wait(CHECK_SECONDS)
+
+
+def follow(health: Health, problem: str | None, hostname: str) -> None:
+    if problem and problem != health.problem:
+        log.warning("worker_unfit", worker=hostname, problem=problem, note="it takes no task until this is put right")
+    elif health.problem and not problem:
+        log.info("worker_fit", worker=hostname, note="it takes tasks again")
+    health.problem = problem
+
+
+class Gate(bootsteps.StartStopStep):
+    """The task queue consumed only while the last check passed; followed on the consumer's own loop.
+
+    Cancelling the queue stops the fetching of new messages; a message already
+    fetched meets the same check in its pool process (task.py) and is handed back.
+    """
+
+    requires = {"celery.worker.consumer.tasks:Tasks"}
+    health: Health | None = None
+
+    def __init__(self, parent, **kwargs) -> None:
+        super().__init__(parent, **kwargs)
+        self.entry = None
+
+    def start(self, consumer) -> None:
+        self.follow(consumer)  # before the loop fetches anything: an unfit worker takes nothing
+        self.entry = consumer.timer.call_repeatedly(GATE_SECONDS, self.follow, (consumer,))
+
+    def stop(self, consumer) -> None:
+        if self.entry is not None:
+            self.entry.cancel()
+            self.entry = None
+
+    def follow(self, consumer) -> None:
+        consuming = consumer.task_consumer.consuming_from(QUEUE)
+        if self.health.problem and consuming:
+            consumer.cancel_task_queue(QUEUE)
+        elif not self.health.problem and not consuming:
+            consumer.add_task_queue(QUEUE)
