@@ -110,6 +110,12 @@ def test_a_stream_of_sessions_leaves_the_database_and_every_folder_flat(tmp_path
     ], "each failed original went to the archive before its session was forgotten"
 
 
+def as_forgotten(items: list[dict]) -> list[dict]:
+    """The items of a status JSON once their session is forgotten: no marker, the archived original named."""
+    moved = {"shoes/broken.jpg": {"original": "archive/shoot/shoes/broken.jpg"}}
+    return [{**item, "retry_marker": None, **moved.get(item["name"], {})} for item in items]
+
+
 def test_a_failed_items_original_is_in_the_archive_once_its_session_is_forgotten(tmp_path):
     root = tmp_path / "root"
     with Daemon(root, keep_sessions_days=RETAIN_DAYS, **QUICK) as daemon:
@@ -121,7 +127,8 @@ def test_a_failed_items_original_is_in_the_archive_once_its_session_is_forgotten
         assert (root / "archive" / "shoot" / "shoes" / "broken.jpg").read_text() == "exit 3\nthe only copy of it"
         assert not list((root / "state" / "originals").iterdir())
         assert not (root / "retry" / "shoot").exists(), "nothing in it can be retried any more"
-        assert daemon.status("shoot") == status, "keep_outbox_days 0: the delivered files stay as they were"
+        # keep_outbox_days 0: the delivered files stay, the JSON told that its retry marker means nothing now.
+        assert daemon.status("shoot") == {**status, "forgotten": True, "items": as_forgotten(status["items"])}
         assert (root / "outbox" / "shoot.zip").is_file()
 
         drop(root / "inbox", "shoot/later.jpg", "ok")  # the same folder again: its old files are not mixed in
