@@ -531,7 +531,7 @@ class QueueMachine(RuleBasedStateMachine):
         """One pass of take_ready_files() in which just this file is stable."""
         self.taking = data.draw(st.sampled_from([d for d in self.drops if d.waiting]), label="file")
         daemon, path = self.daemon, self.root / self.taking.path
-        daemon.intake.ready = lambda now: [path]  # the watcher: just this one file is stable
+        daemon.intake.ready = lambda now, limit=None: [path]  # the watcher: just this one file is stable
         self.survives(lambda: daemon.taking.take_ready_files(time.monotonic()))
         del daemon.intake.ready  # the real intake again, for the loop's own passes
 

@@ -215,11 +215,15 @@ class Intake:
         self._overflowed.clear()
         return lost
 
-    def ready(self, now: float) -> list[Path]:
-        """Files unchanged for stable_seconds, sorted; each is returned once and then forgotten."""
+    def ready(self, now: float, limit: int | None = None) -> list[Path]:
+        """Files unchanged for stable_seconds, sorted; each is returned once and then forgotten.
+
+        At most `limit` of them: the others stay watched, and seconds_until_due
+        says they are due, so the caller's next call returns them.
+        """
         for path in self._drain():
             self._consider(path, now)
-        return self._settled(now)
+        return self._settled(now, limit)
 
     def watch_again(self, paths: Iterable[Path]) -> None:
         """Put files ready() returned back, still counted as stable: they could not be taken yet.
@@ -309,9 +313,11 @@ class Intake:
             return False
         return True
 
-    def _settled(self, now: float) -> list[Path]:
+    def _settled(self, now: float, limit: int | None = None) -> list[Path]:
         settled = []
         for path, seen in list(self._candidates.items()):
+            if limit is not None and len(settled) >= limit:
+                break  # the rest are looked at on the next call, not probed twice
             try:
                 info = os.lstat(path)
             except OSError:  # vanished, or its folder did
