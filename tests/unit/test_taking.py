@@ -245,6 +245,8 @@ def test_a_burst_of_files_is_taken_a_bounded_batch_a_pass_and_the_next_pass_is_d
             assert daemon.intake.seconds_until_due(now) == 0, "the rest are due: the loop does not sleep"
     assert taken == [TAKES_PER_PASS, TAKES_PER_PASS, 10]
     assert not any(daemon.settings.inbox.glob("*.jpg")), "every file taken, none lost"
+    in_order_taken = [item.name for item in sorted(daemon.store.items(), key=lambda item: item.id)]
+    assert in_order_taken == [f"{index:04}.jpg" for index in range(count)], "batches follow the names"
 
 
 def test_a_pass_over_its_time_for_takes_leaves_the_rest_due_for_the_next(daemon, monkeypatch):

@@ -221,7 +221,8 @@ class Intake:
         At most `limit` of them: the others stay watched, and seconds_until_due
         says they are due, so the caller's next call returns them.
         """
-        for path in self._drain():
+        # In name order, so that batches follow it too: a folder's first files by name fill its first session.
+        for path in sorted(self._drain(), key=str):
             self._consider(path, now)
         return self._settled(now, limit)
 
@@ -290,7 +291,7 @@ class Intake:
             return
         if stat.S_ISDIR(info.st_mode):
             # A folder moved in may come as one event for the folder alone.
-            for found in _walk(path):
+            for found in sorted(_walk(path), key=str):
                 self._consider(found, now)
             return
         if path.name == TICKET_NAME:
