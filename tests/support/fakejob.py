@@ -4,7 +4,8 @@ The dropped file's first line picks the behaviour, so a test chooses what each
 job does simply by what it drops: `ok`, `exit N`, `sleep [S]`, `flaky FLAGFILE`, `ignore-term`,
 `grandchild PIDFILE`, `sigkill`,
 `signal N` (dies by signal N, real-time ones too), `chatty N`, `memory MB`, `bad-input`, `whoami JSONFILE`,
-`orphan PIDFILE`, `fds JSONFILE`, `gate FILE` (waits until FILE exists, then succeeds).
+`orphan PIDFILE`, `fds JSONFILE`, `gate FILE` (waits until FILE exists, then succeeds),
+`bytes MB` (a result of MB mebibytes that no compressor shrinks).
 Anything else is `ok`.
 """
 
@@ -40,6 +41,16 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 def write_result(args: argparse.Namespace) -> None:
     temp = Path(args.output).with_name(".tmp-" + Path(args.output).name)
     temp.write_bytes(b"cutout of " + Path(args.input).read_bytes())
+    os.replace(temp, args.output)
+
+
+def write_bulk_result(args: argparse.Namespace, mebibytes: int) -> None:
+    """A big result, written as the real job writes one: a temp file, renamed into place."""
+    block = os.urandom(1 << 20)  # random: stored as is in the ZIP, as a PNG's deflated data would be
+    temp = Path(args.output).with_name(".tmp-" + Path(args.output).name)
+    with open(temp, "wb") as out:
+        for _ in range(mebibytes):
+            out.write(block)
     os.replace(temp, args.output)
 
 
@@ -109,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(0, len(hog), 4096):
             hog[i] = 1
         time.sleep(3600)
+    if verb == "bytes":
+        write_bulk_result(args, int(rest[0]))
+        return 0
     write_result(args)
     return 0
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import signal
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ from bgremover.runners import RUNNERS, runner_class
 from bgremover.settings import SettingsError, load_settings
 from bgremover.supervisor.loop import Supervisor
 from tests.support import fakerunner
+from tests.support.finishing import finish_sessions
 
 fakerunner.register()
 
@@ -56,6 +58,7 @@ def make_daemon(root: Path, **settings) -> Supervisor:
 def daemon(tmp_path):
     daemon = make_daemon(tmp_path / "root")
     yield daemon
+    daemon.builder.close()
     daemon.store.close()
 
 
@@ -309,13 +312,44 @@ def test_a_done_session_is_zipped_and_completed_and_a_failed_item_is_retried_by_
     job_ends(daemon, ExitCode.DONE, T0 + 1, result=True)
     daemon.dispatch.start_next(T0 + 1)
     job_ends(daemon, ExitCode.BAD_INPUT, T0 + 2, report={"error": "not an image"})
-    daemon.sessions.finish_sessions(T0 + 2)
+    finish_sessions(daemon, T0 + 2)
     assert daemon.store.session("shoot").state is SessionState.COMPLETE
     (daemon.settings.retry_dir / "shoot" / "b.jpg").touch()
     daemon.markers.read_markers(T0 + 3)
     assert daemon.store.session("shoot").state is SessionState.PROCESSING
     daemon.dispatch.start_next(T0 + 3)
     assert the_job(daemon).item.name == "b.jpg" and the_job(daemon).item.attempts == 2
+
+
+@pytest.mark.parametrize("retried_job_ends_first", [False, True], ids=["retry-still-queued", "retry-done-already"])
+def test_a_zip_written_while_a_retry_changes_its_session_never_completes_it(daemon, retried_job_ends_first):
+    drop(daemon, "a.jpg", "b.jpg", folder="shoot")
+    daemon.sessions.close_session(daemon.store.session("shoot"), "idle")
+    daemon.dispatch.start_next(T0)
+    job_ends(daemon, ExitCode.DONE, T0 + 1, result=True)
+    daemon.dispatch.start_next(T0 + 1)
+    job_ends(daemon, ExitCode.BAD_INPUT, T0 + 2, report={"error": "not an image"})
+    daemon.sessions.finish_sessions(T0 + 2)
+    assert daemon.builder.building("shoot"), "its ZIP, of a.png alone, is being written"
+
+    (daemon.settings.retry_dir / "shoot" / "b.jpg").touch()
+    daemon.markers.read_markers(T0 + 3)  # QUEUED again while the ZIP is written
+    if retried_job_ends_first:
+        daemon.dispatch.start_next(T0 + 3)
+        job_ends(daemon, ExitCode.DONE, T0 + 4, result=True)
+    daemon.builder.wait()
+    with capture_logs() as logs:
+        daemon.sessions.finish_sessions(T0 + 5)
+    assert daemon.store.session("shoot").state is SessionState.PROCESSING, "never complete with a stale ZIP"
+    assert [line["session"] for line in logs if line["event"] == "zip_outdated"] == ["shoot"]
+
+    if not retried_job_ends_first:
+        daemon.dispatch.start_next(T0 + 5)
+        job_ends(daemon, ExitCode.DONE, T0 + 6, result=True)
+    finish_sessions(daemon, T0 + 7)
+    assert daemon.store.session("shoot").state is SessionState.COMPLETE
+    with zipfile.ZipFile(daemon.settings.outbox / "shoot.zip") as archive:
+        assert sorted(archive.namelist()) == ["a.png", "b.png"]
 
 
 # ---------------------------------------------------------------- recovery

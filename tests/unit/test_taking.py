@@ -22,7 +22,9 @@ from bgremover.queue.schema import ITEMS
 from bgremover.queue.states import SessionState, Status
 from bgremover.queue.store import IllegalTransition, Store
 from bgremover.settings import load_settings
+from bgremover.supervisor import taking
 from bgremover.supervisor.loop import Supervisor
+from bgremover.supervisor.taking import TAKES_PER_PASS
 from tests.support import fakerunner
 
 fakerunner.register()
@@ -225,3 +227,35 @@ def test_a_file_whose_archive_path_would_pass_path_max_is_refused_at_take_and_st
     assert Path(os.fsdecode(dropped)).read_bytes() == b"a photo", "the file stays where the user left it"
     [refusal] = [line for line in logs if line["event"] == "file_refused"]
     assert "4096" in refusal["reason"]
+
+
+def test_a_burst_of_files_is_taken_a_bounded_batch_a_pass_and_the_next_pass_is_due_at_once(daemon, monkeypatch):
+    monkeypatch.setattr(taking, "TAKE_SECONDS_PER_PASS", 3600.0)  # a disk fast enough that the count is the bound
+    count = TAKES_PER_PASS * 2 + 10
+    for index in range(count):
+        (daemon.settings.inbox / f"{index:04}.jpg").write_bytes(b"a photo")
+    daemon.intake.rescan()
+    taken = []
+    while sum(taken) < count:
+        now = time.monotonic()
+        daemon.taking.take_ready_files(now)
+        taken.append(len(daemon.store.items()) - sum(taken))
+        assert taken[-1] <= TAKES_PER_PASS, "one pass takes a bounded batch"
+        if sum(taken) < count:
+            assert daemon.intake.seconds_until_due(now) == 0, "the rest are due: the loop does not sleep"
+    assert taken == [TAKES_PER_PASS, TAKES_PER_PASS, 10]
+    assert not any(daemon.settings.inbox.glob("*.jpg")), "every file taken, none lost"
+    in_order_taken = [item.name for item in sorted(daemon.store.items(), key=lambda item: item.id)]
+    assert in_order_taken == [f"{index:04}.jpg" for index in range(count)], "batches follow the names"
+
+
+def test_a_pass_over_its_time_for_takes_leaves_the_rest_due_for_the_next(daemon, monkeypatch):
+    monkeypatch.setattr(taking, "TAKE_SECONDS_PER_PASS", 0.0)  # a disk so slow that every take uses it all
+    for name in ("a.jpg", "b.jpg", "c.jpg"):
+        (daemon.settings.inbox / name).write_bytes(b"a photo")
+    daemon.intake.rescan()
+    for passes in (1, 2, 3):
+        now = time.monotonic()
+        daemon.taking.take_ready_files(now)
+        assert len(daemon.store.items()) == passes, "one take a pass, but always one"
+    assert daemon.intake.seconds_until_due(time.monotonic()) is None

@@ -224,11 +224,16 @@ class Intake:
             noted, self._noted = self._noted, set()
         return noted
 
-    def ready(self, now: float) -> list[Path]:
-        """Files unchanged for stable_seconds, sorted; each is returned once and then forgotten."""
-        for path in self._drain():
+    def ready(self, now: float, limit: int | None = None) -> list[Path]:
+        """Files unchanged for stable_seconds, sorted; each is returned once and then forgotten.
+
+        At most `limit` of them: the others stay watched, and seconds_until_due
+        says they are due, so the caller's next call returns them.
+        """
+        # In name order, so that batches follow it too: a folder's first files by name fill its first session.
+        for path in sorted(self._drain(), key=str):
             self._consider(path, now)
-        return self._settled(now)
+        return self._settled(now, limit)
 
     def watch_again(self, paths: Iterable[Path]) -> None:
         """Put files ready() returned back, still counted as stable: they could not be taken yet.
@@ -300,7 +305,7 @@ class Intake:
             return
         if stat.S_ISDIR(info.st_mode):
             # A folder moved in may come as one event for the folder alone.
-            for found in _walk(path):
+            for found in sorted(_walk(path), key=str):
                 self._consider(found, now)
             return
         if path.name == TICKET_NAME:
@@ -323,9 +328,11 @@ class Intake:
             return False
         return True
 
-    def _settled(self, now: float) -> list[Path]:
+    def _settled(self, now: float, limit: int | None = None) -> list[Path]:
         settled = []
         for path, seen in list(self._candidates.items()):
+            if limit is not None and len(settled) >= limit:
+                break  # the rest are looked at on the next call, not probed twice
             try:
                 info = os.lstat(path)
             except OSError:  # vanished, or its folder did

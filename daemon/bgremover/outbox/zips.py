@@ -13,10 +13,10 @@ import itertools
 import json
 import posixpath
 import re
-import shutil
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 from bgremover import durable
 from bgremover.intake.names import NAME_MAX, cut, fitted
@@ -26,6 +26,14 @@ CHUNK_BYTES = 1 << 20
 
 class MissingMemberError(FileNotFoundError):
     """A ZIP member has neither a source file nor a copy in the previous ZIP."""
+
+
+class Abandoned(Exception):
+    """The ZIP was given up half-way because the daemon is stopping; its temp file is removed."""
+
+
+def never() -> bool:
+    return False
 
 
 def write_status(path: Path, doc: dict) -> None:
@@ -131,11 +139,18 @@ def _stems(stem: str, ext: str, room: int) -> Iterator[str]:
     yield from (cut(base, room - len(f"-{counter}")) + f"-{counter}" for counter in itertools.count(2))
 
 
-def write_zip(path: Path, members: Sequence[tuple[str, Path | None]], previous: Path | None = None) -> None:
+def write_zip(
+    path: Path,
+    members: Sequence[tuple[str, Path | None]],
+    previous: Path | None = None,
+    abandon: Callable[[], bool] = never,
+) -> None:
     """Write the session ZIP atomically from (arcname, source) pairs.
 
     A source of None copies that member from the `previous` ZIP (often the very
     file being replaced: results of earlier runs may exist only there).
+    `abandon` is asked between chunks: once it says True, Abandoned is raised
+    and the temp file removed, so a writer can be stopped within a chunk.
     """
     _check_names([arcname for arcname, _ in members])
     with durable.replacing(path) as out, _open_previous(previous) as old:
@@ -144,9 +159,9 @@ def write_zip(path: Path, members: Sequence[tuple[str, Path | None]], previous: 
         with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as archive:
             for arcname, source in members:
                 if source is None:
-                    _copy_member(archive, old, arcname, previous)
+                    _copy_member(archive, old, arcname, previous, abandon)
                 else:
-                    _add_file(archive, source, arcname)
+                    _add_file(archive, source, arcname, abandon)
 
 
 def _check_names(arcnames: Sequence[str]) -> None:
@@ -168,13 +183,19 @@ def _open_previous(previous: Path | None) -> Iterator[zipfile.ZipFile | None]:
         yield old
 
 
-def _copy_member(archive: zipfile.ZipFile, old: zipfile.ZipFile | None, arcname: str, previous: Path | None) -> None:
+def _copy_member(
+    archive: zipfile.ZipFile,
+    old: zipfile.ZipFile | None,
+    arcname: str,
+    previous: Path | None,
+    abandon: Callable[[], bool],
+) -> None:
     info = _previous_info(old, arcname, previous)
     copy = zipfile.ZipInfo(arcname, info.date_time)
     copy.external_attr = info.external_attr
     copy.file_size = info.file_size  # lets zipfile choose ZIP64 up front for huge members
     with old.open(info) as src, archive.open(copy, "w") as dst:  # reading checks the CRC
-        shutil.copyfileobj(src, dst, CHUNK_BYTES)
+        _copy(src, dst, abandon)
 
 
 def _previous_info(old: zipfile.ZipFile | None, arcname: str, previous: Path | None) -> zipfile.ZipInfo:
@@ -186,9 +207,17 @@ def _previous_info(old: zipfile.ZipFile | None, arcname: str, previous: Path | N
     raise MissingMemberError(f"ZIP member {arcname!r} has no source file and is not in the previous ZIP ({previous})")
 
 
-def _add_file(archive: zipfile.ZipFile, source: Path, arcname: str) -> None:
+def _add_file(archive: zipfile.ZipFile, source: Path, arcname: str, abandon: Callable[[], bool]) -> None:
     with open(source, "rb") as src:  # open first: a folder fails here instead of becoming an entry
         info = zipfile.ZipInfo.from_file(source, arcname, strict_timestamps=False)
         info.compress_type = zipfile.ZIP_STORED
         with archive.open(info, "w") as dst:
-            shutil.copyfileobj(src, dst, CHUNK_BYTES)
+            _copy(src, dst, abandon)
+
+
+def _copy(src: BinaryIO, dst: BinaryIO, abandon: Callable[[], bool]) -> None:
+    """shutil.copyfileobj, asking `abandon` before each chunk."""
+    while chunk := src.read(CHUNK_BYTES):
+        if abandon():
+            raise Abandoned("the daemon is stopping")
+        dst.write(chunk)

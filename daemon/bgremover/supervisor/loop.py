@@ -2,11 +2,15 @@
 
 Everything that decides happens on the main thread, in this loop and the parts
 it calls (taking, markers, dispatch, sessions, publishing, recovery, hooks). The
-watcher thread, the runner's exit watch and the signal handlers only put a
-note on `wakeups`; the loop wakes at least once a second (four times a second
-while jobs run, and when a watched file is due) and runs the same upkeep
-steps every time. How a job runs is the runner's business (runners/); the
-loop alone decides each item's terminal state.
+watcher thread, the runner's exit watch, the ZIP builder's threads and the
+signal handlers only put a note on `wakeups`; the loop wakes at least once a
+second (four times a second while jobs run, and when a watched file is due)
+and runs the same upkeep steps every time. How a job runs is the runner's
+business (runners/); the loop alone decides each item's terminal state.
+
+No step may hold a pass for long, or nothing is reaped or started meanwhile and
+the watchdog goes unpinged: bulk writes (the session ZIPs) run on the builder's
+threads, and a burst of dropped files is taken a bounded batch per pass.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import structlog
 from bgremover.backoff import is_storage_error
 from bgremover.intake.watcher import Intake
 from bgremover.models.manifest import ModelSpec
+from bgremover.outbox.builder import ZipBuilder
 from bgremover.queue.spool import Spool
 from bgremover.queue.store import Store
 from bgremover.runners import runner_class
@@ -48,6 +53,7 @@ from bgremover.supervisor.taking import Taking
 log = structlog.get_logger()
 
 RESCAN_SECONDS = 30.0  # a full inbox walk now and then catches events inotify dropped
+SLOW_STEP_SECONDS = 2.0  # a step that holds a pass this long is named in the log: no job is reaped meanwhile
 # The loop's steps, in the order each pass runs them.
 UPKEEP = (
     "reap",
@@ -90,6 +96,7 @@ class Supervisor:
         self.options = SessionOptions(settings, model)
         self.refusals = Refusals(settings, self.spool)
         self.hooks = Hooks(settings, self.spool.results)
+        self.builder = ZipBuilder(wake=lambda: self.wakeups.put("zip"))  # ZIPs written off this thread
         self.store: Store | None = None  # opened by open_folders, once the job processes could start
         self.steps: dict[str, Callable[[float], None]] = {}
 
@@ -98,7 +105,7 @@ class Supervisor:
         settings, stopping = self.settings, lambda: self.stopping
         self.store = store
         self.publisher = Publisher(settings, store, self.refusals)
-        self.sessions = Sessions(settings, store, self.spool, self.options, self.publisher, self.hooks)
+        self.sessions = Sessions(settings, store, self.spool, self.options, self.publisher, self.hooks, self.builder)
         self.moves = ItemMoves(settings, store, self.sessions)
         self.taking = Taking(settings, store, self.spool, self.intake, self.sessions, stopping)
         self.dispatch = Dispatch(
@@ -137,6 +144,7 @@ class Supervisor:
             self.drain()
         finally:
             self.intake.stop()
+            self.builder.close()  # a ZIP half-written is abandoned: its session, still processing, is built anew
             self.hooks.stop_hooks()
             self.runner.close()
             self.metrics.close(self.store)  # before the store: the textfile's last counts come from it
@@ -172,7 +180,7 @@ class Supervisor:
             if not state.due(now) and name not in UPKEEP_WITHOUT_STATE:
                 continue
             try:
-                self.steps[name](now)
+                self.run_step(name, now)
             except Exception as exc:  # the loop must outlive any one step's failure
                 if is_storage_error(exc):
                     self.refusals.state_refused(exc, now)
@@ -183,6 +191,14 @@ class Supervisor:
         self.metrics.refresh(self.store, now, self.dispatch.slots)  # at most once a second
         # Last, so a pass that wedges anywhere above stops the pings and systemd restarts us.
         self.notifier.update(self.summary)
+
+    def run_step(self, name: str, now: float) -> None:
+        """One upkeep step; one that held the pass too long says so, since the watchdog waits on every pass."""
+        started = time.monotonic()
+        self.steps[name](now)
+        took = time.monotonic() - started
+        if took >= SLOW_STEP_SECONDS:
+            log.warning("upkeep_slow", step=name, seconds=round(took, 1))
 
     def summary(self) -> str:
         """The systemd STATUS line."""

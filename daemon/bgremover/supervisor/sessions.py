@@ -6,6 +6,12 @@ originals go to the archive, and only then is it complete (PROCESSING ->
 COMPLETE) and its hook started. A ZIP or archive step that fails holds back
 only its own session, which is tried again after a growing wait and says why
 in its status JSON (`finish_error`); a full or read-only outbox holds back all.
+
+The ZIP is written by the builder (outbox/builder.py) while the loop goes on:
+here it is only decided (which members, from where) and, once written, judged.
+Items may change meanwhile (a retry marker queues a failed item again), so a
+ZIP completes its session only if it holds exactly the done items the session
+has when the build ends; otherwise it is written again.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import structlog
 from bgremover.backoff import Backoff, describe, is_storage_error
 from bgremover.formats import FORMAT_EXTENSIONS
 from bgremover.outbox import zips
+from bgremover.outbox.builder import Build, Built, ZipBuilder
 from bgremover.queue.spool import Spool, remove_empty_dirs
 from bgremover.queue.states import RETRYABLE, TERMINAL, SessionState, Status
 from bgremover.queue.store import Item, Session, Store
@@ -44,6 +51,7 @@ class Sessions:
         options: SessionOptions,
         publisher: Publisher,
         hooks: Hooks,
+        builder: ZipBuilder,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -52,6 +60,7 @@ class Sessions:
         self.publisher = publisher
         self.refusals = publisher.refusals
         self.hooks = hooks
+        self.builder = builder  # writes the ZIPs off the loop's thread
         self.unfinished: set[str] = set()  # sessions that may be ready for their ZIP
         # Each open session's last take, on the monotonic clock: an NTP step of the
         # wall clock must not make every open session look idle at once.
@@ -121,36 +130,78 @@ class Sessions:
             self.last_taken.pop(name, None)
 
     def finish_sessions(self, now: float) -> None:
+        """Conclude the ZIP builds that ended since the last pass, then start those of sessions that may be done."""
+        ended = self.builder.collect()
+        # Until each is concluded, its session may still need a ZIP: a failure below leaves it to a later pass.
+        self.unfinished.update(built.build.session for built in ended)
+        for built in ended:
+            self.conclude(built, now)
         for name in sorted(self.unfinished):
             if not self.refusals.outbox.due(now):
                 return  # the outbox refused the last write: wait before the next ZIP
+            if self.builder.building(name) or not self.builder.has_room():
+                continue  # one build per session at once; looked at again once its build has ended
             if name in self.waits and not self.waits[name].due(now):
                 continue  # this session's own last try failed: only it waits
-            self.unfinished.discard(name)  # put back if its ZIP must wait
+            self.unfinished.discard(name)  # put back when its build ends
             session = self.store.session(name)
             if session is not None and session.state is SessionState.PROCESSING:
                 try:
-                    self.complete(session, now)
+                    self.start_build(session)
                 except BaseException:
                     self.unfinished.add(name)  # tried again on a later pass
                     raise
 
-    def complete(self, session: Session, now: float) -> None:
+    def start_build(self, session: Session) -> None:
+        """Hand the session's ZIP to the builder, once every item is terminal; the loop does not wait for it."""
         items = self.store.items(session.name)
         if any(item.status not in TERMINAL for item in items):
             return
-        zip_name = f"{session.name}.zip"
+        previous = self.settings.outbox / f"{session.name}.zip"
+        members = self.members(session, items)
+        self.builder.submit(Build(session.name, previous, members, previous if previous.exists() else None))
+        log.debug("zip_build_started", session=session.name, members=len(members))
+
+    def members(self, session: Session, items: list[Item]) -> tuple[tuple[str, Path | None], ...]:
+        """The ZIP's members as the items stand now: each done item's cutout (and its mask).
+
+        A source of None: the cutout is gone from the spool, and only the last ZIP holds it.
+        """
+        ext = FORMAT_EXTENSIONS[session.format]
+        done = [item for item in items if item.status is Status.DONE]
+        members = [(item.member, existing(self.spool.result(item, ext))) for item in done]
+        if self.options.with_masks(session):
+            members += [(zips.mask_member(item.member), existing(self.spool.mask_result(item))) for item in done]
+        return tuple(members)
+
+    def conclude(self, built: Built, now: float) -> None:
+        """A build ended: the session completes only if its ZIP holds exactly the done items it has now."""
+        session = self.store.session(built.build.session)
+        if session is None or session.state is not SessionState.PROCESSING:
+            return
+        if built.error is not None:
+            self.build_failed(session, built.error, now)
+            return
+        self.refusals.outbox_accepted(now)
+        log.info("zip_written", session=session.name, seconds=round(built.seconds, 2), members=len(built.build.members))
+        items = self.store.items(session.name)
+        # A retry or a cancel marker may have changed the items while the ZIP was written: that ZIP is not
+        # the session's, and it is written again once its items are all terminal (it stays in `unfinished`).
+        if any(item.status not in TERMINAL for item in items) or self.members(session, items) != built.build.members:
+            log.info("zip_outdated", session=session.name, reason="its items changed while it was written")
+            return
         try:
-            if not self.write_zip(session, items, now):
-                self.unfinished.add(session.name)
-                return
             # Tidy up before saying "complete", so a reader who sees it finds the archive in place.
             # A crash in between is safe: the next life rewrites the ZIP from the previous one.
             self.settle(session)
         except FinishFailed as failure:
             self.finish_failed(session, failure, now)
             return
+        self.complete(session)
+
+    def complete(self, session: Session) -> None:
         self.finish_succeeded(session)
+        zip_name = f"{session.name}.zip"
         # PROCESSING -> COMPLETE: every item terminal and the ZIP current.
         self.store.set_session_state(
             session.name, {SessionState.PROCESSING}, SessionState.COMPLETE, time.time(), zip_name
@@ -160,25 +211,17 @@ class Sessions:
         self.publisher.publish(session.name)
         self.hooks.start_hook(session.name, zip_name)
 
-    def write_zip(self, session: Session, items: list[Item], now: float) -> bool:
-        """The session's ZIP, current; False when the outbox as a whole refused it (its shared wait)."""
-        ext = FORMAT_EXTENSIONS[session.format]
-        done = [item for item in items if item.status is Status.DONE]
-        members = [(item.member, existing(self.spool.result(item, ext))) for item in done]
-        if self.options.with_masks(session):
-            members += [(zips.mask_member(item.member), existing(self.spool.mask_result(item))) for item in done]
-        previous = self.settings.outbox / f"{session.name}.zip"
-        try:
-            zips.write_zip(previous, members, previous if previous.exists() else None)
-        except OSError as exc:
-            if not is_storage_error(exc):
-                raise FinishFailed("its ZIP could not be written", exc) from exc
-            self.refusals.outbox_refused(exc, now)  # a full or read-only outbox: every session waits
-            return False
-        except (ValueError, zipfile.BadZipFile) as exc:  # a previous ZIP that is not one any more
-            raise FinishFailed("its ZIP could not be written", exc) from exc
-        self.refusals.outbox_accepted(now)
-        return True
+    def build_failed(self, session: Session, exc: Exception, now: float) -> None:
+        """A full or read-only outbox holds back every session; any other failure only this one."""
+        if isinstance(exc, zips.Abandoned):
+            return  # only at stop: the next life builds it again
+        if isinstance(exc, OSError) and is_storage_error(exc):
+            self.refusals.outbox_refused(exc, now)  # the shared wait; the session stays unfinished
+            return
+        if isinstance(exc, (OSError, ValueError, zipfile.BadZipFile)):  # BadZipFile: a previous ZIP that is not one
+            self.finish_failed(session, FinishFailed("its ZIP could not be written", exc), now)
+            return
+        raise exc  # a fault of ours: the loop logs it, and the session is tried again
 
     def finish_failed(self, session: Session, failure: FinishFailed, now: float) -> None:
         """This session alone waits, ever longer, with the reason in its status JSON; others go on."""

@@ -34,6 +34,12 @@ from bgremover.supervisor.sessions import Sessions
 log = structlog.get_logger()
 
 PATH_MAX = 4096  # bytes in a whole path on Linux, its closing NUL included
+# A take costs a database commit and a folder fsync (milliseconds; far more on a NAS), so
+# thousands dropped at once would hold one pass for many seconds: no job reaped or started,
+# no watchdog ping. Each pass takes at most this many files, for at most this long; the
+# rest stay due, so the next pass follows at once, after the other steps had their turn.
+TAKES_PER_PASS = 200
+TAKE_SECONDS_PER_PASS = 0.5
 
 
 class Taking:
@@ -56,11 +62,15 @@ class Taking:
         self.stopping = stopping
 
     def take_ready_files(self, now: float) -> None:
-        ready = self.intake.ready(now)
+        ready = self.intake.ready(now, TAKES_PER_PASS)
         touched: set[str] = set()  # each session's status JSON is written once per pass, not once per file
+        until = time.monotonic() + TAKE_SECONDS_PER_PASS
         try:
             for index, path in enumerate(ready):
                 if self.stopping():
+                    return
+                if index and time.monotonic() >= until:  # at least one a pass, however slow the disk
+                    self.intake.watch_again(ready[index:])  # due at once: the next pass takes them
                     return
                 try:
                     touched.add(self.take(path))
