@@ -39,7 +39,7 @@ web: $(VENV)/.web-installed
 # Most tests wait on processes (a daemon's idle close, a job's sleep, a broker), so TEST_WORKERS pytest
 # processes share the cores, each running whole files (a file's module fixtures are built once);
 # tests/conftest.py hands out the longest tiers first. TEST_WORKERS=0 runs everything in one process.
-TEST_WORKERS ?= 3
+TEST_WORKERS ?= 4
 test: $(VENV)/.test-installed
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 

@@ -8,6 +8,7 @@ issue's 2,000 by hand; the default keeps this file near a minute and a half).
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import sqlite3
@@ -41,8 +42,11 @@ def footprint(root: Path) -> dict[str, int]:
 
 
 def count(folder: Path) -> int:
-    """Entries below `folder`, but retention's own empty .pruning folder."""
-    return sum(1 for path in folder.rglob("*") if path.name != ".pruning")
+    """Entries below `folder`, but retention's own empty .pruning folder.
+
+    Read beside a running daemon, which may remove a folder while it is walked: os.walk passes it by.
+    """
+    return sum(len([d for d in dirs if d != ".pruning"]) + len(files) for _, dirs, files in os.walk(folder))
 
 
 def history_left(footprint: dict[str, int]) -> dict[str, int]:
