@@ -31,6 +31,9 @@ READY_WITHIN_S = 5.0
 ANSWER_WITHIN_S = 1.0
 ANSWER_AT_MOST_BYTES = 1_000_000
 RSS_AT_MOST_KB = 100 * 1024
+# The whole year stays in the database, as keep_sessions_days = 0 keeps it: the largest history a daemon reads.
+# (With the default 30 days, retention would start forgetting it, and each test would see a different past.)
+KEEP_ALL = {"keep_sessions_days": 0}
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +62,7 @@ def time_to_ready(root: Path) -> float:
 
 def one_start(root: Path) -> float:
     started = time.monotonic()
-    with Daemon(root):
+    with Daemon(root, **KEEP_ALL):
         return time.monotonic() - started
 
 
@@ -81,7 +84,7 @@ def test_a_year_of_history_starts_within_seconds_and_no_slower_than_a_tenth_of_i
 def test_status_and_the_page_document_answer_quickly_and_small_beside_a_year(roots, tmp_path):
     root = roots["year"]
     settings = load_settings(root=root)
-    with Daemon(root), WebPage(root) as web:
+    with Daemon(root, **KEEP_ALL), WebPage(root) as web:
         for as_json in (False, True):
             started = time.monotonic()
             answer = frame(settings, None, as_json, None, time.time())
@@ -121,7 +124,7 @@ def command_seconds(root: Path) -> float:
 
 def test_a_new_session_completes_beside_a_year_and_the_supervisor_stays_small(roots):
     root = roots["year"]
-    with Daemon(root) as daemon:
+    with Daemon(root, **KEEP_ALL) as daemon:
         for n in range(5):
             drop(root / "inbox", f"new-shoot/photo-{n}.jpg")
         document = daemon.wait_complete("new-shoot")
