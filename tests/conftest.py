@@ -103,7 +103,7 @@ RETENTION_DEFAULT_SESSIONS = 300
 
 def pytest_addoption(parser):
     group = parser.getgroup("soak", "the crash soak (tests/soak/test_crash_soak.py)")
-    group.addoption("--soak-images", type=int, default=60, metavar="N", help="images the crash soak drops (default 60)")
+    group.addoption("--soak-images", type=int, default=40, metavar="N", help="images the crash soak drops (default 40)")
     group.addoption(
         "--soak-kills",
         type=int,
@@ -132,6 +132,6 @@ def pytest_addoption(parser):
 def pytest_configure(config):
     config.addinivalue_line(
         "markers",
-        "soak: the crash soak; part of the normal run at 60 images, and longer in `make soak` or by hand: "
+        "soak: the crash soak; part of the normal run at 40 images, and longer in `make soak` or by hand: "
         "pytest -m soak --soak-images 2000 --soak-kills 100",
     )

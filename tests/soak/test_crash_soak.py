@@ -1,6 +1,6 @@
 """Crash soak: the real daemon and model, killed at random moments, must lose and repeat nothing.
 
-With 1, 2 and 3 job slots: images (60 by default, small and each distinct: its own size, shape and noise)
+With 1, 2 and 3 job slots: images (40 by default, small and each distinct: its own size, shape and noise)
 are dropped in waves, loose and in a few folders (one with subfolders), while a
 seeded random.Random kills the daemon with SIGKILL at random moments (at least
 --soak-kills times, 6 by default) and starts it again, kills the running job
