@@ -74,21 +74,24 @@ class Recovery:
         Read from the files that are there, not from every session ever: a start-up
         costs what the spool holds, however long the history behind it.
         """
-        needed, sessions = set(), {}
+        needed, extensions = set(), {}
         for item in filter(None, (self.store.item(int(id_)) for id_ in ids if id_.isdigit())):
-            if item.session not in sessions:
-                sessions[item.session] = self.needs_results(item.session)
-            if sessions[item.session] and item.status is Status.DONE:
-                ext = FORMAT_EXTENSIONS[self.store.session(item.session).format]
+            if item.session not in extensions:
+                extensions[item.session] = self.result_extension(item.session)
+            ext = extensions[item.session]
+            if ext is not None and item.status is Status.DONE:
                 needed |= {self.spool.result(item, ext).name, self.spool.mask_result(item).name}
         return needed
 
-    def needs_results(self, name: str) -> bool:
-        """An unfinished session, or a complete one whose ZIP a retry may write again (Sessions.settle)."""
+    def result_extension(self, name: str) -> str | None:
+        """Its cutouts' extension if a ZIP may still need them: an unfinished session, or a complete
+        one a retry may write again (Sessions.settle); None if none will."""
         session = self.store.session(name)
         if session is None:
-            return False
-        return session.state is not SessionState.COMPLETE or may_rebuild(self.store.items(name))
+            return None
+        if session.state is SessionState.COMPLETE and not may_rebuild(self.store.items(name)):
+            return None
+        return FORMAT_EXTENSIONS[session.format]
 
     def sweep_results(self, running: frozenset[str] = frozenset()) -> None:
         """At start-up, before any job but the adopted: keep only the cutouts a ZIP may still need.
