@@ -104,7 +104,7 @@ class Supervisor:
         """The parts that work on the queue, each handed the parts below it (none of them knows the loop)."""
         settings, stopping = self.settings, lambda: self.stopping
         self.store = store
-        self.publisher = Publisher(settings, store, self.refusals)
+        self.publisher = Publisher(settings, store, self.refusals, self.options)
         self.sessions = Sessions(settings, store, self.spool, self.options, self.publisher, self.hooks, self.builder)
         self.moves = ItemMoves(settings, store, self.sessions)
         self.taking = Taking(settings, store, self.spool, self.intake, self.sessions, stopping)
