@@ -87,8 +87,8 @@ SUBSAMPLED_RADIUS = 2
 # keeps it as it is. The guided filter fits alpha as a linear function of
 # colour, so inside a textured subject (fur, a patterned shirt) the shades
 # that resemble the background got partial alpha: truly opaque fur came out at
-# 82–93 %. The models put only a thin rim of their edge above 250 and below
-# 255; below 250 the model itself says the pixel is mixed or unsure.
+# 82–93 %. Not every model says "sure" with 255: isnet-small gives its
+# subject 250 to 254 and hardly ever 255, so the line is drawn a little below.
 SURE_SUBJECT = 250
 
 # Where the photo is flat, the guided filter has nothing to follow and its
