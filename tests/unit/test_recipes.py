@@ -328,3 +328,104 @@ def test_the_measured_fill_is_the_binding_sides_share():
     alpha = np.zeros((100, 200), np.uint8)
     alpha[10:60, 50:130] = 255
     assert compliance.measured_fill(alpha) == 50.0
+
+
+def changed_pixels(recipe: Recipe, rgb, alpha):
+    """The pixels a shadow changes: the render with it against the same render without, and the latter."""
+    with_shadow = np.asarray(decoded(render(rgb, alpha, recipe, stem="s"))).astype(int)
+    plain = np.asarray(decoded(render(rgb, alpha, recipe.model_copy(update={"shadow": "none"}), stem="s")))
+    return np.abs(with_shadow - plain.astype(int)).max(axis=2) > 0, plain
+
+
+def opaque_subject(recipe: Recipe, rgb, alpha) -> np.ndarray:
+    """Where the subject lands fully opaque on the canvas: the alpha of the same recipe, transparent and shadowless."""
+    bare = recipe.model_copy(update={"background": "transparent", "shadow": "none", "format": "png"})
+    return np.asarray(decoded(render(rgb, alpha, bare, stem="s")))[..., 3] == 255
+
+
+@pytest.mark.parametrize("background", ["white", "transparent"])
+def test_a_contact_shadow_lies_under_the_subjects_base_and_never_touches_opaque_subject(background):
+    recipe = Recipe(
+        name="t", canvas="1000x1000", fill=80, format="png", background=background, shadow="contact", shadow_opacity=0.5
+    )
+    rgb, alpha = composite(box=(300, 200, 500, 400))  # 200 × 200 → 800 × 800 at (100, 100)
+    changed, plain = changed_pixels(recipe, rgb, alpha)
+    assert changed.sum() > 1000
+    rows, columns = np.nonzero(changed)
+    assert rows.min() >= 900 - 800 * 0.125 / 2 - 2 and rows.max() <= 900 + 800 * 0.125 / 2 + 2
+    assert columns.min() >= 100 - 2 and columns.max() <= 900 + 2
+    assert opaque_subject(recipe, rgb, alpha).sum() > 600_000
+    assert not np.any(changed & opaque_subject(recipe, rgb, alpha))
+
+
+@pytest.mark.parametrize("background", ["#ffffff", "transparent"])
+def test_a_drop_shadow_lies_behind_the_subject_moved_by_its_offset_and_never_changes_opaque_subject(background):
+    recipe = Recipe(
+        name="t",
+        canvas="1000x1000",
+        fill=80,
+        format="png",
+        background=background,
+        shadow="drop",
+        shadow_offset=(3, 4),
+        shadow_blur=1,
+    )
+    rgb, alpha = composite(box=(300, 200, 500, 400))
+    changed, plain = changed_pixels(recipe, rgb, alpha)
+    rows, columns = np.nonzero(changed)
+    blur = 3 * 8 + 2  # three blur radii (1 % of 800 px) and rounding
+    assert columns.min() >= 100 + 24 - blur and columns.max() < 900 + 24 + blur
+    assert rows.min() >= 100 + 32 - blur and rows.max() < 900 + 32 + blur
+    assert changed[905:915, 200:900].all() and changed[200:900, 905:915].all()  # below and right of the subject
+    assert not np.any(changed & opaque_subject(recipe, rgb, alpha))
+
+
+def test_presets_that_forbid_shadows_have_none():
+    for recipe in load_recipes(PRESETS):
+        if recipe.shadows_forbidden:
+            assert recipe.shadow == "none"
+    (ebay,) = load_recipes(["ebay"])
+    assert ebay.shadows_forbidden
+    rgb, alpha = composite()
+    report = render(rgb, alpha, ebay, stem="e").report
+    assert report["shadow"] == "none" and report["background_pure"] is True
+
+
+@pytest.mark.parametrize(
+    ("fields", "sentence"),
+    [
+        ('format = "webp"\nbackground = "white"\npure_background = true', "lossy WebP cannot keep every background"),
+        ('format = "webp"\ndpi = 300', "a WebP file has no resolution field"),
+        ('canvas = "4:5"', 'canvas "4:5" is an aspect ratio: set long_side too'),
+        ('canvas = "2000x2000"\nfill = 85\nmargins = [5, 5, 5, 5]', "set fill or margins, not both"),
+        ('canvas = "round"', 'bad canvas: must be "W×H"'),
+        ('align = "middle"', "bad align: must be one of center, top, bottom"),
+        ('background = "blurry"', 'bad background: must be "transparent", "blur" or a colour'),
+        ('file_name = "../{stem}.{ext}"', "must stay inside the session's folder"),
+        ('base = "nothing"', 'has base "nothing", which is not a recipe it can start from'),
+    ],
+)
+def test_each_bad_recipe_is_refused_in_one_sentence(tmp_path, fields, sentence):
+    user = tmp_path / "recipes.toml"
+    user.write_text(f"[mine]\n{fields}\n")
+    with pytest.raises(RecipeError, match=r'^recipe "mine"') as caught:
+        load_recipes(["mine"], user)
+    assert sentence in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_recipes_file_that_is_not_toml_is_refused_in_one_sentence(tmp_path):
+    user = tmp_path / "recipes.toml"
+    user.write_text("[mine\n")
+    with pytest.raises(RecipeError, match="is not valid TOML"):
+        load_recipes(["mine"], user)
+    with pytest.raises(RecipeError, match="cannot be read"):
+        load_recipes(["mine"], tmp_path / "missing.toml")
+
+
+def test_a_blurred_background_is_the_photo_out_of_focus_behind_the_subject():
+    recipe = Recipe(name="t", canvas="600x600", fill=60, format="png", background="blur")
+    rgb, alpha = composite(box=(250, 150, 550, 450))
+    rgb[:, :400][alpha[:, :400] == 0] = (20, 120, 220)  # a blue left half and a grey right half behind the subject
+    pixels = np.asarray(decoded(render(rgb, alpha, recipe, stem="b"))).astype(int)
+    assert pixels[300, 10, 2] > 150 and abs(pixels[300, 590] - 120).max() < 20  # blue left, grey right
+    assert tuple(pixels[300, 300]) == SUBJECT_COLOUR  # the subject itself, untouched

@@ -17,7 +17,7 @@ from __future__ import annotations
 import io
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageChops
 
 from bgremover.recipes import geometry
 from bgremover.recipes.declaration import Recipe
@@ -107,15 +107,16 @@ def _listed(sides) -> str:
 
 def _pure(image: Image.Image, recipe: Recipe, canvas_alpha: np.ndarray, layer) -> bool:
     """Whether every background pixel the codec can keep exact decodes to exactly the background colour."""
-    pixels = np.asarray(image.convert("RGB"))
     touched = canvas_alpha > 0
     if layer is not None:
-        piece, (x, y) = layer
-        touched[y : y + piece.shape[0], x : x + piece.shape[1]] |= piece * 255 >= 0.5
+        opacity, (x, y) = layer
+        touched[y : y + opacity.shape[0], x : x + opacity.shape[1]] |= opacity > 0
     if recipe.format == "jpeg":
         touched = _by_block(touched, JPEG_BLOCK)
-    background = ~touched
-    return bool(np.all(pixels[background] == np.array(recipe.colour_rgb, np.uint8)))
+    # Pillow does the pixel work: the difference from the colour, blacked out where the subject or shadow is.
+    difference = ImageChops.difference(image.convert("RGB"), Image.new("RGB", image.size, recipe.colour_rgb))
+    difference.paste((0, 0, 0), (0, 0, *image.size), Image.fromarray(touched.astype(np.uint8) * 255))
+    return difference.getbbox() is None
 
 
 def _by_block(touched: np.ndarray, block: int) -> np.ndarray:

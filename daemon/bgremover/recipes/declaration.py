@@ -154,6 +154,10 @@ class Recipe(BaseModel):
             raise ValueError(f"the channel forbids shadows, so shadow must be none, not {self.shadow}")
         if self.pure_background and self.colour_rgb is None:
             raise ValueError("pure_background needs a background colour")
+        if self.pure_background and self.format == "webp":
+            raise ValueError("pure_background needs jpeg or png: lossy WebP cannot keep every background pixel exact")
+        if self.dpi is not None and self.format == "webp":
+            raise ValueError("dpi needs jpeg or png: a WebP file has no resolution field")
         if self.min_quality > self.quality:
             raise ValueError(f"min_quality {self.min_quality} is above quality {self.quality}")
         return self

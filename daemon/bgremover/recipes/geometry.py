@@ -51,9 +51,9 @@ class Placement:
         return (x, y, x + (right - left) * self.scale, y + (bottom - top) * self.scale)
 
 
-def subject_box(alpha: np.ndarray) -> Box | None:
-    """The box of the pixels at least half opaque; None where there are none."""
-    solid = alpha >= SUBJECT_ALPHA
+def subject_box(alpha: np.ndarray, threshold: int = SUBJECT_ALPHA) -> Box | None:
+    """The box of the pixels at least `threshold` opaque (half, unless told); None where there are none."""
+    solid = alpha >= threshold
     rows, columns = np.flatnonzero(solid.any(axis=1)), np.flatnonzero(solid.any(axis=0))
     if rows.size == 0:
         return None

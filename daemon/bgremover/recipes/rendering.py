@@ -19,6 +19,7 @@ from PIL import Image, ImageFilter
 from bgremover.recipes import compliance, encoding, geometry, shadows
 from bgremover.recipes.declaration import Recipe, RecipeError
 
+HAZE_ALPHA = 8  # where the channel checks for a pure background, alpha under 3 % (the model's haze) is dropped
 BLUR_SHARE = 0.03  # a "blur" background's Gaussian radius: 3 % of the canvas's longer side
 BLUR_WORK_SIDE = 256  # ... applied to a copy this long, then enlarged: the same look for a fraction of the cost
 
@@ -43,16 +44,21 @@ def render(
 ) -> Rendered:
     """The file `recipe` makes of the photo `rgb` (H×W×3 uint8) cut out by `alpha` (H×W uint8)."""
     _check(rgb, alpha)
+    if recipe.pure_background:
+        alpha = np.where(alpha < HAZE_ALPHA, 0, alpha).astype(np.uint8)
     height, width = alpha.shape
     box = geometry.subject_box(alpha)
     placement = geometry.place(recipe, box or (0, 0, width, height), (width, height))
-    region, region_alpha, corner = _subject_on_canvas(rgb, alpha, placement)
-    if recipe.colour != "keep":
-        region = np.asarray(encoding.to_srgb(Image.fromarray(region), icc_profile))
+    region, corner = _subject_on_canvas(rgb, alpha, placement)
+    if region is not None and recipe.colour != "keep":
+        region = _in_srgb(region, icc_profile)
     canvas_alpha = np.zeros(placement.canvas[::-1], np.uint8)
-    _paste(canvas_alpha, region_alpha, corner)
+    if region is not None:
+        canvas_alpha[corner[1] : corner[1] + region.height, corner[0] : corner[0] + region.width] = region.getchannel(
+            "A"
+        )
     layer = shadows.shadow(recipe, canvas_alpha, placement.subject_on_canvas)
-    image = _composite(recipe, rgb, placement, (region, region_alpha, corner), layer)
+    image = _composite(recipe, rgb, placement.canvas, region, corner, layer)
     encoded = encoding.encode(image, recipe, encoding.embedded_profile(recipe, icc_profile))
     report = compliance.report(recipe, placement, canvas_alpha, layer, encoded, found=box is not None)
     return Rendered(recipe.file_name_for(stem, session, index), encoded.data, report, recipe.name)
@@ -68,12 +74,13 @@ def _check(rgb: np.ndarray, alpha: np.ndarray) -> None:
 def _subject_on_canvas(rgb: np.ndarray, alpha: np.ndarray, placement: geometry.Placement):
     """The photo's pixels that may show (alpha above 0, plus the resampler's reach), resampled onto the canvas.
 
-    Returns their RGB (h×w×3), their alpha (h×w) and the canvas position of their top-left corner.
+    Returns them as an RGBA image and the canvas position of its top-left
+    corner; None for the image when nothing of the photo lands on the canvas.
     """
     scale, (ox, oy), (left, top, _, _) = placement.scale, placement.offset, placement.box
-    shown = geometry.subject_box(np.where(alpha > 0, 255, 0).astype(np.uint8))
+    shown = geometry.subject_box(alpha, 1)
     if shown is None:
-        return np.zeros((0, 0, 3), np.uint8), np.zeros((0, 0), np.uint8), (0, 0)
+        return None, (0, 0)
     reach = math.ceil(4 / scale) + 2  # Lanczos reaches three canvas pixels
     height, width = alpha.shape
     sx0, sy0 = max(0, shown[0] - reach), max(0, shown[1] - reach)
@@ -82,64 +89,58 @@ def _subject_on_canvas(rgb: np.ndarray, alpha: np.ndarray, placement: geometry.P
     dx0, dy0 = max(0, math.ceil(ox + (sx0 - left) * scale)), max(0, math.ceil(oy + (sy0 - top) * scale))
     dx1, dy1 = min(cw, math.floor(ox + (sx1 - left) * scale)), min(ch, math.floor(oy + (sy1 - top) * scale))
     if dx0 >= dx1 or dy0 >= dy1:
-        return np.zeros((0, 0, 3), np.uint8), np.zeros((0, 0), np.uint8), (0, 0)
-    crop = Image.fromarray(np.dstack([rgb[sy0:sy1, sx0:sx1], alpha[sy0:sy1, sx0:sx1]]), "RGBA")
+        return None, (0, 0)
+    crop = Image.fromarray(rgb[sy0:sy1, sx0:sx1])
+    crop.putalpha(Image.fromarray(alpha[sy0:sy1, sx0:sx1]))
     source = (  # the canvas rectangle, mapped back into the crop's own coordinates
-        left - sx0 + (dx0 - ox) / scale,
-        top - sy0 + (dy0 - oy) / scale,
-        left - sx0 + (dx1 - ox) / scale,
-        top - sy0 + (dy1 - oy) / scale,
+        max(0.0, left - sx0 + (dx0 - ox) / scale),
+        max(0.0, top - sy0 + (dy0 - oy) / scale),
+        min(crop.width, left - sx0 + (dx1 - ox) / scale),
+        min(crop.height, top - sy0 + (dy1 - oy) / scale),
     )
-    source = (max(0.0, source[0]), max(0.0, source[1]), min(crop.width, source[2]), min(crop.height, source[3]))
     method = Image.Resampling.LANCZOS if scale < 1 else Image.Resampling.BICUBIC
-    resized = np.asarray(crop.resize((dx1 - dx0, dy1 - dy0), method, box=source))
-    return np.ascontiguousarray(resized[..., :3]), np.ascontiguousarray(resized[..., 3]), (dx0, dy0)
+    # reducing_gap: a large reduction (a thumbnail of a big photo) first halves in whole steps, as Pillow advises
+    return crop.resize((dx1 - dx0, dy1 - dy0), method, box=source, reducing_gap=3.0), (dx0, dy0)
 
 
-def _paste(target: np.ndarray, piece: np.ndarray, corner: tuple[int, int]) -> None:
-    x, y = corner
-    target[y : y + piece.shape[0], x : x + piece.shape[1]] = piece
+def _in_srgb(region: Image.Image, icc: bytes | None) -> Image.Image:
+    if encoding.is_srgb(icc):
+        return region
+    converted = encoding.to_srgb(region.convert("RGB"), icc)
+    converted.putalpha(region.getchannel("A"))
+    return converted
 
 
-def _composite(recipe: Recipe, rgb: np.ndarray, placement, subject, layer) -> Image.Image:
-    """Background, then the shadow darkening it, then the subject over both; only the touched window in float."""
-    region, region_alpha, (x, y) = subject
-    cw, ch = placement.canvas
-    transparent = recipe.background == "transparent"
-    background = _background(recipe, rgb, (cw, ch))
-    window = _union((x, y, x + region.shape[1], y + region.shape[0]), _layer_box(layer))
-    if window is None:
-        return Image.fromarray(background)
-    wl, wt, wr, wb = window
-    under = background[wt:wb, wl:wr].astype(np.float32)
-    cover = np.zeros((wb - wt, wr - wl), np.float32)  # the subject's alpha, 0..1, over the window
-    colour = np.zeros((wb - wt, wr - wl, 3), np.float32)
-    cover[y - wt : y - wt + region.shape[0], x - wl : x - wl + region.shape[1]] = region_alpha / np.float32(255)
-    colour[y - wt : y - wt + region.shape[0], x - wl : x - wl + region.shape[1]] = region
-    darkness = np.zeros_like(cover)
+def _composite(recipe: Recipe, rgb: np.ndarray, size, region, corner, layer) -> Image.Image:
+    """Background, then the shadow darkening it, then the subject over both, all by Pillow's own blending.
+
+    Pillow blends exactly at the ends: where the subject's alpha is 255 the
+    pixel is the subject's colour, where it is 0 the background's.
+    """
+    canvas = _background(recipe, rgb, size)
     if layer is not None:
-        piece, (lx, ly) = layer
-        darkness[ly - wt : ly - wt + piece.shape[0], lx - wl : lx - wl + piece.shape[1]] = piece
-    if transparent:
-        # Black shadow under the subject: alpha adds up, colour is the subject's where it has any.
-        total = cover + darkness * (1 - cover)
-        out = np.where(total[..., None] > 0, colour * (cover / np.maximum(total, 1e-6))[..., None], 0)
-        background[wt:wb, wl:wr, :3] = np.rint(out).astype(np.uint8)
-        background[wt:wb, wl:wr, 3] = np.rint(total * 255).astype(np.uint8)
+        opacity, (x, y) = layer
+        darkness = Image.fromarray(opacity)
+        if canvas.mode == "RGBA":
+            black = Image.new("L", darkness.size, 0)
+            canvas.paste(Image.merge("RGBA", (black, black, black, darkness)), (x, y))
+        else:
+            canvas.paste((0, 0, 0), (x, y, x + darkness.width, y + darkness.height), darkness)
+    if region is None:
+        return canvas
+    if canvas.mode == "RGBA":
+        canvas.alpha_composite(region, corner)
     else:
-        under *= (1 - darkness)[..., None]
-        out = under + (colour - under) * cover[..., None]
-        background[wt:wb, wl:wr] = np.rint(out).astype(np.uint8)
-    return Image.fromarray(background)
+        canvas.paste(region, corner, region)
+    return canvas
 
 
-def _background(recipe: Recipe, rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    width, height = size
+def _background(recipe: Recipe, rgb: np.ndarray, size: tuple[int, int]) -> Image.Image:
     if recipe.background == "transparent":
-        return np.zeros((height, width, 4), np.uint8)
+        return Image.new("RGBA", size, (0, 0, 0, 0))
     if recipe.background == "blur":
         return _blurred_cover(rgb, size)
-    return np.full((height, width, 3), recipe.colour_rgb, np.uint8)
+    return Image.new("RGB", size, recipe.colour_rgb)
 
 
 def _blurred_cover(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -158,18 +159,4 @@ def _blurred_cover(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     )
     shrunk = photo.resize(work, Image.Resampling.BILINEAR, box=box, reducing_gap=2.0)
     blurred = shrunk.filter(ImageFilter.GaussianBlur(BLUR_SHARE * max(work)))
-    return np.array(blurred.resize(size, Image.Resampling.BICUBIC))
-
-
-def _layer_box(layer) -> tuple[int, int, int, int] | None:
-    if layer is None:
-        return None
-    piece, (x, y) = layer
-    return (x, y, x + piece.shape[1], y + piece.shape[0])
-
-
-def _union(*boxes) -> tuple[int, int, int, int] | None:
-    boxes = [box for box in boxes if box is not None and box[0] < box[2] and box[1] < box[3]]
-    if not boxes:
-        return None
-    return (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
+    return blurred.resize(size, Image.Resampling.BICUBIC)
