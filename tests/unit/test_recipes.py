@@ -429,3 +429,48 @@ def test_a_blurred_background_is_the_photo_out_of_focus_behind_the_subject():
     pixels = np.asarray(decoded(render(rgb, alpha, recipe, stem="b"))).astype(int)
     assert pixels[300, 10, 2] > 150 and abs(pixels[300, 590] - 120).max() < 20  # blue left, grey right
     assert tuple(pixels[300, 300]) == SUBJECT_COLOUR  # the subject itself, untouched
+
+
+# ---------------------------------------------------------------- the Python API: remove(img, recipe=...)
+
+
+@pytest.fixture(scope="module")
+def session():
+    from bgremover import Session
+
+    return Session("u2netp", threads=1)
+
+
+def test_remove_with_a_preset_gives_the_channels_file(session):
+    from bgremover import remove
+
+    data = remove((PHOTOS / "coffee.jpg").read_bytes(), recipe="amazon", session=session)
+    image = Image.open(io.BytesIO(data))
+    assert (image.format, image.size) == ("JPEG", (2000, 2000))
+    assert_colour_space(image, load_recipes(["amazon"])[0])
+
+
+def test_remove_with_several_recipes_gives_each_file_with_its_report(session, tmp_path):
+    from bgremover import remove
+
+    user = tmp_path / "recipes.toml"
+    user.write_text('[shoes]\nbase = "ebay"\nalign = "bottom"\n')
+    shoes = Recipe(name="square-png", canvas="300x300", fill=90, format="png")
+    files = remove(
+        Image.open(PHOTOS / "coffee.jpg"), recipe=["thumbnail", "shoes", shoes], recipes_file=user, session=session
+    )
+    assert [one.name for one in files] == ["image_thumbnail.webp", "image_shoes.jpg", "image_square-png.png"]
+    assert [decoded(one).size for one in files] == [(400, 400), (1600, 1600), (300, 300)]
+    assert all(one.report["compliant"] for one in files), [one.report["reason"] for one in files]
+
+
+def test_remove_with_a_recipe_refuses_framing_of_its_own_and_unknown_names(session):
+    from bgremover import remove
+
+    picture = Image.open(PHOTOS / "coffee.jpg")
+    with pytest.raises(ValueError, match="a recipe sets the format, background and framing itself: leave background"):
+        remove(picture, recipe="amazon", background="white", session=session)
+    with pytest.raises(RecipeError, match='there is no recipe "amazin"'):
+        remove(picture, recipe="amazin", session=session)
+    with pytest.raises(ValueError, match="recipes_file names where recipes come from: pass recipe too"):
+        remove(picture, recipes_file="mine.toml", session=session)
