@@ -474,3 +474,15 @@ def test_remove_with_a_recipe_refuses_framing_of_its_own_and_unknown_names(sessi
         remove(picture, recipe="amazin", session=session)
     with pytest.raises(ValueError, match="recipes_file names where recipes come from: pass recipe too"):
         remove(picture, recipes_file="mine.toml", session=session)
+
+
+def test_render_many_on_threads_gives_each_recipes_file_in_order_and_a_failure_in_its_place():
+    from bgremover.recipes import render_many
+
+    rgb, alpha = composite()
+    recipes = load_recipes(["ebay", "thumbnail", "amazon"])
+    one_by_one = [render(rgb, alpha, recipe, stem="x").data for recipe in recipes]
+    on_threads = render_many(rgb, alpha, recipes, stem="x", threads=3)
+    assert [rendered.data for rendered in on_threads] == one_by_one
+    broken = render_many(rgb, alpha[:5], recipes[:2], stem="x", threads=2)
+    assert all(isinstance(result, RecipeError) for result in broken)

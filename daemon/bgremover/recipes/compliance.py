@@ -71,7 +71,7 @@ def _reason(recipe: Recipe, placement, facts: dict, found: bool) -> str | None:
     long_side = max(facts["canvas"])
     if recipe.min_long_side and long_side < recipe.min_long_side:
         return f"the long side is {long_side} px, under the {recipe.min_long_side} px the channel asks for"
-    if recipe.fill is not None and recipe.canvas != "subject" and not placement.snapped:
+    if recipe.fill is not None and recipe.canvas != "subject":
         if facts["fill"] is None or abs(facts["fill"] - recipe.fill) > FILL_TOLERANCE:
             return f"the subject fills {facts['fill']} % of the canvas, not the {recipe.fill:g} % asked for"
     if facts["background_pure"] is False:

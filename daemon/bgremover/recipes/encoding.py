@@ -71,7 +71,9 @@ def to_srgb(image: Image.Image, icc: bytes | None) -> Image.Image:
 @cache
 def _transform(icc: bytes) -> ImageCms.ImageCmsTransform:
     source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
-    return ImageCms.buildTransform(source, ImageCms.createProfile("sRGB"), "RGB", "RGB")
+    # NOCACHE: LittleCMS's one-pixel cache is written on every call, so a cached transform shared by threads
+    # rendering recipes at once would race on it.
+    return ImageCms.buildTransform(source, ImageCms.createProfile("sRGB"), "RGB", "RGB", flags=ImageCms.Flags.NOCACHE)
 
 
 def embedded_profile(recipe: Recipe, icc: bytes | None) -> bytes:

@@ -11,6 +11,8 @@ exactly; where it is 0, the background's (darkened by a shadow there), exactly.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -62,6 +64,37 @@ def render(
     encoded = encoding.encode(image, recipe, encoding.embedded_profile(recipe, icc_profile))
     report = compliance.report(recipe, placement, canvas_alpha, layer, encoded, found=box is not None)
     return Rendered(recipe.file_name_for(stem, session, index), encoded.data, report, recipe.name)
+
+
+def render_many(
+    rgb: np.ndarray,
+    alpha: np.ndarray,
+    recipes: Sequence[Recipe],
+    *,
+    icc_profile: bytes | None = None,
+    stem: str,
+    session: str = "",
+    index: int = 1,
+    threads: int = 1,
+) -> list[Rendered | Exception]:
+    """Each recipe rendered from the same photo and alpha, on up to `threads` threads; in the recipes' order.
+
+    A recipe that fails gives its exception in its place, so it costs no other
+    recipe. Threads pay because Pillow and numpy let go of the GIL while they
+    resample, blend, encode and decode: on 4 cores five presets take about as
+    long as the slowest of them.
+    """
+
+    def one(recipe: Recipe) -> Rendered | Exception:
+        try:
+            return render(rgb, alpha, recipe, icc_profile=icc_profile, stem=stem, session=session, index=index)
+        except Exception as exc:  # noqa: BLE001 - handed back in its recipe's place, for the caller to report
+            return exc
+
+    if threads <= 1 or len(recipes) <= 1:
+        return [one(recipe) for recipe in recipes]
+    with ThreadPoolExecutor(max_workers=min(threads, len(recipes)), thread_name_prefix="recipe") as pool:
+        return list(pool.map(one, recipes))
 
 
 def _check(rgb: np.ndarray, alpha: np.ndarray) -> None:
