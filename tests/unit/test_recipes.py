@@ -486,3 +486,20 @@ def test_render_many_on_threads_gives_each_recipes_file_in_order_and_a_failure_i
     assert [rendered.data for rendered in on_threads] == one_by_one
     broken = render_many(rgb, alpha[:5], recipes[:2], stem="x", threads=2)
     assert all(isinstance(result, RecipeError) for result in broken)
+
+
+def test_the_recipes_in_the_outputs_page_load_as_written(tmp_path):
+    from tests.support import docs
+
+    (example,) = [block for block in docs.code_blocks(docs.section("Your own recipes"), "toml")]
+    user = tmp_path / "recipes.toml"
+    user.write_text(example.text)
+    shoes, catalog = load_recipes(["shoes", "catalog-png"], user)
+    assert (shoes.align, shoes.background, catalog.canvas, catalog.shadow) == (
+        "bottom",
+        "#ffffff",
+        "subject",
+        "contact",
+    )
+    rgb, alpha = composite()
+    assert render(rgb, alpha, catalog, stem="a", session="s", index=2).name == "s/002-a.png"
