@@ -175,11 +175,25 @@ def test_each_preset_on_each_shipped_photo_decodes_to_its_canvas_colour_and_budg
     report = rendered.report
     if recipe.pure_background:
         assert report["background_pure"] is True
-    # coffee's cup is whole; the cat and the astronaut are cut by the photo's frame
+    width, height = image.size
+    left, top, right, bottom = report["subject_box"]
+    assert abs(report["fill"] - recipe.fill) <= 1
+    assert abs(100 * max((right - left) / width, (bottom - top) / height) - recipe.fill) <= 1
+    # coffee's cup is whole, and centred; the astronaut is cut by the left, right and bottom edges of the photo,
+    # the cat by the left, top and bottom: a side cut alone is snapped flush with the canvas, a pair stays centred
     if photo == "coffee":
-        assert report["compliant"] is True and abs(report["fill"] - recipe.fill) <= 1
+        assert report["compliant"] is True and report["snapped"] == []
+        assert abs((left + right) / 2 - width / 2) <= 1 and abs((top + bottom) / 2 - height / 2) <= 1
     else:
-        assert report["compliant"] is False and report["reason"].startswith("the subject is cut by the ")
+        assert report["compliant"] is (not recipe.whole_subject and False)
+        assert report["reason"].startswith("the subject is cut by the ")
+    if photo == "astronaut":
+        assert report["snapped"] == ["bottom"] and bottom == height
+        assert abs((left + right) / 2 - width / 2) <= 1
+    if photo == "chelsea":
+        assert report["snapped"] == ["left"] and left == 0
+        assert abs((top + bottom) / 2 - height / 2) <= 1
+    assert report["note"] is None or report["note"].startswith("the subject was enlarged")
 
 
 def test_a_subject_touching_the_photos_edge_at_85_is_reported_with_its_reason():

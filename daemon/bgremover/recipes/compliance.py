@@ -23,6 +23,7 @@ from bgremover.recipes import geometry
 from bgremover.recipes.declaration import Recipe
 
 FILL_TOLERANCE = 1.0  # percent points
+ENLARGED_NOTE = 2.0  # a subject enlarged more than this many times gets a note: the photo is short of pixels
 JPEG_BLOCK = 8
 
 
@@ -31,6 +32,7 @@ def report(recipe: Recipe, placement, canvas_alpha: np.ndarray, layer, encoded, 
         canvas = list(image.size)
         pure = _pure(image, recipe, canvas_alpha, layer) if recipe.pure_background else None
     fill = measured_fill(canvas_alpha)
+    box = geometry.subject_box(canvas_alpha)
     facts = {
         "recipe": recipe.name,
         "format": recipe.format,
@@ -38,6 +40,7 @@ def report(recipe: Recipe, placement, canvas_alpha: np.ndarray, layer, encoded, 
         "fill": fill,
         "align": recipe.align,
         "snapped": list(placement.snapped),
+        "subject_box": list(box) if box is not None else None,
         "scale": round(placement.scale, 4),
         "background_pure": pure,
         "bytes": len(encoded.data),
@@ -49,7 +52,14 @@ def report(recipe: Recipe, placement, canvas_alpha: np.ndarray, layer, encoded, 
         "shadow": recipe.shadow,
     }
     reason = _reason(recipe, placement, facts, found)
-    return {**facts, "compliant": reason is None, "reason": reason}
+    return {**facts, "compliant": reason is None, "reason": reason, "note": _note(placement)}
+
+
+def _note(placement) -> str | None:
+    """What a user should know that no channel checks: a subject blown up from too few pixels looks soft."""
+    if placement.scale > ENLARGED_NOTE:
+        return f"the subject was enlarged {placement.scale:.1f} times: the photo has fewer pixels than the canvas shows"
+    return None
 
 
 def measured_fill(canvas_alpha: np.ndarray) -> float | None:

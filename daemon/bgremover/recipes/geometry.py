@@ -38,7 +38,7 @@ Box = tuple[int, int, int, int]  # left, top, right, bottom; right and bottom ex
 class Placement:
     canvas: tuple[int, int]
     scale: float  # canvas pixels per photo pixel
-    offset: tuple[int, int]  # where the subject box's top-left corner lands on the canvas
+    offset: tuple[float, float]  # where the subject box's top-left corner lands on the canvas (sub-pixel)
     box: Box  # the subject's box in the photo
     cut: tuple[str, ...]  # the sides of the box that the photo's frame cuts
     snapped: tuple[str, ...]  # those put flush with the canvas's edge
@@ -80,7 +80,7 @@ def place(recipe: Recipe, box: Box, photo_size: tuple[int, int]) -> Placement:
         scale, x, y = _by_fill(recipe, canvas, width, height)
     snapped = tuple(side for side in cut if recipe.snap and _opposite(side) not in cut)
     x, y = _snap(snapped, canvas, width * scale, height * scale, x, y)
-    return Placement(canvas, scale, (round(x), round(y)), box, cut, snapped)
+    return Placement(canvas, scale, (x, y), box, cut, snapped)
 
 
 def canvas_size(recipe: Recipe) -> tuple[int, int]:
@@ -158,4 +158,4 @@ def _around_subject(recipe: Recipe, box: Box, cut: tuple[str, ...]) -> Placement
     span = (width + left + right, height + top + bottom)
     scale = recipe.long_side / max(span) if recipe.long_side else 1.0
     canvas = (max(1, math.floor(span[0] * scale + 0.5)), max(1, math.floor(span[1] * scale + 0.5)))
-    return Placement(canvas, scale, (round(left * scale), round(top * scale)), box, cut, snapped)
+    return Placement(canvas, scale, (left * scale, top * scale), box, cut, snapped)

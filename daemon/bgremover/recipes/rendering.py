@@ -22,6 +22,7 @@ from bgremover.recipes import compliance, encoding, geometry, shadows
 from bgremover.recipes.declaration import Recipe, RecipeError
 
 HAZE_ALPHA = 8  # where the channel checks for a pure background, alpha under 3 % (the model's haze) is dropped
+EDGE = 1e-6  # canvas pixels
 BLUR_SHARE = 0.03  # a "blur" background's Gaussian radius: 3 % of the canvas's longer side
 BLUR_WORK_SIDE = 256  # ... applied to a copy this long, then enlarged: the same look for a fraction of the cost
 
@@ -52,6 +53,8 @@ def render(
     box = geometry.subject_box(alpha)
     placement = geometry.place(recipe, box or (0, 0, width, height), (width, height))
     region, corner = _subject_on_canvas(rgb, alpha, placement)
+    if region is not None and box is not None:
+        region, corner = _aligned(region, corner, placement, recipe.align)
     if region is not None and recipe.colour != "keep":
         region = _in_srgb(region, icc_profile)
     canvas_alpha = np.zeros(placement.canvas[::-1], np.uint8)
@@ -119,8 +122,11 @@ def _subject_on_canvas(rgb: np.ndarray, alpha: np.ndarray, placement: geometry.P
     sx0, sy0 = max(0, shown[0] - reach), max(0, shown[1] - reach)
     sx1, sy1 = min(width, shown[2] + reach), min(height, shown[3] + reach)
     cw, ch = placement.canvas
-    dx0, dy0 = max(0, math.ceil(ox + (sx0 - left) * scale)), max(0, math.ceil(oy + (sy0 - top) * scale))
-    dx1, dy1 = min(cw, math.floor(ox + (sx1 - left) * scale)), min(ch, math.floor(oy + (sy1 - top) * scale))
+    # The canvas pixels the crop covers whole; EDGE forgives float error, so a side snapped to the canvas's
+    # edge reaches its last pixel.
+    dx0, dy0 = max(0, math.ceil(ox + (sx0 - left) * scale - EDGE)), max(0, math.ceil(oy + (sy0 - top) * scale - EDGE))
+    dx1 = min(cw, math.floor(ox + (sx1 - left) * scale + EDGE))
+    dy1 = min(ch, math.floor(oy + (sy1 - top) * scale + EDGE))
     if dx0 >= dx1 or dy0 >= dy1:
         return None, (0, 0)
     crop = Image.fromarray(rgb[sy0:sy1, sx0:sx1])
@@ -134,6 +140,38 @@ def _subject_on_canvas(rgb: np.ndarray, alpha: np.ndarray, placement: geometry.P
     method = Image.Resampling.LANCZOS if scale < 1 else Image.Resampling.BICUBIC
     # reducing_gap: a large reduction (a thumbnail of a big photo) first halves in whole steps, as Pillow advises
     return crop.resize((dx1 - dx0, dy1 - dy0), method, box=source, reducing_gap=3.0), (dx0, dy0)
+
+
+def _aligned(region: Image.Image, corner: tuple[int, int], placement, align: str):
+    """The region moved by whole pixels so that its subject, as it landed, sits where the placement meant.
+
+    The subject's box is found in the photo to the pixel; enlarged six times, a
+    pixel is six on the canvas, and the half-opaque edge may land anywhere in
+    it. Measured again on the canvas, the error is taken out, on each axis not
+    snapped to an edge: the centre for a centred subject, else the anchored edge.
+    """
+    landed = geometry.subject_box(np.asarray(region.getchannel("A")))
+    if landed is None:
+        return region, corner
+    meant = placement.subject_on_canvas
+    landed = (landed[0] + corner[0], landed[1] + corner[1], landed[2] + corner[0], landed[3] + corner[1])
+    snapped = placement.snapped
+    dx = 0 if {"left", "right"} & set(snapped) else _error(geometry.horizontal(align), meant[0::2], landed[0::2])
+    dy = 0 if {"top", "bottom"} & set(snapped) else _error(geometry.vertical(align), meant[1::2], landed[1::2])
+    if dx == 0 and dy == 0:
+        return region, corner
+    x, y = corner[0] + dx, corner[1] + dy
+    width, height = placement.canvas
+    keep = (max(0, -x), max(0, -y), min(region.width, width - x), min(region.height, height - y))
+    return region.crop(keep), (x + keep[0], y + keep[1])
+
+
+def _error(where: str, meant: tuple[float, float], landed: tuple[int, int]) -> int:
+    if where in ("left", "top"):
+        return round(meant[0] - landed[0])
+    if where in ("right", "bottom"):
+        return round(meant[1] - landed[1])
+    return round((meant[0] + meant[1] - landed[0] - landed[1]) / 2)
 
 
 def _in_srgb(region: Image.Image, icc: bytes | None) -> Image.Image:
