@@ -121,19 +121,22 @@ def _pure(image: Image.Image, recipe: Recipe, canvas_alpha: np.ndarray, layer) -
     if layer is not None:
         opacity, (x, y) = layer
         touched[y : y + opacity.shape[0], x : x + opacity.shape[1]] |= opacity > 0
+    # Pillow does the pixel work: each channel's difference from the colour, the largest of the three.
+    red, green, blue = ImageChops.difference(
+        image.convert("RGB"), Image.new("RGB", image.size, recipe.colour_rgb)
+    ).split()
+    off = np.asarray(ImageChops.lighter(ImageChops.lighter(red, green), blue)) > 0
     if recipe.format == "jpeg":
-        touched = _by_block(touched, JPEG_BLOCK)
-    # Pillow does the pixel work: the difference from the colour, blacked out where the subject or shadow is.
-    difference = ImageChops.difference(image.convert("RGB"), Image.new("RGB", image.size, recipe.colour_rgb))
-    difference.paste((0, 0, 0), (0, 0, *image.size), Image.fromarray(touched.astype(np.uint8) * 255))
-    return difference.getbbox() is None
+        return not np.any(_by_block(off, JPEG_BLOCK) & ~_by_block(touched, JPEG_BLOCK))
+    return not np.any(off & ~touched)
 
 
-def _by_block(touched: np.ndarray, block: int) -> np.ndarray:
-    """`touched` widened to every pixel of each block (on the codec's grid) that holds a touched pixel."""
-    height, width = touched.shape
+def _by_block(mask: np.ndarray, block: int) -> np.ndarray:
+    """One value a block of the codec's grid: whether any pixel of it is set."""
+    height, width = mask.shape
     rows, columns = -(-height // block), -(-width // block)
-    padded = np.zeros((rows * block, columns * block), bool)
-    padded[:height, :width] = touched
-    blocks = padded.reshape(rows, block, columns, block).any(axis=(1, 3))
-    return np.repeat(np.repeat(blocks, block, axis=0), block, axis=1)[:height, :width]
+    if (rows * block, columns * block) != mask.shape:
+        padded = np.zeros((rows * block, columns * block), bool)
+        padded[:height, :width] = mask
+        mask = padded
+    return mask.reshape(rows, block, columns, block).any(axis=(1, 3))

@@ -44,6 +44,7 @@ class Recipe(BaseModel):
     name: str
     source: str = ""  # where the rule comes from: the channel's published guidance, or the user's own
     format: Literal["jpeg", "png", "webp"] = "png"
+    formats_allowed: tuple[Literal["jpeg", "png", "webp"], ...] | None = None  # what the channel takes, if it says
     quality: int = Field(90, ge=1, le=100)
     background: str = "transparent"  # "transparent", "blur" (the photo blurred), or a colour
     canvas: str = "subject"  # "W×H", "A:B" with long_side, or "subject" (the subject's box plus margins)
@@ -140,6 +141,9 @@ class Recipe(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> Recipe:
+        if self.formats_allowed is not None and self.format not in self.formats_allowed:
+            taken = " or ".join(self.formats_allowed)
+            raise ValueError(f"the channel takes only {taken}, so format cannot be {self.format}")
         if self.format == "jpeg" and self.background == "transparent":
             raise ValueError('format "jpeg" cannot keep transparency: set background to a colour, e.g. "white"')
         if self.fill is not None and self.margins is not None:
