@@ -212,7 +212,7 @@ def _no_framing_beside_a_recipe(output: str, background: str, crop: str, fmt: st
 
 def _rendered(kind: str, data, recipe, recipes_file, options: matting.Options, session: Session):
     """Each recipe rendered from the one cutout: bytes for one recipe, a list of Rendered for a list."""
-    from bgremover.recipes import Recipe, load_recipes, render
+    from bgremover.recipes import Recipe, load_recipes, render_many
 
     several = isinstance(recipe, (list, tuple))
     wanted = list(recipe) if several else [recipe]
@@ -224,7 +224,10 @@ def _rendered(kind: str, data, recipe, recipes_file, options: matting.Options, s
     decoded = _decoded(kind, data, options)
     rgba = np.asarray(matting.matte(decoded.image, session.inference, session.spec, options).convert("RGBA"))
     rgb, alpha = np.ascontiguousarray(rgba[..., :3]), np.ascontiguousarray(rgba[..., 3])
-    files = [render(rgb, alpha, one, icc_profile=decoded.icc, stem="image", index=1) for one in recipes]
+    files = render_many(rgb, alpha, recipes, icc_profile=decoded.icc, stem="image", threads=options.threads)
+    failure = next((one for one in files if isinstance(one, Exception)), None)
+    if failure is not None:
+        raise failure
     return files if several else files[0].data
 
 

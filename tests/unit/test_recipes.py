@@ -518,3 +518,10 @@ def test_the_recipes_in_the_outputs_page_load_as_written(tmp_path):
     )
     rgb, alpha = composite()
     assert render(rgb, alpha, catalog, stem="a", session="s", index=2).name == "s/002-a.png"
+
+
+def test_a_recipe_made_in_python_is_checked_by_the_same_rules():
+    with pytest.raises(RecipeError, match=r'^recipe "mine" has a bad quality: .*less than or equal to 100$'):
+        Recipe(name="mine", quality=120)
+    with pytest.raises(RecipeError, match=r'^recipe "mine": set fill or margins, not both$'):
+        Recipe(name="mine", canvas="100x100", fill=80, margins=(1, 1, 1, 1))

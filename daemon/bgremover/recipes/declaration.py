@@ -68,6 +68,13 @@ class Recipe(BaseModel):
     shadows_forbidden: bool = False  # the channel's rule forbids shadows: a shadow is refused
     file_name: str = "{stem}_{recipe}.{ext}"
 
+    def __init__(self, **fields) -> None:
+        """A recipe from its fields; a bad one raises RecipeError, one sentence naming the recipe and the field."""
+        try:
+            super().__init__(**fields)
+        except ValidationError as exc:
+            raise RecipeError(_sentence(str(fields.get("name", "?")), exc)) from None
+
     @property
     def extension(self) -> str:
         return EXTENSIONS[self.format]
@@ -199,10 +206,7 @@ def recipe_from(name: str, tables: dict[str, dict], seen: tuple[str, ...] = ()) 
         if base not in tables or base in seen or base == name:
             raise RecipeError(f'recipe "{name}" has base "{base}", which is not a recipe it can start from')
         table = {**recipe_from(base, tables, (*seen, name)).model_dump(exclude={"name"}), **table}
-    try:
-        return Recipe(name=name, **table)
-    except ValidationError as exc:
-        raise RecipeError(_sentence(name, exc)) from None
+    return Recipe(name=name, **table)
 
 
 def _sentence(name: str, exc: ValidationError) -> str:
