@@ -74,7 +74,7 @@ def measured_fill(canvas_alpha: np.ndarray) -> float | None:
 def _reason(recipe: Recipe, placement, facts: dict, found: bool) -> str | None:
     """The first rule the file breaks, as one sentence; None when it keeps them all."""
     if not found:
-        return "no subject was found in the photo, so the whole photo was placed"
+        return "no subject was found in the photo, so the file shows only the background"
     cut_reason = _cut_reason(recipe, placement)
     if cut_reason:
         return cut_reason

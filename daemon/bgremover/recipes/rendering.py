@@ -57,11 +57,7 @@ def render(
         region, corner = _aligned(region, corner, placement, recipe.align)
     if region is not None and recipe.colour != "keep":
         region = _in_srgb(region, icc_profile)
-    canvas_alpha = np.zeros(placement.canvas[::-1], np.uint8)
-    if region is not None:
-        canvas_alpha[corner[1] : corner[1] + region.height, corner[0] : corner[0] + region.width] = region.getchannel(
-            "A"
-        )
+    canvas_alpha = _alpha_on_canvas(placement.canvas, region, corner)
     layer = shadows.shadow(recipe, canvas_alpha, placement.subject_on_canvas)
     image = _composite(recipe, rgb, placement.canvas, region, corner, layer)
     encoded = encoding.encode(image, recipe, encoding.embedded_profile(recipe, icc_profile))
@@ -172,6 +168,15 @@ def _error(where: str, meant: tuple[float, float], landed: tuple[int, int]) -> i
     if where in ("right", "bottom"):
         return round(meant[1] - landed[1])
     return round((meant[0] + meant[1] - landed[0] - landed[1]) / 2)
+
+
+def _alpha_on_canvas(size: tuple[int, int], region: Image.Image | None, corner: tuple[int, int]) -> np.ndarray:
+    """The subject's alpha over the whole canvas: what the shadow is drawn from and the report measures."""
+    alpha = np.zeros(size[::-1], np.uint8)
+    if region is not None:
+        x, y = corner
+        alpha[y : y + region.height, x : x + region.width] = region.getchannel("A")
+    return alpha
 
 
 def _in_srgb(region: Image.Image, icc: bytes | None) -> Image.Image:
