@@ -21,7 +21,9 @@ from PIL import Image, ImageFilter
 from bgremover.recipes import compliance, encoding, geometry, shadows
 from bgremover.recipes.declaration import Recipe, RecipeError
 
-HAZE_ALPHA = 8  # where the channel checks for a pure background, alpha under 3 % (the model's haze) is dropped
+# On a background, alpha under 3 % (the model's faint haze over the old background) is dropped: it would tint a
+# white canvas with the old wall's grey and spread the subject's region over the whole photo.
+HAZE_ALPHA = 8
 EDGE = 1e-6  # canvas pixels
 BLUR_SHARE = 0.03  # a "blur" background's Gaussian radius: 3 % of the canvas's longer side
 BLUR_WORK_SIDE = 256  # ... applied to a copy this long, then enlarged: the same look for a fraction of the cost
@@ -47,7 +49,7 @@ def render(
 ) -> Rendered:
     """The file `recipe` makes of the photo `rgb` (H×W×3 uint8) cut out by `alpha` (H×W uint8)."""
     _check(rgb, alpha)
-    if recipe.pure_background:
+    if recipe.background != "transparent":
         alpha = np.where(alpha < HAZE_ALPHA, 0, alpha).astype(np.uint8)
     height, width = alpha.shape
     box = geometry.subject_box(alpha)
