@@ -177,22 +177,26 @@ def test_each_preset_on_each_shipped_photo_decodes_to_its_canvas_colour_and_budg
         assert report["background_pure"] is True
     width, height = image.size
     left, top, right, bottom = report["subject_box"]
-    assert abs(report["fill"] - recipe.fill) <= 1
-    assert abs(100 * max((right - left) / width, (bottom - top) / height) - recipe.fill) <= 1
-    # coffee's cup is whole, and centred; the astronaut is cut by the left, right and bottom edges of the photo,
-    # the cat by the left, top and bottom: a side cut alone is snapped flush with the canvas, a pair stays centred
-    if photo == "coffee":
-        assert report["compliant"] is True and report["snapped"] == []
-        assert abs((left + right) / 2 - width / 2) <= 1 and abs((top + bottom) / 2 - height / 2) <= 1
-    else:
-        assert report["compliant"] is False
-        assert report["reason"].startswith("the subject is cut by the ")
-    if photo == "astronaut":
-        assert report["snapped"] == ["bottom"] and bottom == height
+    snapped = set(report["snapped"])
+    spans = {"left", "right"} <= snapped or {"top", "bottom"} <= snapped
+    if not spans:  # a subject cut on both sides of an axis spans it: the snap, not the fill, sets its size
+        assert abs(report["fill"] - recipe.fill) <= 1
+        assert abs(100 * max((right - left) / width, (bottom - top) / height) - recipe.fill) <= 1
+    flush = {"left": left == 0, "top": top == 0, "right": right == width, "bottom": bottom == height}
+    assert all(flush[side] for side in snapped), (snapped, report["subject_box"])
+    if not {"left", "right"} & snapped:
         assert abs((left + right) / 2 - width / 2) <= 1
-    if photo == "chelsea":
-        assert report["snapped"] == ["left"] and left == 0
+    if not {"top", "bottom"} & snapped:
         assert abs((top + bottom) / 2 - height / 2) <= 1
+    # coffee's cup is whole; the astronaut is cut by the left, right and bottom edges of the photo, the cat by
+    # the left, top and bottom: every preset but the thumbnail wants the whole product
+    if photo == "coffee":
+        assert report["compliant"] is True and not snapped
+    elif recipe.whole_subject:
+        assert report["compliant"] is False and report["reason"].startswith("the subject is cut by the ")
+    if photo == "astronaut":  # spans the width where its height still fits: not on Etsy's landscape canvas
+        assert snapped == ({"left", "right", "bottom"} if width <= height else {"bottom"})
+        assert report["compliant"] is not recipe.whole_subject
     assert report["note"] is None or report["note"].startswith("the subject was enlarged")
 
 
@@ -525,3 +529,22 @@ def test_a_recipe_made_in_python_is_checked_by_the_same_rules():
         Recipe(name="mine", quality=120)
     with pytest.raises(RecipeError, match=r'^recipe "mine": set fill or margins, not both$'):
         Recipe(name="mine", canvas="100x100", fill=80, margins=(1, 1, 1, 1))
+
+
+def test_a_subject_cut_on_both_sides_spans_the_canvas_from_edge_to_edge_where_it_fits():
+    recipe = Recipe(name="t", canvas="1000x1000", fill=80, background="white", format="png")
+    rgb, alpha = composite(box=(0, 200, 800, 500))  # cut by the left and right edges: 800 × 300
+    rendered = render(rgb, alpha, recipe, stem="wide")
+    left, top, right, bottom = canvas_box(decoded(rendered))
+    assert (left, right) == (0, 1000) and abs(bottom - top - 375) <= 1 and abs((top + bottom) / 2 - 500) <= 1
+    assert rendered.report["snapped"] == ["left", "right"] and rendered.report["compliant"] is True
+    low = Recipe(name="t", canvas="1000x300", fill=80, background="white", format="png")
+    report = render(rgb, alpha, low, stem="wide").report  # 1000 wide would be 375 tall: more than the canvas
+    assert report["snapped"] == [] and report["compliant"] is False
+    assert (
+        report["reason"]
+        == "the subject is cut by the left and right edges of the photo, so 80 % fill cannot be centred"
+    )
+    narrow = Recipe(name="t", canvas="400x1000", fill=80, background="white", format="png")
+    report = render(rgb, alpha, narrow, stem="wide").report
+    assert report["snapped"] == ["left", "right"]

@@ -81,7 +81,7 @@ def _reason(recipe: Recipe, placement, facts: dict, found: bool) -> str | None:
     long_side = max(facts["canvas"])
     if recipe.min_long_side and long_side < recipe.min_long_side:
         return f"the long side is {long_side} px, under the {recipe.min_long_side} px the channel asks for"
-    if recipe.fill is not None and recipe.canvas != "subject":
+    if recipe.fill is not None and recipe.canvas != "subject" and not _spans(placement.snapped):
         if facts["fill"] is None or abs(facts["fill"] - recipe.fill) > FILL_TOLERANCE:
             return f"the subject fills {facts['fill']} % of the canvas, not the {recipe.fill:g} % asked for"
     if facts["background_pure"] is False:
@@ -92,6 +92,11 @@ def _reason(recipe: Recipe, placement, facts: dict, found: bool) -> str | None:
             f"over its budget of {recipe.byte_budget:,} bytes"
         )
     return None
+
+
+def _spans(snapped) -> bool:
+    """Whether the snap made the subject span an axis, which then decides its size rather than the fill."""
+    return {"left", "right"} <= set(snapped) or {"top", "bottom"} <= set(snapped)
 
 
 def _cut_reason(recipe: Recipe, placement) -> str | None:
