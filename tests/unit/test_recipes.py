@@ -417,6 +417,7 @@ def test_presets_that_forbid_shadows_have_none():
         ('canvas = "4:5"', 'canvas "4:5" is an aspect ratio: set long_side too'),
         ('canvas = "2000x2000"\nfill = 85\nmargins = [5, 5, 5, 5]', "set fill or margins, not both"),
         ('canvas = "round"', 'bad canvas: must be "W×H"'),
+        ('canvas = "90000x100"', "bad canvas: each side must be 1 to 20000 px"),
         ('align = "middle"', "bad align: must be one of center, top, bottom"),
         ('background = "blurry"', 'bad background: must be "transparent", "blur" or a colour'),
         ('file_name = "../{stem}.{ext}"', "must stay inside the session's folder"),
@@ -548,3 +549,11 @@ def test_a_subject_cut_on_both_sides_spans_the_canvas_from_edge_to_edge_where_it
     narrow = Recipe(name="t", canvas="400x1000", fill=80, background="white", format="png")
     report = render(rgb, alpha, narrow, stem="wide").report
     assert report["snapped"] == ["left", "right"]
+
+
+def test_a_users_table_named_as_a_preset_replaces_it(tmp_path):
+    user = tmp_path / "recipes.toml"
+    user.write_text('[thumbnail]\nformat = "png"\ncanvas = "200x200"\nfill = 90\nbackground = "white"\n')
+    (mine,) = load_recipes(["thumbnail"], user)
+    (shipped,) = load_recipes(["thumbnail"])
+    assert (mine.format, mine.canvas) == ("png", "200x200") and (shipped.format, shipped.canvas) == ("webp", "400x400")

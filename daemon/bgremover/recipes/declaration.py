@@ -28,6 +28,7 @@ FORMATS = ("jpeg", "png", "webp")
 EXTENSIONS = {"jpeg": "jpg", "png": "png", "webp": "webp"}
 ALIGNS = ("center", "top", "bottom", "left", "right", "top-left", "top-right", "bottom-left", "bottom-right")
 TEMPLATE_FIELDS = ("stem", "recipe", "ext", "session", "index")
+MAX_SIDE = 20000  # px: a canvas of 20000² is already 1.2 GB of RGB
 SIZE = re.compile(r"^\s*(\d+)\s*[x×]\s*(\d+)\s*$")
 ASPECT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*:\s*(\d+(?:\.\d+)?)\s*$")
 
@@ -48,8 +49,8 @@ class Recipe(BaseModel):
     quality: int = Field(90, ge=1, le=100)
     background: str = "transparent"  # "transparent", "blur" (the photo blurred), or a colour
     canvas: str = "subject"  # "W×H", "A:B" with long_side, or "subject" (the subject's box plus margins)
-    long_side: int | None = Field(None, ge=16, le=20000)
-    min_long_side: int | None = Field(None, ge=1, le=20000)  # the channel's minimum, checked in the report
+    long_side: int | None = Field(None, ge=16, le=MAX_SIDE)
+    min_long_side: int | None = Field(None, ge=1, le=MAX_SIDE)  # the channel's minimum, checked in the report
     fill: float | None = Field(None, gt=0, le=100)  # percent of the canvas side the subject binds on
     margins: tuple[float, float, float, float] | None = None  # top, right, bottom, left, percent
     align: str = "center"
@@ -113,8 +114,12 @@ class Recipe(BaseModel):
     @classmethod
     def _a_canvas(cls, value: str) -> str:
         value = value.strip().lower()
-        if value == "subject" or SIZE.match(value) or ASPECT.match(value):
-            return value.replace("×", "x").replace(" ", "")
+        if size := SIZE.match(value):
+            if not all(1 <= int(side) <= MAX_SIDE for side in size.groups()):
+                raise ValueError(f"each side must be 1 to {MAX_SIDE} px")
+            return f"{int(size[1])}x{int(size[2])}"
+        if value == "subject" or ASPECT.match(value):
+            return value.replace(" ", "")
         raise ValueError('must be "W×H" (e.g. "2000x2000"), an aspect "A:B" (e.g. "4:5") with long_side, or "subject"')
 
     @field_validator("align")
