@@ -3,9 +3,10 @@
 Everything is numpy and Pillow on the part of the canvas the subject covers:
 the subject's region of the photo is resampled once onto the canvas (Pillow
 premultiplies the alpha while it resamples, so no old background bleeds in),
-its colours converted once, and composited over the background and the shadow
-in float32. Where the alpha is 255 the result is the subject's own colour,
-exactly; where it is 0, the background's (darkened by a shadow there), exactly.
+moved by whole pixels onto its mark, its colours converted once, and laid
+over the background and the shadow by Pillow's own blending. Where the alpha is
+255 the result is the subject's own colour, exactly; where it is 0, the
+background's (darkened by a shadow there), exactly.
 """
 
 from __future__ import annotations
