@@ -9,6 +9,7 @@ exact answers. The shipped photos are cut by their reference alphas
 from __future__ import annotations
 
 import io
+import json
 
 import numpy as np
 import pytest
@@ -119,6 +120,7 @@ def test_each_preset_on_a_composite_has_its_exact_canvas_fill_centre_background_
     assert abs(fill - recipe.fill) <= 1 and abs(rendered.report["fill"] - recipe.fill) <= 1
     assert abs((left + right) / 2 - width / 2) <= 1 and abs((top + bottom) / 2 - height / 2) <= 1
     assert rendered.report["compliant"] is True and rendered.report["reason"] is None
+    assert json.loads(json.dumps(rendered.report)) == rendered.report
     assert_background_pure(image, recipe, rendered)
     assert_colour_space(image, recipe)
     assert_budget(rendered, recipe)
