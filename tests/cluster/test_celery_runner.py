@@ -16,6 +16,7 @@ import sys
 import pytest
 
 from bgremover.runners.celery.app import TASK_NAME, make_app
+from bgremover.runners.celery.marks import QUEUE_KEY
 from bgremover.settings import load_settings
 from tests.conftest import REPO
 from tests.support.cluster import (
@@ -65,8 +66,8 @@ def test_the_message_carries_ids_and_spool_names_never_the_users_file_name(tmp_p
     client = broker.client()
     with celery_daemon(root, broker.url, job_slots=1) as daemon:
         drop(root / "inbox", "secret shoot/Client Name — private.jpg", "ok")  # no worker yet: the task waits
-        wait_for(lambda: client.llen("bgremover"), what="the task on the broker's queue")
-        envelope = json.loads(client.lindex("bgremover", 0))
+        wait_for(lambda: client.llen(QUEUE_KEY), what="the task on the broker's queue")
+        envelope = json.loads(client.lindex(QUEUE_KEY, 0))
         assert envelope["headers"]["id"] == "bgremover-1-1"  # the item's id and attempt
         body = base64.b64decode(envelope["body"]).decode()
         assert "Client Name" not in body and "secret shoot" not in body
@@ -228,9 +229,9 @@ def test_a_restarted_supervisor_sends_a_task_the_broker_lost_again_under_the_sam
     daemon = celery_daemon(root, broker.url, job_slots=1)
     with daemon:
         drop(root / "inbox", "wait/a.jpg", "ok")
-        wait_for(lambda: client.llen("bgremover"), what="the task on the broker's queue")
+        wait_for(lambda: client.llen(QUEUE_KEY), what="the task on the broker's queue")
         daemon.kill()
-        client.delete("bgremover")  # what a broker restarted without its data holds of it: nothing
+        client.delete(QUEUE_KEY)  # what a broker restarted without its data holds of it: nothing
         daemon.start()
         resent = wait_for(lambda: daemon.events("task_resent"), timeout=60, what="the task sent again")
         with Worker(root, broker.url, "w1") as worker:
@@ -246,11 +247,11 @@ def test_a_second_delivery_of_a_running_task_is_refused_by_the_other_worker(tmp_
     client = broker.client()
     with celery_daemon(root, broker.url, job_slots=1) as daemon:
         drop(root / "inbox", "twice/a.jpg", "sleep 4")
-        wait_for(lambda: client.llen("bgremover"), what="the task on the broker's queue")
-        envelope = client.lindex("bgremover", 0)
+        wait_for(lambda: client.llen(QUEUE_KEY), what="the task on the broker's queue")
+        envelope = client.lindex(QUEUE_KEY, 0)
         with Worker(root, broker.url, "w1") as first:
             wait_for(lambda: worker_events(first, "task_started"), what="the job running on w1")
-            client.lpush("bgremover", envelope)  # delivered again, as Redis does past the visibility timeout
+            client.lpush(QUEUE_KEY, envelope)  # delivered again, as Redis does past the visibility timeout
             with Worker(root, broker.url, "w2") as second:
                 refused = wait_for(lambda: worker_events(second, "task_refused"), what="w2 to refuse it")
                 status = daemon.wait_complete("twice", timeout=120)
@@ -448,7 +449,7 @@ def test_a_new_root_on_the_same_broker_is_not_refused_for_the_old_roots_task_ids
             drop(old / "inbox", "first/a.jpg", "ok")
             daemon.wait_complete("first", timeout=120)
         drop(old / "inbox", "left/b.jpg", "ok")
-        wait_for(lambda: broker.client().llen("bgremover"), what="its task waiting in the broker")
+        wait_for(lambda: broker.client().llen(QUEUE_KEY), what="its task waiting in the broker")
         daemon.kill()  # gone with its root, the task still waiting
     assert broker.client().exists("bgremover:concluded:bgremover-1-1")
     with celery_daemon(new, broker.url, job_slots=1) as daemon, Worker(new, broker.url, "w1") as worker:

@@ -15,6 +15,11 @@
   supervisor's version and model, which a worker must match before it takes work;
 - each worker's heartbeat, with its slots, version and what keeps it from
   taking work (if anything), for `bgremover status` and the `auto` job slots.
+
+Every key is under PREFIX, Celery's and kombu's too (app.py sets it as their
+global key prefix), and the database is bgremover's alone: a start refuses one
+that holds any other key (`foreign_keys`), since another app's Celery shares
+kombu's key names and the two would clear and redeliver each other's tasks.
 """
 
 from __future__ import annotations
@@ -25,8 +30,38 @@ import time
 import redis
 
 PREFIX = "bgremover:"
+QUEUE = "jobs"  # the Celery queue of the tasks; its list in Redis is PREFIX + QUEUE
+QUEUE_KEY = f"{PREFIX}{QUEUE}"
+UNACKED_KEYS = (f"{PREFIX}unacked", f"{PREFIX}unacked_index")  # kombu's delivered, not yet acknowledged messages
+ANSWER_PREFIX = f"{PREFIX}celery-task-meta-"  # Celery's stored answers, one key a task
 MARK_SECONDS = 7 * 24 * 3600  # as long as Celery keeps a result
 HEARTBEAT_SECONDS = 30  # a worker not heard of for this long is no longer listed
+SHOWN_FOREIGN_KEYS = 3  # named in the refusal of a database another app uses
+SCAN_STEP = 20_000  # keys a call of FOREIGN_KEYS_SCRIPT looks at: each holds Redis for some 0.1 s at most
+# One step of SCAN inside Redis: the next cursor, how many keys lack the prefix, and up to 100 of them.
+FOREIGN_KEYS_SCRIPT = """
+local reply = redis.call('SCAN', ARGV[1], 'COUNT', ARGV[2])
+local prefix, found, sample = ARGV[3], 0, {}
+for _, key in ipairs(reply[2]) do
+  if string.sub(key, 1, #prefix) ~= prefix then
+    found = found + 1
+    if #sample < 100 then sample[#sample + 1] = key end
+  end
+end
+return {reply[1], found, sample}
+"""
+
+
+def shared_database(count: int, names: list[str], shown_url: str) -> str | None:
+    """The one line that refuses a broker database holding keys not bgremover's; None for one of its own."""
+    if not count:
+        return None
+    listed = ", ".join([*names, "..."] if count > len(names) else names)
+    return (
+        f"the broker's database {shown_url} holds {count} key{'' if count == 1 else 's'} that are not bgremover's "
+        f"({listed}): another application uses it. Give bgremover a Redis database of its own "
+        "(another number at the end of broker_url)"
+    )
 
 
 class Marks:
@@ -81,20 +116,20 @@ class Marks:
         """Whether a worker runs the task now (it renews the lease while the job runs)."""
         return bool(self.client.exists(f"{PREFIX}lease:{task}"))
 
-    def in_transit(self, task: str, queue: str) -> bool:
+    def in_transit(self, task: str) -> bool:
         """Whether the broker still holds the task: waiting in its queue, delivered and not yet acknowledged, or running.
 
         A task it no longer holds was lost with the broker's memory (a restart
         without persistence): the supervisor sends it again under the same id.
         """
         quoted = f'"{task}"'.encode()
-        if self.client.exists(f"{PREFIX}lease:{task}") or self.client.exists(f"celery-task-meta-{task}"):
+        if self.client.exists(f"{PREFIX}lease:{task}") or self.client.exists(f"{ANSWER_PREFIX}{task}"):
             return True
-        waiting = self.client.lrange(queue, 0, -1)
-        delivered = self.client.hvals("unacked")
+        waiting = self.client.lrange(QUEUE_KEY, 0, -1)
+        delivered = self.client.hvals(UNACKED_KEYS[0])
         return any(quoted in message for message in [*waiting, *delivered])
 
-    def claim_root(self, identity: str, queue: str) -> bool:
+    def claim_root(self, identity: str) -> bool:
         """The supervisor's root, for the workers to compare theirs with; True if it replaced another root's.
 
         Task ids are the item's id and attempt, which a new root (its state
@@ -102,7 +137,8 @@ class Marks:
         changes, what the broker held for the old one goes first: its marks
         (a concluded mark would refuse the new root's task of the same id),
         its answers, and its tasks still waiting (their spool names would
-        point into the new root). One broker database serves one supervisor.
+        point into the new root). One broker database serves one supervisor,
+        and holds nothing else (`foreign_keys`).
         """
         previous = self.root()
         replaced = previous is not None and previous != identity
@@ -115,13 +151,31 @@ class Marks:
                     f"{PREFIX}lease:*",
                     f"{PREFIX}fenced:*",
                     f"{PREFIX}handback:*",
-                    "celery-task-meta-bgremover-*",
+                    f"{ANSWER_PREFIX}bgremover-*",
                 )
                 for key in self.client.scan_iter(pattern)
             ]
-            self.client.delete(queue, "unacked", "unacked_index", *stale)
+            self.client.delete(QUEUE_KEY, *UNACKED_KEYS, *stale)
         self.client.set(f"{PREFIX}root", identity)
         return replaced
+
+    def foreign_keys(self) -> tuple[int, list[str]]:
+        """How many keys of the database are not bgremover's, and the first few of them by name.
+
+        Read once at start, by the supervisor and by each worker. A dedicated
+        database holds a few keys an image for as long as the answers are kept,
+        so the whole keyspace is looked at inside Redis (FOREIGN_KEYS_SCRIPT),
+        a step of SCAN_STEP keys a call: only the foreign keys cross the wire,
+        and no call holds Redis for long (about 5 s a million keys in all,
+        measured on a busy 2-core machine).
+        """
+        count, names, cursor = 0, [], 0
+        while True:
+            cursor, found, sample = self.client.eval(FOREIGN_KEYS_SCRIPT, 0, cursor, SCAN_STEP, PREFIX)
+            count += found
+            names = sorted({*names, *(name.decode(errors="replace") for name in sample)})
+            if int(cursor) == 0:
+                return count, names[:SHOWN_FOREIGN_KEYS]
 
     def root(self) -> str | None:
         value = self.client.get(f"{PREFIX}root")

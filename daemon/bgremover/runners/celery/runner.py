@@ -26,7 +26,7 @@ from bgremover.contract import JobSpec
 from bgremover.runners.api import JobExit, JobHandle, JobNotStarted, JobRunner, RunnerError
 from bgremover.runners.celery.app import QUEUE, TASK_NAME, make_app, task_id
 from bgremover.runners.celery.fences import Fences
-from bgremover.runners.celery.marks import Marks
+from bgremover.runners.celery.marks import Marks, shared_database
 from bgremover.runners.celery.message import root_identity, to_message
 from bgremover.version import __version__
 
@@ -73,10 +73,16 @@ class CeleryRunner(JobRunner):
             self.app = make_app(settings)
             self.marks = Marks(settings.broker_url.get_secret_value())
             self.marks.ping()
+            shared = shared_database(*self.marks.foreign_keys(), self.broker)
+        except Exception as exc:  # noqa: BLE001 - redis raises several kinds; each means the same here
+            raise RunnerError(f"cannot reach the broker at {self.broker}: {exc}") from None
+        if shared:  # before anything is written or cleared: the database is another app's too
+            raise RunnerError(shared)
+        try:
             self.identity = root_identity(settings.state_dir, create=True)
             # What a worker must match before it takes any work (fitness.py): this bgremover and this model.
             self.facts = {"version": __version__, "model": model["model"], "sha256": model["sha256"]}
-            replaced = self.marks.claim_root(self.identity, QUEUE)
+            replaced = self.marks.claim_root(self.identity)
             self.marks.publish_supervisor(self.facts)
             self.fences = Fences(self.marks, settings.root)
             self.fences.load()  # set by a previous life, for answers that may still come
@@ -210,7 +216,7 @@ class CeleryRunner(JobRunner):
                 # Its worker could not do it, and gave it back: the same attempt waits for another, at no cost.
                 log.warning("task_handed_back", task=sent.task, worker=given["worker"], reason=given["reason"])
                 sent.leased = False
-            if self.marks.in_transit(sent.task, QUEUE):
+            if self.marks.in_transit(sent.task):
                 return None
             self.send(sent)
         except Exception as exc:  # noqa: BLE001 - looked for again once the broker is back
@@ -299,7 +305,7 @@ class CeleryRunner(JobRunner):
         self.publish_check_at = now + PUBLISH_CHECK_SECONDS
         try:
             if self.marks.root() is None or self.marks.supervisor() is None:
-                self.marks.claim_root(self.identity, QUEUE)
+                self.marks.claim_root(self.identity)
                 self.marks.publish_supervisor(self.facts)
                 log.info("broker_root_published", note="the broker had lost the root and the supervisor's facts")
         except Exception as exc:  # noqa: BLE001 - published again once the broker is back

@@ -22,7 +22,7 @@ from bgremover.brokerurl import shown
 from bgremover.runners.celery import task
 from bgremover.runners.celery.app import QUEUE, TASK_NAME, make_app
 from bgremover.runners.celery.fitness import Fitness, Published, missing_providers
-from bgremover.runners.celery.marks import Marks
+from bgremover.runners.celery.marks import Marks, shared_database
 from bgremover.settings import Settings, usable_cores
 from bgremover.version import __version__
 
@@ -49,9 +49,12 @@ def check(settings: Settings, hostname: str, slots: int) -> tuple[Marks, Health]
     try:
         marks = Marks(url)
         marks.ping()
+        shared = shared_database(*marks.foreign_keys(), shown(url))
         published = Published(marks.root(), marks.supervisor())
     except Exception as exc:  # noqa: BLE001 - redis raises several kinds; each means the same here
         raise WorkerRefused(f"cannot reach the broker at {shown(url)}: {exc}") from None
+    if shared:  # its heartbeat would be one more key in another app's database: refused without one
+        raise WorkerRefused(shared)
     problem = Fitness(settings).problem(published.root, published.supervisor) or missing_providers(
         tuple(settings.providers)
     )
