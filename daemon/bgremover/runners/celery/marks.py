@@ -71,6 +71,10 @@ class Marks:
     def ping(self) -> None:
         self.client.ping()
 
+    def run_id(self) -> str:
+        """The Redis server's run id: a new one at each restart, when a server without persistence starts empty."""
+        return str(self.client.info("server").get("run_id", ""))
+
     def cancel(self, task: str) -> None:
         self.client.set(f"{PREFIX}cancel:{task}", "1", ex=MARK_SECONDS)
 

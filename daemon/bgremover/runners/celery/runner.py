@@ -49,7 +49,11 @@ class Sent:
     kill_at: float | None = None  # when a stop the supervisor asked for is due to have ended it
     cancel_pending: bool = False  # its cancel mark is still to be set (the broker refused it)
     leased: bool = False  # a worker was seen running it (its lease in Redis)
+    # The broker's life when the lease was last seen: its run id and how many times we lost it since our start.
+    # A lease missing from another life went with the broker's data or connection, not with its worker.
+    lease_life: tuple[str, int] | None = None
     files: tuple[Path, ...] = ()  # what its job writes, all named after its attempt
+    sent_at: float = 0.0  # when it was sent (or taken up after a restart): its wait in the broker counts from here
 
 
 class CeleryRunner(JobRunner):
@@ -66,6 +70,7 @@ class CeleryRunner(JobRunner):
         self.capacity_check_at = 0.0
         self.identity, self.facts = "", {}  # the root's identity and what workers must match, as published
         self.publish_check_at = 0.0
+        self.broker_faults = 0  # how many times the broker failed us: a lease seen before one may have gone with it
 
     def start(self, model: dict) -> dict:
         settings = self.settings
@@ -141,13 +146,31 @@ class CeleryRunner(JobRunner):
         """
         sent = self.sent_for(spec, now)  # looked for in the broker on the first poll
         try:
-            if self.marks.concluded(sent.task) or self.marks.cancelled(sent.task):
+            if self.marks.concluded(sent.task):
                 return None
+            cancelling = self.marks.cancelled(sent.task)
         except Exception as exc:  # noqa: BLE001 - without the broker, nothing is known of the task
             self.broker_failed(now, exc)
             return None
         self.sent[sent.task] = sent
-        return JobHandle(spec, None, {"task_id": sent.task})
+        if not cancelling:
+            return JobHandle(spec, None, {"task_id": sent.task})
+        # The previous life was stopping it (a cancel, most often) when it ended: the stop goes on, and the
+        # item ends as that stop says, never run again. Its worker reads the mark still set, or refuses it unrun.
+        sent.kill_at = now + self.settings.kill_grace_seconds
+        return JobHandle(spec, None, {"task_id": sent.task, "stopping": True})
+
+    def abandon(self, spec: JobSpec, now: float) -> None:
+        """A previous life's task this one does not take up (fewer slots now): stopped on its worker, or refused
+        unrun, and fenced, so that nothing of it runs on or lingers while its item runs again as a new attempt."""
+        sent = self.sent_for(spec, now)
+        try:
+            self.marks.cancel(sent.task)
+            self.marks.conclude(sent.task)
+        except Exception as exc:  # noqa: BLE001 - its answer is never read; a late one is swept by the fence
+            self.broker_failed(now, exc)
+        self.fences.fence(sent.task, sent.files, sent.time_limit + UNANSWERED_SECONDS)
+        log.warning("task_abandoned", task=sent.task, note="not taken up after a restart: cancelled on its worker")
 
     def sent_for(self, spec: JobSpec, check_at: float) -> Sent:
         settings = self.settings
@@ -159,7 +182,9 @@ class CeleryRunner(JobRunner):
         # A backstop only: the worker's own deadline and kill come first.
         hard_limit = settings.job_timeout_seconds + settings.kill_grace_seconds + 30
         files = tuple(path for path in (spec.output, spec.mask, spec.report, spec.log) if path is not None)
-        return Sent(task_id(spec.item, spec.attempt), message, hard_limit, check_at, files=files)
+        return Sent(
+            task_id(spec.item, spec.attempt), message, hard_limit, check_at, files=files, sent_at=time.monotonic()
+        )
 
     def send(self, sent: Sent) -> None:
         self.app.send_task(TASK_NAME, args=[sent.message], task_id=sent.task, time_limit=sent.time_limit, queue=QUEUE)
@@ -181,7 +206,7 @@ class CeleryRunner(JobRunner):
                 value["returncode"], value.get("peak_rss_kb", 0), value.get("worker"), value.get("stop_reason")
             )
             return self.ended(sent, ended, answered=True)
-        if state == "REVOKED":  # we never revoke: its worker cancelled it when the broker went away
+        if state in ("REVOKED", "RETRY"):  # we never revoke nor retry: its worker gave it up with the broker
             return self.send_again(sent, result, now)
         if state == "FAILURE" and type(value).__name__ == "WorkerLostError":  # its pool process vanished
             log.warning("worker_lost", task=sent.task, error=str(value))
@@ -206,9 +231,16 @@ class CeleryRunner(JobRunner):
         sent.check_at = now + TRANSIT_CHECK_SECONDS
         try:
             if self.marks.leased(sent.task):
-                sent.leased = True
+                if not sent.leased:
+                    log.info("task_taken", task=sent.task, waited_ms=round((now - sent.sent_at) * 1000))
+                sent.leased, sent.lease_life = True, (self.marks.run_id(), self.broker_faults)
                 return None
             if sent.leased and self.app.AsyncResult(sent.task).state not in ("SUCCESS", "FAILURE"):
+                if self.lost_with_broker(sent):
+                    # Its worker may well run it still, and renews the lease once it reaches the broker again.
+                    log.warning("task_lease_lost_with_broker", task=sent.task, note="waits again; no attempt charged")
+                    sent.leased = False
+                    return None
                 given = self.marks.handed_back(sent.task)
                 if given is None:
                     log.warning("worker_lost", task=sent.task, note="its lease lapsed with no answer")
@@ -224,6 +256,11 @@ class CeleryRunner(JobRunner):
             return None
         log.warning("task_resent", task=sent.task, note="the broker no longer held it")
         return None
+
+    def lost_with_broker(self, sent: Sent) -> bool:
+        """Whether the broker restarted (its run id changed: a restart without persistence loses every lease),
+        or failed us, since the lease was last seen: then its absence says nothing of the worker."""
+        return sent.lease_life != (self.marks.run_id(), self.broker_faults)
 
     def send_again(self, sent: Sent, result, now: float) -> None:
         """The same task again, under its id: its worker gave it up with the broker connection, not its image."""
@@ -249,6 +286,7 @@ class CeleryRunner(JobRunner):
     def broker_failed(self, now: float, exc: Exception) -> None:
         self.broker_back_at = now + BROKER_RETRY_SECONDS
         if not self.broker_warned:
+            self.broker_faults += 1
             log.warning(
                 "broker_unreachable",
                 broker=self.broker,
