@@ -198,6 +198,10 @@ class Marks:
         facts = {"slots": slots, "seen": time.time(), "version": version, "problem": problem}
         self.client.set(f"{PREFIX}worker:{worker}", json.dumps(facts), ex=HEARTBEAT_SECONDS)
 
+    def gone(self, worker: str) -> None:
+        """A worker that stops says so: the supervisor sends it nothing more at once, not a heartbeat later."""
+        self.client.delete(f"{PREFIX}worker:{worker}")
+
     def workers(self) -> dict[str, dict]:
         """The workers heard of recently: name -> {"slots", "seen", "version", "problem"}."""
         found = {}

@@ -101,7 +101,9 @@ class CeleryRunner(JobRunner):
         return {"broker": self.broker}
 
     def can_start(self, now: float, model: dict) -> bool:
-        return now >= self.broker_back_at
+        """Not while the broker is away, nor while no worker that can do the work is heard of: a task sent
+        then would only wait in Redis, out of `bgremover status`'s sight and a cancel's easy reach."""
+        return now >= self.broker_back_at and self.capacity(now) != 0
 
     def waiting(self, handle: JobHandle) -> bool:
         """No worker has been seen running the task yet (its lease, looked for every few seconds): its time
@@ -117,11 +119,17 @@ class CeleryRunner(JobRunner):
             self.capacity_check_at = now + CAPACITY_CHECK_SECONDS
             try:
                 # A worker that says it cannot do the work (fitness.py) takes none: its slots count for nothing.
-                self.workers_slots = sum(
+                slots = sum(
                     int(worker.get("slots", 0)) for worker in self.marks.workers().values() if not worker.get("problem")
                 )
             except Exception as exc:  # noqa: BLE001 - read again once the broker is back
                 self.broker_failed(now, exc)
+                return self.workers_slots
+            if slots == 0 and self.workers_slots != 0:
+                log.warning("no_worker", note="jobs wait in queued until a worker is heard of")
+            elif slots and self.workers_slots == 0:
+                log.info("worker_heard", workers_slots=slots)
+            self.workers_slots = slots
         return self.workers_slots
 
     def submit(self, spec: JobSpec, now: float) -> JobHandle:
@@ -323,6 +331,7 @@ class CeleryRunner(JobRunner):
 
     def upkeep(self, now: float) -> None:
         self.republish(now)
+        self.capacity(now)  # followed while nothing is queued too, so `no_worker` is said when it happens
         for sent in list(self.sent.values()):
             if sent.cancel_pending and now >= self.broker_back_at:
                 sent.kill_at = now + self.settings.kill_grace_seconds

@@ -77,9 +77,11 @@ def serve(settings: Settings, slots: int, name: str | None) -> None:
     task.configure(settings, health.published)
     Gate.health = health
     app.steps["consumer"].add(Gate)
-    threading.Thread(
-        target=beat, args=(marks, Fitness(settings), health, hostname, slots), name="heartbeat", daemon=True
-    ).start()
+    stopped = threading.Event()
+    beating = threading.Thread(
+        target=beat, args=(marks, Fitness(settings), health, hostname, slots, stopped), name="heartbeat", daemon=True
+    )
+    beating.start()
     log.info(
         "worker_ready",
         worker=hostname,
@@ -89,6 +91,18 @@ def serve(settings: Settings, slots: int, name: str | None) -> None:
         providers=list(settings.providers),
         root=str(settings.root),
     )
+    try:
+        run(app, slots, hostname)
+    finally:
+        stopped.set()
+        beating.join(timeout=10)  # its last heartbeat written before the key goes, never after
+        try:
+            marks.gone(hostname)
+        except Exception:  # noqa: BLE001 - the broker away: its heartbeat lapses by itself
+            pass
+
+
+def run(app, slots: int, hostname: str) -> None:
     app.worker_main(
         [
             "worker",
@@ -106,11 +120,11 @@ def serve(settings: Settings, slots: int, name: str | None) -> None:
     )
 
 
-def beat(marks: Marks, fitness: Fitness, health: Health, hostname: str, slots: int) -> None:
-    """Every few seconds: the checks again, their verdict for the gate, and the heartbeat that tells status."""
-    pause = threading.Event()
+def beat(marks: Marks, fitness: Fitness, health: Health, hostname: str, slots: int, stopped: threading.Event) -> None:
+    """Every few seconds, until the worker stops: the checks again, their verdict for the gate, and the
+    heartbeat that tells status."""
     broker_warned = False
-    while True:
+    while not stopped.is_set():
         try:
             health.published = health.published.updated(marks.root(), marks.supervisor())
             follow(health, fitness.problem(health.published.root, health.published.supervisor), hostname)
@@ -120,7 +134,7 @@ def beat(marks: Marks, fitness: Fitness, health: Health, hostname: str, slots: i
             if not broker_warned:
                 log.warning("heartbeat_failed", error=str(exc))
             broker_warned = True
-        pause.wait(CHECK_SECONDS)
+        stopped.wait(CHECK_SECONDS)
 
 
 def follow(health: Health, problem: str | None, hostname: str) -> None:
