@@ -157,6 +157,11 @@ class JobRunner(abc.ABC):
         machine's jobs are ended with `forget`."""
         return None
 
+    def fleet(self, now: float) -> dict | None:
+        """The hosts that run the jobs, for metrics and the log: {"workers": {name: facts}, "broker_waits":
+        [seconds a job waited for a host, since the last call]}; None (the default) for this machine's own."""
+        return None
+
     def started_at(self, pid: int) -> int | None:
         """When this machine's process `pid` started, recorded beside its pid; None where the runner has no say."""
         return None

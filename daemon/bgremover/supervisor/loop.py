@@ -188,7 +188,7 @@ class Supervisor:
                     log.exception("upkeep_failed", step=name)
         if state_was_failing and state.due(now):
             self.refusals.state_accepted(now)
-        self.metrics.refresh(self.store, now, self.dispatch.slots)  # at most once a second
+        self.metrics.refresh(self.store, now, self.dispatch.slots, self.dispatch.runner.fleet)  # at most once a second
         # Last, so a pass that wedges anywhere above stops the pings and systemd restarts us.
         self.notifier.update(self.summary)
 

@@ -34,6 +34,7 @@ QUEUE = "jobs"  # the Celery queue of the tasks; its list in Redis is PREFIX + Q
 QUEUE_KEY = f"{PREFIX}{QUEUE}"
 UNACKED_KEYS = (f"{PREFIX}unacked", f"{PREFIX}unacked_index")  # kombu's delivered, not yet acknowledged messages
 ANSWER_PREFIX = f"{PREFIX}celery-task-meta-"  # Celery's stored answers, one key a task
+HANDED_BACK_KEY = f"{PREFIX}handed-back"  # a hash: worker -> how many tasks it handed back
 MARK_SECONDS = 7 * 24 * 3600  # as long as Celery keeps a result
 HEARTBEAT_SECONDS = 30  # a worker not heard of for this long is no longer listed
 SHOWN_FOREIGN_KEYS = 3  # named in the refusal of a database another app uses
@@ -107,6 +108,14 @@ class Marks:
         supervisor never sees the lease gone without the mark."""
         self.client.set(f"{PREFIX}handback:{task}", json.dumps({"worker": worker, "reason": reason}), ex=MARK_SECONDS)
         self.client.delete(f"{PREFIX}lease:{task}")
+        # Counted here, by the worker: the supervisor looks at a lease only every few seconds, and would miss most.
+        self.client.hincrby(HANDED_BACK_KEY, worker, 1)
+
+    def handed_back_counts(self) -> dict[str, int]:
+        """How many tasks each worker has handed back, ever (for the per-worker failure counts)."""
+        return {
+            name.decode(errors="replace"): int(count) for name, count in self.client.hgetall(HANDED_BACK_KEY).items()
+        }
 
     def handed_back(self, task: str) -> dict | None:
         value = self.client.get(f"{PREFIX}handback:{task}")
@@ -116,9 +125,10 @@ class Marks:
         """A worker took up a handed-back task: its next lapsed lease means a lost worker again."""
         self.client.delete(f"{PREFIX}handback:{task}")
 
-    def leased(self, task: str) -> bool:
-        """Whether a worker runs the task now (it renews the lease while the job runs)."""
-        return bool(self.client.exists(f"{PREFIX}lease:{task}"))
+    def lease_holder(self, task: str) -> str | None:
+        """The worker that runs the task now (it renews the lease while the job runs); None if none does."""
+        value = self.client.get(f"{PREFIX}lease:{task}")
+        return value.decode(errors="replace") if value else None
 
     def in_transit(self, task: str) -> bool:
         """Whether the broker still holds the task: waiting in its queue, delivered and not yet acknowledged, or running.

@@ -53,6 +53,7 @@ class Sent:
     # A lease missing from another life went with the broker's data or connection, not with its worker.
     lease_life: tuple[str, int] | None = None
     files: tuple[Path, ...] = ()  # what its job writes, all named after its attempt
+    holder: str | None = None  # the worker whose lease was last seen on it
     sent_at: float = 0.0  # when it was sent (or taken up after a restart): its wait in the broker counts from here
 
 
@@ -71,6 +72,9 @@ class CeleryRunner(JobRunner):
         self.identity, self.facts = "", {}  # the root's identity and what workers must match, as published
         self.publish_check_at = 0.0
         self.broker_faults = 0  # how many times the broker failed us: a lease seen before one may have gone with it
+        self.heard: dict[str, dict] = {}  # the workers' last heartbeats, as capacity read them
+        self.tally = WorkerTally()  # what each worker did with the tasks it took, since this start
+        self.waits: list[float] = []  # seconds each task waited in the broker before a worker took it, unread yet
 
     def start(self, model: dict) -> dict:
         settings = self.settings
@@ -119,9 +123,9 @@ class CeleryRunner(JobRunner):
             self.capacity_check_at = now + CAPACITY_CHECK_SECONDS
             try:
                 # A worker that says it cannot do the work (fitness.py) takes none: its slots count for nothing.
-                slots = sum(
-                    int(worker.get("slots", 0)) for worker in self.marks.workers().values() if not worker.get("problem")
-                )
+                self.heard = self.marks.workers()
+                self.tally.handed_back = self.marks.handed_back_counts()
+                slots = sum(int(worker.get("slots", 0)) for worker in self.heard.values() if not worker.get("problem"))
             except Exception as exc:  # noqa: BLE001 - read again once the broker is back
                 self.broker_failed(now, exc)
                 return self.workers_slots
@@ -130,6 +134,7 @@ class CeleryRunner(JobRunner):
             elif slots and self.workers_slots == 0:
                 log.info("worker_heard", workers_slots=slots)
             self.workers_slots = slots
+            self.say_flagged()
         return self.workers_slots
 
     def submit(self, spec: JobSpec, now: float) -> JobHandle:
@@ -210,6 +215,7 @@ class CeleryRunner(JobRunner):
             return None
         self.broker_back()
         if state == "SUCCESS" and isinstance(value, dict):
+            self.tally.answered(value.get("worker"), value["returncode"], value.get("stop_reason"))
             ended = exit_of(
                 value["returncode"], value.get("peak_rss_kb", 0), value.get("worker"), value.get("stop_reason")
             )
@@ -238,10 +244,13 @@ class CeleryRunner(JobRunner):
         """
         sent.check_at = now + TRANSIT_CHECK_SECONDS
         try:
-            if self.marks.leased(sent.task):
+            holder = self.marks.lease_holder(sent.task)
+            if holder is not None:
                 if not sent.leased:
-                    log.info("task_taken", task=sent.task, waited_ms=round((now - sent.sent_at) * 1000))
-                sent.leased, sent.lease_life = True, (self.marks.run_id(), self.broker_faults)
+                    self.waits.append(now - sent.sent_at)
+                    log.info("task_taken", task=sent.task, worker=holder, waited_ms=round((now - sent.sent_at) * 1000))
+                sent.leased, sent.holder = True, holder
+                sent.lease_life = (self.marks.run_id(), self.broker_faults)
                 return None
             if sent.leased and self.app.AsyncResult(sent.task).state not in ("SUCCESS", "FAILURE"):
                 if self.lost_with_broker(sent):
@@ -251,7 +260,10 @@ class CeleryRunner(JobRunner):
                     return None
                 given = self.marks.handed_back(sent.task)
                 if given is None:
-                    log.warning("worker_lost", task=sent.task, note="its lease lapsed with no answer")
+                    self.tally.lost(sent.holder)
+                    log.warning(
+                        "worker_lost", task=sent.task, worker=sent.holder, note="its lease lapsed with no answer"
+                    )
                     return self.ended(sent, JobExit(signal=signal.SIGKILL, lost="its lease lapsed with no answer"))
                 # Its worker could not do it, and gave it back: the same attempt waits for another, at no cost.
                 log.warning("task_handed_back", task=sent.task, worker=given["worker"], reason=given["reason"])
@@ -358,6 +370,26 @@ class CeleryRunner(JobRunner):
         except Exception as exc:  # noqa: BLE001 - published again once the broker is back
             self.broker_failed(now, exc)
 
+    def fleet(self, now: float) -> dict | None:
+        """For metrics and the log: each worker heard of (its heartbeat, its tally, whether it is flagged),
+        and the broker waits measured since the last call."""
+        waits, self.waits = self.waits, []
+        workers = {name: {**facts, **self.tally.of(name)} for name, facts in self.heard.items()}
+        for name in self.tally.names():
+            workers.setdefault(name, self.tally.of(name))
+        return {"workers": workers, "broker_waits": waits}
+
+    def say_flagged(self) -> None:
+        for name in self.tally.newly_flagged():
+            counts = self.tally.of(name)
+            log.warning(
+                "worker_failing",
+                worker=name,
+                failures=counts["failures"],
+                tasks=counts["tasks"],
+                note="it fails far more of its tasks than the other workers do: look at its host",
+            )
+
     def late_answer(self, task: str) -> object:
         """A concluded task's answer, if one came after all (and then forgotten by the broker); else None."""
         result = self.app.AsyncResult(task)
@@ -383,3 +415,64 @@ def exit_of(returncode: int, peak_rss_kb: int, worker: str | None, stop_reason: 
     if returncode < 0:
         return JobExit(signal=-returncode, peak_rss_kb=peak_rss_kb, worker=worker, stopped=stopped)
     return JobExit(exit_code=returncode, peak_rss_kb=peak_rss_kb, worker=worker, stopped=stopped)
+
+
+FLAG_MIN_FAILURES = 3  # a worker is flagged only past this many failures of its own
+FLAG_MIN_SHARE = 0.5  # ... of at least this share of the tasks it took
+FLAG_RATIO = 3.0  # ... and this many times the share of the other workers together
+
+
+class WorkerTally:
+    """Each worker's tasks since this start: answered (and of them failed, with a nonzero exit we did not ask
+    for), handed back, and lost with it; and which worker fails far more than the others."""
+
+    KINDS = ("failed", "handed_back", "lost")
+
+    def __init__(self) -> None:
+        self.counts: dict[str, dict[str, int]] = {}  # answered, failed, lost: as the supervisor saw them
+        self.handed_back: dict[str, int] = {}  # as the workers count them in Redis (marks.py)
+        self.flagged: set[str] = set()
+
+    def count(self, worker: str | None, kind: str) -> None:
+        if worker:
+            counts = self.counts.setdefault(worker, dict.fromkeys(("answered", "failed", "lost"), 0))
+            counts[kind] += 1
+
+    def answered(self, worker: str | None, returncode: int, stop_reason: str | None) -> None:
+        self.count(worker, "answered")
+        if returncode != 0 and stop_reason != "cancel":
+            self.count(worker, "failed")
+
+    def lost(self, worker: str | None) -> None:
+        self.count(worker, "lost")
+
+    def names(self) -> list[str]:
+        return sorted({*self.counts, *self.handed_back})
+
+    def of(self, worker: str) -> dict:
+        counts = {**self.counts.get(worker, dict.fromkeys(("answered", "failed", "lost"), 0))}
+        counts["handed_back"] = self.handed_back.get(worker, 0)
+        failures, tasks = self.totals(worker)
+        return {**counts, "failures": failures, "tasks": tasks, "flagged": self.failing(worker)}
+
+    def totals(self, worker: str) -> tuple[int, int]:
+        """Its failures of any kind, and the tasks it took (answered, handed back or lost with it)."""
+        counts = self.counts.get(worker, {})
+        handed_back = self.handed_back.get(worker, 0)
+        failures = counts.get("failed", 0) + counts.get("lost", 0) + handed_back
+        return failures, counts.get("answered", 0) + counts.get("lost", 0) + handed_back
+
+    def failing(self, worker: str) -> bool:
+        """Far more failures than the others: enough of them, most of its tasks, and several times their share."""
+        failed, took = self.totals(worker)
+        others = [self.totals(name) for name in self.names() if name != worker]
+        failures, tasks = sum(f for f, _ in others), sum(t for _, t in others)
+        if failed < FLAG_MIN_FAILURES or not tasks or failed < FLAG_MIN_SHARE * took:
+            return False
+        return failed / took > FLAG_RATIO * failures / tasks
+
+    def newly_flagged(self) -> list[str]:
+        """The workers flagged now that were not at the last call (each said once in the log per crossing)."""
+        now = {name for name in self.names() if self.failing(name)}
+        new, self.flagged = sorted(now - self.flagged), now
+        return new
