@@ -9,10 +9,13 @@ work. None of the images fails; the broken worker is counted and flagged.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.cluster import Redis, Worker, celery_daemon, worker_events
+import bgremover
+from tests.support.cluster import Redis, Worker, celery_daemon, run_bgremover, worker_events
 from tests.support.harness import drop, wait_for
 
 pytestmark = pytest.mark.timeout(300)
@@ -70,3 +73,28 @@ def test_a_worker_that_fails_far_more_than_the_others_is_counted_and_flagged(tmp
     assert good[("bgremover_worker_jobs_total", (("status", "done"),))] == 16
     assert found[("bgremover_workers", (("state", "fit"),))] == 2
     assert found[("bgremover_workers", (("state", "unfit"),))] == 0
+
+
+def test_status_shows_the_workers_from_what_the_daemon_publishes_and_the_spare_task_as_such(tmp_path):
+    """`bgremover status` in a shell with no runner setting and no broker URL: what the daemon heard is shown."""
+    root = tmp_path / "root"
+    with (
+        Redis(tmp_path / "redis") as broker,
+        celery_daemon(root, broker.url, job_slots="auto"),
+        Worker(root, broker.url, "w1", slots=2),
+        Worker(root, broker.url, "w2"),
+    ):
+        seen = wait_for(
+            lambda: (
+                (done := run_bgremover(tmp_path, "status", "--json"))
+                and len(json.loads(done.stdout).get("workers", [])) == 2
+                and json.loads(done.stdout)
+            ),
+            what="both workers in the status",
+        )
+        text = run_bgremover(tmp_path, "status").stdout.splitlines()
+    workers = [(worker["name"].split("@")[0], worker["slots"], worker["version"]) for worker in seen["workers"]]
+    assert workers == [("w1", 2, bgremover.__version__), ("w2", 1, bgremover.__version__)]
+    assert (seen["daemon"]["job_slots"], seen["daemon"]["spare_slots"]) == (4, 1)
+    assert "4 job slots: 3 on the workers, 1 task waiting in the broker for the next free one" in text[0], text
+    assert text[1].startswith("workers: 2, 3 slots: w1@"), text

@@ -157,9 +157,10 @@ class JobRunner(abc.ABC):
         machine's jobs are ended with `forget`."""
         return None
 
-    def fleet(self, now: float) -> dict | None:
-        """The hosts that run the jobs, for metrics and the log: {"workers": {name: facts}, "broker_waits":
-        [seconds a job waited for a host, since the last call]}; None (the default) for this machine's own."""
+    def fleet(self, now: float, drain: bool = False) -> dict | None:
+        """The hosts that run the jobs, for metrics, status and the log: {"workers": {name: facts},
+        "broker_waits": [seconds a job waited for a host (`drain`: since the last draining call)], "broker":
+        where, as shown}; None (the default) for this machine's own."""
         return None
 
     def started_at(self, pid: int) -> int | None:

@@ -71,6 +71,7 @@ class CeleryRunner(JobRunner):
         self.capacity_check_at = 0.0
         self.identity, self.facts = "", {}  # the root's identity and what workers must match, as published
         self.publish_check_at = 0.0
+        self.broker_error: str | None = None  # why the broker cannot be reached now, as status shows it
         self.broker_faults = 0  # how many times the broker failed us: a lease seen before one may have gone with it
         self.heard: dict[str, dict] = {}  # the workers' last heartbeats, as capacity read them
         self.tally = WorkerTally()  # what each worker did with the tasks it took, since this start
@@ -307,6 +308,7 @@ class CeleryRunner(JobRunner):
         self.broker_back_at = now + BROKER_RETRY_SECONDS
         if not self.broker_warned:
             self.broker_faults += 1
+            self.broker_error = f"cannot reach the broker at {self.broker}: {exc}"
             log.warning(
                 "broker_unreachable",
                 broker=self.broker,
@@ -318,7 +320,7 @@ class CeleryRunner(JobRunner):
     def broker_back(self) -> None:
         if self.broker_warned:
             log.info("broker_reachable")
-        self.broker_warned = False
+        self.broker_warned, self.broker_error = False, None
 
     def peak_rss_kb(self, handle: JobHandle) -> int:
         return 0  # measured and capped on the worker; its peak comes with the answer
@@ -370,14 +372,16 @@ class CeleryRunner(JobRunner):
         except Exception as exc:  # noqa: BLE001 - published again once the broker is back
             self.broker_failed(now, exc)
 
-    def fleet(self, now: float) -> dict | None:
-        """For metrics and the log: each worker heard of (its heartbeat, its tally, whether it is flagged),
-        and the broker waits measured since the last call."""
-        waits, self.waits = self.waits, []
+    def fleet(self, now: float, drain: bool = False) -> dict | None:
+        """For metrics, status and the log: each worker heard of (its heartbeat, its tally, whether it is
+        flagged), the broker as shown, and the broker waits measured (`drain`: since the last draining call)."""
+        waits = self.waits
+        if drain:
+            self.waits = []
         workers = {name: {**facts, **self.tally.of(name)} for name, facts in self.heard.items()}
         for name in self.tally.names():
             workers.setdefault(name, self.tally.of(name))
-        return {"workers": workers, "broker_waits": waits}
+        return {"workers": workers, "broker_waits": waits, "broker": self.broker, "problem": self.broker_error}
 
     def say_flagged(self) -> None:
         for name in self.tally.newly_flagged():
