@@ -46,6 +46,7 @@ def listed(found: dict[str, dict]) -> list[dict]:
             "seen_s_ago": round(max(0.0, now - facts.get("seen", now)), 1),
             "version": facts.get("version"),
             "problem": facts.get("problem"),
+            "models": facts.get("models", []),
         }
         for name, facts in sorted(found.items())
     ]

@@ -32,6 +32,13 @@ import redis
 PREFIX = "bgremover:"
 QUEUE = "jobs"  # the Celery queue of the tasks; its list in Redis is PREFIX + QUEUE
 QUEUE_KEY = f"{PREFIX}{QUEUE}"
+
+
+def model_queue(model: str) -> str:
+    """The queue of the tasks of a model only a ticket asks for: read only by the workers that have it."""
+    return f"{QUEUE}.model.{model}"
+
+
 UNACKED_KEYS = (f"{PREFIX}unacked", f"{PREFIX}unacked_index")  # kombu's delivered, not yet acknowledged messages
 ANSWER_PREFIX = f"{PREFIX}celery-task-meta-"  # Celery's stored answers, one key a task
 HANDED_BACK_KEY = f"{PREFIX}handed-back"  # a hash: worker -> how many tasks it handed back
@@ -130,7 +137,7 @@ class Marks:
         value = self.client.get(f"{PREFIX}lease:{task}")
         return value.decode(errors="replace") if value else None
 
-    def in_transit(self, task: str) -> bool:
+    def in_transit(self, task: str, queue: str = QUEUE) -> bool:
         """Whether the broker still holds the task: waiting in its queue, delivered and not yet acknowledged, or running.
 
         A task it no longer holds was lost with the broker's memory (a restart
@@ -139,7 +146,7 @@ class Marks:
         quoted = f'"{task}"'.encode()
         if self.client.exists(f"{PREFIX}lease:{task}") or self.client.exists(f"{ANSWER_PREFIX}{task}"):
             return True
-        waiting = self.client.lrange(QUEUE_KEY, 0, -1)
+        waiting = self.client.lrange(f"{PREFIX}{queue}", 0, -1)
         delivered = self.client.hvals(UNACKED_KEYS[0])
         return any(quoted in message for message in [*waiting, *delivered])
 
@@ -166,6 +173,7 @@ class Marks:
                     f"{PREFIX}fenced:*",
                     f"{PREFIX}handback:*",
                     f"{ANSWER_PREFIX}bgremover-*",
+                    f"{PREFIX}{model_queue('*')}",
                 )
                 for key in self.client.scan_iter(pattern)
             ]
@@ -203,9 +211,10 @@ class Marks:
         value = self.client.get(f"{PREFIX}supervisor")
         return json.loads(value) if value else None
 
-    def heartbeat(self, worker: str, slots: int, version: str, problem: str | None) -> None:
-        """`problem`: why the worker takes no work now (None: it does); its slots then count for nothing."""
-        facts = {"slots": slots, "seen": time.time(), "version": version, "problem": problem}
+    def heartbeat(self, worker: str, slots: int, version: str, problem: str | None, models: list[str]) -> None:
+        """`problem`: why the worker takes no work now (None: it does); its slots then count for nothing.
+        `models`: the models it has, whose queues it reads (beside the supervisor's model, which all have)."""
+        facts = {"slots": slots, "seen": time.time(), "version": version, "problem": problem, "models": models}
         self.client.set(f"{PREFIX}worker:{worker}", json.dumps(facts), ex=HEARTBEAT_SECONDS)
 
     def gone(self, worker: str) -> None:

@@ -26,8 +26,8 @@ from bgremover.contract import JobSpec
 from bgremover.runners.api import JobExit, JobHandle, JobNotStarted, JobRunner, RunnerError
 from bgremover.runners.celery.app import QUEUE, TASK_NAME, make_app, task_id
 from bgremover.runners.celery.fences import Fences
-from bgremover.runners.celery.marks import Marks, shared_database
-from bgremover.runners.celery.message import root_identity, to_message
+from bgremover.runners.celery.marks import Marks, model_queue, shared_database
+from bgremover.runners.celery.message import model_of, root_identity, to_message
 from bgremover.version import __version__
 
 log = structlog.get_logger()
@@ -74,6 +74,7 @@ class CeleryRunner(JobRunner):
         self.broker_error: str | None = None  # why the broker cannot be reached now, as status shows it
         self.broker_faults = 0  # how many times the broker failed us: a lease seen before one may have gone with it
         self.heard: dict[str, dict] = {}  # the workers' last heartbeats, as capacity read them
+        self.models_warned: set[str] = set()  # ticket models no worker had when a task of theirs was sent
         self.tally = WorkerTally()  # what each worker did with the tasks it took, since this start
         self.waits: list[float] = []  # seconds each task waited in the broker before a worker took it, unread yet
 
@@ -201,7 +202,22 @@ class CeleryRunner(JobRunner):
         )
 
     def send(self, sent: Sent) -> None:
-        self.app.send_task(TASK_NAME, args=[sent.message], task_id=sent.task, time_limit=sent.time_limit, queue=QUEUE)
+        self.app.send_task(
+            TASK_NAME, args=[sent.message], task_id=sent.task, time_limit=sent.time_limit, queue=self.queue_of(sent)
+        )
+
+    def queue_of(self, sent: Sent) -> str:
+        """The common queue for the supervisor's model, which every worker has (fitness.py); a queue of its own
+        for a model only a ticket asks for, which only the workers that have it read: no other is ever given it."""
+        model = model_of(sent.message)
+        if model == self.facts.get("model"):
+            return QUEUE
+        if model not in self.models_warned and not any(
+            model in facts.get("models", ()) for facts in self.heard.values()
+        ):
+            self.models_warned.add(model)
+            log.warning("no_worker_has_model", model=model, note="its tasks wait until a worker that has it starts")
+        return model_queue(model)
 
     def poll(self, handle: JobHandle) -> JobExit | None:
         sent = self.sent.get(handle.details["task_id"])
@@ -269,7 +285,7 @@ class CeleryRunner(JobRunner):
                 # Its worker could not do it, and gave it back: the same attempt waits for another, at no cost.
                 log.warning("task_handed_back", task=sent.task, worker=given["worker"], reason=given["reason"])
                 sent.leased = False
-            if self.marks.in_transit(sent.task):
+            if self.marks.in_transit(sent.task, self.queue_of(sent)):
                 return None
             self.send(sent)
         except Exception as exc:  # noqa: BLE001 - looked for again once the broker is back
