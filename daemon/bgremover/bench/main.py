@@ -235,6 +235,7 @@ def per_option(settings: Settings, args: argparse.Namespace, workdir: Path) -> d
         "machine": machine(settings.threads),
         "corpus": describe_corpus(corpus, args),
         "options": optionbench.options_section(corpus, base, spec, session, workdir / "options"),
+        "recipes": optionbench.recipes_section(corpus, base, spec, session, workdir / "recipes"),
         "edges": optionbench.edges_section(corpus, spec, session),
     }
 
@@ -622,6 +623,8 @@ SECTION_TITLES = {
     "workers": "one local job slot, as many local slots, then celery workers of one slot each on this machine "
     "(medians; memory: peaks)",
     "options": "each output option, whole pipeline in this process",
+    "recipes": "one recipe against five, each from one inference (medians; cpu = this process's CPU time), and a "
+    "rerender of one recipe from the kept matte",
     "edges": "edges against the raw mask (alpha levels of 255; band = pixels near the contour)",
     "models": "each model: session, model alone, whole pipeline in this process (medians), one job's peak memory",
     "agreement": "mask agreement at each photo's size (alpha_diff: mean |difference| in levels of 255)",

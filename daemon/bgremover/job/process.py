@@ -92,6 +92,8 @@ def preload(config: dict, optimize: bool = True) -> Shared:
     spec = matting.load_model_spec(config["model"], models_dir, verify=False)  # verified by the supervisor
     matting.ensure_encoder(config.get("format", "png"))
     matting.edges.preload()  # any folder's ticket may ask for clean edges
+    # Any folder's ticket may ask for recipes too; the settings' own are checked now, so a typo stops start-up.
+    renders.preload(config.get("recipes") or "", config.get("recipes_file"))
     optimized = optimized_in_child(spec, providers) if optimize else None
     return Shared(spec, optimized, config.get("threads"), providers)
 

@@ -67,6 +67,14 @@ def load(names: str, user_file: str | Path | None) -> list:
         raise Unusable(f"the recipes {names} cannot be used: {exc}") from None
 
 
+def preload(names: str, user_file: str | Path | None) -> None:
+    """In the fork server: the renderer imported once for every job, and the settings' recipes checked."""
+    import bgremover.recipes  # noqa: F401 - imported here so that no job pays for it
+
+    if names:
+        load(names, user_file)
+
+
 def recipe_member(recipe: str, naming: Naming, name: str) -> str:
     """Where a recipe's file goes in the ZIP and in the loose tree: RECIPE/FOLDER/NAME, each part one Windows takes."""
     parts = [recipe, *naming.folder.split("/"), name]

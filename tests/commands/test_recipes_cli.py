@@ -1,0 +1,46 @@
+"""Recipes on the command line: `remove --recipe` writes each recipe's file beside OUTPUT from one cutout, and a
+recipe name nobody has stops `remove` and `run` with one line and exit code 2."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from bgremover.recipes import preset_names
+from tests.conftest import REPO
+from tests.support.images import encoded, shape_on_texture
+
+
+def bgremover(*args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "bgremover", *args],
+        cwd=REPO,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_remove_with_recipes_writes_each_recipes_file_beside_the_output(tmp_path):
+    source = tmp_path / "shoe.jpg"
+    source.write_bytes(encoded(shape_on_texture((96, 72), seed=1)[0], "JPEG"))
+    two = preset_names()[:2]
+    done = bgremover("remove", str(source), str(tmp_path / "out" / "shoe.png"), "--recipe", ",".join(two))
+    assert done.returncode == 0, done.stderr
+    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    said = [line.removeprefix(f"wrote {tmp_path / 'out'}/") for line in done.stdout.splitlines()]
+    assert sorted(said) == written and "shoe.png" in written and len(written) == 3
+
+
+def test_an_unknown_recipe_stops_remove_and_run_with_one_line(tmp_path):
+    source = tmp_path / "a.jpg"
+    source.write_bytes(encoded(shape_on_texture((64, 48))[0], "JPEG"))
+    removed = bgremover("remove", str(source), str(tmp_path / "a.png"), "--recipe", "amazn")
+    assert removed.returncode == 2
+    assert removed.stderr.startswith("bgremover: the recipes amazn cannot be used: ")
+    assert len(removed.stderr.splitlines()) == 1 and not (tmp_path / "a.png").exists()
+    ran = bgremover("run", "--root", str(tmp_path / "root"), BGREMOVER_RECIPES="amazon,amazn")
+    assert ran.returncode == 2
+    assert "cannot start: the recipes amazon,amazn cannot be used: " in ran.stderr
