@@ -233,7 +233,7 @@ class ImageOptions:
                 "the recipes (named outputs: canvas, fill, background, format, byte budget, file name) each image is "
                 'also rendered by, as a list (`["amazon", "shopify-square"]`) or comma-separated; the shipped '
                 "presets and those of `recipes_file`; every recipe of an image comes from its one inference, and "
-                "each lands in the ZIP's folder of that name; see [Recipes](outputs.md#recipes)"
+                "each lands in the ZIP's folder of that name; see [Recipes](folders-and-markers.md#recipes)"
             ),
             example='["amazon", "shopify-square"]',
         ),
@@ -243,7 +243,7 @@ class ImageOptions:
         metadata=option(
             "your own recipes, a TOML file, beside the shipped presets",
             ticket=False,
-            doc="a TOML file of your own recipes, named beside the shipped presets; see [Recipes](outputs.md#recipes)",
+            doc="a TOML file of your own recipes, named beside the shipped presets; see [Recipes](folders-and-markers.md#recipes)",
             example='"/srv/bgremover/recipes.toml"',
         ),
     )
