@@ -27,6 +27,7 @@ def test_remove_with_recipes_writes_each_recipes_file_beside_the_output(tmp_path
     source = tmp_path / "shoe.jpg"
     source.write_bytes(encoded(shape_on_texture((96, 72), seed=1)[0], "JPEG"))
     two = preset_names()[:2]
+    (tmp_path / "out").mkdir()
     done = bgremover("remove", str(source), str(tmp_path / "out" / "shoe.png"), "--recipe", ",".join(two))
     assert done.returncode == 0, done.stderr
     written = sorted(p.name for p in (tmp_path / "out").iterdir())
