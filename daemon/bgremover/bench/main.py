@@ -639,7 +639,8 @@ SECTION_TITLES = {
     "recipes": "one recipe against five, each from one inference (medians; cpu = this process's CPU time), and a "
     "rerender of one recipe from the kept matte",
     "session": "a session through the real daemon, with one recipe",
-    "rerender": "`bgremover rerender` of that session with another recipe: no model",
+    "rerender ebay": "`bgremover rerender` of that session with ebay (JPEG on white): no model",
+    "rerender shopify-square": "`bgremover rerender` of that session with shopify-square (2048-px WebP): no model",
     "edges": "edges against the raw mask (alpha levels of 255; band = pixels near the contour)",
     "models": "each model: session, model alone, whole pipeline in this process (medians), one job's peak memory",
     "agreement": "mask agreement at each photo's size (alpha_diff: mean |difference| in levels of 255)",
