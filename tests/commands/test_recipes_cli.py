@@ -45,3 +45,17 @@ def test_an_unknown_recipe_stops_remove_and_run_with_one_line(tmp_path):
     ran = bgremover("run", "--root", str(tmp_path / "root"), BGREMOVER_RECIPES="amazon,amazn")
     assert ran.returncode == 2
     assert "cannot start: the recipes amazon,amazn cannot be used: " in ran.stderr
+
+
+def test_remove_of_a_folder_writes_each_recipe_under_its_folder_as_the_zip_does(tmp_path):
+    photos = tmp_path / "photos"
+    (photos / "shoes").mkdir(parents=True)
+    for n, name in enumerate(["a.jpg", "shoes/b.jpg"]):
+        (photos / name).write_bytes(encoded(shape_on_texture((96, 72), seed=n)[0], "JPEG"))
+    done = bgremover("remove", str(photos), "-o", str(tmp_path / "out"), "--recipe", "ebay,thumbnail")
+    assert done.returncode == 0, done.stderr
+    out = tmp_path / "out"
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    folders = sorted(name.rpartition("/")[0] for name in written)
+    assert folders == ["", "ebay", "ebay/shoes", "shoes", "thumbnail", "thumbnail/shoes"]
+    assert "a.png" in written and "shoes/b.png" in written
