@@ -9,6 +9,7 @@ exact answers. The shipped photos are cut by their reference alphas
 from __future__ import annotations
 
 import io
+import json
 
 import numpy as np
 import pytest
@@ -119,6 +120,7 @@ def test_each_preset_on_a_composite_has_its_exact_canvas_fill_centre_background_
     assert abs(fill - recipe.fill) <= 1 and abs(rendered.report["fill"] - recipe.fill) <= 1
     assert abs((left + right) / 2 - width / 2) <= 1 and abs((top + bottom) / 2 - height / 2) <= 1
     assert rendered.report["compliant"] is True and rendered.report["reason"] is None
+    assert json.loads(json.dumps(rendered.report)) == rendered.report
     assert_background_pure(image, recipe, rendered)
     assert_colour_space(image, recipe)
     assert_budget(rendered, recipe)
@@ -175,11 +177,29 @@ def test_each_preset_on_each_shipped_photo_decodes_to_its_canvas_colour_and_budg
     report = rendered.report
     if recipe.pure_background:
         assert report["background_pure"] is True
-    # coffee's cup is whole; the cat and the astronaut are cut by the photo's frame
+    width, height = image.size
+    left, top, right, bottom = report["subject_box"]
+    snapped = set(report["snapped"])
+    spans = {"left", "right"} <= snapped or {"top", "bottom"} <= snapped
+    if not spans:  # a subject cut on both sides of an axis spans it: the snap, not the fill, sets its size
+        assert abs(report["fill"] - recipe.fill) <= 1
+        assert abs(100 * max((right - left) / width, (bottom - top) / height) - recipe.fill) <= 1
+    flush = {"left": left == 0, "top": top == 0, "right": right == width, "bottom": bottom == height}
+    assert all(flush[side] for side in snapped), (snapped, report["subject_box"])
+    if not {"left", "right"} & snapped:
+        assert abs((left + right) / 2 - width / 2) <= 1
+    if not {"top", "bottom"} & snapped:
+        assert abs((top + bottom) / 2 - height / 2) <= 1
+    # coffee's cup is whole; the astronaut is cut by the left, right and bottom edges of the photo, the cat by
+    # the left, top and bottom: every preset but the thumbnail wants the whole product
     if photo == "coffee":
-        assert report["compliant"] is True and abs(report["fill"] - recipe.fill) <= 1
-    else:
+        assert report["compliant"] is True and not snapped
+    elif recipe.whole_subject:
         assert report["compliant"] is False and report["reason"].startswith("the subject is cut by the ")
+    if photo == "astronaut":  # spans the width where its height still fits: not on Etsy's landscape canvas
+        assert snapped == ({"left", "right", "bottom"} if width <= height else {"bottom"})
+        assert report["compliant"] is not recipe.whole_subject
+    assert report["note"] is None or report["note"].startswith("the subject was enlarged")
 
 
 def test_a_subject_touching_the_photos_edge_at_85_is_reported_with_its_reason():
@@ -328,3 +348,214 @@ def test_the_measured_fill_is_the_binding_sides_share():
     alpha = np.zeros((100, 200), np.uint8)
     alpha[10:60, 50:130] = 255
     assert compliance.measured_fill(alpha) == 50.0
+
+
+def changed_pixels(recipe: Recipe, rgb, alpha):
+    """The pixels a shadow changes: the render with it against the same render without, and the latter."""
+    with_shadow = np.asarray(decoded(render(rgb, alpha, recipe, stem="s"))).astype(int)
+    plain = np.asarray(decoded(render(rgb, alpha, recipe.model_copy(update={"shadow": "none"}), stem="s")))
+    return np.abs(with_shadow - plain.astype(int)).max(axis=2) > 0, plain
+
+
+def opaque_subject(recipe: Recipe, rgb, alpha) -> np.ndarray:
+    """Where the subject lands fully opaque on the canvas: the alpha of the same recipe, transparent and shadowless."""
+    bare = recipe.model_copy(update={"background": "transparent", "shadow": "none", "format": "png"})
+    return np.asarray(decoded(render(rgb, alpha, bare, stem="s")))[..., 3] == 255
+
+
+@pytest.mark.parametrize("background", ["white", "transparent"])
+def test_a_contact_shadow_lies_under_the_subjects_base_and_never_touches_opaque_subject(background):
+    recipe = Recipe(
+        name="t", canvas="1000x1000", fill=80, format="png", background=background, shadow="contact", shadow_opacity=0.5
+    )
+    rgb, alpha = composite(box=(300, 200, 500, 400))  # 200 × 200 → 800 × 800 at (100, 100)
+    changed, plain = changed_pixels(recipe, rgb, alpha)
+    assert changed.sum() > 1000
+    rows, columns = np.nonzero(changed)
+    assert rows.min() >= 900 - 800 * 0.125 / 2 - 2 and rows.max() <= 900 + 800 * 0.125 / 2 + 2
+    assert columns.min() >= 100 - 2 and columns.max() <= 900 + 2
+    assert opaque_subject(recipe, rgb, alpha).sum() > 600_000
+    assert not np.any(changed & opaque_subject(recipe, rgb, alpha))
+
+
+@pytest.mark.parametrize("background", ["#ffffff", "transparent"])
+def test_a_drop_shadow_lies_behind_the_subject_moved_by_its_offset_and_never_changes_opaque_subject(background):
+    recipe = Recipe(
+        name="t",
+        canvas="1000x1000",
+        fill=80,
+        format="png",
+        background=background,
+        shadow="drop",
+        shadow_offset=(3, 4),
+        shadow_blur=1,
+    )
+    rgb, alpha = composite(box=(300, 200, 500, 400))
+    changed, plain = changed_pixels(recipe, rgb, alpha)
+    rows, columns = np.nonzero(changed)
+    blur = 3 * 8 + 2  # three blur radii (1 % of 800 px) and rounding
+    assert columns.min() >= 100 + 24 - blur and columns.max() < 900 + 24 + blur
+    assert rows.min() >= 100 + 32 - blur and rows.max() < 900 + 32 + blur
+    assert changed[905:915, 200:900].all() and changed[200:900, 905:915].all()  # below and right of the subject
+    assert not np.any(changed & opaque_subject(recipe, rgb, alpha))
+
+
+def test_presets_that_forbid_shadows_have_none():
+    for recipe in load_recipes(PRESETS):
+        if recipe.shadows_forbidden:
+            assert recipe.shadow == "none"
+    (ebay,) = load_recipes(["ebay"])
+    assert ebay.shadows_forbidden
+    rgb, alpha = composite()
+    report = render(rgb, alpha, ebay, stem="e").report
+    assert report["shadow"] == "none" and report["background_pure"] is True
+
+
+@pytest.mark.parametrize(
+    ("fields", "sentence"),
+    [
+        ('format = "webp"\nbackground = "white"\npure_background = true', "lossy WebP cannot keep every background"),
+        ('format = "webp"\ndpi = 300', "a WebP file has no resolution field"),
+        ('canvas = "4:5"', 'canvas "4:5" is an aspect ratio: set long_side too'),
+        ('canvas = "2000x2000"\nfill = 85\nmargins = [5, 5, 5, 5]', "set fill or margins, not both"),
+        ('canvas = "round"', 'bad canvas: must be "W×H"'),
+        ('canvas = "90000x100"', "bad canvas: each side must be 1 to 20000 px"),
+        ('align = "middle"', "bad align: must be one of center, top, bottom"),
+        ('background = "blurry"', 'bad background: must be "transparent", "blur" or a colour'),
+        ('file_name = "../{stem}.{ext}"', "must stay inside the session's folder"),
+        ('base = "nothing"', 'has base "nothing", which is not a recipe it can start from'),
+        ('base = "zalando"\nformat = "png"', "the channel takes only jpeg, so format cannot be png"),
+    ],
+)
+def test_each_bad_recipe_is_refused_in_one_sentence(tmp_path, fields, sentence):
+    user = tmp_path / "recipes.toml"
+    user.write_text(f"[mine]\n{fields}\n")
+    with pytest.raises(RecipeError, match=r'^recipe "mine"') as caught:
+        load_recipes(["mine"], user)
+    assert sentence in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_recipes_file_that_is_not_toml_is_refused_in_one_sentence(tmp_path):
+    user = tmp_path / "recipes.toml"
+    user.write_text("[mine\n")
+    with pytest.raises(RecipeError, match="is not valid TOML"):
+        load_recipes(["mine"], user)
+    with pytest.raises(RecipeError, match="cannot be read"):
+        load_recipes(["mine"], tmp_path / "missing.toml")
+
+
+def test_a_blurred_background_is_the_photo_out_of_focus_behind_the_subject():
+    recipe = Recipe(name="t", canvas="600x600", fill=60, format="png", background="blur")
+    rgb, alpha = composite(box=(250, 150, 550, 450))
+    rgb[:, :400][alpha[:, :400] == 0] = (20, 120, 220)  # a blue left half and a grey right half behind the subject
+    pixels = np.asarray(decoded(render(rgb, alpha, recipe, stem="b"))).astype(int)
+    assert pixels[300, 10, 2] > 150 and abs(pixels[300, 590] - 120).max() < 20  # blue left, grey right
+    assert tuple(pixels[300, 300]) == SUBJECT_COLOUR  # the subject itself, untouched
+
+
+# ---------------------------------------------------------------- the Python API: remove(img, recipe=...)
+
+
+@pytest.fixture(scope="module")
+def session():
+    from bgremover import Session
+
+    return Session("u2netp", threads=1)
+
+
+def test_remove_with_a_preset_gives_the_channels_file(session):
+    from bgremover import remove
+
+    data = remove((PHOTOS / "coffee.jpg").read_bytes(), recipe="amazon", session=session)
+    image = Image.open(io.BytesIO(data))
+    assert (image.format, image.size) == ("JPEG", (2000, 2000))
+    assert_colour_space(image, load_recipes(["amazon"])[0])
+
+
+def test_remove_with_several_recipes_gives_each_file_with_its_report(session, tmp_path):
+    from bgremover import remove
+
+    user = tmp_path / "recipes.toml"
+    user.write_text('[shoes]\nbase = "ebay"\nalign = "bottom"\n')
+    shoes = Recipe(name="square-png", canvas="300x300", fill=90, format="png")
+    files = remove(
+        Image.open(PHOTOS / "coffee.jpg"), recipe=["thumbnail", "shoes", shoes], recipes_file=user, session=session
+    )
+    assert [one.name for one in files] == ["image_thumbnail.webp", "image_shoes.jpg", "image_square-png.png"]
+    assert [decoded(one).size for one in files] == [(400, 400), (1600, 1600), (300, 300)]
+    assert all(one.report["compliant"] for one in files), [one.report["reason"] for one in files]
+
+
+def test_remove_with_a_recipe_refuses_framing_of_its_own_and_unknown_names(session):
+    from bgremover import remove
+
+    picture = Image.open(PHOTOS / "coffee.jpg")
+    with pytest.raises(ValueError, match="a recipe sets the format, background and framing itself: leave background"):
+        remove(picture, recipe="amazon", background="white", session=session)
+    with pytest.raises(RecipeError, match='there is no recipe "amazin"'):
+        remove(picture, recipe="amazin", session=session)
+    with pytest.raises(ValueError, match="recipes_file names where recipes come from: pass recipe too"):
+        remove(picture, recipes_file="mine.toml", session=session)
+
+
+def test_render_many_on_threads_gives_each_recipes_file_in_order_and_a_failure_in_its_place():
+    from bgremover.recipes import render_many
+
+    rgb, alpha = composite()
+    recipes = load_recipes(["ebay", "thumbnail", "amazon"])
+    one_by_one = [render(rgb, alpha, recipe, stem="x").data for recipe in recipes]
+    on_threads = render_many(rgb, alpha, recipes, stem="x", threads=3)
+    assert [rendered.data for rendered in on_threads] == one_by_one
+    broken = render_many(rgb, alpha[:5], recipes[:2], stem="x", threads=2)
+    assert all(isinstance(result, RecipeError) for result in broken)
+
+
+def test_the_recipes_in_the_outputs_page_load_as_written(tmp_path):
+    from tests.support import docs
+
+    (example,) = [block for block in docs.code_blocks(docs.section("Your own recipes"), "toml")]
+    user = tmp_path / "recipes.toml"
+    user.write_text(example.text)
+    shoes, catalog = load_recipes(["shoes", "catalog-png"], user)
+    assert (shoes.align, shoes.background, catalog.canvas, catalog.shadow) == (
+        "bottom",
+        "#ffffff",
+        "subject",
+        "contact",
+    )
+    rgb, alpha = composite()
+    assert render(rgb, alpha, catalog, stem="a", session="s", index=2).name == "s/002-a.png"
+
+
+def test_a_recipe_made_in_python_is_checked_by_the_same_rules():
+    with pytest.raises(RecipeError, match=r'^recipe "mine" has a bad quality: .*less than or equal to 100$'):
+        Recipe(name="mine", quality=120)
+    with pytest.raises(RecipeError, match=r'^recipe "mine": set fill or margins, not both$'):
+        Recipe(name="mine", canvas="100x100", fill=80, margins=(1, 1, 1, 1))
+
+
+def test_a_subject_cut_on_both_sides_spans_the_canvas_from_edge_to_edge_where_it_fits():
+    recipe = Recipe(name="t", canvas="1000x1000", fill=80, background="white", format="png")
+    rgb, alpha = composite(box=(0, 200, 800, 500))  # cut by the left and right edges: 800 × 300
+    rendered = render(rgb, alpha, recipe, stem="wide")
+    left, top, right, bottom = canvas_box(decoded(rendered))
+    assert (left, right) == (0, 1000) and abs(bottom - top - 375) <= 1 and abs((top + bottom) / 2 - 500) <= 1
+    assert rendered.report["snapped"] == ["left", "right"] and rendered.report["compliant"] is True
+    low = Recipe(name="t", canvas="1000x300", fill=80, background="white", format="png")
+    report = render(rgb, alpha, low, stem="wide").report  # 1000 wide would be 375 tall: more than the canvas
+    assert report["snapped"] == [] and report["compliant"] is False
+    assert (
+        report["reason"]
+        == "the subject is cut by the left and right edges of the photo, so 80 % fill cannot be centred"
+    )
+    narrow = Recipe(name="t", canvas="400x1000", fill=80, background="white", format="png")
+    report = render(rgb, alpha, narrow, stem="wide").report
+    assert report["snapped"] == ["left", "right"]
+
+
+def test_a_users_table_named_as_a_preset_replaces_it(tmp_path):
+    user = tmp_path / "recipes.toml"
+    user.write_text('[thumbnail]\nformat = "png"\ncanvas = "200x200"\nfill = 90\nbackground = "white"\n')
+    (mine,) = load_recipes(["thumbnail"], user)
+    (shipped,) = load_recipes(["thumbnail"])
+    assert (mine.format, mine.canvas) == ("png", "200x200") and (shipped.format, shipped.canvas) == ("webp", "400x400")

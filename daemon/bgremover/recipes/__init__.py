@@ -13,6 +13,6 @@ no files but the recipes' own TOML.
 """
 
 from bgremover.recipes.declaration import Recipe, RecipeError, load_recipes, preset_names
-from bgremover.recipes.rendering import Rendered, render
+from bgremover.recipes.rendering import Rendered, render, render_many
 
-__all__ = ["Recipe", "RecipeError", "Rendered", "load_recipes", "preset_names", "render"]
+__all__ = ["Recipe", "RecipeError", "Rendered", "load_recipes", "preset_names", "render", "render_many"]

@@ -17,12 +17,13 @@ from __future__ import annotations
 import io
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageChops
 
 from bgremover.recipes import geometry
 from bgremover.recipes.declaration import Recipe
 
 FILL_TOLERANCE = 1.0  # percent points
+ENLARGED_NOTE = 2.0  # a subject enlarged more than this many times gets a note: the photo is short of pixels
 JPEG_BLOCK = 8
 
 
@@ -31,6 +32,7 @@ def report(recipe: Recipe, placement, canvas_alpha: np.ndarray, layer, encoded, 
         canvas = list(image.size)
         pure = _pure(image, recipe, canvas_alpha, layer) if recipe.pure_background else None
     fill = measured_fill(canvas_alpha)
+    box = geometry.subject_box(canvas_alpha)
     facts = {
         "recipe": recipe.name,
         "format": recipe.format,
@@ -38,6 +40,7 @@ def report(recipe: Recipe, placement, canvas_alpha: np.ndarray, layer, encoded, 
         "fill": fill,
         "align": recipe.align,
         "snapped": list(placement.snapped),
+        "subject_box": list(box) if box is not None else None,
         "scale": round(placement.scale, 4),
         "background_pure": pure,
         "bytes": len(encoded.data),
@@ -49,7 +52,14 @@ def report(recipe: Recipe, placement, canvas_alpha: np.ndarray, layer, encoded, 
         "shadow": recipe.shadow,
     }
     reason = _reason(recipe, placement, facts, found)
-    return {**facts, "compliant": reason is None, "reason": reason}
+    return {**facts, "compliant": reason is None, "reason": reason, "note": _note(placement)}
+
+
+def _note(placement) -> str | None:
+    """What a user should know that no channel checks: a subject blown up from too few pixels looks soft."""
+    if placement.scale > ENLARGED_NOTE:
+        return f"the subject was enlarged {placement.scale:.1f} times: the photo has fewer pixels than the canvas shows"
+    return None
 
 
 def measured_fill(canvas_alpha: np.ndarray) -> float | None:
@@ -64,14 +74,14 @@ def measured_fill(canvas_alpha: np.ndarray) -> float | None:
 def _reason(recipe: Recipe, placement, facts: dict, found: bool) -> str | None:
     """The first rule the file breaks, as one sentence; None when it keeps them all."""
     if not found:
-        return "no subject was found in the photo, so the whole photo was placed"
+        return "no subject was found in the photo, so the file shows only the background"
     cut_reason = _cut_reason(recipe, placement)
     if cut_reason:
         return cut_reason
     long_side = max(facts["canvas"])
     if recipe.min_long_side and long_side < recipe.min_long_side:
         return f"the long side is {long_side} px, under the {recipe.min_long_side} px the channel asks for"
-    if recipe.fill is not None and recipe.canvas != "subject" and not placement.snapped:
+    if recipe.fill is not None and recipe.canvas != "subject" and not _spans(placement.snapped):
         if facts["fill"] is None or abs(facts["fill"] - recipe.fill) > FILL_TOLERANCE:
             return f"the subject fills {facts['fill']} % of the canvas, not the {recipe.fill:g} % asked for"
     if facts["background_pure"] is False:
@@ -82,6 +92,11 @@ def _reason(recipe: Recipe, placement, facts: dict, found: bool) -> str | None:
             f"over its budget of {recipe.byte_budget:,} bytes"
         )
     return None
+
+
+def _spans(snapped) -> bool:
+    """Whether the snap made the subject span an axis, which then decides its size rather than the fill."""
+    return {"left", "right"} <= set(snapped) or {"top", "bottom"} <= set(snapped)
 
 
 def _cut_reason(recipe: Recipe, placement) -> str | None:
@@ -107,22 +122,26 @@ def _listed(sides) -> str:
 
 def _pure(image: Image.Image, recipe: Recipe, canvas_alpha: np.ndarray, layer) -> bool:
     """Whether every background pixel the codec can keep exact decodes to exactly the background colour."""
-    pixels = np.asarray(image.convert("RGB"))
     touched = canvas_alpha > 0
     if layer is not None:
-        piece, (x, y) = layer
-        touched[y : y + piece.shape[0], x : x + piece.shape[1]] |= piece * 255 >= 0.5
+        opacity, (x, y) = layer
+        touched[y : y + opacity.shape[0], x : x + opacity.shape[1]] |= opacity > 0
+    # Pillow does the pixel work: each channel's difference from the colour, the largest of the three.
+    red, green, blue = ImageChops.difference(
+        image.convert("RGB"), Image.new("RGB", image.size, recipe.colour_rgb)
+    ).split()
+    off = np.asarray(ImageChops.lighter(ImageChops.lighter(red, green), blue)) > 0
     if recipe.format == "jpeg":
-        touched = _by_block(touched, JPEG_BLOCK)
-    background = ~touched
-    return bool(np.all(pixels[background] == np.array(recipe.colour_rgb, np.uint8)))
+        return not np.any(_by_block(off, JPEG_BLOCK) & ~_by_block(touched, JPEG_BLOCK))
+    return not np.any(off & ~touched)
 
 
-def _by_block(touched: np.ndarray, block: int) -> np.ndarray:
-    """`touched` widened to every pixel of each block (on the codec's grid) that holds a touched pixel."""
-    height, width = touched.shape
+def _by_block(mask: np.ndarray, block: int) -> np.ndarray:
+    """One value a block of the codec's grid: whether any pixel of it is set."""
+    height, width = mask.shape
     rows, columns = -(-height // block), -(-width // block)
-    padded = np.zeros((rows * block, columns * block), bool)
-    padded[:height, :width] = touched
-    blocks = padded.reshape(rows, block, columns, block).any(axis=(1, 3))
-    return np.repeat(np.repeat(blocks, block, axis=0), block, axis=1)[:height, :width]
+    if (rows * block, columns * block) != mask.shape:
+        padded = np.zeros((rows * block, columns * block), bool)
+        padded[:height, :width] = mask
+        mask = padded
+    return mask.reshape(rows, block, columns, block).any(axis=(1, 3))

@@ -28,6 +28,7 @@ FORMATS = ("jpeg", "png", "webp")
 EXTENSIONS = {"jpeg": "jpg", "png": "png", "webp": "webp"}
 ALIGNS = ("center", "top", "bottom", "left", "right", "top-left", "top-right", "bottom-left", "bottom-right")
 TEMPLATE_FIELDS = ("stem", "recipe", "ext", "session", "index")
+MAX_SIDE = 20000  # px: a canvas of 20000² is already 1.2 GB of RGB
 SIZE = re.compile(r"^\s*(\d+)\s*[x×]\s*(\d+)\s*$")
 ASPECT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*:\s*(\d+(?:\.\d+)?)\s*$")
 
@@ -44,11 +45,12 @@ class Recipe(BaseModel):
     name: str
     source: str = ""  # where the rule comes from: the channel's published guidance, or the user's own
     format: Literal["jpeg", "png", "webp"] = "png"
+    formats_allowed: tuple[Literal["jpeg", "png", "webp"], ...] | None = None  # what the channel takes, if it says
     quality: int = Field(90, ge=1, le=100)
     background: str = "transparent"  # "transparent", "blur" (the photo blurred), or a colour
     canvas: str = "subject"  # "W×H", "A:B" with long_side, or "subject" (the subject's box plus margins)
-    long_side: int | None = Field(None, ge=16, le=20000)
-    min_long_side: int | None = Field(None, ge=1, le=20000)  # the channel's minimum, checked in the report
+    long_side: int | None = Field(None, ge=16, le=MAX_SIDE)
+    min_long_side: int | None = Field(None, ge=1, le=MAX_SIDE)  # the channel's minimum, checked in the report
     fill: float | None = Field(None, gt=0, le=100)  # percent of the canvas side the subject binds on
     margins: tuple[float, float, float, float] | None = None  # top, right, bottom, left, percent
     align: str = "center"
@@ -66,6 +68,13 @@ class Recipe(BaseModel):
     shadow_softness: float = Field(0.6, ge=0, le=1)  # contact: 0 a hard ellipse, 1 a fade from its centre
     shadows_forbidden: bool = False  # the channel's rule forbids shadows: a shadow is refused
     file_name: str = "{stem}_{recipe}.{ext}"
+
+    def __init__(self, **fields) -> None:
+        """A recipe from its fields; a bad one raises RecipeError, one sentence naming the recipe and the field."""
+        try:
+            super().__init__(**fields)
+        except ValidationError as exc:
+            raise RecipeError(_sentence(str(fields.get("name", "?")), exc)) from None
 
     @property
     def extension(self) -> str:
@@ -105,8 +114,12 @@ class Recipe(BaseModel):
     @classmethod
     def _a_canvas(cls, value: str) -> str:
         value = value.strip().lower()
-        if value == "subject" or SIZE.match(value) or ASPECT.match(value):
-            return value.replace("×", "x").replace(" ", "")
+        if size := SIZE.match(value):
+            if not all(1 <= int(side) <= MAX_SIDE for side in size.groups()):
+                raise ValueError(f"each side must be 1 to {MAX_SIDE} px")
+            return f"{int(size[1])}x{int(size[2])}"
+        if value == "subject" or ASPECT.match(value):
+            return value.replace(" ", "")
         raise ValueError('must be "W×H" (e.g. "2000x2000"), an aspect "A:B" (e.g. "4:5") with long_side, or "subject"')
 
     @field_validator("align")
@@ -140,6 +153,9 @@ class Recipe(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> Recipe:
+        if self.formats_allowed is not None and self.format not in self.formats_allowed:
+            taken = " or ".join(self.formats_allowed)
+            raise ValueError(f"the channel takes only {taken}, so format cannot be {self.format}")
         if self.format == "jpeg" and self.background == "transparent":
             raise ValueError('format "jpeg" cannot keep transparency: set background to a colour, e.g. "white"')
         if self.fill is not None and self.margins is not None:
@@ -154,6 +170,10 @@ class Recipe(BaseModel):
             raise ValueError(f"the channel forbids shadows, so shadow must be none, not {self.shadow}")
         if self.pure_background and self.colour_rgb is None:
             raise ValueError("pure_background needs a background colour")
+        if self.pure_background and self.format == "webp":
+            raise ValueError("pure_background needs jpeg or png: lossy WebP cannot keep every background pixel exact")
+        if self.dpi is not None and self.format == "webp":
+            raise ValueError("dpi needs jpeg or png: a WebP file has no resolution field")
         if self.min_quality > self.quality:
             raise ValueError(f"min_quality {self.min_quality} is above quality {self.quality}")
         return self
@@ -191,10 +211,7 @@ def recipe_from(name: str, tables: dict[str, dict], seen: tuple[str, ...] = ()) 
         if base not in tables or base in seen or base == name:
             raise RecipeError(f'recipe "{name}" has base "{base}", which is not a recipe it can start from')
         table = {**recipe_from(base, tables, (*seen, name)).model_dump(exclude={"name"}), **table}
-    try:
-        return Recipe(name=name, **table)
-    except ValidationError as exc:
-        raise RecipeError(_sentence(name, exc)) from None
+    return Recipe(name=name, **table)
 
 
 def _sentence(name: str, exc: ValidationError) -> str:

@@ -15,7 +15,9 @@ right, of its height for top and bottom), and aligned inside that box.
 
 Snap: a side of the subject that the photo's frame cuts (its box touches the
 photo's edge) is put flush with the canvas's edge, so the cut never floats in
-the background.
+the background. A subject cut on both sides of an axis (a portrait cut left and
+right) is scaled to span that axis from edge to edge, where the other axis
+still fits; else those two sides stay where the fit puts them.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ from bgremover.recipes.declaration import ASPECT, SIZE, Recipe
 
 SUBJECT_ALPHA = 128  # a pixel at least half opaque belongs to the subject's box (as imaging/matting.py's crop)
 SIDES = ("left", "top", "right", "bottom")
-SUBJECT_MARGINS = (5.0, 5.0, 5.0, 5.0)  # a "subject" canvas's margins when the recipe sets none
+SUBJECT_MARGINS = (5.0, 5.0, 5.0, 5.0)
+EDGE = 1e-6  # canvas pixels of float error forgiven  # a "subject" canvas's margins when the recipe sets none
 
 Box = tuple[int, int, int, int]  # left, top, right, bottom; right and bottom exclusive
 
@@ -38,7 +41,7 @@ Box = tuple[int, int, int, int]  # left, top, right, bottom; right and bottom ex
 class Placement:
     canvas: tuple[int, int]
     scale: float  # canvas pixels per photo pixel
-    offset: tuple[int, int]  # where the subject box's top-left corner lands on the canvas
+    offset: tuple[float, float]  # where the subject box's top-left corner lands on the canvas (sub-pixel)
     box: Box  # the subject's box in the photo
     cut: tuple[str, ...]  # the sides of the box that the photo's frame cuts
     snapped: tuple[str, ...]  # those put flush with the canvas's edge
@@ -51,9 +54,9 @@ class Placement:
         return (x, y, x + (right - left) * self.scale, y + (bottom - top) * self.scale)
 
 
-def subject_box(alpha: np.ndarray) -> Box | None:
-    """The box of the pixels at least half opaque; None where there are none."""
-    solid = alpha >= SUBJECT_ALPHA
+def subject_box(alpha: np.ndarray, threshold: int = SUBJECT_ALPHA) -> Box | None:
+    """The box of the pixels at least `threshold` opaque (half, unless told); None where there are none."""
+    solid = alpha >= threshold
     rows, columns = np.flatnonzero(solid.any(axis=1)), np.flatnonzero(solid.any(axis=0))
     if rows.size == 0:
         return None
@@ -74,13 +77,14 @@ def place(recipe: Recipe, box: Box, photo_size: tuple[int, int]) -> Placement:
         return _around_subject(recipe, box, cut)
     canvas = canvas_size(recipe)
     width, height = box[2] - box[0], box[3] - box[1]
-    if recipe.margins is not None:
-        scale, x, y = _in_margins(recipe, canvas, width, height)
-    else:
-        scale, x, y = _by_fill(recipe, canvas, width, height)
-    snapped = tuple(side for side in cut if recipe.snap and _opposite(side) not in cut)
+    fitted = _in_margins if recipe.margins is not None else _by_fill
+    scale, x, y = fitted(recipe, canvas, width, height)
+    spanning = _spanning(cut, canvas, width, height) if recipe.snap else None
+    if spanning is not None:  # cut on both sides of an axis: the subject spans it, from edge to edge
+        scale, x, y = fitted(recipe, canvas, width, height, spanning)
+    snapped = tuple(side for side in cut if recipe.snap and (_opposite(side) not in cut or spanning is not None))
     x, y = _snap(snapped, canvas, width * scale, height * scale, x, y)
-    return Placement(canvas, scale, (round(x), round(y)), box, cut, snapped)
+    return Placement(canvas, scale, (x, y), box, cut, snapped)
 
 
 def canvas_size(recipe: Recipe) -> tuple[int, int]:
@@ -103,21 +107,23 @@ def vertical(align: str) -> str:
     return "top" if "top" in align else "bottom" if "bottom" in align else "center"
 
 
-def _by_fill(recipe: Recipe, canvas: tuple[int, int], width: int, height: int) -> tuple[float, float, float]:
+def _by_fill(recipe: Recipe, canvas, width: int, height: int, scale: float | None = None) -> tuple[float, float, float]:
     fill = (recipe.fill if recipe.fill is not None else 100.0) / 100
     across, down = canvas[0] / width, canvas[1] / height
-    scale = fill * min(across, down)
+    scale = scale or fill * min(across, down)
     gap = (1 - fill) / 2 * (canvas[0] if across <= down else canvas[1])  # the binding side's gap
     x = _along(horizontal(recipe.align), 0, canvas[0], width * scale, gap)
     y = _along(vertical(recipe.align), 0, canvas[1], height * scale, gap)
     return scale, x, y
 
 
-def _in_margins(recipe: Recipe, canvas: tuple[int, int], width: int, height: int) -> tuple[float, float, float]:
+def _in_margins(
+    recipe: Recipe, canvas, width: int, height: int, scale: float | None = None
+) -> tuple[float, float, float]:
     top, right, bottom, left = (side / 100 for side in recipe.margins)
     x0, x1 = left * canvas[0], canvas[0] * (1 - right)
     y0, y1 = top * canvas[1], canvas[1] * (1 - bottom)
-    scale = min((x1 - x0) / width, (y1 - y0) / height)
+    scale = scale or min((x1 - x0) / width, (y1 - y0) / height)
     x = _along(horizontal(recipe.align), x0, x1, width * scale, 0)
     y = _along(vertical(recipe.align), y0, y1, height * scale, 0)
     return scale, x, y
@@ -130,6 +136,15 @@ def _along(where: str, start: float, end: float, length: float, gap: float) -> f
     if where in ("right", "bottom"):
         return end - gap - length
     return start + (end - start - length) / 2
+
+
+def _spanning(cut: tuple[str, ...], canvas: tuple[int, int], width: int, height: int) -> float | None:
+    """The scale at which a subject cut on both sides of an axis spans that axis, if the other axis then fits."""
+    if "left" in cut and "right" in cut and height * canvas[0] / width <= canvas[1] + EDGE:
+        return canvas[0] / width
+    if "top" in cut and "bottom" in cut and width * canvas[1] / height <= canvas[0] + EDGE:
+        return canvas[1] / height
+    return None
 
 
 def _opposite(side: str) -> str:
@@ -158,4 +173,4 @@ def _around_subject(recipe: Recipe, box: Box, cut: tuple[str, ...]) -> Placement
     span = (width + left + right, height + top + bottom)
     scale = recipe.long_side / max(span) if recipe.long_side else 1.0
     canvas = (max(1, math.floor(span[0] * scale + 0.5)), max(1, math.floor(span[1] * scale + 0.5)))
-    return Placement(canvas, scale, (round(left * scale), round(top * scale)), box, cut, snapped)
+    return Placement(canvas, scale, (left * scale, top * scale), box, cut, snapped)

@@ -1,4 +1,4 @@
-"""Shadows as a layer of opacity (0..1) laid on the background before the subject goes over it.
+"""Shadows as a layer of opacity (0..255) laid on the background before the subject goes over it.
 
 Both kinds are drawn behind the subject, never over it: rendering.py darkens the
 background by the layer and then composites the subject on top, so a pixel of
@@ -23,7 +23,7 @@ from PIL import Image, ImageFilter
 from bgremover.recipes.declaration import Recipe
 from bgremover.recipes.geometry import SUBJECT_ALPHA
 
-Layer = tuple[np.ndarray, tuple[int, int]]  # float32 opacity over a window, and the window's top-left corner
+Layer = tuple[np.ndarray, tuple[int, int]]  # uint8 opacity over a window, and the window's top-left corner
 BASE_SHARE = 0.05  # the bottom twentieth of the subject is its base
 FLATNESS = 0.125  # a contact shadow is an eighth as tall as it is wide
 
@@ -54,8 +54,8 @@ def drop(alpha: np.ndarray, longer: float, recipe: Recipe) -> Layer | None:
     moved = Image.fromarray(alpha).crop((left - dx, top - dy, right - dx, bottom - dy))
     if radius > 0:
         moved = moved.filter(ImageFilter.GaussianBlur(radius))
-    layer = np.asarray(moved, dtype=np.float32) * (recipe.shadow_opacity / 255)
-    return layer, (left, top)
+    opacity = recipe.shadow_opacity
+    return np.asarray(moved.point(lambda value: round(value * opacity))), (left, top)
 
 
 def contact(alpha: np.ndarray, subject: tuple[float, float, float, float], recipe: Recipe) -> Layer | None:
@@ -78,4 +78,4 @@ def contact(alpha: np.ndarray, subject: tuple[float, float, float, float], recip
     ys = (np.arange(wt, wb, dtype=np.float32) + 0.5 - centre_y) / down
     radius = np.sqrt(xs[None, :] ** 2 + ys[:, None] ** 2)
     fade = np.clip((1 - radius) / max(recipe.shadow_softness, 1e-3), 0, 1)
-    return (fade * recipe.shadow_opacity).astype(np.float32), (wl, wt)
+    return np.rint(fade * (recipe.shadow_opacity * 255)).astype(np.uint8), (wl, wt)
