@@ -42,14 +42,14 @@ def test_each_recipe_file_goes_to_its_recipes_folder_under_the_items_own_folder(
 
 def test_a_recipe_that_fails_to_render_costs_neither_the_others_nor_the_image(monkeypatch):
     three = recipes.preset_names()[:3]
-    real = recipes.render
+    real = recipes.render_many
 
-    def render(rgb, alpha, recipe, **names):
-        if recipe.name == three[1]:
-            raise MemoryError("made to fail")
-        return real(rgb, alpha, recipe, **names)
+    def render_many(*args, **kwargs):
+        rendered = real(*args, **kwargs)
+        rendered[1] = MemoryError("made to fail")  # as render_many hands back a recipe's failure, in its place
+        return rendered
 
-    monkeypatch.setattr(recipes, "render", render)
+    monkeypatch.setattr(recipes, "render_many", render_many)
     written = []
     entries = renders.render_each(
         cutout(), None, renders.load(",".join(three), None), renders.Naming("a.png"), lambda n, m, d: written.append(n)

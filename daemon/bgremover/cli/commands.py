@@ -218,6 +218,7 @@ def remove_one(settings: Settings, source: Path, output: Path, shown: str | None
 def recipes_beside(settings: Settings, output: Path, entries: list[dict]):
     """With recipes: each one rendered from the same cutout, its file beside OUTPUT as its template names it."""
     from bgremover.job import renders
+    from bgremover.settings import usable_cores
 
     if not settings.recipes:
         return None
@@ -227,7 +228,8 @@ def recipes_beside(settings: Settings, output: Path, entries: list[dict]):
         renders.deliver(output.parent, member.rpartition("/")[2], data)
 
     def then(rgba, icc, lap) -> None:
-        entries.extend(renders.render_each(rgba, icc, recipes, renders.Naming(output.name), write))
+        threads = settings.threads or usable_cores()
+        entries.extend(renders.render_each(rgba, icc, recipes, renders.Naming(output.name), write, threads))
 
     return then
 

@@ -253,7 +253,8 @@ def rendering(args: JobSpec, recipes: list, entries: list[dict]) -> matting.Then
         if args.matte is not None:
             renders.write_matte(rgba, icc, args.matte, args.threads or 1)
             lap("matte")
-        entries.extend(renders.render_each(rgba, icc, recipes, naming, keep if args.renders else _nowhere))
+        write = keep if args.renders else _nowhere
+        entries.extend(renders.render_each(rgba, icc, recipes, naming, write, args.threads or 1))
         lap("render")
 
     return then

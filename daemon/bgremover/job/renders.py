@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import posixpath
 import sys
-import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -85,31 +84,39 @@ def recipe_member(recipe: str, naming: Naming, name: str) -> str:
 Write = Callable[[int, str, bytes], None]
 
 
-def render_each(rgba: Image.Image, icc: bytes | None, recipes: list, naming: Naming, write: Write) -> list[dict]:
+def render_each(
+    rgba: Image.Image, icc: bytes | None, recipes: list, naming: Naming, write: Write, threads: int = 1
+) -> list[dict]:
     """Each recipe rendered from `rgba` and handed to `write`; one entry per recipe, in order.
 
-    An entry: the recipe's name, its file (the member name) or its error
-    sentence, its compliance report and its time. A recipe that fails to
-    render is its own entry's error; `write` failing (the disk) raises.
+    The recipes share what they can (the renderer works out the subject's box
+    and the premultiplied photo once) and run on up to `threads` threads. An
+    entry: the recipe's name, its file (the member name) or its error sentence,
+    its compliance report. A recipe that fails to render is its own entry's
+    error; `write` failing (the disk) raises.
     """
-    from bgremover.recipes import render  # as in load
+    from bgremover.recipes import render_many  # as in load
 
     pixels = np.asarray(rgba.convert("RGBA"))
     rgb, alpha = np.ascontiguousarray(pixels[..., :3]), np.ascontiguousarray(pixels[..., 3])
+    results = render_many(
+        rgb,
+        alpha,
+        recipes,
+        icc_profile=icc,
+        stem=naming.stem,
+        session=naming.session,
+        index=naming.index,
+        threads=threads,
+    )
     entries = []
-    for number, recipe in enumerate(recipes):
-        started = time.perf_counter()
-        try:
-            rendered = render(
-                rgb, alpha, recipe, icc_profile=icc, stem=naming.stem, session=naming.session, index=naming.index
-            )
-        except Exception as exc:  # noqa: BLE001 - one recipe's failure is its own entry's, never the image's
-            entries.append(failed(recipe.name, exc))
+    for number, (recipe, rendered) in enumerate(zip(recipes, results, strict=True)):
+        if isinstance(rendered, Exception):
+            entries.append(failed(recipe.name, rendered))
             continue
         member = recipe_member(recipe.name, naming, rendered.name)
         write(number, member, rendered.data)
-        ms = round((time.perf_counter() - started) * 1000, 2)
-        entries.append({"recipe": recipe.name, "file": member, "error": None, "report": rendered.report, "ms": ms})
+        entries.append({"recipe": recipe.name, "file": member, "error": None, "report": rendered.report})
     return entries
 
 
@@ -120,7 +127,7 @@ def failed(name: str, exc: Exception) -> dict:
     if isinstance(exc, RecipeError):
         sentence = f"the recipe {name} cannot be rendered: {exc}"
     else:
-        traceback.print_exc(file=sys.stderr)
+        traceback.print_exception(exc, file=sys.stderr)
         sentence = f"the recipe {name} could not be rendered: {type(exc).__name__}: {exc}"
     return {"recipe": name, "file": None, "error": sentence, "report": None}
 
