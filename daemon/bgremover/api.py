@@ -169,8 +169,13 @@ def _options(output: str, background: str, edges: str, crop: str, fmt: str, more
 
 def more_options(options: type[ImageOptions] = ImageOptions) -> tuple[str, ...]:
     """The image options `remove` takes as further keywords: all but its named ones (format is output_format)."""
-    named = set(inspect.signature(remove).parameters) | {"output_format"}
+    named = set(inspect.signature(remove).parameters) | {"output_format"} | NOT_HERE
     return tuple(name for name in names(options) if name not in named)
+
+
+# Options of the daemon's and the command line's files, not of one image in memory: refused here as unknown
+# rather than taken and ignored.
+NOT_HERE = {"recipes", "recipes_file", "loose_files"}
 
 
 def _session_for(model: str | None, session: Session | None) -> Session:

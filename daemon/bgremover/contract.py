@@ -83,6 +83,21 @@ class JobSpec:
     mask: Path | None = field(
         default=None, metadata=option("--mask", Path, help="where the mask goes with --kind both")
     )
+    # With recipes: where the photo and its mask are kept for a later rerender, the prefix of each
+    # recipe's file (PREFIX0, PREFIX1, ...), and what names the files: the item's ZIP member, its
+    # session and its place in it.
+    matte: Path | None = field(default=None, metadata=option("--matte", Path, help="where the kept matte goes"))
+    renders: Path | None = field(
+        default=None, metadata=option("--renders", Path, help="each recipe's file is this path and its number")
+    )
+    member: str | None = field(default=None, metadata=option("--member", help="the item's name in the session's ZIP"))
+    session: str | None = field(default=None, metadata=option("--session", help="the item's session"))
+    index: int | None = field(
+        default=None, metadata=option("--index", whole(1, 1 << 30), help="the item's place in its session")
+    )
+    loose: Path | None = field(
+        default=None, metadata=option("--loose", Path, help="the session's tree of loose files (loose_files)")
+    )
     models_dir: Path | None = field(default=None, metadata=option("--models-dir", Path))
     threads: int | None = field(default=None, metadata=option("--threads", whole(1, 1024)))
     providers: tuple[str, ...] = field(

@@ -223,6 +223,40 @@ class ImageOptions:
             doc="libavif speed 0–10: 6 is 3× slower and 17 % smaller, 10 is 1.8× faster and the same size",
         ),
     )
+    recipes: str = field(
+        default="",
+        metadata=option(
+            "the recipes each image is rendered by, comma-separated (amazon,shopify-square), from one inference",
+            flags=("--recipe",),
+            metavar="NAMES",
+            doc=(
+                "the recipes (named outputs: canvas, fill, background, format, byte budget, file name) each image is "
+                'also rendered by, as a list (`["amazon", "shopify-square"]`) or comma-separated; the shipped '
+                "presets and those of `recipes_file`; every recipe of an image comes from its one inference, and "
+                "each lands in the ZIP's folder of that name; see [Recipes](folders-and-markers.md#recipes)"
+            ),
+            example='["amazon", "shopify-square"]',
+        ),
+    )
+    recipes_file: str | None = field(
+        default=None,
+        metadata=option(
+            "your own recipes, a TOML file, beside the shipped presets",
+            ticket=False,
+            doc="a TOML file of your own recipes, named beside the shipped presets; see [Recipes](folders-and-markers.md#recipes)",
+            example='"/srv/bgremover/recipes.toml"',
+        ),
+    )
+    loose_files: bool = field(
+        default=False,
+        metadata=option(
+            "true: each result is also written as a loose file under outbox/SESSION/, as the ZIP names it",
+            doc=(
+                "`true` also writes each done item's files, as the ZIP names them, into `outbox/SESSION/` as the "
+                "item finishes: each one a temp file renamed into place, so a sync tool never sees half a file"
+            ),
+        ),
+    )
     max_megapixels: float = field(
         default=40.0,
         metadata=option(
@@ -297,6 +331,11 @@ def ticket_names(options: type[ImageOptions] = ImageOptions) -> tuple[str, ...]:
     return tuple(one.name for one in declared(options) if one.ticket)
 
 
+def recipe_names(recipes: str) -> list[str]:
+    """The names an option's `recipes` value holds, in order (see ImageRules: already distinct)."""
+    return [name for name in recipes.split(",") if name]
+
+
 def values_of(source: object, options: type[ImageOptions] = ImageOptions) -> dict:
     """Each option's value as `source` (Settings, say) holds it, by name."""
     return {name: getattr(source, name) for name in names(options)}
@@ -317,6 +356,18 @@ class ImageRules(BaseModel):
         except ValueError:
             raise ValueError('must be "transparent" or a colour such as "white" or "#ffffff"') from None
         return f"#{red:02x}{green:02x}{blue:02x}"
+
+    @field_validator("recipes", mode="before", check_fields=False)
+    @classmethod
+    def _recipe_names(cls, value: object) -> object:
+        """A list of names or one comma-separated string, as one string of distinct names in their order."""
+        if isinstance(value, (list, tuple)):
+            if not all(isinstance(one, str) for one in value):
+                raise ValueError('must be a list of recipe names, e.g. ["amazon", "shopify-square"]')
+            value = ",".join(value)
+        if not isinstance(value, str):
+            return value
+        return ",".join(dict.fromkeys(name.strip() for name in value.split(",") if name.strip()))
 
     @model_validator(mode="after")
     def _jpeg_needs_a_background(self) -> ImageRules:

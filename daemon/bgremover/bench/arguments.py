@@ -43,6 +43,12 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         "--options", action="store_true", help="measure each output option (background, crop, output, edges) instead"
     )
     parser.add_argument(
+        "--rerender",
+        action="store_true",
+        help="run a session (100 images unless --count) through the daemon with one recipe, then time "
+        "`bgremover rerender` of it with another, against the session's own time",
+    )
+    parser.add_argument(
         "--edges",
         action="store_true",
         help="measure edge quality instead: alpha and colour errors against a known truth, for each "

@@ -34,6 +34,7 @@ from bgremover.bench import cluster as clusterbench
 from bgremover.bench import composites
 from bgremover.bench import models as modelbench
 from bgremover.bench import options as optionbench
+from bgremover.bench import rerender as rerenderbench
 from bgremover.bench import slots as slotbench
 from bgremover.bench.daemon import (
     DAEMON_LOG,
@@ -86,6 +87,8 @@ def main(settings: Settings, args: argparse.Namespace, *, soak_step: int = SOAK_
             document = soak(settings, args, workdir, soak_step, echo=table)
         elif args.options:
             document = per_option(settings, args, workdir)
+        elif args.rerender:
+            document = per_rerender(settings, args, workdir)
         elif args.edges:
             document = edge_quality(settings)
         elif args.model:
@@ -238,7 +241,18 @@ def per_option(settings: Settings, args: argparse.Namespace, workdir: Path) -> d
         "machine": machine(settings.threads),
         "corpus": describe_corpus(corpus, args),
         "options": optionbench.options_section(corpus, base, spec, session, workdir / "options"),
+        "recipes": optionbench.recipes_section(corpus, base, spec, session, workdir / "recipes"),
         "edges": optionbench.edges_section(corpus, spec, session),
+    }
+
+
+def per_rerender(settings: Settings, args: argparse.Namespace, workdir: Path) -> dict:
+    """A session through the daemon with one recipe, then `rerender` of it with another (bench/rerender.py)."""
+    corpus = bench_corpus(args, workdir / "corpus", rerenderbench.SESSION_IMAGES)
+    return {
+        "machine": machine(settings.threads),
+        "corpus": describe_corpus(corpus, args),
+        **rerenderbench.rerender_against_session(settings, corpus, workdir),
     }
 
 
@@ -627,6 +641,11 @@ SECTION_TITLES = {
     "workers": "one local job slot, as many local slots, then celery workers of one slot each on this machine "
     "(medians; memory: peaks)",
     "options": "each output option, whole pipeline in this process",
+    "recipes": "one recipe against five, each from one inference (medians; cpu = this process's CPU time), and a "
+    "rerender of one recipe from the kept matte",
+    "session": "a session through the real daemon, with one recipe",
+    "rerender ebay": "`bgremover rerender` of that session with ebay (JPEG on white): no model",
+    "rerender shopify-square": "`bgremover rerender` of that session with shopify-square (2048-px WebP): no model",
     "edges": "edges against the raw mask (alpha levels of 255; band = pixels near the contour)",
     "models": "each model: session, model alone, whole pipeline in this process (medians), one job's peak memory",
     "agreement": "mask agreement at each photo's size (alpha_diff: mean |difference| in levels of 255)",

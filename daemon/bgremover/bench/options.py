@@ -1,4 +1,4 @@
-"""`bgremover bench --options`: what each output option costs per image, and what `edges` changes.
+"""`bgremover bench --options`: what each output option and recipe costs per image, and what `edges` changes.
 
 Every variant runs the whole pipeline in this process (decode to encoded file)
 on the same images with one model session, so the differences between their
@@ -76,6 +76,80 @@ def one_run(path: Path, options: matting.Options, spec, session, folder: Path) -
         "postprocess_ms": timings["postprocess"],
         "encode_ms": timings["encode"],
         "output_kb": output.stat().st_size / 1024 if options.output != "mask" else None,
+    }
+
+
+# The recipe sets a job is timed with: the first preset alone, then the first five, each from one inference.
+RECIPE_SETS = {"1 recipe": 1, "5 recipes": 5}
+
+
+def recipes_section(corpus: list[Path], base: matting.Options, spec, session, folder: Path) -> dict:
+    """A job's pipeline with one recipe against five (wall and CPU ms, inferences), and a rerender from the matte.
+
+    Each run is what the job does: decode, one inference, the cutout encoded,
+    the matte kept, then every recipe rendered and written. The rerender is what
+    `bgremover rerender` does per image: the kept matte read, one recipe rendered
+    and written, no model. The sets take turns on each image, as the variants do.
+    """
+    from bgremover.job import renders
+    from bgremover.recipes import preset_names
+
+    folder.mkdir(parents=True, exist_ok=True)
+    names = preset_names()
+    sets = {label: renders.load(",".join(names[:count]), None) for label, count in RECIPE_SETS.items()}
+    rows: dict[str, list[dict]] = {label: [] for label in [*sets, "rerender 1 recipe"]}
+    for recipes in sets.values():
+        recipe_run(corpus[0], base, recipes, spec, session, folder)  # warm-up
+    for path in corpus:
+        for label, recipes in sets.items():
+            rows[label].append(recipe_run(path, base, recipes, spec, session, folder))
+        rows["rerender 1 recipe"].append(rerender_run(folder / "matte.png", sets["1 recipe"], folder))
+    found = {label: medians(runs) for label, runs in rows.items()}
+    one, five, again = (found[label] for label in rows)
+    return {
+        "recipes": {label: names[:count] for label, count in RECIPE_SETS.items()},
+        **found,
+        "5 against 1 (wall)": round(five["ms_per_image"] / one["ms_per_image"], 2),
+        "5 against 1 (cpu)": round(five["cpu_ms_per_image"] / one["cpu_ms_per_image"], 2),
+        "rerender against 1-recipe job (wall)": round(again["ms_per_image"] / one["ms_per_image"], 3),
+    }
+
+
+def recipe_run(path: Path, base: matting.Options, recipes: list, spec, session, folder: Path) -> dict:
+    from bgremover.job import renders
+    from bgremover.job.process import Counted
+
+    model = Counted(session)
+
+    def write(number: int, member: str, data: bytes) -> None:
+        (folder / f"render{number}").write_bytes(data)
+
+    def then(rgba, icc, lap) -> None:
+        renders.write_matte(rgba, icc, folder / "matte.png", base.threads)
+        renders.render_each(rgba, icc, recipes, renders.Naming("image.png"), write)
+
+    wall, cpu = time.perf_counter(), time.process_time()
+    matting.remove_background(path, folder / "out.png", model, spec, base, None, then)
+    return {
+        "ms_per_image": (time.perf_counter() - wall) * 1000,
+        "cpu_ms_per_image": (time.process_time() - cpu) * 1000,
+        "inferences": model.runs,
+    }
+
+
+def rerender_run(matte: Path, recipes: list, folder: Path) -> dict:
+    from bgremover.job import renders
+
+    def write(number: int, member: str, data: bytes) -> None:
+        (folder / f"again{number}").write_bytes(data)
+
+    wall, cpu = time.perf_counter(), time.process_time()
+    rgba, icc = renders.read_matte(matte)
+    renders.render_each(rgba, icc, recipes, renders.Naming("image.png"), write)
+    return {
+        "ms_per_image": (time.perf_counter() - wall) * 1000,
+        "cpu_ms_per_image": (time.process_time() - cpu) * 1000,
+        "inferences": 0,
     }
 
 

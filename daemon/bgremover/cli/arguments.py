@@ -1,4 +1,4 @@
-"""The arguments of the commands this client runs: run, status, retry, cancel, remove, models and worker.
+"""The arguments of the commands this client runs: run, status, retry, cancel, remove, rerender, models and worker.
 
 bgremover/main.py puts them in the one parser beside the web page's and the
 bench's; cli/commands.py holds the bodies.
@@ -87,6 +87,28 @@ def add_remove(commands: Commands, common: argparse.ArgumentParser) -> None:
         help="with -o: run every image in this one process instead of a fresh process each",
     )
     add_setting_flags(remove)
+
+
+def add_rerender(commands: Commands, common: argparse.ArgumentParser) -> None:
+    rerender = commands.add_parser(
+        "rerender",
+        parents=[common],
+        help="render new recipes for a whole session from its kept mattes, running no model",
+    )
+    rerender.add_argument("session")
+    # dest as the setting flag's (cli/flags.py), so it gives the `recipes` setting like `--recipe` of run and remove
+    rerender.add_argument(
+        "--recipe",
+        dest="flag_recipe",
+        metavar="NAMES",
+        help="the recipes to render, comma-separated (setting: recipes)",
+    )
+    rerender.add_argument(
+        "-o", "--output-dir", type=Path, metavar="OUTDIR", help="where the files go (default: outbox/SESSION/)"
+    )
+    rerender.add_argument(
+        "--jobs", type=positive_argument, metavar="N", help="processes rendering at once (default: cores)"
+    )
 
 
 def add_models(commands: Commands, common: argparse.ArgumentParser) -> None:

@@ -40,6 +40,7 @@ class Planned:
     source: Path  # as the user can find it: under the folder as they named it
     output: Path
     mask: Path | None  # with output "both", the mask beside the cutout
+    member: str = ""  # the output's name under OUTDIR, as the daemon's ZIP would name it
 
 
 def output_format(settings: Settings) -> str:
@@ -78,7 +79,7 @@ def plan(images: list[tuple[Path, str]], outdir: Path, fmt: str, with_masks: boo
         member = member_with_mask(name, extension, taken) if with_masks else member_name(name, extension, taken)
         mask = mask_member(member) if with_masks else None
         taken.update(filter(None, (member, mask)))
-        planned.append(Planned(source, outdir / member, outdir / mask if mask else None))
+        planned.append(Planned(source, outdir / member, outdir / mask if mask else None, member))
     return planned
 
 
@@ -88,7 +89,16 @@ def job_spec(settings: Settings, model: ModelSpec, item: Planned, fmt: str, work
         input=item.source.absolute(), output=item.output.absolute(), report=work / f"{index}.json",
         log=work / f"{index}.log", options=options, mask=item.mask.absolute() if item.mask else None,
         models_dir=model.path.parent, threads=settings.threads, providers=tuple(settings.providers),
+        **recipe_files(settings, item, work, index),
     )  # fmt: skip
+
+
+def recipe_files(settings: Settings, item: Planned, work: Path, index: int) -> dict:
+    """With recipes: each recipe's file into OUTDIR as the daemon's ZIP names it (RECIPE/FOLDER/NAME)."""
+    if not settings.recipes:
+        return {}
+    outdir = item.output.absolute().parents[len(item.member.split("/")) - 1]
+    return {"renders": work / f"{index}.render", "member": item.member, "index": index + 1, "loose": outdir}
 
 
 class Progress:

@@ -173,6 +173,7 @@ def remove_streamed(settings: Settings, source: str, target: str) -> int:
 def remove_one(settings: Settings, source: Path, output: Path, shown: str | None = None, announce: bool = True) -> int:
     """One image in this process; OUTPUT's extension picks the format. `shown` names the input in messages."""
     from bgremover.imaging import matting
+    from bgremover.job.renders import Unusable
     from bgremover.outbox import zips as outbox
 
     shown = shown or str(source)
@@ -187,9 +188,11 @@ def remove_one(settings: Settings, source: Path, output: Path, shown: str | None
     options = matting.Options.from_settings(settings, fmt)
     mask = output.with_name(outbox.mask_member(output.name)) if options.output == "both" else None
     mask_temp = durable.temp_path(mask) if mask else None
+    entries: list[dict] = []
     try:
+        then = recipes_beside(settings, output, entries)
         session = matting.create_session(model, settings.threads, settings.providers)
-        outcome = matting.remove_background(source, temp, session, model, options, mask_temp)
+        outcome = matting.remove_background(source, temp, session, model, options, mask_temp, then)
         if mask:
             durable.publish(mask_temp, mask)
             if announce:
@@ -199,7 +202,7 @@ def remove_one(settings: Settings, source: Path, output: Path, shown: str | None
             print(f"bgremover: {shown}: {outcome.note}", file=sys.stderr)
     except matting.BadInput as exc:
         return fail(f"{shown}: {exc}", EXIT_FAILED)
-    except (matting.ModelError, matting.EncoderUnavailable) as exc:
+    except (matting.ModelError, matting.EncoderUnavailable, Unusable) as exc:
         return fail(str(exc), EXIT_USAGE)
     except OSError as exc:
         return fail(f"{exc.filename or shown}: {exc.strerror or exc}", EXIT_FAILED)
@@ -209,7 +212,47 @@ def remove_one(settings: Settings, source: Path, output: Path, shown: str | None
             mask_temp.unlink(missing_ok=True)
     if announce:
         print(f"wrote {output}")
-    return EXIT_OK
+    return said_recipes(entries, output.parent, shown, announce)
+
+
+def recipes_beside(settings: Settings, output: Path, entries: list[dict]):
+    """With recipes: each one rendered from the same cutout, its file beside OUTPUT as its template names it."""
+    from bgremover.job import renders
+    from bgremover.settings import usable_cores
+
+    if not settings.recipes:
+        return None
+    recipes = renders.load(settings.recipes, settings.recipes_file)  # before the model runs: a typo costs nothing
+
+    def write(number: int, member: str, data: bytes) -> None:
+        renders.deliver(output.parent, member.rpartition("/")[2], data)
+
+    def then(rgba, icc, lap) -> None:
+        threads = settings.threads or usable_cores()
+        entries.extend(renders.render_each(rgba, icc, recipes, renders.Naming(output.name), write, threads))
+
+    return then
+
+
+def said_recipes(entries: list[dict], folder: Path, shown: str, announce: bool) -> int:
+    """A line per recipe's file (and why one is not compliant); 1 if a recipe could not be rendered."""
+    for entry in entries:
+        if entry["file"] is None:
+            fail(f"{shown}: {entry['error']}", EXIT_FAILED)
+            continue
+        path = folder / entry["file"].rpartition("/")[2]
+        if announce:
+            print(f"wrote {path}")
+        report = entry["report"] or {}
+        if not report.get("compliant", False):
+            print(f"bgremover: {path}: not compliant with {entry['recipe']}: {report.get('reason')}", file=sys.stderr)
+    return EXIT_FAILED if any(entry["file"] is None for entry in entries) else EXIT_OK
+
+
+def rerender(settings: Settings, args: argparse.Namespace) -> int:
+    from bgremover.cli.rerender import rerender as run_rerender
+
+    return run_rerender(settings, args)
 
 
 def import_models(folder: Path, args: argparse.Namespace) -> int:

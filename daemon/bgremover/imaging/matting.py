@@ -72,6 +72,7 @@ class Options(ImageOptions):
 class Outcome:
     timings_ms: dict[str, float] = field(default_factory=dict)
     note: str | None = None  # something the user should know about this item, e.g. it was reduced
+    extra: dict = field(default_factory=dict)  # what else the caller reports (the job: its recipes, its inferences)
 
 
 # ---------------------------------------------------------------- session
@@ -637,6 +638,11 @@ def encode(rgba: Image.Image, path: Path | BinaryIO, icc_profile: bytes | None, 
 # ---------------------------------------------------------------- the whole pipeline
 
 
+# What a caller does with the unframed cutout once the result is written (the job's recipes):
+# given the cutout, the photo's profile and the lap clock.
+Then = Callable[[Image.Image, bytes | None, Callable[[str], None]], None]
+
+
 def remove_background(
     src: Path,
     dst: Path,
@@ -644,19 +650,25 @@ def remove_background(
     spec: ModelSpec,
     options: Options = Options(),
     mask_dst: Path | None = None,
+    then: Then | None = None,
 ) -> Outcome:
     """Cut the subject of `src` out into `dst` (and its mask into `mask_dst` with output "both").
 
     The outcome holds each stage's time in ms. With output "mask", `dst` gets the mask.
-    `dst` and `mask_dst` may be paths or binary files open for writing.
+    `dst` and `mask_dst` may be paths or binary files open for writing. `then`, if
+    given, gets the whole unframed cutout afterwards, from the same one inference.
     """
     outcome, lap = timed()
     decoded = decode(src, options.max_megapixels, options.large_images)
     outcome.note = decoded.note
     lap("decode")
-    rgba = matte(decoded.image, session, spec, options, lap)
+    unframed = unframed_cutout(decoded.image, session, spec, options, lap)
+    rgba = framed(unframed, options)
+    lap("postprocess")
     write_result(rgba, decoded.icc, options, dst, mask_dst)
     lap("encode")
+    if then is not None:
+        then(unframed, decoded.icc, lap)
     return outcome
 
 
@@ -682,17 +694,26 @@ def matte(
     lap: Callable[[str], None] = lambda stage: None,
 ) -> Image.Image:
     """The decoded image's framed RGBA cutout: model input, inference, mask, edges, cutout, framing."""
+    rgba = framed(unframed_cutout(image, session, spec, options, lap), options)
+    lap("postprocess")
+    return rgba
+
+
+def unframed_cutout(
+    image: Image.Image,
+    session: onnxruntime.InferenceSession,
+    spec: ModelSpec,
+    options: Options,
+    lap: Callable[[str], None] = lambda stage: None,
+) -> Image.Image:
+    """The whole photo's RGBA cutout, before any framing: model input, inference, mask, edges, cutout."""
     tensor = preprocess(image, spec)
     lap("preprocess")
     raw = infer(session, tensor, spec)
     lap("inference")
     mask = with_edges(postprocess(raw, image.size, spec), image, options.edges)
     rgba = cutout(image, mask)
-    if options.decontaminate:
-        rgba = decontaminated(rgba)
-    rgba = framed(rgba, options)
-    lap("postprocess")
-    return rgba
+    return decontaminated(rgba) if options.decontaminate else rgba
 
 
 def write_result(

@@ -30,8 +30,10 @@ from bgremover import durable
 from bgremover.backoff import is_storage_error
 from bgremover.contract import ExitCode, JobSpec
 from bgremover.imaging import matting
+from bgremover.job import renders
 from bgremover.models.manifest import ModelSpec
 from bgremover.options import values_of
+from bgremover.outbox.zips import mask_member
 
 
 class Terminated(BaseException):
@@ -90,6 +92,8 @@ def preload(config: dict, optimize: bool = True) -> Shared:
     spec = matting.load_model_spec(config["model"], models_dir, verify=False)  # verified by the supervisor
     matting.ensure_encoder(config.get("format", "png"))
     matting.edges.preload()  # any folder's ticket may ask for clean edges
+    # Any folder's ticket may ask for recipes too; the settings' own are checked now, so a typo stops start-up.
+    renders.preload(config.get("recipes") or "", config.get("recipes_file"))
     optimized = optimized_in_child(spec, providers) if optimize else None
     return Shared(spec, optimized, config.get("threads"), providers)
 
@@ -168,6 +172,9 @@ def main(argv: list[str] | None = None, prepared: Prepared | None = None) -> int
         outcome = run(args, prepared)
     except matting.BadInput as exc:
         return finish(args.report, ExitCode.BAD_INPUT, str(exc))
+    except renders.Unusable as exc:
+        # The recipes changed since the session opened (its user file, say): the image is fine.
+        return finish(args.report, ExitCode.TEMPORARY, str(exc))
     except (matting.ModelError, matting.EncoderUnavailable) as exc:
         return finish(args.report, ExitCode.TEMPORARY, str(exc))
     except OSError as exc:
@@ -206,13 +213,19 @@ def run(args: JobSpec, prepared: Prepared) -> matting.Outcome:
     """Write the result to a temp file beside OUT, make it durable, then rename it to OUT.
 
     With --kind both the mask is published first: once OUT exists, so does its mask.
+    With recipes, the matte and every recipe's file are published before OUT too,
+    all from the one inference; the report lists each recipe's file or error.
     """
+    recipes = renders.load(args.options.recipes, args.options.recipes_file) if args.options.recipes else []
     temp = durable.temp_path(args.output)
     mask = args.mask if args.options.output == "both" else None
     mask_temp = durable.temp_path(mask) if mask else None
+    model = Counted(prepared.session)
+    entries: list[dict] = []
+    then = rendering(args, recipes, entries) if recipes else None
     try:
         outcome = matting.remove_background(
-            args.input, temp, prepared.session, prepared.shared.spec, options_from(args), mask_temp
+            args.input, temp, model, prepared.shared.spec, options_from(args), mask_temp, then
         )
         started = time.perf_counter()
         if mask:
@@ -223,11 +236,71 @@ def run(args: JobSpec, prepared: Prepared) -> matting.Outcome:
         for leftover in (temp, mask_temp):
             if leftover:
                 leftover.unlink(missing_ok=True)  # after a successful publish it no longer exists
+    outcome.extra.update(inferences=model.runs, **({"recipes": entries} if recipes else {}))
+    if args.loose is not None:
+        deliver_loose(args, entries, outcome)
     return outcome
 
 
+def rendering(args: JobSpec, recipes: list, entries: list[dict]) -> matting.Then:
+    """What the job does with the unframed cutout: keep it as the matte, then render each recipe from it."""
+    naming = renders.Naming(args.member or args.output.name, args.session or "", args.index or 1)
+
+    def keep(number: int, member: str, data: bytes) -> None:
+        durable.atomic_write(renders.render_path(args.renders, number), data)
+
+    def then(rgba, icc: bytes | None, lap) -> None:
+        if args.matte is not None:
+            renders.write_matte(rgba, icc, args.matte, args.threads or 1)
+            lap("matte")
+        write = keep if args.renders else _nowhere
+        entries.extend(renders.render_each(rgba, icc, recipes, naming, write, args.threads or 1))
+        lap("render")
+
+    return then
+
+
+def _nowhere(number: int, member: str, data: bytes) -> None:
+    pass
+
+
+def deliver_loose(args: JobSpec, entries: list[dict], outcome: matting.Outcome) -> None:
+    """The item's files into the session's loose tree, each renamed into place whole.
+
+    After OUT is published, so the item is done whatever happens here: a loose
+    tree that refuses a file costs a note, never the item (the ZIP still has it).
+    """
+    member = args.member or args.output.name
+    files: list[tuple[str, Path]] = [(member, args.output)]
+    if args.options.output == "both" and args.mask is not None:
+        files.append((mask_member(member), args.mask))
+    files += [(e["file"], renders.render_path(args.renders, n)) for n, e in enumerate(entries) if e["file"]]
+    try:
+        for name, source in files:
+            if args.loose.joinpath(*name.split("/")).absolute() != source.absolute():  # `remove -o`: there already
+                renders.deliver(args.loose, name, source)
+    except OSError as exc:
+        note = f"the loose files could not be written ({exc.strerror or exc}); the ZIP has them"
+        outcome.note = f"{outcome.note}; {note}" if outcome.note else note
+
+
+class Counted:
+    """The model's session, counting its runs: the report says how many inferences the job made."""
+
+    def __init__(self, session: onnxruntime.InferenceSession | None) -> None:
+        self.session = session
+        self.runs = 0
+
+    def run(self, *args, **kwargs):
+        self.runs += 1
+        return self.session.run(*args, **kwargs)
+
+    def __getattr__(self, name: str):
+        return getattr(self.session, name)
+
+
 def write_report(path: Path, error: str | None, outcome: matting.Outcome) -> None:
-    report = {"error": error, "note": outcome.note, "timings_ms": outcome.timings_ms}
+    report = {"error": error, "note": outcome.note, "timings_ms": outcome.timings_ms, **outcome.extra}
     durable.atomic_write(path, (json.dumps(report, indent=1) + "\n").encode("utf-8"))
 
 

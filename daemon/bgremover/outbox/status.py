@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import Counter
 
 from bgremover.intake.tickets import makes_masks, session_options
+from bgremover.options import recipe_names
 from bgremover.outbox.zips import mask_member
 from bgremover.queue.states import RETRYABLE, Status
 from bgremover.queue.store import Item, Session, iso
@@ -38,7 +39,21 @@ def session_document(session: Session, items: list[Item], settings: Settings, mo
         "finish_error": session.finish_error,  # why its ZIP or archive is not done yet; tried again later
         "ticket": session.ticket or None,
         "items": item_documents(items, makes_masks(settings, session.ticket, session.output)),
+        **recipes_summary(session_options(settings, session.ticket)["recipes"], items),
     }
+
+
+def recipes_summary(recipes: str, items: list[Item]) -> dict:
+    """A session with recipes: their names, and how many of its done items' recipe files are not compliant."""
+    if not recipes:
+        return {}
+    return {"recipes": recipe_names(recipes), "non_compliant": non_compliant(items)}
+
+
+def non_compliant(items: list[Item]) -> int:
+    """How many recipe files of the done items a channel would refuse: not compliant, or not rendered at all."""
+    done = (item for item in items if item.status is Status.DONE)
+    return sum(1 for item in done for entry in item.recipes if not recipe_document(entry)["compliant"])
 
 
 def forgotten_document(document: dict, archived: set[str]) -> dict:
@@ -82,6 +97,22 @@ def item_document(item: Item, with_mask: bool) -> dict:
         "attempts": item.attempts,
         "retry_marker": retry_marker(item),
         **({"worker": item.worker} if done and item.worker else {}),  # the host that made it, past one machine
+        **({"recipes": [recipe_document(entry) for entry in item.recipes]} if done and item.renders else {}),
+    }
+
+
+def recipe_document(entry: dict) -> dict:
+    """One recipe of a done item: its file (the ZIP member) or why it has none, and its compliance report."""
+    report = entry.get("report") or {}
+    compliant = bool(entry.get("file")) and bool(report.get("compliant"))
+    reason = report.get("reason") if entry.get("file") else entry.get("error")
+    return {
+        "recipe": entry.get("recipe"),
+        "file": entry.get("file"),
+        "compliant": compliant,
+        "reason": reason,
+        "error": entry.get("error"),
+        "report": report or None,
     }
 
 

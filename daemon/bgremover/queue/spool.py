@@ -95,9 +95,10 @@ class Spool:
         self.originals = root / "state" / "originals"
         self.results = root / "state" / "results"
         self.archive = root / "archive"
+        self.mattes = root / "state" / "mattes"
 
     def prepare(self) -> None:
-        for folder in (self.originals, self.results, self.archive):
+        for folder in (self.originals, self.results, self.archive, self.mattes):
             folder.mkdir(parents=True, exist_ok=True)
 
     def stored(self, item: Item) -> Path:
@@ -166,6 +167,20 @@ class Spool:
     def mask_result(self, item: Item) -> Path:
         """Where a job writes the mask beside its cutout (output "both")."""
         return self.results / f"{self.job_stem(item)}.mask.png"
+
+    def renders(self, item: Item, attempt: int | None = None) -> Path:
+        """The prefix of a job's recipe files: recipe n's file is this name and n (`<id>-<attempt>.render0`)."""
+        return self.results / f"{self.job_stem(item, attempt)}.render"
+
+    def render_files(self, item: Item, entries: list | None = None) -> list[Path]:
+        """A job's recipe files, one for each recipe that rendered, by the entries it reported (a done item's own)."""
+        prefix = self.renders(item)
+        entries = item.recipes if entries is None else entries
+        return [prefix.with_name(f"{prefix.name}{n}") for n, entry in enumerate(entries) if entry.get("file")]
+
+    def matte(self, item: Item) -> Path:
+        """The photo and its mask, kept while the session is, for a rerender: by id, whatever its attempt."""
+        return self.mattes / f"{item.id}.png"
 
     def report(self, item: Item) -> Path:
         return self.results / f"{self.job_stem(item)}.report.json"

@@ -68,6 +68,12 @@ class Item:
     updated_at: float
     worker: str | None = None  # the worker host that ran its last job, where another host did
     job_pid_start: int | None = None  # when job_pid's process started, to tell it from a later one with its pid
+    renders: str | None = None  # JSON: a done item's recipes, each its file or error and its compliance report
+
+    @property
+    def recipes(self) -> list[dict]:
+        """Each recipe a done item was rendered by: its name, its file (the ZIP member) or error, its report."""
+        return json.loads(self.renders) if self.renders else []
 
 
 def iso(timestamp: float) -> str:
@@ -353,6 +359,19 @@ class ItemQueries(Database):
             counts[session][status] = n
         return counts
 
+    def non_compliant_of(self, sessions: list[str]) -> dict[str, int]:
+        """Each named session's recipe files a channel would refuse, among its done items: not compliant, or
+        not rendered at all; counted by SQLite in the items' JSON, not read. A session with none is left out."""
+        rows = self.db.execute(
+            "SELECT items.session, COUNT(*) FROM items, json_each(items.renders) AS entry"
+            " WHERE items.session IN (SELECT value FROM json_each(?)) AND items.status = 'done'"
+            " AND items.renders IS NOT NULL AND (json_extract(entry.value, '$.file') IS NULL"
+            " OR COALESCE(json_extract(entry.value, '$.report.compliant'), 0) != 1)"
+            " GROUP BY items.session",
+            (json.dumps(sessions),),
+        )
+        return {session: n for session, n in rows}
+
     def items_in_each_status(self) -> dict[str, int]:
         """The whole queue's items in each status (zero included), counted on the status index, not read."""
         counts = {status.value: 0 for status in Status}
@@ -393,10 +412,11 @@ class ItemQueries(Database):
         note: str | None = None,
         attempt: int | None = None,
         worker: str | None = None,
+        renders: str | None = None,
     ) -> Item:
         """Move one item from `src` to `dst`, or raise IllegalTransition and change nothing.
 
-        `error`, `note` and `worker` describe the new status, so all are replaced on every move.
+        `error`, `note`, `worker` and `renders` describe the new status, so all are replaced on every move.
         With `attempt`, the move is made only if the item is still at that attempt:
         the outcome of a job is recorded for the attempt that ran it, never a later one.
         """
@@ -404,10 +424,10 @@ class ItemQueries(Database):
             raise IllegalTransition(f"item {item_id}: {src.value} -> {dst.value} is not an allowed transition")
         with self.transaction():
             cursor = self.db.execute(
-                "UPDATE items SET status = ?, error = ?, note = ?, worker = ?, updated_at = ?,"
+                "UPDATE items SET status = ?, error = ?, note = ?, worker = ?, renders = ?, updated_at = ?,"
                 " attempts = attempts + (? = 'processing'), job_pid = NULL, job_pid_start = NULL"
                 " WHERE id = ? AND status = ? AND (? IS NULL OR attempts = ?)",
-                (dst.value, error, note, worker, now, dst.value, item_id, src.value, attempt, attempt),
+                (dst.value, error, note, worker, renders, now, dst.value, item_id, src.value, attempt, attempt),
             )
             if cursor.rowcount != 1:
                 at = f" at attempt {attempt}" if attempt is not None else ""

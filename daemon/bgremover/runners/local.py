@@ -69,6 +69,7 @@ class LocalRunner(JobRunner):
             "supervisor": os.getpid(),  # and whether they outlived it (forget_unrecorded)
             "model": model["model"], "models_dir": model["models_dir"], "threads": settings.threads,
             "providers": list(settings.providers), "format": settings.output_format,
+            "recipes": settings.recipes, "recipes_file": settings.recipes_file,
         })  # fmt: skip
         try:
             warn_if_threaded(self.forkserver.start())

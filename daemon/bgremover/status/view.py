@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TextIO
 
 from bgremover.intake.tickets import makes_masks
-from bgremover.outbox.status import item_documents, retry_marker, status_counts
+from bgremover.outbox.status import item_documents, recipe_document, retry_marker, status_counts
 from bgremover.queue.states import RETRYABLE, Status
 from bgremover.queue.store import Item, Session, Store, iso
 from bgremover.service.facts import read_facts
@@ -72,6 +72,7 @@ class SessionView:
     eta_s: float | None
     with_masks: bool = False  # output "both": each done item has a mask member beside its cutout
     counts: dict[str, int] = field(default_factory=dict)  # every status named, zero included
+    non_compliant: int = 0  # its done items' recipe files a channel would refuse (see Store.non_compliant_of)
 
     @property
     def total(self) -> int:
@@ -161,6 +162,7 @@ class Records:
     pending: list[tuple[int, str, str]]  # (id, session, status) of the whole queue's queued and processing items
     finished: list[tuple[str, float]]  # (session, when) of the items finished within the rate's window
     older: int  # settled sessions older than the page shown
+    non_compliant: dict[str, int] = field(default_factory=dict)  # by session, those with any
 
 
 def read(
@@ -190,6 +192,7 @@ def read(
             rate if running else None,
             makes_masks(settings, s.ticket, s.output),
             figures(records, s.name),
+            records.non_compliant.get(s.name, 0),
         )
         for s in records.sessions
     ]
@@ -256,6 +259,7 @@ def take_records(store: Store, now: float, only: str | None, page: int, every_it
         ],  # every pending item, whichever sessions are shown: an ETA counts those ahead
         [tuple(row) for row in store.finished_since(now - RATE_WINDOW_SECONDS)],
         older,
+        store.non_compliant_of(names),
     )
 
 
@@ -271,6 +275,7 @@ def session_view(
     daemon_rate: float | None,
     with_masks: bool = False,
     counted: Figures | None = None,
+    non_compliant: int = 0,
 ) -> SessionView:
     """`daemon_rate` is None when the daemon is stopped: it finishes nothing, so no ETA can be kept.
 
@@ -287,6 +292,7 @@ def session_view(
         progress.eta_seconds(to_finish, daemon_rate),
         with_masks,
         counted.counts,
+        non_compliant,
     )
 
 
@@ -362,6 +368,8 @@ def session_line(view: SessionView, width: int) -> str:
     parts = [f"{counts['done']} done"] + [
         f"{counts[s]} {s}" for s in ("failed", "cancelled", "processing", "queued") if counts[s]
     ]
+    if view.non_compliant:
+        parts.append(f"{view.non_compliant} recipe file{'' if view.non_compliant == 1 else 's'} not compliant")
     fields = [
         view.session.name.ljust(width),
         view.session.state.value.ljust(STATE_WIDTH),
@@ -381,9 +389,16 @@ def item_line(settings: Settings, item: Item) -> str:
         line += f" -> {item.member}"
     if item.error:
         line += f": {item.error}"
+    if item.status is Status.DONE:
+        line += "".join(f"; {one['recipe']} not compliant: {one['reason']}" for one in refused_recipes(item))
     if item.status in RETRYABLE:
         line += f" (retry: touch {settings.retry_dir / item.session / item.name})"
     return line
+
+
+def refused_recipes(item: Item) -> list[dict]:
+    """A done item's recipe entries a channel would refuse, as its status JSON shows them."""
+    return [one for one in map(recipe_document, item.recipes) if not one["compliant"]]
 
 
 def empty_text(root: Path) -> list[str]:
@@ -437,6 +452,7 @@ def session_document(view: SessionView, every_item: bool) -> dict:
         "zip": session.zip,
         "error": session.error,  # why the whole session was refused (an invalid job ticket)
         "finish_error": session.finish_error,  # why its ZIP or archive is not done yet; tried again later
+        "non_compliant": view.non_compliant,  # recipe files of its done items a channel would refuse
         "failed": [
             {"name": item.name, "error": item.error, "retry_marker": retry_marker(item)} for item in view.failed
         ],

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import math
 import time
 from collections.abc import Callable
@@ -135,8 +136,17 @@ class Dispatch:
             report=self.spool.report(item), log=self.spool.job_log(item), options=options,
             mask=self.spool.mask_result(item) if options.output == "both" else None,
             models_dir=model.path.parent, threads=settings.threads, providers=tuple(settings.providers),
-            item=item.id, attempt=item.attempts,
+            item=item.id, attempt=item.attempts, **self.naming(item, options),
         )  # fmt: skip
+
+    def naming(self, item: Item, options: ImageOptions) -> dict:
+        """With recipes or loose files: where the matte and the recipes' files go, and what names them."""
+        if not (options.recipes or options.loose_files):
+            return {}
+        index = next((n for n, one in enumerate(self.store.items(item.session), 1) if one.id == item.id), 1)
+        loose = self.settings.outbox / item.session if options.loose_files else None
+        recipes = {"matte": self.spool.matte(item), "renders": self.spool.renders(item)} if options.recipes else {}
+        return {"member": item.member, "session": item.session, "index": index, "loose": loose, **recipes}
 
     def launch(self, spec: JobSpec, item: Item, model: ModelSpec, now: float) -> RunningJob | None:
         try:
@@ -368,6 +378,7 @@ class Dispatch:
             for key, value in (
                 ("stderr", stderr),
                 ("timings_ms", job_report.get("timings_ms")),
+                ("inferences", job_report.get("inferences")),
                 ("worker", job.worker),
             )
             if value
@@ -384,6 +395,7 @@ class Dispatch:
             pid=job.handle.pid,
             duration_ms=round((now - job.started) * 1000),
             peak_rss_mb=round(job.peak_rss_kb / 1024, 1),
+            renders=recipes_of(job_report) if status is Status.DONE else None,
             **extra,
         )
         self.metrics.job_concluded(job, status, reason, job_report.get("timings_ms"), now)
@@ -394,8 +406,14 @@ class Dispatch:
         # Only after the outcome is recorded: until then these files are its evidence.
         with contextlib.suppress(OSError):
             if status is not Status.DONE:
-                self.spool.discard(result, mask)
+                self.spool.discard(result, mask, *self.spool.render_files(item, job_report.get("recipes") or []))
             self.spool.discard(report, job_log)
+
+
+def recipes_of(report: dict) -> str | None:
+    """A done job's recipe entries as the item keeps them (JSON), or None where it rendered none."""
+    entries = report.get("recipes")
+    return json.dumps(entries) if isinstance(entries, list) and entries else None
 
 
 def variant_request(model: ModelSpec) -> dict:

@@ -33,6 +33,7 @@ class ItemMoves:
         note: str | None = None,
         attempt: int | None = None,
         worker: str | None = None,
+        renders: str | None = None,
     ) -> Item:
         """The one place the supervisor changes an item's status; every change is logged.
 
@@ -41,8 +42,9 @@ class ItemMoves:
         now = time.time()
         try:
             moved = self.store.transition(
-                item.id, item.status, dst, now, error=error, reason=reason, note=note, attempt=attempt, worker=worker
-            )
+                item.id, item.status, dst, now, error=error, reason=reason, note=note, attempt=attempt, worker=worker,
+                renders=renders,
+            )  # fmt: skip
         except IllegalTransition as exc:
             log.error("transition_refused", session=item.session, item=item.name, error=str(exc))
             raise
@@ -67,6 +69,7 @@ class ItemMoves:
             note,
             attempt=fields.get("attempt"),
             worker=fields.get("worker"),
+            renders=fields.pop("renders", None),
         )
         if status in RETRYABLE:
             self.ensure_retry_folder(item)

@@ -81,6 +81,7 @@ class Recovery:
             ext = extensions[item.session]
             if ext is not None and item.status is Status.DONE:
                 needed |= {self.spool.result(item, ext).name, self.spool.mask_result(item).name}
+                needed |= {path.name for path in self.spool.render_files(item)}
         return needed
 
     def result_extension(self, name: str) -> str | None:

@@ -12,13 +12,15 @@ user dropped:
   goes if no marker is in it; then its rows go, in one transaction. Before
   that transaction it is still a complete session whose originals a retry
   finds in the archive, so stopping anywhere above is harmless.
-- A delivered file in outbox/ goes by one unlink. An archive folder is first
-  renamed into archive/.pruning/, which every step empties before it looks
-  for more: a folder half deleted is never mistaken for a session's.
+- A delivered file in outbox/ goes by one unlink. An archive folder, or a
+  session's loose tree in outbox/, is first renamed into archive/.pruning/ or
+  outbox/.pruning/, which every step empties before it looks for more: a
+  folder half deleted is never mistaken for a session's.
 
 Outbox and archive files are judged by their own age, not by a database row,
 which may be gone already. Only names the daemon writes are touched:
-outbox/NAME.zip and outbox/NAME.json, and archive/NAME/. A session that still
+outbox/NAME.zip, outbox/NAME.json and outbox/NAME/, and archive/NAME/; a
+forgotten session's kept mattes (state/mattes/) go with its job files. A session that still
 needs them (unfinished, or with an item left to retry) keeps them.
 """
 
@@ -128,6 +130,7 @@ class Retention:
                 )
             spool = self.spool
             spool.discard(spool.result(item, ext), spool.mask_result(item), spool.report(item), spool.job_log(item))
+            spool.discard(*spool.render_files(item), spool.matte(item))  # the matte lives as long as its session
         return archived
 
     def publish_forgotten(self, session: Session, archived: set[str]) -> None:
@@ -155,6 +158,7 @@ class Retention:
                 continue
             # The JSON last: while it is there, the name stays in use (Taking.session_for).
             self.unlink(self.settings.outbox / f"{name}.zip", before)
+            self.remove_loose_tree(name)
             if name in archive:
                 self.remove_archive(name)
             self.unlink(self.settings.outbox / f"{name}.json", before)
@@ -167,6 +171,15 @@ class Retention:
         except FileNotFoundError:
             pass
 
+    def remove_loose_tree(self, name: str) -> None:
+        """outbox/NAME/, the session's loose files (loose_files), goes with its ZIP: renamed away, then deleted."""
+        tree = self.settings.outbox / name
+        if tree.is_dir() and not tree.is_symlink():
+            pruning = self.settings.outbox / PRUNING
+            pruning.mkdir(exist_ok=True)
+            os.rename(tree, pruning / name)  # one step: a sync tool sees the whole tree go at once
+            self.finish_pruning()
+
     def remove_archive(self, name: str) -> None:
         pruning = self.spool.archive / PRUNING
         pruning.mkdir(exist_ok=True)
@@ -174,14 +187,14 @@ class Retention:
         self.finish_pruning()
 
     def finish_pruning(self) -> None:
-        """Archive folders a step (or a killed daemon) renamed away, deleted whole."""
-        pruning = self.spool.archive / PRUNING
-        if pruning.is_dir():
-            for entry in list(pruning.iterdir()):
-                if entry.is_dir() and not entry.is_symlink():
-                    shutil.rmtree(entry)
-                else:
-                    entry.unlink()
+        """Archive folders and loose trees a step (or a killed daemon) renamed away, deleted whole."""
+        for pruning in (self.spool.archive / PRUNING, self.settings.outbox / PRUNING):
+            if pruning.is_dir():
+                for entry in list(pruning.iterdir()):
+                    if entry.is_dir() and not entry.is_symlink():
+                        shutil.rmtree(entry)
+                    else:
+                        entry.unlink()
 
 
 def kept_since(settings: Settings, wall: float) -> float:

@@ -172,6 +172,11 @@ class Sessions:
         members = [(item.member, existing(self.spool.result(item, ext))) for item in done]
         if self.options.with_masks(session):
             members += [(zips.mask_member(item.member), existing(self.spool.mask_result(item))) for item in done]
+        members += [
+            (entry["file"], existing(path))
+            for item in done
+            for entry, path in zip((e for e in item.recipes if e.get("file")), self.spool.render_files(item))
+        ]
         return tuple(members)
 
     def conclude(self, built: Built, now: float) -> None:
@@ -260,7 +265,9 @@ class Sessions:
         final = not may_rebuild(items)
         for item in items:
             if item.status is Status.DONE and final:
-                self.spool.discard(self.spool.result(item, ext), self.spool.mask_result(item))
+                self.spool.discard(
+                    self.spool.result(item, ext), self.spool.mask_result(item), *self.spool.render_files(item)
+                )
             if self.settings.keep_originals:
                 self.spool.archive_original(item)
             elif item.status is Status.DONE:

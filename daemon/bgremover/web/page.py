@@ -19,7 +19,7 @@ from bgremover.queue.spool import Spool
 from bgremover.queue.states import RETRYABLE, SessionState, Status
 from bgremover.queue.store import Item, Session
 from bgremover.status import progress
-from bgremover.status.view import SessionView, View
+from bgremover.status.view import SessionView, View, refused_recipes
 from bgremover.web.thumbnails import Source
 
 
@@ -36,6 +36,7 @@ class ItemCard:
     ext: str
     before: bool  # whether there is a picture to show
     after: bool
+    refused: tuple[str, ...] = ()  # "RECIPE: why", for each recipe file of a done item a channel would refuse
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class SessionCard:
     cancellable: bool
     retryable: int
     items: list[ItemCard]
+    non_compliant: int = 0  # recipe files of its done items a channel would refuse
 
     @property
     def remaining(self) -> int:
@@ -113,6 +115,7 @@ def session_card(view: SessionView, spool: Spool, outbox: Path) -> SessionCard:
         retryable=sum(view.counts[status.value] for status in RETRYABLE),
         # By name, as a folder shows them; the daemon's own order (oldest first) is in `bgremover status`.
         items=[item_card(item, session, spool, outbox) for item in sorted(view.items, key=lambda i: natural(i.name))],
+        non_compliant=view.non_compliant,
     )
 
 
@@ -130,6 +133,7 @@ def item_card(item: Item, session: Session, spool: Spool, outbox: Path) -> ItemC
         item.ext,
         any(regular_file(s.path) for s in before),
         any(regular_file(s.path) for s in after),
+        tuple(f"{one['recipe']}: {one['reason']}" for one in refused_recipes(item)),
     )
 
 
