@@ -258,7 +258,7 @@ def run_case(case: Case, first: tuple, second: tuple | None) -> dict:
     small = matting.signal_mask(mask)
     signals = quality.signals(small)
     first_ms = (time.perf_counter() - started) * 1000
-    row = {"case": case, "first": signals, "first_ms": first_ms, "first_mask": mask}
+    row = {"case": case, "first": signals, "first_ms": first_ms, "first_mask": np.asarray(mask)}
     if second is None:
         return row
     started = time.perf_counter()
@@ -268,8 +268,8 @@ def run_case(case: Case, first: tuple, second: tuple | None) -> dict:
     compared = quality.signals(small, matting.signal_mask(other))
     escalate = bool(signals) and len(quality.signals(matting.signal_mask(other))) <= len(signals)
     row.update(
-        second=theirs, second_ms=second_ms, second_mask=other, compared=compared,
-        escalated_mask=other if escalate else mask, escalated_ms=first_ms + (second_ms if signals else 0.0),
+        second=theirs, second_ms=second_ms, second_mask=np.asarray(other), compared=compared,
+        escalated_mask=np.asarray(other if escalate else mask), escalated_ms=first_ms + (second_ms if signals else 0.0),
     )  # fmt: skip
     return row
 
