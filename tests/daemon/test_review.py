@@ -44,6 +44,9 @@ def test_a_flagged_item_is_done_with_its_reasons_and_listed_for_review(tmp_path)
         status = cli("status", "--root", root)
         assert "empty.jpg" in status.stdout and "no_subject was raised" in status.stdout
         assert "good.jpg" not in status.stdout
+        [shown] = json.loads(cli("status", "--json", "--root", root).stdout)["sessions"]
+        assert [entry["name"] for entry in shown["flagged"]] == ["empty.jpg"]
+        assert shown["flagged"][0]["review"]["reasons"][0]["code"] == "no_subject"
         listed = cli("review", "list", "--json", "--root", root)
         assert [(entry["session"], entry["name"]) for entry in json.loads(listed.stdout)] == [("shoot", "empty.jpg")]
 
