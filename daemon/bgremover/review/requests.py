@@ -105,6 +105,8 @@ def write(target: Path, content: dict) -> Path:
 
 def read_marker(path: Path) -> dict:
     """A JSON marker's content, for the daemon; {} for an empty one (a touched file is a plain approval)."""
+    if path.is_symlink():
+        raise ValueError("a review marker is a file, never a link")  # never followed out of the root
     text = path.read_text("utf-8").strip()
     content = json.loads(text) if text else {}
     if not isinstance(content, dict):
