@@ -21,7 +21,7 @@ from pathlib import Path
 
 from bgremover import durable
 from bgremover.intake.tickets import TicketError, validated
-from bgremover.models.manifest import ModelError, find_model_spec
+from bgremover.models.manifest import ModelError, find_model_spec, models_dir, read_manifest
 from bgremover.queue.states import REVIEWABLE
 from bgremover.queue.store import Item, Store
 from bgremover.settings import Settings
@@ -79,6 +79,11 @@ def correct(settings: Settings, store: Store, session: str, name: str, mask: byt
     target.parent.mkdir(parents=True, exist_ok=True)
     durable.atomic_write(target, mask)
     return target
+
+
+def installed_models(settings: Settings) -> list[str]:
+    """The models a retry may name: the bundled ones and those in the models folder."""
+    return sorted(set(read_manifest(models_dir())) | set(read_manifest(settings.models_folder, missing_ok=True)))
 
 
 def checked_options(settings: Settings, options: dict) -> dict:
