@@ -342,7 +342,7 @@ def mistakes(rows: list[dict], key: str) -> dict:
 
 
 def escalation(rows: list[dict]) -> dict:
-    drawn = [row for row in rows if row["case"].truth is not None and row["case"].expected != {"no_subject"}]
+    drawn = [row for row in rows if row["case"].truth is not None and "no_subject" not in row["case"].expected]
     return {
         "cases_with_truth": len(drawn),
         "escalated": sum(1 for row in rows if row["first"]),
