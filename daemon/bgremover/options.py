@@ -201,14 +201,14 @@ class ImageOptions:
     review_escalate: bool = field(
         default=False,
         metadata=option(
-            "true: an image the model's quality signals flag runs again with review_model, and the result "
-            "that raises fewer signals is kept",
+            "true: an image a quality signal flags (but for cut_by_frame) runs again with review_model, and "
+            "the second model's result is kept unless it raises more signals",
             flags=("--review-escalate",),
             metavar="BOOL",
             doc=(
-                "`true`: an image whose mask raises a quality signal runs again with `review_model`; the second "
-                "model's result is kept unless it raises more signals, so a folder gets near the stronger model's "
-                "quality at near the first one's cost (see [Review](review.md))"
+                "`true`: an image whose mask raises a quality signal a stronger model may clear (any but "
+                "`cut_by_frame`) runs again with `review_model`; the second model's result is kept unless it raises "
+                "more signals, and the item's `note` says so (see [Review](review.md))"
             ),
         ),
     )

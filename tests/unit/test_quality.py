@@ -109,3 +109,10 @@ def test_each_group_of_the_labelled_set_is_labelled_as_its_name_says():
     assert all(expected == {"uncertain_edges"} for expected in by_group["glass"])
     cut = [case for case in cases if case.group == "cut by the frame"]
     assert sorted({side for case in cut for side in labelled.cut_sides(case.truth)}) == sorted(quality.SIDES)
+
+
+def test_escalation_is_for_what_a_stronger_model_may_clear_not_for_the_frame():
+    assert quality.worth_escalating(quality.signals(np.zeros((240, 320), np.uint8)))
+    assert not quality.worth_escalating(quality.signals(mask_of((10, 230, 90))))
+    assert not quality.worth_escalating([])
+    assert quality.ESCALATE_ON == set(record.CODES) - {"cut_by_frame"}

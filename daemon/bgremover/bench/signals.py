@@ -266,10 +266,11 @@ def run_case(case: Case, first: tuple, second: tuple | None) -> dict:
     second_ms = (time.perf_counter() - started) * 1000
     theirs = quality.signals(matting.signal_mask(other))
     compared = quality.signals(small, matting.signal_mask(other))
-    escalate = bool(signals) and len(quality.signals(matting.signal_mask(other))) <= len(signals)
+    worth = quality.worth_escalating(signals)  # as the job decides (matting.judged_mask)
+    escalate = worth and len(theirs) <= len(signals)
     row.update(
         second=theirs, second_ms=second_ms, second_mask=np.asarray(other), compared=compared,
-        escalated_mask=np.asarray(other if escalate else mask), escalated_ms=first_ms + (second_ms if signals else 0.0),
+        escalated_mask=np.asarray(other if escalate else mask), escalated_ms=first_ms + (second_ms if worth else 0.0), worth=worth,
     )  # fmt: skip
     return row
 
@@ -345,7 +346,7 @@ def escalation(rows: list[dict]) -> dict:
     drawn = [row for row in rows if row["case"].truth is not None and "no_subject" not in row["case"].expected]
     return {
         "cases_with_truth": len(drawn),
-        "escalated": sum(1 for row in rows if row["first"]),
+        "escalated": sum(1 for row in rows if row["worth"]),
         "iou_first": round(statistics.mean(iou(r["first_mask"], r["case"].truth) for r in drawn), 4),
         "iou_second": round(statistics.mean(iou(r["second_mask"], r["case"].truth) for r in drawn), 4),
         "iou_escalated": round(statistics.mean(iou(r["escalated_mask"], r["case"].truth) for r in drawn), 4),

@@ -749,8 +749,8 @@ def judged_mask(
 ) -> Image.Image:
     """The model's mask and its quality signals (in `outcome`); with `second`, compared or escalated.
 
-    Escalated, a flagged image runs with the second model, whose mask is kept
-    unless it raises more signals than the first's.
+    Escalated, an image flagged by a signal a stronger model may clear runs with
+    the second model, whose mask is kept unless it raises more signals than the first's.
     """
     mask = model_mask(image, session, spec, lap)
     lap("postprocess")
@@ -761,7 +761,7 @@ def judged_mask(
         lap("review")
     outcome.review = quality.signals(small, signal_mask(other) if other is not None else None)
     lap("review")
-    if outcome.review and second is not None and second.escalate:
+    if quality.worth_escalating(outcome.review) and second is not None and second.escalate:
         if other is None:
             other = model_mask(image, *second.model(), lap, stage="review_inference")
             lap("review")

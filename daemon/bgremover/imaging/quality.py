@@ -28,6 +28,13 @@ UNCERTAIN_SHARE = 0.30  # of the subject's pixels (alpha above UNCERTAIN_LOW): a
 DISAGREE_IOU = 0.85  # two models' subjects overlapping less than this disagree
 
 SIDES = ("top", "bottom", "left", "right")
+# The signals a stronger model may clear: a subject cut by the frame is the photo's, and no model brings it back.
+ESCALATE_ON = frozenset({"no_subject", "tiny_subject", "several_subjects", "uncertain_edges", "models_disagree"})
+
+
+def worth_escalating(found: list[dict]) -> bool:
+    """Whether a second, stronger model could clear any of these signals (review_escalate)."""
+    return any(signal["code"] in ESCALATE_ON for signal in found)
 
 
 def signals(mask: np.ndarray, other: np.ndarray | None = None) -> list[dict]:
