@@ -146,13 +146,6 @@ def disagreement(subject: np.ndarray, other: np.ndarray) -> dict | None:
     )
 
 
-def agreement(mask: np.ndarray, other: np.ndarray) -> float:
-    """How far two masks agree on the subject: their intersection over union (1.0 where both are empty)."""
-    subject, theirs = mask >= SUBJECT_LEVEL, other >= SUBJECT_LEVEL
-    union = float((subject | theirs).sum())
-    return float((subject & theirs).sum()) / union if union else 1.0
-
-
 def signal(code: str, reason: str, value: float, threshold: float) -> dict:
     return {"code": code, "reason": reason, "value": round(value, 4), "threshold": threshold}
 
