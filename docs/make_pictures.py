@@ -9,6 +9,10 @@ fur shows what each mode does. The decontamination picture cuts the drawn fur ba
 green wall that `bgremover bench --edges` measures (daemon/bgremover/bench/composites.py). Transparent pixels are drawn on a grey
 checkerboard so that they can be told from white.
 
+The recipes pictures render each shipped preset (bgremover/recipes/presets.toml) from the
+three shipped photos as u2netp cuts them, one picture a preset, each file scaled down to be
+shown with its compliance under it; recipe-shadows shows the shadows and the bottom anchor.
+
 The models picture cuts astronaut.jpg (public domain) and chelsea.jpg with
 u2netp and with isnet-small, which bgremover does not ship: it is drawn only
 when the models folder given holds isnet-small (`bgremover models fetch
@@ -19,15 +23,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import io
 import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageDraw
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "daemon"))
 
+from bgremover import recipes  # noqa: E402 - likewise
 from bgremover.bench import composites  # noqa: E402 - likewise
 from bgremover.imaging import matting  # noqa: E402 - after the path is set, so a source checkout needs no install
 
@@ -67,6 +74,7 @@ def main() -> None:
     args = parser.parse_args()
     TARGET.mkdir(parents=True, exist_ok=True)
     draw_outputs()
+    draw_recipes()
     draw_models(args.models_dir)
 
 
@@ -117,6 +125,71 @@ def draw_decontamination(work: Path, session, spec) -> None:
         )
         tiles.append(labelled(zoom, f"decontaminate = {'true' if value else 'false'}, over white"))
     save(side_by_side(tiles), "decontaminate")
+
+
+RECIPE_PHOTOS = ("coffee.jpg", "astronaut.jpg", "chelsea.jpg")
+RECIPE_TILE_HEIGHT = 200
+SHADOWED = {
+    "contact shadow": {"shadow": "contact", "shadow_opacity": 0.45},
+    "drop shadow": {"shadow": "drop", "shadow_offset": (3.0, 3.0), "shadow_blur": 2.5, "shadow_opacity": 0.4},
+    "align = bottom": {"align": "bottom", "fill": 70},
+    "background = blur": {"background": "blur", "fill": 70},
+}
+
+
+def draw_recipes() -> None:
+    """One picture a shipped preset: its file from each photo, scaled down, with what the report says under it."""
+    spec = matting.load_model_spec("u2netp")
+    session = matting.create_session(spec, threads=1)
+    cut = {photo: cutout_arrays(PHOTOS / photo, session, spec) for photo in RECIPE_PHOTOS}
+    for recipe in recipes.load_recipes(recipes.preset_names()):
+        tiles = []
+        for photo, (rgb, alpha, icc) in cut.items():
+            rendered = recipes.render(rgb, alpha, recipe, icc_profile=icc, stem=Path(photo).stem)
+            tiles.append(labelled_below(framed_tile(rendered.data), verdict(rendered.report)))
+        save(side_by_side(tiles, gap=12), f"recipe-{recipe.name}")
+    (base,) = recipes.load_recipes(["shopify-square"])
+    rgb, alpha, icc = cut["coffee.jpg"]
+    tiles = []
+    for label, change in SHADOWED.items():
+        recipe = base.model_copy(update={"name": "shadowed", **change})
+        rendered = recipes.render(rgb, alpha, recipe, icc_profile=icc, stem="coffee")
+        tiles.append(labelled_below(framed_tile(rendered.data), label))
+    save(side_by_side(tiles, gap=12), "recipe-shadows")
+
+
+def cutout_arrays(source: Path, session, spec):
+    """The photo as decoded (RGB), the alpha u2netp gives it, and its colour profile: what a job renders from."""
+    decoded = matting.decode(source)
+    rgba = matting.matte(decoded.image, session, spec, matting.Options(threads=1))
+    pixels = np.asarray(rgba.convert("RGBA"))
+    return np.ascontiguousarray(pixels[..., :3]), np.ascontiguousarray(pixels[..., 3]), decoded.icc
+
+
+def framed_tile(data: bytes) -> Image.Image:
+    """A rendered file scaled to the tile height, with a thin grey frame so that white shows against the page."""
+    with Image.open(io.BytesIO(data)) as image:
+        shown = on_checkerboard(image.convert("RGBA") if image.mode in ("RGBA", "LA", "P") else image)
+    width = round(shown.width * RECIPE_TILE_HEIGHT / shown.height)
+    tile = shown.resize((width, RECIPE_TILE_HEIGHT), Image.Resampling.LANCZOS)
+    ImageDraw.Draw(tile).rectangle((0, 0, tile.width - 1, tile.height - 1), outline=(160, 160, 160))
+    return tile
+
+
+def verdict(report: dict) -> str:
+    size = f"{report['canvas'][0]}x{report['canvas'][1]}, {report['bytes'] // 1000} KB"
+    if report["compliant"]:
+        return f"{size}: compliant"
+    reason = report["reason"] or ""
+    return f"{size}: not compliant ({'cut by the frame' if 'is cut by' in reason else reason})"
+
+
+def labelled_below(image: Image.Image, text: str) -> Image.Image:
+    width = max(image.width, round(ImageDraw.Draw(image).textlength(text)) + 4)
+    canvas = Image.new("RGB", (width, image.height + LABEL_HEIGHT), (255, 255, 255))
+    canvas.paste(image, (0, 0))
+    ImageDraw.Draw(canvas).text((2, image.height + 3), text, fill=(0, 0, 0))
+    return canvas
 
 
 def draw_models(folder: Path) -> None:

@@ -12,6 +12,15 @@ mask); a numpy array H×W×3 or H×W×4 of uint8 gives a numpy array (H×W×4, o
 H×W for a mask). With output="both" it returns the pair (cutout, mask), each
 of that same kind.
 
+With `recipe` (a preset's name such as "amazon", a bgremover.recipes.Recipe,
+or a list of them) the cutout is rendered as each recipe says (canvas, fill,
+background, format, byte budget) and the file comes back as bytes, whatever
+the input's kind; a list gives a list of bgremover.recipes.Rendered, each with
+its file name, bytes and compliance report, all from one inference:
+
+    amazon_jpeg = remove(photo_bytes, recipe="amazon")
+    files = remove(photo_bytes, recipe=["amazon", "thumbnail"], session=session)
+
 Everything here runs in the calling process, by choice: a Session keeps its
 model loaded across calls, which is what a library is for. It therefore gives
 no isolation: an image that exhausts memory or crashes a native library takes
@@ -79,6 +88,8 @@ def remove(
     crop: str = "none",
     format: str | None = None,
     session: Session | None = None,
+    recipe=None,
+    recipes_file: str | Path | None = None,
     **more,
 ):
     """The background of `data` removed; see this module's docstring for what comes back.
@@ -95,8 +106,22 @@ def remove(
     Raises TypeError for input of another kind, ValueError for a bad option,
     BadInput for data that is not a usable image, ModelError for a model
     that cannot be loaded, EncoderUnavailable for a format this Pillow cannot write.
+    With `recipe` (names looked up among the shipped presets and `recipes_file`,
+    a TOML file of your own), RecipeError (a ValueError) for an unknown name or a bad recipe.
     """
     kind = _kind_of(data)
+    if recipe is not None:
+        _no_framing_beside_a_recipe(output, background, crop, format)
+        return _rendered(
+            kind,
+            data,
+            recipe,
+            recipes_file,
+            _options("cutout", "transparent", edges, "none", "png", more),
+            _session_for(model, session),
+        )
+    if recipes_file is not None:
+        raise ValueError("recipes_file names where recipes come from: pass recipe too")
     if format is not None and kind != "bytes":
         raise ValueError(f"format applies only to bytes input; a {kind} input gives back the same kind, unencoded")
     options = _options(output, background, edges, crop, format or "png", more)
@@ -168,6 +193,42 @@ def _encoded(rgba: Image.Image, icc: bytes | None, options: matting.Options) -> 
     main, mask = io.BytesIO(), io.BytesIO()
     matting.write_result(rgba, icc, options, main, mask)
     return (main.getvalue(), mask.getvalue()) if options.output == "both" else main.getvalue()
+
+
+def _no_framing_beside_a_recipe(output: str, background: str, crop: str, fmt: str | None) -> None:
+    clashing = [
+        name
+        for name, value, default in (
+            ("output", output, "cutout"),
+            ("background", background, "transparent"),
+            ("crop", crop, "none"),
+            ("format", fmt, None),
+        )
+        if value != default
+    ]
+    if clashing:
+        raise ValueError(f"a recipe sets the format, background and framing itself: leave {', '.join(clashing)} out")
+
+
+def _rendered(kind: str, data, recipe, recipes_file, options: matting.Options, session: Session):
+    """Each recipe rendered from the one cutout: bytes for one recipe, a list of Rendered for a list."""
+    from bgremover.recipes import Recipe, load_recipes, render_many
+
+    several = isinstance(recipe, (list, tuple))
+    wanted = list(recipe) if several else [recipe]
+    named = [one for one in wanted if not isinstance(one, Recipe)]
+    if any(not isinstance(one, str) for one in named):
+        raise TypeError("recipe must be a preset's name, a Recipe, or a list of them")
+    loaded = iter(load_recipes(named, Path(recipes_file) if recipes_file is not None else None))
+    recipes = [one if isinstance(one, Recipe) else next(loaded) for one in wanted]
+    decoded = _decoded(kind, data, options)
+    rgba = np.asarray(matting.matte(decoded.image, session.inference, session.spec, options).convert("RGBA"))
+    rgb, alpha = np.ascontiguousarray(rgba[..., :3]), np.ascontiguousarray(rgba[..., 3])
+    files = render_many(rgb, alpha, recipes, icc_profile=decoded.icc, stem="image", threads=options.threads)
+    failure = next((one for one in files if isinstance(one, Exception)), None)
+    if failure is not None:
+        raise failure
+    return files if several else files[0].data
 
 
 def _cutout_image(rgba: Image.Image, options: matting.Options) -> Image.Image:

@@ -16,6 +16,7 @@ import sys
 import pytest
 
 from bgremover.runners.celery.app import TASK_NAME, make_app
+from bgremover.runners.celery.marks import QUEUE_KEY, UNACKED_KEYS
 from bgremover.settings import load_settings
 from tests.conftest import REPO
 from tests.support.cluster import (
@@ -60,20 +61,27 @@ def test_a_session_is_done_through_two_workers_and_each_item_names_its_worker(tm
     assert all(items[name]["attempts"] == 1 for name in names)
 
 
+def busy(root, worker: Worker, gate) -> None:
+    """The worker's one slot held by a job that waits for `gate`: what is sent next waits in the broker's queue."""
+    drop(root / "inbox", "busy/held.jpg", f"gate {gate}")
+    wait_for(lambda: worker_events(worker, "task_started"), timeout=60, what="the worker's slot taken")
+
+
 def test_the_message_carries_ids_and_spool_names_never_the_users_file_name(tmp_path, broker):
-    root = tmp_path / "root"
+    root, gate = tmp_path / "root", tmp_path / "gate"
     client = broker.client()
-    with celery_daemon(root, broker.url, job_slots=1) as daemon:
-        drop(root / "inbox", "secret shoot/Client Name — private.jpg", "ok")  # no worker yet: the task waits
-        wait_for(lambda: client.llen("bgremover"), what="the task on the broker's queue")
-        envelope = json.loads(client.lindex("bgremover", 0))
-        assert envelope["headers"]["id"] == "bgremover-1-1"  # the item's id and attempt
+    with celery_daemon(root, broker.url, job_slots=2) as daemon, Worker(root, broker.url, "w1") as worker:
+        busy(root, worker, gate)
+        drop(root / "inbox", "secret shoot/Client Name — private.jpg", "ok")  # the worker is busy: the task waits
+        wait_for(lambda: client.llen(QUEUE_KEY), what="the task on the broker's queue")
+        envelope = json.loads(client.lindex(QUEUE_KEY, 0))
+        assert envelope["headers"]["id"] == "bgremover-2-1"  # the item's id and attempt
         body = base64.b64decode(envelope["body"]).decode()
         assert "Client Name" not in body and "secret shoot" not in body
         (message,), _, _ = json.loads(body)
-        assert (message["item"], message["attempt"], message["spec"]["input"]) == (1, 1, "state/originals/1.jpg")
-        with Worker(root, broker.url, "w1"):
-            status = daemon.wait_complete("secret shoot", timeout=120)
+        assert (message["item"], message["attempt"], message["spec"]["input"]) == (2, 1, "state/originals/2.jpg")
+        gate.touch()
+        status = daemon.wait_complete("secret shoot", timeout=120)
     assert status["items"][0]["status"] == "done"
 
 
@@ -223,34 +231,36 @@ def test_a_restarted_supervisor_concludes_from_answers_given_while_it_was_down(t
 def test_a_restarted_supervisor_sends_a_task_the_broker_lost_again_under_the_same_id(tmp_path, broker):
     """Killed with a task waiting for a worker, and the broker then loses it (a restart without
     persistence): the restarted supervisor sends it again as the same attempt, and it runs once."""
-    root = tmp_path / "root"
+    root, gate = tmp_path / "root", tmp_path / "gate"
     client = broker.client()
-    daemon = celery_daemon(root, broker.url, job_slots=1)
-    with daemon:
+    daemon = celery_daemon(root, broker.url, job_slots=2)
+    with daemon, Worker(root, broker.url, "w1") as worker:
+        busy(root, worker, gate)
         drop(root / "inbox", "wait/a.jpg", "ok")
-        wait_for(lambda: client.llen("bgremover"), what="the task on the broker's queue")
+        wait_for(lambda: client.llen(QUEUE_KEY), what="the task on the broker's queue")
         daemon.kill()
-        client.delete("bgremover")  # what a broker restarted without its data holds of it: nothing
+        client.delete(QUEUE_KEY)  # what a broker restarted without its data holds of it: nothing
         daemon.start()
         resent = wait_for(lambda: daemon.events("task_resent"), timeout=60, what="the task sent again")
-        with Worker(root, broker.url, "w1") as worker:
-            status = daemon.wait_complete("wait", timeout=120)
-            started = worker_events(worker, "task_started")
-    assert resent[0]["task"] == "bgremover-1-1"
+        gate.touch()
+        status = daemon.wait_complete("wait", timeout=120)
+        started = worker_events(worker, "task_started")
+    assert resent[0]["task"] == "bgremover-2-1"
     assert (status["items"][0]["status"], status["items"][0]["attempts"]) == ("done", 1)
-    assert [event["task"] for event in started] == ["bgremover-1-1"]
+    assert [event["task"] for event in started] == ["bgremover-1-1", "bgremover-2-1"]
 
 
 def test_a_second_delivery_of_a_running_task_is_refused_by_the_other_worker(tmp_path, broker):
     root = tmp_path / "root"
     client = broker.client()
     with celery_daemon(root, broker.url, job_slots=1) as daemon:
-        drop(root / "inbox", "twice/a.jpg", "sleep 4")
-        wait_for(lambda: client.llen("bgremover"), what="the task on the broker's queue")
-        envelope = client.lindex("bgremover", 0)
         with Worker(root, broker.url, "w1") as first:
+            drop(root / "inbox", "twice/a.jpg", "sleep 4")
             wait_for(lambda: worker_events(first, "task_started"), what="the job running on w1")
-            client.lpush("bgremover", envelope)  # delivered again, as Redis does past the visibility timeout
+            # Its message as kombu keeps it while unacknowledged: [envelope, exchange, routing key].
+            (delivered,) = client.hvals(UNACKED_KEYS[0])
+            envelope = json.dumps(json.loads(delivered)[0])
+            client.lpush(QUEUE_KEY, envelope)  # delivered again, as Redis does past the visibility timeout
             with Worker(root, broker.url, "w2") as second:
                 refused = wait_for(lambda: worker_events(second, "task_refused"), what="w2 to refuse it")
                 status = daemon.wait_complete("twice", timeout=120)
@@ -441,15 +451,17 @@ def test_a_late_answer_is_refused_and_swept_by_a_restarted_supervisor_too(tmp_pa
 
 def test_a_new_root_on_the_same_broker_is_not_refused_for_the_old_roots_task_ids(tmp_path, broker):
     """Its items are numbered from 1 again: the old root's concluded marks and waiting tasks go first."""
-    old, new = tmp_path / "old", tmp_path / "root"
-    daemon = celery_daemon(old, broker.url, job_slots=1)
+    old, new, gate = tmp_path / "old", tmp_path / "root", tmp_path / "gate"
+    daemon = celery_daemon(old, broker.url, job_slots=2)
     with daemon:
-        with Worker(old, broker.url, "w1"):
+        with Worker(old, broker.url, "w1") as worker:
             drop(old / "inbox", "first/a.jpg", "ok")
             daemon.wait_complete("first", timeout=120)
-        drop(old / "inbox", "left/b.jpg", "ok")
-        wait_for(lambda: broker.client().llen("bgremover"), what="its task waiting in the broker")
-        daemon.kill()  # gone with its root, the task still waiting
+            busy(old, worker, gate)
+            drop(old / "inbox", "left/b.jpg", "ok")
+            wait_for(lambda: broker.client().llen(QUEUE_KEY), what="its task waiting in the broker")
+            daemon.kill()  # gone with its root, the task still waiting
+            gate.touch()  # the worker's running job ends, so it can stop
     assert broker.client().exists("bgremover:concluded:bgremover-1-1")
     with celery_daemon(new, broker.url, job_slots=1) as daemon, Worker(new, broker.url, "w1") as worker:
         drop(new / "inbox", "again/a.jpg", "ok")

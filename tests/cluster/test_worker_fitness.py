@@ -140,3 +140,32 @@ def test_workers_that_cannot_do_the_work_take_none_and_cost_no_image_an_attempt(
     assert [event for event in finished if event["status"] != "done"] == []
     assert lost == []
     assert slots[-1]["workers_slots"] == 1, slots  # the good worker's slot alone
+
+
+def test_a_model_only_a_ticket_asks_for_goes_only_to_the_workers_that_have_it(tmp_path):
+    """The supervisor's own model is on every worker (they check it); a ticket's may not be. Its tasks wait in a
+    queue of that model's, which only workers with the model read: one without it is never given them."""
+    root = tmp_path / "root"
+    model = redness_model(root / "models" / "redness.onnx")
+    write_manifest(root / "models", {"redness": manifest_entry(model)})
+    (tmp_path / "empty-models").mkdir()
+    with (
+        Redis(tmp_path / "redis") as broker,
+        celery_daemon(root, broker.url, job_slots="auto") as daemon,
+        Worker(root, broker.url, "bare", models_dir=tmp_path / "empty-models") as bare,
+        Worker(root, broker.url, "equipped") as equipped,
+    ):
+        drop(root / "inbox", "red/bgremover.toml", 'model = "redness"\n')
+        for n in range(6):
+            drop(root / "inbox", f"red/{n}.jpg", "sleep 0.3")
+        for n in range(4):
+            drop(root / "inbox", f"plain/{n}.jpg", "sleep 0.3")
+        red = daemon.wait_complete("red", timeout=150)
+        plain = daemon.wait_complete("plain", timeout=150)
+        listed_models = listed(tmp_path, broker.url)
+
+    assert [(item["status"], item["attempts"]) for item in red["items"] + plain["items"]] == [("done", 1)] * 10
+    assert {item["worker"].split("@")[0] for item in red["items"]} == {"equipped"}
+    assert worker_events(bare, "task_handed_back") == []
+    assert worker_events(equipped, "task_handed_back") == []
+    assert "redness" in listed_models["equipped"]["models"] and "redness" not in listed_models["bare"]["models"]

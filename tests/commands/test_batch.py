@@ -19,6 +19,7 @@ from PIL import Image
 from bgremover.cli.batch import progress_line
 from tests.conftest import PHOTOS
 from tests.support.cli import cli, cli_piped, one_error_line
+from tests.support.onnxgraphs import manifest_entry, redness_model, write_manifest
 
 FAKE_JOB = {"BGREMOVER_JOB_MODULE": "tests.support.fakejob"}
 
@@ -74,6 +75,19 @@ def test_all_good_exits_0_with_the_format_flag_and_files_named_beside_folders(tm
     written = sorted(path.relative_to(out).as_posix() for path in out.rglob("*") if path.is_file())
     assert written == ["a.webp", "loose.webp", "sub/b.webp", "sub/deeper/c.webp"]
     assert {Image.open(path).format for path in out.rglob("*.webp")} == {"WEBP"}
+
+
+def test_a_folder_cut_by_a_model_made_for_people_is_told_so_first(tmp_path, tree):
+    root = tmp_path / "root"
+    model = redness_model(root / "models" / "portrait.onnx")
+    write_manifest(root / "models", {"portrait": manifest_entry(model, portrait_only=True)})
+    result = cli("remove", tree, "-o", tmp_path / "out", "--root", root, "-m", "portrait")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines()[0] == (
+        "note: portrait is made for people (portraits): on products, animals or cars it can miss most of the "
+        "subject; choose u2net or isnet-medium for those"
+    )
+    assert "note:" not in cli("remove", tree, "-o", tmp_path / "plain", "--root", root).stderr
 
 
 def test_two_inputs_of_one_name_get_two_outputs_named_as_zip_members_are(tmp_path):

@@ -31,7 +31,7 @@ def test_on_a_root_with_no_database_status_says_so_in_every_form_and_creates_not
     assert (text.returncode, text.stdout) == (0, f"no sessions yet under {root}\n")
     doc = status_json(root)
     assert doc["sessions"] == [] and (doc["queued"], doc["processing"]) == (0, 0)
-    assert doc["daemon"] == {"running": False, "pid": None, "job_slots": None}
+    assert doc["daemon"] == {"running": False, "pid": None, "job_slots": None, "spare_slots": 0}
 
     follower = start_following(root, "--interval", "0.1")
     try:

@@ -59,3 +59,26 @@ def test_a_wrong_checksum_or_shape_stops_start_up_in_one_line(folder, tmp_path, 
     line = [line for line in result.stderr.splitlines() if line.startswith("bgremover: ")]
     assert len(line) == 1 and says in line[0], result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_folder_cut_by_a_model_made_for_people_says_so_in_the_log_and_its_status(tmp_path):
+    root = tmp_path / "root"
+    model = redness_model(root / "models" / "portrait.onnx")
+    write_manifest(root / "models", {"portrait": manifest_entry(model, portrait_only=True)})
+    image, truth = shape_on_texture((160, 120), shape="disc")
+    with Daemon(root, fake_jobs=False, session_idle_seconds=1) as daemon:
+        drop(root / "inbox", "people/bgremover.toml", 'model = "portrait"\n')
+        drop(root / "inbox", "people/disc.png", encoded(image, "PNG"))
+        drop(root / "inbox", "shop/disc.png", encoded(image, "PNG"))
+        people, shop = daemon.wait_complete("people", timeout=120), daemon.wait_complete("shop", timeout=120)
+        events = daemon.events("model_made_for_people")
+    note = (
+        "portrait is made for people (portraits): on products, animals or cars it can miss most of the subject; "
+        "choose u2net or isnet-medium for those"
+    )
+    assert (people["model"], people["model_note"]) == ("portrait", note)
+    assert [item["status"] for item in people["items"]] == ["done"]
+    assert shop["model"] == "u2netp" and "model_note" not in shop
+    assert [(event["session"], event["model"], event["note"], event["level"]) for event in events] == [
+        ("people", "portrait", note, "warning")
+    ]

@@ -61,7 +61,7 @@ def assert_text_shows_progress(text: subprocess.CompletedProcess, root: Path, pi
 
 def assert_json_shows_progress(doc: dict, pid: int) -> None:
     """The same moment as `status --json` gives it to a script."""
-    assert doc["daemon"] == {"running": True, "pid": pid, "job_slots": 1}
+    assert doc["daemon"] == {"running": True, "pid": pid, "job_slots": 1, "spare_slots": 0}
     (session,) = doc["sessions"]
     assert session["name"] == "live" and session["total"] == 7 and sum(session["counts"].values()) == 7
     assert session["finished"] == 7 - session["counts"]["queued"] - session["counts"]["processing"]
@@ -138,7 +138,7 @@ def test_after_the_daemon_stopped_status_reads_the_same_database_and_promises_no
 
     doc = status_json(root)
     assert (
-        doc["daemon"] == {"running": False, "pid": None, "job_slots": None}
+        doc["daemon"] == {"running": False, "pid": None, "job_slots": None, "spare_slots": 0}
         and doc["processing"] == 0
         and doc["eta_s"] is None
     )

@@ -63,7 +63,8 @@ def test_the_wheel_carries_the_model_its_manifest_and_every_module(wheel):
         assert (
             archive.read("bgremover/models/bundled/manifest.json") == (REPO / "models" / "manifest.json").read_bytes()
         )
-        for photo in ("astronaut.jpg", "coffee.jpg", "chelsea.jpg", "LICENSE.md"):  # the bench's corpus sources
+        # The bench's corpus sources, and the hand-checked mask its edge measurement judges the coffee photo by.
+        for photo in ("astronaut.jpg", "coffee.jpg", "chelsea.jpg", "coffee.mask.png", "LICENSE.md"):
             assert archive.read(f"bgremover/bench/photos/{photo}") == (PHOTOS / photo).read_bytes()
     package = REPO / "daemon"
     modules = {path.relative_to(package).as_posix() for path in (package / "bgremover").rglob("*.py")}
@@ -337,3 +338,31 @@ def test_readme_gives_make_run_and_make_test():
     assert readme.is_file(), "README.md is missing"
     text = readme.read_text()
     assert "make run" in text and "make test" in text
+
+
+# ---------------------------------------------------------------- the supervisor of worker hosts
+
+CELERY_DROP_IN = REPO / "systemd" / "bgremover.service.d" / "celery.conf"
+
+
+@pytest.fixture
+def unit_with_celery_drop_in(tmp_path) -> Path:
+    """The unit and the celery drop-in beside it, both running an executable that exists here."""
+    copy = runnable_copy(UNIT, tmp_path, "run")
+    drop_in = copy.parent / "bgremover.service.d" / CELERY_DROP_IN.name
+    drop_in.parent.mkdir()
+    program = tmp_path / "bin" / "bgremover"
+    drop_in.write_text(
+        CELERY_DROP_IN.read_text().replace("ExecStart=/opt/bgremover/bin/bgremover ", f"ExecStart={program} ")
+    )
+    return copy
+
+
+def test_the_celery_drop_in_passes_verify_runs_as_the_fixed_user_and_keeps_exposure_low(unit_with_celery_drop_in):
+    env = {**os.environ, "SYSTEMD_UNIT_PATH": f"{unit_with_celery_drop_in.parent}:", "SYSTEMD_COLORS": "0"}
+    verified = run(systemd_analyze(), "verify", unit_with_celery_drop_in, env=env)
+    security = run(systemd_analyze(), "security", "--offline=true", "--no-pager", unit_with_celery_drop_in, env=env)
+    assert (verified.returncode, verified.stderr, verified.stdout) == (0, "", "")
+    assert "Service runs under a static non-root user identity" in security.stdout  # the drop-in was read
+    found = re.search(r"Overall exposure level for \S+: (\d+(?:\.\d+)?)", security.stdout)
+    assert found and float(found.group(1)) <= MAX_EXPOSURE, security.stdout[-2000:]

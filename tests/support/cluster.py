@@ -34,7 +34,10 @@ class Redis:
 
     @property
     def url(self) -> str:
-        return f"redis://{f':{self.password}@' if self.password else ''}127.0.0.1:{self.port}/0"
+        return self.url_of(0)
+
+    def url_of(self, database: int) -> str:
+        return f"redis://{f':{self.password}@' if self.password else ''}127.0.0.1:{self.port}/{database}"
 
     def start(self) -> Redis:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -65,8 +68,8 @@ class Redis:
         wait_for(lambda: self.answers(client), what="redis-server to answer")
         return self
 
-    def client(self) -> redis.Redis:
-        return redis.Redis.from_url(self.url, socket_connect_timeout=1)
+    def client(self, database: int = 0) -> redis.Redis:
+        return redis.Redis.from_url(self.url_of(database), socket_connect_timeout=1)
 
     @staticmethod
     def answers(client: redis.Redis) -> bool:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from PIL import Image
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image, ImageFilter
 
 from bgremover.imaging import edges
 from tests.support.images import iou
@@ -232,3 +234,53 @@ def test_apply_refuses_a_mask_and_photo_of_different_sizes_in_every_mode(mode):
     mask = as_mask(disc(60))
     with pytest.raises(ValueError, match="the mask is 300×200 pixels but the image is 200×300"):
         edges.apply(mode, mask, np.zeros((WIDTH, HEIGHT, 3), dtype=np.uint8))
+
+
+# ---------------------------------------------------------------- refine: what the model was sure of
+
+
+def random_mask(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
+    """A model-like mask: smooth blobs of subject with soft edges, sure cores, and some noise."""
+    coarse = rng.random((max(2, shape[0] // 8), max(2, shape[1] // 8))).astype(np.float32)
+    smooth = np.asarray(Image.fromarray(coarse, "F").resize(shape[::-1], Image.Resampling.BILINEAR))
+    steepness = rng.uniform(2, 40)  # from a soft ramp to an almost hard cut
+    alpha = 1 / (1 + np.exp(-steepness * (smooth - rng.uniform(0.3, 0.7))))
+    alpha = alpha + rng.normal(0, rng.uniform(0, 0.05), shape)
+    return np.rint(np.clip(alpha, 0, 1) * 255).astype(np.uint8)
+
+
+def random_photo(rng: np.random.Generator, mask: np.ndarray) -> np.ndarray:
+    """A photo loosely matching the mask: two random colours, texture, noise, and stray patches."""
+    shape = mask.shape
+    subject, background = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
+    share = (mask.astype(np.float32) / 255)[..., None]
+    photo = share * subject + (1 - share) * background + rng.normal(0, rng.uniform(0, 40), (*shape, 3))
+    for _ in range(int(rng.integers(0, 4))):
+        top, left = int(rng.integers(0, shape[0])), int(rng.integers(0, shape[1]))
+        photo[top : top + 12, left : left + 12] = rng.uniform(0, 255, 3)
+    return np.clip(photo, 0, 255).astype(np.uint8)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1), height=st.integers(12, 96), width=st.integers(12, 96))
+def test_refine_never_lowers_a_pixel_the_model_gave_250_or_more(seed, height, width):
+    rng = np.random.default_rng(seed)
+    mask = random_mask(rng, (height, width))
+    photo = random_photo(rng, mask)
+    refined = edges.refine(mask, photo)
+    sure = mask >= 250
+    assert np.array_equal(refined[sure], mask[sure])
+    band = edges.band(mask, edges.band_width(mask.shape))
+    assert np.array_equal(refined[~band], mask[~band])
+
+
+def test_refine_leaves_a_flat_background_beside_a_soft_mask_as_the_model_gave_it():
+    # A pale disc on a flat dark background, and a model mask whose edge is a
+    # soft ramp a few pixels wide. On the flat background the guided filter
+    # alone only blurs the mask: it spread a halo of alpha beyond the ramp.
+    photo = np.where(disc(60)[..., None], np.uint8(220), np.uint8(30)).repeat(3, axis=2).astype(np.uint8)
+    soft = np.asarray(Image.fromarray(as_mask(disc(60))).filter(ImageFilter.GaussianBlur(1.5)))
+    refined = edges.refine(soft, photo)
+    outside = ~disc(65)  # beyond the photo's edge and the mask's ramp (the filter alone left up to 5 levels here)
+    assert soft[outside].max() == 0  # the premise: the model gave the background nothing there
+    assert refined[outside].max() == 0

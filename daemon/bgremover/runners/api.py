@@ -145,8 +145,22 @@ class JobRunner(abc.ABC):
         the supervisor concludes from an answer given while it was down, or the
         job is sent again under the same attempt. None (the default) means the
         job cannot be taken up: it is ended with `forget` and its item runs again
-        as a new attempt.
+        as a new attempt. A handle whose details say `"stopping": True` is of a
+        job the previous life was stopping: the supervisor finishes that stop
+        (a cancel) instead of taking the job's end as its outcome.
         """
+        return None
+
+    def abandon(self, spec: JobSpec, now: float) -> None:
+        """At start-up: a previous life's job for `spec`'s attempt that is not taken up (fewer slots now) is
+        stopped wherever it runs, since its item runs again as a new attempt. Nothing by default: this
+        machine's jobs are ended with `forget`."""
+        return None
+
+    def fleet(self, now: float, drain: bool = False) -> dict | None:
+        """The hosts that run the jobs, for metrics, status and the log: {"workers": {name: facts},
+        "broker_waits": [seconds a job waited for a host (`drain`: since the last draining call)], "broker":
+        where, as shown}; None (the default) for this machine's own."""
         return None
 
     def started_at(self, pid: int) -> int | None:

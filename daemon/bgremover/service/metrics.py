@@ -132,6 +132,32 @@ class Metrics:
             ["worker", "status"],
             registry=registry,
         )
+        self.workers = Gauge(
+            "bgremover_workers",
+            "Workers heard of in the last 30 s (the celery runner), by whether they can take work now",
+            ["state"],
+            registry=registry,
+        )
+        self.worker_failures = Counter(
+            "bgremover_worker_failures",
+            "Each worker's failed tasks since start-up: jobs that failed there, tasks it handed back, tasks lost"
+            " with it",
+            ["worker", "kind"],
+            registry=registry,
+        )
+        self.worker_flagged = Gauge(
+            "bgremover_worker_flagged",
+            "1 for a worker that fails far more of its tasks than the other workers do",
+            ["worker"],
+            registry=registry,
+        )
+        self.broker_wait = Histogram(
+            "bgremover_broker_wait_seconds",
+            "How long a task waited in the broker before a worker took it (the celery runner)",
+            buckets=BUCKETS,
+            registry=registry,
+        )
+        self.failures_seen: dict[tuple[str, str], int] = {}  # what worker_failures holds, from the runner's tally
         self.start_time = Gauge(
             "bgremover_start_time_seconds", "When the daemon started, seconds since the epoch", registry=registry
         )
@@ -201,7 +227,7 @@ class Metrics:
         elif status is Status.DONE and timings_ms:
             self.observe_stages(timings_ms, seconds)
 
-    def refresh(self, store: Store, now: float, slots: Slots | None = None) -> None:
+    def refresh(self, store: Store, now: float, slots: Slots | None = None, fleet=None) -> None:
         """Read the gauges from the database and the slots, and rewrite the textfile, at most once a second."""
         if not self.enabled or now < self.next_refresh:
             return
@@ -210,6 +236,8 @@ class Metrics:
             self.read(store)
             if slots is not None:
                 self.read_slots(slots, now)
+            if fleet is not None:
+                self.read_fleet(fleet(now))
             if self.writing_textfile:
                 write_to_textfile(str(self.textfile), self.registry)
         except Exception as exc:  # noqa: BLE001 - a disk error, a locked database, a bug: the loop goes on
@@ -266,6 +294,23 @@ class Metrics:
         self.jobs_running.set(slots.in_use)
         for slot, busy in enumerate(slots.busy_ratios(now)):
             self.slot_busy.labels(str(slot)).set(round(busy, 4))
+
+    def read_fleet(self, fleet: dict | None) -> None:
+        """The workers as the runner last heard of them (`JobRunner.fleet`); nothing under the local runner."""
+        if fleet is None:
+            return
+        workers = fleet["workers"]
+        heard = [facts for facts in workers.values() if "slots" in facts]
+        self.workers.labels("fit").set(sum(1 for facts in heard if not facts.get("problem")))
+        self.workers.labels("unfit").set(sum(1 for facts in heard if facts.get("problem")))
+        for name, facts in workers.items():
+            for kind in ("failed", "handed_back", "lost"):
+                seen = self.failures_seen.get((name, kind), 0)
+                self.worker_failures.labels(name, kind).inc(facts.get(kind, 0) - seen)
+                self.failures_seen[(name, kind)] = facts.get(kind, 0)
+            self.worker_flagged.labels(name).set(1 if facts.get("flagged") else 0)
+        for waited in fleet["broker_waits"]:
+            self.broker_wait.observe(waited)
 
     def observe_stages(self, timings_ms: dict, seconds: float) -> None:
         # Unknown keys are ignored, so a new stage in the job cannot add series unannounced.

@@ -113,6 +113,7 @@ class View:
     job_slots: int | None = None  # the running daemon's, from state/daemon.json
     page: int = 0  # which page of the settled sessions is shown: 0 the newest
     older: int = 0  # settled sessions older than the page shown, left for the pages after it
+    spare_slots: int = 0  # of job_slots, tasks sent ahead to wait in the broker for a free worker slot
 
 
 def frame(settings: Settings, only: str | None, as_json: bool, every: float | None, now: float, page: int = 0) -> str:
@@ -131,7 +132,7 @@ def frame(settings: Settings, only: str | None, as_json: bool, every: float | No
             return json.dumps({"root": str(settings.root), "at": iso(now), "error": problem}) + "\n"
         return printable(f"{iso(now)}  {problem}") + "\n"
     every_item = only is not None
-    workers = seen_workers(settings)  # past one machine only (runner = "celery")
+    workers = seen_workers(settings, view.daemon_pid if view else None)  # past one machine only
     if as_json:
         document = render_json(view, settings.root, now, every_item)
         if workers is not None:
@@ -204,7 +205,8 @@ def read(
         for s in records.sessions
     ]
     eta = progress.eta_seconds(len(pending), rate if running else None)
-    slots = read_facts(settings.state_dir, pid).get("job_slots")
+    facts = read_facts(settings.state_dir, pid)
+    slots, spare = facts.get("job_slots"), facts.get("spare_slots")
     return View(
         settings.root,
         now,
@@ -218,6 +220,7 @@ def read(
         slots if isinstance(slots, int) else None,
         page,
         records.older,
+        spare if isinstance(spare, int) else 0,
     )
 
 
@@ -353,6 +356,11 @@ def daemon_line(view: View) -> str:
     """`daemon: running (pid 4242, 3 job slots); 62 queued, 2 processing; rate 1.2/s, ETA 52s`: the whole queue."""
     if view.daemon_pid is not None:
         slots = f", {view.job_slots} job slot{'' if view.job_slots == 1 else 's'}" if view.job_slots else ""
+        if view.job_slots and view.spare_slots:
+            slots += (
+                f": {view.job_slots - view.spare_slots} on the workers, {view.spare_slots} task"
+                f"{'' if view.spare_slots == 1 else 's'} waiting in the broker for the next free one"
+            )
         state = f"running (pid {view.daemon_pid}{slots})"
     else:
         state = "not running" if view.daemon_known else "unknown"
@@ -413,6 +421,7 @@ def render_json(view: View | None, root: Path, now: float, every_item: bool = Fa
             "running": (view.daemon_pid is not None) if view.daemon_known else None,
             "pid": view.daemon_pid,
             "job_slots": view.job_slots,
+            "spare_slots": view.spare_slots,
         },
         "queued": view.queued,
         "processing": view.processing,

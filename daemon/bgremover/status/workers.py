@@ -3,8 +3,11 @@
 Each worker puts its name, slots, version and what keeps it from taking work
 (if anything) in Redis every few seconds (runners/celery/marks.py); a worker
 silent for half a minute is no longer listed. A worker that takes no work is
-listed with why, and its slots are not counted. Read only when the
-runner is celery, so a single machine's status never imports Redis.
+listed with why, and its slots are not counted. The running daemon writes what
+it heard into state/workers.json (service/facts.py), which is read first: the
+caller needs neither the runner's settings nor the broker's URL. With no
+daemon running, Redis is asked only where the caller's runner is celery, so a
+single machine's status never imports Redis.
 """
 
 from __future__ import annotations
@@ -12,11 +15,17 @@ from __future__ import annotations
 import time
 
 from bgremover.brokerurl import shown
+from bgremover.service.facts import read_workers
 from bgremover.settings import Settings
 
 
-def seen(settings: Settings) -> tuple[list[dict], str | None] | None:
-    """The workers heard of recently, by name, and why none could be read; None unless the runner is celery."""
+def seen(settings: Settings, pid: int | None) -> tuple[list[dict], str | None] | None:
+    """The workers heard of recently, by name, and why none could be read; None where no runner of other
+    hosts is known (the daemon `pid` published none, and the caller's runner is not celery)."""
+    published = read_workers(settings.state_dir, pid)
+    if published is not None:
+        heard = {name: facts for name, facts in published["workers"].items() if "slots" in facts}
+        return listed(heard), published.get("problem")
     if settings.runner != "celery":
         return None
     try:
@@ -25,6 +34,10 @@ def seen(settings: Settings) -> tuple[list[dict], str | None] | None:
         found = Marks(settings.broker_url.get_secret_value()).workers()
     except Exception as exc:  # noqa: BLE001 - redis raises several kinds; status shows what it can
         return [], f"cannot reach the broker at {shown(settings.broker_url.get_secret_value())}: {exc}"
+    return listed(found), None
+
+
+def listed(found: dict[str, dict]) -> list[dict]:
     now = time.time()
     return [
         {
@@ -33,9 +46,10 @@ def seen(settings: Settings) -> tuple[list[dict], str | None] | None:
             "seen_s_ago": round(max(0.0, now - facts.get("seen", now)), 1),
             "version": facts.get("version"),
             "problem": facts.get("problem"),
+            "models": facts.get("models", []),
         }
         for name, facts in sorted(found.items())
-    ], None
+    ]
 
 
 def lines(workers: list[dict], problem: str | None) -> list[str]:

@@ -196,23 +196,33 @@ class Dispatch:
         if self.follows_workers:
             self.follow_workers(now)
         for item in self.store.items(None, Status.PROCESSING):
+            spec = self.stranded_spec(item)
+            if spec is None:
+                continue  # its claim would not have started a job now either: recovery queues it again
             if self.slots.in_use >= self.slots.count:
-                break  # fewer slots than the previous life had: the rest run again
-            job = self.adopt(item, now)
+                # Fewer slots than the previous life had: the rest run again, as new attempts, so their
+                # old jobs are stopped wherever they still run.
+                self.runner.abandon(spec, now)
+                continue
+            job = self.adopt(item, spec, now)
             if job is not None:
                 self.jobs[item.id] = job
         return set(self.jobs)
 
-    def adopt(self, item: Item, now: float) -> RunningJob | None:
+    def stranded_spec(self, item: Item) -> JobSpec | None:
+        """The JobSpec a previous life started for `item`'s attempt, as far as this life can make it."""
         session = self.store.session(item.session)
         original = self.spool.original(item)
         if session is None or session.error or original is None:
-            return None  # its claim would not have started a job now either: recovery queues it again
+            return None
         try:
             model = self.options.model_of(session)
         except ModelError:
             return None
-        handle = self.runner.adopt(self.job_spec(item, original, session, model), now)
+        return self.job_spec(item, original, session, model)
+
+    def adopt(self, item: Item, spec: JobSpec, now: float) -> RunningJob | None:
+        handle = self.runner.adopt(spec, now)
         if handle is None:
             return None
         slot = self.slots.take(now)
@@ -225,7 +235,10 @@ class Dispatch:
             note="started by the previous life of the supervisor",
             **handle.details,
         )
-        return RunningJob(item, handle, now, self.deadline_from(handle, now), slot=slot)
+        job = RunningJob(item, handle, now, self.deadline_from(handle, now), slot=slot)
+        if handle.details.get("stopping"):  # a cancel the previous life had begun: it goes on, and decides the item
+            job.stop_reason = "cancel"
+        return job
 
     # -- limits and stops -----------------------------------------------------------
 

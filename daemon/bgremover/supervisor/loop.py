@@ -32,7 +32,7 @@ from bgremover.queue.store import Store
 from bgremover.runners import runner_class
 from bgremover.runners.api import JobRunner
 from bgremover.runners.groups import reap_orphans
-from bgremover.service.facts import write_facts
+from bgremover.service.facts import write_facts, write_workers
 from bgremover.service.metrics import Metrics
 from bgremover.service.notify import Notifier, progress_summary
 from bgremover.service.rootlock import lock_root
@@ -54,6 +54,7 @@ from bgremover.supervisor.taking import Taking
 log = structlog.get_logger()
 
 RESCAN_SECONDS = 30.0  # a full inbox walk now and then catches events inotify dropped
+WORKERS_PUBLISH_SECONDS = 5.0  # how often state/workers.json is written, under a runner of other hosts
 SLOW_STEP_SECONDS = 2.0  # a step that holds a pass this long is named in the log: no job is reaped meanwhile
 # The loop's steps, in the order each pass runs them.
 UPKEEP = (
@@ -93,6 +94,8 @@ class Supervisor:
         self.runner: JobRunner = runner_class(settings.runner)(settings, lambda: self.wakeups.put("job"))
         self.stopping = False
         self.next_rescan = 0.0
+        self.workers_published_at = 0.0
+        self.broker_problem: str | None = None  # as last published in state/workers.json
         self.notifier = Notifier.from_environment()  # systemd: READY, STATUS, the watchdog; a no-op elsewhere
         self.metrics = Metrics(settings)  # Prometheus endpoint and/or textfile; off unless configured
         self.options = SessionOptions(settings, model)
@@ -106,7 +109,7 @@ class Supervisor:
         """The parts that work on the queue, each handed the parts below it (none of them knows the loop)."""
         settings, stopping = self.settings, lambda: self.stopping
         self.store = store
-        self.publisher = Publisher(settings, store, self.refusals)
+        self.publisher = Publisher(settings, store, self.refusals, self.options)
         self.sessions = Sessions(settings, store, self.spool, self.options, self.publisher, self.hooks, self.builder)
         self.moves = ItemMoves(settings, store, self.sessions)
         self.taking = Taking(settings, store, self.spool, self.intake, self.sessions, stopping)
@@ -191,7 +194,8 @@ class Supervisor:
                     log.exception("upkeep_failed", step=name)
         if state_was_failing and state.due(now):
             self.refusals.state_accepted(now)
-        self.metrics.refresh(self.store, now, self.dispatch.slots)  # at most once a second
+        self.metrics.refresh(self.store, now, self.dispatch.slots, self.drained_fleet)  # at most once a second
+        self.publish_workers(now)
         # Last, so a pass that wedges anywhere above stops the pings and systemd restarts us.
         self.notifier.update(self.summary)
 
@@ -257,11 +261,32 @@ class Supervisor:
         )
 
     def write_facts(self, job_slots: int) -> None:
-        """What `bgremover status` reads of the running daemon: its pid and how many jobs it runs at once."""
+        """What `bgremover status` reads of the running daemon: its pid and how many jobs it runs at once, of
+        which `spare_slots` are tasks sent ahead to wait in the broker for the next free worker slot."""
+        spare = slots.WORKERS_SPARE if self.dispatch.follows_workers else 0
         write_facts(
             self.settings.state_dir,
-            {"pid": os.getpid(), "job_slots": job_slots, "threads_per_job": self.settings.threads},
+            {
+                "pid": os.getpid(),
+                "job_slots": job_slots,
+                "spare_slots": spare,
+                "threads_per_job": self.settings.threads,
+            },
         )
+
+    def drained_fleet(self, now: float) -> dict | None:
+        return self.dispatch.runner.fleet(now, drain=True)
+
+    def publish_workers(self, now: float) -> None:
+        """The workers the runner heard of, into state/workers.json every few seconds, for `bgremover status`."""
+        fleet = self.dispatch.runner.fleet(now)
+        if fleet is None or (now < self.workers_published_at and fleet["problem"] == self.broker_problem):
+            return  # a broker lost or found again is published at once, the rest every few seconds
+        self.workers_published_at, self.broker_problem = now + WORKERS_PUBLISH_SECONDS, fleet["problem"]
+        try:
+            write_workers(self.settings.state_dir, os.getpid(), fleet["broker"], fleet["workers"], fleet["problem"])
+        except OSError as exc:  # a full state folder: status shows older workers until it takes writes again
+            log.warning("workers_not_published", error=str(exc))
 
     def open_folders(self) -> None:
         settings = self.settings

@@ -7,7 +7,7 @@ that each rule is written once.
 from __future__ import annotations
 
 from bgremover.intake.tickets import makes_masks, session_options
-from bgremover.models.manifest import ModelSpec, find_model_spec
+from bgremover.models.manifest import ModelError, ModelSpec, find_model_spec, subject_note
 from bgremover.queue.store import Session
 from bgremover.settings import Settings
 
@@ -53,3 +53,16 @@ class SessionOptions:
         Raises ModelError if it cannot be used.
         """
         return self.model_named((own or {}).get("model") or self.options_for(session.ticket)["model"])
+
+    def subject_note(self, session: Session) -> str | None:
+        """What the session's log and status JSON say about its model, if it is made for one kind of subject.
+
+        Read from the manifests as they are now and never verified here: a model that
+        cannot be used has no note, and its items say why when they come to run.
+        """
+        try:
+            return subject_note(
+                find_model_spec(self.options_for(session.ticket)["model"], self.settings.models_folder, False)
+            )
+        except ModelError:
+            return None

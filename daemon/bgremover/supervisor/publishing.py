@@ -16,18 +16,21 @@ from bgremover.outbox.status import session_document
 from bgremover.queue.states import SessionState
 from bgremover.queue.store import Session, Store
 from bgremover.settings import Settings
+from bgremover.supervisor.options import SessionOptions
 from bgremover.supervisor.refusals import Refusals
 
 
 class Publisher:
-    def __init__(self, settings: Settings, store: Store, refusals: Refusals) -> None:
+    def __init__(self, settings: Settings, store: Store, refusals: Refusals, options: SessionOptions) -> None:
         self.settings = settings
         self.store = store
         self.refusals = refusals
+        self.options = options
         self.stale: set[str] = set()  # sessions whose status JSON the outbox refused; written again later
 
     def status_document(self, session: Session) -> dict:
-        return session_document(session, self.store.items(session.name), self.settings)
+        note = self.options.subject_note(session)
+        return session_document(session, self.store.items(session.name), self.settings, note)
 
     def publish(self, name: str) -> None:
         """Write a session's status JSON; if the outbox refuses, it is written again after a wait."""

@@ -158,6 +158,9 @@ class Taking:
         log.info("session_opened", session=name, **({"ticket": ticket} if ticket else {}))
         if error:
             log.error("ticket_refused", session=name, error=error)
+        elif note := self.options.subject_note(session):
+            model = self.options.options_for(ticket)["model"]
+            log.warning("model_made_for_people", session=name, model=model, note=note)
         return session
 
     def member(self, session: Session, name: str, members: set[str]) -> str:

@@ -7,14 +7,20 @@ acks late (a task lost with its worker is delivered again), no reject on worker
 lost (that would requeue a poison image without end), one message fetched at a
 time, JSON only, and long tasks cancelled when the broker connection is lost
 (their message is delivered again, and the fence sorts out the rest).
+
+Every key Celery and kombu make, on both sides (the queue, its binding, the
+unacknowledged messages, the answers), carries bgremover's prefix, as the
+marks do: what bgremover clears or restores is only ever its own, even where
+a careless setup shares the database with another app.
 """
 
 from __future__ import annotations
 
 from celery import Celery
 
+from bgremover.runners.celery.marks import PREFIX, QUEUE
+
 TASK_NAME = "bgremover.run_job"
-QUEUE = "bgremover"
 # Unacknowledged messages come back after this; longer than any job may take
 # (job_timeout_seconds plus the kill grace), and a worker lost costs at most this.
 VISIBILITY_MARGIN_SECONDS = 60.0
@@ -37,8 +43,9 @@ def make_app(settings) -> Celery:
         # every 10 s at most here (sooner with a short timeout), so a hung worker costs what it says.
         broker_transport_options={"visibility_timeout": visibility, "socket_connect_timeout": CONNECT_TIMEOUT_SECONDS,
                                   "socket_timeout": 10.0, "unacked_restore_throttle": 1,
-                                  "unacked_restore_interval": int(max(1, min(10, visibility // 2)))},
-        result_backend_transport_options={"visibility_timeout": visibility},
+                                  "unacked_restore_interval": int(max(1, min(10, visibility // 2))),
+                                  "global_keyprefix": PREFIX},
+        result_backend_transport_options={"visibility_timeout": visibility, "global_keyprefix": PREFIX},
         redis_socket_connect_timeout=CONNECT_TIMEOUT_SECONDS, redis_socket_timeout=10.0,
         broker_connection_timeout=CONNECT_TIMEOUT_SECONDS, broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,

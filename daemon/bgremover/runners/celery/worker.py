@@ -22,7 +22,7 @@ from bgremover.brokerurl import shown
 from bgremover.runners.celery import task
 from bgremover.runners.celery.app import QUEUE, TASK_NAME, make_app
 from bgremover.runners.celery.fitness import Fitness, Published, missing_providers
-from bgremover.runners.celery.marks import Marks
+from bgremover.runners.celery.marks import Marks, model_queue, shared_database
 from bgremover.settings import Settings, usable_cores
 from bgremover.version import __version__
 
@@ -39,9 +39,10 @@ class WorkerRefused(Exception):
 class Health:
     """The last check's verdict, written by the heartbeat thread and read by the gate on the consumer's loop."""
 
-    def __init__(self, published: Published) -> None:
+    def __init__(self, published: Published, models: list[str]) -> None:
         self.problem: str | None = None
         self.published = published  # the supervisor's root and facts, as last read from the broker
+        self.models = models  # what it has, as found at start: a model added later needs a restart
 
 
 def check(settings: Settings, hostname: str, slots: int) -> tuple[Marks, Health]:
@@ -49,19 +50,42 @@ def check(settings: Settings, hostname: str, slots: int) -> tuple[Marks, Health]
     try:
         marks = Marks(url)
         marks.ping()
+        shared = shared_database(*marks.foreign_keys(), shown(url))
         published = Published(marks.root(), marks.supervisor())
     except Exception as exc:  # noqa: BLE001 - redis raises several kinds; each means the same here
         raise WorkerRefused(f"cannot reach the broker at {shown(url)}: {exc}") from None
+    if shared:  # its heartbeat would be one more key in another app's database: refused without one
+        raise WorkerRefused(shared)
     problem = Fitness(settings).problem(published.root, published.supervisor) or missing_providers(
         tuple(settings.providers)
     )
     if problem:
         try:  # listed by `bgremover status` until its heartbeat lapses; systemd starts it again meanwhile
-            marks.heartbeat(hostname, slots, __version__, problem)
+            marks.heartbeat(hostname, slots, __version__, problem, [])
         except Exception:  # noqa: BLE001 - the refusal itself is what matters
             pass
         raise WorkerRefused(problem)
-    return marks, Health(published)
+    return marks, Health(published, models_here(settings))
+
+
+def models_here(settings: Settings) -> list[str]:
+    """The models this worker has (in the bundled manifest or its models folder's, the file present): it reads
+    the queue of each, where the tasks of a model only a ticket asks for wait (marks.model_queue)."""
+    from bgremover.models.manifest import ModelError, models_dir, read_manifest, spec_from_entry
+
+    found = set()
+    for folder in (models_dir(), settings.models_folder):
+        try:
+            manifest = read_manifest(folder, missing_ok=True)
+        except ModelError:
+            continue  # a damaged manifest offers nothing; fitness.py says so if it holds the supervisor's model
+        for name, entry in manifest.items():
+            try:
+                if spec_from_entry(name, entry, folder).path.is_file():
+                    found.add(name)
+            except ModelError:
+                continue
+    return sorted(found)
 
 
 def serve(settings: Settings, slots: int, name: str | None) -> None:
@@ -72,11 +96,13 @@ def serve(settings: Settings, slots: int, name: str | None) -> None:
     app = make_app(settings)
     app.task(name=TASK_NAME, bind=True, acks_late=True)(task.run_job)
     task.configure(settings, health.published)
-    Gate.health = health
+    Gate.health, Gate.queues = health, [QUEUE, *(model_queue(model) for model in health.models)]
     app.steps["consumer"].add(Gate)
-    threading.Thread(
-        target=beat, args=(marks, Fitness(settings), health, hostname, slots), name="heartbeat", daemon=True
-    ).start()
+    stopped = threading.Event()
+    beating = threading.Thread(
+        target=beat, args=(marks, Fitness(settings), health, hostname, slots, stopped), name="heartbeat", daemon=True
+    )
+    beating.start()
     log.info(
         "worker_ready",
         worker=hostname,
@@ -86,6 +112,18 @@ def serve(settings: Settings, slots: int, name: str | None) -> None:
         providers=list(settings.providers),
         root=str(settings.root),
     )
+    try:
+        run(app, slots, hostname, Gate.queues)
+    finally:
+        stopped.set()
+        beating.join(timeout=10)  # its last heartbeat written before the key goes, never after
+        try:
+            marks.gone(hostname)
+        except Exception:  # noqa: BLE001 - the broker away: its heartbeat lapses by itself
+            pass
+
+
+def run(app, slots: int, hostname: str, queues: list[str]) -> None:
     app.worker_main(
         [
             "worker",
@@ -93,7 +131,7 @@ def serve(settings: Settings, slots: int, name: str | None) -> None:
             f"--concurrency={slots}",
             f"--hostname={hostname}",
             "-Q",
-            QUEUE,
+            ",".join(queues),
             "--without-gossip",
             "--without-mingle",
             "--without-heartbeat",
@@ -103,21 +141,21 @@ def serve(settings: Settings, slots: int, name: str | None) -> None:
     )
 
 
-def beat(marks: Marks, fitness: Fitness, health: Health, hostname: str, slots: int) -> None:
-    """Every few seconds: the checks again, their verdict for the gate, and the heartbeat that tells status."""
-    pause = threading.Event()
+def beat(marks: Marks, fitness: Fitness, health: Health, hostname: str, slots: int, stopped: threading.Event) -> None:
+    """Every few seconds, until the worker stops: the checks again, their verdict for the gate, and the
+    heartbeat that tells status."""
     broker_warned = False
-    while True:
+    while not stopped.is_set():
         try:
             health.published = health.published.updated(marks.root(), marks.supervisor())
             follow(health, fitness.problem(health.published.root, health.published.supervisor), hostname)
-            marks.heartbeat(hostname, slots, __version__, health.problem)
+            marks.heartbeat(hostname, slots, __version__, health.problem, health.models)
             broker_warned = False
         except Exception as exc:  # noqa: BLE001 - the broker away: said once, and tried again
             if not broker_warned:
                 log.warning("heartbeat_failed", error=str(exc))
             broker_warned = True
-        pause.wait(CHECK_SECONDS)
+        stopped.wait(CHECK_SECONDS)
 
 
 def follow(health: Health, problem: str | None, hostname: str) -> None:
@@ -137,6 +175,7 @@ class Gate(bootsteps.StartStopStep):
 
     requires = {"celery.worker.consumer.tasks:Tasks"}
     health: Health | None = None
+    queues: list[str] = [QUEUE]  # the common queue, and one for each model this worker has
 
     def __init__(self, parent, **kwargs) -> None:
         super().__init__(parent, **kwargs)
@@ -152,8 +191,9 @@ class Gate(bootsteps.StartStopStep):
             self.entry = None
 
     def follow(self, consumer) -> None:
-        consuming = consumer.task_consumer.consuming_from(QUEUE)
-        if self.health.problem and consuming:
-            consumer.cancel_task_queue(QUEUE)
-        elif not self.health.problem and not consuming:
-            consumer.add_task_queue(QUEUE)
+        for queue in self.queues:
+            consuming = consumer.task_consumer.consuming_from(queue)
+            if self.health.problem and consuming:
+                consumer.cancel_task_queue(queue)
+            elif not self.health.problem and not consuming:
+                consumer.add_task_queue(queue)
