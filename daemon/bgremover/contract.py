@@ -98,7 +98,14 @@ class JobSpec:
     loose: Path | None = field(
         default=None, metadata=option("--loose", Path, help="the session's tree of loose files (loose_files)")
     )
+    alpha: Path | None = field(
+        default=None,
+        metadata=option("--alpha", Path, help="a person's mask for this image: the alpha, instead of the model's"),
+    )
     models_dir: Path | None = field(default=None, metadata=option("--models-dir", Path))
+    review_models_dir: Path | None = field(
+        default=None, metadata=option("--review-models-dir", Path, help="where review_model's manifest is")
+    )
     threads: int | None = field(default=None, metadata=option("--threads", whole(1, 1024)))
     providers: tuple[str, ...] = field(
         default=("CPUExecutionProvider",),

@@ -225,8 +225,9 @@ def run(args: JobSpec, prepared: Prepared) -> matting.Outcome:
     then = rendering(args, recipes, entries) if recipes else None
     try:
         outcome = matting.remove_background(
-            args.input, temp, model, prepared.shared.spec, options_from(args), mask_temp, then
-        )
+            args.input, temp, model, prepared.shared.spec, options_from(args), mask_temp, then,
+            alpha=args.alpha, second=second_model(args, prepared),
+        )  # fmt: skip
         started = time.perf_counter()
         if mask:
             durable.publish(mask_temp, mask)
@@ -299,8 +300,24 @@ class Counted:
         return getattr(self.session, name)
 
 
+def second_model(args: JobSpec, prepared: Prepared) -> matting.Second | None:
+    """The review's second model, made only if this image needs it (review_compare, or review_escalate on a flag)."""
+    options = args.options
+    if not options.review_model or not (options.review_compare or options.review_escalate):
+        return None
+
+    def make() -> tuple[onnxruntime.InferenceSession, ModelSpec]:
+        # Checked by the supervisor, which found it there (review_models_dir); a job run by hand looks it up.
+        spec = matting.find_model_spec(options.review_model, args.review_models_dir, verify=False)
+        return matting.create_session(spec, args.threads, prepared.shared.providers), spec
+
+    return matting.Second(make, compare=options.review_compare, escalate=options.review_escalate)
+
+
 def write_report(path: Path, error: str | None, outcome: matting.Outcome) -> None:
-    report = {"error": error, "note": outcome.note, "timings_ms": outcome.timings_ms, **outcome.extra}
+    note = "; ".join(filter(None, (outcome.note, outcome.escalated))) or None
+    report = {"error": error, "note": note, "timings_ms": outcome.timings_ms, "review": outcome.review}
+    report.update(outcome.extra)
     durable.atomic_write(path, (json.dumps(report, indent=1) + "\n").encode("utf-8"))
 
 

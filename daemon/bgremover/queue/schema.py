@@ -31,6 +31,8 @@ ITEMS = """CREATE TABLE IF NOT EXISTS {name} (
     job_pid_start INTEGER,          -- when that pid's process started (clock ticks since boot): a reused pid is not the job
     worker     TEXT,                -- the worker host that made a done item's result (the celery runner)
     renders    TEXT,                -- JSON: a done item's recipes, each its file or error and its report
+    review     TEXT,                -- JSON: the quality signals of its result and the decisions taken on it
+    options    TEXT,                -- JSON: the options a review asked for, over its session's, for its next runs
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL,
     UNIQUE (session, name),
@@ -157,7 +159,7 @@ def add_missing_columns(db: sqlite3.Connection) -> None:
     # A database from an older version lacks columns added since; CREATE
     # TABLE IF NOT EXISTS leaves it as it is, so add them here.
     columns = {row["name"] for row in db.execute("PRAGMA table_info(items)")}
-    for column in ("note", "worker", "renders"):
+    for column in ("note", "worker", "renders", "review", "options"):
         if column not in columns:
             db.execute(f"ALTER TABLE items ADD COLUMN {column} TEXT")
     if "job_pid_start" not in columns:

@@ -16,7 +16,7 @@ from bgremover.contract import JobSpec
 from bgremover.options import ImageOptions
 
 # The JobSpec fields that are files under the root; models_dir is the worker's own.
-PATH_FIELDS = ("input", "output", "report", "log", "mask", "matte", "renders", "loose")
+PATH_FIELDS = ("input", "output", "report", "log", "mask", "matte", "renders", "loose", "alpha")
 KEY_FIELDS = ("item", "attempt")  # the message's own fields, beside the spec, as earlier messages carry them
 LIMITS = ("job_timeout_seconds", "job_memory_limit_mb", "kill_grace_seconds")
 ROOT_ID_FILE = "root-id"  # in the state folder: which root this is, so a worker on another one is refused
@@ -28,7 +28,7 @@ def to_message(spec: JobSpec, root: Path, limits: dict) -> dict:
         value = getattr(spec, spec_field.name)
         if spec_field.name in PATH_FIELDS and value is not None:
             value = str(Path(value).relative_to(root))
-        elif spec_field.name == "models_dir" or spec_field.name in KEY_FIELDS:
+        elif spec_field.name in ("models_dir", "review_models_dir") or spec_field.name in KEY_FIELDS:
             continue
         elif isinstance(value, tuple):
             value = list(value)
@@ -53,7 +53,8 @@ def spec_from(message: dict, root: Path, models_dir: Path) -> JobSpec:
     fields["providers"] = tuple(fields.get("providers") or ("CPUExecutionProvider",))
     fields["options"] = ImageOptions(**fields.get("options", {}))
     keys = {name: message.get(name) for name in KEY_FIELDS}
-    return JobSpec(**fields, **keys, models_dir=models_dir)
+    # Both models from the worker's own models folder, which its fitness check holds to the supervisor's.
+    return JobSpec(**fields, **keys, models_dir=models_dir, review_models_dir=models_dir)
 
 
 def model_of(message: dict) -> str:
