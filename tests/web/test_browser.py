@@ -15,31 +15,14 @@ import shutil
 import zipfile
 from pathlib import Path
 
-import pytest
 from PIL import Image
 
 from tests.support.harness import Daemon, wait_for
 from tests.support.images import photo
 from tests.support.web import WebPage
 
-CHROMIUM = "/usr/bin/chromium"
 PHONE = {"width": 390, "height": 844}
 DESK = {"width": 1100, "height": 820}
-
-
-@pytest.fixture
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (.ci/run installs it)")
-    with sync_playwright() as playwright:
-        # --no-sandbox: the suite runs as root, where Chromium's sandbox refuses to start.
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 def photos_folder(folder: Path, count: int, side: int) -> list[str]:
