@@ -42,6 +42,7 @@ class ItemCard:
 class SessionCard:
     name: str
     state: str
+    state_word: str  # what the page calls its state: a complete session with cancelled items was cancelled
     total: int
     finished: int
     counts: dict[str, int]
@@ -50,11 +51,14 @@ class SessionCard:
     eta_s: float | None
     rate: str
     eta: str
-    zip: str | None
+    zip: str | None  # the ZIP to offer: only a complete session's, never one a retry is about to replace
+    rebuilding: bool  # a retry reopened the session: its last ZIP lacks the retried photos
     error: str | None
     cancellable: bool
     retryable: int
-    items: list[ItemCard]
+    items: list[ItemCard]  # those read (an opened batch's), by name
+    created_at: float
+    queue_rate: str  # the rate the ETA counts on: the whole queue's, since batches share the job slots
 
     @property
     def remaining(self) -> int:
@@ -85,20 +89,32 @@ def daemon(view: View | None) -> Daemon:
     )
 
 
+STATE_WORDS = {"open": "Receiving files", "processing": "In progress", "complete": "Complete"}
+
+
 def session_cards(view: View | None, spool: Spool, outbox: Path) -> list[SessionCard]:
     """The cards of the sessions the view shows (those under way and one page of the settled), newest first."""
     if view is None:
         return []
     newest = sorted(view.sessions, key=lambda s: (s.session.created_at, s.session.name), reverse=True)
-    return [session_card(s, spool, outbox) for s in newest]
+    queue_rate = progress.rate_text(view.rate_per_s)
+    return [session_card(s, spool, outbox, queue_rate) for s in newest]
 
 
-def session_card(view: SessionView, spool: Spool, outbox: Path) -> SessionCard:
+def state_word(view: SessionView) -> str:
+    if view.session.state is SessionState.COMPLETE and view.counts.get("cancelled"):
+        return "Cancelled"
+    return STATE_WORDS[view.session.state.value]
+
+
+def session_card(view: SessionView, spool: Spool, outbox: Path, queue_rate: str = progress.UNKNOWN) -> SessionCard:
     session, total = view.session, view.total
-    zip_name = session.zip if session.zip and regular_file(outbox / session.zip) else None
+    complete = session.state is SessionState.COMPLETE
+    zip_name = session.zip if complete and session.zip and regular_file(outbox / session.zip) else None
     return SessionCard(
         name=session.name,
         state=session.state.value,
+        state_word=state_word(view),
         total=total,
         finished=view.finished,
         counts=view.counts,
@@ -108,11 +124,15 @@ def session_card(view: SessionView, spool: Spool, outbox: Path) -> SessionCard:
         rate=progress.rate_text(view.rate_per_s),
         eta=progress.duration_text(view.eta_s),
         zip=zip_name,
+        rebuilding=not complete and bool(session.zip),
         error=session.error,
         cancellable=session.state is not SessionState.COMPLETE and view.remaining > 0,
         retryable=sum(view.counts[status.value] for status in RETRYABLE),
-        # By name, as a folder shows them; the daemon's own order (oldest first) is in `bgremover status`.
-        items=[item_card(item, session, spool, outbox) for item in sorted(view.items, key=lambda i: natural(i.name))],
+        # Failed first, then by name, as a folder shows them; the daemon's own order (oldest first)
+        # is in `bgremover status`.
+        items=[item_card(item, session, spool, outbox) for item in sorted(view.items, key=shown_first)],
+        created_at=session.created_at,
+        queue_rate=queue_rate,
     )
 
 
@@ -148,6 +168,11 @@ def sources(item: Item, session: Session, spool: Spool, outbox: Path) -> tuple[l
     if session.zip:
         after.append(Source(outbox / session.zip, item.member))
     return before, after
+
+
+def shown_first(item: Item) -> tuple:
+    """What needs a look comes first: the failed photos, then the others by name."""
+    return (item.status is not Status.FAILED, natural(item.name))
 
 
 def natural(name: str) -> list:

@@ -66,10 +66,20 @@ async def index(web: Web, request: Request) -> Response:
     return HTMLResponse(html, headers=NO_STORE)
 
 
+# At most this many names in each of a poll's lists: a page shows a few dozen batches.
+LISTED = 200
+
+
 async def sessions(web: Web, request: Request) -> Response:
+    """The live part. The page's script says which batches it has open (`open`), which it shows whole (`all`),
+    and the tag of each batch it has (`have`): a batch unchanged since is sent as a bare placeholder."""
     if (number := page_asked(request)) is None:
         return bad_page()
-    return HTMLResponse(await web.reader.fragment(number), headers=NO_STORE)
+    query = request.query_params
+    opened = frozenset(query.getlist("open")[:LISTED]) if "live" in query else None
+    full = frozenset(query.getlist("all")[:LISTED])
+    have = frozenset(query.getlist("have")[:LISTED])
+    return HTMLResponse(await web.reader.fragment(number, opened, full, have), headers=NO_STORE)
 
 
 async def status(web: Web, request: Request) -> Response:
