@@ -83,7 +83,14 @@ class JobSpec:
     mask: Path | None = field(
         default=None, metadata=option("--mask", Path, help="where the mask goes with --kind both")
     )
+    alpha: Path | None = field(
+        default=None,
+        metadata=option("--alpha", Path, help="a person's mask for this image: the alpha, instead of the model's"),
+    )
     models_dir: Path | None = field(default=None, metadata=option("--models-dir", Path))
+    review_models_dir: Path | None = field(
+        default=None, metadata=option("--review-models-dir", Path, help="where review_model's manifest is")
+    )
     threads: int | None = field(default=None, metadata=option("--threads", whole(1, 1024)))
     providers: tuple[str, ...] = field(
         default=("CPUExecutionProvider",),

@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"bgremover {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (cli.add_run, cli.add_status, cli.add_retry, cli.add_cancel, cli.add_remove):
+    for add in (cli.add_run, cli.add_status, cli.add_retry, cli.add_review, cli.add_cancel, cli.add_remove):
         add(commands, common)
     add_bench(commands, common)
     cli.add_models(commands, common)

@@ -185,6 +185,45 @@ class ImageOptions:
             ),
         ),
     )
+    review_model: str | None = field(
+        default=None,
+        metadata=option(
+            "a second, stronger installed model for the quality review (review_escalate, review_compare)",
+            flags=("--review-model",),
+            metavar="NAME",
+            doc=(
+                "a second installed model (e.g. `isnet-medium`, after `bgremover models fetch isnet-medium`) that "
+                "`review_escalate` and `review_compare` run; unset, neither does anything"
+            ),
+            example='"isnet-medium"',
+        ),
+    )
+    review_escalate: bool = field(
+        default=False,
+        metadata=option(
+            "true: an image the model's quality signals flag runs again with review_model, and the result "
+            "that raises fewer signals is kept",
+            flags=("--review-escalate",),
+            metavar="BOOL",
+            doc=(
+                "`true`: an image whose mask raises a quality signal runs again with `review_model`; the second "
+                "model's result is kept unless it raises more signals, so a folder gets near the stronger model's "
+                "quality at near the first one's cost (see [Review](review.md))"
+            ),
+        ),
+    )
+    review_compare: bool = field(
+        default=False,
+        metadata=option(
+            "true: every image runs with review_model too, and one the two models disagree on is flagged",
+            flags=("--review-compare",),
+            metavar="BOOL",
+            doc=(
+                "`true`: every image also runs with `review_model`, and a result the two models' masks disagree "
+                "on is flagged (`models_disagree`); costs the second model's time on every image"
+            ),
+        ),
+    )
     quality: int = field(
         default=90,
         metadata=option(

@@ -66,6 +66,13 @@ class QueueSettings(BaseModel):
             "(failed items keep theirs for a retry)"
         ),
     )
+    review_folder: bool = Field(
+        False,
+        **doc(
+            "put the outputs of items a quality signal flagged, and no one has approved yet, in a `_review/` folder "
+            "of the session's ZIP, so a team that never opens the page still sees which to look at"
+        ),
+    )
     # Days, but fractions count: a test or a tight disk can ask for seconds-scale history.
     keep_sessions_days: float = Field(
         30.0,
@@ -363,6 +370,10 @@ class Settings(
     @property
     def retry_dir(self) -> Path:
         return self.root / "retry"
+
+    @property
+    def review_dir(self) -> Path:
+        return self.root / "review"
 
     @property
     def cancel_dir(self) -> Path:

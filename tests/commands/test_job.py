@@ -18,7 +18,7 @@ from tests.support.disks import fill, small_tmpfs
 from tests.support.images import photo, shape_on_texture, truncated_copy, write_decompression_bomb_png
 from tests.support.odd_images import png_with_cut_data_stream
 
-STAGES = {"decode", "preprocess", "inference", "postprocess", "encode", "publish"}
+STAGES = {"decode", "preprocess", "inference", "postprocess", "review", "encode", "publish"}
 
 
 class Job:

@@ -79,6 +79,9 @@ def test_the_real_job_reports_every_stage_and_what_isolation_added(tmp_path):
         assert value(samples, "bgremover_job_stage_seconds_count", stage=stage) == 1, stage
     stages = sum(value(samples, "bgremover_job_stage_seconds_sum", stage=stage) for stage in ALL_STAGES)
     assert stages == pytest.approx(value(samples, "bgremover_job_duration_seconds_sum"), rel=1e-3)
+    # The astronaut runs off the photo's bottom edge: one quality signal, counted by its name.
+    assert value(samples, "bgremover_review_signals_total", signal="cut_by_frame") == 1
+    assert value(samples, "bgremover_review_signals_total", signal="no_subject") == 0
 
 
 def test_the_daemon_keeps_a_textfile_for_node_exporter_current_and_writes_it_last_at_stop(tmp_path):

@@ -100,9 +100,12 @@ def contents(folder: Path) -> list[bytes] | None:
 
 def assert_settled(root: Path, session: str, names: list[str]) -> None:
     """Once a session reads complete, its originals are archived, and its results have left the spool
-    unless an item of it can still be retried: then the done items' cutouts stay, to rebuild its ZIP."""
+    unless an item of it can still be retried or waits for a review: then the done items' cutouts stay, to
+    rebuild its ZIP."""
     status = json.loads((root / "outbox" / f"{session}.json").read_text())
-    retryable = any(item["retry_marker"] for item in status["items"])
+    retryable = any(
+        item["retry_marker"] or (item["review"] or {}).get("state") == "flagged" for item in status["items"]
+    )
     kept = sorted(path.name for path in (root / "state" / "results").iterdir())
     done = [item for item in status["items"] if item["status"] == "done"]
     assert len(kept) == (len(done) if retryable else 0), kept

@@ -5,7 +5,8 @@ job does simply by what it drops: `ok`, `exit N`, `sleep [S]`, `flaky FLAGFILE`,
 `grandchild PIDFILE`, `sigkill`,
 `signal N` (dies by signal N, real-time ones too), `chatty N`, `memory MB`, `bad-input`, `whoami JSONFILE`,
 `orphan PIDFILE`, `fds JSONFILE`, `gate FILE` (waits until FILE exists, then succeeds),
-`bytes MB` (a result of MB mebibytes that no compressor shrinks).
+`bytes MB` (a result of MB mebibytes that no compressor shrinks),
+`flag CODE...` (done, its report raising those quality signals while edges is raw; its cutout names its options).
 Anything else is `ok`.
 """
 
@@ -33,7 +34,7 @@ PRELOADED = object()
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
-    for name in ("input", "output", "report", "format", "quality", "model", "models-dir"):
+    for name in ("input", "output", "report", "format", "quality", "model", "models-dir", "edges", "alpha"):
         parser.add_argument(f"--{name}")
     return parser.parse_known_args(argv)[0]  # the real job's other options do not matter here
 
@@ -122,6 +123,14 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(3600)
     if verb == "bytes":
         write_bulk_result(args, int(rest[0]))
+        return 0
+    if verb == "flag":  # the signals, only with the raw edges: a review retry with other edges comes out clean
+        raised = [{"code": code, "reason": f"{code} was raised"} for code in rest] if args.edges == "raw" else []
+        Path(args.report).write_text(json.dumps({"review": raised}))
+        made_with = f" (model {args.model}, edges {args.edges})"
+        if args.alpha:
+            made_with += " with the mask " + Path(args.alpha).read_text(errors="replace")
+        Path(args.output).write_bytes(b"cutout of " + Path(args.input).read_bytes() + made_with.encode())
         return 0
     write_result(args)
     return 0

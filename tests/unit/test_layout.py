@@ -43,7 +43,7 @@ LAYERS = [
     ),
     ("the contract", {"contract"}),
     ("settings", {"settings"}),
-    ("stores and steps", {"queue", "intake", "imaging", "models", "outbox", "service"}),
+    ("stores and steps", {"queue", "intake", "imaging", "models", "outbox", "service", "review"}),
     ("jobs", {"job", "runners"}),
     ("the supervisor", {"supervisor"}),
     ("what the clients share", {"status", "api", "bgremover", "settingsdocs"}),

@@ -28,7 +28,7 @@ from tests.support.images import (
 )
 
 U2NETP_SHA256 = "309c8469258dda742793dce0ebea8e6dd393174f89934733ecc8b14c76f4ddd8"
-STAGES = {"decode", "preprocess", "inference", "postprocess", "encode"}
+STAGES = {"decode", "preprocess", "inference", "postprocess", "review", "encode"}
 # (x, y) points that must be kept / removed in each photo (400 px on the long side).
 SUBJECT_AND_BACKGROUND = {
     "astronaut": ((175, 80), (380, 20)),  # her face; the dark top-right corner

@@ -238,7 +238,7 @@ def test_the_databases_copy_of_each_table_is_the_table_exactly(tmp_path):
     path = tmp_path / "queue.sqlite3"
     Store(path).close()
     stale = sqlite3.connect(path, isolation_level=None)
-    stale.execute("INSERT INTO allowed_transitions VALUES ('done', 'queued')")  # a move some version allowed
+    stale.execute("INSERT INTO allowed_transitions VALUES ('done', 'failed')")  # a move some version allowed
     stale.execute("DELETE FROM allowed_session_transitions WHERE src = 'complete'")
     stale.close()
 

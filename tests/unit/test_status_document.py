@@ -14,6 +14,7 @@ import pytest
 from bgremover.outbox.status import item_documents, session_document
 from bgremover.queue.states import Status
 from bgremover.queue.store import Store, iso
+from bgremover.review import record
 from bgremover.settings import load_settings
 from bgremover.status import view as statusview
 
@@ -27,6 +28,7 @@ DOCUMENT_FIELDS = [
     "updated_at",
     "total",
     "counts",
+    "review",
     "zip",
     "error",
     "finish_error",
@@ -72,6 +74,10 @@ def test_a_sessions_document_has_every_field_and_counts_each_status(settings):
         "updated_at": iso(1030.0),  # the latest change of the session or any item
         "total": 5,
         "counts": {"queued": 1, "processing": 1, "done": 1, "failed": 1, "cancelled": 1},
+        "review": {
+            **{state: 0 for state in ("flagged", "clean", "approved", "retried", "corrected")},
+            "signals": {code: 0 for code in record.CODES},
+        },
         "zip": None,
         "error": None,
         "finish_error": None,
@@ -87,6 +93,7 @@ def test_a_sessions_document_has_every_field_and_counts_each_status(settings):
             "note": None,
             "attempts": 1,
             "retry_marker": None,
+            "review": None,
         },
         {
             "name": "broken.jpg",
@@ -97,6 +104,7 @@ def test_a_sessions_document_has_every_field_and_counts_each_status(settings):
             "note": None,
             "attempts": 1,
             "retry_marker": "retry/catalog/broken.jpg",
+            "review": None,
         },
         {
             "name": "c.jpg",
@@ -107,6 +115,7 @@ def test_a_sessions_document_has_every_field_and_counts_each_status(settings):
             "note": None,
             "attempts": 0,
             "retry_marker": "retry/catalog/c.jpg",
+            "review": None,
         },
         {
             "name": "d.jpg",
@@ -117,6 +126,7 @@ def test_a_sessions_document_has_every_field_and_counts_each_status(settings):
             "note": None,
             "attempts": 1,
             "retry_marker": None,
+            "review": None,
         },
         {
             "name": "e.jpg",
@@ -127,6 +137,7 @@ def test_a_sessions_document_has_every_field_and_counts_each_status(settings):
             "note": None,
             "attempts": 0,
             "retry_marker": None,
+            "review": None,
         },
     ]
 

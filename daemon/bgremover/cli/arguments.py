@@ -55,6 +55,37 @@ def add_retry(commands: Commands, common: argparse.ArgumentParser) -> None:
     retry.add_argument("name", nargs="?", help="one item's name; all failed and cancelled items when left out")
 
 
+def add_review(commands: Commands, common: argparse.ArgumentParser) -> None:
+    review = commands.add_parser(
+        "review", parents=[common], help="list the items quality signals flagged; approve one, or have it redone"
+    )
+    actions = review.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = actions.add_parser("list", parents=[common], help="the flagged items no one has decided on yet")
+    listing.add_argument("session", nargs="?", help="only this session's")
+    listing.add_argument("--json", action="store_true", help="one JSON document")
+    approve = actions.add_parser("approve", parents=[common], help="the item's result is fine as it is")
+    retry = actions.add_parser(
+        "retry", parents=[common], help="reject the result: run the item again with other options"
+    )
+    mask = actions.add_parser("mask", parents=[common], help="reject the result: a mask file becomes its alpha")
+    for action in (approve, retry, mask):
+        action.add_argument("session")
+        action.add_argument("name", help="the item's name, as its session's status shows it")
+    for action in (approve, retry):
+        action.add_argument("--by", metavar="NAME", help="who decided, recorded with the decision")
+    retry.add_argument("--model", metavar="NAME", help="another installed model (see `bgremover models list`)")
+    retry.add_argument("--edges", choices=("raw", "clean", "refine"), help="other edges")
+    retry.add_argument(
+        "--set",
+        dest="options",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any other option a job ticket may set, such as decontaminate=true (repeatable)",
+    )
+    mask.add_argument("file", type=Path, help="the mask: white keeps, black removes (or an image whose alpha does)")
+
+
 def add_cancel(commands: Commands, common: argparse.ArgumentParser) -> None:
     cancel = commands.add_parser("cancel", parents=[common], help="cancel a session")
     cancel.add_argument("session")

@@ -8,18 +8,21 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import shutil
 import sqlite3
 import sys
 import tempfile
 import time
+import tomllib
 from pathlib import Path
 
 from bgremover import durable
 from bgremover.cli.flags import given
 from bgremover.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE, fail
 from bgremover.queue.store import Store
+from bgremover.review import record, requests
 from bgremover.settings import Settings
 from bgremover.status.markers import cancel_marker, retry_marker, retry_targets, touch
 
@@ -108,6 +111,65 @@ def retry(settings: Settings, args: argparse.Namespace) -> int:
         touch(retry_marker(settings, item))
         print(f"retry requested: {item.session}/{item.name}")
     return EXIT_OK
+
+
+def review(settings: Settings, args: argparse.Namespace) -> int:
+    """`review list|approve|retry|mask`: the flagged items, or a decision written as a marker the daemon reads."""
+    store = open_store(settings)
+    if store is None:
+        return fail(f"no sessions yet under {settings.root}", EXIT_FAILED)
+    try:
+        if args.action == "list":
+            return list_flagged(store, args)
+        return decide(settings, store, args)
+    except requests.ReviewRefused as exc:
+        return fail(str(exc), EXIT_FAILED)
+    finally:
+        store.close()
+
+
+def list_flagged(store: Store, args: argparse.Namespace) -> int:
+    if args.session is not None and store.session(args.session) is None:
+        return fail(f"no session named '{args.session}'", EXIT_FAILED)
+    items = requests.flagged(store, None if args.session is None else [args.session])
+    if args.json:
+        print(json.dumps([{"session": i.session, "name": i.name, **record.loaded(i.review)} for i in items], indent=1))
+        return EXIT_OK
+    for item in items:
+        print(f"{item.session}/{item.name}")
+        for reason in record.loaded(item.review)["reasons"]:
+            print(f"  {reason['code']}: {reason['reason']}")
+    if not items:
+        print("no flagged items wait for a review")
+    return EXIT_OK
+
+
+def decide(settings: Settings, store: Store, args: argparse.Namespace) -> int:
+    if args.action == "approve":
+        requests.approve(settings, store, args.session, args.name, args.by)
+    elif args.action == "retry":
+        options = dict(parsed_option(text) for text in args.options)
+        options.update({key: value for key, value in (("model", args.model), ("edges", args.edges)) if value})
+        requests.retry(settings, store, args.session, args.name, options, args.by)
+    else:
+        try:
+            mask = args.file.read_bytes()
+        except OSError as exc:
+            return fail(f"cannot read the mask {args.file}: {exc.strerror or exc}", EXIT_FAILED)
+        requests.correct(settings, store, args.session, args.name, mask)
+    print(f"{args.action} requested: {args.session}/{args.name}")
+    return EXIT_OK
+
+
+def parsed_option(text: str) -> tuple[str, object]:
+    """KEY=VALUE as a ticket's TOML would read VALUE: true, false, a number, else the text itself."""
+    key, equals, value = text.partition("=")
+    if not equals or not key.strip():
+        raise requests.ReviewRefused(f"--set takes KEY=VALUE, got {text!r}")
+    try:
+        return key.strip(), tomllib.loads(f"value = {value.strip()}")["value"]
+    except tomllib.TOMLDecodeError:
+        return key.strip(), value.strip()
 
 
 def cancel(settings: Settings, args: argparse.Namespace) -> int:

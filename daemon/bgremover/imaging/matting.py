@@ -36,7 +36,7 @@ from PIL import (
 )
 
 from bgremover.formats import FORMAT_EXTENSIONS, format_for_path  # noqa: F401 - part of this module's interface
-from bgremover.imaging import edges, foreground, png, resample
+from bgremover.imaging import edges, foreground, png, quality, resample
 from bgremover.models.manifest import ModelError, ModelSpec, find_model_spec, load_model_spec, models_dir  # noqa: F401 - likewise
 from bgremover.models.runtime import CPU, check_providers, check_shapes, create_session, optimize  # noqa: F401 - likewise
 from bgremover.options import ImageOptions, values_of
@@ -72,6 +72,23 @@ class Options(ImageOptions):
 class Outcome:
     timings_ms: dict[str, float] = field(default_factory=dict)
     note: str | None = None  # something the user should know about this item, e.g. it was reduced
+    review: list[dict] = field(default_factory=list)  # the quality signals of the mask kept (imaging/quality.py)
+    escalated: bool = False  # the second model's mask was kept (review_escalate)
+
+
+@dataclass
+class Second:
+    """The review's second model: made only when an image needs it (compared on each, or run on a flagged one)."""
+
+    make: Callable[[], tuple[onnxruntime.InferenceSession, ModelSpec]]
+    compare: bool = False
+    escalate: bool = False
+    made: tuple[onnxruntime.InferenceSession, ModelSpec] | None = None
+
+    def model(self) -> tuple[onnxruntime.InferenceSession, ModelSpec]:
+        if self.made is None:
+            self.made = self.make()
+        return self.made
 
 
 # ---------------------------------------------------------------- session
@@ -644,17 +661,28 @@ def remove_background(
     spec: ModelSpec,
     options: Options = Options(),
     mask_dst: Path | None = None,
+    alpha: Path | None = None,
+    second: Second | None = None,
 ) -> Outcome:
     """Cut the subject of `src` out into `dst` (and its mask into `mask_dst` with output "both").
 
-    The outcome holds each stage's time in ms. With output "mask", `dst` gets the mask.
-    `dst` and `mask_dst` may be paths or binary files open for writing.
+    The outcome holds each stage's time in ms and the quality signals of the
+    mask (with `second`, a second model's view of it too). With output "mask",
+    `dst` gets the mask. `dst` and `mask_dst` may be paths or binary files open
+    for writing. `alpha`: a person's mask, used instead of the model's (no
+    signals are raised on it).
     """
     outcome, lap = timed()
     decoded = decode(src, options.max_megapixels, options.large_images)
     outcome.note = decoded.note
     lap("decode")
-    rgba = matte(decoded.image, session, spec, options, lap)
+    if alpha is not None:
+        mask = given_mask(alpha, decoded.image.size, options)
+        lap("mask")
+    else:
+        mask = judged_mask(decoded.image, session, spec, outcome, lap, second)
+    rgba = finished(decoded.image, mask, options)
+    lap("postprocess")
     write_result(rgba, decoded.icc, options, dst, mask_dst)
     lap("encode")
     return outcome
@@ -668,7 +696,8 @@ def timed() -> tuple[Outcome, Callable[[str], None]]:
     def lap(stage: str) -> None:
         nonlocal clock
         now = time.perf_counter()
-        outcome.timings_ms[stage] = round((now - clock) * 1000, 2)
+        # Added up: a stage met twice (postprocess, around the review's signals) counts both times.
+        outcome.timings_ms[stage] = round(outcome.timings_ms.get(stage, 0.0) + (now - clock) * 1000, 2)
         clock = now
 
     return outcome, lap
@@ -682,17 +711,92 @@ def matte(
     lap: Callable[[str], None] = lambda stage: None,
 ) -> Image.Image:
     """The decoded image's framed RGBA cutout: model input, inference, mask, edges, cutout, framing."""
-    tensor = preprocess(image, spec)
-    lap("preprocess")
-    raw = infer(session, tensor, spec)
-    lap("inference")
-    mask = with_edges(postprocess(raw, image.size, spec), image, options.edges)
-    rgba = cutout(image, mask)
-    if options.decontaminate:
-        rgba = decontaminated(rgba)
-    rgba = framed(rgba, options)
+    rgba = finished(image, model_mask(image, session, spec, lap), options)
     lap("postprocess")
     return rgba
+
+
+def model_mask(
+    image: Image.Image,
+    session: onnxruntime.InferenceSession,
+    spec: ModelSpec,
+    lap: Callable[[str], None] = lambda stage: None,
+    stage: str = "inference",
+) -> Image.Image:
+    """The model's own mask of the image, at the image's size, before any edge treatment."""
+    tensor = preprocess(image, spec)
+    lap("preprocess" if stage == "inference" else f"{stage}_preprocess")
+    raw = infer(session, tensor, spec)
+    lap(stage)
+    return postprocess(raw, image.size, spec)
+
+
+def finished(image: Image.Image, mask: Image.Image, options: Options) -> Image.Image:
+    """The framed RGBA cutout from the image and its mask: edges, cutout, decontamination, framing."""
+    rgba = cutout(image, with_edges(mask, image, options.edges))
+    if options.decontaminate:
+        rgba = decontaminated(rgba)
+    return framed(rgba, options)
+
+
+def judged_mask(
+    image: Image.Image,
+    session: onnxruntime.InferenceSession,
+    spec: ModelSpec,
+    outcome: Outcome,
+    lap: Callable[[str], None],
+    second: Second | None = None,
+) -> Image.Image:
+    """The model's mask and its quality signals (in `outcome`); with `second`, compared or escalated.
+
+    Escalated, a flagged image runs with the second model, whose mask is kept
+    unless it raises more signals than the first's.
+    """
+    mask = model_mask(image, session, spec, lap)
+    lap("postprocess")
+    small = signal_mask(mask)
+    other = None
+    if second is not None and second.compare:
+        other = model_mask(image, *second.model(), lap, stage="review_inference")
+        lap("review")
+    outcome.review = quality.signals(small, signal_mask(other) if other is not None else None)
+    lap("review")
+    if outcome.review and second is not None and second.escalate:
+        if other is None:
+            other = model_mask(image, *second.model(), lap, stage="review_inference")
+            lap("review")
+        theirs = quality.signals(signal_mask(other), small if second.compare else None)
+        if len(theirs) <= len(outcome.review):
+            mask, outcome.review, outcome.escalated = other, theirs, True
+        lap("review")
+    return mask
+
+
+def signal_mask(mask: Image.Image) -> np.ndarray:
+    """The mask at the size its quality signals are measured at (imaging/quality.py)."""
+    return np.asarray(mask.resize(quality.small_size(mask.size), Image.Resampling.BILINEAR))
+
+
+def given_mask(path: Path, size: tuple[int, int], options: Options) -> Image.Image:
+    """A person's mask as the alpha of an image of `size`: its alpha channel if it has one in use, else its grey.
+
+    A mask of another size is scaled to the image's, if its shape is the image's
+    (within 2 %); one of another shape is refused (BadInput).
+    """
+    given = decode(path, options.max_megapixels, options.large_images).image
+    if given.mode in ("RGBA", "LA") and given.getchannel("A").getextrema()[0] < 255:
+        mask = given.getchannel("A")
+    else:
+        mask = given.convert("L")
+    if mask.size != size:
+        (width, height), (image_width, image_height) = mask.size, size
+        if abs(width / height - image_width / image_height) > 0.02 * image_width / image_height:
+            raise BadInput(
+                f"the corrected mask is {width}x{height} and the photo {image_width}x{image_height}: "
+                "a mask must have the photo's shape"
+            )
+        mask = mask.resize(size, Image.Resampling.BILINEAR)
+    return mask
 
 
 def write_result(

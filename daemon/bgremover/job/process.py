@@ -212,8 +212,9 @@ def run(args: JobSpec, prepared: Prepared) -> matting.Outcome:
     mask_temp = durable.temp_path(mask) if mask else None
     try:
         outcome = matting.remove_background(
-            args.input, temp, prepared.session, prepared.shared.spec, options_from(args), mask_temp
-        )
+            args.input, temp, prepared.session, prepared.shared.spec, options_from(args), mask_temp,
+            alpha=args.alpha, second=second_model(args, prepared),
+        )  # fmt: skip
         started = time.perf_counter()
         if mask:
             durable.publish(mask_temp, mask)
@@ -226,8 +227,24 @@ def run(args: JobSpec, prepared: Prepared) -> matting.Outcome:
     return outcome
 
 
+def second_model(args: JobSpec, prepared: Prepared) -> matting.Second | None:
+    """The review's second model, made only if this image needs it (review_compare, or review_escalate on a flag)."""
+    options = args.options
+    if not options.review_model or not (options.review_compare or options.review_escalate):
+        return None
+
+    def make() -> tuple[onnxruntime.InferenceSession, ModelSpec]:
+        # Checked by the supervisor, which found it there (review_models_dir); a job run by hand looks it up.
+        spec = matting.find_model_spec(options.review_model, args.review_models_dir, verify=False)
+        return matting.create_session(spec, args.threads, prepared.shared.providers), spec
+
+    return matting.Second(make, compare=options.review_compare, escalate=options.review_escalate)
+
+
 def write_report(path: Path, error: str | None, outcome: matting.Outcome) -> None:
-    report = {"error": error, "note": outcome.note, "timings_ms": outcome.timings_ms}
+    report = {"error": error, "note": outcome.note, "timings_ms": outcome.timings_ms, "review": outcome.review}
+    if outcome.escalated:
+        report["escalated"] = True
     durable.atomic_write(path, (json.dumps(report, indent=1) + "\n").encode("utf-8"))
 
 

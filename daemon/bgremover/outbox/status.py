@@ -14,6 +14,7 @@ from bgremover.intake.tickets import makes_masks, session_options
 from bgremover.outbox.zips import mask_member
 from bgremover.queue.states import RETRYABLE, Status
 from bgremover.queue.store import Item, Session, iso
+from bgremover.review import record
 from bgremover.settings import Settings
 
 
@@ -28,11 +29,12 @@ def session_document(session: Session, items: list[Item], settings: Settings) ->
         "updated_at": iso(max([session.updated_at, *(item.updated_at for item in items)])),
         "total": len(items),
         "counts": status_counts(items),
+        "review": review_counts(items),
         "zip": session.zip,
         "error": session.error,  # why the whole session was refused (an invalid job ticket)
         "finish_error": session.finish_error,  # why its ZIP or archive is not done yet; tried again later
         "ticket": session.ticket or None,
-        "items": item_documents(items, makes_masks(settings, session.ticket, session.output)),
+        "items": item_documents(items, makes_masks(settings, session.ticket, session.output), settings.review_folder),
     }
 
 
@@ -59,23 +61,43 @@ def status_counts(items: list[Item]) -> dict[str, int]:
     return {status.value: found[status] for status in Status}
 
 
-def item_documents(items: list[Item], with_masks: bool) -> list[dict]:
+def review_counts(items: list[Item]) -> dict[str, int]:
+    """How many items are in each review state (zero included), and how many times each signal fired."""
+    states = Counter(record.loaded(item.review)["state"] for item in items if item.review)
+    fired = Counter(code for item in items if item.status is Status.DONE for code in record.codes(item.review))
+    return {
+        **{state: states[state] for state in record.STATES},
+        "signals": {code: fired[code] for code in record.CODES},
+    }
+
+
+def output_member(item: Item, review_folder: bool) -> str:
+    """The item's cutout in the ZIP: under _review/ while it waits for a person, where review_folder asks."""
+    if review_folder and record.pending(item.review):
+        return f"{record.REVIEW_FOLDER}/{item.member}"
+    return item.member
+
+
+def item_documents(items: list[Item], with_masks: bool, review_folder: bool = False) -> list[dict]:
     """The "items" of a status document; `with_masks`: the session's output is "both"."""
-    return [item_document(item, with_masks) for item in items]
+    return [item_document(item, with_masks, review_folder) for item in items]
 
 
-def item_document(item: Item, with_mask: bool) -> dict:
+def item_document(item: Item, with_mask: bool, review_folder: bool = False) -> dict:
     """An item as the session's status JSON shows it; `mask` names its mask's member."""
     done = item.status is Status.DONE
+    member = output_member(item, review_folder)
     return {
         "name": item.name,
         "status": item.status.value,
-        "output": item.member if done else None,
-        "mask": mask_member(item.member) if done and with_mask else None,
+        "output": member if done else None,
+        "mask": mask_member(member) if done and with_mask else None,
         "error": item.error,
         "note": item.note,
         "attempts": item.attempts,
         "retry_marker": retry_marker(item),
+        "review": record.loaded(item.review),  # its quality signals and the decisions taken (review/record.py)
+        **({"options": item.own_options} if item.options else {}),  # what a review changed for its runs
         **({"worker": item.worker} if done and item.worker else {}),  # the host that made it, past one machine
     }
 

@@ -30,6 +30,8 @@ ITEMS = """CREATE TABLE IF NOT EXISTS {name} (
     job_pid    INTEGER,
     job_pid_start INTEGER,          -- when that pid's process started (clock ticks since boot): a reused pid is not the job
     worker     TEXT,                -- the worker host that made a done item's result (the celery runner)
+    review     TEXT,                -- JSON: the quality signals of its result and the decisions taken on it
+    options    TEXT,                -- JSON: the options a review asked for, over its session's, for its next runs
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL,
     UNIQUE (session, name),
@@ -156,7 +158,7 @@ def add_missing_columns(db: sqlite3.Connection) -> None:
     # A database from an older version lacks columns added since; CREATE
     # TABLE IF NOT EXISTS leaves it as it is, so add them here.
     columns = {row["name"] for row in db.execute("PRAGMA table_info(items)")}
-    for column in ("note", "worker"):
+    for column in ("note", "worker", "review", "options"):
         if column not in columns:
             db.execute(f"ALTER TABLE items ADD COLUMN {column} TEXT")
     if "job_pid_start" not in columns:

@@ -141,13 +141,21 @@ class Spool:
         except OSError as exc:
             raise NotSynced(exc.errno, f"{src} was taken, but its folders could not be synced: {exc}") from exc
 
-    def replace_original(self, item: Item, fixed: Path) -> None:
+    def corrected_mask(self, item: Item) -> Path:
+        """A person's mask for the item, given in a review: its next job uses it as the alpha, not the model's."""
+        return self.originals / f"{item.id}.mask"
+
+    def replace_mask(self, item: Item, given: Path) -> None:
+        """The item's corrected mask becomes a copy of `given` (as replace_original)."""
+        self.replace_original(item, given, self.corrected_mask(item))
+
+    def replace_original(self, item: Item, fixed: Path, stored: Path | None = None) -> None:
         """The item's original becomes a copy of `fixed` (a file the user gave for its retry).
 
         Copied, not moved: the file may be on another mount than the store. It is
         opened without following a link, so a link put in its place is refused.
         """
-        stored = self.stored(item)
+        stored = stored or self.stored(item)
         stored.parent.mkdir(parents=True, exist_ok=True)
         with open(os.open(fixed, os.O_RDONLY | os.O_NOFOLLOW), "rb") as source:
             if not stat.S_ISREG(os.fstat(source.fileno()).st_mode):
@@ -179,9 +187,10 @@ class Spool:
                 path.unlink()
 
     def archive_original(self, item: Item) -> None:
+        self.discard(self.corrected_mask(item))
         stored = self.stored(item)
         if stored.is_file():
             move(stored, self.archived(item))
 
     def delete_original(self, item: Item) -> None:
-        self.discard(self.stored(item))
+        self.discard(self.stored(item), self.corrected_mask(item))

@@ -22,14 +22,17 @@ TRANSITIONS: dict[Status, frozenset[Status]] = {
     Status.PROCESSING: frozenset({Status.DONE, Status.FAILED, Status.CANCELLED, Status.QUEUED}),
     Status.FAILED: frozenset({Status.QUEUED}),  # retry marker
     Status.CANCELLED: frozenset({Status.QUEUED}),  # resume through the retry marker
-    Status.DONE: frozenset(),
+    Status.DONE: frozenset({Status.QUEUED}),  # review: rejected, run again with other options or a corrected mask
 }
 
 TERMINAL: frozenset[Status] = frozenset({Status.DONE, Status.FAILED, Status.CANCELLED})
-# What a retry marker may send back to the queue: every way back to QUEUED but recovery's.
+# What a retry marker may send back to the queue: every way back to QUEUED but recovery's and a review's.
+# A done item goes back only through a review marker (supervisor/reviews.py), which says what to change.
 RETRYABLE: frozenset[Status] = frozenset(
-    src for src, dsts in TRANSITIONS.items() if Status.QUEUED in dsts and src is not Status.PROCESSING
+    src for src, dsts in TRANSITIONS.items() if Status.QUEUED in dsts and src not in (Status.PROCESSING, Status.DONE)
 )
+# What a review marker may send back to the queue.
+REVIEWABLE: frozenset[Status] = frozenset({Status.DONE})
 
 
 class SessionState(str, Enum):

@@ -68,6 +68,13 @@ class Item:
     updated_at: float
     worker: str | None = None  # the worker host that ran its last job, where another host did
     job_pid_start: int | None = None  # when job_pid's process started, to tell it from a later one with its pid
+    review: str | None = None  # JSON: its result's quality signals and the review's decisions (review/record.py)
+    options: str | None = None  # JSON: what a review asked its next runs to change; None: its session's options
+
+    @property
+    def own_options(self) -> dict:
+        """The options a review gave this item over its session's ({} without one)."""
+        return json.loads(self.options) if self.options else {}
 
 
 def iso(timestamp: float) -> str:
@@ -370,6 +377,14 @@ class ItemQueries(Database):
             args += [s.value for s in statuses]
         return [_item(row) for row in self.db.execute(sql + " ORDER BY id", args)]
 
+    def flagged_items(self, sessions: list[str] | None = None) -> list[Item]:
+        """The done items a quality signal flagged and no one has decided on yet (of `sessions`, if given)."""
+        sql = "SELECT * FROM items WHERE status = 'done' AND json_extract(review, '$.state') = 'flagged'"
+        args: list = []
+        if sessions is not None:
+            sql, args = sql + " AND session IN (SELECT value FROM json_each(?))", [json.dumps(sessions)]
+        return [_item(row) for row in self.db.execute(sql + " ORDER BY id", args)]
+
     def pending(self) -> list[sqlite3.Row]:
         """(id, session, status) of every queued or processing item, lowest id first: the work under way."""
         return self.db.execute(
@@ -440,6 +455,16 @@ class ItemQueries(Database):
         if item_id is None:
             return self.db.execute("SELECT * FROM events ORDER BY id").fetchall()
         return self.db.execute("SELECT * FROM events WHERE item = ? ORDER BY id", (item_id,)).fetchall()
+
+    def set_review(
+        self, item_id: int, review: str | None, options: str | None = None, keep_options: bool = True
+    ) -> None:
+        """Record an item's review (JSON), and with `keep_options` False its own options too; no status changes."""
+        with self.transaction():
+            if keep_options:
+                self.db.execute("UPDATE items SET review = ? WHERE id = ?", (review, item_id))
+            else:
+                self.db.execute("UPDATE items SET review = ?, options = ? WHERE id = ?", (review, options, item_id))
 
     def retryable_since(self, since: float) -> list[Item]:
         """The failed and cancelled items of unfinished sessions and of those complete since `since`: what retention keeps."""

@@ -31,6 +31,7 @@ from prometheus_client import (
 
 from bgremover.queue.states import Status
 from bgremover.queue.store import Store
+from bgremover.review import record
 from bgremover.settings import Settings
 
 
@@ -57,7 +58,7 @@ REFRESH_SECONDS = 1.0
 # never take more than about 1/READ_SHARE of the loop's time.
 READ_SHARE = 50
 # The stages a job reports in its timings_ms (imaging/matting.py, job/process.py), in order.
-STAGES = ("decode", "preprocess", "inference", "postprocess", "encode", "publish")
+STAGES = ("decode", "preprocess", "inference", "postprocess", "review", "encode", "publish")
 ISOLATION_OVERHEAD = "isolation_overhead"  # a job's wall time that no stage accounts for
 FAILURE_REASONS = (
     "timeout",
@@ -106,6 +107,12 @@ class Metrics:
         self.failures = Counter(
             "bgremover_job_failures", "Jobs that failed or were cancelled, by reason", ["reason"], registry=registry
         )
+        self.review_signals = Counter(
+            "bgremover_review_signals",
+            "Quality signals raised by done jobs, by signal (an item may raise several)",
+            ["signal"],
+            registry=registry,
+        )
         self.duration = Histogram(
             "bgremover_job_duration_seconds",
             "A job's wall time, from hand-over to exit",
@@ -142,6 +149,7 @@ class Metrics:
             (self.jobs, [s.value for s in JOB_OUTCOMES]),
             (self.failures, FAILURE_REASONS),
             (self.stages, (*STAGES, ISOLATION_OVERHEAD)),
+            (self.review_signals, record.CODES),
         ):
             for value in values:
                 metric.labels(value)
@@ -176,6 +184,14 @@ class Metrics:
                 self.worker_jobs.labels(job.worker, status.value).inc()
         except Exception:  # a metric is never worth an item
             log.exception("metrics_not_recorded", status=status.value)
+
+    def signals_raised(self, codes: list[str]) -> None:
+        """Count a done job's quality signals, one each (review/record.py's codes)."""
+        if not self.enabled:
+            return
+        for code in codes:
+            if code in record.CODES:
+                self.review_signals.labels(code).inc()
 
     def count_job(self, status: Status, reason: str | None, timings_ms: dict | None, seconds: float) -> None:
         self.jobs.labels(status.value).inc()

@@ -15,6 +15,7 @@ is asked for. `status SESSION` shows that one session whole, whatever its age.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -29,6 +30,7 @@ from bgremover.intake.tickets import makes_masks
 from bgremover.outbox.status import item_documents, retry_marker, status_counts
 from bgremover.queue.states import RETRYABLE, Status
 from bgremover.queue.store import Item, Session, Store, iso
+from bgremover.review import record
 from bgremover.service.facts import read_facts
 from bgremover.service.rootlock import LOCK_NAME
 from bgremover.settings import Settings
@@ -67,11 +69,12 @@ class Figures:
 @dataclass(frozen=True)
 class SessionView:
     session: Session
-    items: list[Item]  # those read: every item of the session when asked for, else its failed ones
+    items: list[Item]  # those read: every item of the session when asked for, else its failed and flagged ones
     rate_per_s: float | None
     eta_s: float | None
     with_masks: bool = False  # output "both": each done item has a mask member beside its cutout
     counts: dict[str, int] = field(default_factory=dict)  # every status named, zero included
+    review_folder: bool = False  # flagged items' outputs are under _review/ in its ZIP
 
     @property
     def total(self) -> int:
@@ -89,6 +92,11 @@ class SessionView:
     @property
     def failed(self) -> list[Item]:
         return [item for item in self.items if item.status is Status.FAILED]
+
+    @property
+    def flagged(self) -> list[Item]:
+        """Its done items a quality signal flagged, that wait for a person's review."""
+        return [item for item in self.items if item.status is Status.DONE and record.pending(item.review)]
 
 
 @dataclass(frozen=True)
@@ -190,14 +198,17 @@ def read(
     pending = [item_id for item_id, _, _ in records.pending]
     processing = sum(1 for _, _, status in records.pending if status == Status.PROCESSING.value)
     views = [
-        session_view(
-            s,
-            [item for item in records.items if item.session == s.name],
-            now,
-            pending,
-            rate if running else None,
-            makes_masks(settings, s.ticket, s.output),
-            figures(records, s.name),
+        dataclasses.replace(
+            session_view(
+                s,
+                [item for item in records.items if item.session == s.name],
+                now,
+                pending,
+                rate if running else None,
+                makes_masks(settings, s.ticket, s.output),
+                figures(records, s.name),
+            ),
+            review_folder=settings.review_folder,
         )
         for s in records.sessions
     ]
@@ -257,8 +268,10 @@ def take_records(store: Store, now: float, only: str | None, page: int, every_it
     names = [s.name for s in sessions]
     if isinstance(every_item, frozenset):
         items = store.items_of([name for name in names if name in every_item])
+    elif every_item:
+        items = store.items_of(names)
     else:
-        items = store.items_of(names) if every_item else store.items_of(names, Status.FAILED)
+        items = sorted(store.items_of(names, Status.FAILED) + store.flagged_items(names), key=lambda item: item.id)
     return Records(
         sessions,
         store.counts_of(names),
@@ -336,7 +349,7 @@ def render_text(view: View, settings: Settings, every_item: bool = False) -> lis
         error = session.session.error  # a session refused as a whole (an invalid job ticket)
         if error:
             lines.append(f"  refused: {error}")
-        shown = session.items if every_item else session.failed
+        shown = session.items if every_item else session.failed + session.flagged
         lines += ["  " + item_line(settings, item) for item in shown]
     if view.older:
         lines.append(older_line(view))
@@ -390,6 +403,9 @@ def item_line(settings: Settings, item: Item) -> str:
         line += f": {item.error}"
     if item.status in RETRYABLE:
         line += f" (retry: touch {settings.retry_dir / item.session / item.name})"
+    if record.pending(item.review):
+        reasons = "; ".join(reason["reason"] for reason in record.loaded(item.review)["reasons"])
+        line += f" flagged: {reasons} (bgremover review approve|retry|mask {item.session} {item.name})"
     return line
 
 
@@ -446,9 +462,10 @@ def session_document(view: SessionView, every_item: bool) -> dict:
         "failed": [
             {"name": item.name, "error": item.error, "retry_marker": retry_marker(item)} for item in view.failed
         ],
+        "flagged": [{"name": item.name, "review": record.loaded(item.review)} for item in view.flagged],
     }
     if every_item:
-        doc["items"] = item_documents(view.items, view.with_masks)  # as the session's status JSON has them
+        doc["items"] = item_documents(view.items, view.with_masks, view.review_folder)  # as the status JSON has them
     return doc
 
 

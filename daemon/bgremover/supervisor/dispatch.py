@@ -30,6 +30,7 @@ from bgremover.options import ImageOptions, values_of
 from bgremover.queue.spool import Spool
 from bgremover.queue.states import Status
 from bgremover.queue.store import Item, Session, Store
+from bgremover.review import record
 from bgremover.runners.api import JobHandle, JobNotStarted, JobRunner
 from bgremover.runners.isolated import over_limit, stop_grace
 from bgremover.service.metrics import Metrics
@@ -103,7 +104,7 @@ class Dispatch:
             return False
         session = self.store.session(queued.session)  # one read serves the model, the refusal and the job
         try:
-            model = self.options.model_of(session)
+            model = self.options.model_of(session, queued.own_options)
         except ModelError as exc:  # its model was removed, or its file damaged, since the session opened
             self.moves.finish(self.moves.move(queued, Status.PROCESSING, "claimed"), Status.FAILED, str(exc))
             return True
@@ -127,16 +128,28 @@ class Dispatch:
     def job_spec(self, item: Item, original: Path, session: Session, model: ModelSpec) -> JobSpec:
         settings = self.settings
         # The settings' options, its ticket's over them, in the format, output and model the session was given.
-        chosen = {**values_of(settings), **self.options.options_for(session.ticket)}
+        # A review's options for this item go over its session's.
+        chosen = {**values_of(settings), **self.options.options_for(session.ticket), **item.own_options}
         given = {"output_format": session.format, "output": self.options.output_of(session), "model": model.name}
         options = ImageOptions(**{**chosen, **given})
+        alpha = self.spool.corrected_mask(item)
         return JobSpec(
             input=original, output=self.spool.result(item, FORMAT_EXTENSIONS[session.format]),
             report=self.spool.report(item), log=self.spool.job_log(item), options=options,
             mask=self.spool.mask_result(item) if options.output == "both" else None,
+            alpha=alpha if alpha.is_file() else None, review_models_dir=self.review_models_dir(options),
             models_dir=model.path.parent, threads=settings.threads, providers=tuple(settings.providers),
             item=item.id, attempt=item.attempts,
         )  # fmt: skip
+
+    def review_models_dir(self, options: ImageOptions) -> Path | None:
+        """The folder of the review's second model, if one is asked for and found; else the job says why not."""
+        if not options.review_model or not (options.review_escalate or options.review_compare):
+            return None
+        try:
+            return self.options.model_named(options.review_model).path.parent
+        except ModelError:
+            return None  # the job looks for it itself, and fails the item with the reason
 
     def launch(self, spec: JobSpec, item: Item, model: ModelSpec, now: float) -> RunningJob | None:
         try:
@@ -344,6 +357,11 @@ class Dispatch:
             status, error, reason = Status.FAILED, "the job exited without writing the mask", "no_result"
         stderr = tail(job_log)  # bounded: what a job says goes on its item's log line, whatever the outcome
         note = job_report.get("note") if status is Status.DONE else None
+        reasons = signals_of(job_report) if status is Status.DONE else []
+        if status is Status.DONE:
+            # Before the move, which publishes the session: its JSON shows the new result's signals at once.
+            corrected = self.spool.corrected_mask(item).is_file()
+            self.store.set_review(item.id, record.after_job(item.review, reasons, corrected))
         could_not_write = status is Status.QUEUED and code == ExitCode.CANT_WRITE
         if could_not_write:
             note = (
@@ -356,6 +374,7 @@ class Dispatch:
                 ("stderr", stderr),
                 ("timings_ms", job_report.get("timings_ms")),
                 ("worker", job.worker),
+                ("review", [one["code"] for one in reasons]),
             )
             if value
         }
@@ -374,6 +393,7 @@ class Dispatch:
             **extra,
         )
         self.metrics.job_concluded(job, status, reason, job_report.get("timings_ms"), now)
+        self.metrics.signals_raised([one["code"] for one in reasons])
         if could_not_write:
             self.refusals.state_refused(
                 OSError(errno.ENOSPC, job_report.get("error") or "the job could not write its result"), now
@@ -383,6 +403,14 @@ class Dispatch:
             if status is not Status.DONE:
                 self.spool.discard(result, mask)
             self.spool.discard(report, job_log)
+
+
+def signals_of(report: dict) -> list[dict]:
+    """The quality signals a done job raised, as its report gives them; a report without (a fake job's) raises none."""
+    reasons = report.get("review")
+    if not isinstance(reasons, list):
+        return []
+    return [reason for reason in reasons if isinstance(reason, dict) and reason.get("code") in record.CODES]
 
 
 def variant_request(model: ModelSpec) -> dict:

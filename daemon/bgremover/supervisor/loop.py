@@ -47,6 +47,7 @@ from bgremover.supervisor.publishing import Publisher
 from bgremover.supervisor.recovery import Recovery
 from bgremover.supervisor.refusals import Refusals
 from bgremover.supervisor.retention import Retention
+from bgremover.supervisor.reviews import Reviews
 from bgremover.supervisor.sessions import Sessions
 from bgremover.supervisor.taking import Taking
 
@@ -59,6 +60,7 @@ UPKEEP = (
     "reap",
     "take_ready_files",
     "read_markers",
+    "read_reviews",
     "enforce_limits",
     "close_idle_sessions",
     "finish_sessions",
@@ -124,6 +126,7 @@ class Supervisor:
         self.steps = {
             "reap": self.dispatch.reap, "take_ready_files": self.taking.take_ready_files,
             "read_markers": self.markers.read_markers, "enforce_limits": self.dispatch.enforce_limits,
+            "read_reviews": Reviews(settings, store, self.sessions, self.moves).read_reviews,
             "close_idle_sessions": self.sessions.close_idle_sessions, "finish_sessions": self.sessions.finish_sessions,
             "flush_outbox": self.publisher.flush_outbox, "start_next": self.dispatch.start_next,
             "watch_hooks": self.hooks.watch_hooks, "reap_strays": self.reap_strays, "rescan": self.rescan,

@@ -47,6 +47,9 @@ class SessionOptions:
             self.models[name] = find_model_spec(name, self.settings.models_folder)
         return self.models[name]
 
-    def model_of(self, session: Session) -> ModelSpec:
-        """The model that cuts this session's images (raises ModelError if it cannot be used)."""
-        return self.model_named(self.options_for(session.ticket)["model"])
+    def model_of(self, session: Session, own: dict | None = None) -> ModelSpec:
+        """The model that cuts this session's images, or the one a review gave an item (`own`: its options).
+
+        Raises ModelError if it cannot be used.
+        """
+        return self.model_named((own or {}).get("model") or self.options_for(session.ticket)["model"])

@@ -26,9 +26,11 @@ from bgremover.backoff import Backoff, describe, is_storage_error
 from bgremover.formats import FORMAT_EXTENSIONS
 from bgremover.outbox import zips
 from bgremover.outbox.builder import Build, Built, ZipBuilder
+from bgremover.outbox.status import output_member
 from bgremover.queue.spool import Spool, remove_empty_dirs
 from bgremover.queue.states import RETRYABLE, TERMINAL, SessionState, Status
 from bgremover.queue.store import Item, Session, Store
+from bgremover.review import record
 from bgremover.settings import Settings
 from bgremover.supervisor.hooks import Hooks
 from bgremover.supervisor.options import SessionOptions
@@ -169,9 +171,10 @@ class Sessions:
         """
         ext = FORMAT_EXTENSIONS[session.format]
         done = [item for item in items if item.status is Status.DONE]
-        members = [(item.member, existing(self.spool.result(item, ext))) for item in done]
+        named = [(output_member(item, self.settings.review_folder), item) for item in done]
+        members = [(member, existing(self.spool.result(item, ext))) for member, item in named]
         if self.options.with_masks(session):
-            members += [(zips.mask_member(item.member), existing(self.spool.mask_result(item))) for item in done]
+            members += [(zips.mask_member(member), existing(self.spool.mask_result(item))) for member, item in named]
         return tuple(members)
 
     def conclude(self, built: Built, now: float) -> None:
@@ -253,7 +256,7 @@ class Sessions:
 
         While an item can still be retried, the ZIP will be written again, and
         the user may have moved the last one away: the done items' results stay
-        until the session has none left to retry, so the ZIP can always be rebuilt.
+        until the session has none left to retry or to review, so the ZIP can always be rebuilt.
         """
         ext = FORMAT_EXTENSIONS[session.format]
         items = self.store.items(session.name)
@@ -262,8 +265,8 @@ class Sessions:
             if item.status is Status.DONE and final:
                 self.spool.discard(self.spool.result(item, ext), self.spool.mask_result(item))
             if self.settings.keep_originals:
-                self.spool.archive_original(item)
-            elif item.status is Status.DONE:
+                self.spool.archive_original(item)  # found there by a review's rerun too
+            elif item.status is Status.DONE and not record.pending(item.review):
                 # Only now that its cutout is in the ZIP; failed ones stay for their retry.
                 self.spool.delete_original(item)
 
@@ -278,8 +281,8 @@ class FinishFailed(Exception):
 
 
 def may_rebuild(items: list[Item]) -> bool:
-    """Whether the session's ZIP may be written again: some item can still be retried."""
-    return any(item.status in RETRYABLE for item in items)
+    """Whether the session's ZIP may be written again: some item can still be retried, or waits for a review."""
+    return any(item.status in RETRYABLE or record.pending(item.review) for item in items)
 
 
 def existing(path: Path) -> Path | None:

@@ -16,7 +16,7 @@ from bgremover.contract import JobSpec
 from bgremover.options import ImageOptions
 
 # The JobSpec fields that are files under the root; models_dir is the worker's own.
-PATH_FIELDS = ("input", "output", "report", "log", "mask")
+PATH_FIELDS = ("input", "output", "report", "log", "mask", "alpha")
 KEY_FIELDS = ("item", "attempt")  # the message's own fields, beside the spec, as earlier messages carry them
 LIMITS = ("job_timeout_seconds", "job_memory_limit_mb", "kill_grace_seconds")
 ROOT_ID_FILE = "root-id"  # in the state folder: which root this is, so a worker on another one is refused
