@@ -267,7 +267,10 @@ def take_records(store: Store, now: float, only: str | None, page: int, every_it
         older = max(0, store.settled_count() - (page + 1) * PAGE_SIZE)
     names = [s.name for s in sessions]
     if isinstance(every_item, frozenset):
-        items = store.items_of([name for name in names if name in every_item])
+        # The opened sessions' every item; of the others, those that wait for a review, to be counted.
+        others = [name for name in names if name not in every_item]
+        opened = [name for name in names if name in every_item]
+        items = sorted(store.items_of(opened) + store.flagged_items(others), key=lambda item: item.id)
     elif every_item:
         items = store.items_of(names)
     else:

@@ -18,6 +18,7 @@ from bgremover.formats import FORMAT_EXTENSIONS
 from bgremover.queue.spool import Spool
 from bgremover.queue.states import RETRYABLE, SessionState, Status
 from bgremover.queue.store import Item, Session
+from bgremover.review import record
 from bgremover.status import progress
 from bgremover.status.view import SessionView, View
 from bgremover.web.thumbnails import Source
@@ -36,6 +37,7 @@ class ItemCard:
     ext: str
     before: bool  # whether there is a picture to show
     after: bool
+    flagged: tuple[str, ...] = ()  # why a quality signal flagged its cutout, while it waits for a review
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,8 @@ class SessionCard:
     error: str | None
     cancellable: bool
     retryable: int
-    items: list[ItemCard]  # those read (an opened batch's), by name
+    items: list[ItemCard]  # those read (an opened batch's), failed first, then by name
+    flagged: int  # done items a quality signal flagged that wait for a person's review
     created_at: float
     queue_rate: str  # the rate the ETA counts on: the whole queue's, since batches share the job slots
 
@@ -133,6 +136,7 @@ def session_card(view: SessionView, spool: Spool, outbox: Path, queue_rate: str 
         items=[item_card(item, session, spool, outbox) for item in sorted(view.items, key=shown_first)],
         created_at=session.created_at,
         queue_rate=queue_rate,
+        flagged=len(view.flagged),
     )
 
 
@@ -150,7 +154,14 @@ def item_card(item: Item, session: Session, spool: Spool, outbox: Path) -> ItemC
         item.ext,
         any(regular_file(s.path) for s in before),
         any(regular_file(s.path) for s in after),
+        flagged_reasons(item),
     )
+
+
+def flagged_reasons(item: Item) -> tuple[str, ...]:
+    if item.status is not Status.DONE or not record.pending(item.review):
+        return ()
+    return tuple(reason["reason"] for reason in record.loaded(item.review)["reasons"])
 
 
 def sources(item: Item, session: Session, spool: Spool, outbox: Path) -> tuple[list[Source], list[Source]]:
@@ -171,8 +182,8 @@ def sources(item: Item, session: Session, spool: Spool, outbox: Path) -> tuple[l
 
 
 def shown_first(item: Item) -> tuple:
-    """What needs a look comes first: the failed photos, then the others by name."""
-    return (item.status is not Status.FAILED, natural(item.name))
+    """What needs a look comes first: the failed photos and those waiting for a review, then the others by name."""
+    return (item.status is not Status.FAILED and not record.pending(item.review), natural(item.name))
 
 
 def natural(name: str) -> list:

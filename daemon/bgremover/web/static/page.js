@@ -9,6 +9,7 @@ const fileLimit = Number(body.dataset.fileLimit);
 const requestLimit = Number(body.dataset.requestLimit);
 const filesLimit = Number(body.dataset.filesLimit);
 const extensions = new Set(body.dataset.extensions.split(","));
+const liveUrl = body.dataset.liveUrl || "/sessions"; // the batches, or on the review page one batch's photos
 const seen = new Map(); // id -> the server's last HTML for that element, to tell what changed
 
 function say(text, where = "message") {
@@ -97,7 +98,7 @@ let lastBytes = 0;
 async function refresh() {
   try {
     const before = new Set(Array.from(document.querySelectorAll("article.session"), (a) => a.id));
-    const response = await fetch("/sessions" + pollQuery(), { headers: { Accept: "text/html" }, cache: "no-store" });
+    const response = await fetch(liveUrl + pollQuery(), { headers: { Accept: "text/html" }, cache: "no-store" });
     if (response.status === 401) { location.href = "/login"; return; }
     if (!response.ok) throw new Error(response.statusText);
     const text = await response.text();
@@ -248,18 +249,35 @@ async function dropped(event) {
 // Photos dropped anywhere on the page are uploaded: a browser would otherwise open the photo in place
 // of the page. The box lights up while something is dragged over the page.
 const drop = document.getElementById("drop");
-document.addEventListener("dragover", (event) => {
-  if (!event.dataTransfer || !Array.from(event.dataTransfer.types).includes("Files")) return;
-  event.preventDefault();
-  drop.classList.add("over");
+if (drop) {
+  document.addEventListener("dragover", (event) => {
+    if (!event.dataTransfer || !Array.from(event.dataTransfer.types).includes("Files")) return;
+    event.preventDefault();
+    drop.classList.add("over");
+  });
+  document.addEventListener("dragleave", (event) => { if (!event.relatedTarget) drop.classList.remove("over"); });
+  document.addEventListener("drop", (event) => {
+    if (!event.dataTransfer || !Array.from(event.dataTransfer.types).includes("Files")) return;
+    dropped(event);
+  });
+  document.getElementById("choose-files").addEventListener("change", (event) => chosen(event.target));
+  document.getElementById("choose-folder").addEventListener("change", (event) => chosen(event.target));
+}
+
+// -- the review page: the backdrop behind the cutouts, and zooming a picture to its full size ----------
+
+document.addEventListener("change", (event) => {
+  if (event.target.name !== "backdrop") return;
+  body.classList.remove("backdrop-checker", "backdrop-white", "backdrop-black");
+  body.classList.add("backdrop-" + event.target.value);
 });
-document.addEventListener("dragleave", (event) => { if (!event.relatedTarget) drop.classList.remove("over"); });
-document.addEventListener("drop", (event) => {
-  if (!event.dataTransfer || !Array.from(event.dataTransfer.types).includes("Files")) return;
-  dropped(event);
+document.addEventListener("click", (event) => {
+  const zoom = event.target.closest("button.zoom");
+  if (!zoom) return;
+  const figure = zoom.closest("figure");
+  const zoomed = figure.classList.toggle("zoomed");
+  zoom.setAttribute("aria-pressed", String(zoomed));
 });
-document.getElementById("choose-files").addEventListener("change", (event) => chosen(event.target));
-document.getElementById("choose-folder").addEventListener("change", (event) => chosen(event.target));
 
 remember(document.getElementById("live"));
 localTimes(document.getElementById("live"));
