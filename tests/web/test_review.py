@@ -13,8 +13,12 @@ import shutil
 import zipfile
 from pathlib import Path
 
+from PIL import Image
+
 from tests.conftest import REPO
 from tests.support.harness import Daemon, drop, wait_for
+from tests.support.images import photo
+from tests.support.screenshots import shot
 from tests.support.web import WebPage
 
 DESK = {"width": 1280, "height": 900}
@@ -115,3 +119,57 @@ def test_a_reviewer_approves_one_reruns_one_with_another_model_and_fixes_one_wit
         assert page.locator(f"#review-{several} .verdict").inner_text().startswith("Approved")
         assert page.locator(f"#review-{cut} .verdict").inner_text().startswith("Corrected with a mask")
         assert page.locator(f"#approve-{several}").count() == 0, "an approved photo is not offered for approval"
+
+
+def large_photo(name: str, folder: Path, box: tuple[int, int, int, int] | None = None, twice: bool = False) -> None:
+    """A shipped photo at 1600 px (cropped to `box` first, or beside itself): large enough for the review's pictures."""
+    with Image.open(photo(name.removesuffix(".jpg"))) as original:
+        image = original.convert("RGB")
+    if box:
+        image = image.crop(box)
+    if twice:
+        pair = Image.new("RGB", (image.width * 2, image.height), image.getpixel((0, 0)))
+        pair.paste(image, (0, 0))
+        pair.paste(image, (image.width, 0))
+        image = pair
+    scale = 1600 / max(image.size)
+    image.resize((round(image.width * scale), round(image.height * scale)), Image.LANCZOS).save(
+        folder / name, quality=92
+    )
+
+
+def test_the_review_view_on_real_cutouts_large_zoomable_over_each_backdrop(tmp_path, browser):
+    """Real photos and the real model; the screenshots of docs/web.md (BGREMOVER_TEST_SCREENSHOTS=docs/web)."""
+    root, shoot = tmp_path / "root", tmp_path / "up" / "shoot"
+    shoot.mkdir(parents=True)
+    large_photo("coffee.jpg", shoot)
+    large_photo("astronaut.jpg", shoot, box=(0, 120, 260, 400))  # the subject cut by the photo's edges
+    Image.new("RGB", (1600, 1200), (236, 236, 232)).save(shoot / "empty.jpg")  # nothing in it
+    with Daemon(root, fake_jobs=False) as daemon, WebPage(root) as web:
+        for path in sorted(shoot.iterdir()):
+            drop(root / "inbox", f"shoot/{path.name}", path.read_bytes())
+        status = daemon.wait_complete("shoot", timeout=180)
+        flagged = [i["name"] for i in status["items"] if i["review"] and i["review"]["state"] == "flagged"]
+        assert "empty.jpg" in flagged, status["items"]
+        page = browser.new_page(viewport={"width": 1280, "height": 1060})  # the first photo whole, with its buttons
+        page.goto(f"{web.url}/review/shoot")
+        order = [li.get_attribute("data-name") for li in page.locator("li.review").all()]
+        assert order[: len(flagged)] == sorted(flagged, key=str.lower), order
+        after = page.locator('li[data-name="coffee.jpg"] img.after')
+        wait_for(lambda: after.evaluate("i => i.complete && i.naturalWidth > 0"), what="the large cutout")
+        assert after.evaluate("i => Math.max(i.naturalWidth, i.naturalHeight)") >= 1024
+        shot(page, tmp_path, "web-review")
+        page.locator('input[name="backdrop"][value="black"]').check()
+        assert page.evaluate("document.body.classList.contains('backdrop-black')")
+        assert after.evaluate("i => getComputedStyle(i).backgroundColor") == "rgb(0, 0, 0)"
+        page.locator('input[name="backdrop"][value="white"]').check()
+        assert after.evaluate("i => getComputedStyle(i).backgroundColor") == "rgb(255, 255, 255)"
+        page.locator('input[name="backdrop"][value="black"]').check()
+        zoom = page.get_by_role("button", name="Zoom the cutout of coffee.jpg")
+        zoom.click()
+        assert zoom.get_attribute("aria-pressed") == "true"
+        assert after.evaluate("i => i.getBoundingClientRect().width") == after.evaluate("i => i.naturalWidth")
+        # At full size, the saucer's rim and the spoon: where an edge is judged.
+        figure = page.locator('li[data-name="coffee.jpg"] figure.zoomed')
+        figure.evaluate("f => { f.scrollIntoView(); f.scrollTo(f.scrollWidth * 0.45, f.scrollHeight * 0.4); }")
+        shot(page, tmp_path, "web-review-zoomed", top=False)

@@ -16,6 +16,9 @@ CHANGES = [
     ("/retry", form({"session": "shoot"})),
     ("/cancel", form({"session": "shoot"})),
     ("/upload", multipart([("new/photo.jpg", b"ok")])),
+    ("/review/approve", form({"session": "shoot", "name": "ok.jpg"})),
+    ("/review/retry", form({"session": "shoot", "name": "ok.jpg", "edges": "clean"})),
+    ("/review/mask", multipart([("mask.png", b"a mask")], {"session": "shoot", "name": "ok.jpg"})),
 ]
 
 
@@ -70,6 +73,8 @@ def test_a_missing_or_wrong_token_on_a_lan_listener_is_401_and_changes_nothing_o
                 assert code == 401, (path, credentials, answer)
             code, _, page = web.get("/", headers=credentials)
             assert code == 401 and b'name="token"' in page, "a browser is shown the sign-in form"
+            for path in ("/review/shoot", "/review/shoot/items", "/pictures/1/after", "/sessions?live=1"):
+                assert web.get(path, headers=credentials)[0] == 401, path
         assert outside_the_page_folder(root) == before
 
         # The same request with the token does change things: the refusals above were the guard's.
@@ -136,6 +141,9 @@ def test_a_cross_site_post_is_refused_and_changes_nothing(root):
         code, _, answer = post(web, "/retry", form({"session": "shoot", "name": "broken.jpg"}), web.same_origin())
         assert code == 200, answer
         assert (root / "retry" / "shoot" / "broken.jpg").is_file()
+        code, _, answer = post(web, "/review/approve", form({"session": "shoot", "name": "ok.jpg"}), web.same_origin())
+        assert code == 200, answer
+        assert (root / "review" / "approve" / "shoot" / "ok.jpg").is_file()
 
 
 def test_a_signed_in_browser_is_still_refused_a_cross_site_post(root):
