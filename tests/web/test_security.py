@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import json
 import subprocess
 import sys
 
@@ -298,7 +299,10 @@ HOSTILE = [
 
 
 def test_an_upload_with_a_hostile_name_is_stored_under_a_safe_name_inside_the_inbox(root):
-    outside = [path for path in outside_the_page_folder(root) if not path.startswith("inbox")]
+    def elsewhere() -> list[str]:
+        return [p for p in outside_the_page_folder(root) if not p.startswith(("inbox", "uploaded"))]
+
+    outside = elsewhere()
     with WebPage(root) as web:
         stored = 0
         for name in HOSTILE:
@@ -307,6 +311,8 @@ def test_an_upload_with_a_hostile_name_is_stored_under_a_safe_name_inside_the_in
                 assert code == 400 and b"no name" in answer
                 continue
             assert code == 200, (name, answer)
+            renamed = json.loads(answer)["renamed"]
+            assert renamed == [] or renamed[0][0] == name and renamed[0][1] in json.loads(answer)["message"], answer
             stored += 1
     inbox = root / "inbox"
     files = [path for path in inbox.rglob("*") if path.is_file()]
@@ -316,7 +322,10 @@ def test_an_upload_with_a_hostile_name_is_stored_under_a_safe_name_inside_the_in
         assert not any(part.startswith((".", "~$")) or part in ("..", ".") for part in parts), parts
         assert all(len(part.encode()) <= 255 for part in parts) and path.suffix == ".jpg"
         assert path.resolve().is_relative_to(inbox.resolve())
-    assert [p for p in outside_the_page_folder(root) if not p.startswith("inbox")] == outside
+    assert elsewhere() == outside
+    # Each upload's marker names the file as the inbox holds it: the daemon finds it where it was put.
+    listed = sorted(line for marker in (root / "uploaded").iterdir() for line in marker.read_text().splitlines())
+    assert listed == sorted(str(path.relative_to(inbox)) for path in files)
 
 
 # ---------------------------------------------------------------- every response
