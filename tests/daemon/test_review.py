@@ -44,6 +44,9 @@ def test_a_flagged_item_is_done_with_its_reasons_and_listed_for_review(tmp_path)
         status = cli("status", "--root", root)
         assert "empty.jpg" in status.stdout and "no_subject was raised" in status.stdout
         assert "good.jpg" not in status.stdout
+        [shown] = json.loads(cli("status", "--json", "--root", root).stdout)["sessions"]
+        assert [entry["name"] for entry in shown["flagged"]] == ["empty.jpg"]
+        assert shown["flagged"][0]["review"]["reasons"][0]["code"] == "no_subject"
         listed = cli("review", "list", "--json", "--root", root)
         assert [(entry["session"], entry["name"]) for entry in json.loads(listed.stdout)] == [("shoot", "empty.jpg")]
 
@@ -121,3 +124,20 @@ def test_what_cannot_be_reviewed_is_refused_by_the_command_and_ignored_by_the_da
         assert reasons == ["item is failed", "no such item"]
         assert item(daemon, "shoot", "empty.jpg")["review"]["state"] == "flagged"
         assert not (root / "review" / "approve" / "shoot").exists(), "the session's marker folder is tidied away"
+
+
+def test_a_review_marker_that_is_a_link_is_never_followed(tmp_path):
+    root = tmp_path / "root"
+    elsewhere = tmp_path / "elsewhere.json"
+    elsewhere.write_text('{"by": "someone outside the root"}')
+    with Daemon(root) as daemon:
+        drop(root / "inbox", "shoot/empty.jpg", "flag no_subject")
+        daemon.wait_complete("shoot")
+        (root / "review" / "approve" / "shoot").mkdir(parents=True, exist_ok=True)
+        (root / "review" / "approve" / "shoot" / "empty.jpg").symlink_to(elsewhere)
+        (root / "review" / "retry" / "shoot").mkdir(parents=True, exist_ok=True)
+        (root / "review" / "retry" / "shoot" / "empty.jpg").symlink_to(tmp_path / "nothing-here")
+        wait_for(lambda: len(daemon.events("review_marker_ignored")) == 2, what="both links ignored")
+        assert item(daemon, "shoot", "empty.jpg")["review"]["state"] == "flagged"
+        assert elsewhere.read_text() == '{"by": "someone outside the root"}'
+        assert daemon.process.poll() is None, "the daemon runs on"

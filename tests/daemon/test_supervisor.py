@@ -20,12 +20,13 @@ from bgremover.queue.states import Status
 from bgremover.queue.store import Store
 from tests.support.harness import Daemon, drop, wait_for
 
-ITEM_FIELDS = {"name", "status", "output", "mask", "error", "note", "attempts", "retry_marker"}
+ITEM_FIELDS = {"name", "status", "output", "mask", "error", "note", "attempts", "retry_marker", "review"}
 SESSION_FIELDS = {
     "session",
     "state",
     "format",
     "model",
+    "review",
     "created_at",
     "updated_at",
     "total",
@@ -97,6 +98,7 @@ def test_a_loose_file_becomes_a_session_and_comes_back_in_its_zip(root):
             "note": None,
             "attempts": 1,
             "retry_marker": None,
+            "review": None,
         }
         assert daemon.zip_members(session) == {"shoe.png": b"cutout of ok"}
         assert list((root / "inbox").iterdir()) == []

@@ -10,6 +10,7 @@ from PIL import Image
 from tests.support.cli import cli
 from tests.support.harness import Daemon, drop, wait_for
 from tests.support.images import encoded, photo
+from tests.support.onnxgraphs import manifest_entry, redness_model, write_manifest
 
 
 def small_photo(name: str) -> bytes:
@@ -61,3 +62,19 @@ def test_a_corrected_mask_becomes_the_items_alpha(tmp_path):
     assert alpha.shape == (240, 320)
     assert alpha[120, 160] == 255 and alpha[10, 10] == 0 and alpha[230, 310] == 0
     assert abs(int((alpha >= 128).sum()) - 160 * 120) < 160 * 120 * 0.03
+
+
+def test_escalation_runs_the_second_model_only_on_a_flagged_image_and_says_so(tmp_path):
+    root = tmp_path / "root"
+    models = tmp_path / "models"
+    write_manifest(models, {"redness": manifest_entry(redness_model(models / "redness.onnx"))})
+    with Daemon(root, fake_jobs=False, models_dir=models, review_model="redness", review_escalate="true") as daemon:
+        drop(root / "inbox", "shoot/wall.png", encoded(Image.new("RGB", (320, 240), "#d8c8b0"), "PNG"))
+        drop(root / "inbox", "shoot/coffee.jpg", small_photo("coffee"))
+        items = items_by_name(daemon.wait_complete("shoot", timeout=240))
+        finished = {event["item"]: event for event in daemon.events("job_finished")}
+
+    assert items["wall.png"]["note"] == "cut out with redness, since u2netp's mask raised no_subject"
+    assert "review_inference" in finished["wall.png"]["timings_ms"], "the flagged image ran the second model"
+    assert items["coffee.jpg"]["note"] is None and items["coffee.jpg"]["review"] is None
+    assert "review_inference" not in finished["coffee.jpg"]["timings_ms"], "a good image costs the first model only"

@@ -6,7 +6,6 @@ import json
 
 import pytest
 
-from bgremover.imaging import quality
 from bgremover.review import record
 
 AT = "2026-12-07T08:00:00Z"
@@ -42,16 +41,3 @@ def test_a_rerun_keeps_the_decisions_and_is_judged_afresh():
 def test_only_known_decisions_are_recorded():
     with pytest.raises(ValueError, match="no such decision"):
         record.decided(None, "rejected", AT)
-
-
-def test_the_record_names_every_signal_the_job_can_raise():
-    blank = (quality.signals(record_mask(0)), quality.signals(record_mask(255)))
-    raised = {signal["code"] for signals in blank for signal in signals}
-    assert raised <= set(record.CODES)
-    assert {name for name in dir(quality) if name.endswith("_SHARE") or name.endswith("_IOU")}, "thresholds named"
-
-
-def record_mask(level: int):
-    import numpy as np
-
-    return np.full((240, 320), level, dtype=np.uint8)

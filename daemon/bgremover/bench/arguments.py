@@ -49,6 +49,12 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         "edges mode with decontamination off and on, with u2netp and isnet-small if fetched",
     )
     parser.add_argument(
+        "--signals",
+        action="store_true",
+        help="measure the quality signals instead: each one's precision and recall on the project's labelled set; "
+        "with --review-model NAME, the two models' disagreement and the escalation's quality and cost too",
+    )
+    parser.add_argument(
         "-m",
         "--model",
         metavar="NAME",

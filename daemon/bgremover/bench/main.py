@@ -34,6 +34,7 @@ from bgremover.bench import cluster as clusterbench
 from bgremover.bench import composites
 from bgremover.bench import models as modelbench
 from bgremover.bench import options as optionbench
+from bgremover.bench import signals as signalbench
 from bgremover.bench import slots as slotbench
 from bgremover.bench.daemon import (
     DAEMON_LOG,
@@ -88,6 +89,8 @@ def main(settings: Settings, args: argparse.Namespace, *, soak_step: int = SOAK_
             document = per_option(settings, args, workdir)
         elif args.edges:
             document = edge_quality(settings)
+        elif args.signals:
+            document = signal_quality(settings)
         elif args.model:
             document = per_model(settings, args, workdir)
         elif args.slots:
@@ -169,6 +172,18 @@ def edge_quality(settings: Settings) -> dict:
             continue
         session = matting.create_session(spec, settings.threads, settings.providers)
         document[name] = composites.summary(composites.measure_model(spec, session))
+    return document
+
+
+def signal_quality(settings: Settings) -> dict:
+    """Each quality signal's precision and recall on the labelled set; with review_model, escalation's figures."""
+    spec, session = open_model(settings)
+    second = None
+    if settings.review_model:
+        review_spec = matting.find_model_spec(settings.review_model, settings.models_folder)
+        second = (matting.create_session(review_spec, settings.threads, settings.providers), review_spec)
+    document = {"machine": machine(settings.threads), "models": {"first": spec.name, "second": settings.review_model}}
+    document.update(signalbench.measure((session, spec), second))
     return document
 
 
@@ -625,6 +640,12 @@ SECTION_TITLES = {
     "edges": "edges against the raw mask (alpha levels of 255; band = pixels near the contour)",
     "models": "each model: session, model alone, whole pipeline in this process (medians), one job's peak memory",
     "agreement": "mask agreement at each photo's size (alpha_diff: mean |difference| in levels of 255)",
+    "labelled_set": "the labelled set: cases in each group (bench/signals.py)",
+    "signals": "each quality signal of the first model on the labelled set",
+    "checks": "the sides cut_by_frame names, and good photos flagged (none is wanted)",
+    "wrong": "the cases whose signals differ from their labels",
+    "disagreement": "the two models' disagreement, against the first model's mask being wrong (IoU with the truth < 0.85)",
+    "escalation": "escalation (review_escalate): mean IoU with the truth over the drawn cases, and ms per image",
 }
 KEY_WIDTH = 40
 LIST_SHOWN = 8

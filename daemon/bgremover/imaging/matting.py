@@ -73,7 +73,7 @@ class Outcome:
     timings_ms: dict[str, float] = field(default_factory=dict)
     note: str | None = None  # something the user should know about this item, e.g. it was reduced
     review: list[dict] = field(default_factory=list)  # the quality signals of the mask kept (imaging/quality.py)
-    escalated: bool = False  # the second model's mask was kept (review_escalate)
+    escalated: str | None = None  # review_escalate: why the second model's mask was kept, for the item's note
 
 
 @dataclass
@@ -767,7 +767,9 @@ def judged_mask(
             lap("review")
         theirs = quality.signals(signal_mask(other), small if second.compare else None)
         if len(theirs) <= len(outcome.review):
-            mask, outcome.review, outcome.escalated = other, theirs, True
+            raised = ", ".join(signal["code"] for signal in outcome.review)
+            outcome.escalated = f"cut out with {second.model()[1].name}, since {spec.name}'s mask raised {raised}"
+            mask, outcome.review = other, theirs
         lap("review")
     return mask
 

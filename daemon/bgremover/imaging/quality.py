@@ -20,7 +20,7 @@ SUBJECT_LEVEL = 128  # a pixel at least half opaque belongs to the subject
 
 NO_SUBJECT_SHARE = 0.003  # of the frame: below this, nothing was found
 TINY_SUBJECT_SHARE = 0.02  # of the frame: below this (and above NO_SUBJECT_SHARE), the subject is tiny
-CUT_SIDE_SHARE = 0.12  # of a side's length covered by the subject: it runs off that side
+CUT_SIDE_SHARE = 0.05  # of a side's length covered by the subject: it runs off that side
 SEVERAL_SIMILAR_RATIO = 0.25  # a second part at least this share of the largest is a subject of its own
 SEVERAL_MIN_SHARE = 0.004  # of the frame: smaller parts are specks, not subjects
 UNCERTAIN_LOW, UNCERTAIN_HIGH = 32, 224  # alpha levels between these are uncertain

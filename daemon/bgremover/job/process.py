@@ -242,9 +242,8 @@ def second_model(args: JobSpec, prepared: Prepared) -> matting.Second | None:
 
 
 def write_report(path: Path, error: str | None, outcome: matting.Outcome) -> None:
-    report = {"error": error, "note": outcome.note, "timings_ms": outcome.timings_ms, "review": outcome.review}
-    if outcome.escalated:
-        report["escalated"] = True
+    note = "; ".join(filter(None, (outcome.note, outcome.escalated))) or None
+    report = {"error": error, "note": note, "timings_ms": outcome.timings_ms, "review": outcome.review}
     durable.atomic_write(path, (json.dumps(report, indent=1) + "\n").encode("utf-8"))
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from bgremover import durable
 from bgremover.intake.tickets import TicketError, validated
-from bgremover.models.manifest import ModelError, find_model_spec
+from bgremover.models.manifest import ModelError, find_model_spec, models_dir, read_manifest
 from bgremover.queue.states import REVIEWABLE
 from bgremover.queue.store import Item, Store
 from bgremover.settings import Settings
@@ -81,6 +81,11 @@ def correct(settings: Settings, store: Store, session: str, name: str, mask: byt
     return target
 
 
+def installed_models(settings: Settings) -> list[str]:
+    """The models a retry may name: the bundled ones and those in the models folder."""
+    return sorted(set(read_manifest(models_dir())) | set(read_manifest(settings.models_folder, missing_ok=True)))
+
+
 def checked_options(settings: Settings, options: dict) -> dict:
     """The options a review retry may set: those a job ticket may, by the same rules, and an installed model."""
     if not options:
@@ -105,6 +110,8 @@ def write(target: Path, content: dict) -> Path:
 
 def read_marker(path: Path) -> dict:
     """A JSON marker's content, for the daemon; {} for an empty one (a touched file is a plain approval)."""
+    if path.is_symlink():
+        raise ValueError("a review marker is a file, never a link")  # never followed out of the root
     text = path.read_text("utf-8").strip()
     content = json.loads(text) if text else {}
     if not isinstance(content, dict):

@@ -78,6 +78,10 @@ class Reviews:
                 self.correct(item, marker)
         except (ValueError, TicketError) as exc:  # a marker that says nothing we can act on
             log.warning("review_marker_ignored", session=session, item=name, decision=decision, reason=str(exc))
+        except OSError as exc:  # a marker that cannot be read (a dangling link, no permission)
+            if decision == "corrected" and is_storage_error(exc):
+                raise  # the state folder refused the mask's copy: the marker stays, and is read again later
+            log.warning("review_marker_ignored", session=session, item=name, decision=decision, reason=describe(exc))
 
     def approve(self, item: Item, content: dict) -> None:
         by = who(content)

@@ -28,7 +28,7 @@ def to_message(spec: JobSpec, root: Path, limits: dict) -> dict:
         value = getattr(spec, spec_field.name)
         if spec_field.name in PATH_FIELDS and value is not None:
             value = str(Path(value).relative_to(root))
-        elif spec_field.name == "models_dir" or spec_field.name in KEY_FIELDS:
+        elif spec_field.name in ("models_dir", "review_models_dir") or spec_field.name in KEY_FIELDS:
             continue
         elif isinstance(value, tuple):
             value = list(value)
@@ -53,7 +53,8 @@ def spec_from(message: dict, root: Path, models_dir: Path) -> JobSpec:
     fields["providers"] = tuple(fields.get("providers") or ("CPUExecutionProvider",))
     fields["options"] = ImageOptions(**fields.get("options", {}))
     keys = {name: message.get(name) for name in KEY_FIELDS}
-    return JobSpec(**fields, **keys, models_dir=models_dir)
+    # Both models from the worker's own models folder, which its fitness check holds to the supervisor's.
+    return JobSpec(**fields, **keys, models_dir=models_dir, review_models_dir=models_dir)
 
 
 def model_of(message: dict) -> str:
