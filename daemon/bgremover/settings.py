@@ -380,6 +380,10 @@ class Settings(
         return self.root / "cancel"
 
     @property
+    def uploaded_dir(self) -> Path:
+        return self.root / "uploaded"
+
+    @property
     def state_dir(self) -> Path:
         return self.root / "state"
 

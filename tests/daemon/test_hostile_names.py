@@ -21,7 +21,7 @@ import pytest
 from tests.support.harness import Daemon, drop, wait_for
 
 NAME_MAX = 255  # bytes in one path component, on every Linux filesystem we run on
-ROOT_FOLDERS = {"inbox", "outbox", "retry", "cancel", "state", "archive"}
+ROOT_FOLDERS = {"inbox", "outbox", "retry", "cancel", "uploaded", "review", "state", "archive"}
 STAGING = ".staging"  # where tests.support.harness.drop writes a file before renaming it into the inbox
 LONG = "a" * 251 + ".jpg"  # 255 bytes: the longest name a file can have
 

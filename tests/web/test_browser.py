@@ -10,36 +10,19 @@ BGREMOVER_TEST_SCREENSHOTS=docs/web).
 
 from __future__ import annotations
 
-import os
 import shutil
 import zipfile
 from pathlib import Path
 
-import pytest
 from PIL import Image
 
 from tests.support.harness import Daemon, wait_for
 from tests.support.images import photo
+from tests.support.screenshots import shot
 from tests.support.web import WebPage
 
-CHROMIUM = "/usr/bin/chromium"
 PHONE = {"width": 390, "height": 844}
 DESK = {"width": 1100, "height": 820}
-
-
-@pytest.fixture
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (.ci/run installs it)")
-    with sync_playwright() as playwright:
-        # --no-sandbox: the suite runs as root, where Chromium's sandbox refuses to start.
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 def photos_folder(folder: Path, count: int, side: int) -> list[str]:
@@ -54,28 +37,6 @@ def photos_folder(folder: Path, count: int, side: int) -> list[str]:
             image.save(folder / name, quality=90)
             names.append(name)
     return names
-
-
-def shot(page, tmp_path: Path, name: str) -> Path:
-    path = tmp_path / "screenshots" / f"{name}.png"
-    path.parent.mkdir(exist_ok=True)
-    page.evaluate("document.activeElement && document.activeElement.blur(); window.scrollTo(0, 0)")
-    # Polled from here: wait_for_function evaluates a string in the page, which its own CSP forbids.
-    wait_for(
-        lambda: page.evaluate(
-            "Array.from(document.images).filter(i => i.getBoundingClientRect().top < innerHeight)"
-            ".every(i => i.complete && i.naturalWidth > 0)"
-        ),
-        what="pictures in view loaded",
-    )
-    page.screenshot(path=str(path), full_page=False)
-    with Image.open(path) as image:
-        assert image.format == "PNG" and image.width >= 300
-        keep = os.environ.get("BGREMOVER_TEST_SCREENSHOTS")
-        if keep:  # for docs/web.md: 64 colours keep a screenshot small
-            Path(keep).mkdir(parents=True, exist_ok=True)
-            image.convert("RGB").quantize(64).save(Path(keep) / path.name, optimize=True)
-    return path
 
 
 def item(page, session: str, name: str):

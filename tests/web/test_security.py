@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import json
 import subprocess
 import sys
 
@@ -16,6 +17,9 @@ CHANGES = [
     ("/retry", form({"session": "shoot"})),
     ("/cancel", form({"session": "shoot"})),
     ("/upload", multipart([("new/photo.jpg", b"ok")])),
+    ("/review/approve", form({"session": "shoot", "name": "ok.jpg"})),
+    ("/review/retry", form({"session": "shoot", "name": "ok.jpg", "edges": "clean"})),
+    ("/review/mask", multipart([("mask.png", b"a mask")], {"session": "shoot", "name": "ok.jpg"})),
 ]
 
 
@@ -70,6 +74,8 @@ def test_a_missing_or_wrong_token_on_a_lan_listener_is_401_and_changes_nothing_o
                 assert code == 401, (path, credentials, answer)
             code, _, page = web.get("/", headers=credentials)
             assert code == 401 and b'name="token"' in page, "a browser is shown the sign-in form"
+            for path in ("/review/shoot", "/review/shoot/items", "/pictures/1/after", "/sessions?live=1"):
+                assert web.get(path, headers=credentials)[0] == 401, path
         assert outside_the_page_folder(root) == before
 
         # The same request with the token does change things: the refusals above were the guard's.
@@ -136,6 +142,9 @@ def test_a_cross_site_post_is_refused_and_changes_nothing(root):
         code, _, answer = post(web, "/retry", form({"session": "shoot", "name": "broken.jpg"}), web.same_origin())
         assert code == 200, answer
         assert (root / "retry" / "shoot" / "broken.jpg").is_file()
+        code, _, answer = post(web, "/review/approve", form({"session": "shoot", "name": "ok.jpg"}), web.same_origin())
+        assert code == 200, answer
+        assert (root / "review" / "approve" / "shoot" / "ok.jpg").is_file()
 
 
 def test_a_signed_in_browser_is_still_refused_a_cross_site_post(root):
@@ -290,7 +299,10 @@ HOSTILE = [
 
 
 def test_an_upload_with_a_hostile_name_is_stored_under_a_safe_name_inside_the_inbox(root):
-    outside = [path for path in outside_the_page_folder(root) if not path.startswith("inbox")]
+    def elsewhere() -> list[str]:
+        return [p for p in outside_the_page_folder(root) if not p.startswith(("inbox", "uploaded"))]
+
+    outside = elsewhere()
     with WebPage(root) as web:
         stored = 0
         for name in HOSTILE:
@@ -299,6 +311,8 @@ def test_an_upload_with_a_hostile_name_is_stored_under_a_safe_name_inside_the_in
                 assert code == 400 and b"no name" in answer
                 continue
             assert code == 200, (name, answer)
+            renamed = json.loads(answer)["renamed"]
+            assert renamed == [] or renamed[0][0] == name and renamed[0][1] in json.loads(answer)["message"], answer
             stored += 1
     inbox = root / "inbox"
     files = [path for path in inbox.rglob("*") if path.is_file()]
@@ -308,7 +322,10 @@ def test_an_upload_with_a_hostile_name_is_stored_under_a_safe_name_inside_the_in
         assert not any(part.startswith((".", "~$")) or part in ("..", ".") for part in parts), parts
         assert all(len(part.encode()) <= 255 for part in parts) and path.suffix == ".jpg"
         assert path.resolve().is_relative_to(inbox.resolve())
-    assert [p for p in outside_the_page_folder(root) if not p.startswith("inbox")] == outside
+    assert elsewhere() == outside
+    # Each upload's marker names the file as the inbox holds it: the daemon finds it where it was put.
+    listed = sorted(line for marker in (root / "uploaded").iterdir() for line in marker.read_text().splitlines())
+    assert listed == sorted(str(path.relative_to(inbox)) for path in files)
 
 
 # ---------------------------------------------------------------- every response

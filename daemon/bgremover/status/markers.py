@@ -1,4 +1,5 @@
-"""What a client asks of the daemon: the items a retry names, and the marker files that ask for a retry or a cancel.
+"""What a client asks of the daemon: the items a retry names, and the marker files that ask for a retry, a cancel
+or an upload's sessions closed.
 
 The clients (cli/, web/) never change the queue themselves: they read it, then
 touch a marker the daemon watches, so a request works the same whether the
@@ -9,6 +10,8 @@ names is decided here, once.
 
 from __future__ import annotations
 
+import os
+import secrets
 from pathlib import Path
 from typing import NamedTuple
 
@@ -50,3 +53,17 @@ def cancel_marker(settings: Settings, session: str) -> Path:
 def touch(path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.touch()
+
+
+def mark_uploaded(settings: Settings, names: list[str]) -> Path:
+    """uploaded/ID listing the inbox paths of an upload now whole: once all are taken, their sessions close.
+
+    Written under a dot-name and renamed, so the daemon never reads half a list.
+    """
+    folder = settings.uploaded_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    name = secrets.token_hex(8)
+    temp, marker = folder / f".{name}", folder / name
+    temp.write_text("".join(f"{n}\n" for n in names), encoding="utf-8", errors="surrogateescape")
+    os.rename(temp, marker)
+    return marker

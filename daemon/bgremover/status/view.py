@@ -21,7 +21,7 @@ import os
 import re
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -174,14 +174,23 @@ class Records:
 
 
 def read(
-    settings: Settings, now: float, only: str | None = None, page: int = 0, every_item: bool = False
+    settings: Settings,
+    now: float,
+    only: str | None = None,
+    page: int = 0,
+    every_item: bool = False,
+    items_of: Collection[str] | None = None,
 ) -> View | None:
     """The view at `now`; None while there is no database yet (no daemon ever ran, or one is creating it).
 
     `page` picks which settled sessions are shown beside the unsettled ones;
-    `every_item` reads every item of the sessions shown, not only the failed.
+    `every_item` reads every item of the sessions shown, not only the failed;
+    `items_of` every item of those sessions only (the page's opened batches), none of the others.
     """
-    records = read_records(settings.database, now, only, page, every_item or only is not None)
+    wanted: bool | frozenset[str] = every_item or only is not None
+    if not wanted and items_of is not None:
+        wanted = frozenset(items_of)
+    records = read_records(settings.database, now, only, page, wanted)
     if records is None:
         return None
     if only is not None and not records.sessions:
@@ -235,7 +244,9 @@ def figures(records: Records, name: str) -> Figures:
     )
 
 
-def read_records(database: Path, now: float, only: str | None, page: int, every_item: bool) -> Records | None:
+def read_records(
+    database: Path, now: float, only: str | None, page: int, every_item: bool | frozenset[str]
+) -> Records | None:
     # Checked first because a read-only open of a missing file fails anyway,
     # and a read must never create the database the daemon is about to.
     if not database.exists():
@@ -252,7 +263,8 @@ def read_records(database: Path, now: float, only: str | None, page: int, every_
         store.close()
 
 
-def take_records(store: Store, now: float, only: str | None, page: int, every_item: bool) -> Records:
+def take_records(store: Store, now: float, only: str | None, page: int, every_item: bool | frozenset[str]) -> Records:
+    """`every_item`: True, every item of the sessions shown; a set of names, those sessions' only; else the failed."""
     if only is not None:
         sessions, older = [s for s in [store.session(only)] if s is not None], 0
     else:
@@ -260,7 +272,12 @@ def take_records(store: Store, now: float, only: str | None, page: int, every_it
         sessions = sorted(store.unsettled_sessions() + settled, key=lambda s: (s.created_at, s.name))
         older = max(0, store.settled_count() - (page + 1) * PAGE_SIZE)
     names = [s.name for s in sessions]
-    if every_item:
+    if isinstance(every_item, frozenset):
+        # The opened sessions' every item; of the others, those that wait for a review, to be counted.
+        others = [name for name in names if name not in every_item]
+        opened = [name for name in names if name in every_item]
+        items = sorted(store.items_of(opened) + store.flagged_items(others), key=lambda item: item.id)
+    elif every_item:
         items = store.items_of(names)
     else:
         items = sorted(store.items_of(names, Status.FAILED) + store.flagged_items(names), key=lambda item: item.id)

@@ -86,7 +86,7 @@ class Supervisor:
             settings.inbox,
             settings.stable_seconds,
             wake=lambda: self.wakeups.put("intake"),
-            also_watch=[settings.retry_dir, settings.cancel_dir],
+            also_watch=[settings.retry_dir, settings.cancel_dir, settings.uploaded_dir],
         )
         # job_slots and threads as this machine gives them, before anything reads them (the runner first).
         settings, self.slot_choice, self.slot_warning = slots.resolve(settings)
@@ -290,7 +290,8 @@ class Supervisor:
 
     def open_folders(self) -> None:
         settings = self.settings
-        for folder in (settings.inbox, settings.outbox, settings.retry_dir, settings.cancel_dir, settings.state_dir):
+        folders = (settings.inbox, settings.outbox, settings.retry_dir, settings.cancel_dir, settings.uploaded_dir)
+        for folder in (*folders, settings.state_dir):
             folder.mkdir(parents=True, exist_ok=True)
         self.spool.prepare()
         self.assemble(Store(settings.database))

@@ -1,10 +1,15 @@
-"""The user's two markers: touch cancel/SESSION to cancel a session, retry/SESSION/NAME to retry an item.
+"""The user's markers: touch cancel/SESSION to cancel a session, retry/SESSION/NAME to retry an item, and
+uploaded/ID, listing inbox paths, to say those files are all there is of an upload.
 
 Read on every pass, acted on, then removed. A marker naming nothing the daemon
 knows is a warning in the log, never an error. A retry marker that is a file
 with content is the item's fixed original: the item runs again on it. A name
 starting with a dot is a marker still being written (no item's name starts
 with one: intake never takes such a file), and is left for a later pass.
+
+An upload marker waits until none of the files it lists is left in the inbox
+(each taken, or gone); then the open sessions they joined close at once, as if
+idle: whoever wrote the files knows better than a timer that no more are coming.
 """
 
 from __future__ import annotations
@@ -30,6 +35,10 @@ from bgremover.supervisor.taking import Taking
 log = structlog.get_logger()
 
 MARKER_WALK_SECONDS = 30.0  # as the inbox's rescan: catches what no event told of
+# An upload marker whose files are still in the inbox after this long names files the daemon cannot
+# take: it is dropped, and their sessions close by the idle rule.
+UPLOAD_MARKER_SECONDS = 3600.0
+UPLOAD_MARKER_BYTES = 4 * 1024 * 1024  # a thousand files of 4 KB paths each; a longer marker is read that far
 
 
 class Markers:
@@ -59,6 +68,32 @@ class Markers:
             relative = marker.relative_to(self.settings.retry_dir)
             self.retry_item(display(relative.parts[0]), display("/".join(relative.parts[1:])), fixed_file(marker))
             marker.unlink(missing_ok=True)
+        self.read_upload_markers()
+
+    def read_upload_markers(self) -> None:
+        """Close the sessions of each upload none of whose files is left in the inbox."""
+        try:
+            markers = sorted(m for m in self.settings.uploaded_dir.iterdir() if not m.name.startswith("."))
+        except FileNotFoundError:
+            self.settings.uploaded_dir.mkdir(parents=True, exist_ok=True)
+            return
+        for marker in markers:
+            names = upload_names(marker)
+            waiting = [name for name in names if os.path.lexists(self.settings.inbox / name)]
+            if waiting and not marker_older_than(marker, UPLOAD_MARKER_SECONDS):
+                continue  # not all taken yet: the next pass looks again
+            if waiting:
+                log.warning("upload_marker_expired", marker=marker.name, waiting=len(waiting))
+            else:
+                self.close_upload({name.split("/")[0] if "/" in name else None for name in names}, marker.name)
+            marker.unlink(missing_ok=True)
+
+    def close_upload(self, sources: set[str | None], marker: str) -> None:
+        for source in sorted(sources, key=lambda s: s or ""):
+            session = self.store.open_session(source)
+            if session is not None:
+                self.sessions.close_session(session, "uploaded")  # OPEN -> PROCESSING
+        log.info("upload_marker_read", marker=marker, sources=len(sources))
 
     def retry_markers(self, now: float) -> list[Path]:
         """The retry markers to act on this pass, without walking every session's folder on every pass.
@@ -132,6 +167,7 @@ class Markers:
         older one's folder would name items about to be forgotten.
         """
         self.settings.cancel_dir.mkdir(parents=True, exist_ok=True)
+        self.settings.uploaded_dir.mkdir(parents=True, exist_ok=True)
         kept = kept_since(self.settings, time.time())
         if self.settings.retry_dir.is_dir():
             # Only an unsettled session can lack an item's folder (a kill between its failure and the
@@ -173,3 +209,23 @@ def fixed_file(marker: Path) -> Path | None:
     except FileNotFoundError:
         return None
     return marker if stat.S_ISREG(info.st_mode) and info.st_size > 0 else None
+
+
+def upload_names(marker: Path) -> list[str]:
+    """The inbox paths an upload marker lists, one a line; none from one that is no readable text file."""
+    try:
+        if not stat.S_ISREG(marker.lstat().st_mode):
+            return []
+        text = marker.read_bytes()[:UPLOAD_MARKER_BYTES].decode("utf-8", "surrogateescape")
+    except OSError:
+        return []
+    names = [line.strip().strip("/") for line in text.splitlines()]
+    # Only names inside the inbox: a line that climbs out of it names nothing an upload placed.
+    return [name for name in names if name and ".." not in name.split("/")]
+
+
+def marker_older_than(marker: Path, seconds: float) -> bool:
+    try:
+        return time.time() - marker.lstat().st_mtime > seconds
+    except OSError:
+        return True

@@ -18,13 +18,14 @@ from starlette.responses import RedirectResponse, Response
 
 from bgremover.queue.states import SessionState
 from bgremover.queue.store import Item, Session
-from bgremover.status.markers import cancel_marker, retry_marker, retry_targets, touch
+from bgremover.status.markers import cancel_marker, mark_uploaded, retry_marker, retry_targets, touch
 from bgremover.web.context import Web, wants_json
 from bgremover.web.forms import FIELD_LIMIT, FormRefused, read_form
 from bgremover.web.routes import open_store
 from bgremover.web.security import COOKIE
-from bgremover.web.uploads import NOWHERE, Replacement, Staging
+from bgremover.web.uploads import NOWHERE, Placed, Replacement, Staging
 
+RENAMED_SHOWN = 10  # renamed uploads named in the message; the JSON answer lists every one
 WRONG_TOKEN_PAUSE = 1.0  # seconds: guessing a 16-character token one request at a time is hopeless
 
 
@@ -38,12 +39,25 @@ async def upload(web: Web, request: Request) -> Response:
         if not staging.files:
             raise FormRefused(400, "choose at least one photo to upload")
         placed = staging.place()
+        # The upload is whole: its batches need not wait out the idle time for more files.
+        mark_uploaded(web.settings, [p.name for p in placed])
     except FormRefused as refused:
         return await refuse(web, request, refused)
     finally:
         staging.discard()
     where = "they appear below as their batch" if len(placed) > 1 else "it appears below as its batch"
-    return done(web, request, f"Uploaded {len(placed)} photo{'s' if len(placed) != 1 else ''}: {where} starts.")
+    message = f"Uploaded {len(placed)} photo{'s' if len(placed) != 1 else ''}: {where} starts."
+    return done(web, request, message + renamed_text(placed), renamed=[[p.sent, p.name] for p in placed if p.renamed])
+
+
+def renamed_text(placed: list[Placed]) -> str:
+    """Each photo stored under another name than it was sent with, so the user knows what to look for."""
+    renamed = [p for p in placed if p.renamed]
+    if not renamed:
+        return ""
+    shown = "; ".join(f"{p.sent} as {p.name}" for p in renamed[:RENAMED_SHOWN])
+    more = f"; and {len(renamed) - RENAMED_SHOWN} more" if len(renamed) > RENAMED_SHOWN else ""
+    return f" Stored under another name (the name was taken, or not one the inbox allows): {shown}{more}."
 
 
 async def retry(web: Web, request: Request) -> Response:
@@ -182,9 +196,9 @@ async def refuse(web: Web, request: Request, refused: FormRefused) -> Response:
     return response
 
 
-def done(web: Web, request: Request, message: str) -> Response:
+def done(web: Web, request: Request, message: str, **extra) -> Response:
     if wants_json(request):
-        return web.message(request, 200, "Done", message)
+        return web.message(request, 200, "Done", message, **extra)
     return RedirectResponse("/", 303)  # a browser without the script: back to the page, which shows the change
 
 

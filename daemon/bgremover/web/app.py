@@ -15,7 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from bgremover.address import Listen
 from bgremover.queue.spool import Spool
 from bgremover.settings import Settings
-from bgremover.web import actions, routes
+from bgremover.web import actions, review, routes
 from bgremover.web.context import Web, wants_json
 from bgremover.web.forms import Limits
 from bgremover.web.reading import Reader, templates
@@ -57,6 +57,12 @@ def build(settings: Settings, listen: Listen, token: str | None) -> tuple[Starle
             Route("/sessions", bound(routes.sessions)),
             Route("/api/status", bound(routes.status)),
             Route("/thumbnails/{item:int}/{kind}", bound(routes.thumbnail)),
+            Route("/pictures/{item:int}/{kind}", bound(routes.large_picture)),
+            Route("/review/{session}", bound(review.view)),
+            Route("/review/{session}/items", bound(review.items)),
+            Route("/review/approve", bound(review.approve), methods=["POST"]),
+            Route("/review/retry", bound(review.retry), methods=["POST"]),
+            Route("/review/mask", bound(review.mask), methods=["POST"]),
             Route("/download/{session}", bound(routes.download)),
             Route("/static/{name}", routes.static(routes.static_files())),
             Route("/upload", bound(actions.upload), methods=["POST"]),

@@ -38,11 +38,13 @@ class Web:
             "extensions_text": accepted_extensions(),
         }
 
-    def message(self, request: Request, status: int, title: str, message: str, login: bool = False) -> Response:
-        """One sentence, as JSON for the page's script and as a small page for a browser without it."""
+    def message(
+        self, request: Request, status: int, title: str, message: str, login: bool = False, **extra
+    ) -> Response:
+        """One sentence, as JSON for the page's script (with `extra` fields) and as a small page without it."""
         if wants_json(request):
             key = "message" if status < 400 else "error"
-            return JSONResponse({key: message}, status)
+            return JSONResponse({key: message, **extra}, status)
         html = self.env.get_template("message.html").render(
             title=title, message=message, login=login, failed=status >= 400
         )

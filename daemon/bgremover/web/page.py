@@ -18,6 +18,7 @@ from bgremover.formats import FORMAT_EXTENSIONS
 from bgremover.queue.spool import Spool
 from bgremover.queue.states import RETRYABLE, SessionState, Status
 from bgremover.queue.store import Item, Session
+from bgremover.review import record
 from bgremover.status import progress
 from bgremover.status.view import SessionView, View, refused_recipes
 from bgremover.web.thumbnails import Source
@@ -37,12 +38,14 @@ class ItemCard:
     before: bool  # whether there is a picture to show
     after: bool
     refused: tuple[str, ...] = ()  # "RECIPE: why", for each recipe file of a done item a channel would refuse
+    flagged: tuple[str, ...] = ()  # why a quality signal flagged its cutout, while it waits for a review
 
 
 @dataclass(frozen=True)
 class SessionCard:
     name: str
     state: str
+    state_word: str  # what the page calls its state: a complete session with cancelled items was cancelled
     total: int
     finished: int
     counts: dict[str, int]
@@ -51,11 +54,15 @@ class SessionCard:
     eta_s: float | None
     rate: str
     eta: str
-    zip: str | None
+    zip: str | None  # the ZIP to offer: only a complete session's, never one a retry is about to replace
+    rebuilding: bool  # a retry reopened the session: its last ZIP lacks the retried photos
     error: str | None
     cancellable: bool
     retryable: int
-    items: list[ItemCard]
+    items: list[ItemCard]  # those read (an opened batch's), failed first, then by name
+    flagged: int  # done items a quality signal flagged that wait for a person's review
+    created_at: float
+    queue_rate: str  # the rate the ETA counts on: the whole queue's, since batches share the job slots
     non_compliant: int = 0  # recipe files of its done items a channel would refuse
 
     @property
@@ -87,20 +94,32 @@ def daemon(view: View | None) -> Daemon:
     )
 
 
+STATE_WORDS = {"open": "Receiving files", "processing": "In progress", "complete": "Complete"}
+
+
 def session_cards(view: View | None, spool: Spool, outbox: Path) -> list[SessionCard]:
     """The cards of the sessions the view shows (those under way and one page of the settled), newest first."""
     if view is None:
         return []
     newest = sorted(view.sessions, key=lambda s: (s.session.created_at, s.session.name), reverse=True)
-    return [session_card(s, spool, outbox) for s in newest]
+    queue_rate = progress.rate_text(view.rate_per_s)
+    return [session_card(s, spool, outbox, queue_rate) for s in newest]
 
 
-def session_card(view: SessionView, spool: Spool, outbox: Path) -> SessionCard:
+def state_word(view: SessionView) -> str:
+    if view.session.state is SessionState.COMPLETE and view.counts.get("cancelled"):
+        return "Cancelled"
+    return STATE_WORDS[view.session.state.value]
+
+
+def session_card(view: SessionView, spool: Spool, outbox: Path, queue_rate: str = progress.UNKNOWN) -> SessionCard:
     session, total = view.session, view.total
-    zip_name = session.zip if session.zip and regular_file(outbox / session.zip) else None
+    complete = session.state is SessionState.COMPLETE
+    zip_name = session.zip if complete and session.zip and regular_file(outbox / session.zip) else None
     return SessionCard(
         name=session.name,
         state=session.state.value,
+        state_word=state_word(view),
         total=total,
         finished=view.finished,
         counts=view.counts,
@@ -110,11 +129,16 @@ def session_card(view: SessionView, spool: Spool, outbox: Path) -> SessionCard:
         rate=progress.rate_text(view.rate_per_s),
         eta=progress.duration_text(view.eta_s),
         zip=zip_name,
+        rebuilding=not complete and bool(session.zip),
         error=session.error,
         cancellable=session.state is not SessionState.COMPLETE and view.remaining > 0,
         retryable=sum(view.counts[status.value] for status in RETRYABLE),
-        # By name, as a folder shows them; the daemon's own order (oldest first) is in `bgremover status`.
-        items=[item_card(item, session, spool, outbox) for item in sorted(view.items, key=lambda i: natural(i.name))],
+        # Failed first, then by name, as a folder shows them; the daemon's own order (oldest first)
+        # is in `bgremover status`.
+        items=[item_card(item, session, spool, outbox) for item in sorted(view.items, key=shown_first)],
+        created_at=session.created_at,
+        queue_rate=queue_rate,
+        flagged=len(view.flagged),
         non_compliant=view.non_compliant,
     )
 
@@ -133,8 +157,15 @@ def item_card(item: Item, session: Session, spool: Spool, outbox: Path) -> ItemC
         item.ext,
         any(regular_file(s.path) for s in before),
         any(regular_file(s.path) for s in after),
-        tuple(f"{one['recipe']}: {one['reason']}" for one in refused_recipes(item)),
+        flagged=flagged_reasons(item),
+        refused=tuple(f"{one['recipe']}: {one['reason']}" for one in refused_recipes(item)),
     )
+
+
+def flagged_reasons(item: Item) -> tuple[str, ...]:
+    if item.status is not Status.DONE or not record.pending(item.review):
+        return ()
+    return tuple(reason["reason"] for reason in record.loaded(item.review)["reasons"])
 
 
 def sources(item: Item, session: Session, spool: Spool, outbox: Path) -> tuple[list[Source], list[Source]]:
@@ -152,6 +183,11 @@ def sources(item: Item, session: Session, spool: Spool, outbox: Path) -> tuple[l
     if session.zip:
         after.append(Source(outbox / session.zip, item.member))
     return before, after
+
+
+def shown_first(item: Item) -> tuple:
+    """What needs a look comes first: the failed photos and those waiting for a review, then the others by name."""
+    return (item.status is not Status.FAILED and not record.pending(item.review), natural(item.name))
 
 
 def natural(name: str) -> list:

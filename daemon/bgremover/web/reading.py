@@ -11,11 +11,14 @@ answer's counts are never behind the queue's last commit, and its moment (its
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import sqlite3
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -38,7 +41,7 @@ STATUS_WORDS = {
     "failed": "Failed",
     "cancelled": "Cancelled",
 }
-STATE_WORDS = {"open": "Receiving files", "processing": "In progress", "complete": "Complete"}
+ITEMS_SHOWN = 24  # photos an opened batch shows until "Show all" is pressed; failed ones first
 
 
 def templates() -> Environment:
@@ -49,7 +52,8 @@ def templates() -> Environment:
         lstrip_blocks=True,
     )
     env.filters["q"] = lambda text: quote(text, safe="")
-    env.globals.update(status_words=STATUS_WORDS, state_words=STATE_WORDS)
+    env.filters["iso"] = lambda epoch: datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    env.globals.update(status_words=STATUS_WORDS)
     return env
 
 
@@ -106,41 +110,92 @@ class Reader:
         self.context = context  # what every rendering needs: the CSRF token, the limits
         self.shared = SharedLooks(lambda: database_stamp(settings.database))
 
-    def look(self, page_number: int) -> tuple[statusview.View | None, str | None]:
-        """The view now, with every item of the sessions shown, or the sentence saying why the database cannot be read.
+    def look(self, page_number: int, opened: frozenset[str] | None = None) -> tuple[statusview.View | None, str | None]:
+        """The view now, with every item of the opened sessions, or the sentence saying why the database cannot be read.
 
         `page_number` picks the settled sessions shown beside those under way (0: the newest).
         """
         try:
-            return statusview.read(self.settings, time.time(), page=page_number, every_item=True), None
+            return statusview.read(self.settings, time.time(), page=page_number, items_of=opened or ()), None
         except sqlite3.Error as exc:
             return None, f"cannot read the queue ({exc}); trying again"
 
-    def fragment_now(self, page_number: int = 0) -> str:
-        view, problem = self.look(page_number)
-        return self.env.get_template("sessions.html").render(
-            daemon=page.daemon(view),
-            sessions=page.session_cards(view, self.spool, self.settings.outbox),
-            older=view.older if view else 0,
-            page=page_number,
-            problem=problem,
-            waiting=files_waiting(self.settings.inbox),
-            at=view.at if view else time.time(),
-            **self.context(),
+    def look_now(self, page_number: int, opened: frozenset[str] | None, full: frozenset[str]) -> Look:
+        """The live part's pieces: each batch's HTML with its tag, and what the rest of the fragment shows.
+
+        `opened`: the batches whose photos are shown (None: a first look, which opens the newest);
+        `full`: those shown whole rather than their first ITEMS_SHOWN photos.
+        """
+        view, problem = self.look(page_number, opened)
+        if opened is None and view is not None and view.sessions:
+            newest = max(view.sessions, key=lambda s: (s.session.created_at, s.session.name))
+            opened = frozenset({newest.session.name})
+            view, problem = self.look(page_number, opened)
+        cards = page.session_cards(view, self.spool, self.settings.outbox)
+        context = self.context()
+        article = self.env.get_template("article.html")
+        articles = []
+        for card in cards:
+            is_open = card.name in (opened or ())
+            shown = len(card.items) if card.name in full else ITEMS_SHOWN
+            html = article.render(s=card, opened=is_open, shown=shown, **context)
+            tag = hashlib.blake2b(html.encode(), digest_size=8).hexdigest()
+            articles.append((card.name, tag, html.replace("<article ", f'<article data-tag="{tag}" ', 1)))
+        return Look(
+            articles,
+            {
+                "daemon": page.daemon(view),
+                "older": view.older if view else 0,
+                "page": page_number,
+                "problem": problem,
+                "waiting": files_waiting(self.settings.inbox),
+                "at": view.at if view else time.time(),
+            },
         )
+
+    def fragment_now(
+        self, page_number: int = 0, opened: frozenset[str] | None = None, full: frozenset[str] = frozenset()
+    ) -> str:
+        return self.render(self.look_now(page_number, opened, full))
+
+    def render(self, look: Look, have: frozenset[str] = frozenset()) -> str:
+        """The fragment, with each batch the browser has as it is now (its tag in `have`) sent as a bare placeholder."""
+        articles = [
+            f'<article id="session-{quote(name, safe="")}" data-tag="{tag}" data-same></article>'
+            if tag in have
+            else html
+            for name, tag, html in look.articles
+        ]
+        return self.env.get_template("sessions.html").render(articles=articles, **look.rest, **self.context())
 
     def status_now(self, page_number: int = 0) -> str:
         now = time.time()
-        view, problem = self.look(page_number)
-        if problem:
+        try:
+            view = statusview.read(self.settings, now, page=page_number, every_item=True)
+        except sqlite3.Error as exc:
+            problem = f"cannot read the queue ({exc}); trying again"
             return json.dumps({"root": str(self.settings.root), "at": iso(now), "error": problem})
         return json.dumps(statusview.render_json(view, self.settings.root, now, every_item=True))
 
-    async def fragment(self, page_number: int = 0) -> str:
-        return await self.shared.get(f"fragment {page_number}", lambda: self.fragment_now(page_number))
+    async def fragment(
+        self,
+        page_number: int = 0,
+        opened: frozenset[str] | None = None,
+        full: frozenset[str] = frozenset(),
+        have: frozenset[str] = frozenset(),
+    ) -> str:
+        key = f"fragment {page_number} {sorted(opened) if opened is not None else None} {sorted(full)}"
+        look = await self.shared.get(key, lambda: self.look_now(page_number, opened, full))
+        return self.render(look, have)
 
     async def status(self, page_number: int = 0) -> str:
         return await self.shared.get(f"status {page_number}", lambda: self.status_now(page_number))
+
+
+@dataclass(frozen=True)
+class Look:
+    articles: list[tuple[str, str, str]]  # (batch name, tag, HTML), newest first
+    rest: dict  # what the fragment shows around them
 
 
 def files_waiting(inbox: Path, most: int = 10000) -> int:

@@ -20,7 +20,7 @@ from starlette.responses import HTMLResponse, Response, StreamingResponse
 from bgremover.queue.store import Item, Session, Store
 from bgremover.web import page
 from bgremover.web.context import Web
-from bgremover.web.thumbnails import MEDIA_TYPE
+from bgremover.web.thumbnails import LARGE_SIDE, MEDIA_TYPE, SIDE
 
 STATIC = Path(__file__).parent / "static"
 STATIC_TYPES = {
@@ -66,10 +66,20 @@ async def index(web: Web, request: Request) -> Response:
     return HTMLResponse(html, headers=NO_STORE)
 
 
+# At most this many names in each of a poll's lists: a page shows a few dozen batches.
+LISTED = 200
+
+
 async def sessions(web: Web, request: Request) -> Response:
+    """The live part. The page's script says which batches it has open (`open`), which it shows whole (`all`),
+    and the tag of each batch it has (`have`): a batch unchanged since is sent as a bare placeholder."""
     if (number := page_asked(request)) is None:
         return bad_page()
-    return HTMLResponse(await web.reader.fragment(number), headers=NO_STORE)
+    query = request.query_params
+    opened = frozenset(query.getlist("open")[:LISTED]) if "live" in query else None
+    full = frozenset(query.getlist("all")[:LISTED])
+    have = frozenset(query.getlist("have")[:LISTED])
+    return HTMLResponse(await web.reader.fragment(number, opened, full, have), headers=NO_STORE)
 
 
 async def status(web: Web, request: Request) -> Response:
@@ -83,6 +93,15 @@ def not_found() -> Response:
 
 
 async def thumbnail(web: Web, request: Request) -> Response:
+    return await picture(web, request, SIDE)
+
+
+async def large_picture(web: Web, request: Request) -> Response:
+    """The review's before or after, large enough to judge an edge by."""
+    return await picture(web, request, LARGE_SIDE)
+
+
+async def picture(web: Web, request: Request, side: int) -> Response:
     item_id, kind = request.path_params["item"], request.path_params["kind"]
     if kind not in KINDS:
         return not_found()
@@ -94,10 +113,10 @@ async def thumbnail(web: Web, request: Request) -> Response:
             return not_found()
         before, after = page.sources(*found, web.spool, web.settings.outbox)
         for source in before if kind == "before" else after:
-            picture = await web.thumbnails.picture(source)
-            if picture is not None:
+            made = await web.thumbnails.picture(source, side)
+            if made is not None:
                 return Response(
-                    picture.read_bytes(), media_type=MEDIA_TYPE, headers={"cache-control": "private, max-age=3600"}
+                    made.read_bytes(), media_type=MEDIA_TYPE, headers={"cache-control": "private, max-age=3600"}
                 )
     return not_found()
 

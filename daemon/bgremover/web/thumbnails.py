@@ -27,7 +27,8 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import NamedTuple
 
-SIDE = 256  # pixels on the longer side
+SIDE = 256  # pixels on the longer side: the page's small pictures
+LARGE_SIDE = 1600  # the review's before and after, zoomable: a judge of edges needs at least 1024
 CACHE_LIMIT = 5000  # pictures kept; the oldest go first
 MEDIA_TYPE = "image/webp"
 # Address space, not resident memory: a codec's thread stacks and arenas count, so this is well above what a
@@ -43,7 +44,7 @@ class Source(NamedTuple):
     member: str | None = None
 
 
-def key(source: Source) -> str | None:
+def key(source: Source, side: int = SIDE) -> str | None:
     """The cache's name for this source's picture; None if the source is not a regular file (gone, or a link)."""
     try:
         info = os.lstat(source.path)
@@ -52,6 +53,8 @@ def key(source: Source) -> str | None:
     if not stat.S_ISREG(info.st_mode):
         return None  # never a link: it could point anywhere on the machine
     text = f"{source.path}\0{source.member}\0{info.st_size}\0{info.st_mtime_ns}"
+    if side != SIDE:  # the small pictures keep the names they were cached under
+        text += f"\0{side}"
     return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:32]
 
 
@@ -64,15 +67,15 @@ def read_source(source: Source) -> bytes:
             return archive.read(source.member)
 
 
-def make(source: Source, target: Path) -> bool:
+def make(source: Source, target: Path, side: int = SIDE) -> bool:
     """Write the picture of `source` to `target` (in the worker process); False if it cannot be read as an image."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         data = read_source(source)
         with Image.open(io.BytesIO(data)) as image:
-            image.draft("RGB", (SIDE * 2, SIDE * 2))  # a JPEG decodes at a fraction of its size: much faster
-            image.thumbnail((SIDE, SIDE))
+            image.draft("RGB", (side * 2, side * 2))  # a JPEG decodes at a fraction of its size: much faster
+            image.thumbnail((side, side))
             image = image.convert("RGBA" if has_alpha(image) else "RGB")
             temp = target.with_name(f".{target.name}.{os.getpid()}")
             image.save(temp, "WEBP", quality=80, method=4)
@@ -132,13 +135,13 @@ class Thumbnails:
             broken.shutdown(wait=False, cancel_futures=True)
             self.pool = new_pool()
 
-    async def made_in_worker(self, name: str, source: Source, target: Path) -> bool:
+    async def made_in_worker(self, name: str, source: Source, target: Path, side: int = SIDE) -> bool:
         """`make` in the worker; a worker that died on the way is replaced and the picture asked of the next."""
         loop = asyncio.get_running_loop()
         for _ in range(2):
             pool = self.pool
             try:
-                return await loop.run_in_executor(pool, make, source, target)
+                return await loop.run_in_executor(pool, make, source, target, side)
             except BrokenProcessPool:
                 self.replace(pool)
         # Twice a dead worker: this picture is what kills it, so it is not asked for again.
@@ -147,15 +150,16 @@ class Thumbnails:
             del self.crashed[next(iter(self.crashed))]
         return False
 
-    async def picture(self, source: Source) -> Path | None:
-        """The cached picture of `source`, made now if need be; None when there is none to show."""
-        name = key(source)
+    async def picture(self, source: Source, side: int = SIDE) -> Path | None:
+        """The cached picture of `source` (`side` pixels on its longer side at most), made now if need be;
+        None when there is none to show."""
+        name = key(source, side)
         if name is None:
             return None
         target = self.cache / f"{name}.webp"
         if target.is_file():
             return target
-        if name in self.crashed or not await self.made_in_worker(name, source, target):
+        if name in self.crashed or not await self.made_in_worker(name, source, target, side):
             return None
         self.made += 1
         if self.made % 100 == 0:

@@ -18,7 +18,7 @@ import os
 import secrets
 import shutil
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from bgremover.durable import fsync_folder
 from bgremover.intake.names import display, fitted, twin
@@ -58,13 +58,22 @@ def safe_name(sent: str) -> str:
     return "/".join(parts)
 
 
+class Placed(NamedTuple):
+    sent: str  # the name the browser sent (a path inside a chosen folder, or the file's own name)
+    name: str  # the inbox path it was placed at
+
+    @property
+    def renamed(self) -> bool:
+        return self.sent.replace("\\", "/").strip("/") != self.name
+
+
 class Staging:
     """The files of one upload request, written into a dot-folder of the inbox, placed when all have arrived."""
 
     def __init__(self, inbox: Path) -> None:
         self.inbox = inbox
         self.folder = inbox / f"{STAGING_PREFIX}{secrets.token_hex(8)}"
-        self.files: list[tuple[Path, str]] = []  # (temporary path, safe name)
+        self.files: list[tuple[Path, str, str]] = []  # (temporary path, safe name, the name it was sent under)
 
     def open(self, field: str, sent: str, fields: dict[str, str] | None = None) -> BinaryIO:
         if not sent:  # a file input left empty: browsers send a part with no name and no bytes
@@ -74,14 +83,14 @@ class Staging:
         name = safe_name(sent)
         self.folder.mkdir(parents=True, exist_ok=True)
         temp = self.folder / str(len(self.files))
-        self.files.append((temp, name))
+        self.files.append((temp, name, sent))
         return _SyncedFile(temp)
 
-    def place(self) -> list[str]:
+    def place(self) -> list[Placed]:
         """Link every file to its place in the inbox, never over another file; the names they got."""
         placed = []
-        for temp, name in self.files:
-            placed.append(place_without_replacing(temp, self.inbox, name))
+        for temp, name, sent in self.files:
+            placed.append(Placed(sent, place_without_replacing(temp, self.inbox, name)))
         self.discard()
         return placed
 

@@ -9,6 +9,7 @@ const fileLimit = Number(body.dataset.fileLimit);
 const requestLimit = Number(body.dataset.requestLimit);
 const filesLimit = Number(body.dataset.filesLimit);
 const extensions = new Set(body.dataset.extensions.split(","));
+const liveUrl = body.dataset.liveUrl || "/sessions"; // the batches, or on the review page one batch's photos
 const seen = new Map(); // id -> the server's last HTML for that element, to tell what changed
 
 function say(text, where = "message") {
@@ -26,7 +27,8 @@ function remember(root) {
 }
 
 // Bring `old` to look like `fresh` (both the same element, by id): children that did not change keep
-// their node, so focus, an opened <details> and a chosen file survive the update.
+// their node, so focus, an opened <details> and a chosen file survive the update. A batch the server
+// marks `data-same` is unchanged since the tag this page sent: the page keeps its own.
 function sync(old, fresh) {
   for (const attribute of fresh.attributes) {
     if (old.getAttribute(attribute.name) !== attribute.value) old.setAttribute(attribute.name, attribute.value);
@@ -34,6 +36,11 @@ function sync(old, fresh) {
   const wanted = [];
   for (const child of fresh.children) {
     const current = child.id ? old.querySelector(":scope > #" + CSS.escape(child.id)) : null;
+    if (child.hasAttribute("data-same")) {
+      if (current) wanted.push(current);
+      else stale = true; // the server thinks this page has a batch it lost: ask for everything next time
+      continue;
+    }
     if (current && child.hasAttribute("data-container")) {
       sync(current, child);
       wanted.push(current);
@@ -60,23 +67,75 @@ function keepDetailsOpen(old, fresh) {
   }
 }
 
+// Times are written in UTC by the server and shown in the viewer's own time zone.
+const timeFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" });
+function localTimes(root) {
+  for (const time of root.querySelectorAll("time[data-local]")) {
+    const text = timeFormat.format(new Date(time.getAttribute("datetime")));
+    if (time.textContent !== text) time.textContent = text;
+  }
+}
+
+// What this page has, for the server to send only what changed: the batches open, those shown whole,
+// and the tag of each batch it holds.
+const shownWhole = new Set();
+let stale = false;
+function pollQuery() {
+  const query = new URLSearchParams(location.search);
+  query.set("live", "1");
+  for (const details of document.querySelectorAll("article.session > details[open]")) {
+    query.append("open", details.parentElement.dataset.name);
+  }
+  for (const name of shownWhole) query.append("all", name);
+  if (!stale) {
+    for (const article of document.querySelectorAll("article.session[data-tag]")) query.append("have", article.dataset.tag);
+  }
+  stale = false;
+  return "?" + query.toString();
+}
+
+let lastBytes = 0;
 async function refresh() {
   try {
-    const response = await fetch("/sessions" + location.search, { headers: { Accept: "text/html" }, cache: "no-store" });
+    const before = new Set(Array.from(document.querySelectorAll("article.session"), (a) => a.id));
+    const response = await fetch(liveUrl + pollQuery(), { headers: { Accept: "text/html" }, cache: "no-store" });
     if (response.status === 401) { location.href = "/login"; return; }
     if (!response.ok) throw new Error(response.statusText);
+    const text = await response.text();
+    lastBytes = text.length;
     const fresh = document.createElement("div");
     fresh.id = "live";
-    fresh.innerHTML = await response.text();
+    fresh.innerHTML = text;
     const live = document.getElementById("live");
     keepDetailsOpen(live, fresh);
     sync(live, fresh);
+    localTimes(live);
+    body.dataset.pollBytes = lastBytes;
+    // A batch that just appeared at the top (an upload, a folder dropped) opens by itself.
+    const first = live.querySelector("article.session");
+    if (first && !before.has(first.id)) first.querySelector("details").open = true;
     body.classList.remove("offline");
   } catch (error) {
     body.classList.add("offline");
     say("The page cannot reach the server; it keeps trying.");
   }
 }
+
+// Opening a batch fetches its photos at once; closing one stops asking for them.
+let soon = null;
+function refreshSoon() {
+  clearTimeout(soon);
+  soon = setTimeout(refresh, 50);
+}
+document.addEventListener("toggle", (event) => {
+  if (event.target.matches("article.session > details")) refreshSoon();
+}, true);
+document.addEventListener("click", (event) => {
+  const button = event.target.closest("button.show-all");
+  if (!button) return;
+  shownWhole.add(button.dataset.session);
+  refreshSoon();
+});
 
 async function poll() {
   await refresh();
@@ -187,12 +246,39 @@ async function dropped(event) {
   upload(found);
 }
 
+// Photos dropped anywhere on the page are uploaded: a browser would otherwise open the photo in place
+// of the page. The box lights up while something is dragged over the page.
 const drop = document.getElementById("drop");
-drop.addEventListener("dragover", (event) => { event.preventDefault(); drop.classList.add("over"); });
-drop.addEventListener("dragleave", () => drop.classList.remove("over"));
-drop.addEventListener("drop", dropped);
-document.getElementById("choose-files").addEventListener("change", (event) => chosen(event.target));
-document.getElementById("choose-folder").addEventListener("change", (event) => chosen(event.target));
+if (drop) {
+  document.addEventListener("dragover", (event) => {
+    if (!event.dataTransfer || !Array.from(event.dataTransfer.types).includes("Files")) return;
+    event.preventDefault();
+    drop.classList.add("over");
+  });
+  document.addEventListener("dragleave", (event) => { if (!event.relatedTarget) drop.classList.remove("over"); });
+  document.addEventListener("drop", (event) => {
+    if (!event.dataTransfer || !Array.from(event.dataTransfer.types).includes("Files")) return;
+    dropped(event);
+  });
+  document.getElementById("choose-files").addEventListener("change", (event) => chosen(event.target));
+  document.getElementById("choose-folder").addEventListener("change", (event) => chosen(event.target));
+}
+
+// -- the review page: the backdrop behind the cutouts, and zooming a picture to its full size ----------
+
+document.addEventListener("change", (event) => {
+  if (event.target.name !== "backdrop") return;
+  body.classList.remove("backdrop-checker", "backdrop-white", "backdrop-black");
+  body.classList.add("backdrop-" + event.target.value);
+});
+document.addEventListener("click", (event) => {
+  const zoom = event.target.closest("button.zoom");
+  if (!zoom) return;
+  const figure = zoom.closest("figure");
+  const zoomed = figure.classList.toggle("zoomed");
+  zoom.setAttribute("aria-pressed", String(zoomed));
+});
 
 remember(document.getElementById("live"));
+localTimes(document.getElementById("live"));
 setTimeout(poll, POLL_MS);
