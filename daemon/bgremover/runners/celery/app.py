@@ -8,6 +8,13 @@ lost (that would requeue a poison image without end), one message fetched at a
 time, JSON only, and long tasks cancelled when the broker connection is lost
 (their message is delivered again, and the fence sorts out the rest).
 
+No STARTED state either: a task's answer key is written by the delivery that
+holds its lease alone. Celery keeps a SUCCESS from being overwritten by reading
+the key and then writing it, so a refused duplicate that stored STARTED in
+between could hide the answer, and the supervisor would count a worker that
+answered as lost once its lease lapsed. The lease says a task runs; the key
+says only how it ended.
+
 Every key Celery and kombu make, on both sides (the queue, its binding, the
 unacknowledged messages, the answers), carries bgremover's prefix, as the
 marks do: what bgremover clears or restores is only ever its own, even where
@@ -38,7 +45,7 @@ def make_app(settings) -> Celery:
         task_serializer="json", result_serializer="json", accept_content=["json"], result_accept_content=["json"],
         task_acks_late=True, task_reject_on_worker_lost=False, worker_prefetch_multiplier=1,
         worker_cancel_long_running_tasks_on_connection_loss=True,
-        task_default_queue=QUEUE, task_track_started=True, result_expires=7 * 24 * 3600,
+        task_default_queue=QUEUE, task_track_started=False, result_expires=7 * 24 * 3600,
         # Kombu looks for unacknowledged tasks past their timeout only every 100 s by default;
         # every 10 s at most here (sooner with a short timeout), so a hung worker costs what it says.
         broker_transport_options={"visibility_timeout": visibility, "socket_connect_timeout": CONNECT_TIMEOUT_SECONDS,
