@@ -126,7 +126,8 @@ def recipe_run(path: Path, base: matting.Options, recipes: list, spec, session, 
 
     def then(rgba, icc, lap) -> None:
         renders.write_matte(rgba, icc, folder / "matte.png", base.threads)
-        renders.render_each(rgba, icc, recipes, renders.Naming("image.png"), write)
+        # On the job's threads, as the job renders them (its --threads; here, as its inference, `threads`).
+        renders.render_each(rgba, icc, recipes, renders.Naming("image.png"), write, base.threads)
 
     wall, cpu = time.perf_counter(), time.process_time()
     matting.remove_background(path, folder / "out.png", model, spec, base, None, then)
