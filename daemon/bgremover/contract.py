@@ -85,6 +85,8 @@ class JobSpec:
     )
     models_dir: Path | None = field(default=None, metadata=option("--models-dir", Path))
     threads: int | None = field(default=None, metadata=option("--threads", whole(1, 1024)))
+    # OpenVINO's compile cache, under the state folder: shared by every job, so only the first compiles.
+    cache_dir: Path | None = field(default=None, metadata=option("--cache-dir", Path))
     providers: tuple[str, ...] = field(
         default=("CPUExecutionProvider",),
         metadata=option("--providers", _providers, help="comma-separated onnxruntime execution providers"),

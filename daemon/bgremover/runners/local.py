@@ -69,6 +69,8 @@ class LocalRunner(JobRunner):
             "supervisor": os.getpid(),  # and whether they outlived it (forget_unrecorded)
             "model": model["model"], "models_dir": model["models_dir"], "threads": settings.threads,
             "providers": list(settings.providers), "format": settings.output_format,
+            "backend": model.get("backend", settings.backend), "precision": model.get("precision", settings.precision),
+            "cache_dir": str(settings.compile_cache),
         })  # fmt: skip
         try:
             warn_if_threaded(self.forkserver.start())

@@ -107,7 +107,7 @@ class Dispatch:
         except ModelError as exc:  # its model was removed, or its file damaged, since the session opened
             self.moves.finish(self.moves.move(queued, Status.PROCESSING, "claimed"), Status.FAILED, str(exc))
             return True
-        if not self.runner.can_start(now, variant_request(model)):
+        if not self.runner.can_start(now, variant_request(model, self.options.options_for(session.ticket))):
             return False  # the item stays queued; we try again on a later pass
         item = self.moves.move(queued, Status.PROCESSING, "claimed")  # QUEUED -> PROCESSING
         original = self.spool.original(item)
@@ -135,7 +135,7 @@ class Dispatch:
             report=self.spool.report(item), log=self.spool.job_log(item), options=options,
             mask=self.spool.mask_result(item) if options.output == "both" else None,
             models_dir=model.path.parent, threads=settings.threads, providers=tuple(settings.providers),
-            item=item.id, attempt=item.attempts,
+            cache_dir=settings.compile_cache, item=item.id, attempt=item.attempts,
         )  # fmt: skip
 
     def launch(self, spec: JobSpec, item: Item, model: ModelSpec, now: float) -> RunningJob | None:
@@ -385,6 +385,10 @@ class Dispatch:
             self.spool.discard(report, job_log)
 
 
-def variant_request(model: ModelSpec) -> dict:
-    """What a job process is prepared for: the model, by name, folder and checksum (see job.process.variant)."""
-    return {"model": model.name, "models_dir": str(model.path.parent), "sha256": model.sha256}
+def variant_request(model: ModelSpec, options: dict) -> dict:
+    """What a job process is prepared for: the model, by name, folder and checksum, its backend and precision.
+
+    See job.process.variant; `options` are the session's image options (or the settings' own).
+    """
+    paths = {"backend": options["backend"], "precision": options["precision"]}
+    return {"model": model.name, "models_dir": str(model.path.parent), "sha256": model.sha256, **paths}
