@@ -26,7 +26,11 @@ HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
 def missing() -> str | None:
     """Why the openvino backend cannot run here, in one sentence; None if it can."""
     # find_spec, not import: the fork server asks this too, and must not start OpenVINO's threads.
-    if importlib.util.find_spec("openvino") is None:
+    try:
+        found = importlib.util.find_spec("openvino")
+    except ImportError:  # a finder that refuses it outright
+        found = None
+    if found is None:
         return "the openvino backend needs OpenVINO, which is not installed: pip install 'bgremover[openvino]'"
     return None
 

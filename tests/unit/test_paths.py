@@ -1,0 +1,116 @@
+"""Inference paths as data: the gate, the records in the models folder's manifest, and what `auto` chooses.
+
+Real manifests in real folders, the bundled model's real entry; no model is run
+here (tests/model/test_paths.py runs them).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bgremover.models import paths
+from bgremover.models.fetch import write_manifest
+from bgremover.models.manifest import ModelError, find_model_spec, read_checks, read_manifest
+
+
+@pytest.fixture
+def spec():
+    return find_model_spec("u2netp", None)
+
+
+def record(mean: float, lowest: float, ms: float) -> dict:
+    one = {"mean_iou": mean, "lowest_iou": lowest, "alpha_mae": 0.5, "ms": ms}
+    return {**one, "allowed": paths.passes(one)}
+
+
+def checked(folder, spec, records: dict, **changed) -> None:
+    check = {"sha256": spec.sha256, "cpu": paths.cpu_features(), "photos": 15, "threads": 1, "paths": records}
+    write_manifest(folder, {}, {spec.name: {**check, **changed}})
+
+
+@pytest.mark.parametrize(
+    ("mean", "lowest", "allowed"),
+    [(0.995, 0.98, True), (0.9999, 0.9999, True), (0.9949, 0.999, False), (0.999, 0.9799, False), (0.0, 0.0, False)],
+)
+def test_a_path_passes_only_with_mean_iou_at_least_0_995_and_lowest_at_least_0_98(mean, lowest, allowed):
+    assert paths.passes({"mean_iou": mean, "lowest_iou": lowest}) is allowed
+
+
+def test_auto_takes_the_fastest_passed_path_of_the_backend(tmp_path, spec):
+    checked(
+        tmp_path,
+        spec,
+        {
+            "onnxruntime/fp32": record(1.0, 1.0, 400),
+            "openvino/fp32": record(1.0, 0.9999, 300),
+            "openvino/bf16": record(0.999, 0.99, 150),
+        },
+    )
+    assert paths.choose(spec, tmp_path, "openvino", "auto").name == "openvino/bf16"
+    assert paths.choose(spec, tmp_path, "onnxruntime", "auto").name == "onnxruntime/fp32"
+
+
+def test_auto_never_takes_a_path_that_failed_however_fast(tmp_path, spec):
+    checked(tmp_path, spec, {"openvino/fp32": record(1.0, 1.0, 300), "openvino/bf16": record(0.99, 0.9, 10)})
+    assert paths.choose(spec, tmp_path, "openvino", "auto").name == "openvino/fp32"
+
+
+def test_auto_is_fp32_where_nothing_was_checked_or_the_check_is_stale(tmp_path, spec):
+    fast = {"openvino/bf16": record(1.0, 1.0, 10), "openvino/fp32": record(1.0, 1.0, 300)}
+    assert paths.choose(spec, tmp_path, "openvino", "auto").name == "openvino/fp32"  # no manifest at all
+    checked(tmp_path, spec, fast, sha256="0" * 64)  # measured on another model file
+    assert paths.choose(spec, tmp_path, "openvino", "auto").precision == "fp32"
+    checked(tmp_path, spec, fast, cpu=["avx512_bf16"])  # measured on another CPU
+    assert paths.choose(spec, tmp_path, "openvino", "auto").precision == "fp32"
+    checked(tmp_path, spec, fast)
+    assert paths.choose(spec, tmp_path, "openvino", "auto").precision == "bf16"
+
+
+def test_auto_takes_int8_only_with_its_variant_in_place(tmp_path, spec):
+    variant = tmp_path / "u2netp.int8.onnx"
+    variant.write_bytes(b"a quantised graph")
+    records = {"onnxruntime/fp32": record(1.0, 1.0, 400), "onnxruntime/int8": record(0.998, 0.99, 200)}
+    int8 = {"file": variant.name, "sha256": "1" * 64, "of": spec.sha256, "fp32": ["Conv_3"]}
+    checked(tmp_path, spec, records, int8=int8)
+    chosen = paths.choose(spec, tmp_path, "onnxruntime", "auto")
+    assert (chosen.name, chosen.file) == ("onnxruntime/int8", variant)
+    variant.unlink()
+    assert paths.choose(spec, tmp_path, "onnxruntime", "auto").name == "onnxruntime/fp32"
+
+
+@pytest.mark.parametrize(
+    ("backend", "precision", "sentence"),
+    [
+        ("onnxruntime", "bf16", "there is no onnxruntime/bf16 path: onnxruntime offers fp32, int8 on the CPU"),
+        ("tensorrt", "fp32", "unknown backend 'tensorrt' (known: onnxruntime, openvino)"),
+        (
+            "openvino",
+            "int8",
+            "model u2netp has no INT8 variant that passed its check: run `bgremover models quantize u2netp`",
+        ),
+    ],
+)
+def test_a_path_that_cannot_be_taken_is_refused_in_one_sentence(tmp_path, spec, backend, precision, sentence):
+    with pytest.raises(ModelError) as refused:
+        paths.choose(spec, tmp_path, backend, precision)
+    assert str(refused.value) == sentence
+
+
+def test_the_checks_survive_a_model_written_into_the_manifest_and_go_with_a_model_removed(tmp_path, spec):
+    entry = {"file": "x.onnx", "sha256": "2" * 64, "input_size": [8, 8], "mean": [0, 0, 0], "std": [1, 1, 1]}
+    entry |= {"output_index": 0, "licence": "MIT", "source": "a test"}
+    write_manifest(tmp_path, {"x": entry}, {"u2netp": {"paths": {}}, "x": {"paths": {}}})
+    write_manifest(tmp_path, {"x": entry, "y": entry})  # as fetch and import write it
+    assert set(read_checks(tmp_path)) == {"u2netp", "x"}
+    assert set(read_manifest(tmp_path)) == {"x", "y"}  # the checks are no model
+    write_manifest(tmp_path, {"y": entry})  # as remove writes it
+    assert set(read_checks(tmp_path)) == {"u2netp"}
+    assert "checks" in json.loads((tmp_path / "manifest.json").read_text())
+
+
+def test_cpu_features_are_the_flags_that_change_kernels(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 fma avx512f avx512_bf16 sha_ni\n")
+    assert paths.cpu_features(cpuinfo) == ["avx2", "fma", "avx512f", "avx512_bf16"]
