@@ -30,8 +30,8 @@ import onnxruntime
 from PIL import Image, ImageOps
 
 from bgremover.bench import api as apibench
+from bgremover.bench import catalog, composites
 from bgremover.bench import cluster as clusterbench
-from bgremover.bench import composites
 from bgremover.bench import models as modelbench
 from bgremover.bench import options as optionbench
 from bgremover.bench import slots as slotbench
@@ -88,6 +88,8 @@ def main(settings: Settings, args: argparse.Namespace, *, soak_step: int = SOAK_
             document = per_option(settings, args, workdir)
         elif args.edges:
             document = edge_quality(settings)
+        elif args.models:
+            document = per_model_path(settings, args, workdir)
         elif args.model:
             document = per_model(settings, args, workdir)
         elif args.slots:
@@ -237,6 +239,16 @@ def per_option(settings: Settings, args: argparse.Namespace, workdir: Path) -> d
         "options": optionbench.options_section(corpus, base, spec, session, workdir / "options"),
         "edges": optionbench.edges_section(corpus, spec, session),
     }
+
+
+def per_model_path(settings: Settings, args: argparse.Namespace, workdir: Path) -> dict:
+    """Each of --models on each path it may take, beside rembg, on the same photos (bench/catalog.py)."""
+    corpus = bench_corpus(args, workdir / "corpus")
+    try:
+        compared = catalog.compare(settings, args.models, corpus, workdir / "models")
+    except modelbench.JobFailed as exc:
+        raise BenchError(str(exc)) from None
+    return {"machine": machine(settings.threads), "corpus": describe_corpus(corpus, args), "models": compared}
 
 
 def per_model(settings: Settings, args: argparse.Namespace, workdir: Path) -> dict:
