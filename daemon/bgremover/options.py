@@ -200,13 +200,14 @@ class ImageOptions:
     precision: Literal["fp32", "bf16", "int8", "auto"] = field(
         default="auto",
         metadata=option(
-            "fp32, bf16, int8, or auto: the fastest the model's check passed on this CPU",
+            "fp32, bf16, int8, or auto: the fastest backend and precision the model's check passed on this CPU",
             flags=("--precision",),
             metavar="PRECISION",
             doc=(
-                "`fp32`, `bf16` (OpenVINO only), `int8` (the variant `bgremover models quantize` made), or `auto`: "
-                "the fastest of the backend's precisions that `bgremover models verify` passed for the model on "
-                "this machine's CPU features, and `fp32` where none has"
+                "`fp32`, `bf16` (OpenVINO only), `int8` (the variant `bgremover models quantize` made), each on "
+                "`backend`; or `auto`: the fastest backend and precision that `bgremover models verify` passed for "
+                "the model on this machine's CPU features (among the backends installed), and fp32 onnxruntime where "
+                "none has"
             ),
         ),
     )

@@ -6,7 +6,9 @@ here (tests/model/test_paths.py runs them).
 
 from __future__ import annotations
 
+import importlib.abc
 import json
+import sys
 
 import pytest
 
@@ -38,7 +40,7 @@ def test_a_path_passes_only_with_mean_iou_at_least_0_995_and_lowest_at_least_0_9
     assert paths.passes({"mean_iou": mean, "lowest_iou": lowest}) is allowed
 
 
-def test_auto_takes_the_fastest_passed_path_of_the_backend(tmp_path, spec):
+def test_auto_takes_the_fastest_passed_path_whatever_the_backend_setting(tmp_path, spec):
     checked(
         tmp_path,
         spec,
@@ -48,24 +50,26 @@ def test_auto_takes_the_fastest_passed_path_of_the_backend(tmp_path, spec):
             "openvino/bf16": record(0.999, 0.99, 150),
         },
     )
-    assert paths.choose(spec, tmp_path, "openvino", "auto").name == "openvino/bf16"
-    assert paths.choose(spec, tmp_path, "onnxruntime", "auto").name == "onnxruntime/fp32"
+    for backend in paths.BACKENDS:
+        assert paths.choose(spec, tmp_path, backend, "auto").name == "openvino/bf16"
+    # A precision named runs on the backend named.
+    assert paths.choose(spec, tmp_path, "onnxruntime", "fp32").name == "onnxruntime/fp32"
 
 
 def test_auto_never_takes_a_path_that_failed_however_fast(tmp_path, spec):
     checked(tmp_path, spec, {"openvino/fp32": record(1.0, 1.0, 300), "openvino/bf16": record(0.99, 0.9, 10)})
-    assert paths.choose(spec, tmp_path, "openvino", "auto").name == "openvino/fp32"
+    assert paths.choose(spec, tmp_path, "onnxruntime", "auto").name == "openvino/fp32"
 
 
 def test_auto_is_fp32_where_nothing_was_checked_or_the_check_is_stale(tmp_path, spec):
     fast = {"openvino/bf16": record(1.0, 1.0, 10), "openvino/fp32": record(1.0, 1.0, 300)}
-    assert paths.choose(spec, tmp_path, "openvino", "auto").name == "openvino/fp32"  # no manifest at all
+    assert paths.choose(spec, tmp_path, "openvino", "auto").name == "onnxruntime/fp32"  # no manifest at all
     checked(tmp_path, spec, fast, sha256="0" * 64)  # measured on another model file
-    assert paths.choose(spec, tmp_path, "openvino", "auto").precision == "fp32"
+    assert paths.choose(spec, tmp_path, "openvino", "auto").name == "onnxruntime/fp32"
     checked(tmp_path, spec, fast, cpu=["avx512_bf16"])  # measured on another CPU
-    assert paths.choose(spec, tmp_path, "openvino", "auto").precision == "fp32"
+    assert paths.choose(spec, tmp_path, "openvino", "auto").name == "onnxruntime/fp32"
     checked(tmp_path, spec, fast)
-    assert paths.choose(spec, tmp_path, "openvino", "auto").precision == "bf16"
+    assert paths.choose(spec, tmp_path, "onnxruntime", "auto").name == "openvino/bf16"
 
 
 def test_auto_takes_int8_only_with_its_variant_in_place(tmp_path, spec):
@@ -114,3 +118,20 @@ def test_cpu_features_are_the_flags_that_change_kernels(tmp_path):
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 fma avx512f avx512_bf16 sha_ni\n")
     assert paths.cpu_features(cpuinfo) == ["avx2", "fma", "avx512f", "avx512_bf16"]
+
+
+class NoOpenVino(importlib.abc.MetaPathFinder):
+    """Python as an install without the openvino extra finds it."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] == "openvino":
+            raise ModuleNotFoundError("No module named 'openvino'")
+        return None
+
+
+def test_auto_passes_over_a_backend_that_is_not_installed(tmp_path, spec, monkeypatch):
+    checked(tmp_path, spec, {"onnxruntime/fp32": record(1.0, 1.0, 400), "openvino/fp32": record(1.0, 1.0, 100)})
+    assert paths.choose(spec, tmp_path, "onnxruntime", "auto").name == "openvino/fp32"
+    monkeypatch.delitem(sys.modules, "openvino", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [NoOpenVino(), *sys.meta_path])
+    assert paths.choose(spec, tmp_path, "onnxruntime", "auto").name == "onnxruntime/fp32"

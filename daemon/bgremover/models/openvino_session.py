@@ -10,13 +10,13 @@ blob in a fraction of that.
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from bgremover.models.manifest import ModelError
+from bgremover.models.paths import installed
 
 # The precision names of bgremover, as OpenVINO's INFERENCE_PRECISION_HINT spells them. An INT8 (QDQ) model
 # runs its quantised convolutions in int8 whatever the hint; the rest in f32.
@@ -25,12 +25,8 @@ HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
 
 def missing() -> str | None:
     """Why the openvino backend cannot run here, in one sentence; None if it can."""
-    # find_spec, not import: the fork server asks this too, and must not start OpenVINO's threads.
-    try:
-        found = importlib.util.find_spec("openvino")
-    except ImportError:  # a finder that refuses it outright
-        found = None
-    if found is None:
+    # Not an import: the fork server asks this too, and must not start OpenVINO's threads.
+    if not installed("openvino"):
         return "the openvino backend needs OpenVINO, which is not installed: pip install 'bgremover[openvino]'"
     return None
 

@@ -13,6 +13,7 @@ Free of numpy, onnxruntime and openvino: the supervisor reads it.
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,18 +96,32 @@ def current_records(spec: ModelSpec, folder: Path | None, features: list[str] | 
 
 
 def choose(spec: ModelSpec, folder: Path | None, backend: str, precision: str) -> InferencePath:
-    """The path a job runs: the one named, or with `auto` the fastest of the backend's passed paths, else fp32."""
+    """The path a job runs: the backend and precision named, or with `auto` the fastest passed path, else fp32.
+
+    `auto` chooses the backend too, among those installed (OpenVINO is an
+    extra), and falls back to fp32 onnxruntime where no path passed.
+    """
     if precision != "auto":
         return path_for(spec, folder, backend, precision)
     records = current_records(spec, folder)
     passed = [
         (record["ms"], name)
         for name, record in records.items()
-        if name.startswith(backend + "/") and passes(record) and isinstance(record.get("ms"), (int, float))
+        if passes(record) and isinstance(record.get("ms"), (int, float)) and installed(name.split("/", 1)[0])
     ]
     for _, name in sorted(passed):
         try:
-            return path_for(spec, folder, backend, name.split("/", 1)[1])
+            return path_for(spec, folder, *name.split("/", 1))
         except ModelError:
-            continue  # its INT8 variant is gone since: the next fastest
-    return InferencePath(backend, "fp32", spec.path)
+            continue  # an unknown name, or its INT8 variant is gone since: the next fastest
+    return InferencePath(*REFERENCE, spec.path)
+
+
+def installed(backend: str) -> bool:
+    """Whether this Python has the backend, without importing it (the fork server must not start its threads)."""
+    if backend != "openvino":
+        return backend in BACKENDS
+    try:
+        return importlib.util.find_spec("openvino") is not None
+    except ImportError:
+        return False
