@@ -135,3 +135,20 @@ def test_auto_passes_over_a_backend_that_is_not_installed(tmp_path, spec, monkey
     monkeypatch.delitem(sys.modules, "openvino", raising=False)
     monkeypatch.setattr(sys, "meta_path", [NoOpenVino(), *sys.meta_path])
     assert paths.choose(spec, tmp_path, "onnxruntime", "auto").name == "onnxruntime/fp32"
+
+
+def test_the_bench_runs_fp32_onnxruntime_and_every_path_that_passed_fastest_first(tmp_path, spec):
+    from bgremover.bench.catalog import allowed_paths
+
+    records = {
+        "onnxruntime/fp32": record(1.0, 1.0, 400),
+        "openvino/fp32": record(1.0, 1.0, 300),
+        "openvino/bf16": record(0.999, 0.99, 150),
+        "onnxruntime/int8": record(0.97, 0.8, 100),  # failed: never benched as an allowed path
+    }
+    checked(tmp_path, spec, records)
+    assert [path.name for path in allowed_paths(spec, tmp_path)] == [
+        "onnxruntime/fp32",
+        "openvino/bf16",
+        "openvino/fp32",
+    ]
