@@ -56,6 +56,13 @@ def test_auto_takes_the_fastest_passed_path_whatever_the_backend_setting(tmp_pat
     assert paths.choose(spec, tmp_path, "onnxruntime", "fp32").name == "onnxruntime/fp32"
 
 
+def test_auto_stays_with_fp32_onnxruntime_for_a_path_hardly_faster(tmp_path, spec):
+    checked(tmp_path, spec, {"onnxruntime/fp32": record(1.0, 1.0, 400), "openvino/fp32": record(1.0, 1.0, 370)})
+    assert paths.choose(spec, tmp_path, "onnxruntime", "auto").name == "onnxruntime/fp32"
+    checked(tmp_path, spec, {"onnxruntime/fp32": record(1.0, 1.0, 400), "openvino/fp32": record(1.0, 1.0, 350)})
+    assert paths.choose(spec, tmp_path, "onnxruntime", "auto").name == "openvino/fp32"
+
+
 def test_auto_never_takes_a_path_that_failed_however_fast(tmp_path, spec):
     checked(tmp_path, spec, {"openvino/fp32": record(1.0, 1.0, 300), "openvino/bf16": record(0.99, 0.9, 10)})
     assert paths.choose(spec, tmp_path, "onnxruntime", "auto").name == "openvino/fp32"

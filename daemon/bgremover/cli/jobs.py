@@ -32,6 +32,7 @@ def start_config(settings: Settings, model: dict) -> dict:
         "backend": model.get("backend", settings.backend),
         "precision": model.get("precision", settings.precision),
         "cache_dir": str(settings.compile_cache),
+        "checks_dir": str(settings.models_folder),
     }
 
 

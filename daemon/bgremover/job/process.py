@@ -60,6 +60,7 @@ class Shared:
     path: paths.InferencePath | None = None  # the backend, precision and file the jobs run
     asked: tuple[str, str] = ("onnxruntime", "fp32")  # the backend and precision the settings or ticket named
     cache_dir: Path | None = None  # OpenVINO's compile cache, shared by every job
+    checks_dir: Path | None = None  # the models folder holding the checks and INT8 variants
 
     def failed(self, error: str) -> Shared:
         return dataclasses.replace(self, optimized=None, error=error)
@@ -103,15 +104,15 @@ def preload(config: dict, optimize: bool = True) -> Shared:
     matting.ensure_encoder(config.get("format", "png"))
     matting.edges.preload()  # any folder's ticket may ask for clean edges
     asked = (config.get("backend", "onnxruntime"), config.get("precision", "fp32"))
-    path = chosen_path(spec, asked)
-    cache_dir = Path(config["cache_dir"]) if config.get("cache_dir") else None
+    cache_dir, checks_dir = (Path(config[key]) if config.get(key) else None for key in ("cache_dir", "checks_dir"))
+    path = chosen_path(spec, asked, checks_dir)
     optimized = optimized_in_child(spec, providers, path) if optimize else None
-    return Shared(spec, optimized, config.get("threads"), providers, None, path, asked, cache_dir)
+    return Shared(spec, optimized, config.get("threads"), providers, None, path, asked, cache_dir, checks_dir)
 
 
-def chosen_path(spec: ModelSpec, asked: tuple[str, str]) -> paths.InferencePath:
+def chosen_path(spec: ModelSpec, asked: tuple[str, str], checks_dir: Path | None) -> paths.InferencePath:
     """The path the jobs run (reading the manifest's checks only: OpenVINO is not imported here)."""
-    path = paths.choose(spec, spec.path.parent, *asked)
+    path = paths.choose(spec, checks_dir or spec.path.parent, *asked)
     if path.backend == "openvino":
         from bgremover.models.openvino_session import missing  # looks, does not import OpenVINO
 
@@ -135,7 +136,7 @@ def variant(shared: Shared, request: dict) -> Shared:
             spec = matting.load_model_spec(request["model"], Path(request["models_dir"]), verify=False)
             if spec.sha256 != request["sha256"]:  # replaced between the supervisor's check and now
                 raise matting.ModelError(f"model file {spec.path} changed while the daemon ran; retry the item")
-            path = chosen_path(spec, asked)
+            path = chosen_path(spec, asked, shared.checks_dir)
             optimized = optimized_in_child(spec, shared.providers, path)
             _variants[key] = dataclasses.replace(
                 shared, spec=spec, optimized=optimized, path=path, asked=asked, error=None
@@ -233,6 +234,7 @@ def matching(prepared: Prepared | None, args: JobSpec) -> Prepared:
         "backend": args.options.backend,
         "precision": args.options.precision,
         "cache_dir": args.cache_dir,
+        "checks_dir": args.checks_dir,
         "threads": args.threads,
         "providers": list(args.providers),
         "format": args.options.output_format,

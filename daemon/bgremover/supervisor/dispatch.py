@@ -135,7 +135,7 @@ class Dispatch:
             report=self.spool.report(item), log=self.spool.job_log(item), options=options,
             mask=self.spool.mask_result(item) if options.output == "both" else None,
             models_dir=model.path.parent, threads=settings.threads, providers=tuple(settings.providers),
-            cache_dir=settings.compile_cache, item=item.id, attempt=item.attempts,
+            cache_dir=settings.compile_cache, checks_dir=settings.models_folder, item=item.id, attempt=item.attempts,
         )  # fmt: skip
 
     def launch(self, spec: JobSpec, item: Item, model: ModelSpec, now: float) -> RunningJob | None:
