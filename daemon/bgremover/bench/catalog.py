@@ -139,6 +139,7 @@ def large_photo(settings, folder: Path) -> Path:
     pixels = settings.max_megapixels * 1e6
     width = int((pixels * 4 / 3) ** 0.5)
     size = (width, int(pixels // width))
+    folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"large-{size[0]}x{size[1]}.jpg"
     with Image.open(sorted(PHOTOS.glob("*.jpg"))[0]) as photo:
         photo.convert("RGB").resize(size, Image.Resampling.BICUBIC).save(target, "JPEG", quality=90)

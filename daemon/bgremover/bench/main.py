@@ -248,7 +248,7 @@ def per_model_path(settings: Settings, args: argparse.Namespace, workdir: Path) 
         compared = catalog.compare(settings, args.models, corpus, workdir / "models")
     except modelbench.JobFailed as exc:
         raise BenchError(str(exc)) from None
-    return {"machine": machine(settings.threads), "corpus": describe_corpus(corpus, args), "models": compared}
+    return {"machine": machine(settings.threads), "corpus": describe_corpus(corpus, args), "paths_and_rembg": compared}
 
 
 def per_model(settings: Settings, args: argparse.Namespace, workdir: Path) -> dict:
@@ -636,6 +636,8 @@ SECTION_TITLES = {
     "options": "each output option, whole pipeline in this process",
     "edges": "edges against the raw mask (alpha levels of 255; band = pixels near the contour)",
     "models": "each model: session, model alone, whole pipeline in this process (medians), one job's peak memory",
+    "paths_and_rembg": "each model on each path its check allowed, through the daemon, beside rembg with the same "
+    "model file on the same photos (agreement: IoU of alpha ≥ 128, alpha MAE in levels of 255)",
     "agreement": "mask agreement at each photo's size (alpha_diff: mean |difference| in levels of 255)",
 }
 KEY_WIDTH = 40
