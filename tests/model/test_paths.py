@@ -111,7 +111,8 @@ def test_models_verify_records_every_path_and_the_cpu_it_ran_on(tmp_path):
 
 def test_an_int8_variant_that_fails_the_gate_is_not_registered(tmp_path, monkeypatch):
     monkeypatch.setattr(quantizing, "MOST_KEPT", 0)  # every convolution quantised, none kept back
-    monkeypatch.setattr(quantizing.photoset, "photos", few_photos)
+    photos = few_photos()
+    monkeypatch.setattr(quantizing.photoset, "photos", lambda: photos)
     said = []
     assert quantizing.quantize("u2netp", tmp_path, say=said.append) is None
     assert not (tmp_path / "u2netp.int8.onnx").exists()
