@@ -159,3 +159,14 @@ def test_the_bench_runs_fp32_onnxruntime_and_every_path_that_passed_fastest_firs
         "openvino/bf16",
         "openvino/fp32",
     ]
+
+
+def test_bench_models_takes_each_name_once_in_order_and_refuses_none():
+    import argparse
+
+    from bgremover.bench.arguments import models_argument
+
+    assert models_argument("u2netp, u2net,u2netp,isnet-medium") == ["u2netp", "u2net", "isnet-medium"]
+    with pytest.raises(argparse.ArgumentTypeError) as refused:
+        models_argument(" , ")
+    assert str(refused.value) == "expected model names such as u2netp,u2net, got ' , '"
