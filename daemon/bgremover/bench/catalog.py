@@ -147,8 +147,8 @@ def large_photo(settings, folder: Path) -> Path:
 
 
 def one_model(settings, name: str, corpus: list[Path], workdir: Path, large: Path) -> dict:
-    spec = matting.find_model_spec(name, settings.models_folder)
-    folder = spec.path.parent
+    folder = settings.models_folder  # where the checks are, also of a bundled model
+    spec = matting.find_model_spec(name, folder)
     chosen = paths.choose(spec, folder, settings.backend, settings.precision)
     runs, alphas = {}, {}
     for path in allowed_paths(spec, folder):
