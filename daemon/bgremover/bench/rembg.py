@@ -55,14 +55,17 @@ def installed(say=print) -> Path:
 
 
 def arguments(spec, home: Path) -> list[str]:
-    """`-m NAME` for a model rembg knows by name (its file linked into `home`), else dis_custom with the path."""
+    """`-m NAME` for a model rembg knows by name, else dis_custom with the file's path; its file linked into `home`.
+
+    rembg takes a custom model only from inside its models folder ($U2NET_HOME).
+    """
+    home.mkdir(parents=True, exist_ok=True)
+    link = home / f"{spec.name}.onnx"
+    link.unlink(missing_ok=True)
+    link.symlink_to(spec.path.resolve())
     if spec.name in BY_NAME:
-        home.mkdir(parents=True, exist_ok=True)
-        link = home / f"{spec.name}.onnx"
-        link.unlink(missing_ok=True)
-        link.symlink_to(spec.path.resolve())
         return ["-m", spec.name]
-    return ["-m", "dis_custom", "-x", json.dumps({"model_path": str(spec.path.resolve())})]
+    return ["-m", "dis_custom", "-x", json.dumps({"model_path": str(link)})]
 
 
 def run(spec, corpus_folder: Path, count: int, folder: Path) -> dict:
