@@ -142,6 +142,9 @@ def test_auto_passes_over_a_backend_that_is_not_installed(tmp_path, spec, monkey
     monkeypatch.delitem(sys.modules, "openvino", raising=False)
     monkeypatch.setattr(sys, "meta_path", [NoOpenVino(), *sys.meta_path])
     assert paths.choose(spec, tmp_path, "onnxruntime", "auto").name == "onnxruntime/fp32"
+    with pytest.raises(ModelError) as refused:  # named, it is never quietly another
+        paths.choose(spec, tmp_path, "openvino", "auto")
+    assert str(refused.value).endswith("pip install 'bgremover[openvino]'")
 
 
 def test_the_bench_runs_fp32_onnxruntime_and_every_path_that_passed_fastest_first(tmp_path, spec):

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from bgremover.models.manifest import ModelError
-from bgremover.models.paths import installed
+from bgremover.models.paths import NOT_INSTALLED, installed
 
 # The precision names of bgremover, as OpenVINO's INFERENCE_PRECISION_HINT spells them. An INT8 (QDQ) model
 # runs its quantised convolutions in int8 whatever the hint; the rest in f32.
@@ -27,7 +27,7 @@ def missing() -> str | None:
     """Why the openvino backend cannot run here, in one sentence; None if it can."""
     # Not an import: the fork server asks this too, and must not start OpenVINO's threads.
     if not installed("openvino"):
-        return "the openvino backend needs OpenVINO, which is not installed: pip install 'bgremover[openvino]'"
+        return NOT_INSTALLED["openvino"]
     return None
 
 

@@ -24,6 +24,9 @@ PRECISIONS = ("fp32", "bf16", "int8")
 # What each backend can compute on a CPU; int8 needs the variant `models quantize` made.
 OFFERED = {"onnxruntime": ("fp32", "int8"), "openvino": ("fp32", "bf16", "int8")}
 REFERENCE = ("onnxruntime", "fp32")  # what every other path is measured against
+NOT_INSTALLED = {
+    "openvino": "the openvino backend needs OpenVINO, which is not installed: pip install 'bgremover[openvino]'"
+}
 MIN_MEAN_IOU = 0.995
 MIN_LOWEST_IOU = 0.98
 # `auto` leaves fp32 onnxruntime only for a path measured at most this share of its CPU time: two runs of one
@@ -104,6 +107,8 @@ def choose(spec: ModelSpec, folder: Path | None, backend: str, precision: str) -
     `auto` chooses the backend too, among those installed (OpenVINO is an
     extra), and falls back to fp32 onnxruntime where no path passed.
     """
+    if backend in BACKENDS and not installed(backend):
+        raise ModelError(NOT_INSTALLED[backend])  # named in the settings or a ticket: never quietly another
     if precision != "auto":
         return path_for(spec, folder, backend, precision)
     records = current_records(spec, folder)
