@@ -45,6 +45,8 @@ from pydantic import ValidationError
 
 from bgremover.imaging import matting
 from bgremover.imaging.matting import BadInput, EncoderUnavailable, ModelError  # noqa: F401 - raised to callers
+from bgremover.models import paths
+from bgremover.models.runtime import open_path
 from bgremover.options import ImageOptions, names, settings_model, values_of
 from bgremover.settings import describe, load_settings, usable_cores
 
@@ -68,11 +70,15 @@ class Session:
         models_dir: str | Path | None = None,
         threads: int | None = None,
         providers: tuple[str, ...] = (matting.CPU,),
+        backend: str = "onnxruntime",
+        precision: str = "auto",
     ) -> None:
         folder = Path(models_dir) if models_dir is not None else load_settings().models_folder
         self.model = model
         self.spec = matting.find_model_spec(model, folder)
-        self.inference = matting.create_session(self.spec, threads, providers)
+        self.asked = {"backend": backend, "precision": precision}
+        self.path = paths.choose(self.spec, folder, backend, precision)
+        self.inference = open_path(self.spec, self.path, threads, providers)
 
     def __repr__(self) -> str:
         return f"Session({self.model!r}, file={str(self.spec.path)!r})"
@@ -125,7 +131,7 @@ def remove(
     if format is not None and kind != "bytes":
         raise ValueError(f"format applies only to bytes input; a {kind} input gives back the same kind, unencoded")
     options = _options(output, background, edges, crop, format or "png", more)
-    session = _session_for(model, session)
+    session = _session_for(model, session, {key: more[key] for key in ("backend", "precision") if key in more})
     decoded = _decoded(kind, data, options)
     rgba = matting.matte(decoded.image, session.inference, session.spec, options)
     if kind == "bytes":
@@ -178,11 +184,14 @@ def more_options(options: type[ImageOptions] = ImageOptions) -> tuple[str, ...]:
 NOT_HERE = {"recipes", "recipes_file", "loose_files"}
 
 
-def _session_for(model: str | None, session: Session | None) -> Session:
+def _session_for(model: str | None, session: Session | None, asked: dict) -> Session:
     if session is None:
-        return Session(model or DEFAULT_MODEL)
+        return Session(model or DEFAULT_MODEL, **asked)
     if model is not None and model != session.model:
         raise ValueError(f"model={model!r} was asked for, but the session holds {session.model!r}; pass one of them")
+    for key, value in asked.items():
+        if value != session.asked[key]:
+            raise ValueError(f"{key}={value!r} was asked for, but the session runs {session.asked[key]!r}; pass one")
     return session
 
 

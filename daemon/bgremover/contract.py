@@ -107,6 +107,11 @@ class JobSpec:
         default=None, metadata=option("--review-models-dir", Path, help="where review_model's manifest is")
     )
     threads: int | None = field(default=None, metadata=option("--threads", whole(1, 1024)))
+    # OpenVINO's compile cache, under the state folder: shared by every job, so only the first compiles.
+    cache_dir: Path | None = field(default=None, metadata=option("--cache-dir", Path))
+    # The user's models folder: its manifest holds the checks `precision = "auto"` reads, and the INT8
+    # variants, also of a bundled model (whose own folder, inside the package, is never written).
+    checks_dir: Path | None = field(default=None, metadata=option("--checks-dir", Path))
     providers: tuple[str, ...] = field(
         default=("CPUExecutionProvider",),
         metadata=option("--providers", _providers, help="comma-separated onnxruntime execution providers"),

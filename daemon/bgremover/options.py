@@ -224,6 +224,32 @@ class ImageOptions:
             ),
         ),
     )
+    backend: Literal["onnxruntime", "openvino"] = field(
+        default="onnxruntime",
+        metadata=option(
+            "the inference backend: onnxruntime, or openvino (pip install 'bgremover[openvino]')",
+            flags=("--backend",),
+            metavar="BACKEND",
+            doc=(
+                "`onnxruntime`, or `openvino` (installed with `pip install 'bgremover[openvino]'`; without it each "
+                "job fails with one line saying so); see [Backends and precisions](models.md#backends-and-precisions)"
+            ),
+        ),
+    )
+    precision: Literal["fp32", "bf16", "int8", "auto"] = field(
+        default="auto",
+        metadata=option(
+            "fp32, bf16, int8, or auto: the fastest backend and precision the model's check passed on this CPU",
+            flags=("--precision",),
+            metavar="PRECISION",
+            doc=(
+                "`fp32`, `bf16` (OpenVINO only), `int8` (the variant `bgremover models quantize` made), each on "
+                "`backend`; or `auto`: the fastest backend and precision that `bgremover models verify` passed for "
+                "the model on this machine's CPU features (among the backends installed), and fp32 onnxruntime where "
+                "none has"
+            ),
+        ),
+    )
     quality: int = field(
         default=90,
         metadata=option(

@@ -399,6 +399,11 @@ class Settings(
     def database(self) -> Path:
         return self.state_dir / "bgremover.sqlite3"
 
+    @property
+    def compile_cache(self) -> Path:
+        """OpenVINO's compiled models, shared by every job of this root (made on first use)."""
+        return self.state_dir / "openvino"
+
 
 def usable_cores() -> int:
     """The cores this process may run on (a cgroup or taskset can allow fewer than the machine has)."""

@@ -46,7 +46,7 @@ LAYERS = [
     ("stores and steps", {"queue", "intake", "imaging", "recipes", "models", "outbox", "service", "review"}),
     ("jobs", {"job", "runners"}),
     ("the supervisor", {"supervisor"}),
-    ("what the clients share", {"status", "api", "bgremover", "settingsdocs"}),
+    ("what the clients share", {"status", "api", "bgremover", "settingsdocs", "tuning"}),
     ("clients", {"cli", "web", "bench"}),
     ("the entry point", {"main", "__main__"}),
 ]

@@ -33,7 +33,8 @@ def test_a_ticket_sets_output_settings_checked_like_the_daemons_own(tmp_path):
             "threads = 64",
             "the job ticket bgremover.toml sets 'threads', which a ticket cannot set; "
             "it may set output_format, background, output, crop, margin, fill, size, edges, decontaminate, "
-            "model, review_model, review_escalate, review_compare, quality, png_compress_level, webp_method, avif_speed",
+            "model, review_model, review_escalate, review_compare, backend, precision, "
+            "quality, png_compress_level, webp_method, avif_speed",
         ),
         ('decontaminate = "maybe"', "the job ticket bgremover.toml is invalid: bad setting 'decontaminate': "),
         ("quality = ", "the job ticket bgremover.toml is not valid TOML: "),

@@ -66,6 +66,13 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help="compare model NAME with the bundled u2netp: time per image and mask agreement",
     )
+    parser.add_argument(
+        "--models",
+        type=models_argument,
+        metavar="NAME,NAME,...",
+        help="each model's allowed backends and precisions through the daemon, beside `rembg p -m` the same model, "
+        "on the same photos",
+    )
     parser.add_argument("--keep", type=Path, metavar="DIR", help="work in DIR and keep it for inspection")
     parser.add_argument(
         "--slots",
@@ -82,6 +89,14 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         "runner and N workers of one slot each on this machine (needs --broker or broker_url)",
     )
     parser.add_argument("--broker", metavar="URL", help="the Redis broker for --workers (default: broker_url)")
+
+
+def models_argument(text: str) -> list[str]:
+    """`--models u2netp,u2net`: model names, each once, in the order given."""
+    names = list(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected model names such as u2netp,u2net, got {text!r}")
+    return names
 
 
 def size_argument(text: str) -> tuple[int, int]:

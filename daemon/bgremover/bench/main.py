@@ -30,8 +30,8 @@ import onnxruntime
 from PIL import Image, ImageOps
 
 from bgremover.bench import api as apibench
+from bgremover.bench import catalog, composites
 from bgremover.bench import cluster as clusterbench
-from bgremover.bench import composites
 from bgremover.bench import models as modelbench
 from bgremover.bench import options as optionbench
 from bgremover.bench import rerender as rerenderbench
@@ -94,6 +94,8 @@ def main(settings: Settings, args: argparse.Namespace, *, soak_step: int = SOAK_
             document = edge_quality(settings)
         elif args.signals:
             document = signal_quality(settings)
+        elif args.models:
+            document = per_model_path(settings, args, workdir)
         elif args.model:
             document = per_model(settings, args, workdir)
         elif args.slots:
@@ -269,6 +271,16 @@ def per_rerender(settings: Settings, args: argparse.Namespace, workdir: Path) ->
         "corpus": describe_corpus(corpus, args),
         **rerenderbench.rerender_against_session(settings, corpus, workdir),
     }
+
+
+def per_model_path(settings: Settings, args: argparse.Namespace, workdir: Path) -> dict:
+    """Each of --models on each path it may take, beside rembg, on the same photos (bench/catalog.py)."""
+    corpus = bench_corpus(args, workdir / "corpus")
+    try:
+        compared = catalog.compare(settings, args.models, corpus, workdir / "models")
+    except modelbench.JobFailed as exc:
+        raise BenchError(str(exc)) from None
+    return {"machine": machine(settings.threads), "corpus": describe_corpus(corpus, args), "paths_and_rembg": compared}
 
 
 def per_model(settings: Settings, args: argparse.Namespace, workdir: Path) -> dict:
@@ -663,6 +675,8 @@ SECTION_TITLES = {
     "rerender shopify-square": "`bgremover rerender` of that session with shopify-square (2048-px WebP): no model",
     "edges": "edges against the raw mask (alpha levels of 255; band = pixels near the contour)",
     "models": "each model: session, model alone, whole pipeline in this process (medians), one job's peak memory",
+    "paths_and_rembg": "each model on each path its check allowed, through the daemon, beside rembg with the same "
+    "model file on the same photos (agreement: IoU of alpha ≥ 128, alpha MAE in levels of 255)",
     "agreement": "mask agreement at each photo's size (alpha_diff: mean |difference| in levels of 255)",
     "labelled_set": "the labelled set: cases in each group (bench/signals.py)",
     "signals": "each quality signal of the first model on the labelled set",

@@ -29,7 +29,7 @@ MODEL_IMAGES = 10  # the corpus --model makes unless --count says otherwise
 INFERENCE_RUNS = 5  # after a warm-up; a large model takes a second or more a run
 SUBJECT_ALPHA = 128  # a pixel with at least this alpha counts as subject for IoU
 # The settings a job's memory depends on, handed to the fresh process as the daemon hands them to its jobs.
-JOB_MEMORY_SETTINGS = ("threads", "providers", "max_megapixels", "large_images")
+JOB_MEMORY_SETTINGS = ("threads", "providers", "max_megapixels", "large_images", "backend", "precision")
 # Reaps the job with os.wait4 and writes "EXIT_CODE PEAK_RSS_KB" to the file named first.
 #
 # Why a launcher between us and the job: Linux carries the high-water mark of the

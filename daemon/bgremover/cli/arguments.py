@@ -158,6 +158,18 @@ def add_models(commands: Commands, common: argparse.ArgumentParser) -> None:
     )
     remove = actions.add_parser("remove", parents=[common], help="delete a fetched model from the models folder")
     remove.add_argument("name")
+    verify = actions.add_parser(
+        "verify",
+        parents=[common],
+        help="run every backend and precision on the project's photos against fp32, and record which pass",
+    )
+    verify.add_argument("name", help="the model (see `bgremover models list`)")
+    quantize = actions.add_parser(
+        "quantize",
+        parents=[common],
+        help="make an INT8 variant calibrated on the project's photos, registered only if it passes the check",
+    )
+    quantize.add_argument("name", help="the model (see `bgremover models list`)")
     add_import_arguments(
         actions.add_parser(
             "import", parents=[common], help="copy the model files rembg users have into the models folder"

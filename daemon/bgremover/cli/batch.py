@@ -165,7 +165,7 @@ def remove_all(settings: Settings, paths: list[Path], outdir: Path, in_process: 
     planned = plan(images, outdir, fmt, settings.output == "both")
     jobs = InProcessJobs(settings) if in_process else IsolatedJobs(settings)
     try:
-        jobs.start(variant_request(model))
+        jobs.start(variant_request(model, values_of(settings)))
     except RunnerError as exc:  # a provider, an encoder, the model: nothing could run here
         jobs.close()
         return fail(f"cannot start: {exc}", EXIT_USAGE)

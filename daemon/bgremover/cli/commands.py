@@ -330,6 +330,17 @@ def import_models(folder: Path, args: argparse.Namespace) -> int:
     return EXIT_FAILED if refused else EXIT_OK
 
 
+def check_model(settings: Settings, args: argparse.Namespace) -> int:
+    """`models verify` and `models quantize` (which verifies what it registered): 1 if no variant passed."""
+    from bgremover.tuning import agreement, quantizing
+
+    folder = settings.models_folder
+    if args.action == "quantize" and quantizing.quantize(args.name, folder) is None:
+        return EXIT_FAILED
+    agreement.verify(args.name, folder, cache_dir=settings.compile_cache)
+    return EXIT_OK
+
+
 def models(settings: Settings, args: argparse.Namespace) -> int:
     from bgremover.models import fetch
     from bgremover.models.manifest import ModelError
@@ -342,6 +353,8 @@ def models(settings: Settings, args: argparse.Namespace) -> int:
             fetch.fetch(args.name, folder, args.given)
         elif args.action == "import":
             return import_models(folder, args)
+        elif args.action in ("verify", "quantize"):
+            return check_model(settings, args)
         else:
             fetch.remove(args.name, folder)
             if settings.model == args.name:

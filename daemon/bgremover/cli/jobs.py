@@ -29,6 +29,10 @@ def start_config(settings: Settings, model: dict) -> dict:
         "threads": settings.threads,
         "providers": list(settings.providers),
         "format": settings.output_format,
+        "backend": model.get("backend", settings.backend),
+        "precision": model.get("precision", settings.precision),
+        "cache_dir": str(settings.compile_cache),
+        "checks_dir": str(settings.models_folder),
     }
 
 

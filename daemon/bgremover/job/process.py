@@ -14,6 +14,7 @@ the supervisor sees a negative return code as for any signal.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -31,7 +32,9 @@ from bgremover.backoff import is_storage_error
 from bgremover.contract import ExitCode, JobSpec
 from bgremover.imaging import matting
 from bgremover.job import renders
+from bgremover.models import paths
 from bgremover.models.manifest import ModelSpec
+from bgremover.models.runtime import open_path
 from bgremover.options import values_of
 from bgremover.outbox.zips import mask_member
 
@@ -56,12 +59,19 @@ class Shared:
     threads: int | None
     providers: tuple[str, ...]
     error: str | None = None  # why this model cannot run here; each job then fails with it
+    path: paths.InferencePath | None = None  # the backend, precision and file the jobs run
+    asked: tuple[str, str] = ("onnxruntime", "fp32")  # the backend and precision the settings or ticket named
+    cache_dir: Path | None = None  # OpenVINO's compile cache, shared by every job
+    checks_dir: Path | None = None  # the models folder holding the checks and INT8 variants
+
+    def failed(self, error: str) -> Shared:
+        return dataclasses.replace(self, optimized=None, error=error)
 
 
 # Every model the fork server has loaded for a spawn request, by (name, folder,
-# sha256): each is read and optimized once, and shared by every job forked
-# after that; a file replaced under the same name is a new model.
-_variants: dict[tuple[str, str, str], Shared] = {}
+# sha256, backend, precision): each is read and optimized once, and shared by every
+# job forked after that; a file replaced under the same name is a new model.
+_variants: dict[tuple[str, str, str, str, str], Shared] = {}
 
 
 @dataclass
@@ -76,11 +86,14 @@ class Prepared:
         """What this process will actually run on, for the supervisor's start-up log."""
         if self.session is None:
             return {"error": self.error}
+        if hasattr(self.session, "describe"):  # OpenVINO's
+            return self.session.describe()
         options = self.session.get_session_options()
         return {
             "providers": self.session.get_providers(),
             "intra_op_threads": options.intra_op_num_threads,
             "onnxruntime": onnxruntime.__version__,
+            "precision": self.shared.path.precision if self.shared.path else "fp32",
         }
 
 
@@ -94,8 +107,22 @@ def preload(config: dict, optimize: bool = True) -> Shared:
     matting.edges.preload()  # any folder's ticket may ask for clean edges
     # Any folder's ticket may ask for recipes too; the settings' own are checked now, so a typo stops start-up.
     renders.preload(config.get("recipes") or "", config.get("recipes_file"))
-    optimized = optimized_in_child(spec, providers) if optimize else None
-    return Shared(spec, optimized, config.get("threads"), providers)
+    asked = (config.get("backend", "onnxruntime"), config.get("precision", "fp32"))
+    cache_dir, checks_dir = (Path(config[key]) if config.get(key) else None for key in ("cache_dir", "checks_dir"))
+    path = chosen_path(spec, asked, checks_dir)
+    optimized = optimized_in_child(spec, providers, path) if optimize else None
+    return Shared(spec, optimized, config.get("threads"), providers, None, path, asked, cache_dir, checks_dir)
+
+
+def chosen_path(spec: ModelSpec, asked: tuple[str, str], checks_dir: Path | None) -> paths.InferencePath:
+    """The path the jobs run (reading the manifest's checks only: OpenVINO is not imported here)."""
+    path = paths.choose(spec, checks_dir or spec.path.parent, *asked)
+    if path.backend == "openvino":
+        from bgremover.models.openvino_session import missing  # looks, does not import OpenVINO
+
+        if missing():
+            raise matting.ModelError(missing())
+    return path
 
 
 def variant(shared: Shared, request: dict) -> Shared:
@@ -104,22 +131,33 @@ def variant(shared: Shared, request: dict) -> Shared:
     Never raises: the fork server must outlive a model that cannot load, and
     the jobs asking for it fail with the sentence instead.
     """
-    key = (request["model"], request["models_dir"], request["sha256"])
-    if key == (shared.spec.name, str(shared.spec.path.parent), shared.spec.sha256):
+    asked = (request.get("backend", "onnxruntime"), request.get("precision", "fp32"))
+    key = (request["model"], request["models_dir"], request["sha256"], *asked)
+    if key == (shared.spec.name, str(shared.spec.path.parent), shared.spec.sha256, *shared.asked):
         return shared
     if key not in _variants:
         try:
             spec = matting.load_model_spec(request["model"], Path(request["models_dir"]), verify=False)
             if spec.sha256 != request["sha256"]:  # replaced between the supervisor's check and now
                 raise matting.ModelError(f"model file {spec.path} changed while the daemon ran; retry the item")
-            _variants[key] = Shared(spec, optimized_in_child(spec, shared.providers), shared.threads, shared.providers)
+            path = chosen_path(spec, asked, shared.checks_dir)
+            optimized = optimized_in_child(spec, shared.providers, path)
+            _variants[key] = dataclasses.replace(
+                shared, spec=spec, optimized=optimized, path=path, asked=asked, error=None
+            )
         except (matting.ModelError, OSError) as exc:
-            return Shared(shared.spec, None, shared.threads, shared.providers, error=str(exc))  # not kept: may be fixed
+            return shared.failed(str(exc))  # not kept: may be fixed
     return _variants[key]
 
 
-def optimized_in_child(spec: ModelSpec, providers: tuple[str, ...]) -> bytes:
-    """matting.optimize, run in a child so the fork server itself never holds an onnxruntime session."""
+def optimized_in_child(spec: ModelSpec, providers: tuple[str, ...], path: paths.InferencePath) -> bytes | None:
+    """matting.optimize, run in a child so the fork server itself never holds an onnxruntime session.
+
+    None for OpenVINO: its compile cache does that work, in the job processes.
+    """
+    if path.backend != "onnxruntime":
+        return None
+    spec = dataclasses.replace(spec, path=path.file)
     with tempfile.TemporaryDirectory(prefix="bgremover-") as folder:
         target = Path(folder) / "optimized.onnx"
         pid = os.fork()
@@ -144,8 +182,9 @@ def prepare(shared: Shared) -> Prepared:
     """In the fresh child: its own session, with its own threads (threads do not survive a fork)."""
     if shared.error:
         return Prepared(shared, None, shared.error)
+    path = shared.path or paths.InferencePath("onnxruntime", "fp32", shared.spec.path)
     try:
-        session = matting.create_session(shared.spec, shared.threads, shared.providers, shared.optimized)
+        session = open_path(shared.spec, path, shared.threads, shared.providers, shared.optimized, shared.cache_dir)
     except matting.ModelError as exc:
         return Prepared(shared, None, str(exc))
     return Prepared(shared, session)
@@ -193,11 +232,16 @@ def main(argv: list[str] | None = None, prepared: Prepared | None = None) -> int
 
 def matching(prepared: Prepared | None, args: JobSpec) -> Prepared:
     """The prepared session if it fits this job's model, else one made now (a job run by hand)."""
-    if prepared is not None and prepared.shared.spec.name == args.options.model:
+    asked = (args.options.backend, args.options.precision)
+    if prepared is not None and prepared.shared.spec.name == args.options.model and prepared.shared.asked == asked:
         return prepared
     config = {
         "model": args.options.model,
         "models_dir": args.models_dir,
+        "backend": args.options.backend,
+        "precision": args.options.precision,
+        "cache_dir": args.cache_dir,
+        "checks_dir": args.checks_dir,
         "threads": args.threads,
         "providers": list(args.providers),
         "format": args.options.output_format,

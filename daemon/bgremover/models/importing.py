@@ -24,7 +24,7 @@ from pathlib import Path
 
 from bgremover import durable
 from bgremover.models import rembg
-from bgremover.models.fetch import manifest_bytes, write_atomically
+from bgremover.models.fetch import write_manifest
 from bgremover.models.manifest import ModelError, read_manifest, spec_from_entry
 
 BLOCK = 1 << 20
@@ -75,7 +75,7 @@ def import_files(
         copy_checked(found.source, folder / found.entry["file"], found.entry["sha256"])
         added[name] = found.entry
     if added:
-        write_atomically(folder / "manifest.json", manifest_bytes({**manifest, **added}))
+        write_manifest(folder, {**manifest, **added})
     for name in added:
         size = (folder / added[name]["file"]).stat().st_size
         say(

@@ -32,6 +32,9 @@ RESIZES = ("lanczos", "bilinear")
 MASK_RANGES = ("stretch", "unit")
 REQUIRED = ("file", "sha256", "input_size", "mean", "std", "output_index", "licence", "source")
 OPTIONAL = ("scale", "activation", "resize", "mask_range", "portrait_only")
+# The one key of a models folder's manifest.json that is not a model: what `bgremover models verify` measured
+# there, model by model (see models/paths.py). No model may take this name.
+CHECKS = "checks"
 
 
 class ModelError(Exception):
@@ -153,7 +156,18 @@ def read_manifest(directory: Path | None, missing_ok: bool = False) -> dict:
         raise ModelError(f"model manifest {path} cannot be read: {exc}") from None
     if not isinstance(manifest, dict):
         raise ModelError(f"model manifest {path} is not a JSON object of model names")
+    manifest.pop(CHECKS, None)
     return manifest
+
+
+def read_checks(directory: Path) -> dict:
+    """The checks recorded in the models folder's manifest, by model name; {} when there are none."""
+    path = directory / "manifest.json"
+    try:
+        checks = json.loads(path.read_text(encoding="utf-8")).get(CHECKS, {})
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return checks if isinstance(checks, dict) else {}
 
 
 # ---------------------------------------------------------------- one field each

@@ -7,11 +7,13 @@ into the imaging steps.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import onnxruntime
 
 from bgremover.models.manifest import ModelError, ModelSpec
+from bgremover.models.paths import InferencePath
 
 CPU = "CPUExecutionProvider"
 
@@ -92,6 +94,25 @@ def create_session(
             f"and would have run on {', '.join(active)} instead; check the drivers or change the providers setting"
         )
     check_shapes(session, spec)
+    return session
+
+
+def open_path(
+    spec: ModelSpec,
+    path: InferencePath,
+    threads: int | None = None,
+    providers: tuple[str, ...] | list[str] = (CPU,),
+    optimized: bytes | None = None,
+    cache_dir: Path | None = None,
+):
+    """A session for the model on `path`: onnxruntime's, or OpenVINO's compiled model behind the same calls."""
+    variant = dataclasses.replace(spec, path=path.file)
+    if path.backend == "onnxruntime":
+        return create_session(variant, threads, providers, optimized)
+    from bgremover.models.openvino_session import compile_session  # only here: OpenVINO starts threads
+
+    session = compile_session(path.file, path.precision, threads, cache_dir)
+    check_shapes(session, variant)
     return session
 
 

@@ -70,6 +70,8 @@ class LocalRunner(JobRunner):
             "model": model["model"], "models_dir": model["models_dir"], "threads": settings.threads,
             "providers": list(settings.providers), "format": settings.output_format,
             "recipes": settings.recipes, "recipes_file": settings.recipes_file,
+            "backend": model.get("backend", settings.backend), "precision": model.get("precision", settings.precision),
+            "cache_dir": str(settings.compile_cache), "checks_dir": str(settings.models_folder),
         })  # fmt: skip
         try:
             warn_if_threaded(self.forkserver.start())

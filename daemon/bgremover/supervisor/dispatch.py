@@ -109,7 +109,7 @@ class Dispatch:
         except ModelError as exc:  # its model was removed, or its file damaged, since the session opened
             self.moves.finish(self.moves.move(queued, Status.PROCESSING, "claimed"), Status.FAILED, str(exc))
             return True
-        if not self.runner.can_start(now, variant_request(model)):
+        if not self.runner.can_start(now, variant_request(model, self.options.options_for(session.ticket))):
             return False  # the item stays queued; we try again on a later pass
         item = self.moves.move(queued, Status.PROCESSING, "claimed")  # QUEUED -> PROCESSING
         original = self.spool.original(item)
@@ -140,6 +140,7 @@ class Dispatch:
             mask=self.spool.mask_result(item) if options.output == "both" else None,
             alpha=alpha if alpha.is_file() else None, review_models_dir=self.review_models_dir(options),
             models_dir=model.path.parent, threads=settings.threads, providers=tuple(settings.providers),
+            cache_dir=settings.compile_cache, checks_dir=settings.models_folder,
             item=item.id, attempt=item.attempts, **self.naming(item, options),
         )  # fmt: skip
 
@@ -444,6 +445,10 @@ def signals_of(report: dict) -> list[dict]:
     return [reason for reason in reasons if isinstance(reason, dict) and reason.get("code") in record.CODES]
 
 
-def variant_request(model: ModelSpec) -> dict:
-    """What a job process is prepared for: the model, by name, folder and checksum (see job.process.variant)."""
-    return {"model": model.name, "models_dir": str(model.path.parent), "sha256": model.sha256}
+def variant_request(model: ModelSpec, options: dict) -> dict:
+    """What a job process is prepared for: the model, by name, folder and checksum, its backend and precision.
+
+    See job.process.variant; `options` are the session's image options (or the settings' own).
+    """
+    paths = {"backend": options["backend"], "precision": options["precision"]}
+    return {"model": model.name, "models_dir": str(model.path.parent), "sha256": model.sha256, **paths}

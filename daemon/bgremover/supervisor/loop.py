@@ -26,6 +26,7 @@ import structlog
 from bgremover.backoff import is_storage_error
 from bgremover.intake.watcher import Intake
 from bgremover.models.manifest import ModelSpec
+from bgremover.options import values_of
 from bgremover.outbox.builder import ZipBuilder
 from bgremover.queue.spool import Spool
 from bgremover.queue.store import Store
@@ -233,7 +234,7 @@ class Supervisor:
         set-up stops the daemon at once instead of failing every item.
         """
         self.lock_fd = lock_root(self.settings.root, self.settings.state_dir)  # before anything else runs
-        runs_on = self.runner.start(variant_request(self.model))
+        runs_on = self.runner.start(variant_request(self.model, values_of(self.settings)))
         # Once jobs can run at all: a set-up that cannot run them says only that, in one line.
         log.info(
             "job_slots_chosen",

@@ -187,6 +187,7 @@ def jobs_for(model_name: str, settings: Settings, limits: dict):
 
     model = find_model_spec(model_name, settings.models_folder)
     request = {"model": model.name, "models_dir": str(model.path.parent), "sha256": model.sha256}
+    request |= {"backend": settings.backend, "precision": settings.precision}
     key = (tuple(sorted(request.items())), tuple(sorted(limits.items())))
     if key not in SLOT.jobs:
         jobs = IsolatedJobs(settings.model_copy(update={**limits, "runner": "local"}))

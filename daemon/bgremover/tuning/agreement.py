@@ -1,0 +1,141 @@
+"""`bgremover models verify NAME`: every inference path of a model measured against fp32 onnxruntime.
+
+Each path (backend × precision) cuts out the project's own photo set, and its
+masks are compared with fp32 onnxruntime's, photo by photo: the IoU of the
+subjects (alpha ≥ 128) and the mean absolute alpha difference in levels of
+255. The mean and lowest IoU decide whether the path passes the gate
+(models/paths.py); the record, with the time per inference, the model's
+checksum and the CPU features it was measured on, goes into the models
+folder's manifest, where `precision = "auto"` reads it.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from bgremover.imaging import matting
+from bgremover.models import paths, photoset
+from bgremover.models.manifest import ModelError, ModelSpec, read_checks, read_manifest
+from bgremover.models.runtime import open_path
+
+SUBJECT_ALPHA = 128  # a pixel with at least this alpha counts as subject for IoU
+
+
+def available(spec: ModelSpec, folder: Path, say: Callable[[str], None] = print) -> list[paths.InferencePath]:
+    """Every path this installation can run for the model; one line for each backend or variant it cannot."""
+    found = []
+    for backend in paths.BACKENDS:
+        if backend == "openvino":
+            from bgremover.models.openvino_session import missing
+
+            if missing():
+                say(f"{spec.name}: openvino paths not checked: {missing()}")
+                continue
+        for precision in paths.OFFERED[backend]:
+            try:
+                found.append(paths.path_for(spec, folder, backend, precision))
+            except ModelError:
+                continue  # no INT8 variant: nothing to check
+    return found
+
+
+def masks(spec: ModelSpec, path: paths.InferencePath, images: list, threads: int, cache_dir: Path | None):
+    """The path's masks of `images` at their own size (uint8), and its median CPU milliseconds per inference.
+
+    CPU time, not wall time: on a machine others share, a busy minute would
+    otherwise decide which path is "fastest".
+    """
+    session = open_path(spec, path, threads, cache_dir=cache_dir)
+    matting.infer(session, matting.blank_input(spec), spec)  # a warm run: the first pays for allocation
+    found, times = [], []
+    for image in images:
+        tensor = matting.preprocess(image, spec)
+        started = time.process_time()  # every thread of this process: OpenVINO's pool included
+        raw = matting.infer(session, tensor, spec)
+        times.append((time.process_time() - started) * 1000)
+        found.append(np.asarray(matting.postprocess(raw, image.size, spec), dtype=np.uint8))
+    return found, statistics.median(times)
+
+
+def iou(first: np.ndarray, second: np.ndarray) -> float:
+    """Intersection over union of the subjects of two masks; two empty masks agree completely."""
+    a, b = first >= SUBJECT_ALPHA, second >= SUBJECT_ALPHA
+    union = np.count_nonzero(a | b)
+    return np.count_nonzero(a & b) / union if union else 1.0
+
+
+def compare(found: list[np.ndarray], reference: list[np.ndarray], ms: float) -> dict:
+    """One path's record: agreement with the reference's masks, its speed, and whether it passes the gate."""
+    ious = [iou(one, other) for one, other in zip(found, reference, strict=True)]
+    errors = [float(np.abs(one.astype(np.int16) - other).mean()) for one, other in zip(found, reference, strict=True)]
+    record = {
+        "mean_iou": round(float(statistics.fmean(ious)), 5),
+        "lowest_iou": round(float(min(ious)), 5),
+        "alpha_mae": round(float(statistics.fmean(errors)), 3),
+        "ms": round(float(ms), 1),
+    }
+    return {**record, "allowed": bool(paths.passes(record))}
+
+
+def verify(
+    name: str,
+    folder: Path,
+    threads: int = 1,  # jobs run one thread each when there are as many as cores: the throughput that counts
+    cache_dir: Path | None = None,
+    images: list[tuple[str, Image.Image]] | None = None,
+    say: Callable[[str], None] = print,
+) -> dict:
+    """Check every available path of the model and record the result in the models folder's manifest."""
+    spec = matting.find_model_spec(name, folder)
+    images = images if images is not None else photoset.photos()
+    pictures = [image for _, image in images]
+    reference_path = paths.InferencePath(*paths.REFERENCE, spec.path)
+    reference, reference_ms = masks(spec, reference_path, pictures, threads, cache_dir)
+    records = {reference_path.name: compare(reference, reference, reference_ms)}
+    for path in available(spec, folder, say):
+        if path.name == reference_path.name:
+            continue
+        try:
+            found, ms = masks(spec, path, pictures, threads, cache_dir)
+        except ModelError as exc:
+            say(f"{spec.name} {path.name}: cannot run: {exc}")
+            records[path.name] = {"error": str(exc), "allowed": False}
+            continue
+        records[path.name] = compare(found, reference, ms)
+    check = {
+        **read_checks(folder).get(spec.name, {}),
+        "sha256": spec.sha256,
+        "cpu": paths.cpu_features(),
+        "photos": len(pictures),
+        "threads": threads,
+        "paths": records,
+    }
+    record(folder, spec.name, check)
+    for path_name, one in records.items():
+        say(line(spec.name, path_name, one))
+    return check
+
+
+def line(name: str, path_name: str, record: dict) -> str:
+    """One path's result as `models verify` prints it."""
+    if "error" in record:
+        return f"{name} {path_name}: refused ({record['error']})"
+    verdict = "allowed" if record["allowed"] else "refused"
+    return (
+        f"{name} {path_name}: {verdict}: IoU mean {record['mean_iou']:.4f}, lowest {record['lowest_iou']:.4f}, "
+        f"alpha MAE {record['alpha_mae']:.2f}, {record['ms']:.0f} ms of CPU per inference"
+    )
+
+
+def record(folder: Path, name: str, check: dict) -> None:
+    """Write the model's check into the models folder's manifest, keeping everything else in it."""
+    from bgremover.models.fetch import write_manifest  # the one writer of the manifest
+
+    folder.mkdir(parents=True, exist_ok=True)
+    write_manifest(folder, read_manifest(folder, missing_ok=True), {**read_checks(folder), name: check})

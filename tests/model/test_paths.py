@@ -1,0 +1,159 @@
+"""Backends and precisions chosen by measurement, with the real u2netp, onnxruntime and OpenVINO.
+
+`models verify` runs every path on the project's photos and records what it
+found; `auto` must never run a path that failed, however fast. The broken INT8
+variant here is the model with its mask turned inside out, registered as if
+`models quantize` had made it: the check must refuse it and the job must not
+use it.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+from PIL import Image
+
+from bgremover.models import paths, photoset
+from bgremover.models.fetch import write_manifest
+from bgremover.models.manifest import find_model_spec, read_checks
+from bgremover.tuning import quantizing
+from tests.conftest import REPO
+from tests.support.cli import cli, one_error_line
+from tests.support.images import iou, photo
+
+FEW = 4  # photos for the checks that need only a verdict, not the figures
+
+
+def few_photos() -> list:
+    return photoset.photos()[:FEW]
+
+
+def broken_variant(spec, target) -> None:
+    """The model with its mask turned inside out (1 − mask): a variant no check may pass."""
+    model = onnx.load(str(spec.path))
+    mask = model.graph.output[spec.output_index]
+    inverted = helper.make_tensor_value_info(mask.name + "_inverted", TensorProto.FLOAT, None)
+    one = helper.make_tensor("one", TensorProto.FLOAT, [], [1.0])
+    model.graph.initializer.append(one)
+    model.graph.node.append(helper.make_node("Sub", ["one", mask.name], [inverted.name]))
+    model.graph.output.remove(mask)
+    model.graph.output.insert(spec.output_index, inverted)
+    onnx.save(model, str(target))
+
+
+def verified_in_a_child(models: Path) -> dict:
+    """`models verify` on a few photos, in a process of its own: importing OpenVINO starts a thread."""
+    script = (
+        "import sys; from pathlib import Path; from bgremover.models import photoset; "
+        "from bgremover.tuning import agreement; "
+        f"agreement.verify('u2netp', Path(sys.argv[1]), images=photoset.photos()[:{FEW}])"
+    )
+    result = subprocess.run([sys.executable, "-c", script, str(models)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    return read_checks(models)["u2netp"]
+
+
+def alpha(path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image.getchannel("A"))
+
+
+def test_auto_never_runs_a_broken_int8_variant(tmp_path):
+    spec = find_model_spec("u2netp", None)
+    models = tmp_path / "models"
+    models.mkdir()
+    broken_variant(spec, models / "u2netp.int8.onnx")
+    int8 = {"file": "u2netp.int8.onnx", "sha256": "0" * 64, "of": spec.sha256, "fp32": []}
+    write_manifest(models, {}, {"u2netp": {"int8": int8}})
+
+    check = verified_in_a_child(models)
+
+    for name in ("onnxruntime/int8", "openvino/int8"):
+        assert check["paths"][name]["allowed"] is False
+        assert check["paths"][name]["lowest_iou"] < 0.5
+    for backend in paths.BACKENDS:
+        assert paths.choose(spec, models, backend, "auto").precision != "int8"
+    # And the job itself, given precision auto, cuts out as fp32 does.
+    env = {"BGREMOVER_MODELS_DIR": str(models)}
+    for precision in ("auto", "fp32"):
+        result = cli("remove", photo("astronaut"), "-o", tmp_path / precision, "--precision", precision, env=env)
+        assert result.returncode == 0, result.stderr
+    cutouts = [alpha(tmp_path / precision / "astronaut.png") >= 128 for precision in ("auto", "fp32")]
+    assert iou(*cutouts) > 0.999
+
+
+def test_models_verify_records_every_path_and_the_cpu_it_ran_on(tmp_path):
+    result = cli("models", "verify", "u2netp", "--root", tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert [line.split(":")[0] for line in lines] == [
+        "u2netp onnxruntime/fp32",
+        "u2netp openvino/fp32",
+        "u2netp openvino/bf16",
+    ]
+    check = json.loads((tmp_path / "models" / "manifest.json").read_text())["checks"]["u2netp"]
+    assert check["cpu"] == paths.cpu_features()
+    assert check["sha256"] == find_model_spec("u2netp", None).sha256
+    assert check["photos"] == len(photoset.photos())
+    for name, record in check["paths"].items():
+        assert record["allowed"] == (record["mean_iou"] >= 0.995 and record["lowest_iou"] >= 0.98), name
+        assert record["ms"] > 0
+    assert check["paths"]["onnxruntime/fp32"]["mean_iou"] == 1.0
+    # fp32 on OpenVINO computes what onnxruntime does, to rounding.
+    assert check["paths"]["openvino/fp32"]["lowest_iou"] > 0.999
+
+
+def test_an_int8_variant_that_fails_the_gate_is_not_registered(tmp_path, monkeypatch):
+    monkeypatch.setattr(quantizing, "MOST_KEPT", 0)  # every convolution quantised, none kept back
+    photos = few_photos()
+    monkeypatch.setattr(quantizing.photoset, "photos", lambda: photos)
+    said = []
+    assert quantizing.quantize("u2netp", tmp_path, say=said.append) is None
+    assert not (tmp_path / "u2netp.int8.onnx").exists()
+    assert "int8" not in read_checks(tmp_path).get("u2netp", {})
+    assert said[-1] == "u2netp: no INT8 variant passed the gate with up to 0 convolutions in fp32"
+
+
+BLOCK_OPENVINO = """
+import importlib.abc, sys
+
+class NoOpenVino(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "openvino" or name.startswith("openvino."):
+            raise ModuleNotFoundError("No module named 'openvino'")
+        return None
+
+sys.meta_path.insert(0, NoOpenVino())
+"""
+
+
+def without_openvino(tmp_path) -> Path:
+    """A folder that, put first on PYTHONPATH, keeps Python from importing openvino, as without the extra."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(BLOCK_OPENVINO)
+    return site
+
+
+def test_the_openvino_backend_without_openvino_is_refused_in_one_line(tmp_path):
+    site = f"{without_openvino(tmp_path)}:{REPO}"
+    result = cli("remove", photo("astronaut"), "-o", tmp_path / "out", "--backend", "openvino", pythonpath=site)
+    assert result.returncode == 2
+    assert one_error_line(result) == (
+        "bgremover: cannot start: the openvino backend needs OpenVINO, which is not installed: "
+        "pip install 'bgremover[openvino]'"
+    )
+
+
+def test_an_unknown_path_is_refused_in_one_line(tmp_path):
+    result = cli("remove", photo("astronaut"), "-o", tmp_path / "out", "--precision", "bf16")
+    assert result.returncode == 2
+    assert one_error_line(result) == (
+        "bgremover: cannot start: there is no onnxruntime/bf16 path: onnxruntime offers fp32, int8 on the CPU"
+    )
