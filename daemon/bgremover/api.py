@@ -124,14 +124,14 @@ def remove(
             recipe,
             recipes_file,
             _options("cutout", "transparent", edges, "none", "png", more),
-            _session_for(model, session),
+            _session_for(model, session, asked_paths(more)),
         )
     if recipes_file is not None:
         raise ValueError("recipes_file names where recipes come from: pass recipe too")
     if format is not None and kind != "bytes":
         raise ValueError(f"format applies only to bytes input; a {kind} input gives back the same kind, unencoded")
     options = _options(output, background, edges, crop, format or "png", more)
-    session = _session_for(model, session, {key: more[key] for key in ("backend", "precision") if key in more})
+    session = _session_for(model, session, asked_paths(more))
     decoded = _decoded(kind, data, options)
     rgba = matting.matte(decoded.image, session.inference, session.spec, options)
     if kind == "bytes":
@@ -182,6 +182,11 @@ def more_options(options: type[ImageOptions] = ImageOptions) -> tuple[str, ...]:
 # Options of the daemon's and the command line's files, not of one image in memory: refused here as unknown
 # rather than taken and ignored.
 NOT_HERE = {"recipes", "recipes_file", "loose_files"}
+
+
+def asked_paths(more: dict) -> dict:
+    """The backend and precision a call names, of its further keywords."""
+    return {key: more[key] for key in ("backend", "precision") if key in more}
 
 
 def _session_for(model: str | None, session: Session | None, asked: dict) -> Session:

@@ -42,6 +42,7 @@ from scipy import ndimage
 
 from bgremover.bench import composites
 from bgremover.imaging import matting, quality
+from bgremover.models import photoset
 from bgremover.review import record
 
 SIZE = (480, 360)
@@ -116,7 +117,7 @@ def colour_of(kind: str, seed: int, size: tuple[int, int] = SIZE) -> np.ndarray:
                 "mug": ((30, 60, 150), (120, 160, 240)), "ball": ((200, 150, 20), (250, 230, 120)),
                 "shoe": ((40, 30, 30), (150, 110, 90)), "glass": ((150, 170, 180), (230, 240, 245))}  # fmt: skip
     dark, light = palettes[kind]
-    return composites._textured(size, rng, dark, light)
+    return photoset._textured(size, rng, dark, light)
 
 
 def composite(alpha: np.ndarray, colour: np.ndarray, background: np.ndarray) -> Image.Image:
