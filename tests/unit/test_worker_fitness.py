@@ -100,3 +100,46 @@ def test_status_counts_only_the_slots_of_workers_that_take_work_and_says_why_the
         "workers: 2, 2 slots: a@h (2 slots, 1 s ago), b@h (4 slots, 2 s ago, takes no work)",
         "  b@h takes no work: model file x is not the supervisor's",
     ]
+
+
+class BrokerMarks:
+    """The broker as a starting worker reads it: its root and facts (None: lost or never published)."""
+
+    published: tuple[str | None, dict | None] = (None, None)
+
+    def __init__(self, url: str) -> None:
+        self.heartbeats: list[str | None] = []
+
+    def ping(self) -> bool:
+        return True
+
+    def foreign_keys(self) -> tuple[int, list[str]]:
+        return 0, []
+
+    def root(self) -> str | None:
+        return self.published[0]
+
+    def supervisor(self) -> dict | None:
+        return self.published[1]
+
+    def heartbeat(self, hostname, slots, version, problem, models) -> None:
+        self.heartbeats.append(problem)
+
+
+def test_a_worker_started_while_the_broker_holds_no_root_waits_gated_and_one_that_is_unfit_is_refused(
+    root, monkeypatch
+):
+    """A Redis restarted without persistence, or emptied, has lost the root until the supervisor publishes it again:
+    a worker started then waits, taking nothing, instead of exiting; a worker found unfit is still refused at once."""
+    from bgremover.runners.celery import worker
+
+    monkeypatch.setattr(worker, "Marks", BrokerMarks)
+    monkeypatch.setattr(worker, "missing_providers", lambda wanted: None)
+    settings = load_settings(None, root=root, broker_url="redis://127.0.0.1:1/0")
+    _, health = worker.check(settings, "new@host", 1)
+    assert health.problem == "no supervisor has published its root on this broker yet: start `bgremover run` first"
+    monkeypatch.setattr(BrokerMarks, "published", ("another root", published(root)))
+    with pytest.raises(worker.WorkerRefused, match="root"):
+        worker.check(settings, "new@host", 1)
+    monkeypatch.setattr(BrokerMarks, "published", (IDENTITY, published(root)))
+    assert worker.check(settings, "new@host", 1)[1].problem is None

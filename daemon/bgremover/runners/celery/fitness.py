@@ -33,6 +33,11 @@ class Published:
     root: str | None
     supervisor: dict | None
 
+    @property
+    def known(self) -> bool:
+        """Both published: a worker can be judged against them."""
+        return self.root is not None and self.supervisor is not None
+
     def updated(self, root: str | None, supervisor: dict | None) -> Published:
         return Published(root or self.root, supervisor or self.supervisor)
 

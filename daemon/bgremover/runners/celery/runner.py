@@ -51,7 +51,7 @@ class Sent:
     leased: bool = False  # a worker was seen running it (its lease in Redis)
     # The broker's life when the lease was last seen: its run id and how many times we lost it since our start.
     # A lease missing from another life went with the broker's data or connection, not with its worker.
-    lease_life: tuple[str, int] | None = None
+    lease_life: tuple[str, int, int] | None = None
     files: tuple[Path, ...] = ()  # what its job writes, all named after its attempt
     holder: str | None = None  # the worker whose lease was last seen on it
     sent_at: float = 0.0  # when it was sent (or taken up after a restart): its wait in the broker counts from here
@@ -73,6 +73,7 @@ class CeleryRunner(JobRunner):
         self.publish_check_at = 0.0
         self.broker_error: str | None = None  # why the broker cannot be reached now, as status shows it
         self.broker_faults = 0  # how many times the broker failed us: a lease seen before one may have gone with it
+        self.broker_emptied = 0  # how many times its root was found gone (a FLUSHALL, say): every lease went too
         self.heard: dict[str, dict] = {}  # the workers' last heartbeats, as capacity read them
         self.models_warned: set[str] = set()  # ticket models no worker had when a task of theirs was sent
         self.tally = WorkerTally()  # what each worker did with the tasks it took, since this start
@@ -267,7 +268,7 @@ class CeleryRunner(JobRunner):
                     self.waits.append(now - sent.sent_at)
                     log.info("task_taken", task=sent.task, worker=holder, waited_ms=round((now - sent.sent_at) * 1000))
                 sent.leased, sent.holder = True, holder
-                sent.lease_life = (self.marks.run_id(), self.broker_faults)
+                sent.lease_life = (self.marks.run_id(), self.broker_faults, self.broker_emptied)
                 return None
             if sent.leased and self.app.AsyncResult(sent.task).state not in ("SUCCESS", "FAILURE"):
                 if self.lost_with_broker(sent):
@@ -296,8 +297,11 @@ class CeleryRunner(JobRunner):
 
     def lost_with_broker(self, sent: Sent) -> bool:
         """Whether the broker restarted (its run id changed: a restart without persistence loses every lease),
-        or failed us, since the lease was last seen: then its absence says nothing of the worker."""
-        return sent.lease_life != (self.marks.run_id(), self.broker_faults)
+        or failed us, or was emptied (its root found gone: a FLUSHALL keeps the run id, and takes every lease and
+        answer with it), since the lease was last seen: then its absence says nothing of the worker."""
+        if self.marks.root() is None:  # emptied since the last look for the root: republish() counts it
+            return True
+        return sent.lease_life != (self.marks.run_id(), self.broker_faults, self.broker_emptied)
 
     def send_again(self, sent: Sent, result, now: float) -> None:
         """The same task again, under its id: its worker gave it up with the broker connection, not its image."""
@@ -382,6 +386,7 @@ class CeleryRunner(JobRunner):
         self.publish_check_at = now + PUBLISH_CHECK_SECONDS
         try:
             if self.marks.root() is None or self.marks.supervisor() is None:
+                self.broker_emptied += 1  # the leases seen before went with the root (lost_with_broker)
                 self.marks.claim_root(self.identity)
                 self.marks.publish_supervisor(self.facts)
                 log.info("broker_root_published", note="the broker had lost the root and the supervisor's facts")

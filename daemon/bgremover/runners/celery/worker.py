@@ -4,6 +4,8 @@ It is refused at once, in one line, when the broker cannot be reached or it
 cannot do the supervisor's work (fitness.py: another version, the model
 missing, another root, a root it cannot read or write, a provider this host
 lacks); the line is also put in its heartbeat, so `bgremover status` lists it.
+While the broker holds no root (no supervisor yet, or a Redis restart lost it
+until the supervisor publishes it again) it starts and waits, taking no task.
 Once running, it checks itself again every few seconds: while a check fails it
 stops taking tasks (the gate below), says why in its log and heartbeat, and
 the supervisor stops counting its slots; it takes tasks again once all pass.
@@ -56,16 +58,21 @@ def check(settings: Settings, hostname: str, slots: int) -> tuple[Marks, Health]
         raise WorkerRefused(f"cannot reach the broker at {shown(url)}: {exc}") from None
     if shared:  # its heartbeat would be one more key in another app's database: refused without one
         raise WorkerRefused(shared)
-    problem = Fitness(settings).problem(published.root, published.supervisor) or missing_providers(
-        tuple(settings.providers)
-    )
-    if problem:
+    lacking = missing_providers(tuple(settings.providers))
+    problem = Fitness(settings).problem(published.root, published.supervisor) or lacking
+    refusal = problem if published.known else lacking
+    if refusal:
         try:  # listed by `bgremover status` until its heartbeat lapses; systemd starts it again meanwhile
-            marks.heartbeat(hostname, slots, __version__, problem, [])
+            marks.heartbeat(hostname, slots, __version__, refusal, [])
         except Exception:  # noqa: BLE001 - the refusal itself is what matters
             pass
-        raise WorkerRefused(problem)
-    return marks, Health(published, models_here(settings))
+        raise WorkerRefused(refusal)
+    health = Health(published, models_here(settings))
+    # No root in the broker: a Redis restarted without persistence (or emptied) has lost it, and the supervisor
+    # publishes it again within seconds. A worker a host starts in that window waits for it, gated like a
+    # running worker whose check fails, instead of exiting: the rest of its checks run once the facts are there.
+    follow(health, problem, hostname)
+    return marks, health
 
 
 def models_here(settings: Settings) -> list[str]:
