@@ -9,6 +9,8 @@ unmounted: the worker fails its root check, and the metrics say so.
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import urllib.request
 
@@ -16,7 +18,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import bgremover
-from tests.support.cluster import Redis, Worker, celery_daemon
+from tests.support.cluster import Redis, Worker, celery_daemon, descendants, worker_events
 from tests.support.harness import drop, wait_for
 
 pytestmark = pytest.mark.timeout(300)
@@ -120,3 +122,51 @@ def test_a_worker_serves_its_own_tasks_slots_and_fitness_on_its_port_and_in_its_
     assert (fit_again[("bgremover_worker_fit", ())], failing(fit_again)) == (1, [])
     assert final[("bgremover_worker_tasks_taken_total", ())] == 6
     assert ended(final, "finished") == 5
+
+
+def test_a_task_whose_pool_process_dies_is_counted_as_lost_and_no_longer_as_running(tmp_path):
+    """kill -9 of the pool process that runs a job, and of what it started: the process the pool starts in its
+    place counts the task lost, and runs the item's next attempt."""
+    root, gate = tmp_path / "root", tmp_path / "gate"
+    textfile = tmp_path / "metrics" / "worker.prom"
+    textfile.parent.mkdir()
+    with (
+        Redis(tmp_path / "redis") as broker,
+        celery_daemon(root, broker.url, job_slots="auto") as daemon,
+        Worker(root, broker.url, "w1", metrics_textfile=textfile) as worker,
+    ):
+        drop(root / "inbox", "shoot/long.jpg", f"gate {gate}")
+        (started,) = wait_for(lambda: worker_events(worker, "task_started"), what="the job to start")
+        running = wait_for(
+            lambda: (seen := parsed(textfile.read_text()))[("bgremover_worker_jobs_running", ())] == 1 and seen,
+            what="the worker's textfile to count the running job",
+        )
+        pool = started["pid"]
+        for pid in [pool, *descendants(pool)]:  # the pool process, its fork server and the job
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        lost = wait_for(
+            lambda: ended(seen := parsed(textfile.read_text()), "lost") == 1 and seen,
+            what="the worker's textfile to count the task lost",
+        )
+        gate.touch()  # the next attempt, on the pool process started in its place, may end
+        status = daemon.wait_complete("shoot", timeout=150)
+        final = wait_for(
+            lambda: ended(seen := parsed(textfile.read_text()), "finished") == 1 and seen,
+            what="the worker's textfile to count the next attempt",
+        )
+
+    assert [(item["status"], item["attempts"]) for item in status["items"]] == [("done", 2)]
+    assert running[("bgremover_worker_tasks_taken_total", ())] == 1
+    assert (ended(lost, "lost"), ended(lost, "failed"), ended(lost, "handed_back")) == (1, 0, 0)
+    assert final[("bgremover_worker_tasks_taken_total", ())] == 2
+    assert [ended(final, outcome) for outcome in ("finished", "failed", "handed_back", "refused", "lost")] == [
+        1,
+        0,
+        0,
+        0,
+        1,
+    ]
+    assert final[("bgremover_worker_jobs_running", ())] == 0
