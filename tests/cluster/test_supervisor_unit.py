@@ -62,7 +62,8 @@ def credentials_for(unit: dict[str, str], folder: Path, url: str) -> Path:
 def test_the_unit_alone_has_no_network_and_the_celery_drop_in_gives_it_one_for_the_broker(tmp_path):
     alone, with_drop_in = merged(UNIT), merged(UNIT, DROP_IN)
     assert (alone["PrivateNetwork"], with_drop_in["PrivateNetwork"]) == ("yes", "no")
-    assert with_drop_in["User"] == "bgremover" and with_drop_in["DynamicUser"] == "no"
+    assert (with_drop_in["User"], with_drop_in["Group"], with_drop_in["UMask"]) == ("bgremover", "bgremover", "0007")
+    assert "DynamicUser" not in with_drop_in
     with Redis(tmp_path / "redis") as broker:
         credentials = credentials_for(with_drop_in, tmp_path / "credentials", broker.url)
         settings = environment(with_drop_in, credentials)
@@ -102,4 +103,4 @@ def test_the_unit_alone_has_no_network_and_the_celery_drop_in_gives_it_one_for_t
     )
     assert "Network is unreachable" in lines[0]
     assert status["items"][0]["status"] == "done"
-    assert modes == {"root-id": 0o640, "originals": 0o750}
+    assert modes == {"root-id": 0o660, "originals": 0o770}, "group-writable: the workers and the web page share them"

@@ -31,6 +31,15 @@ def samples(textfile) -> dict[tuple, float]:
     }
 
 
+def own_samples(textfile) -> dict[tuple, float]:
+    """A worker's own textfile: (sample name, its labels sorted) -> value."""
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(textfile.read_text())
+        for sample in family.samples
+    }
+
+
 def by_worker(found: dict[tuple, float], name: str) -> dict[tuple, float]:
     """The samples of one worker, its name's host part dropped, keyed by (sample name, other labels)."""
     return {
@@ -44,11 +53,14 @@ def test_a_worker_that_fails_far_more_than_the_others_is_counted_and_flagged(tmp
     root = tmp_path / "root"
     textfile = tmp_path / "metrics" / "bgremover.prom"
     textfile.parent.mkdir()
+    own_textfile = tmp_path / "metrics" / "broken-worker.prom"  # the broken worker's own figures
     with (
         Redis(tmp_path / "redis") as broker,
         celery_daemon(root, broker.url, job_slots="auto", metrics_textfile=textfile) as daemon,
         Worker(root, broker.url, "good"),
-        Worker(root, broker.url, "broken", job_module="tests.support.no_such_job") as broken,
+        Worker(
+            root, broker.url, "broken", job_module="tests.support.no_such_job", metrics_textfile=own_textfile
+        ) as broken,
     ):
         for n in range(16):
             drop(root / "inbox", f"shoot/{n:02}.jpg", "sleep 0.3")
@@ -61,6 +73,7 @@ def test_a_worker_that_fails_far_more_than_the_others_is_counted_and_flagged(tmp
             what="the flag in the metrics",
         )
         handed_back = worker_events(broken, "task_handed_back")
+    own = own_samples(own_textfile)  # written once more as the worker stopped
 
     assert [(item["status"], item["attempts"]) for item in status["items"]] == [("done", 1)] * 16
     assert len(handed_back) >= 3, handed_back
@@ -73,6 +86,11 @@ def test_a_worker_that_fails_far_more_than_the_others_is_counted_and_flagged(tmp
     assert good[("bgremover_worker_jobs_total", (("status", "done"),))] == 16
     assert found[("bgremover_workers", (("state", "fit"),))] == 2
     assert found[("bgremover_workers", (("state", "unfit"),))] == 0
+    # The broken worker's own view: every task it took handed back, none finished, and its checks all pass.
+    assert own[("bgremover_worker_tasks_ended_total", (("outcome", "handed_back"),))] == len(handed_back)
+    assert own[("bgremover_worker_tasks_taken_total", ())] == len(handed_back)
+    assert own[("bgremover_worker_tasks_ended_total", (("outcome", "finished"),))] == 0
+    assert own[("bgremover_worker_fit", ())] == 1
 
 
 def test_status_shows_the_workers_from_what_the_daemon_publishes_and_the_spare_task_as_such(tmp_path):

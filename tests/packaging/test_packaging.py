@@ -179,7 +179,10 @@ def test_the_unit_runs_the_daemon_on_its_state_directory_with_the_hardening_the_
     assert settings.get("StateDirectory") == "bgremover", "the root must be the service's StateDirectory"
     assert settings.get("KillSignal", "SIGTERM") == "SIGTERM"
     for hardening in (
-        "DynamicUser=yes",
+        "User=bgremover",
+        "Group=bgremover",
+        "UMask=0007",
+        "StateDirectoryMode=2770",
         "NoNewPrivileges=yes",
         "ProtectSystem=strict",
         "ProtectHome=yes",
@@ -190,6 +193,7 @@ def test_the_unit_runs_the_daemon_on_its_state_directory_with_the_hardening_the_
     ):
         assert hardening in lines, hardening
     assert "MemoryMax" in settings
+    assert "DynamicUser" not in settings, "the fixed user the web page and the workers share"
 
 
 def test_the_unit_waits_for_ready_and_restarts_a_daemon_that_stops_pinging_the_watchdog():
@@ -239,7 +243,10 @@ def web_unit_copy(tmp_path) -> Path:
 def test_the_web_unit_shares_the_daemons_user_and_folder_and_writes_only_where_a_user_acts():
     settings = every_value(WEB_UNIT)
     assert settings["ExecStart"] == ["/opt/bgremover/bin/bgremover web --root /var/lib/bgremover"]
-    assert settings["User"] == ["bgremover"] and settings["DynamicUser"] == ["yes"], "the daemon's dynamic user"
+    daemon = every_value(UNIT)
+    for shared in ("User", "Group", "UMask", "StateDirectoryMode", "WorkingDirectory"):
+        assert settings[shared] == daemon[shared], f"the daemon's {shared}"
+    assert settings["User"] == settings["Group"] == ["bgremover"] and "DynamicUser" not in settings
     assert "bgremover" in settings["StateDirectory"][0].split()
     read_only = " ".join(settings["ReadOnlyPaths"]).split()
     for folder in ("outbox", "archive", "state/originals", "state/results", "state/bgremover.sqlite3"):
@@ -276,6 +283,9 @@ def test_the_worker_unit_runs_the_worker_on_the_shared_root_writing_only_results
     ]
     assert settings["RequiresMountsFor"] == ["/srv/bgremover"]
     assert settings["User"] == ["bgremover"] and "DynamicUser" not in settings, "one uid on every host of the share"
+    daemon = every_value(UNIT)
+    for shared in ("User", "Group", "UMask"):
+        assert settings[shared] == daemon[shared], f"the daemon's {shared}"
     assert settings["ReadOnlyPaths"] == ["/srv/bgremover"]
     assert settings["ReadWritePaths"] == ["-/srv/bgremover/state/results"]
     for hardening in ("NoNewPrivileges", "ProtectSystem", "ProtectHome", "PrivateTmp", "PrivateDevices"):

@@ -42,6 +42,11 @@ class Published:
         return Published(root or self.root, supervisor or self.supervisor)
 
 
+# Each check's name, for the worker's metrics (a fixed set, so never a label of unbounded values):
+# a supervisor published on the broker, the same version, the same root readable and writable,
+# the supervisor's model; and, at start only, the providers.
+CHECKS = ("supervisor", "version", "root", "model", "providers")
+
 PROVIDERS_PROBE = "import json, onnxruntime; print(json.dumps(onnxruntime.get_available_providers()))"
 
 
@@ -52,12 +57,17 @@ class Fitness:
 
     def problem(self, published_root: str | None, supervisor: dict | None) -> str | None:
         """The first thing that keeps this worker from the supervisor's work, in one sentence; None if nothing does."""
+        failed = self.failing(published_root, supervisor)
+        return failed[1] if failed else None
+
+    def failing(self, published_root: str | None, supervisor: dict | None) -> tuple[str, str] | None:
+        """The first check that fails (one of CHECKS) and its sentence; None if all pass."""
         if published_root is None or supervisor is None:  # the facts come with the root: a supervisor of today
-            return "no supervisor has published its root on this broker yet: start `bgremover run` first"
-        for check in (self.version, self.root, self.model):
+            return "supervisor", "no supervisor has published its root on this broker yet: start `bgremover run` first"
+        for name, check in (("version", self.version), ("root", self.root), ("model", self.model)):
             problem = check(published_root, supervisor)
             if problem:
-                return problem
+                return name, problem
         return None
 
     def version(self, published_root: str, supervisor: dict) -> str | None:

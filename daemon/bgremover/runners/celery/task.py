@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +35,7 @@ from bgremover.runners.api import RunnerError
 from bgremover.runners.celery.fitness import Fitness, Published, one_line
 from bgremover.runners.celery.marks import Marks
 from bgremover.runners.celery.message import model_of, spec_from
+from bgremover.runners.celery.tally import Tally
 from bgremover.settings import Settings
 
 log = structlog.get_logger()
@@ -52,17 +54,39 @@ class Slot:
     published: Published = Published(None, None)
     fitness: Fitness | None = None
     jobs: dict = field(default_factory=dict)  # model request (as a tuple) -> IsolatedJobs
+    tally: Tally | None = None  # the worker's figures, this pool process's row of them
 
 
 SLOT = Slot()
 
 
-def configure(settings: Settings, published: Published) -> None:
+def configure(settings: Settings, published: Published, tally: Tally | None = None) -> None:
     """In the worker's main process, before the pool forks: what every slot inherits."""
-    SLOT.settings, SLOT.published, SLOT.fitness = settings, published, Fitness(settings)
+    SLOT.settings, SLOT.published, SLOT.fitness, SLOT.tally = settings, published, Fitness(settings), tally
 
 
 def run_job(task, message: dict) -> dict:
+    """The task, counted in the worker's figures by how it ended."""
+    tally = SLOT.tally
+    if tally is None:
+        return run_task(task, message)
+    tally.took()
+    try:
+        answer = run_task(task, message)
+    except Ignore:
+        tally.ended("refused")
+        raise
+    except Reject:
+        tally.ended("handed_back")
+        raise
+    except BaseException:
+        tally.ended("failed")
+        raise
+    tally.ended("finished" if answer["returncode"] == 0 else "failed")
+    return answer
+
+
+def run_task(task, message: dict) -> dict:
     settings, worker, task_id = SLOT.settings, task.request.hostname, task.request.id
     if SLOT.marks is None:
         SLOT.marks = Marks(settings.broker_url.get_secret_value())
@@ -93,7 +117,8 @@ def run_job(task, message: dict) -> dict:
     )
     # The lease is left to lapse, not deleted: the answer is stored after we return, and until it
     # is, the supervisor must not take the missing lease for a lost worker.
-    ended = jobs.run(spec, cancelled=Watch(marks, task_id, worker).cancelled)
+    with SLOT.tally.running() if SLOT.tally else nullcontext():
+        ended = jobs.run(spec, cancelled=Watch(marks, task_id, worker).cancelled)
     if ended.returncode != 0 and ended.stop_reason is None:
         problem = own_problem(marks)  # a job that failed by itself: the image's doing, unless this worker is unfit
         if problem:

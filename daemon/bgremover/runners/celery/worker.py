@@ -18,13 +18,15 @@ import socket
 import threading
 
 import structlog
-from celery import bootsteps
+from celery import bootsteps, signals
 
 from bgremover.brokerurl import shown
 from bgremover.runners.celery import task
 from bgremover.runners.celery.app import QUEUE, TASK_NAME, make_app
 from bgremover.runners.celery.fitness import Fitness, Published, missing_providers
 from bgremover.runners.celery.marks import Marks, model_queue, shared_database
+from bgremover.runners.celery.tally import Tally, WorkerMetrics
+from bgremover.service.metrics import MetricsUnavailable
 from bgremover.settings import Settings, usable_cores
 from bgremover.version import __version__
 
@@ -43,6 +45,8 @@ class Health:
 
     def __init__(self, published: Published, models: list[str]) -> None:
         self.problem: str | None = None
+        self.check: str | None = None  # the failing check's name (fitness.CHECKS), for the metrics
+        self.broker_up = 1  # whether the last heartbeat reached the broker
         self.published = published  # the supervisor's root and facts, as last read from the broker
         self.models = models  # what it has, as found at start: a model added later needs a restart
 
@@ -59,7 +63,8 @@ def check(settings: Settings, hostname: str, slots: int) -> tuple[Marks, Health]
     if shared:  # its heartbeat would be one more key in another app's database: refused without one
         raise WorkerRefused(shared)
     lacking = missing_providers(tuple(settings.providers))
-    problem = Fitness(settings).problem(published.root, published.supervisor) or lacking
+    failed = Fitness(settings).failing(published.root, published.supervisor)
+    problem = (failed[1] if failed else None) or lacking
     refusal = problem if published.known else lacking
     if refusal:
         try:  # listed by `bgremover status` until its heartbeat lapses; systemd starts it again meanwhile
@@ -102,7 +107,14 @@ def serve(settings: Settings, slots: int, name: str | None) -> None:
         settings = settings.model_copy(update={"threads": max(1, usable_cores() // slots)})
     app = make_app(settings)
     app.task(name=TASK_NAME, bind=True, acks_late=True)(task.run_job)
-    task.configure(settings, health.published)
+    tally = Tally(slots)  # mapped before the pool forks: each pool process counts in its row
+    task.configure(settings, health.published, tally)
+    signals.worker_process_init.connect(lambda **_: tally.started(), weak=False)
+    metrics = WorkerMetrics(settings, tally, health, slots, health.models)
+    try:
+        metrics.start()
+    except MetricsUnavailable as exc:
+        raise WorkerRefused(str(exc)) from None
     Gate.health, Gate.queues = health, [QUEUE, *(model_queue(model) for model in health.models)]
     app.steps["consumer"].add(Gate)
     stopped = threading.Event()
@@ -128,6 +140,7 @@ def serve(settings: Settings, slots: int, name: str | None) -> None:
             marks.gone(hostname)
         except Exception:  # noqa: BLE001 - the broker away: its heartbeat lapses by itself
             pass
+        metrics.close()  # after the pool: the textfile's last figures are final
 
 
 def run(app, slots: int, hostname: str, queues: list[str]) -> None:
@@ -155,22 +168,24 @@ def beat(marks: Marks, fitness: Fitness, health: Health, hostname: str, slots: i
     while not stopped.is_set():
         try:
             health.published = health.published.updated(marks.root(), marks.supervisor())
-            follow(health, fitness.problem(health.published.root, health.published.supervisor), hostname)
+            follow(health, fitness.failing(health.published.root, health.published.supervisor), hostname)
             marks.heartbeat(hostname, slots, __version__, health.problem, health.models)
-            broker_warned = False
+            broker_warned, health.broker_up = False, 1
         except Exception as exc:  # noqa: BLE001 - the broker away: said once, and tried again
+            health.broker_up = 0
             if not broker_warned:
                 log.warning("heartbeat_failed", error=str(exc))
             broker_warned = True
         stopped.wait(CHECK_SECONDS)
 
 
-def follow(health: Health, problem: str | None, hostname: str) -> None:
+def follow(health: Health, failed: tuple[str, str] | None, hostname: str) -> None:
+    check, problem = failed or (None, None)
     if problem and problem != health.problem:
         log.warning("worker_unfit", worker=hostname, problem=problem, note="it takes no task until this is put right")
     elif health.problem and not problem:
         log.info("worker_fit", worker=hostname, note="it takes tasks again")
-    health.problem = problem
+    health.problem, health.check = problem, check
 
 
 class Gate(bootsteps.StartStopStep):
