@@ -156,6 +156,9 @@ def test_the_arguments_and_their_defaults():
         "options": False,
         "edges": False,
         "model": None,
+        "models": None,  # no model-and-path comparison
+        "rerender": False,
+        "signals": False,
         "keep": None,
         "slots": None,  # no slot sweep: the plain bench
         "workers": None,  # no run through celery workers
@@ -294,7 +297,7 @@ def test_options_times_every_variant_and_measures_what_edges_change(tmp_path, se
     code = bench.main(settings, parse("--options", "--size", "320x240", "--count", "2", "--json"))
     assert code == 0, capsys.readouterr().err
     document = json.loads(capsys.readouterr().out)
-    assert list(document) == ["machine", "corpus", "options", "edges"]
+    assert list(document) == ["machine", "corpus", "options", "recipes", "edges"]
     variants = document["options"]["variants"]
     assert list(variants) == list(optionbench.VARIANTS)
     assert variants["cutout png (baseline)"]["extra_ms"] == 0

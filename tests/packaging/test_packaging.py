@@ -64,7 +64,7 @@ def test_the_wheel_carries_the_model_its_manifest_and_every_module(wheel):
             archive.read("bgremover/models/bundled/manifest.json") == (REPO / "models" / "manifest.json").read_bytes()
         )
         # The bench's corpus sources, and the hand-checked mask its edge measurement judges the coffee photo by.
-        for photo in ("astronaut.jpg", "coffee.jpg", "chelsea.jpg", "coffee.mask.png", "LICENSE.md"):
+        for photo in ("astronaut.jpg", "coffee.jpg", "chelsea.jpg", "masks/coffee.png", "LICENSE.md"):
             assert archive.read(f"bgremover/bench/photos/{photo}") == (PHOTOS / photo).read_bytes()
     package = REPO / "daemon"
     modules = {path.relative_to(package).as_posix() for path in (package / "bgremover").rglob("*.py")}

@@ -78,7 +78,9 @@ def test_a_reviewer_approves_one_reruns_one_with_another_model_and_fixes_one_wit
         page.locator(f"#reject-{empty} summary").click()
         page.select_option(f"#model-{empty}", SECOND_MODEL)
         page.locator(f"#rerun-{empty}").click()
-        wait_for(lambda: "Running empty.jpg again" in page.locator("#message").inner_text(), what="rerun asked")
+        wait_for(
+            lambda: "Running empty.jpg again" in page.locator("#message").inner_text(), what="rerun asked", timeout=90
+        )
         # -- reject one and give it a corrected mask -----------------------------------------
         page.locator(f"#reject-{cut} summary").click()
         page.set_input_files(f"#mask-{cut}", str(mask))

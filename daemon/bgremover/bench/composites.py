@@ -13,7 +13,7 @@ CC0 photos, a dark and a light flat colour, and a green wall.
 
 Drawn colours are kinder than a photo's, so real photos are measured beside
 them (references()): the coffee photo against a mask of its cup, saucer and
-spoon fitted to the photo's edges and checked by eye (photos/coffee.mask.png,
+spoon fitted to the photo's edges and checked by eye (photos/masks/coffee.png,
 see photos/LICENSE.md); that cup cut out by that mask over the other
 backgrounds, where the mask is the exact truth; and the drawn fur ball's
 strands with the cat photo's real fur as their colour. A hand-checked mask is
@@ -71,7 +71,7 @@ def photo(name: str) -> np.ndarray:
 
 def hand_mask(name: str) -> np.ndarray:
     """The hand-checked mask of a shipped photo (H×W uint8; photos/LICENSE.md says how it was made)."""
-    return np.asarray(Image.open(PHOTOS / f"{name}.mask.png").convert("L"))
+    return np.asarray(Image.open(PHOTOS / "masks" / f"{name}.png").convert("L"))
 
 
 def _covering(picture: np.ndarray, size: tuple[int, int], resample: Image.Resampling) -> np.ndarray:
