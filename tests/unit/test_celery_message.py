@@ -5,6 +5,7 @@ Celery carries the message as JSON, so the round trip here goes through JSON too
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -50,3 +51,22 @@ def test_a_message_naming_a_file_outside_the_root_is_refused(tmp_path):
     message["spec"]["input"] = "../../etc/passwd"
     with pytest.raises(ValueError, match="not under the root"):
         spec_from(message, tmp_path, tmp_path / "models")
+
+
+def test_the_supervisors_own_folders_stay_home_and_the_worker_gives_its_own(tmp_path):
+    """The models folders and OpenVINO's compile cache are each host's: the message carries none of them."""
+    here = tmp_path / "here"
+    sent = dataclasses.replace(
+        spec_under(here),
+        models_dir=here / "models",
+        review_models_dir=here / "models",
+        cache_dir=here / "state" / "openvino",
+        checks_dir=here / "models",
+    )
+    message = json.loads(json.dumps(to_message(sent, here, LIMITS)))  # a Path here would not go through JSON
+
+    assert not {"models_dir", "review_models_dir", "cache_dir", "checks_dir"} & set(message["spec"])
+    there = tmp_path / "there"
+    received = spec_from(message, there, there / "models", there / "state" / "openvino", there / "models")
+    assert (received.models_dir, received.review_models_dir) == (there / "models", there / "models")
+    assert (received.cache_dir, received.checks_dir) == (there / "state" / "openvino", there / "models")

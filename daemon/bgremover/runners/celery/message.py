@@ -15,8 +15,10 @@ from pathlib import Path
 from bgremover.contract import JobSpec
 from bgremover.options import ImageOptions
 
-# The JobSpec fields that are files under the root; models_dir is the worker's own.
+# The JobSpec fields that are files under the root. The models folders and OpenVINO's compile cache are
+# the worker's own (WORKERS_OWN): they never travel, and the worker sets them from its settings.
 PATH_FIELDS = ("input", "output", "report", "log", "mask", "matte", "renders", "loose", "alpha")
+WORKERS_OWN = ("models_dir", "review_models_dir", "cache_dir", "checks_dir")
 KEY_FIELDS = ("item", "attempt")  # the message's own fields, beside the spec, as earlier messages carry them
 LIMITS = ("job_timeout_seconds", "job_memory_limit_mb", "kill_grace_seconds")
 ROOT_ID_FILE = "root-id"  # in the state folder: which root this is, so a worker on another one is refused
@@ -28,7 +30,7 @@ def to_message(spec: JobSpec, root: Path, limits: dict) -> dict:
         value = getattr(spec, spec_field.name)
         if spec_field.name in PATH_FIELDS and value is not None:
             value = str(Path(value).relative_to(root))
-        elif spec_field.name in ("models_dir", "review_models_dir") or spec_field.name in KEY_FIELDS:
+        elif spec_field.name in WORKERS_OWN or spec_field.name in KEY_FIELDS:
             continue
         elif isinstance(value, tuple):
             value = list(value)
@@ -39,8 +41,13 @@ def to_message(spec: JobSpec, root: Path, limits: dict) -> dict:
     return {"item": spec.item, "attempt": spec.attempt, "spec": fields, "limits": limits}
 
 
-def spec_from(message: dict, root: Path, models_dir: Path) -> JobSpec:
-    """The JobSpec again, on a worker whose root is mounted at `root`; a name that leaves the root is refused."""
+def spec_from(
+    message: dict, root: Path, models_dir: Path, cache_dir: Path | None = None, checks_dir: Path | None = None
+) -> JobSpec:
+    """The JobSpec again, on a worker whose root is mounted at `root`; a name that leaves the root is refused.
+
+    `models_dir`, `cache_dir` and `checks_dir` are the worker's own (WORKERS_OWN).
+    """
     fields = dict(message["spec"])
     for name in PATH_FIELDS:
         if fields.get(name) is not None:
@@ -54,7 +61,8 @@ def spec_from(message: dict, root: Path, models_dir: Path) -> JobSpec:
     fields["options"] = ImageOptions(**fields.get("options", {}))
     keys = {name: message.get(name) for name in KEY_FIELDS}
     # Both models from the worker's own models folder, which its fitness check holds to the supervisor's.
-    return JobSpec(**fields, **keys, models_dir=models_dir, review_models_dir=models_dir)
+    own = {"models_dir": models_dir, "review_models_dir": models_dir, "cache_dir": cache_dir, "checks_dir": checks_dir}
+    return JobSpec(**fields, **keys, **own)
 
 
 def model_of(message: dict) -> str:

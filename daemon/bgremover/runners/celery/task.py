@@ -111,7 +111,8 @@ def run_task(task, message: dict) -> dict:
         time.sleep(HAND_BACK_PAUSE_SECONDS)
         hand_back(marks, task_id, message, worker, one_line(exc), job_failed=False)
     # The providers are this host's (a GPU host runs CUDA, its neighbour the CPU), not the supervisor's.
-    spec = dataclasses.replace(spec_from(message, settings.root, model_dir), providers=tuple(settings.providers))
+    received = spec_from(message, settings.root, model_dir, settings.compile_cache, settings.models_folder)
+    spec = dataclasses.replace(received, providers=tuple(settings.providers))
     log.info(
         "task_started", task=task_id, item=message["item"], attempt=message["attempt"], worker=worker, pid=os.getpid()
     )
