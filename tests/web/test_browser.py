@@ -129,11 +129,11 @@ def test_a_colleague_uploads_follows_fixes_retries_downloads_and_cancels(tmp_pat
             timeout=60,
             what="lookbook under way",
         )
+        page.once("dialog", lambda dialog: dialog.accept())
+        running.locator("#cancel-lookbook").click()  # at once: most of its twelve photos are still to come
+        wait_for(lambda: running.get_attribute("data-state") == "complete", timeout=60, what="lookbook finished")
         page.set_viewport_size(PHONE)
         shot(page, tmp_path, "web-phone")
-        page.once("dialog", lambda dialog: dialog.accept())
-        running.locator("#cancel-lookbook").click()
-        wait_for(lambda: running.get_attribute("data-state") == "complete", timeout=60, what="lookbook finished")
         statuses = [li.get_attribute("data-status") for li in running.locator("li").all()]
         assert statuses.count("cancelled") >= 6, statuses
         assert set(statuses) <= {"done", "cancelled"}, statuses

@@ -64,7 +64,9 @@ def check(settings: Settings, hostname: str, slots: int) -> tuple[Marks, Health]
         raise WorkerRefused(shared)
     lacking = missing_providers(tuple(settings.providers))
     failed = Fitness(settings).failing(published.root, published.supervisor)
-    problem = (failed[1] if failed else None) or lacking
+    if failed is None and lacking:
+        failed = ("providers", lacking)
+    problem = failed[1] if failed else None
     refusal = problem if published.known else lacking
     if refusal:
         try:  # listed by `bgremover status` until its heartbeat lapses; systemd starts it again meanwhile
@@ -76,7 +78,7 @@ def check(settings: Settings, hostname: str, slots: int) -> tuple[Marks, Health]
     # No root in the broker: a Redis restarted without persistence (or emptied) has lost it, and the supervisor
     # publishes it again within seconds. A worker a host starts in that window waits for it, gated like a
     # running worker whose check fails, instead of exiting: the rest of its checks run once the facts are there.
-    follow(health, problem, hostname)
+    follow(health, failed, hostname)
     return marks, health
 
 
