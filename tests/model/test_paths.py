@@ -22,8 +22,9 @@ from PIL import Image
 from bgremover.models import paths, photoset
 from bgremover.models.fetch import write_manifest
 from bgremover.models.manifest import find_model_spec, read_checks
-from bgremover.tuning import quantizing
+from bgremover.tuning import agreement, quantizing
 from tests.conftest import REPO
+from tests.support import onnxgraphs
 from tests.support.cli import cli, one_error_line
 from tests.support.images import iou, photo
 
@@ -118,6 +119,24 @@ def test_an_int8_variant_that_fails_the_gate_is_not_registered(tmp_path, monkeyp
     assert not (tmp_path / "u2netp.int8.onnx").exists()
     assert "int8" not in read_checks(tmp_path).get("u2netp", {})
     assert said[-1] == "u2netp: no INT8 variant passed the gate with up to 0 convolutions in fp32"
+
+
+def test_a_model_stored_in_fp16_gets_an_int8_variant_that_loads_and_cuts_out_what_it_does(tmp_path):
+    # IMG.LY's IS-Net keeps its weights in fp16; quantised as stored, its variant had fp16 scales
+    # that onnxruntime refused ("Type 'tensor(float16)' of input parameter ... is invalid").
+    model = onnxgraphs.half_precision_model(tmp_path / "red16.onnx")
+    entry = onnxgraphs.manifest_entry(model, input_size=[96, 72], output_index=0, scale="unit")
+    onnxgraphs.write_manifest(tmp_path, {"red16": entry})
+    spec = find_model_spec("red16", tmp_path)
+    images = [image for _, image in few_photos()[:2]]
+    (tmp_path / "work").mkdir()
+    search = quantizing.Search(spec, tmp_path / "work", images, 1, print)
+    variant = tmp_path / "red16.int8.onnx"
+    search.build([], variant)
+    assert any(node.op_type == "DequantizeLinear" for node in onnx.load(str(variant)).graph.node)
+    found, _ = agreement.masks(spec, paths.InferencePath("onnxruntime", "int8", variant), images, 1, None)
+    for mask, reference in zip(found, search.reference, strict=True):
+        assert iou(mask, reference) > 0.9
 
 
 BLOCK_OPENVINO = """

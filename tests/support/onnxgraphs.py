@@ -72,3 +72,37 @@ def write_manifest(folder: Path, entries: dict[str, dict]) -> Path:
     path = folder / "manifest.json"
     path.write_text(json.dumps(entries, indent=2))
     return path
+
+
+def half_precision_model(path: Path, input_size: tuple[int, int] = (96, 72)) -> Path:
+    """Write a redness model stored as IMG.LY stores IS-Net: fp32 in and out, fp16 weights and arithmetic inside.
+
+    Two convolutions (the redness score, then a sum of its parts) and a sigmoid;
+    its only output is the mask.
+    """
+    width, height = input_size
+    half = np.float16
+    spread = np.array([1.0, 2.0, 4.0, 8.0], dtype=np.float32).reshape(4, 1, 1, 1)
+    first = (spread * REDNESS).astype(half)  # four scaled copies of the redness score
+    second = np.full((1, 4, 1, 1), 0.25, dtype=half)
+    bias = np.array([-0.05], dtype=half)
+    nodes = [
+        helper.make_node("Cast", ["image"], ["image16"], to=TensorProto.FLOAT16),
+        helper.make_node("Conv", ["image16", "first"], ["scores"]),
+        helper.make_node("Relu", ["scores"], ["positive"]),
+        helper.make_node("Conv", ["positive", "second", "bias"], ["logit"]),
+        helper.make_node("Sigmoid", ["logit"], ["mask16"]),
+        helper.make_node("Cast", ["mask16"], ["mask"], to=TensorProto.FLOAT),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "redness-fp16",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, height, width])],
+        [helper.make_tensor_value_info("mask", TensorProto.FLOAT, [1, 1, height, width])],
+        initializer=[numpy_helper.from_array(a, n) for a, n in ((first, "first"), (second, "second"), (bias, "bias"))],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path

@@ -9,6 +9,10 @@ gate, a bisection over the convolutions still quantised, in graph order, finds
 the first whose quantisation makes the check fail, and that one is kept in
 fp32. The calibration runs once; each step only re-quantises and re-checks.
 
+A model stored in fp16 (IMG.LY's IS-Net) is widened to fp32 first: the
+quantiser gives fp16 tensors fp16 scales, which DequantizeLinear refuses, so
+its variant would not even load.
+
 The variant is written beside the model (NAME.int8.onnx) and entered in the
 manifest's checks only once it passes; `models verify` then measures it on
 every backend like any other path.
@@ -46,7 +50,7 @@ def onnx_modules():
 def named_copy(spec: ModelSpec, target: Path) -> list[str]:
     """The model saved with every node named (the quantiser excludes nodes by name); its convolutions, in order."""
     onnx, _ = onnx_modules()
-    model = onnx.load(str(spec.path))
+    model = widened(onnx.load(str(spec.path)))
     opset = next((one.version for one in model.opset_import if one.domain in ("", "ai.onnx")), 0)
     if opset < PER_CHANNEL_OPSET:
         model = onnx.version_converter.convert_version(model, PER_CHANNEL_OPSET)
@@ -55,6 +59,32 @@ def named_copy(spec: ModelSpec, target: Path) -> list[str]:
             node.name = f"{node.op_type}_{index}"
     onnx.save(model, str(target))
     return [node.name for node in model.graph.node if node.op_type == "Conv"]
+
+
+def widened(model):
+    """The model with every fp16 weight, constant, cast and tensor type made fp32 (the same graph otherwise)."""
+    import onnx
+    from onnx import numpy_helper
+
+    half, full = onnx.TensorProto.FLOAT16, onnx.TensorProto.FLOAT
+
+    def wider(tensor):
+        return numpy_helper.from_array(numpy_helper.to_array(tensor).astype(np.float32), tensor.name)
+
+    graph = model.graph
+    for tensor in graph.initializer:
+        if tensor.data_type == half:
+            tensor.CopyFrom(wider(tensor))
+    for node in graph.node:
+        for attribute in node.attribute:
+            if node.op_type == "Cast" and attribute.name == "to" and attribute.i == half:
+                attribute.i = full
+            elif node.op_type == "Constant" and attribute.name == "value" and attribute.t.data_type == half:
+                attribute.t.CopyFrom(wider(attribute.t))
+    for value in (*graph.input, *graph.output, *graph.value_info):
+        if value.type.tensor_type.elem_type == half:
+            value.type.tensor_type.elem_type = full
+    return model
 
 
 class Calibration:
