@@ -14,6 +14,7 @@ the supervisor sees a negative return code as for any signal.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import json
 import os
@@ -63,10 +64,14 @@ class Shared:
     asked: tuple[str, str] = ("onnxruntime", "fp32")  # the backend and precision the settings or ticket named
     cache_dir: Path | None = None  # OpenVINO's compile cache, shared by every job
     checks_dir: Path | None = None  # the models folder holding the checks and INT8 variants
+    session: onnxruntime.InferenceSession | None = None  # made here, never run: see held_session
 
     def failed(self, error: str) -> Shared:
-        return dataclasses.replace(self, optimized=None, error=error)
+        return dataclasses.replace(self, optimized=None, error=error, session=None)
 
+
+LARGEST_INPUT_FOR_HUGE_PAGES = 512 * 512  # model input pixels; see fit_huge_pages
+PR_SET_THP_DISABLE = 41  # from <linux/prctl.h>
 
 # Every model the fork server has loaded for a spawn request, by (name, folder,
 # sha256, backend, precision): each is read and optimized once, and shared by every
@@ -90,6 +95,8 @@ class Prepared:
             return self.session.describe()
         options = self.session.get_session_options()
         return {
+            # "inherited": made once by the fork server (held_session); "own": made by this process.
+            "model_session": "inherited" if self.session is self.shared.session else "own",
             "providers": self.session.get_providers(),
             "intra_op_threads": options.intra_op_num_threads,
             "onnxruntime": onnxruntime.__version__,
@@ -111,7 +118,9 @@ def preload(config: dict, optimize: bool = True) -> Shared:
     cache_dir, checks_dir = (Path(config[key]) if config.get(key) else None for key in ("cache_dir", "checks_dir"))
     path = chosen_path(spec, asked, checks_dir)
     optimized = optimized_in_child(spec, providers, path) if optimize else None
-    return Shared(spec, optimized, config.get("threads"), providers, None, path, asked, cache_dir, checks_dir)
+    threads = config.get("threads")
+    session = held_session(spec, providers, path, threads, optimized)
+    return Shared(spec, optimized, threads, providers, None, path, asked, cache_dir, checks_dir, session)
 
 
 def chosen_path(spec: ModelSpec, asked: tuple[str, str], checks_dir: Path | None) -> paths.InferencePath:
@@ -142,8 +151,9 @@ def variant(shared: Shared, request: dict) -> Shared:
                 raise matting.ModelError(f"model file {spec.path} changed while the daemon ran; retry the item")
             path = chosen_path(spec, asked, shared.checks_dir)
             optimized = optimized_in_child(spec, shared.providers, path)
+            session = held_session(spec, shared.providers, path, shared.threads, optimized)
             _variants[key] = dataclasses.replace(
-                shared, spec=spec, optimized=optimized, path=path, asked=asked, error=None
+                shared, spec=spec, optimized=optimized, path=path, asked=asked, error=None, session=session
             )
         except (matting.ModelError, OSError) as exc:
             return shared.failed(str(exc))  # not kept: may be fixed
@@ -151,9 +161,10 @@ def variant(shared: Shared, request: dict) -> Shared:
 
 
 def optimized_in_child(spec: ModelSpec, providers: tuple[str, ...], path: paths.InferencePath) -> bytes | None:
-    """matting.optimize, run in a child so the fork server itself never holds an onnxruntime session.
+    """matting.optimize, run in a child: a model onnxruntime chokes on takes the child down, not the fork server.
 
-    None for OpenVINO: its compile cache does that work, in the job processes.
+    The server makes its own session (held_session) only from the graph this
+    child saved. None for OpenVINO: its compile cache does that work, in the job processes.
     """
     if path.backend != "onnxruntime":
         return None
@@ -178,10 +189,54 @@ def optimized_in_child(spec: ModelSpec, providers: tuple[str, ...], path: paths.
         return target.read_bytes()
 
 
+def held_session(
+    spec: ModelSpec, providers: tuple[str, ...], path: paths.InferencePath, threads: int | None, optimized: bytes | None
+) -> onnxruntime.InferenceSession | None:
+    """In the fork server: the session every job inherits with its fork, or None where each job makes its own.
+
+    Making a session costs a job about 40 ms of CPU for U²-Net-p and 0.3 s for
+    U²-Net or IS-Net (reading the graph, packing the weights for this CPU's
+    kernels), which is 10 to 15 % of a whole U²-Net job. Made once here and
+    never run here, it reaches each job as a private copy-on-write copy: a job
+    that damages its session damages only its own. Only where the session holds
+    no thread (a process that forks must have none): onnxruntime on the CPU
+    alone, one thread per job; with more threads onnxruntime starts a pool, and
+    OpenVINO starts threads at import.
+    """
+    if path.backend != "onnxruntime" or threads != 1 or tuple(providers) != (matting.CPU,) or optimized is None:
+        return None
+    try:
+        return matting.create_session(dataclasses.replace(spec, path=path.file), 1, providers, optimized)
+    except matting.ModelError:
+        return None  # each job makes its own and fails with the sentence
+
+
+def fit_huge_pages(spec: ModelSpec) -> None:
+    """Keep this process off transparent huge pages if the model's working memory is too big for them.
+
+    The fork server asks malloc for huge pages (runners/forkserver.py): a fresh
+    process then faults its working memory in 2 MB pieces instead of 4 kB ones.
+    Measured through the daemon on 2000×1500 photos, that made U²-Net-p's jobs
+    about 15 % cheaper and U²-Net's about even; but IS-Net at 1024×1024 needs
+    some 1.4 GB, more than the kernel keeps in free 2 MB blocks, so it compacts
+    memory to make them and its jobs took about 9 % longer. Such a model's job
+    turns huge pages off for itself.
+    """
+    width, height = spec.input_size
+    if width * height > LARGEST_INPUT_FOR_HUGE_PAGES:
+        try:
+            ctypes.CDLL(None).prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0)
+        except (OSError, AttributeError):  # not Linux's C library: nothing asked for huge pages either
+            pass
+
+
 def prepare(shared: Shared) -> Prepared:
-    """In the fresh child: its own session, with its own threads (threads do not survive a fork)."""
+    """In the fresh child: the session it inherited, else its own, with its own threads (threads do not survive a fork)."""
+    fit_huge_pages(shared.spec)
     if shared.error:
         return Prepared(shared, None, shared.error)
+    if shared.session is not None:
+        return Prepared(shared, shared.session)
     path = shared.path or paths.InferencePath("onnxruntime", "fp32", shared.spec.path)
     try:
         session = open_path(shared.spec, path, shared.threads, shared.providers, shared.optimized, shared.cache_dir)
@@ -353,6 +408,7 @@ def second_model(args: JobSpec, prepared: Prepared) -> matting.Second | None:
     def make() -> tuple[onnxruntime.InferenceSession, ModelSpec]:
         # Checked by the supervisor, which found it there (review_models_dir); a job run by hand looks it up.
         spec = matting.find_model_spec(options.review_model, args.review_models_dir, verify=False)
+        fit_huge_pages(spec)
         return matting.create_session(spec, args.threads, prepared.shared.providers), spec
 
     return matting.Second(make, compare=options.review_compare, escalate=options.review_escalate)

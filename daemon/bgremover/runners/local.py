@@ -83,7 +83,9 @@ class LocalRunner(JobRunner):
         if ready.get("error"):
             raise RunnerError(ready["error"])
         self.fill(time.monotonic(), model)  # the other slots' standbys prepare while intake starts
-        runs_on = {key: ready[key] for key in ("providers", "intra_op_threads", "onnxruntime") if key in ready}
+        runs_on = {
+            key: ready[key] for key in ("providers", "intra_op_threads", "onnxruntime", "model_session") if key in ready
+        }
         return {**runs_on, "threads": settings.threads, "first_session_ms": ready.get("prepare_ms")}
 
     # -- starting a job -------------------------------------------------------------
@@ -152,7 +154,15 @@ class LocalRunner(JobRunner):
         # the jobs' single-threaded stages instead of following them. The next
         # item most likely belongs to the same session, so the same model.
         self.fill(now, standby.request)
-        details = {"start_ms": ready.get("start_ms"), "session_ms": ready.get("prepare_ms")} if ready else {}
+        details = (
+            {
+                "start_ms": ready.get("start_ms"),
+                "session_ms": ready.get("prepare_ms"),
+                "model_session": ready.get("model_session"),
+            }
+            if ready
+            else {}
+        )
         return JobHandle(spec, standby.pid, {"ready_in_advance": ready is not None, **details})
 
     def watch_exit(self, job: LocalJob) -> None:
