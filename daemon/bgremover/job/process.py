@@ -87,6 +87,11 @@ class Prepared:
     session: onnxruntime.InferenceSession | None
     error: str | None = None
 
+    @property
+    def model_session(self) -> str:
+        """ "inherited": the one the fork server made (held_session); "own": made by this process."""
+        return "inherited" if self.session is not None and self.session is self.shared.session else "own"
+
     def describe(self) -> dict:
         """What this process will actually run on, for the supervisor's start-up log."""
         if self.session is None:
@@ -95,8 +100,7 @@ class Prepared:
             return self.session.describe()
         options = self.session.get_session_options()
         return {
-            # "inherited": made once by the fork server (held_session); "own": made by this process.
-            "model_session": "inherited" if self.session is self.shared.session else "own",
+            "model_session": self.model_session,
             "providers": self.session.get_providers(),
             "intra_op_threads": options.intra_op_num_threads,
             "onnxruntime": onnxruntime.__version__,
@@ -151,9 +155,9 @@ def variant(shared: Shared, request: dict) -> Shared:
                 raise matting.ModelError(f"model file {spec.path} changed while the daemon ran; retry the item")
             path = chosen_path(spec, asked, shared.checks_dir)
             optimized = optimized_in_child(spec, shared.providers, path)
-            session = held_session(spec, shared.providers, path, shared.threads, optimized)
+            # No held session: see held_session.
             _variants[key] = dataclasses.replace(
-                shared, spec=spec, optimized=optimized, path=path, asked=asked, error=None, session=session
+                shared, spec=spec, optimized=optimized, path=path, asked=asked, error=None, session=None
             )
         except (matting.ModelError, OSError) as exc:
             return shared.failed(str(exc))  # not kept: may be fixed
@@ -202,6 +206,11 @@ def held_session(
     no thread (a process that forks must have none): onnxruntime on the CPU
     alone, one thread per job; with more threads onnxruntime starts a pool, and
     OpenVINO starts threads at import.
+
+    Only for the daemon's own model, not for one a job ticket names: all the
+    server holds is mapped into every job, and so counted in each job's memory
+    against job_memory_limit_mb; a session for every model ever asked for
+    would count them all against every job.
     """
     if path.backend != "onnxruntime" or threads != 1 or tuple(providers) != (matting.CPU,) or optimized is None:
         return None
@@ -336,7 +345,9 @@ def run(args: JobSpec, prepared: Prepared) -> matting.Outcome:
         for leftover in (temp, mask_temp):
             if leftover:
                 leftover.unlink(missing_ok=True)  # after a successful publish it no longer exists
-    outcome.extra.update(inferences=model.runs, **({"recipes": entries} if recipes else {}))
+    outcome.extra.update(inferences=model.runs, model_session=prepared.model_session)
+    if recipes:
+        outcome.extra["recipes"] = entries
     if args.loose is not None:
         deliver_loose(args, entries, outcome)
     return outcome

@@ -398,6 +398,7 @@ class Dispatch:
                 ("stderr", stderr),
                 ("timings_ms", job_report.get("timings_ms")),
                 ("inferences", job_report.get("inferences")),
+                ("model_session", job_report.get("model_session")),
                 ("worker", job.worker),
                 ("review", [one["code"] for one in reasons]),
             )
