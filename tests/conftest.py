@@ -80,6 +80,11 @@ def no_leaks(request, tmp_path):
             os.kill(pid, 9)
         except ProcessLookupError:
             pass
+    for pid in children:  # reaped too: a zombie child would fail every later test of this worker as a leak
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass  # reaped already, by the subprocess object that started it
     assert not threads, f"test leaked threads: {threads}"
     assert not children, f"test leaked child processes: {children}"
     assert not strays, f"test left processes working on its folder: {strays}"

@@ -11,9 +11,13 @@ import selectors
 import shutil
 import signal
 import socket
+import threading
 import time
 import uuid
 from pathlib import Path
+
+import numpy as np
+from PIL import Image
 
 from bgremover.address import parse_listen
 from bgremover.web.security import Guard
@@ -143,6 +147,36 @@ def test_a_picture_worker_killed_mid_life_is_replaced_and_pictures_still_come(ro
         code, headers, _ = web.get(f"/thumbnails/{item}/before")
         assert code == 200 and headers["content-type"] == "image/webp", code
         assert picture_worker(web) != first
+
+
+def worker_cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def test_a_page_stopped_while_its_worker_makes_a_picture_stops_at_once_and_leaves_no_worker(root):
+    """Stopping never waits for a picture: under load the worker may need a minute for one (here: for ever)."""
+    shutil.copy(photo("astronaut"), root / "archive" / "shoot" / "ok.jpg")
+    # The failed item's original becomes some 80 megapixels of PNG: seconds of decoding, and PNG has no draft mode.
+    gradient = np.linspace(0, 255, 9000, dtype=np.uint8)
+    Image.fromarray(np.stack([np.tile(gradient, (9000, 1))] * 3, axis=-1)).save(
+        root / "archive" / "shoot" / "broken.jpg", "PNG", compress_level=1
+    )
+    cache = root / "state" / "web" / "thumbnails"
+    with WebPage(root) as web:
+        assert web.get(f"/thumbnails/{item_id(web, 'ok.jpg')}/before")[0] == 200  # the worker is up
+        worker = picture_worker(web)
+        before = worker_cpu_seconds(worker)
+        made = len(list(cache.glob("*.webp")))
+        asking = threading.Thread(
+            target=lambda: web.get(f"/thumbnails/{item_id(web, 'broken.jpg')}/before"), daemon=True
+        )
+        asking.start()
+        wait_for(lambda: worker_cpu_seconds(worker) > before + 0.2, what="the worker at the huge picture")
+        os.kill(worker, signal.SIGSTOP)  # a picture that will not be done before the page is stopped
+        web.stop()  # raises if the page is still there 15 s after SIGTERM
+        assert not Path(f"/proc/{worker}").exists(), "the picture worker outlived the page"
+        assert len(list(cache.glob("*.webp"))) == made, "the page waited for the picture before it stopped"
 
 
 def test_a_heic_upload_gets_a_picture(tmp_path):

@@ -158,7 +158,7 @@ def test_the_review_view_on_real_cutouts_large_zoomable_over_each_backdrop(tmp_p
         order = [li.get_attribute("data-name") for li in page.locator("li.review").all()]
         assert order[: len(flagged)] == sorted(flagged, key=str.lower), order
         after = page.locator('li[data-name="coffee.jpg"] img.after')
-        wait_for(lambda: after.evaluate("i => i.complete && i.naturalWidth > 0"), what="the large cutout")
+        wait_for(lambda: after.evaluate("i => i.complete && i.naturalWidth > 0"), what="the large cutout", timeout=90)
         assert after.evaluate("i => Math.max(i.naturalWidth, i.naturalHeight)") >= 1024
         shot(page, tmp_path, "web-review")
         page.locator('input[name="backdrop"][value="black"]').check()
