@@ -108,6 +108,10 @@ def test_models_verify_records_every_path_and_the_cpu_it_ran_on(tmp_path):
     assert check["paths"]["onnxruntime/fp32"]["mean_iou"] == 1.0
     # fp32 on OpenVINO computes what onnxruntime does, to rounding.
     assert check["paths"]["openvino/fp32"]["lowest_iou"] > 0.999
+    # An OpenVINO job imports OpenVINO and loads its compiled model; an onnxruntime job inherits its session.
+    setup = {name: record["setup_ms"] for name, record in check["paths"].items()}
+    assert setup["openvino/fp32"] > setup["onnxruntime/fp32"] >= 0, setup
+    assert all(line.endswith("ms per job to set up") for line in lines), lines
 
 
 def test_an_int8_variant_that_fails_the_gate_is_not_registered(tmp_path, monkeypatch):
@@ -134,7 +138,7 @@ def test_a_model_stored_in_fp16_gets_an_int8_variant_that_loads_and_cuts_out_wha
     variant = tmp_path / "red16.int8.onnx"
     search.build([], variant)
     assert any(node.op_type == "DequantizeLinear" for node in onnx.load(str(variant)).graph.node)
-    found, _ = agreement.masks(spec, paths.InferencePath("onnxruntime", "int8", variant), images, 1, None)
+    found, _, _ = agreement.masks(spec, paths.InferencePath("onnxruntime", "int8", variant), images, 1, None)
     for mask, reference in zip(found, search.reference, strict=True):
         assert iou(mask, reference) > 0.9
 

@@ -22,8 +22,10 @@ def spec():
     return find_model_spec("u2netp", None)
 
 
-def record(mean: float, lowest: float, ms: float) -> dict:
+def record(mean: float, lowest: float, ms: float, setup_ms: float | None = None) -> dict:
     one = {"mean_iou": mean, "lowest_iou": lowest, "alpha_mae": 0.5, "ms": ms}
+    if setup_ms is not None:
+        one["setup_ms"] = setup_ms
     return {**one, "allowed": paths.passes(one)}
 
 
@@ -60,6 +62,22 @@ def test_auto_stays_with_fp32_onnxruntime_for_a_path_hardly_faster(tmp_path, spe
     checked(tmp_path, spec, {"onnxruntime/fp32": record(1.0, 1.0, 400), "openvino/fp32": record(1.0, 1.0, 370)})
     assert paths.choose(spec, tmp_path, "onnxruntime", "auto").name == "onnxruntime/fp32"
     checked(tmp_path, spec, {"onnxruntime/fp32": record(1.0, 1.0, 400), "openvino/fp32": record(1.0, 1.0, 350)})
+    assert paths.choose(spec, tmp_path, "onnxruntime", "auto").name == "openvino/fp32"
+
+
+def test_auto_counts_what_each_job_spends_setting_its_path_up(tmp_path, spec):
+    """A job runs the model once: a path faster per inference but slow to set up is slower per image."""
+    checked(
+        tmp_path,
+        spec,
+        {"onnxruntime/fp32": record(1.0, 1.0, 400, 10), "openvino/fp32": record(1.0, 1.0, 300, 600)},
+    )
+    assert paths.choose(spec, tmp_path, "onnxruntime", "auto").name == "onnxruntime/fp32"
+    checked(
+        tmp_path,
+        spec,
+        {"onnxruntime/fp32": record(1.0, 1.0, 1400, 10), "openvino/fp32": record(1.0, 1.0, 600, 600)},
+    )
     assert paths.choose(spec, tmp_path, "onnxruntime", "auto").name == "openvino/fp32"
 
 

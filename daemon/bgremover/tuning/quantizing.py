@@ -114,7 +114,7 @@ class Search:
         self.convs = named_copy(spec, self.source)
         self.cache = work / "calibration.json"
         reference = paths.InferencePath(*paths.REFERENCE, spec.path)
-        self.reference, _ = agreement.masks(spec, reference, images, threads, None)
+        self.reference, _, _ = agreement.masks(spec, reference, images, threads, None)
         self.tried = 0
 
     def build(self, kept: list[str], target: Path) -> None:
@@ -145,8 +145,8 @@ class Search:
         target = self.work / f"try-{self.tried}.onnx"
         self.build(kept, target)
         path = paths.InferencePath("onnxruntime", "int8", target)
-        found, ms = agreement.masks(self.spec, path, self.images, self.threads, None)
-        record = agreement.compare(found, self.reference, ms)
+        found, ms, setup = agreement.masks(self.spec, path, self.images, self.threads, None)
+        record = agreement.compare(found, self.reference, ms, setup)
         target.unlink()
         return record
 
