@@ -11,6 +11,7 @@ folder's manifest, where `precision = "auto"` reads it.
 
 from __future__ import annotations
 
+import json
 import statistics
 import subprocess
 import sys
@@ -22,11 +23,14 @@ import numpy as np
 from PIL import Image
 
 from bgremover.imaging import matting
+from bgremover.job.process import fit_huge_pages
 from bgremover.models import paths, photoset
 from bgremover.models.manifest import ModelError, ModelSpec, read_checks, read_manifest
 from bgremover.models.runtime import open_path
+from bgremover.runners.forkserver import tune_malloc_here
 
 SUBJECT_ALPHA = 128  # a pixel with at least this alpha counts as subject for IoU
+PROBES = 3  # fresh processes measuring a path's set-up; the median counts
 
 
 def available(spec: ModelSpec, folder: Path, say: Callable[[str], None] = print) -> list[paths.InferencePath]:
@@ -47,23 +51,22 @@ def available(spec: ModelSpec, folder: Path, say: Callable[[str], None] = print)
     return found
 
 
-def masks(spec: ModelSpec, path: paths.InferencePath, images: list, threads: int, cache_dir: Path | None):
+def masks(
+    spec: ModelSpec,
+    path: paths.InferencePath,
+    images: list,
+    threads: int,
+    cache_dir: Path | None,
+    with_setup: bool = True,
+):
     """The path's masks of `images` at their own size (uint8), its median CPU ms per inference, and its set-up.
 
     CPU time, not wall time: on a machine others share, a busy minute would
-    otherwise decide which path is "fastest". The set-up is what a job spends
-    on the path beyond its one inference (see setup_ms).
+    otherwise decide which path is "fastest". The set-up is measured apart, in
+    fresh processes (setup_ms); without `with_setup` it is not measured (0).
     """
     session = open_path(spec, path, threads, cache_dir=cache_dir)  # the first fills OpenVINO's compile cache
-    opened_ms = 0.0
-    if path.backend != "onnxruntime":
-        del session
-        started = time.process_time()
-        session = open_path(spec, path, threads, cache_dir=cache_dir)  # as every later job does, from the cache
-        opened_ms = (time.process_time() - started) * 1000
-    started = time.process_time()
     matting.infer(session, matting.blank_input(spec), spec)  # a warm run: the first pays for allocation
-    first_ms = (time.process_time() - started) * 1000
     found, times = [], []
     for image in images:
         tensor = matting.preprocess(image, spec)
@@ -71,31 +74,69 @@ def masks(spec: ModelSpec, path: paths.InferencePath, images: list, threads: int
         raw = matting.infer(session, tensor, spec)
         times.append((time.process_time() - started) * 1000)
         found.append(np.asarray(matting.postprocess(raw, image.size, spec), dtype=np.uint8))
-    median = statistics.median(times)
-    return found, median, setup_ms(path, opened_ms, max(0.0, first_ms - median))
+    del session
+    setup = setup_ms(spec, path, threads, cache_dir) if with_setup else 0.0
+    return found, statistics.median(times), setup
 
 
-def setup_ms(path: paths.InferencePath, opened_ms: float, first_run_ms: float) -> float:
-    """CPU ms a job spends on the path before and beside its inference: `auto` adds it to each image's cost.
+def setup_ms(spec: ModelSpec, path: paths.InferencePath, threads: int, cache_dir: Path | None) -> float:
+    """CPU ms a job spends on the path beyond its one inference: `auto` adds it to each image's cost.
 
-    An onnxruntime job inherits the session the fork server made, and pays
-    only for its first run's allocations. An OpenVINO job imports OpenVINO
-    (the fork server never does) and loads the compiled model from the cache.
+    Measured in a fresh process started as a job is (probe), since that is
+    where the cost lies: what a process has imported and allocated before
+    hides it. The median of three probes.
     """
-    if path.backend == "onnxruntime":
-        return first_run_ms
-    return first_run_ms + opened_ms + fresh_import_ms(path.backend)
+    request = json.dumps(
+        {
+            "name": spec.name,
+            "folder": str(spec.path.parent),
+            "path": [path.backend, path.precision, str(path.file)],
+            "threads": threads,
+            "cache_dir": str(cache_dir) if cache_dir else None,
+        }
+    )
+    found = []
+    for _ in range(PROBES):
+        done = subprocess.run(
+            [sys.executable, "-c", "from bgremover.tuning.agreement import probe; probe()", request],
+            capture_output=True,
+            text=True,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
+        if done.returncode != 0:
+            reason = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            raise ModelError(f"measuring the set-up of {path.name} failed: {reason}")
+        found.append(float(done.stdout))
+    return statistics.median(found)
 
 
-def fresh_import_ms(module: str, runs: int = 3) -> float:
-    """CPU ms a fresh Python spends importing `module`, beyond starting: the median of a few runs."""
+def probe() -> None:
+    """In a fresh process, as a job: the job's heap, the path set up and run twice; prints the set-up's CPU ms.
 
-    def cpu_ms(statement: str) -> float:
-        code = f"{statement}; import resource; u = resource.getrusage(resource.RUSAGE_SELF); print(u.ru_utime + u.ru_stime)"
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-        return float(done.stdout) * 1000
-
-    return max(0.0, statistics.median(cpu_ms(f"import {module}") - cpu_ms("pass") for _ in range(runs)))
+    An onnxruntime job inherits the session the fork server made, so making it
+    is not counted, only its first run's extra allocations; an OpenVINO job
+    imports OpenVINO and loads the compiled model itself.
+    """
+    request = json.loads(sys.argv[1])
+    backend, precision, file = request["path"]
+    path = paths.InferencePath(backend, precision, Path(file))
+    spec = matting.find_model_spec(request["name"], Path(request["folder"]))
+    tune_malloc_here()
+    fit_huge_pages(spec)
+    cache_dir = Path(request["cache_dir"]) if request["cache_dir"] else None
+    held = backend == "onnxruntime"
+    if held:
+        session = open_path(spec, path, request["threads"], cache_dir=cache_dir)
+    started = time.process_time()
+    if not held:
+        session = open_path(spec, path, request["threads"], cache_dir=cache_dir)
+    blank = matting.blank_input(spec)
+    matting.infer(session, blank, spec)
+    first = time.process_time()
+    matting.infer(session, blank, spec)
+    second = time.process_time() - first
+    print(round(max(0.0, (first - started - second) * 1000), 1))
 
 
 def iou(first: np.ndarray, second: np.ndarray) -> float:
