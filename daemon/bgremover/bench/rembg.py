@@ -39,13 +39,16 @@ def installed(say=print) -> Path:
     """rembg's command in the bench's own virtual environment, installed there on first use."""
     folder = venv_folder()
     command = folder / "bin" / "rembg"
-    if command.is_file():
-        return command
-    say(f"installing rembg {VERSION} into {folder} (once; a few minutes)")
-    steps = [
-        [sys.executable, "-m", "venv", str(folder)],
-        [str(folder / "bin" / "pip"), "install", "--quiet", f"rembg[cpu,cli]=={VERSION}"],
-    ]
+    steps = []
+    if not command.is_file():
+        say(f"installing rembg {VERSION} into {folder} (once; a few minutes)")
+        steps = [
+            [sys.executable, "-m", "venv", str(folder)],
+            [str(folder / "bin" / "pip"), "install", "--quiet", f"rembg[cpu,cli]=={VERSION}"],
+        ]
+    # rembg imports pymatting, which numba compiles at its first import (about a minute of CPU) and caches:
+    # done here, untimed, or the first model's figures carry it (u2netp's CPU per image doubled).
+    steps.append([str(folder / "bin" / "python"), "-c", "import rembg.bg"])
     for step in steps:
         result = subprocess.run(step, capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL)
         if result.returncode != 0:
