@@ -85,7 +85,7 @@ def test_a_reviewer_approves_one_reruns_one_with_another_model_and_fixes_one_wit
         page.locator(f"#reject-{cut} summary").click()
         page.set_input_files(f"#mask-{cut}", str(mask))
         page.locator(f"#use-mask-{cut}").click()
-        wait_for(lambda: "your mask" in page.locator("#message").inner_text(), what="mask sent")
+        wait_for(lambda: "your mask" in page.locator("#message").inner_text(), what="mask sent", timeout=90)
 
         # -- the JSON and the ZIP say all three ---------------------------------------------
         wait_for(
