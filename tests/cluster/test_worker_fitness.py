@@ -32,6 +32,7 @@ from tests.support.onnxgraphs import manifest_entry, redness_model, write_manife
 pytestmark = pytest.mark.timeout(300)
 
 OTHER_VERSION = "0.0.9"
+UNFIT = ("mounted", "bare", "older")
 
 
 def another_install(folder: Path) -> Path:
@@ -101,8 +102,8 @@ def test_workers_that_cannot_do_the_work_take_none_and_cost_no_image_an_attempt(
         for n in range(6):
             drop(root / "inbox", f"late/{n}.jpg", "sleep 0.5")
         unfit = wait_for(
-            lambda: (seen := listed(tmp_path, broker.url)).get("mounted", {}).get("problem") and seen,
-            what="status to name the worker that lost its root",
+            lambda: all((seen := listed(tmp_path, broker.url)).get(n, {}).get("problem") for n in UNFIT) and seen,
+            what="status to name the three workers that cannot work, the one that lost its root too",
         )
         status = daemon.wait_complete("after", timeout=150)
         late = daemon.wait_complete("late", timeout=150)

@@ -38,6 +38,14 @@ def entry(daemon: Daemon, name: str) -> dict:
     return next(item for item in daemon.status("shoot")["items"] if item["name"] == name)
 
 
+def message_says(page, text: str, what: str, timeout: float = 90) -> None:
+    """Wait for the page's message to say `text`; on timeout, say what it said instead."""
+    try:
+        wait_for(lambda: text in page.locator("#message").inner_text(), what=what, timeout=timeout)
+    except AssertionError as waited:
+        raise AssertionError(f"{waited}; the message said {page.locator('#message').inner_text()!r}") from None
+
+
 def test_a_reviewer_approves_one_reruns_one_with_another_model_and_fixes_one_with_a_mask(tmp_path, browser):
     root = tmp_path / "root"
     install_second_model(root)
@@ -78,14 +86,12 @@ def test_a_reviewer_approves_one_reruns_one_with_another_model_and_fixes_one_wit
         page.locator(f"#reject-{empty} summary").click()
         page.select_option(f"#model-{empty}", SECOND_MODEL)
         page.locator(f"#rerun-{empty}").click()
-        wait_for(
-            lambda: "Running empty.jpg again" in page.locator("#message").inner_text(), what="rerun asked", timeout=90
-        )
+        message_says(page, "Running empty.jpg again", what="rerun asked")
         # -- reject one and give it a corrected mask -----------------------------------------
         page.locator(f"#reject-{cut} summary").click()
         page.set_input_files(f"#mask-{cut}", str(mask))
         page.locator(f"#use-mask-{cut}").click()
-        wait_for(lambda: "your mask" in page.locator("#message").inner_text(), what="mask sent", timeout=90)
+        message_says(page, "your mask", what="mask sent")
 
         # -- the JSON and the ZIP say all three ---------------------------------------------
         wait_for(

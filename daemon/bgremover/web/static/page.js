@@ -47,6 +47,7 @@ function sync(old, fresh) {
     } else if (current && seen.get(child.id) === child.outerHTML) {
       wanted.push(current);
     } else {
+      if (current) keepChoices(current, child);
       wanted.push(child);
     }
     if (child.id) seen.set(child.id, child.outerHTML);
@@ -56,6 +57,22 @@ function sync(old, fresh) {
   if (focused && document.activeElement !== document.getElementById(focused)) {
     const again = document.getElementById(focused);
     if (again) again.focus();
+  }
+}
+
+// A part the server redrew (its batch's ZIP rebuilt, a state changed) keeps what the user chose in it and
+// has not sent yet: the model picked for a rerun, the edges, a mask file. Hidden fields are the server's.
+function keepChoices(current, fresh) {
+  for (const control of current.querySelectorAll("select[id], input[id]")) {
+    const twin = fresh.querySelector("#" + CSS.escape(control.id));
+    if (!twin || twin.tagName !== control.tagName || control.type === "hidden" || twin.type !== control.type) continue;
+    if (control.type === "file") {
+      if (control.files.length) twin.files = control.files;
+    } else if (control.type === "checkbox" || control.type === "radio") {
+      twin.checked = control.checked;
+    } else if (control.tagName !== "SELECT" || Array.from(twin.options).some((o) => o.value === control.value)) {
+      twin.value = control.value;
+    }
   }
 }
 
