@@ -146,6 +146,31 @@ def large_photo(name: str, folder: Path, box: tuple[int, int, int, int] | None =
     )
 
 
+def test_a_card_the_server_redraws_keeps_the_model_and_the_mask_the_reviewer_chose(tmp_path, browser):
+    root = tmp_path / "root"
+    install_second_model(root)
+    mask = tmp_path / "mask.png"
+    mask.write_bytes(b"drawn by hand")
+    with Daemon(root) as daemon, WebPage(root) as web:
+        drop(root / "inbox", "shoot/empty.jpg", "flag no_subject")
+        daemon.wait_complete("shoot")
+        page = browser.new_page(viewport=DESK)
+        page.goto(f"{web.url}/review/shoot")
+        card = page.locator("li.review[data-name='empty.jpg']")
+        item = card.get_attribute("id").removeprefix("review-")
+        page.locator(f"#reject-{item} summary").click()
+        page.select_option(f"#model-{item}", SECOND_MODEL)
+        page.set_input_files(f"#mask-{item}", str(mask))
+        # The page takes the card's next HTML for a change (as when its batch's ZIP is rebuilt) and redraws it.
+        drawn = card.element_handle()
+        page.evaluate("id => seen.set(id, '')", f"review-{item}")
+        wait_for(lambda: not drawn.evaluate("e => e.isConnected"), what="the card redrawn by the live refresh")
+        assert page.locator(f"#model-{item}").input_value() == SECOND_MODEL
+        assert page.locator(f"#mask-{item}").evaluate("i => Array.from(i.files, f => f.name)") == ["mask.png"]
+        page.locator(f"#rerun-{item}").click()
+        message_says(page, f"Running empty.jpg again with model {SECOND_MODEL}", what="rerun asked")
+
+
 def test_the_review_view_on_real_cutouts_large_zoomable_over_each_backdrop(tmp_path, browser):
     """Real photos and the real model; the screenshots of docs/web.md (BGREMOVER_TEST_SCREENSHOTS=docs/web)."""
     root, shoot = tmp_path / "root", tmp_path / "up" / "shoot"
