@@ -146,7 +146,7 @@ def large_photo(name: str, folder: Path, box: tuple[int, int, int, int] | None =
     )
 
 
-def test_a_card_the_server_redraws_keeps_the_model_and_the_mask_the_reviewer_chose(tmp_path, browser):
+def test_a_card_is_not_redrawn_under_the_reviewers_hand_and_keeps_the_model_and_mask_chosen(tmp_path, browser):
     root = tmp_path / "root"
     install_second_model(root)
     mask = tmp_path / "mask.png"
@@ -161,14 +161,19 @@ def test_a_card_the_server_redraws_keeps_the_model_and_the_mask_the_reviewer_cho
         page.locator(f"#reject-{item} summary").click()
         page.select_option(f"#model-{item}", SECOND_MODEL)
         page.set_input_files(f"#mask-{item}", str(mask))
-        # The page takes the card's next HTML for a change (as when its batch's ZIP is rebuilt) and redraws it.
+        # The page takes the card's next HTML for a change (as when its batch's ZIP is rebuilt), but holds it
+        # while the reviewer's form is open: several live refreshes later it is the same card, as chosen.
         drawn = card.element_handle()
         page.evaluate("id => seen.set(id, '')", f"review-{item}")
-        wait_for(lambda: not drawn.evaluate("e => e.isConnected"), what="the card redrawn by the live refresh")
+        page.wait_for_timeout(3500)  # the page refreshes every second
+        assert drawn.evaluate("e => e.isConnected"), "the card was redrawn under the reviewer's hand"
         assert page.locator(f"#model-{item}").input_value() == SECOND_MODEL
         assert page.locator(f"#mask-{item}").evaluate("i => Array.from(i.files, f => f.name)") == ["mask.png"]
         page.locator(f"#rerun-{item}").click()
         message_says(page, f"Running empty.jpg again with model {SECOND_MODEL}", what="rerun asked")
+        # Sent: the form closes and the card is redrawn with what became of it.
+        wait_for(lambda: not drawn.evaluate("e => e.isConnected"), what="the card redrawn once the rerun was sent")
+        assert page.locator(f"#reject-{item}").evaluate("d => d.open") is False
 
 
 def test_the_review_view_on_real_cutouts_large_zoomable_over_each_backdrop(tmp_path, browser):

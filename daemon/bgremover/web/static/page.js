@@ -46,6 +46,11 @@ function sync(old, fresh) {
       wanted.push(current);
     } else if (current && seen.get(child.id) === child.outerHTML) {
       wanted.push(current);
+    } else if (current && current.querySelector("details[open] form.act")) {
+      // The user is filling in a decision here: the card is redrawn once it is sent or closed, never
+      // under the user's hand (a file or a model chosen a moment before the click would be lost).
+      wanted.push(current);
+      continue; // `seen` keeps the HTML this card was drawn from, so a later refresh redraws it
     } else {
       if (current) keepChoices(current, child);
       wanted.push(child);
@@ -169,6 +174,8 @@ async function send(form) {
   });
   const answer = await response.json().catch(() => ({ error: response.statusText }));
   say(answer.message || answer.error);
+  const panel = form.closest("details");
+  if (response.ok && panel) panel.open = false; // sent: its card may now show what became of it
   await refresh();
 }
 
