@@ -46,7 +46,7 @@ function sync(old, fresh) {
       wanted.push(current);
     } else if (current && seen.get(child.id) === child.outerHTML) {
       wanted.push(current);
-    } else if (current && current.querySelector("details[open] form.act")) {
+    } else if (current && current.querySelector("details.reject[open] form.act")) {
       // The user is filling in a decision here: the card is redrawn once it is sent or closed, never
       // under the user's hand (a file or a model chosen a moment before the click would be lost).
       wanted.push(current);
@@ -174,7 +174,7 @@ async function send(form) {
   });
   const answer = await response.json().catch(() => ({ error: response.statusText }));
   say(answer.message || answer.error);
-  const panel = form.closest("details");
+  const panel = form.closest("details.reject");
   if (response.ok && panel) panel.open = false; // sent: its card may now show what became of it
   await refresh();
 }
