@@ -100,6 +100,7 @@ class Prepared:
             return self.session.describe()
         options = self.session.get_session_options()
         return {
+            "backend": "onnxruntime",
             "model_session": self.model_session,
             "providers": self.session.get_providers(),
             "intra_op_threads": options.intra_op_num_threads,

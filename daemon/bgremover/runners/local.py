@@ -34,6 +34,12 @@ log = structlog.get_logger()
 
 FORKSERVER_MODULE = b"bgremover.runners.forkserver"  # how its command line names it (python -m ...)
 READY_TIMEOUT_SECONDS = 120.0  # the first job process's session, at start-up
+# What daemon_ready repeats of the first job process's own description: the backend and precision its jobs
+# run (with auto, what the model's check chose), and the runtime's threads and version.
+RUNS_ON = (
+    "backend", "precision", "inference_precision", "providers", "intra_op_threads", "onnxruntime", "openvino",
+    "model_session",
+)  # fmt: skip
 SPAWN_RETRY_SECONDS = 5.0  # after the fork server failed to give a standby
 
 
@@ -83,9 +89,7 @@ class LocalRunner(JobRunner):
         if ready.get("error"):
             raise RunnerError(ready["error"])
         self.fill(time.monotonic(), model)  # the other slots' standbys prepare while intake starts
-        runs_on = {
-            key: ready[key] for key in ("providers", "intra_op_threads", "onnxruntime", "model_session") if key in ready
-        }
+        runs_on = {key: ready[key] for key in RUNS_ON if key in ready}
         return {**runs_on, "threads": settings.threads, "first_session_ms": ready.get("prepare_ms")}
 
     # -- starting a job -------------------------------------------------------------
