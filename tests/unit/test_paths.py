@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from bgremover.models import paths
+from bgremover.models import fetch, paths
 from bgremover.models.fetch import write_manifest
 from bgremover.models.manifest import ModelError, find_model_spec, read_checks, read_manifest
 
@@ -191,3 +191,30 @@ def test_bench_models_takes_each_name_once_in_order_and_refuses_none():
     with pytest.raises(argparse.ArgumentTypeError) as refused:
         models_argument(" , ")
     assert str(refused.value) == "expected model names such as u2netp,u2net, got ' , '"
+
+
+def auto_line(folder) -> str:
+    """The line `bgremover models list` shows under the bundled model about `precision = "auto"`."""
+    listed = fetch.listing(folder).splitlines()
+    start = next(index for index, line in enumerate(listed) if line.startswith("u2netp "))
+    (line,) = [one.strip() for one in listed[start + 1 : start + 3] if "precision auto" in one]
+    return line
+
+
+def test_models_list_says_what_auto_runs_for_each_installed_model_and_why(tmp_path, spec):
+    assert auto_line(tmp_path) == (
+        "precision auto runs onnxruntime/fp32: not checked on this CPU (bgremover models verify u2netp)"
+    )
+    faster = {"onnxruntime/fp32": record(1.0, 1.0, 400, 10), "openvino/bf16": record(0.999, 0.99, 150, 200)}
+    checked(tmp_path, spec, faster, cpu=["avx512_bf16", "amx_bf16", "amx_int8"])
+    assert auto_line(tmp_path).endswith("not checked on this CPU (bgremover models verify u2netp)")
+    checked(tmp_path, spec, faster)
+    assert auto_line(tmp_path) == (
+        "precision auto runs openvino/bf16: 350 ms of CPU per image against 410 for onnxruntime/fp32, "
+        "as models verify measured on this CPU"
+    )
+    refused = {"onnxruntime/fp32": record(1.0, 1.0, 400, 10), "openvino/bf16": record(0.96, 0.67, 150, 200)}
+    checked(tmp_path, spec, refused)
+    assert (
+        auto_line(tmp_path) == "precision auto runs onnxruntime/fp32: no faster path passed models verify on this CPU"
+    )

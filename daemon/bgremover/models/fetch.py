@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bgremover import durable
-from bgremover.models import wheels
+from bgremover.models import paths, wheels
 from bgremover.models.fixedsize import FixedSizeError, fix_input_size, require_onnx
 from bgremover.models.manifest import (
     CHECKS,
@@ -377,10 +377,14 @@ def _own_file(entry: object) -> str | None:
 def listing(folder: Path) -> str:
     """One row per model: bundled, in the user's folder, or fetchable; each source on its own line."""
     bundled, user = read_manifest(models_dir()), read_manifest(folder, missing_ok=True)
-    rows = [_installed_row(name, entry, models_dir(), "bundled") for name, entry in bundled.items() if name not in user]
+    rows = [
+        _installed_row(name, entry, models_dir(), "bundled", folder)
+        for name, entry in bundled.items()
+        if name not in user
+    ]
     for name, entry in user.items():
         where = "shadows the bundled one" if name in bundled else "models folder"
-        rows.append(_installed_row(name, entry, folder, where))
+        rows.append(_installed_row(name, entry, folder, where, folder))
     for name, fetchable in FETCHABLE.items():
         if name not in user:
             rows.append(
@@ -404,11 +408,13 @@ def listing(folder: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _installed_row(name: str, entry: object, folder: Path, where: str) -> tuple[str, str, str, str, str]:
+def _installed_row(name: str, entry: object, folder: Path, where: str, checks: Path) -> tuple[str, str, str, str, str]:
+    """An installed model's row; under its source, what `precision = "auto"` runs for it (its checks: `checks`)."""
     spec = spec_from_entry(name, entry, folder)
     if not spec.path.is_file():
         return name, f"file missing ({spec.path})", "-", spec.licence, spec.source
-    return name, f"installed ({where})", _megabytes(spec.path.stat().st_size), spec.licence, spec.source
+    described = f"{spec.source}\n    {paths.auto_line(spec, checks)}"
+    return name, f"installed ({where})", _megabytes(spec.path.stat().st_size), spec.licence, described
 
 
 def _megabytes(size: int) -> str:

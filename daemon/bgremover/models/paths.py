@@ -129,6 +129,20 @@ def choose(spec: ModelSpec, folder: Path | None, backend: str, precision: str) -
     return InferencePath(*REFERENCE, spec.path)
 
 
+def auto_line(spec: ModelSpec, folder: Path | None) -> str:
+    """What `precision = "auto"` runs for the model and why, in one line (`bgremover models list` shows it)."""
+    chosen, reference = choose(spec, folder, REFERENCE[0], "auto"), "/".join(REFERENCE)
+    records = current_records(spec, folder)
+    said = f"precision auto runs {chosen.name}"
+    if not records:
+        return f"{said}: not checked on this CPU (bgremover models verify {spec.name})"
+    if chosen.name == reference:
+        return f"{said}: no faster path passed models verify on this CPU"
+    cost, usual = per_image(records[chosen.name]), per_image(records.get(reference, {}))
+    against = f" against {usual:.0f} for {reference}" if usual is not None else ""
+    return f"{said}: {cost:.0f} ms of CPU per image{against}, as models verify measured on this CPU"
+
+
 def per_image(record: dict) -> float | None:
     """What a path costs each job in CPU ms: one inference, and setting the path up in the fresh process.
 
