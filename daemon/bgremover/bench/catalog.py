@@ -105,7 +105,6 @@ def agreement_with(found: dict[str, np.ndarray], reference: dict[str, np.ndarray
         raise BenchError(f"the cutouts differ in name from the reference's ({len(found)} against {len(names)})")
     # The same rule as the gate's: a photo with no subject in either is measured by its alpha alone.
     ious, _ = agreement.subject_ious([found[name] for name in names], [reference[name] for name in names])
-    ious = ious or [1.0]
     errors = [float(np.abs(found[name].astype(np.int16) - reference[name]).mean()) for name in names]
     return {
         "iou_mean": round(statistics.fmean(ious), 4),

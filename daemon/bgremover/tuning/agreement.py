@@ -161,16 +161,18 @@ def has_subject(first: np.ndarray, second: np.ndarray) -> bool:
 
 
 def subject_ious(found: list[np.ndarray], reference: list[np.ndarray]) -> tuple[list[float], int]:
-    """The IoU of each pair of masks with a subject between them, and how many pairs had none."""
+    """The IoU of each pair of masks with a subject between them, and how many pairs had none.
+
+    Where no pair had one, the masks agree that there is none (to the alpha MAE): [1.0].
+    """
     pairs = list(zip(found, reference, strict=True))
     ious = [iou(one, other) for one, other in pairs if has_subject(one, other)]
-    return ious, len(pairs) - len(ious)
+    return ious or [1.0], len(pairs) - len(ious)
 
 
 def compare(found: list[np.ndarray], reference: list[np.ndarray], ms: float, setup: float) -> dict:
     """One path's record: agreement with the reference's masks, its speed, and whether it passes the gate."""
     ious, without = subject_ious(found, reference)
-    ious = ious or [1.0]  # no photo had a subject: they agree that there is none, to the alpha MAE
     errors = [float(np.abs(one.astype(np.int16) - other).mean()) for one, other in zip(found, reference, strict=True)]
     record = {
         "mean_iou": round(float(statistics.fmean(ious)), 5),
