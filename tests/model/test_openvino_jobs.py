@@ -10,7 +10,10 @@ one reads instead of compiling again.
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 from tests.daemon.test_isolation import forkserver_of
@@ -53,3 +56,30 @@ def test_openvino_jobs_share_one_compiled_model_in_the_state_folder_and_the_fork
     assert [(blob.stat().st_ino, blob.stat().st_mtime_ns) for blob in blobs] == compiled
     assert "openvino" not in server_maps, "the fork server has OpenVINO's libraries mapped"
     assert len(server_threads) == 1, f"the fork server runs {len(server_threads)} threads"
+
+
+# What a job process does before its first image, then which of OpenVINO's modules it holds.
+PREPARE_AND_LIST = """
+import json, sys
+from bgremover.job.process import preload, prepare
+config = {"model": "u2netp", "backend": "openvino", "precision": "fp32", "threads": 1, "cache_dir": sys.argv[1]}
+prepared = prepare(preload(config, optimize=False))
+names = ("openvino", "openvino.tools.ovc", "openvino_telemetry")
+print(json.dumps([prepared.error, type(prepared.session).__name__, [n for n in names if sys.modules.get(n)]]))
+"""
+
+
+def test_an_openvino_job_compiles_its_model_without_importing_openvinos_conversion_tools(tmp_path):
+    """The tools (convert_model, with telemetry, urllib, http and email) are half the import's CPU, in every job."""
+    job = subprocess.run(
+        [sys.executable, "-c", PREPARE_AND_LIST, str(tmp_path / "cache")], capture_output=True, text=True, check=True
+    )
+    assert json.loads(job.stdout) == [None, "OpenVinoSession", ["openvino"]], job.stderr
+    # A plain import, as in a user's own program using the Python API, keeps them.
+    plain = subprocess.run(
+        [sys.executable, "-c", "import sys, openvino; print(sys.modules.get('openvino.tools.ovc') is not None)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert plain.stdout.strip() == "True"

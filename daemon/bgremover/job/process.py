@@ -248,6 +248,10 @@ def prepare(shared: Shared) -> Prepared:
     if shared.session is not None:
         return Prepared(shared, shared.session)
     path = shared.path or paths.InferencePath("onnxruntime", "fp32", shared.spec.path)
+    if path.backend == "openvino":
+        from bgremover.models.openvino_session import leave_out_conversion_tools  # never in the fork server
+
+        leave_out_conversion_tools()
     try:
         session = open_path(shared.spec, path, shared.threads, shared.providers, shared.optimized, shared.cache_dir)
     except matting.ModelError as exc:

@@ -10,6 +10,7 @@ blob in a fraction of that.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,21 @@ def missing() -> str | None:
     if not installed("openvino"):
         return NOT_INSTALLED["openvino"]
     return None
+
+
+def leave_out_conversion_tools() -> None:
+    """Make this process's `import openvino` skip its model-conversion tools; for a job process only.
+
+    OpenVINO's package imports openvino.tools.ovc (convert_model) whenever it
+    can, and with it a telemetry client and urllib, http and email: about 65 ms
+    of CPU, half the import, paid again by every job. A job only compiles a model
+    file. Marking that one submodule absent (None in sys.modules) makes the
+    package's guarded import skip it, as if the tools were not installed. Never
+    in a process that runs someone else's code (the Python API): they may want
+    convert_model there.
+    """
+    if "openvino" not in sys.modules:
+        sys.modules.setdefault("openvino.tools.ovc", None)
 
 
 @dataclass(frozen=True)

@@ -134,6 +134,10 @@ def probe() -> None:
     fit_huge_pages(spec)
     cache_dir = Path(request["cache_dir"]) if request["cache_dir"] else None
     held = backend == "onnxruntime"
+    if not held:
+        from bgremover.models.openvino_session import leave_out_conversion_tools
+
+        leave_out_conversion_tools()  # as a job does
     if held:
         session = open_path(spec, path, request["threads"], cache_dir=cache_dir)
     started = time.process_time()
