@@ -109,6 +109,21 @@ def test_auto_takes_int8_only_with_its_variant_in_place(tmp_path, spec):
     assert paths.choose(spec, tmp_path, "onnxruntime", "auto").name == "onnxruntime/fp32"
 
 
+def test_bf16_runs_its_variant_made_for_this_model_file_and_plain_bf16_otherwise(tmp_path, spec):
+    """`models verify` registers a variant with its last convolutions in fp32 where plain bf16 failed the gate."""
+    variant = tmp_path / "u2netp.bf16-18.xml"
+    variant.write_text("<net/>")
+    records = {"onnxruntime/fp32": record(1.0, 1.0, 400), "openvino/bf16": record(0.997, 0.9804, 200)}
+    checked(tmp_path, spec, records, bf16={"file": variant.name, "of": spec.sha256, "fp32_convolutions": 18})
+    assert paths.path_for(spec, tmp_path, "openvino", "bf16").file == variant
+    assert paths.choose(spec, tmp_path, "onnxruntime", "auto").file == variant
+    checked(tmp_path, spec, records, bf16={"file": variant.name, "of": "0" * 64, "fp32_convolutions": 18})
+    assert paths.path_for(spec, tmp_path, "openvino", "bf16").file == spec.path  # made for another model file
+    checked(tmp_path, spec, records, bf16={"file": variant.name, "of": spec.sha256, "fp32_convolutions": 18})
+    variant.unlink()
+    assert paths.path_for(spec, tmp_path, "openvino", "bf16").file == spec.path
+
+
 @pytest.mark.parametrize(
     ("backend", "precision", "sentence"),
     [

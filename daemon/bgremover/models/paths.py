@@ -64,9 +64,14 @@ def passes(record: dict) -> bool:
     return record.get("mean_iou", 0.0) >= MIN_MEAN_IOU and record.get("lowest_iou", 0.0) >= MIN_LOWEST_IOU
 
 
-def int8_file(spec: ModelSpec, folder: Path) -> Path | None:
-    """The model's registered INT8 variant, if `models quantize` made one for this very model file."""
-    variant = read_checks(folder).get(spec.name, {}).get("int8")
+def variant_file(spec: ModelSpec, folder: Path, precision: str) -> Path | None:
+    """The model's registered variant for `precision`, if one was made for this very model file.
+
+    int8: the QDQ model `models quantize` made. bf16: the OpenVINO IR with its
+    last convolutions kept in fp32, which `models verify` makes when plain bf16
+    fails the gate (tuning/mixed.py).
+    """
+    variant = read_checks(folder).get(spec.name, {}).get(precision)
     if not isinstance(variant, dict) or variant.get("of") != spec.sha256:
         return None
     path = folder / str(variant.get("file", ""))
@@ -80,9 +85,12 @@ def path_for(spec: ModelSpec, folder: Path | None, backend: str, precision: str)
     if precision not in OFFERED[backend]:
         offered = ", ".join(OFFERED[backend])
         raise ModelError(f"there is no {backend}/{precision} path: {backend} offers {offered} on the CPU")
+    if precision == "bf16":
+        variant = variant_file(spec, folder, "bf16") if folder is not None else None
+        return InferencePath(backend, precision, variant or spec.path)
     if precision != "int8":
         return InferencePath(backend, precision, spec.path)
-    variant = int8_file(spec, folder) if folder is not None else None
+    variant = variant_file(spec, folder, "int8") if folder is not None else None
     if variant is None:
         raise ModelError(
             f"model {spec.name} has no INT8 variant that passed its check: run `bgremover models quantize {spec.name}`"

@@ -38,6 +38,7 @@ SUBJECT_ALPHA = 128  # a pixel with at least this alpha counts as subject for Io
 # most, made an IoU of 0.77 there. A path that finds a subject fp32 did not, or loses one, makes the union
 # large, and the photo counts.
 NO_SUBJECT = 0.005
+BF16 = "openvino/bf16"  # the one path whose failure `models verify` answers with a variant (tuning/mixed.py)
 PROBES = 3  # fresh processes measuring a path's set-up; the median counts
 
 
@@ -204,6 +205,7 @@ def verify(
     reference_path = paths.InferencePath(*paths.REFERENCE, spec.path)
     reference, reference_ms, reference_setup = masks(spec, reference_path, pictures, threads, cache_dir)
     records = {reference_path.name: compare(reference, reference, reference_ms, reference_setup)}
+    check = {**read_checks(folder).get(spec.name, {})}
     for path in available(spec, folder, say):
         if path.name == reference_path.name:
             continue
@@ -214,18 +216,44 @@ def verify(
             records[path.name] = {"error": str(exc), "allowed": False}
             continue
         records[path.name] = compare(found, reference, ms, setup)
-    check = {
-        **read_checks(folder).get(spec.name, {}),
-        "sha256": spec.sha256,
-        "cpu": paths.cpu_features(),
-        "photos": len(pictures),
-        "threads": threads,
-        "paths": records,
-    }
+        if path.name == BF16 and not records[path.name]["allowed"]:
+            say(f"{line(spec.name, path.name, records[path.name])}; looking for the convolutions it must keep in fp32")
+            check.pop("bf16", None)  # a variant that fails here is no longer one
+            kept = bf16_variant(spec, folder, pictures, reference, threads, cache_dir, say)
+            if kept is not None:
+                check["bf16"], records[path.name] = kept
+    check.update(sha256=spec.sha256, cpu=paths.cpu_features(), photos=len(pictures), threads=threads, paths=records)
     record(folder, spec.name, check)
+    from bgremover.tuning import mixed
+
+    mixed.remove_others(spec, folder, check.get("bf16", {}).get("file"))
     for path_name, one in records.items():
         say(line(spec.name, path_name, one))
     return check
+
+
+def bf16_variant(
+    spec: ModelSpec,
+    folder: Path,
+    pictures: list,
+    reference: list[np.ndarray],
+    threads: int,
+    cache_dir: Path | None,
+    say: Callable[[str], None],
+) -> tuple[dict, dict] | None:
+    """Where plain bf16 failed: the variant with its last convolutions in fp32 (tuning/mixed.py) and its record."""
+    from bgremover.tuning import mixed  # imports OpenVINO, which this path runs on anyway
+
+    def passes(file: Path) -> dict:
+        found, ms, _ = masks(spec, paths.InferencePath("openvino", "bf16", file), pictures, threads, None, False)
+        return compare(found, reference, ms, 0.0)
+
+    variant = mixed.keep_what_bf16_must(spec, folder, passes, say)
+    if variant is None:
+        return None
+    path = paths.InferencePath("openvino", "bf16", folder / variant["file"])
+    found, ms, setup = masks(spec, path, pictures, threads, cache_dir)
+    return variant, {**compare(found, reference, ms, setup), "fp32_convolutions": variant["fp32_convolutions"]}
 
 
 def line(name: str, path_name: str, record: dict) -> str:
@@ -235,8 +263,10 @@ def line(name: str, path_name: str, record: dict) -> str:
     verdict = "allowed" if record["allowed"] else "refused"
     without = record.get("photos_without_subject", 0)
     aside = f" ({without} photo{'s' if without > 1 else ''} without a subject, by alpha MAE only)" if without else ""
+    kept = record.get("fp32_convolutions")
+    variant = f" with its last {kept} convolutions in fp32" if kept else ""
     return (
-        f"{name} {path_name}: {verdict}: IoU mean {record['mean_iou']:.4f}, lowest {record['lowest_iou']:.4f}{aside}, "
+        f"{name} {path_name}: {verdict}{variant}: IoU mean {record['mean_iou']:.4f}, lowest {record['lowest_iou']:.4f}{aside}, "
         f"alpha MAE {record['alpha_mae']:.2f}, {record['ms']:.0f} ms of CPU per inference"
         f" and {record.get('setup_ms', 0):.0f} ms per job to set up"
     )
