@@ -141,6 +141,7 @@ def marked(file):
     return [("DisablePrecisionConversion" in body) for kind, body in layers if kind == "Convolution"]
 
 def passes(file):
+    assert len(list(file.parent.glob("*.xml"))) <= 2, "the search keeps more than this try and the best so far"
     kept = sum(marked(file))
     return {"allowed": kept >= 7, "mean_iou": 0.99, "lowest_iou": 0.9 + kept / 1000}
 

@@ -219,7 +219,11 @@ def verify(
         if path.name == BF16 and not records[path.name]["allowed"]:
             say(f"{line(spec.name, path.name, records[path.name])}; looking for the convolutions it must keep in fp32")
             check.pop("bf16", None)  # a variant that fails here is no longer one
-            kept = bf16_variant(spec, folder, pictures, reference, threads, cache_dir, say)
+            try:
+                kept = bf16_variant(spec, folder, pictures, reference, threads, cache_dir, say)
+            except ModelError as exc:
+                say(f"{spec.name}: no bf16 variant: {exc}")
+                kept = None
             if kept is not None:
                 check["bf16"], records[path.name] = kept
     check.update(sha256=spec.sha256, cpu=paths.cpu_features(), photos=len(pictures), threads=threads, paths=records)

@@ -30,8 +30,8 @@ from bgremover import durable
 from bgremover.models.manifest import ModelSpec
 
 MOST_KEPT_SHARE = 0.5
-PRECISION_SENSITIVE = "precise_0"
-WORK_PREFIX = ".bgremover-bf16-"  # the runtime-info key OpenVINO's precision conversion leaves alone
+PRECISION_SENSITIVE = "precise_0"  # the runtime-info key OpenVINO's precision conversion leaves alone
+WORK_PREFIX = ".bgremover-bf16-"  # the search's folder in the models folder; a killed search's is removed
 
 
 def convolution_count(source: Path) -> int:
@@ -61,13 +61,19 @@ def search(
     """The fewest trailing convolutions in fp32 with which bf16 passes, its record and its IR; None past the most."""
     total = convolution_count(spec.path)
     most = int(total * MOST_KEPT_SHARE)
-    tried: dict[int, tuple[dict, Path]] = {}
+    best: dict[int, tuple[dict, Path]] = {}  # only the fewest passing so far stays on disk: u2net's IR is 176 MB
 
     def check(kept: int) -> bool:
         target = work / f"kept-{kept}.xml"
         write_variant(spec.path, kept, target)
         record = passes(target)
-        tried[kept] = (record, target)
+        if record["allowed"]:
+            for _, older in best.values():
+                remove_ir(older)
+            best.clear()
+            best[kept] = (record, target)
+        else:
+            remove_ir(target)
         verdict = "passes" if record["allowed"] else "fails"
         say(
             f"{spec.name} bf16 with the last {kept} of {total} convolutions in fp32: {verdict} "
@@ -85,8 +91,13 @@ def search(
             passing = middle
         else:
             failing = middle
-    record, target = tried[passing]
+    record, target = best[passing]
     return passing, record, target
+
+
+def remove_ir(xml: Path) -> None:
+    xml.with_suffix(".bin").unlink(missing_ok=True)
+    xml.unlink(missing_ok=True)
 
 
 def keep_what_bf16_must(
@@ -114,5 +125,4 @@ def remove_others(spec: ModelSpec, folder: Path, keep: str | None) -> None:
     """Remove the model's bf16 variants but `keep` (the .xml registered), once the manifest names that one."""
     for old in folder.glob(f"{spec.name}.bf16-*.xml"):
         if old.name != keep:
-            old.with_suffix(".bin").unlink(missing_ok=True)
-            old.unlink(missing_ok=True)
+            remove_ir(old)
