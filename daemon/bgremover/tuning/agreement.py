@@ -13,6 +13,7 @@ folder's manifest, where `precision = "auto"` reads it.
 
 from __future__ import annotations
 
+import functools
 import json
 import statistics
 import subprocess
@@ -30,6 +31,7 @@ from bgremover.models import paths, photoset
 from bgremover.models.manifest import ModelError, ModelSpec, read_checks, read_manifest
 from bgremover.models.runtime import open_path
 from bgremover.runners.forkserver import tune_malloc_here
+from bgremover.tuning import mixed
 
 SUBJECT_ALPHA = 128  # a pixel with at least this alpha counts as subject for IoU
 # Two masks that hold less than this share of the photo as subject between them have no subject to compare,
@@ -216,24 +218,39 @@ def verify(
             records[path.name] = {"error": str(exc), "allowed": False}
             continue
         records[path.name] = compare(found, reference, ms, setup)
-        if path.name == BF16 and not records[path.name]["allowed"]:
-            say(f"{line(spec.name, path.name, records[path.name])}; looking for the convolutions it must keep in fp32")
-            check.pop("bf16", None)  # a variant that fails here is no longer one
-            try:
-                kept = bf16_variant(spec, folder, pictures, reference, threads, cache_dir, say)
-            except ModelError as exc:
-                say(f"{spec.name}: no bf16 variant: {exc}")
-                kept = None
-            if kept is not None:
-                check["bf16"], records[path.name] = kept
+        if path.name == BF16:
+            search = functools.partial(bf16_variant, spec, folder, pictures, reference, threads, cache_dir, say)
+            records[path.name] = answer_bf16(spec, folder, check, records[path.name], search, say)
     check.update(sha256=spec.sha256, cpu=paths.cpu_features(), photos=len(pictures), threads=threads, paths=records)
     record(folder, spec.name, check)
-    from bgremover.tuning import mixed
-
     mixed.remove_others(spec, folder, check.get("bf16", {}).get("file"))
     for path_name, one in records.items():
         say(line(spec.name, path_name, one))
     return check
+
+
+def answer_bf16(
+    spec: ModelSpec, folder: Path, check: dict, measured: dict, search: Callable, say: Callable[[str], None]
+) -> dict:
+    """OpenVINO bf16's record: as measured if it passed, else its variant's (registered in `check`) if one passes.
+
+    The path measured is the registered variant where there is one: a variant
+    that fails now (another CPU, another OpenVINO) is dropped and searched again.
+    """
+    kept = check.get("bf16", {}).get("fp32_convolutions") if paths.variant_file(spec, folder, "bf16") else None
+    if measured["allowed"]:
+        return {**measured, "fp32_convolutions": kept} if kept else measured
+    say(f"{line(spec.name, BF16, measured)}; looking for the convolutions it must keep in fp32")
+    check.pop("bf16", None)
+    try:
+        found = search()
+    except ModelError as exc:
+        say(f"{spec.name}: no bf16 variant: {exc}")
+        return measured
+    if found is None:
+        return measured
+    check["bf16"], answered = found
+    return answered
 
 
 def bf16_variant(
@@ -246,7 +263,6 @@ def bf16_variant(
     say: Callable[[str], None],
 ) -> tuple[dict, dict] | None:
     """Where plain bf16 failed: the variant with its last convolutions in fp32 (tuning/mixed.py) and its record."""
-    from bgremover.tuning import mixed  # imports OpenVINO, which this path runs on anyway
 
     def passes(file: Path) -> dict:
         found, ms, _ = masks(spec, paths.InferencePath("openvino", "bf16", file), pictures, threads, None, False)
