@@ -61,38 +61,35 @@ def search(
     """The fewest trailing convolutions in fp32 with which bf16 passes, its record and its IR; None past the most."""
     total = convolution_count(spec.path)
     most = int(total * MOST_KEPT_SHARE)
-    best: dict[int, tuple[dict, Path]] = {}  # only the fewest passing so far stays on disk: u2net's IR is 176 MB
 
-    def check(kept: int) -> bool:
-        target = work / f"kept-{kept}.xml"
-        write_variant(spec.path, kept, target)
-        record = passes(target)
-        if record["allowed"]:
-            for _, older in best.values():
-                remove_ir(older)
-            best.clear()
-            best[kept] = (record, target)
-        else:
-            remove_ir(target)
+    def ir(kept: int) -> Path:
+        return work / f"kept-{kept}.xml"
+
+    def check(kept: int) -> dict:
+        write_variant(spec.path, kept, ir(kept))
+        record = passes(ir(kept))
         verdict = "passes" if record["allowed"] else "fails"
         say(
             f"{spec.name} bf16 with the last {kept} of {total} convolutions in fp32: {verdict} "
             f"(IoU mean {record['mean_iou']:.4f}, lowest {record['lowest_iou']:.4f})"
         )
-        return record["allowed"]
+        return record
 
-    if not check(most):
+    best = check(most)
+    if not best["allowed"]:
         say(f"{spec.name}: bf16 fails the gate even with its last {most} of {total} convolutions in fp32")
         return None
     failing, passing = 0, most  # none kept: plain bf16, which failed
     while passing - failing > 1:
         middle = (failing + passing) // 2
-        if check(middle):
-            passing = middle
+        record = check(middle)
+        # Only the fewest passing so far stays on disk: u2net's IR is 176 MB.
+        remove_ir(ir(passing if record["allowed"] else middle))
+        if record["allowed"]:
+            passing, best = middle, record
         else:
             failing = middle
-    record, target = best[passing]
-    return passing, record, target
+    return passing, best, ir(passing)
 
 
 def remove_ir(xml: Path) -> None:
