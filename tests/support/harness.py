@@ -97,7 +97,9 @@ class Daemon:
 
     def events(self, name: str) -> list[dict]:
         found = []
-        for line in self.log().splitlines():
+        text = self.log()
+        # Up to the last newline: a line the daemon is still writing is read whole at the next look.
+        for line in text[: text.rfind("\n") + 1].splitlines():
             if line.startswith("{"):
                 record = json.loads(line)
                 if record.get("event") == name:
