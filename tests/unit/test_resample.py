@@ -110,3 +110,10 @@ def test_postprocess_with_bilinear_enlarges_the_mask_by_the_rule():
     raw = (levels.astype(np.float32) + 0.5) / 255  # whole levels once cut down
     mask = matting.postprocess(raw, (37, 23), spec(mask_range="unit", resize="bilinear"))
     np.testing.assert_array_equal(np.asarray(mask), by_the_rule(levels, 37, 23))
+
+
+def test_a_photo_whose_sides_divide_by_a_power_of_two_is_resized_exactly_by_the_rule():
+    # 200×150 to 128×128 steps by 25/16 and 75/64 source pixels, as 2000×1500 to
+    # 1024×1024 does: every weight and sum is exact, so no order of adding can differ.
+    pixels = np.random.default_rng(11).integers(0, 256, (150, 200, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(resample.bilinear(pixels, (128, 128)), by_the_rule(pixels, 128, 128))
