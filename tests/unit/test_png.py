@@ -8,6 +8,7 @@ import zlib
 
 import numpy as np
 import pytest
+from isal import isal_zlib
 from PIL import Image, ImageCms
 
 from bgremover.imaging.png import write_png
@@ -80,7 +81,7 @@ def test_pillow_decodes_the_exact_pixels_for_every_mode_and_size(mode, shape):
     np.testing.assert_array_equal(decoded, pixels)
 
 
-@pytest.mark.parametrize("level", [0, 1, 6, 9])
+@pytest.mark.parametrize("level", [0, 1, 2, 3, 6, 9])
 @pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("mode", ["RGBA", "L"])
 def test_every_level_and_thread_count_round_trips(mode, threads, level):
@@ -98,6 +99,13 @@ def test_joined_idat_is_a_strict_zlib_stream_of_the_up_filtered_rows(threads):
     decompressor = zlib.decompressobj()
     assert decompressor.decompress(idat) == filtered_up(pixels)
     assert decompressor.eof and decompressor.unused_data == b""
+
+
+@pytest.mark.parametrize(("level", "deflater"), [(0, zlib), (1, isal_zlib), (2, isal_zlib), (3, zlib), (9, zlib)])
+def test_the_fast_levels_are_deflated_by_isa_l_and_the_others_by_zlib(level, deflater):
+    pixels = photo_like_pixels((300, 200), "RGBA")
+    idat = b"".join(data for kind, data, _ in chunks_of(encode(pixels, level=level)) if kind == b"IDAT")
+    assert idat == deflater.compress(filtered_up(pixels), level)
 
 
 @pytest.mark.parametrize("threads", [2, 3])

@@ -1,8 +1,9 @@
-"""A fast PNG encoder for cutouts: numpy "Up" filtering and zlib deflate, optionally on several threads.
+"""A fast PNG encoder for cutouts: numpy "Up" filtering and deflate, optionally on several threads.
 
 Pillow's PNG encoder is the slowest stage of the pipeline: it picks a filter per row in C and then
 deflates on one core. Here the filtering is one vectorised subtraction and the deflate can be
-split across threads, because CPython's zlib releases the GIL while it compresses.
+split across threads, because both deflaters used (CPython's zlib, and ISA-L's for the fast
+levels) release the GIL while they compress.
 
 Pure computation plus one sequence of writes to the target; no temp files or renames (the caller
 owns those).
@@ -14,9 +15,11 @@ import os
 import struct
 import zlib
 from concurrent.futures import ThreadPoolExecutor
+from types import ModuleType
 from typing import BinaryIO
 
 import numpy as np
+from isal import isal_zlib
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 COLOUR_TYPE_BY_CHANNELS = {1: 0, 3: 2, 4: 6}  # grey, RGB, RGBA
@@ -25,6 +28,11 @@ ICC_PROFILE_NAME = b"icc"
 IDAT_CHUNK_BYTES = 1 << 20  # any size is legal; 1 MiB keeps single chunks out of readers' worst cases
 PARALLEL_MIN_BYTES = 1 << 20  # below this, thread start-up costs more than it saves
 PNG_MAX_DIMENSION = 2**31 - 1
+# ISA-L's deflate at its levels 1 and 2 is 3-4× as fast as zlib's at the same levels, and its
+# output no larger (a 2000×1500 cutout at level 1: 19 ms and 2.38 MB against zlib's 71 ms and
+# 2.49 MB). zlib's level 0 stores, and ISA-L has no counterpart for its slower levels 3 to 9
+# (its level 3 made that cutout larger than its level 2), so those stay zlib's.
+ISAL_LEVELS = (1, 2)
 
 
 def write_png(
@@ -89,9 +97,14 @@ def _filter_up(pixels: np.ndarray) -> memoryview:
     return memoryview(filtered).cast("B")
 
 
+def _deflater(level: int) -> ModuleType:
+    """The zlib-compatible module that deflates at `level`: ISA-L's for the fast levels, else zlib."""
+    return isal_zlib if level in ISAL_LEVELS else zlib
+
+
 def _zlib_stream(data: memoryview, level: int, threads: int) -> bytes:
     if threads == 1 or len(data) < PARALLEL_MIN_BYTES:
-        return zlib.compress(data, level)
+        return _deflater(level).compress(data, level)
     return _parallel_zlib_stream(data, level, threads)
 
 
@@ -118,8 +131,9 @@ def _parallel_zlib_stream(data: memoryview, level: int, threads: int) -> bytes:
 
 
 def _raw_deflate(piece: memoryview, level: int, *, is_last: bool) -> bytes:
-    compressor = zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS)  # negative wbits: no header, no checksum
-    return compressor.compress(piece) + compressor.flush(zlib.Z_FINISH if is_last else zlib.Z_SYNC_FLUSH)
+    deflater = _deflater(level)
+    compressor = deflater.compressobj(level, deflater.DEFLATED, -deflater.MAX_WBITS)  # negative wbits: raw deflate
+    return compressor.compress(piece) + compressor.flush(deflater.Z_FINISH if is_last else deflater.Z_SYNC_FLUSH)
 
 
 def _zlib_header(level: int) -> bytes:
