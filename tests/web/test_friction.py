@@ -155,8 +155,9 @@ def test_the_pages_words_agree_name_what_they_act_on_and_take_any_drop(tmp_path,
             loose.locator("summary").click()
             wait_for(lambda: loose.locator("li.item").count() == 5, what="the loose batch's photos, once opened")
             # -- every control names its batch, and its photo where it acts on one -------------------
+            # The opened batch's rows and their buttons arrive by the page's polls: count them once all are in.
+            wait_for(lambda: len(page.evaluate(CONTROLS)) >= 8, what="the opened batch's controls")
             controls = page.evaluate(CONTROLS)
-            assert len(controls) >= 8, controls
             for control in controls:
                 assert control["batch"] in control["name"], control
                 assert control["photo"] is None or control["photo"] in control["name"], control

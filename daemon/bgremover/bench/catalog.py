@@ -18,6 +18,7 @@ For every model named, in one run on one corpus:
 from __future__ import annotations
 
 import io
+import os
 import resource
 import statistics
 import zipfile
@@ -154,12 +155,17 @@ def one_model(settings, name: str, corpus: list[Path], workdir: Path, large: Pat
     runs, alphas = {}, {}
     for path in allowed_paths(spec, folder):
         where = workdir / name / path.name.replace("/", "-")
+        os.sync()  # nothing of earlier runs left to write back: see before rembg.run
         runs[path.name], alphas[path.name] = daemon_run(settings, corpus, path, spec, where)
         runs[path.name]["reference_quality"] = reference_quality(spec, path, settings.compile_cache)
         runs[path.name]["memory_at_max_megapixels"] = memory_at_limit(settings, spec, path, large, where / "large")
     reference = alphas[paths.InferencePath(*paths.REFERENCE, spec.path).name]
     for path_name, found in alphas.items():
         runs[path_name]["against_fp32"] = agreement_with(found, reference)
+    # Each timed run starts with nothing left to write back (the photos, the last run's cutouts and
+    # ZIP): the daemon makes every result durable, and a disk still busy with another run's pages
+    # would slow whichever run came next.
+    os.sync()
     theirs = rembg.run(spec, corpus[0].parent, len(corpus), workdir / name / "rembg")
     theirs["against_fp32"] = agreement_with(folder_alphas(Path(theirs.pop("output"))), reference)
     ours = runs.get(chosen.name) or runs[paths.InferencePath(*paths.REFERENCE, spec.path).name]
