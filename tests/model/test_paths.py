@@ -147,7 +147,7 @@ def passes(file):
 
 folder = Path(sys.argv[1])
 spec = find_model_spec("u2netp", None)
-variant = mixed.keep_what_bf16_must(spec, folder, passes)
+variant, _ = mixed.keep_what_bf16_must(spec, folder, passes)
 # The installed IR runs as a job would run it, through the path bf16 now resolves to.
 path = paths.InferencePath("openvino", "bf16", folder / variant["file"])
 photo = photoset.photos()[:1]

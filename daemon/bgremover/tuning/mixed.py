@@ -99,8 +99,9 @@ def remove_ir(xml: Path) -> None:
 
 def keep_what_bf16_must(
     spec: ModelSpec, folder: Path, passes: Callable[[Path], dict], say: Callable[[str], None] = print
-) -> dict | None:
-    """Search, and install the passing variant beside the model; its manifest entry, or None if none passed."""
+) -> tuple[dict, dict] | None:
+    """Search, and install the passing variant beside the model: its manifest entry and the record `passes`
+    gave it, or None if none passed."""
     folder.mkdir(parents=True, exist_ok=True)  # the bundled model's checks go to a models folder not yet made
     for leftover in folder.glob(f"{WORK_PREFIX}*"):  # a search that was killed
         shutil.rmtree(leftover, ignore_errors=True)
@@ -109,13 +110,13 @@ def keep_what_bf16_must(
         found = search(spec, Path(work), passes, say)
         if found is None:
             return None
-        kept, _, built = found
+        kept, record, built = found
         # Named by the count: a daemon running the previous variant never finds its .xml beside a new .bin.
         target = folder / f"{spec.name}.bf16-{kept}.xml"
         durable.publish(built.with_suffix(".bin"), target.with_suffix(".bin"))
         durable.publish(built, target)
     say(f"made {target}: bf16 with the last {kept} convolutions in fp32")
-    return {"file": target.name, "of": spec.sha256, "fp32_convolutions": kept}
+    return {"file": target.name, "of": spec.sha256, "fp32_convolutions": kept}, record
 
 
 def remove_others(spec: ModelSpec, folder: Path, keep: str | None) -> None:
