@@ -42,6 +42,11 @@ class Backoff:
     `failed` and `succeeded` say whether an outage began or ended, so the caller
     logs one line when a folder stops taking writes and one when it takes them
     again, however many retries lie between.
+
+    A write that runs off the loop's thread (a ZIP build) answers late: the
+    folder may have changed while it ran. Each answer carries when its write
+    began (`tried_at`, the loop's clock), and one that began before the write
+    that last changed the folder's state is outdated: it changes nothing.
     """
 
     def __init__(self, first: float = FIRST_DELAY_SECONDS, cap: float = MAX_DELAY_SECONDS) -> None:
@@ -50,6 +55,7 @@ class Backoff:
         self.delay = 0.0
         self.retry_at = 0.0
         self.failing_since: float | None = None
+        self.changed_at = float("-inf")  # when the write that began or ended the last outage began
 
     @property
     def failing(self) -> bool:
@@ -59,17 +65,34 @@ class Backoff:
         """Whether a write may be tried now: always while healthy, after the wait while failing."""
         return now >= self.retry_at
 
-    def failed(self, now: float) -> bool:
-        """Record a refused write; True when this starts an outage."""
+    def outdated(self, tried_at: float) -> bool:
+        """Whether a write begun at tried_at began before the one that last changed the folder's state."""
+        return tried_at < self.changed_at
+
+    def failed(self, now: float, tried_at: float | None = None) -> bool:
+        """Record a write refused at now, begun at tried_at (now if not given); True when this starts an outage.
+
+        A refusal of a write begun before the folder last took one changes nothing.
+        """
+        tried_at = now if tried_at is None else tried_at
         started = self.failing_since is None
+        if started and self.outdated(tried_at):
+            return False
         if started:
-            self.failing_since = now
+            self.failing_since, self.changed_at = now, tried_at
         self.delay = min(self.cap, self.delay * 2) if self.delay else self.first
         self.retry_at = now + self.delay
         return started
 
-    def succeeded(self, now: float) -> float | None:
-        """Record a write that worked; the outage's length in seconds if one just ended."""
-        since, self.failing_since = self.failing_since, None
+    def succeeded(self, now: float, tried_at: float | None = None) -> float | None:
+        """Record a write that worked; the outage's length in seconds if one just ended.
+
+        A write begun before the outage began does not end it: only a write begun since says the folder takes them.
+        """
+        tried_at = now if tried_at is None else tried_at
+        since = self.failing_since
+        if since is None or self.outdated(tried_at):
+            return None
+        self.failing_since, self.changed_at = None, tried_at
         self.delay, self.retry_at = 0.0, 0.0
-        return None if since is None else now - since
+        return now - since

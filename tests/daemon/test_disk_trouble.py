@@ -14,11 +14,19 @@ import io
 import os
 import sqlite3
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
+import structlog
 from PIL import Image
 
+from bgremover.backoff import FIRST_DELAY_SECONDS
+from bgremover.models.manifest import load_model_spec
+from bgremover.queue.states import SessionState, Status
+from bgremover.settings import load_settings
+from bgremover.supervisor.loop import Supervisor
+from tests.support import fakerunner
 from tests.support.disks import fill, set_immutable, set_read_only, small_tmpfs
 from tests.support.harness import Daemon, drop, wait_for
 from tests.support.images import encoded, shape_on_texture
@@ -26,6 +34,8 @@ from tests.support.images import encoded, shape_on_texture
 NAMES = ("a.png", "b.png", "c.png")
 # Real jobs, so a job that cannot write its result exits as the real one does.
 SLOW = {"fake_jobs": False, "job_timeout_seconds": 120, "session_idle_seconds": 1}
+
+fakerunner.register()
 
 
 def image_bytes(seed: int) -> bytes:
@@ -161,3 +171,46 @@ def test_a_file_removed_or_replaced_before_its_take_is_skipped_cleanly(tmp_path)
         assert [(e["path"], e["reason"]) for e in ignored] == [(str(inbox / "drop" / "linked.jpg"), "symlink")]
         assert not daemon.events("take_failed") and not daemon.events("upkeep_failed")
         assert outside.read_bytes() == b"not yours"
+
+
+# -- a write's answer that comes after the folder changed -----------------------
+
+
+def supervisor_on(root: Path) -> Supervisor:
+    """A real Supervisor driven step by step in this process, with an open session whose items are all done."""
+    settings = load_settings(None, root=root, stable_seconds=0, runner=fakerunner.NAME, job_slots=1)
+    daemon = Supervisor(settings, load_model_spec(settings.model, verify=False))
+    daemon.open_folders()
+    store, at = daemon.store, time.time()
+    store.create_session("catalog", "catalog", "png", at)
+    for name in NAMES:
+        item = store.add_item("catalog", name, name, ".png", f"inbox/catalog/{name}".encode(), at)
+        for status in (Status.PROCESSING, Status.DONE):
+            item = store.transition(item.id, item.status, status, at)
+        daemon.spool.result(item, ".png").write_bytes(image_bytes(item.id))
+    return daemon
+
+
+def test_a_zip_refused_before_the_outbox_took_writes_again_starts_no_second_outage(tmp_path):
+    # A ZIP build runs on its own thread: the outbox can take writes again between its start
+    # and the pass that collects its refusal. That old refusal says nothing about the outbox now.
+    root = tmp_path / "root"
+    with small_tmpfs(root / "outbox", size_kb=512) as outbox, structlog.testing.capture_logs() as logs:
+        daemon = supervisor_on(root)
+        set_read_only(outbox, True)
+        daemon.sessions.close_session(daemon.store.session("catalog"), "idle")  # its JSON refused: the outage begins
+        time.sleep(FIRST_DELAY_SECONDS)
+        daemon.sessions.finish_sessions(time.monotonic())  # due again: the build starts, and is refused
+        daemon.builder.wait()
+
+        set_read_only(outbox, False)
+        daemon.publisher.flush_outbox(time.monotonic())  # the status JSON is written: the outage ends
+        daemon.sessions.finish_sessions(time.monotonic())  # collects the old refusal, and builds again
+        daemon.builder.wait()
+        daemon.sessions.finish_sessions(time.monotonic())
+
+        said = [line["event"] for line in logs if line["event"].startswith("outbox_") and line["log_level"] != "debug"]
+        assert said == ["outbox_unwritable", "outbox_writable_again"], logs
+        assert daemon.store.session("catalog").state is SessionState.COMPLETE
+        assert sorted(zipfile.ZipFile(outbox / "catalog.zip").namelist()) == sorted(NAMES)
+        daemon.store.close()

@@ -38,6 +38,23 @@ def test_an_outage_is_reported_once_when_it_begins_and_once_when_it_ends():
     assert backoff.retry_at == 31.0  # and the wait starts from the first step again
 
 
+def test_a_refusal_of_a_write_begun_before_the_folder_took_writes_again_starts_no_outage():
+    backoff = Backoff()
+    assert backoff.failed(10.0) is True
+    assert backoff.succeeded(20.0) == 10.0  # a write begun at 20 worked: the outage is over
+    assert backoff.failed(21.0, tried_at=19.5) is False  # a ZIP build begun at 19.5 answers late
+    assert not backoff.failing and backoff.due(21.0)
+    assert backoff.failed(22.0, tried_at=21.0) is True  # begun after: the folder refuses again
+
+
+def test_a_write_begun_before_an_outage_does_not_end_it():
+    backoff = Backoff()
+    assert backoff.failed(10.0) is True
+    assert backoff.succeeded(12.0, tried_at=9.0) is None  # it got through before the folder turned
+    assert backoff.failing and not backoff.due(10.5)
+    assert backoff.succeeded(13.0, tried_at=12.5) == 3.0
+
+
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG])
 def test_a_disk_that_refuses_a_write_is_a_storage_error(code):
     assert is_storage_error(OSError(code, "refused"))

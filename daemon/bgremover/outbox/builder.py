@@ -48,6 +48,7 @@ class Built:
     build: Build
     error: Exception | None
     seconds: float
+    submitted: float  # when the loop handed it over (monotonic): what its outcome says of the outbox dates from then
 
 
 class ZipBuilder:
@@ -69,7 +70,9 @@ class ZipBuilder:
         if build.session in self._threads:
             raise RuntimeError(f"the ZIP of {build.session} is being written already")
         # A daemon thread: a disk that hangs must not keep the process from exiting at stop.
-        thread = threading.Thread(target=self._write, args=(build,), name=f"zip-{build.session}", daemon=True)
+        thread = threading.Thread(
+            target=self._write, args=(build, time.monotonic()), name=f"zip-{build.session}", daemon=True
+        )
         self._threads[build.session] = thread
         thread.start()
 
@@ -103,7 +106,7 @@ class ZipBuilder:
                 log.info("zip_build_abandoned", session=built.build.session, note="written again at the next start")
         self._threads.clear()
 
-    def _write(self, build: Build) -> None:
+    def _write(self, build: Build, submitted: float) -> None:
         """On the build's own thread: the ZIP, then the outcome for the loop, then the loop woken."""
         started = time.monotonic()
         error: Exception | None = None
@@ -111,5 +114,5 @@ class ZipBuilder:
             zips.write_zip(build.path, build.members, build.previous, self._abandon.is_set)
         except Exception as exc:  # noqa: BLE001 - every failure is the loop's to judge
             error = exc
-        self._finished.put(Built(build, error, time.monotonic() - started))
+        self._finished.put(Built(build, error, time.monotonic() - started, submitted))
         self._wake()

@@ -423,7 +423,7 @@ class Dispatch:
         self.metrics.signals_raised([one["code"] for one in reasons])
         if could_not_write:
             self.refusals.state_refused(
-                OSError(errno.ENOSPC, job_report.get("error") or "the job could not write its result"), now
+                OSError(errno.ENOSPC, job_report.get("error") or "the job could not write its result"), now, job.started
             )
         # Only after the outcome is recorded: until then these files are its evidence.
         with contextlib.suppress(OSError):

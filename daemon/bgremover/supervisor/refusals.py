@@ -29,8 +29,8 @@ class Refusals:
         self.outbox = Backoff()  # the outbox refused a status JSON or a ZIP
         self.state = Backoff()  # the state folder refused the database, a take or a job's result
 
-    def state_refused(self, exc: BaseException, now: float) -> None:
-        """The state folder refused a write: hold everything that writes there, and say so once."""
+    def state_refused(self, exc: BaseException, now: float, tried_at: float | None = None) -> None:
+        """The state folder refused a write (begun at tried_at): hold everything that writes there, and say so once."""
         refused(
             self.state,
             "state",
@@ -39,6 +39,7 @@ class Refusals:
             exc,
             now,
             "nothing new is taken or started until it takes writes again, and nothing is lost or failed meanwhile",
+            tried_at,
         )
 
     def state_accepted(self, now: float) -> None:
@@ -53,7 +54,7 @@ class Refusals:
         except OSError as exc:
             self.state_refused(exc, now)
 
-    def outbox_refused(self, exc: BaseException, now: float) -> None:
+    def outbox_refused(self, exc: BaseException, now: float, tried_at: float | None = None) -> None:
         refused(
             self.outbox,
             "outbox",
@@ -62,29 +63,42 @@ class Refusals:
             exc,
             now,
             "status files and ZIPs are written as soon as it takes writes again, and no item is failed for it",
+            tried_at,
         )
 
-    def outbox_accepted(self, now: float) -> None:
-        accepted(self.outbox, "outbox", self.settings.outbox, now)
+    def outbox_accepted(self, now: float, tried_at: float | None = None) -> None:
+        accepted(self.outbox, "outbox", self.settings.outbox, now, tried_at)
 
 
 def refused(
-    backoff: Backoff, area: str, folder: Path, called: str, exc: BaseException, now: float, meanwhile: str
+    backoff: Backoff,
+    area: str,
+    folder: Path,
+    called: str,
+    exc: BaseException,
+    now: float,
+    meanwhile: str,
+    tried_at: float | None = None,
 ) -> None:
-    """One error line when a folder starts refusing writes; its retries after that stay at debug level."""
-    if backoff.failed(now):
+    """One error line when a folder starts refusing writes; its retries after that stay at debug level.
+
+    tried_at: when the refused write began, if before now (a ZIP build, a job).
+    """
+    if backoff.failed(now, tried_at):
         log.error(
             f"{area}_unwritable",
             folder=str(folder),
             retry_in_s=backoff.delay,
             error=f"{called} refused a write ({describe(exc)}); {meanwhile}",
         )
-    else:
+    elif backoff.failing:
         log.debug(f"{area}_still_unwritable", error=describe(exc), retry_in_s=backoff.delay)
+    else:  # begun before the folder took a write again: it says nothing about the folder now
+        log.debug(f"{area}_refusal_outdated", error=describe(exc))
 
 
-def accepted(backoff: Backoff, area: str, folder: Path, now: float) -> None:
+def accepted(backoff: Backoff, area: str, folder: Path, now: float, tried_at: float | None = None) -> None:
     """One line when a folder that refused writes takes them again."""
-    outage = backoff.succeeded(now)
+    outage = backoff.succeeded(now, tried_at)
     if outage is not None:
         log.info(f"{area}_writable_again", folder=str(folder), after_s=round(outage, 1))

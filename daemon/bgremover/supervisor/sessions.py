@@ -188,9 +188,9 @@ class Sessions:
         if session is None or session.state is not SessionState.PROCESSING:
             return
         if built.error is not None:
-            self.build_failed(session, built.error, now)
+            self.build_failed(session, built.error, now, built.submitted)
             return
-        self.refusals.outbox_accepted(now)
+        self.refusals.outbox_accepted(now, built.submitted)
         log.info("zip_written", session=session.name, seconds=round(built.seconds, 2), members=len(built.build.members))
         items = self.store.items(session.name)
         # A retry or a cancel marker may have changed the items while the ZIP was written: that ZIP is not
@@ -219,12 +219,12 @@ class Sessions:
         self.publisher.publish(session.name)
         self.hooks.start_hook(session.name, zip_name)
 
-    def build_failed(self, session: Session, exc: Exception, now: float) -> None:
+    def build_failed(self, session: Session, exc: Exception, now: float, submitted: float) -> None:
         """A full or read-only outbox holds back every session; any other failure only this one."""
         if isinstance(exc, zips.Abandoned):
             return  # only at stop: the next life builds it again
         if isinstance(exc, OSError) and is_storage_error(exc):
-            self.refusals.outbox_refused(exc, now)  # the shared wait; the session stays unfinished
+            self.refusals.outbox_refused(exc, now, submitted)  # the shared wait; the session stays unfinished
             return
         if isinstance(exc, (OSError, ValueError, zipfile.BadZipFile)):  # BadZipFile: a previous ZIP that is not one
             self.finish_failed(session, FinishFailed("its ZIP could not be written", exc), now)
