@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from bgremover.models.manifest import ModelError
+from bgremover.models.openvino_outputs import compile_target
 from bgremover.models.paths import NOT_INSTALLED, installed
 
 # The precision names of bgremover, as OpenVINO's INFERENCE_PRECISION_HINT spells them. An INT8 (QDQ) model
@@ -89,8 +90,13 @@ def _shape(port) -> list:
     return list(shape.to_shape()) if shape.is_static else [str(dim) for dim in shape]
 
 
-def compile_session(file: Path, precision: str, threads: int | None, cache_dir: Path | None) -> OpenVinoSession:
-    """The model compiled for this CPU at `precision`, through the shared compile cache when there is one."""
+def compile_session(
+    file: Path, precision: str, threads: int | None, cache_dir: Path | None, mask_index: int = 0
+) -> OpenVinoSession:
+    """The model compiled for this CPU at `precision`, through the shared compile cache when there is one.
+
+    Only its outputs up to the mask (`mask_index`) are compiled: see openvino_outputs.
+    """
     reason = missing()
     if reason:
         raise ModelError(reason)
@@ -108,7 +114,8 @@ def compile_session(file: Path, precision: str, threads: int | None, cache_dir: 
         cache_dir.mkdir(parents=True, exist_ok=True)
         config["CACHE_DIR"] = str(cache_dir)
     try:
-        compiled = openvino.Core().compile_model(str(file), "CPU", config)
+        core = openvino.Core()
+        compiled = core.compile_model(compile_target(core, file, mask_index, cache_dir), "CPU", config)
     except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError and its own classes for bad models
         raise ModelError(f"model file {file} cannot be compiled by OpenVINO: {exc}") from None
     return OpenVinoSession(compiled, precision)

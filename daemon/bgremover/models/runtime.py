@@ -111,7 +111,7 @@ def open_path(
         return create_session(variant, threads, providers, optimized)
     from bgremover.models.openvino_session import compile_session  # only here: OpenVINO starts threads
 
-    session = compile_session(path.file, path.precision, threads, cache_dir)
+    session = compile_session(path.file, path.precision, threads, cache_dir, spec.output_index)
     check_shapes(session, variant)
     return session
 
