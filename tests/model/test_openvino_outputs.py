@@ -22,6 +22,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from bgremover.models.manifest import load_model_spec
 from bgremover.models.openvino_outputs import CUT_FOLDER
+from tests.support.disks import fill, set_immutable, small_tmpfs
 
 SIZE = 32
 
@@ -155,3 +156,31 @@ def test_a_model_whose_side_outputs_feed_its_mask_is_compiled_as_it_is(tmp_path)
 def blank_input(tmp_path: Path, size: int) -> list[Path]:
     np.save(tmp_path / "x.npy", np.zeros((1, 3, size, size), np.float32))
     return [tmp_path / "x.npy"]
+
+
+def test_a_cache_folder_that_refuses_writes_compiles_the_whole_model_with_the_same_mask(tmp_path):
+    # As on a full state folder: the job goes on with every output, slower, and no item fails for it.
+    model, cache = side_output_model(tmp_path / "sides.onnx"), tmp_path / "cache"
+    (cache / CUT_FOLDER).mkdir(parents=True)
+    set_immutable([cache / CUT_FOLDER], True)
+    try:
+        shapes, mask, expected = compiled(tmp_path, model, cache)
+    finally:
+        set_immutable([cache / CUT_FOLDER], False)
+    assert shapes == [[1, 1, SIZE, SIZE]] * 2, "the model as it is"
+    np.testing.assert_allclose(mask, expected, atol=1e-5)
+    assert cut_files(cache) == []
+
+
+def test_a_full_cache_folder_compiles_the_whole_model_and_leaves_no_half_written_cut(tmp_path):
+    model = side_output_model(tmp_path / "sides.onnx")
+    with small_tmpfs(tmp_path / "cache", size_kb=256) as cache:
+        (cache / CUT_FOLDER).mkdir()
+        (cache / CUT_FOLDER / ".lock").touch()
+        filler = fill(cache)
+        shapes, mask, expected = compiled(tmp_path, model, cache)
+        left = cut_files(cache) + [path.name for path in (cache / CUT_FOLDER).glob(".tmp-*")]
+        filler.unlink()
+    assert shapes == [[1, 1, SIZE, SIZE]] * 2, "the model as it is"
+    np.testing.assert_allclose(mask, expected, atol=1e-5)
+    assert left == []

@@ -49,8 +49,10 @@ def compile_target(core, source: Path, mask_index: int, cache_dir: Path | None):
         if not record.is_file():
             make(core, source, mask_index, folder, key)
         chosen = json.loads(record.read_text("utf-8")).get("file")
-    except (OSError, ValueError):
-        return str(source)  # a full or read-only state folder: the whole model, slower but the same mask
+    # OpenVINO says RuntimeError when it cannot write the IR (a full state folder) or read the model (whose
+    # compile then says why, in one sentence): either way the whole model, slower but the same mask.
+    except (OSError, ValueError, RuntimeError):
+        return str(source)
     return str(folder / chosen) if chosen else str(source)
 
 
@@ -88,10 +90,14 @@ def make(core, source: Path, mask_index: int, folder: Path, key: str) -> None:
         file = None
         if leaves_out_work:
             temp = folder / f"{durable.TEMP_PREFIX}{key}.xml"
-            openvino.serialize(model, str(temp), str(temp.with_suffix(".bin")))  # as read: fp32 stays fp32
-            # The .bin first: whoever finds the .xml finds its weights beside it.
-            durable.publish(temp.with_suffix(".bin"), folder / f"{key}.bin")
-            durable.publish(temp, folder / f"{key}.xml")
+            try:
+                openvino.serialize(model, str(temp), str(temp.with_suffix(".bin")))  # as read: fp32 stays fp32
+                # The .bin first: whoever finds the .xml finds its weights beside it.
+                durable.publish(temp.with_suffix(".bin"), folder / f"{key}.bin")
+                durable.publish(temp, folder / f"{key}.xml")
+            finally:
+                for written in (temp, temp.with_suffix(".bin")):
+                    written.unlink(missing_ok=True)
             file = f"{key}.xml"
         durable.atomic_write(record, json.dumps({"source": str(source.resolve()), "file": file}).encode())
 
