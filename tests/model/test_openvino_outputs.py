@@ -184,3 +184,15 @@ def test_a_full_cache_folder_compiles_the_whole_model_and_leaves_no_half_written
     assert shapes == [[1, 1, SIZE, SIZE]] * 2, "the model as it is"
     np.testing.assert_allclose(mask, expected, atol=1e-5)
     assert left == []
+
+
+def test_a_cut_removed_by_hand_is_made_again(tmp_path):
+    model, cache = side_output_model(tmp_path / "sides.onnx"), tmp_path / "cache"
+    compiled(tmp_path, model, cache)
+    (xml,) = (cache / CUT_FOLDER).glob("*.xml")
+    xml.unlink()
+    xml.with_suffix(".bin").unlink()
+    shapes, mask, expected = compiled(tmp_path, model, cache)
+    assert shapes == [[1, 1, SIZE, SIZE]]
+    np.testing.assert_allclose(mask, expected, atol=1e-5)
+    assert cut_files(cache) == [".bin", ".json", ".xml"]

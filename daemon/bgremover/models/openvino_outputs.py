@@ -49,6 +49,10 @@ def compile_target(core, source: Path, mask_index: int, cache_dir: Path | None):
         if not record.is_file():
             make(core, source, mask_index, folder, key)
         chosen = json.loads(record.read_text("utf-8")).get("file")
+        if chosen and not (folder / chosen).is_file():  # removed by hand: made again rather than failing every job
+            record.unlink(missing_ok=True)
+            make(core, source, mask_index, folder, key)
+            chosen = json.loads(record.read_text("utf-8")).get("file")
     # OpenVINO says RuntimeError when it cannot write the IR (a full state folder) or read the model (whose
     # compile then says why, in one sentence): either way the whole model, slower but the same mask.
     except (OSError, ValueError, RuntimeError):
