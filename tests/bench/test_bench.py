@@ -144,6 +144,17 @@ def test_a_folder_without_images_fails_in_one_sentence(tmp_path, settings, capsy
     assert captured.out == ""
 
 
+def test_repeat_without_models_fails_in_one_sentence_and_runs_nothing(tmp_path, settings, capsys):
+    kept = tmp_path / "kept"
+    assert bench.main(settings, parse("--repeat", "2", "--keep", str(kept))) == 1
+    captured = capsys.readouterr()
+    assert captured.err == (
+        "bgremover: --repeat counts the runs of --models: add --models NAME,NAME,... or leave --repeat out\n"
+    )
+    assert captured.out == ""
+    assert list(kept.iterdir()) == []  # no corpus made, no daemon started
+
+
 def test_the_arguments_and_their_defaults():
     defaults = vars(parse())
     assert defaults == {
@@ -157,6 +168,7 @@ def test_the_arguments_and_their_defaults():
         "edges": False,
         "model": None,
         "models": None,  # no model-and-path comparison
+        "repeat": None,  # with --models: 3 runs of the default path and of rembg each
         "rerender": False,
         "signals": False,
         "keep": None,
@@ -177,6 +189,7 @@ def test_the_arguments_and_their_defaults():
         "--slots=1,many",
         "--slots=2,2",
         "--slots=",
+        "--repeat=0",
     ):
         with pytest.raises(SystemExit):
             parse(bad)

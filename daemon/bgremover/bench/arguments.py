@@ -73,6 +73,13 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         help="each model's allowed backends and precisions through the daemon, beside `rembg p -m` the same model, "
         "on the same photos",
     )
+    parser.add_argument(
+        "--repeat",
+        type=positive_argument,
+        metavar="N",
+        help="with --models: run each model's default path and rembg N times each, taking turns, and compare "
+        "their medians (default 3)",
+    )
     parser.add_argument("--keep", type=Path, metavar="DIR", help="work in DIR and keep it for inspection")
     parser.add_argument(
         "--slots",

@@ -84,6 +84,8 @@ def main(settings: Settings, args: argparse.Namespace, *, soak_step: int = SOAK_
     table = not args.json
     document = None
     try:
+        if args.repeat and not args.models:
+            raise BenchError("--repeat counts the runs of --models: add --models NAME,NAME,... or leave --repeat out")
         if args.soak:
             document = soak(settings, args, workdir, soak_step, echo=table)
         elif args.options:
@@ -277,7 +279,7 @@ def per_model_path(settings: Settings, args: argparse.Namespace, workdir: Path) 
     """Each of --models on each path it may take, beside rembg, on the same photos (bench/catalog.py)."""
     corpus = bench_corpus(args, workdir / "corpus")
     try:
-        compared = catalog.compare(settings, args.models, corpus, workdir / "models")
+        compared = catalog.compare(settings, args.models, corpus, workdir / "models", args.repeat or catalog.REPEAT)
     except modelbench.JobFailed as exc:
         raise BenchError(str(exc)) from None
     return {"machine": machine(settings.threads), "corpus": describe_corpus(corpus, args), "paths_and_rembg": compared}
@@ -676,7 +678,8 @@ SECTION_TITLES = {
     "edges": "edges against the raw mask (alpha levels of 255; band = pixels near the contour)",
     "models": "each model: session, model alone, whole pipeline in this process (medians), one job's peak memory",
     "paths_and_rembg": "each model on each path its check allowed, through the daemon, beside rembg with the same "
-    "model file on the same photos (agreement: IoU of alpha ≥ 128, alpha MAE in levels of 255)",
+    "model file on the same photos (agreement: IoU of alpha ≥ 128, alpha MAE in levels of 255; the ratio to rembg: "
+    "of the medians of --repeat runs each, taking turns)",
     "agreement": "mask agreement at each photo's size (alpha_diff: mean |difference| in levels of 255)",
     "labelled_set": "the labelled set: cases in each group (bench/signals.py)",
     "signals": "each quality signal of the first model on the labelled set",
