@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -113,6 +114,29 @@ def test_an_idle_daemon_lets_its_waiting_process_warm_up_and_a_busy_one_does_not
         wait_for(lambda: (warmed / str(second[0])).exists(), what="the next idle standby to warm up")
     # Dismissed at the stop after its warm-up, the waiting process leaves quietly.
     assert "Traceback" not in daemon.log(), daemon.log()
+
+
+def test_a_standby_waits_to_warm_up_until_the_zip_is_written(root, tmp_path):
+    warmed = tmp_path / "warmed"
+    warmed.mkdir()
+    daemon = Daemon(root)
+    daemon.env["BGREMOVER_TEST_WARM_DIR"] = str(warmed)
+    with daemon:
+        first = the_standby(daemon)
+        wait_for(lambda: (warmed / str(first)).exists(), what="the idle daemon's standby to warm up")
+        gate = tmp_path / "gate"
+        drop(root / "inbox", "big/a.jpg", f"bytes 300 {gate}")  # a 300 MiB result: its ZIP takes a while to write
+        # The session closes while its one job waits: the job's end leaves the daemon nothing but the ZIP.
+        wait_for(lambda: daemon.events("session_closed"), what="the session to close")
+        gate.write_text("open")
+        daemon.wait_complete("big")
+        started = [event["pid"] for event in daemon.events("job_started")]
+        second = wait_for(lambda: [pid for pid in standbys_of(daemon) if pid not in started], what="a new standby")
+        wait_for(lambda: (warmed / str(second[0])).exists(), what="the next idle standby to warm up")
+        (written,) = daemon.events("zip_written")
+    # No image waited and no job ran once the job ended, but the warm-up waited for the ZIP the user waits for.
+    warmed_at = (warmed / str(second[0])).stat().st_mtime
+    assert warmed_at > datetime.fromisoformat(written["timestamp"]).timestamp()
 
 
 def test_every_job_runs_in_a_fresh_process_of_its_own_group_adopted_by_the_daemon(root, tmp_path):

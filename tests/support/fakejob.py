@@ -121,7 +121,9 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(0, len(hog), 4096):
             hog[i] = 1
         time.sleep(3600)
-    if verb == "bytes":
+    if verb == "bytes":  # N MiB; with a gate, once the test has opened it
+        while len(rest) > 1 and not Path(rest[1]).exists():
+            time.sleep(0.05)
         write_bulk_result(args, int(rest[0]))
         return 0
     if verb == "flag":  # the signals, only with the raw edges: a review retry with other edges comes out clean

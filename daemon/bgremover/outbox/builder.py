@@ -63,6 +63,10 @@ class ZipBuilder:
     def building(self, session: str) -> bool:
         return session in self._threads
 
+    def busy(self) -> bool:
+        """Whether any ZIP is being written (or has ended and is not yet collected)."""
+        return bool(self._threads)
+
     def has_room(self) -> bool:
         return len(self._threads) < BUILDS_AT_ONCE
 

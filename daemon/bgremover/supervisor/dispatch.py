@@ -100,7 +100,8 @@ class Dispatch:
         """Claim the oldest queued item and start its job; False when nothing more can start on this pass."""
         queued = self.store.next_queued()
         if queued is None:
-            if not self.jobs:
+            # A standby's warm-up is a whole inference: only with nothing to do, not while a ZIP its user waits for is written.
+            if not self.jobs and not self.moves.sessions.builder.busy():
                 self.runner.idle(now)
             return False
         session = self.store.session(queued.session)  # one read serves the model, the refusal and the job
