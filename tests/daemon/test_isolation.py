@@ -92,50 +92,60 @@ def processes_mentioning(text: str) -> list[int]:
 # ---------------------------------------------------------------- one fresh process per job
 
 
-def test_an_idle_daemon_lets_its_waiting_process_warm_up_and_a_busy_one_does_not(root, tmp_path):
-    warmed = tmp_path / "warmed"
+def warming_daemon(root: Path, warmed: Path) -> Daemon:
+    """A daemon whose waiting processes each mark their warm-up in `warmed` (tests/support/fakejob.py `warm`)."""
     warmed.mkdir()
     daemon = Daemon(root)
     daemon.env["BGREMOVER_TEST_WARM_DIR"] = str(warmed)
-    with daemon:
-        first = the_standby(daemon)
-        wait_for(lambda: (warmed / str(first)).exists(), what="the idle daemon's standby to warm up")
+    return daemon
+
+
+def the_standby_warmed(daemon: Daemon, warmed: Path) -> int:
+    first = the_standby(daemon)
+    wait_for(lambda: (warmed / str(first)).exists(), what="the idle daemon's standby to warm up")
+    return first
+
+
+def the_next_standby_warmed(daemon: Daemon, warmed: Path, started: list[int]) -> int:
+    """The standby made after the jobs `started`, once it has warmed up."""
+    second = wait_for(lambda: [pid for pid in standbys_of(daemon) if pid not in started], what="a new standby")
+    wait_for(lambda: (warmed / str(second[0])).exists(), what="the next idle standby to warm up")
+    return second[0]
+
+
+def test_an_idle_daemon_lets_its_waiting_process_warm_up_and_a_busy_one_does_not(root, tmp_path):
+    warmed = tmp_path / "warmed"
+    with warming_daemon(root, warmed) as daemon:
+        first = the_standby_warmed(daemon, warmed)
 
         for name in ("a.jpg", "b.jpg", "c.jpg"):
             drop(root / "inbox", f"busy/{name}", "ok")
         daemon.wait_complete("busy")
         started = [event["pid"] for event in daemon.events("job_started")]
-        second = wait_for(lambda: [pid for pid in standbys_of(daemon) if pid not in started], what="a new standby")
 
         # The jobs of the batch ran in processes that were handed their job without
         # a warm-up, except the first, which had waited while the daemon was idle.
         assert started[0] == first
         assert all(not (warmed / str(pid)).exists() for pid in started[1:]), "a process warmed while items waited"
-        wait_for(lambda: (warmed / str(second[0])).exists(), what="the next idle standby to warm up")
+        the_next_standby_warmed(daemon, warmed, started)
     # Dismissed at the stop after its warm-up, the waiting process leaves quietly.
     assert "Traceback" not in daemon.log(), daemon.log()
 
 
 def test_a_standby_waits_to_warm_up_until_the_zip_is_written(root, tmp_path):
-    warmed = tmp_path / "warmed"
-    warmed.mkdir()
-    daemon = Daemon(root)
-    daemon.env["BGREMOVER_TEST_WARM_DIR"] = str(warmed)
-    with daemon:
-        first = the_standby(daemon)
-        wait_for(lambda: (warmed / str(first)).exists(), what="the idle daemon's standby to warm up")
-        gate = tmp_path / "gate"
+    warmed, gate = tmp_path / "warmed", tmp_path / "gate"
+    with warming_daemon(root, warmed) as daemon:
+        the_standby_warmed(daemon, warmed)
         drop(root / "inbox", "big/a.jpg", f"bytes 300 {gate}")  # a 300 MiB result: its ZIP takes a while to write
         # The session closes while its one job waits: the job's end leaves the daemon nothing but the ZIP.
         wait_for(lambda: daemon.events("session_closed"), what="the session to close")
         gate.write_text("open")
         daemon.wait_complete("big")
         started = [event["pid"] for event in daemon.events("job_started")]
-        second = wait_for(lambda: [pid for pid in standbys_of(daemon) if pid not in started], what="a new standby")
-        wait_for(lambda: (warmed / str(second[0])).exists(), what="the next idle standby to warm up")
+        second = the_next_standby_warmed(daemon, warmed, started)
         (written,) = daemon.events("zip_written")
     # No image waited and no job ran once the job ended, but the warm-up waited for the ZIP the user waits for.
-    warmed_at = (warmed / str(second[0])).stat().st_mtime
+    warmed_at = (warmed / str(second)).stat().st_mtime
     assert warmed_at > datetime.fromisoformat(written["timestamp"]).timestamp()
 
 
