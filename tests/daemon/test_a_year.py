@@ -54,17 +54,18 @@ def roots(tmp_path_factory) -> dict[str, Path]:
 
 
 def time_to_ready(root: Path) -> float:
-    """Seconds from `bgremover run` to its daemon_ready, the daemon stopped again after; the better of two starts.
+    """The supervisor's CPU seconds from `bgremover run` to its daemon_ready, the daemon stopped again after; the
+    better of two starts.
 
-    Two, so that one start slowed by other work on the machine does not decide; both read the whole history.
+    CPU time, not wall time: what a start costs grows with history or not, a loaded machine's waits do not. Two
+    starts, so that one slowed by other work on the machine does not decide; both read the whole history.
     """
     return min(one_start(root) for _ in range(2))
 
 
 def one_start(root: Path) -> float:
-    started = time.monotonic()
-    with Daemon(root, **KEEP_ALL):
-        return time.monotonic() - started
+    with Daemon(root, **KEEP_ALL) as daemon:
+        return cpu_seconds_of(daemon.process.pid)
 
 
 def rss_kb(pid: int) -> int:
@@ -77,7 +78,7 @@ def rss_kb(pid: int) -> int:
 def test_a_year_of_history_starts_within_seconds_and_no_slower_than_a_tenth_of_it(roots):
     tenth = time_to_ready(roots["tenth"])
     year = time_to_ready(roots["year"])
-    print(f"ready after {tenth:.2f} s with {TENTH.items} items, {year:.2f} s with {YEAR.items}")
+    print(f"ready after {tenth:.2f} s of CPU with {TENTH.items} items, {year:.2f} s with {YEAR.items}")
     assert year < READY_WITHIN_S, f"ready after {year:.1f} s with a year of history"
     assert year <= 1.5 * tenth + 1.0, f"ready after {year:.2f} s with a year, {tenth:.2f} s with a tenth of it"
 
