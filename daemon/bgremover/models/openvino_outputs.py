@@ -45,19 +45,28 @@ def compile_target(core, source: Path, mask_index: int, cache_dir: Path | None):
     folder = cache_dir / CUT_FOLDER
     try:
         key = f"{identity(source)}-{mask_index}"
-        record = folder / f"{key}.json"
-        if not record.is_file():
+        target = recorded(folder, key, source)
+        if target is None:  # no cut yet, or its IR was removed by hand: made (again) rather than failing every job
+            (folder / f"{key}.json").unlink(missing_ok=True)
             make(core, source, mask_index, folder, key)
-        chosen = json.loads(record.read_text("utf-8")).get("file")
-        if chosen and not (folder / chosen).is_file():  # removed by hand: made again rather than failing every job
-            record.unlink(missing_ok=True)
-            make(core, source, mask_index, folder, key)
-            chosen = json.loads(record.read_text("utf-8")).get("file")
+            target = recorded(folder, key, source)
     # OpenVINO says RuntimeError when it cannot write the IR (a full state folder) or read the model (whose
     # compile then says why, in one sentence): either way the whole model, slower but the same mask.
     except (OSError, ValueError, RuntimeError):
         return str(source)
-    return str(folder / chosen) if chosen else str(source)
+    return target or str(source)
+
+
+def recorded(folder: Path, key: str, source: Path) -> str | None:
+    """The file the cut's record says to compile (the source, where cutting leaves out no work); None where
+    there is no record, or the IR it names is gone."""
+    record = folder / f"{key}.json"
+    if not record.is_file():
+        return None
+    chosen = json.loads(record.read_text("utf-8")).get("file")
+    if not chosen:
+        return str(source)
+    return str(folder / chosen) if (folder / chosen).is_file() else None
 
 
 def identity(source: Path) -> str:
